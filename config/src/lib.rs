@@ -1,0 +1,305 @@
+//! Sluice configuration: the TOML contract, validated as a whole.
+//!
+//! Operators write one TOML file (see `config/examples/` and `config/README.md`).
+//! [`parse`] deserialises it into the span-keeping [`schema`] types, then
+//! [`validate`](crate::validate) checks it as a whole and reports *every* problem it
+//! finds, each as `file:line:col: message`, instead of stopping at the first. The
+//! result is a plain [`Config`] with parsed addresses and durations and resolved
+//! secrets, which the gateway then turns into per-shard state.
+//!
+//! The crate does no I/O: the caller passes the file's text and a function to look up
+//! environment variables, so validation is a pure function and easy to test.
+//!
+//! ```
+//! let src = r#"
+//! [[target]]
+//! name = "cache"
+//! protocol = "tcp"
+//! listen = "127.0.0.1:16379"
+//! upstream = "127.0.0.1:6379"
+//! access = ["*"]
+//! "#;
+//! let config = sluice_config::parse(src, "sluice.toml", |_| None).unwrap();
+//! assert_eq!(config.targets[0].name, "cache");
+//! ```
+//!
+//! # Layout
+//! - [`schema`]: the file's shape, one struct per table, spans kept.
+//! - `validate`: whole-file checks producing [`Config`] or [`ConfigError`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub mod schema;
+mod validate;
+
+pub use schema::{Action, Durability, IoDriver, Protocol};
+
+/// Statement kinds a guardrail rule may name (`opaque` is a flag that rules may
+/// name like a kind).
+pub const STATEMENT_KINDS: &[&str] = &[
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "copy",
+    "create",
+    "alter",
+    "drop",
+    "truncate",
+    "grant",
+    "revoke",
+    "set",
+    "show",
+    "begin",
+    "commit",
+    "rollback",
+    "prepare",
+    "execute",
+    "deallocate",
+    "do",
+    "call",
+    "explain",
+    "vacuum",
+    "lock",
+    "listen",
+    "notify",
+    "other",
+    "opaque",
+];
+
+/// Content detectors a masking profile may enable.
+pub const DETECTORS: &[&str] = &[
+    "email",
+    "credit_card",
+    "ssn",
+    "phone",
+    "iban",
+    "ipv4",
+    "ipv6",
+    "aws_key",
+    "jwt",
+    "private_key",
+    "bearer",
+    "api_key",
+];
+
+/// Mask styles a column rule may use.
+pub const MASK_STYLES: &[&str] = &["redact", "last4", "full", "hash"];
+
+/// HTTP methods an HTTP guardrail rule may name.
+pub const HTTP_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*",
+];
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: Gateway,
+    pub identity: Option<Identity>,
+    pub audit: Option<Audit>,
+    pub tls: Option<Tls>,
+    pub targets: Vec<Target>,
+    pub guardrails: BTreeMap<String, Guardrails>,
+    pub masking: BTreeMap<String, MaskingProfile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Number of shards; `0` means one per available core.
+    pub shards: usize,
+    pub admin: Option<SocketAddr>,
+    /// How long open sessions may run after a stop signal before the process exits.
+    pub drain_timeout: Duration,
+    /// How long to wait for an upstream connection.
+    pub connect_timeout: Duration,
+    pub pin_cores: bool,
+    pub io: IoDriver,
+    /// Per-direction copy buffer of a pass-through connection, in bytes.
+    pub buffer_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks: String,
+    pub groups_claim: String,
+    pub leeway: Duration,
+    pub admin_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub dir: String,
+    pub durability: Durability,
+    pub flush_interval: Duration,
+    pub signing_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub protocol: Protocol,
+    pub listen: SocketAddr,
+    /// `host:port` of the system the target fronts.
+    pub upstream: String,
+    pub credentials: Option<Credentials>,
+    /// Groups that may connect; `*` means any caller (the only choice for `tcp`).
+    pub access: Vec<String>,
+    pub approvers: Vec<String>,
+    pub guardrails: Option<String>,
+    pub masking: Option<String>,
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: Option<String>,
+    /// Resolved from `password_env` when the configuration was loaded.
+    pub password: Option<Secret>,
+    pub header: Option<String>,
+    /// Resolved from `value_env`.
+    pub value: Option<Secret>,
+}
+
+/// A credential value that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Guardrails {
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub kinds: Vec<String>,
+    pub methods: Vec<String>,
+    pub path: Option<String>,
+    pub unbounded: bool,
+    /// Empty means "whoever the caller is".
+    pub groups: Vec<String>,
+    pub action: Action,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MaskingProfile {
+    pub detectors: Vec<String>,
+    pub columns: BTreeMap<String, String>,
+}
+
+/// One problem found in a configuration file, at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Everything wrong with one configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, d.line, d.col, d.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses and validates a configuration.
+///
+/// `file` names the source in diagnostics; `env` resolves the environment variables
+/// named by `password_env` / `value_env` (a missing one is an error naming it).
+pub fn parse(
+    source: &str,
+    file: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let fail = |diagnostics| ConfigError {
+        file: file.to_owned(),
+        diagnostics,
+    };
+    let raw: schema::RawConfig = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(source, s.start))
+                .unwrap_or((1, 1));
+            let message = e.message().trim_end().replace('\n', " ");
+            return Err(fail(vec![Diagnostic { line, col, message }]));
+        }
+    };
+    validate::validate(raw, source, &env).map_err(fail)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let col = source[line_start..offset].chars().count() + 1;
+    (line, col)
+}
+
+/// Parses `250ms`, `30s`, `5m`, `2h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    };
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! The TOML contract exactly as operators write it.
+//!
+//! These types mirror the file one to one and keep every value's source span
+//! (`Spanned`), so validation can point at the offending `line:col`. Nothing here
+//! is used on the data path: [`crate::validate`] turns it into [`crate::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    pub identity: Option<Spanned<RawIdentity>>,
+    pub audit: Option<RawAudit>,
+    pub tls: Option<Spanned<RawTls>>,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<Spanned<RawTarget>>,
+    #[serde(default)]
+    pub guardrails: BTreeMap<String, Spanned<RawGuardrails>>,
+    #[serde(default)]
+    pub masking: BTreeMap<String, Spanned<RawMasking>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub shards: Option<Spanned<i64>>,
+    pub admin: Option<Spanned<String>>,
+    pub drain_timeout: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub pin_cores: bool,
+    pub io: Option<Spanned<IoDriver>>,
+    pub buffer_size: Option<Spanned<i64>>,
+}
+
+/// Which monoio driver a shard runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriver {
+    /// io_uring where the kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring only: fail to start rather than fall back.
+    IoUring,
+    /// epoll only.
+    Epoll,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub issuer: Spanned<String>,
+    pub audience: Spanned<String>,
+    pub jwks: Spanned<String>,
+    pub groups_claim: Option<Spanned<String>>,
+    pub leeway: Option<Spanned<String>>,
+    #[serde(default)]
+    pub admin_groups: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub dir: Spanned<String>,
+    #[serde(default)]
+    pub durability: Durability,
+    pub flush_interval_ms: Option<Spanned<i64>>,
+    pub signing_key: Option<Spanned<String>>,
+}
+
+/// When a command's audit record must be durable relative to forwarding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Forwarded only after its record is on disk.
+    #[default]
+    Strict,
+    /// Forwarded once enqueued; on disk within the flush interval.
+    Batched,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub name: Spanned<String>,
+    pub protocol: Spanned<Protocol>,
+    pub listen: Spanned<String>,
+    pub upstream: Spanned<String>,
+    pub credentials: Option<Spanned<RawCredentials>>,
+    pub access: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub approvers: Vec<Spanned<String>>,
+    pub guardrails: Option<Spanned<String>>,
+    pub masking: Option<Spanned<String>>,
+    pub database: Option<Spanned<String>>,
+}
+
+/// The wire protocol a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Postgres,
+    Mysql,
+    Http,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    pub user: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+    pub value_env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuardrails {
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub kinds: Option<Vec<Spanned<String>>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub path: Option<Spanned<String>>,
+    pub unbounded: Option<bool>,
+    pub groups: Option<Vec<Spanned<String>>>,
+    pub action: Spanned<Action>,
+    pub message: Option<String>,
+}
+
+/// What a matching rule does with a statement or request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Allow,
+    Deny,
+    Approve,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMasking {
+    #[serde(default)]
+    pub detectors: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub columns: BTreeMap<String, Spanned<String>>,
+}

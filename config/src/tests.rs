@@ -1,0 +1,310 @@
+//! Every validation error class, each asserting its `file:line:col` message.
+
+use super::*;
+
+const TCP_OK: &str = r#"[[target]]
+name = "cache"
+protocol = "tcp"
+listen = "127.0.0.1:16379"
+upstream = "127.0.0.1:6379"
+access = ["*"]
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "ORDERS_PASSWORD").then(|| "s3cret".to_owned())
+}
+
+/// The rendered error text of an invalid config.
+fn errors(src: &str) -> String {
+    match parse(src, "t.toml", env) {
+        Ok(_) => panic!("expected an error for:\n{src}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_error(src: &str, expected: &str) {
+    let got = errors(src);
+    assert!(
+        got.lines().any(|l| l.starts_with(expected)),
+        "expected a line starting with {expected:?}, got:\n{got}"
+    );
+}
+
+#[test]
+fn tcp_only_config_needs_no_identity() {
+    let c = parse(TCP_OK, "t.toml", env).unwrap();
+    assert!(c.identity.is_none());
+    assert_eq!(c.targets[0].protocol, Protocol::Tcp);
+    assert_eq!(c.gateway.shards, 0);
+    assert_eq!(c.gateway.drain_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn toml_syntax_error() {
+    assert_error("[gateway\nshards = 1\n", "t.toml:1:9: ");
+}
+
+#[test]
+fn unknown_key() {
+    let src = format!("{TCP_OK}acess = [\"sre\"]\n");
+    let got = errors(&src);
+    assert!(
+        got.starts_with("t.toml:7:1: unknown field `acess`, expected one of"),
+        "{got}"
+    );
+}
+
+#[test]
+fn unknown_key_in_gateway() {
+    let got = errors(&format!("[gateway]\nshard = 2\n{TCP_OK}"));
+    assert!(
+        got.starts_with("t.toml:2:1: unknown field `shard`"),
+        "{got}"
+    );
+}
+
+#[test]
+fn wrong_type() {
+    let got = errors(&format!("[gateway]\nshards = \"four\"\n{TCP_OK}"));
+    assert!(
+        got.starts_with("t.toml:2:10: invalid type: string \"four\", expected i64"),
+        "{got}"
+    );
+}
+
+#[test]
+fn unknown_protocol() {
+    let src = TCP_OK.replace("protocol = \"tcp\"", "protocol = \"ftp\"");
+    let got = errors(&src);
+    assert!(
+        got.starts_with("t.toml:3:12: unknown variant `ftp`, expected one of"),
+        "{got}"
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let src = TCP_OK.replace("upstream = \"127.0.0.1:6379\"\n", "");
+    assert_error(&src, "t.toml:1:1: missing field `upstream`");
+}
+
+#[test]
+fn invalid_listen_address() {
+    let src = TCP_OK.replace("127.0.0.1:16379", "localhost");
+    assert_error(
+        &src,
+        "t.toml:4:10: invalid listen address `localhost`: expected an IP address and port",
+    );
+}
+
+#[test]
+fn duplicate_listen_address() {
+    let second = TCP_OK.replace("\"cache\"", "\"cache2\"");
+    let src = format!("{TCP_OK}{second}");
+    assert_error(
+        &src,
+        "t.toml:10:10: listen address 127.0.0.1:16379 is already used by target `cache`",
+    );
+}
+
+#[test]
+fn listen_address_clashes_with_admin() {
+    let src = format!("[gateway]\nadmin = \"127.0.0.1:16379\"\n{TCP_OK}");
+    assert_error(
+        &src,
+        "t.toml:6:10: listen address 127.0.0.1:16379 is already used by the admin listener",
+    );
+}
+
+#[test]
+fn invalid_upstream() {
+    let src = TCP_OK.replace("127.0.0.1:6379", "db.internal");
+    assert_error(
+        &src,
+        "t.toml:5:12: invalid upstream `db.internal`: expected host:port",
+    );
+}
+
+#[test]
+fn upstream_may_be_a_host_name() {
+    let src = TCP_OK.replace("127.0.0.1:6379", "db.internal:6379");
+    assert_eq!(
+        parse(&src, "t.toml", env).unwrap().targets[0].upstream,
+        "db.internal:6379"
+    );
+}
+
+#[test]
+fn duplicate_and_invalid_target_names() {
+    let second = TCP_OK.replace("16379", "16380");
+    assert_error(
+        &format!("{TCP_OK}{second}"),
+        "t.toml:8:8: duplicate target name `cache`",
+    );
+    let bad = TCP_OK.replace("\"cache\"", "\"my cache\"");
+    assert_error(&bad, "t.toml:2:8: invalid target name `my cache`");
+}
+
+#[test]
+fn tcp_target_must_open_access_explicitly() {
+    let src = TCP_OK.replace("access = [\"*\"]", "access = [\"sre\"]");
+    assert_error(&src, "t.toml:6:10: tcp target `cache` cannot check identity: it must say access = [\"*\"] explicitly");
+    let src = TCP_OK.replace("access = [\"*\"]\n", "");
+    assert_error(&src, "t.toml:2:8: tcp target `cache` cannot check identity");
+}
+
+#[test]
+fn tcp_target_rejects_l7_settings() {
+    let src = format!("{TCP_OK}credentials = {{ user = \"app\" }}\n");
+    assert_error(
+        &src,
+        "t.toml:7:15: `credentials` has no effect on tcp target `cache`",
+    );
+}
+
+const PG: &str = r#"[[target]]
+name = "orders"
+protocol = "postgres"
+listen = "127.0.0.1:6432"
+upstream = "127.0.0.1:5432"
+credentials = { user = "app", password_env = "ORDERS_PASSWORD" }
+access = ["sre"]
+"#;
+
+const IDENTITY: &str = r#"[identity]
+issuer = "https://idp.example.com/"
+audience = "sluice"
+jwks = "file:dev.jwks.json"
+"#;
+
+#[test]
+fn identity_required_only_when_a_target_needs_it() {
+    assert_error(PG, "t.toml:3:12: target `orders` uses protocol postgres which authenticates callers with a token: add an [identity] section");
+    let c = parse(&format!("{IDENTITY}{PG}"), "t.toml", env).unwrap();
+    let creds = c.targets[0].credentials.as_ref().unwrap();
+    assert_eq!(creds.password.as_ref().unwrap().expose(), "s3cret");
+    assert_eq!(format!("{:?}", creds.password), "Some(Secret(***))");
+}
+
+#[test]
+fn missing_env_var_is_named() {
+    let src = format!("{IDENTITY}{PG}").replace("ORDERS_PASSWORD", "NOPE_PASSWORD");
+    assert_error(
+        &src,
+        "t.toml:10:46: environment variable `NOPE_PASSWORD` (named by `password_env`) is not set",
+    );
+}
+
+#[test]
+fn l7_target_needs_access() {
+    let src = format!("{IDENTITY}{PG}").replace("access = [\"sre\"]\n", "");
+    assert_error(&src, "t.toml:6:8: target `orders` needs `access`");
+}
+
+#[test]
+fn invalid_jwks() {
+    let src = format!("{IDENTITY}{PG}").replace("file:dev.jwks.json", "dev.jwks.json");
+    assert_error(&src, "t.toml:4:8: invalid jwks `dev.jwks.json`");
+}
+
+#[test]
+fn unknown_guardrails_and_masking_references() {
+    let src = format!("{IDENTITY}{PG}guardrails = \"prod\"\nmasking = \"pii\"\n");
+    let got = errors(&src);
+    assert!(
+        got.contains("t.toml:12:14: unknown guardrails `prod`: no [guardrails.prod] table"),
+        "{got}"
+    );
+    assert!(
+        got.contains("t.toml:13:11: unknown masking profile `pii`"),
+        "{got}"
+    );
+}
+
+#[test]
+fn unknown_statement_kind_detector_and_style() {
+    let src = format!(
+        "{IDENTITY}{PG}guardrails = \"prod\"\nmasking = \"pii\"\n\
+[guardrails.prod]\nrules = [\n  {{ kinds = [\"drop\", \"dorp\"], action = \"deny\" }},\n]\n\
+[masking.pii]\ndetectors = [\"email\", \"emial\"]\ncolumns = {{ ssn = \"blur\" }}\n"
+    );
+    let got = errors(&src);
+    assert!(
+        got.contains("t.toml:16:22: unknown statement kind `dorp`"),
+        "{got}"
+    );
+    assert!(
+        got.contains("t.toml:19:23: unknown detector `emial`"),
+        "{got}"
+    );
+    assert!(
+        got.contains("t.toml:20:19: unknown mask style `blur`"),
+        "{got}"
+    );
+}
+
+#[test]
+fn unknown_action() {
+    let src = format!(
+        "{IDENTITY}{PG}[guardrails.prod]\nrules = [{{ kinds = [\"drop\"], action = \"block\" }}]\n"
+    );
+    assert_error(
+        &src,
+        "t.toml:13:39: unknown variant `block`, expected one of `allow`, `deny`, `approve`",
+    );
+}
+
+#[test]
+fn rule_needs_something_to_match() {
+    let src = format!("{IDENTITY}{PG}[guardrails.prod]\nrules = [{{ action = \"deny\" }}]\n");
+    assert_error(
+        &src,
+        "t.toml:13:10: a rule needs `kinds` (SQL) or `methods`/`path` (HTTP)",
+    );
+}
+
+#[test]
+fn invalid_duration_and_range() {
+    let src = format!("[gateway]\nshards = 5000\ndrain_timeout = \"soon\"\n{TCP_OK}");
+    let got = errors(&src);
+    assert!(
+        got.contains("t.toml:2:10: `shards` must be between 0 (one per core) and 1024, not 5000"),
+        "{got}"
+    );
+    assert!(
+        got.contains("t.toml:3:17: invalid duration `soon` for `drain_timeout`"),
+        "{got}"
+    );
+}
+
+#[test]
+fn no_targets() {
+    assert_error("[gateway]\nshards = 1\n", "t.toml:1:1: no targets");
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let src = TCP_OK
+        .replace("127.0.0.1:16379", "nope")
+        .replace("127.0.0.1:6379", "also-nope")
+        .replace("[\"*\"]", "[\"sre\"]");
+    let got = errors(&src);
+    assert_eq!(got.lines().count(), 3, "{got}");
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+    assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+    assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+    assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+    assert_eq!(parse_duration("fast"), None);
+    assert_eq!(parse_duration("5 parsecs"), None);
+}
+
+#[test]
+fn line_col_counts_characters() {
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    assert_eq!(line_col("é = 1\nx", 3), (1, 3));
+}

@@ -1,0 +1,566 @@
+//! Whole-file validation: every problem is collected with its position, then
+//! reported together, so an operator fixes a file in one pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::schema::*;
+use crate::*;
+
+struct Checker<'a> {
+    source: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, col) = line_col(self.source, span.start);
+        self.diags.push(Diagnostic {
+            line,
+            col,
+            message: message.into(),
+        });
+    }
+
+    fn duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = value else { return default };
+        match parse_duration(v.get_ref()) {
+            Some(d) => d,
+            None => {
+                self.error(
+                    v.span(),
+                    format!(
+                        "invalid duration `{}` for `{key}`: expected a number with a unit, e.g. \"500ms\", \"30s\", \"5m\"",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, what: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "invalid {what} `{}`: expected an IP address and port, e.g. \"127.0.0.1:6432\"",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn env_secret(
+        &mut self,
+        name: &Option<Spanned<String>>,
+        key: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Secret> {
+        let name = name.as_ref()?;
+        if name.get_ref().is_empty() {
+            self.error(
+                name.span(),
+                format!("`{key}` must name an environment variable"),
+            );
+            return None;
+        }
+        match env(name.get_ref()) {
+            Some(v) => Some(Secret::new(v)),
+            None => {
+                self.error(
+                    name.span(),
+                    format!(
+                        "environment variable `{}` (named by `{key}`) is not set",
+                        name.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+fn is_host_port(text: &str) -> bool {
+    if text.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(['/', ' ', '[', ']'])
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+pub(crate) fn validate(
+    raw: RawConfig,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Diagnostic>> {
+    let mut c = Checker {
+        source,
+        diags: Vec::new(),
+    };
+    let gateway = gateway(&mut c, &raw.gateway);
+
+    // Listen addresses must not collide (with each other or the admin listener).
+    let mut listens: HashMap<SocketAddr, String> = HashMap::new();
+    if let Some(admin) = gateway.admin {
+        listens.insert(admin, "the admin listener".to_owned());
+    }
+
+    if raw.targets.is_empty() {
+        c.error(
+            0..0,
+            "no targets: add at least one [[target]] with name, protocol, listen and upstream",
+        );
+    }
+
+    let mut names: HashMap<String, Range<usize>> = HashMap::new();
+    let mut needs_identity: Option<(String, Protocol, Range<usize>)> = None;
+    let mut targets = Vec::with_capacity(raw.targets.len());
+    for t in &raw.targets {
+        let t = t.get_ref();
+        let name = t.name.get_ref().clone();
+        if !is_valid_name(&name) {
+            c.error(
+                t.name.span(),
+                format!("invalid target name `{name}`: use 1-64 letters, digits, `_`, `-` or `.`"),
+            );
+        } else if names.contains_key(&name) {
+            c.error(t.name.span(), format!("duplicate target name `{name}`"));
+        } else {
+            names.insert(name.clone(), t.name.span());
+        }
+        let protocol = *t.protocol.get_ref();
+        let listen = c.socket_addr(&t.listen, "listen address");
+        if let Some(addr) = listen {
+            if let Some(other) = listens.get(&addr) {
+                c.error(
+                    t.listen.span(),
+                    format!("listen address {addr} is already used by {other}"),
+                );
+            } else {
+                listens.insert(addr, format!("target `{name}`"));
+            }
+        }
+        if !is_host_port(t.upstream.get_ref()) {
+            c.error(
+                t.upstream.span(),
+                format!(
+                    "invalid upstream `{}`: expected host:port, e.g. \"127.0.0.1:5432\"",
+                    t.upstream.get_ref()
+                ),
+            );
+        }
+
+        let access: Vec<String> = match &t.access {
+            Some(a) => a.get_ref().iter().map(|g| g.get_ref().clone()).collect(),
+            None => Vec::new(),
+        };
+        let access_span = t.access.as_ref().map(|a| a.span());
+        if protocol == Protocol::Tcp {
+            // At L4 there is no identity to check, so opening a tcp target to
+            // everyone must be a visible, deliberate choice.
+            if access != ["*"] {
+                c.error(
+                    access_span.unwrap_or(t.name.span()),
+                    format!(
+                        "tcp target `{name}` cannot check identity: it must say access = [\"*\"] explicitly"
+                    ),
+                );
+            }
+            for (present, key) in [
+                (t.credentials.as_ref().map(|s| s.span()), "credentials"),
+                (t.guardrails.as_ref().map(|s| s.span()), "guardrails"),
+                (t.masking.as_ref().map(|s| s.span()), "masking"),
+                (t.database.as_ref().map(|s| s.span()), "database"),
+            ] {
+                if let Some(span) = present {
+                    c.error(
+                        span,
+                        format!("`{key}` has no effect on tcp target `{name}`: a tcp target is a plain L4 pass-through"),
+                    );
+                }
+            }
+            if let Some(a) = t.approvers.first() {
+                c.error(
+                    a.span(),
+                    format!("`approvers` has no effect on tcp target `{name}`: a tcp target is a plain L4 pass-through"),
+                );
+            }
+        } else {
+            if access.is_empty() {
+                c.error(
+                    access_span.unwrap_or(t.name.span()),
+                    format!("target `{name}` needs `access`: the groups that may connect, e.g. access = [\"sre\"]"),
+                );
+            }
+            if needs_identity.is_none() {
+                needs_identity = Some((name.clone(), protocol, t.protocol.span()));
+            }
+        }
+        for g in t
+            .access
+            .iter()
+            .flat_map(|a| a.get_ref())
+            .chain(&t.approvers)
+        {
+            let g_name = g.get_ref();
+            if g_name != "*" && !is_valid_name(g_name) {
+                c.error(g.span(), format!("invalid group name `{g_name}`"));
+            }
+        }
+        if let Some(g) = &t.guardrails {
+            if !raw.guardrails.contains_key(g.get_ref()) {
+                c.error(
+                    g.span(),
+                    format!(
+                        "unknown guardrails `{}`: no [guardrails.{}] table",
+                        g.get_ref(),
+                        g.get_ref()
+                    ),
+                );
+            }
+        }
+        if let Some(m) = &t.masking {
+            if !raw.masking.contains_key(m.get_ref()) {
+                c.error(
+                    m.span(),
+                    format!(
+                        "unknown masking profile `{}`: no [masking.{}] table",
+                        m.get_ref(),
+                        m.get_ref()
+                    ),
+                );
+            }
+        }
+        let credentials = t.credentials.as_ref().map(|cr| {
+            let cr = cr.get_ref();
+            Credentials {
+                user: cr.user.as_ref().map(|u| u.get_ref().clone()),
+                password: c.env_secret(&cr.password_env, "password_env", env),
+                header: cr.header.as_ref().map(|h| h.get_ref().clone()),
+                value: c.env_secret(&cr.value_env, "value_env", env),
+            }
+        });
+        if let Some(listen) = listen {
+            targets.push(Target {
+                name,
+                protocol,
+                listen,
+                upstream: t.upstream.get_ref().clone(),
+                credentials,
+                access,
+                approvers: t.approvers.iter().map(|a| a.get_ref().clone()).collect(),
+                guardrails: t.guardrails.as_ref().map(|g| g.get_ref().clone()),
+                masking: t.masking.as_ref().map(|m| m.get_ref().clone()),
+                database: t.database.as_ref().map(|d| d.get_ref().clone()),
+            });
+        }
+    }
+
+    let identity = match (&raw.identity, needs_identity) {
+        (Some(id), _) => Some(identity(&mut c, id.get_ref())),
+        (None, Some((name, protocol, span))) => {
+            c.error(
+                span,
+                format!(
+                    "target `{name}` uses protocol {} which authenticates callers with a token: add an [identity] section (issuer, audience, jwks)",
+                    protocol.as_str()
+                ),
+            );
+            None
+        }
+        (None, None) => None,
+    };
+
+    let audit = raw.audit.as_ref().map(|a| {
+        if a.dir.get_ref().is_empty() {
+            c.error(a.dir.span(), "`audit.dir` must not be empty");
+        }
+        let flush_interval = match &a.flush_interval_ms {
+            Some(ms) if *ms.get_ref() <= 0 || *ms.get_ref() > 60_000 => {
+                c.error(ms.span(), "`flush_interval_ms` must be between 1 and 60000");
+                Duration::from_millis(5)
+            }
+            Some(ms) => Duration::from_millis(*ms.get_ref() as u64),
+            None => Duration::from_millis(5),
+        };
+        Audit {
+            dir: a.dir.get_ref().clone(),
+            durability: a.durability,
+            flush_interval,
+            signing_key: a.signing_key.as_ref().map(|k| k.get_ref().clone()),
+        }
+    });
+
+    let tls = raw.tls.as_ref().map(|t| {
+        let t = t.get_ref();
+        for (v, key) in [(&t.cert, "tls.cert"), (&t.key, "tls.key")] {
+            if v.get_ref().is_empty() {
+                c.error(v.span(), format!("`{key}` must name a PEM file"));
+            }
+        }
+        Tls {
+            cert: t.cert.get_ref().clone(),
+            key: t.key.get_ref().clone(),
+        }
+    });
+
+    let guardrails = raw
+        .guardrails
+        .iter()
+        .map(|(name, g)| (name.clone(), guardrail_set(&mut c, g.get_ref())))
+        .collect::<BTreeMap<_, _>>();
+    let masking = raw
+        .masking
+        .iter()
+        .map(|(name, m)| (name.clone(), masking_profile(&mut c, m.get_ref())))
+        .collect::<BTreeMap<_, _>>();
+
+    if !c.diags.is_empty() {
+        c.diags.sort_by_key(|d| (d.line, d.col));
+        return Err(c.diags);
+    }
+    Ok(Config {
+        gateway,
+        identity,
+        audit,
+        tls,
+        targets,
+        guardrails,
+        masking,
+    })
+}
+
+fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
+    let shards = match &g.shards {
+        Some(s) if !(0..=1024).contains(s.get_ref()) => {
+            c.error(
+                s.span(),
+                format!(
+                    "`shards` must be between 0 (one per core) and 1024, not {}",
+                    s.get_ref()
+                ),
+            );
+            0
+        }
+        Some(s) => *s.get_ref() as usize,
+        None => 0,
+    };
+    let buffer_size = match &g.buffer_size {
+        Some(s) if !(4096..=16 << 20).contains(s.get_ref()) => {
+            c.error(
+                s.span(),
+                "`buffer_size` must be between 4096 and 16777216 bytes",
+            );
+            64 << 10
+        }
+        Some(s) => *s.get_ref() as usize,
+        None => 64 << 10,
+    };
+    Gateway {
+        shards,
+        admin: g
+            .admin
+            .as_ref()
+            .and_then(|a| c.socket_addr(a, "admin address")),
+        drain_timeout: c.duration(&g.drain_timeout, "drain_timeout", Duration::from_secs(30)),
+        connect_timeout: c.duration(
+            &g.connect_timeout,
+            "connect_timeout",
+            Duration::from_secs(5),
+        ),
+        pin_cores: g.pin_cores,
+        io: g.io.as_ref().map_or(IoDriver::Auto, |i| *i.get_ref()),
+        buffer_size,
+    }
+}
+
+fn identity(c: &mut Checker, id: &RawIdentity) -> Identity {
+    for (v, key) in [
+        (&id.issuer, "issuer"),
+        (&id.audience, "audience"),
+        (&id.jwks, "jwks"),
+    ] {
+        if v.get_ref().is_empty() {
+            c.error(v.span(), format!("`identity.{key}` must not be empty"));
+        }
+    }
+    let jwks = id.jwks.get_ref();
+    if !jwks.is_empty()
+        && !(jwks.starts_with("file:")
+            || jwks.starts_with("https://")
+            || jwks.starts_with("http://"))
+    {
+        c.error(
+            id.jwks.span(),
+            format!("invalid jwks `{jwks}`: expected \"file:PATH\" or an http(s) URL"),
+        );
+    }
+    Identity {
+        issuer: id.issuer.get_ref().clone(),
+        audience: id.audience.get_ref().clone(),
+        jwks: jwks.clone(),
+        groups_claim: id
+            .groups_claim
+            .as_ref()
+            .map_or_else(|| "groups".to_owned(), |g| g.get_ref().clone()),
+        leeway: c.duration(&id.leeway, "leeway", Duration::from_secs(30)),
+        admin_groups: id
+            .admin_groups
+            .iter()
+            .map(|g| g.get_ref().clone())
+            .collect(),
+    }
+}
+
+fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
+    let rules = g
+        .rules
+        .iter()
+        .map(|r| {
+            let span = r.span();
+            let r = r.get_ref();
+            for k in r.kinds.iter().flatten() {
+                if !STATEMENT_KINDS.contains(&k.get_ref().as_str()) {
+                    c.error(
+                        k.span(),
+                        format!(
+                            "unknown statement kind `{}`: expected one of {}",
+                            k.get_ref(),
+                            STATEMENT_KINDS.join(", ")
+                        ),
+                    );
+                }
+            }
+            for m in r.methods.iter().flatten() {
+                if !HTTP_METHODS.contains(&m.get_ref().as_str()) {
+                    c.error(
+                        m.span(),
+                        format!(
+                            "unknown HTTP method `{}`: expected one of {}",
+                            m.get_ref(),
+                            HTTP_METHODS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if let Some(p) = &r.path {
+                if !p.get_ref().starts_with('/') {
+                    c.error(
+                        p.span(),
+                        format!(
+                            "invalid path pattern `{}`: it must start with `/`",
+                            p.get_ref()
+                        ),
+                    );
+                }
+            }
+            let sql = r.kinds.is_some();
+            let http = r.methods.is_some() || r.path.is_some();
+            if sql && http {
+                c.error(
+                    span,
+                    "a rule matches either SQL `kinds` or HTTP `methods`/`path`, not both",
+                );
+            } else if !sql && !http {
+                c.error(
+                    span,
+                    "a rule needs `kinds` (SQL) or `methods`/`path` (HTTP) to match on",
+                );
+            }
+            for g in r.groups.iter().flatten() {
+                if !is_valid_name(g.get_ref()) {
+                    c.error(g.span(), format!("invalid group name `{}`", g.get_ref()));
+                }
+            }
+            Rule {
+                kinds: r
+                    .kinds
+                    .iter()
+                    .flatten()
+                    .map(|k| k.get_ref().clone())
+                    .collect(),
+                methods: r
+                    .methods
+                    .iter()
+                    .flatten()
+                    .map(|m| m.get_ref().clone())
+                    .collect(),
+                path: r.path.as_ref().map(|p| p.get_ref().clone()),
+                unbounded: r.unbounded.unwrap_or(false),
+                groups: r
+                    .groups
+                    .iter()
+                    .flatten()
+                    .map(|g| g.get_ref().clone())
+                    .collect(),
+                action: *r.action.get_ref(),
+                message: r.message.clone(),
+            }
+        })
+        .collect();
+    Guardrails { rules }
+}
+
+fn masking_profile(c: &mut Checker, m: &RawMasking) -> MaskingProfile {
+    for d in &m.detectors {
+        if !DETECTORS.contains(&d.get_ref().as_str()) {
+            c.error(
+                d.span(),
+                format!(
+                    "unknown detector `{}`: expected one of {}",
+                    d.get_ref(),
+                    DETECTORS.join(", ")
+                ),
+            );
+        }
+    }
+    for style in m.columns.values() {
+        if !MASK_STYLES.contains(&style.get_ref().as_str()) {
+            c.error(
+                style.span(),
+                format!(
+                    "unknown mask style `{}`: expected one of {}",
+                    style.get_ref(),
+                    MASK_STYLES.join(", ")
+                ),
+            );
+        }
+    }
+    MaskingProfile {
+        detectors: m.detectors.iter().map(|d| d.get_ref().clone()).collect(),
+        columns: m
+            .columns
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+            .collect(),
+    }
+}

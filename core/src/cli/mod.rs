@@ -1,0 +1,108 @@
+//! The `sluice` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: an access gateway between the people, CI jobs and AI agents that ask for
+/// work and the databases and APIs that do it.
+///
+/// Clients connect with their normal tools; Sluice checks who they are, decides
+/// what they may run, records every command and masks sensitive values.
+#[derive(Parser)]
+#[command(name = "sluice", version, about, long_about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM/SIGINT (graceful drain) — SIGHUP reloads the config.
+    ///
+    /// Logs go to standard error, one `key=value` line per event; set the level
+    /// with SLUICE_LOG=error|warn|info|debug.
+    Serve {
+        /// The configuration file (see config/README.md).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print a summary; exit 1 listing every error.
+    Check {
+        /// The configuration file to validate.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => match crate::runtime::serve(config) {
+            Ok(()) => 0,
+            Err(e) => {
+                crate::error!("fatal", error = format!("{e:#}"));
+                1
+            }
+        },
+        Command::Check { config } => check(config),
+    }
+}
+
+fn check(path: PathBuf) -> i32 {
+    match crate::runtime::load_config(&path) {
+        Ok(c) => {
+            println!("{}: ok", path.display());
+            let shards = match c.gateway.shards {
+                0 => "one per core".to_owned(),
+                n => n.to_string(),
+            };
+            println!("  shards: {shards}");
+            match c.gateway.admin {
+                Some(a) => println!("  admin: {a}"),
+                None => println!("  admin: off"),
+            }
+            if let Some(id) = &c.identity {
+                println!(
+                    "  identity: issuer {} audience {} jwks {}",
+                    id.issuer, id.audience, id.jwks
+                );
+            }
+            if let Some(a) = &c.audit {
+                println!("  audit: {} ({:?})", a.dir, a.durability);
+            }
+            for t in &c.targets {
+                println!(
+                    "  target {}: {} {} -> {} access [{}]",
+                    t.name,
+                    t.protocol.as_str(),
+                    t.listen,
+                    t.upstream,
+                    t.access.join(", ")
+                );
+            }
+            for (name, g) in &c.guardrails {
+                println!("  guardrails {name}: {} rules", g.rules.len());
+            }
+            for (name, m) in &c.masking {
+                println!(
+                    "  masking {name}: {} detectors, {} column rules",
+                    m.detectors.len(),
+                    m.columns.len()
+                );
+            }
+            0
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            let n = errors.lines().count();
+            eprintln!(
+                "{}: {n} error{}",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            1
+        }
+    }
+}

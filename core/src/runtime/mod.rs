@@ -1,0 +1,345 @@
+//! The shard-per-core runtime and the process lifecycle.
+//!
+//! [`serve`] starts one OS thread per shard, each running a monoio runtime (io_uring,
+//! or epoll where io_uring is unavailable) with its own `SO_REUSEPORT` listeners, so
+//! the kernel spreads connections over cores and a connection never moves. The main
+//! thread then only handles signals:
+//!
+//! - `SIGTERM`/`SIGINT`: every shard stops accepting, open sessions get
+//!   `gateway.drain_timeout` to finish, then the process exits 0. A second signal
+//!   exits at once.
+//! - `SIGHUP`: the configuration file is read and validated again; if it is valid
+//!   every shard swaps its copy between sessions, otherwise the running
+//!   configuration stays and the errors are logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use sluice_config::{Config, IoDriver, Protocol};
+
+use crate::metrics::Snapshot;
+use crate::{error, info, warn};
+
+mod catch;
+pub mod notify;
+pub mod shard;
+
+pub use shard::Shard;
+
+/// Messages a shard accepts from other threads.
+pub enum Control {
+    Shutdown,
+    Reload(Arc<Config>),
+    Scrape(flume::Sender<Snapshot>),
+}
+
+/// What every shard shares: only handles to each other, never data-path state.
+pub struct Shared {
+    pub controls: Vec<flume::Sender<Control>>,
+    pub started: Instant,
+    pub driver: &'static str,
+}
+
+impl Shared {
+    /// Asks every shard for its metrics; shards that do not answer within a second
+    /// (stuck or stopped) are left out rather than stalling the scrape.
+    pub async fn scrape(&self) -> Vec<Snapshot> {
+        let mut replies = Vec::with_capacity(self.controls.len());
+        for c in &self.controls {
+            let (tx, rx) = flume::bounded(1);
+            if c.send(Control::Scrape(tx)).is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            let reply = monoio::time::timeout(std::time::Duration::from_secs(1), rx.recv_async());
+            if let Ok(Ok(s)) = reply.await {
+                out.push(s);
+            }
+        }
+        out.sort_by_key(|s| s.shard);
+        out
+    }
+}
+
+/// Reads and validates a configuration file, resolving secrets from the environment.
+pub fn load_config(path: &Path) -> Result<Config, String> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    sluice_config::parse(&source, &path.display().to_string(), |k| {
+        std::env::var(k).ok()
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Runs the gateway until it is stopped by a signal.
+pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+    crate::log::init();
+    let config = Arc::new(load_config(&config_path).map_err(anyhow::Error::msg)?);
+    for t in &config.targets {
+        if t.protocol != Protocol::Tcp {
+            bail!(
+                "target `{}`: protocol {} is not available in this build yet",
+                t.name,
+                t.protocol.as_str()
+            );
+        }
+    }
+    raise_fd_limit();
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = match config.gateway.shards {
+        0 => cores,
+        n => n,
+    };
+    let uring = match config.gateway.io {
+        IoDriver::Epoll => false,
+        IoDriver::IoUring => {
+            if !monoio::utils::detect_uring() {
+                bail!("gateway.io = \"io_uring\" but io_uring is unavailable here (kernel too old, or blocked by seccomp)");
+            }
+            true
+        }
+        IoDriver::Auto => {
+            let ok = monoio::utils::detect_uring();
+            if !ok {
+                warn!("io_uring_unavailable", fallback = "epoll");
+            }
+            ok
+        }
+    };
+    let driver = if uring { "io_uring" } else { "epoll" };
+
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::unbounded()).unzip();
+    let shared = Arc::new(Shared {
+        controls: senders,
+        started: Instant::now(),
+        driver,
+    });
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(shards);
+    for (id, control) in receivers.into_iter().enumerate() {
+        let (shared, config, ready) = (shared.clone(), config.clone(), ready_tx.clone());
+        let pin = config.gateway.pin_cores.then_some(id % cores);
+        let handle = thread::Builder::new()
+            .name(format!("sluice-shard-{id}"))
+            .spawn(move || {
+                if let Some(core) = pin {
+                    pin_to_core(core);
+                }
+                let shard_main = Shard::new(id, shared, config).run(control, ready.clone());
+                let built = if uring {
+                    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                        .with_entries(4096)
+                        .enable_timer()
+                        .build()
+                        .map(|mut rt| rt.block_on(shard_main))
+                } else {
+                    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                        .enable_timer()
+                        .build()
+                        .map(|mut rt| rt.block_on(shard_main))
+                };
+                if let Err(e) = built {
+                    let _ = ready.send(Err(format!(
+                        "shard {id}: cannot start the {driver} runtime: {e}"
+                    )));
+                }
+            })
+            .context("cannot start a shard thread")?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        let outcome = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err("a shard exited during start-up".to_owned()));
+        if let Err(e) = outcome {
+            for c in &shared.controls {
+                let _ = c.send(Control::Shutdown);
+            }
+            for h in handles {
+                let _ = h.join();
+            }
+            bail!(e);
+        }
+    }
+    info!(
+        "ready",
+        shards = shards,
+        driver = driver,
+        targets = config.targets.len(),
+        admin = config
+            .gateway
+            .admin
+            .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        pid = std::process::id()
+    );
+    for t in &config.targets {
+        info!(
+            "listening",
+            target = t.name,
+            protocol = t.protocol.as_str(),
+            listen = t.listen,
+            upstream = t.upstream
+        );
+    }
+
+    lifecycle(config_path, config, &shared, handles)
+}
+
+enum Event {
+    Signal(i32),
+    Drained,
+}
+
+fn lifecycle(
+    config_path: PathBuf,
+    mut current: Arc<Config>,
+    shared: &Shared,
+    handles: Vec<thread::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let (tx, rx) = mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    let signal_tx = tx.clone();
+    thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if signal_tx.send(Event::Signal(sig)).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+
+    let mut handles = Some(handles);
+    while let Ok(event) = rx.recv() {
+        match event {
+            Event::Signal(SIGHUP) => {
+                if let Some(new) = reload(&config_path, &current, shared) {
+                    current = new;
+                }
+            }
+            Event::Signal(sig) => match handles.take() {
+                Some(handles) => {
+                    info!(
+                        "stopping",
+                        signal = signal_name(sig),
+                        drain_timeout_ms = current.gateway.drain_timeout.as_millis()
+                    );
+                    for c in &shared.controls {
+                        let _ = c.send(Control::Shutdown);
+                    }
+                    let tx = tx.clone();
+                    thread::spawn(move || {
+                        for h in handles {
+                            if h.join().is_err() {
+                                error!("shard_panicked");
+                            }
+                        }
+                        let _ = tx.send(Event::Drained);
+                    });
+                }
+                None => {
+                    warn!(
+                        "exiting_now",
+                        signal = signal_name(sig),
+                        reason = "second stop signal"
+                    );
+                    std::process::exit(130);
+                }
+            },
+            Event::Drained => break,
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Validates the file again; on success hands every shard the new configuration.
+fn reload(path: &Path, current: &Config, shared: &Shared) -> Option<Arc<Config>> {
+    match load_config(path) {
+        Err(errors) => {
+            error!(
+                "reload_failed",
+                config = path.display(),
+                keeping = "running configuration",
+                errors = errors
+            );
+            None
+        }
+        Ok(new) => {
+            let listeners = |c: &Config| {
+                let mut v: Vec<_> = c
+                    .targets
+                    .iter()
+                    .map(|t| (t.name.clone(), t.listen, t.protocol))
+                    .collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            };
+            if listeners(&new) != listeners(current) || new.gateway.admin != current.gateway.admin {
+                warn!(
+                    "reload_partial",
+                    detail = "targets, listen addresses and the admin listener change only on restart; other settings apply now"
+                );
+            }
+            let new = Arc::new(new);
+            for c in &shared.controls {
+                let _ = c.send(Control::Reload(new.clone()));
+            }
+            info!(
+                "reloaded",
+                config = path.display(),
+                targets = new.targets.len()
+            );
+            Some(new)
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+/// A gateway holds two descriptors per session; lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a stack-allocated struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) affects this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            warn!(
+                "pin_failed",
+                core = core,
+                error = std::io::Error::last_os_error()
+            );
+        }
+    }
+}
