@@ -308,3 +308,52 @@ fn line_col_counts_characters() {
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
     assert_eq!(line_col("é = 1\nx", 3), (1, 3));
 }
+
+/// The blueprint's contract, verbatim, is a valid configuration.
+#[test]
+fn blueprint_example_is_valid() {
+    let src = r#"
+[gateway]
+shards = 0                        # 0 = one per available core
+admin = "127.0.0.1:9470"          # approvals API, /metrics, /healthz, web UI
+
+[identity]
+issuer = "https://idp.example.com/"
+audience = "sluice"
+jwks = "file:dev.jwks.json"       # or an https URL
+groups_claim = "groups"
+
+[audit]
+dir = "audit"
+durability = "strict"             # or "batched"
+
+[[target]]
+name = "orders"
+protocol = "postgres"             # postgres | mysql | http | tcp
+listen = "127.0.0.1:6432"
+upstream = "127.0.0.1:5432"
+credentials = { user = "app", password_env = "ORDERS_PASSWORD" }
+access = ["sre", "agents"]        # groups that may connect
+approvers = ["dba"]               # groups that may approve
+guardrails = "prod"
+masking = "pii"
+
+[guardrails.prod]
+rules = [
+  { kinds = ["drop", "truncate"], action = "deny", message = "destructive DDL is blocked on orders" },
+  { kinds = ["delete", "update"], unbounded = true, action = "deny", message = "add a WHERE clause" },
+  { kinds = ["delete", "update", "alter", "grant", "revoke", "opaque"], action = "approve" },
+  { kinds = ["delete"], groups = ["dba"], action = "allow" },
+]
+
+[masking.pii]
+detectors = ["email", "credit_card", "ssn", "phone", "iban", "aws_key", "jwt"]
+columns = { ssn = "redact", card_number = "last4" }
+"#;
+    let c = parse(src, "blueprint.toml", env).unwrap();
+    assert_eq!(c.targets[0].protocol, Protocol::Postgres);
+    assert_eq!(c.guardrails["prod"].rules.len(), 4);
+    assert_eq!(c.guardrails["prod"].rules[1].unbounded, true);
+    assert_eq!(c.masking["pii"].columns["card_number"], "last4");
+    assert_eq!(c.audit.as_ref().unwrap().durability, Durability::Strict);
+}

@@ -1,0 +1,96 @@
+//! `sluice check`, `--help`, `--version`, and the example configs.
+
+mod support;
+
+use std::process::Command;
+
+use support::sluice_bin;
+
+fn sluice(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(sluice_bin())
+        .args(args)
+        .env("ORDERS_PASSWORD", "example")
+        .env("API_TOKEN", "example")
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn examples() -> Vec<std::path::PathBuf> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples");
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("config/examples")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_example_config_checks_ok() {
+    let examples = examples();
+    assert!(!examples.is_empty());
+    for path in examples {
+        let (code, out, err) = sluice(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {out}{err}", path.display());
+        assert!(out.contains(": ok"), "{out}");
+        assert!(out.contains("target "), "{out}");
+    }
+}
+
+#[test]
+fn a_broken_config_lists_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nshards = 2\n\n[[target]]\nname = \"db\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1\"\nupstream = \"nowhere\"\naccess = [\"sre\"]\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let (code, out, err) = sluice(&["check", "--config", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("{p}:7:10: invalid listen address `127.0.0.1`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:8:12: invalid upstream `nowhere`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:9:10: tcp target `db` cannot check identity")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{p}: 3 errors")), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let (code, _, err) = sluice(&["check", "--config", "/nonexistent/sluice.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent/sluice.toml: cannot read: No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = sluice(&["--help"]);
+    assert_eq!(code, 0);
+    for word in ["serve", "check", "access gateway"] {
+        assert!(out.contains(word), "{out}");
+    }
+    let (code, out, _) = sluice(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("SIGHUP") && out.contains("--config"), "{out}");
+    let (code, out, _) = sluice(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("sluice {}", env!("CARGO_PKG_VERSION")));
+}
