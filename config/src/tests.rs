@@ -353,7 +353,7 @@ columns = { ssn = "redact", card_number = "last4" }
     let c = parse(src, "blueprint.toml", env).unwrap();
     assert_eq!(c.targets[0].protocol, Protocol::Postgres);
     assert_eq!(c.guardrails["prod"].rules.len(), 4);
-    assert_eq!(c.guardrails["prod"].rules[1].unbounded, true);
+    assert!(c.guardrails["prod"].rules[1].unbounded);
     assert_eq!(c.masking["pii"].columns["card_number"], "last4");
     assert_eq!(c.audit.as_ref().unwrap().durability, Durability::Strict);
 }

@@ -414,11 +414,10 @@ fn identity(c: &mut Checker, id: &RawIdentity) -> Identity {
         }
     }
     let jwks = id.jwks.get_ref();
-    if !jwks.is_empty()
-        && !(jwks.starts_with("file:")
-            || jwks.starts_with("https://")
-            || jwks.starts_with("http://"))
-    {
+    let known_scheme = ["file:", "https://", "http://"]
+        .iter()
+        .any(|p| jwks.starts_with(p));
+    if !jwks.is_empty() && !known_scheme {
         c.error(
             id.jwks.span(),
             format!("invalid jwks `{jwks}`: expected \"file:PATH\" or an http(s) URL"),

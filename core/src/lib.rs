@@ -15,6 +15,8 @@
 //! - [`cli`]: the `sluice` command.
 //! - [`log`]: one structured line per event.
 
+#![deny(clippy::await_holding_refcell_ref)]
+
 pub mod admin;
 pub mod cli;
 pub mod gateway;

@@ -239,7 +239,8 @@ pub fn render(snapshots: &[Snapshot], uptime: Duration) -> String {
             );
         }
     }
-    let hists: [(&str, &str, fn(&Snapshot) -> &Histogram<u64>); 2] = [
+    type Pick = fn(&Snapshot) -> &Histogram<u64>;
+    let hists: [(&str, &str, Pick); 2] = [
         (
             "sluice_session_duration_seconds",
             "Client session duration.",

@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod servers;
+#[allow(unused_imports)]
 pub use servers::*;
 
 /// A loopback port nobody listens on right now.

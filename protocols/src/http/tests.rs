@@ -1,6 +1,8 @@
 use super::*;
 
-fn parse(buf: &[u8]) -> Result<Status<(String, String, Vec<(String, Vec<u8>)>)>, Error> {
+type Parsed = (String, String, Vec<(String, Vec<u8>)>);
+
+fn parse(buf: &[u8]) -> Result<Status<Parsed>, Error> {
     let mut headers = [Header::EMPTY; 8];
     Ok(match parse_request(buf, &mut headers, 1024)? {
         Status::Complete(r, n) => Status::Complete(

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs Sluice's whole test suite. On Debian, run as root, it first installs what the
+# tests need and is missing: PostgreSQL server binaries, psql and pgbench, MariaDB
+# server and client. The tests start their own throw-away servers on free loopback
+# ports; nothing already running on this machine is used.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
+command -v pgbench >/dev/null || need+=(postgresql-client postgresql)
+[ -x /usr/sbin/mariadbd ] || need+=(mariadb-server-core)
+command -v mariadb >/dev/null || need+=(mariadb-client-core)
+command -v runuser >/dev/null || need+=(util-linux)
+
+if ((${#need[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: installing ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+    else
+        echo "test.sh: missing ${need[*]}; on Debian: sudo apt-get install ${need[*]}" >&2
+        exit 1
+    fi
+fi
+# The servers refuse to run as root; the harness runs them as these system users.
+if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    id mysql >/dev/null 2>&1 || useradd --system --no-create-home mysql
+fi
+
+exec cargo test --workspace "$@"
