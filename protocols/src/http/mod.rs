@@ -84,8 +84,68 @@ pub enum Error {
     BareLineEnding,
 }
 
+/// `TCHAR[b]`: `b` may appear in a method or header name (RFC 9110 token).
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// `VALUE[b]`: `b` may appear in a header value (no controls but HTAB, no DEL).
+static VALUE: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b == 0x09;
+        b += 1;
+    }
+    t[0x7f] = false;
+    t
+};
+
+/// Word-at-a-time check that `v` holds no byte below 0x20 and no DEL; words with
+/// a candidate (a tab is legal) fall back to the byte table.
+fn valid_value(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        let x = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+        // Some byte < 0x20, or some byte == 0x7f (x ^ 0x7f... has a zero byte).
+        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let y = x ^ (ONES * 0x7f);
+        let del = y.wrapping_sub(ONES) & !y & HIGH;
+        if (below | del) != 0 && !c.iter().all(|&b| VALUE[b as usize]) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| VALUE[b as usize])
+}
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[b as usize]
 }
 
 /// Parses a request head from the front of `buf`.
@@ -97,42 +157,45 @@ pub fn parse_request<'h, 'b>(
     headers: &'h mut [Header<'b>],
     max_head: usize,
 ) -> Result<Status<Request<'h, 'b>>, Error> {
-    let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+    // One pass, line by line: a line without its LF yet means "read more".
+    let limit = buf.len().min(max_head);
+    let head = &buf[..limit];
+    let incomplete = || {
         if buf.len() >= max_head {
-            return Err(Error::HeadTooLarge(max_head));
+            Err(Error::HeadTooLarge(max_head))
+        } else {
+            // A bare CR/LF already received can never become valid.
+            check_line_endings(buf).map(|()| Status::Partial)
         }
-        // A bare LF anywhere before the terminator can never become valid.
-        check_line_endings(buf)?;
-        return Ok(Status::Partial);
     };
-    if end + 4 > max_head {
-        return Err(Error::HeadTooLarge(max_head));
+    let mut pos = 0;
+    let Some(request_line) = next_line(head, &mut pos)? else {
+        return incomplete();
+    };
+    if request_line.contains(&b'\r') {
+        return Err(Error::BareLineEnding);
     }
-    let head = &buf[..end + 2];
-    check_line_endings(head)?;
-
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| &l[..l.len().saturating_sub(1)]);
-    let request_line = lines.next().ok_or(Error::RequestLine)?;
     let (method, target, version) = request_line_parts(request_line)?;
 
     let mut count = 0;
-    for line in lines {
+    loop {
+        let Some(line) = next_line(head, &mut pos)? else {
+            return incomplete();
+        };
         if line.is_empty() {
             break;
         }
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(Error::ObsFold);
         }
-        let colon = memchr::memchr(b':', line).ok_or(Error::HeaderField)?;
+        let colon = memchr::memchr(b':', line).ok_or_else(|| line_error(line))?;
         let name = &line[..colon];
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(Error::HeaderField);
+            return Err(line_error(line));
         }
         let value = trim(&line[colon + 1..]);
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(Error::HeaderField);
+        if !valid_value(value) {
+            return Err(line_error(line));
         }
         let slot = headers.get_mut(count).ok_or(Error::TooManyHeaders(count))?;
         *slot = Header {
@@ -149,8 +212,32 @@ pub fn parse_request<'h, 'b>(
             version,
             headers: &headers[..count],
         },
-        end + 4,
+        pos,
     ))
+}
+
+/// The next CRLF-terminated line of `head` from `*pos`, without its CRLF;
+/// `None` if its LF has not arrived yet.
+fn next_line<'b>(head: &'b [u8], pos: &mut usize) -> Result<Option<&'b [u8]>, Error> {
+    let start = *pos;
+    let Some(nl) = memchr::memchr(b'\n', &head[start..]) else {
+        return Ok(None);
+    };
+    let nl = start + nl;
+    if nl == start || head[nl - 1] != b'\r' {
+        return Err(Error::BareLineEnding);
+    }
+    *pos = nl + 1;
+    Ok(Some(&head[start..nl - 1]))
+}
+
+/// A bad header line is a line-ending error if it hides a bare CR.
+fn line_error(line: &[u8]) -> Error {
+    if line.contains(&b'\r') {
+        Error::BareLineEnding
+    } else {
+        Error::HeaderField
+    }
 }
 
 fn request_line_parts(line: &[u8]) -> Result<(&str, &str, u8), Error> {

@@ -105,3 +105,16 @@ fn path_and_query() {
         ("/a/b", Some("state=pending"), 0)
     );
 }
+
+#[test]
+fn value_check_matches_the_byte_table_everywhere() {
+    // Each byte value at each position of a 19-byte value (covers both the word
+    // loop and the tail).
+    for b in 0..=255u8 {
+        for at in 0..19 {
+            let mut v = [b'a'; 19];
+            v[at] = b;
+            assert_eq!(valid_value(&v), VALUE[b as usize], "byte {b:#x} at {at}");
+        }
+    }
+}
