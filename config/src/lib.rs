@@ -32,10 +32,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod policy;
 pub mod schema;
 mod validate;
 
-pub use schema::{Action, Durability, IoDriver, Protocol};
+pub use schema::{Action, Durability, IoDriver, Protocol, UpstreamTls};
 
 /// Statement kinds a guardrail rule may name (`opaque` is a flag that rules may
 /// name like a kind).
@@ -90,6 +91,17 @@ pub const DETECTORS: &[&str] = &[
 /// Mask styles a column rule may use.
 pub const MASK_STYLES: &[&str] = &["redact", "last4", "full", "hash"];
 
+/// Token algorithms `[identity] algorithms` may list.
+pub const JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384",
+    "HS512",
+];
+
+/// The default allow-list: asymmetric algorithms only.
+pub const DEFAULT_JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
 /// HTTP methods an HTTP guardrail rule may name.
 pub const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*",
@@ -120,15 +132,23 @@ pub struct Gateway {
     pub io: IoDriver,
     /// Per-direction copy buffer of a pass-through connection, in bytes.
     pub buffer_size: usize,
+    /// Largest protocol message accepted from a client or upstream, in bytes.
+    pub max_message: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub issuer: String,
     pub audience: String,
-    pub jwks: String,
+    /// `file:PATH` or a URL; `None` means OIDC discovery from the issuer.
+    pub jwks: Option<String>,
+    pub jwks_refresh: Duration,
     pub groups_claim: String,
     pub leeway: Duration,
+    /// Accepted `alg` values (validated names, e.g. `RS256`, `EdDSA`).
+    pub algorithms: Vec<String>,
+    pub hmac_secret: Option<Secret>,
+    pub require_typ: Option<String>,
     pub admin_groups: Vec<String>,
 }
 
@@ -160,6 +180,10 @@ pub struct Target {
     pub guardrails: Option<String>,
     pub masking: Option<String>,
     pub database: Option<String>,
+    /// Refuse clients that do not use TLS (never downgrade).
+    pub require_tls: bool,
+    pub upstream_tls: UpstreamTls,
+    pub upstream_ca: Option<String>,
 }
 
 #[derive(Debug, Clone)]

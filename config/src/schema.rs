@@ -36,6 +36,7 @@ pub struct RawGateway {
     pub pin_cores: bool,
     pub io: Option<Spanned<IoDriver>>,
     pub buffer_size: Option<Spanned<i64>>,
+    pub max_message: Option<Spanned<i64>>,
 }
 
 /// Which monoio driver a shard runs on.
@@ -56,9 +57,13 @@ pub enum IoDriver {
 pub struct RawIdentity {
     pub issuer: Spanned<String>,
     pub audience: Spanned<String>,
-    pub jwks: Spanned<String>,
+    pub jwks: Option<Spanned<String>>,
+    pub jwks_refresh: Option<Spanned<String>>,
     pub groups_claim: Option<Spanned<String>>,
     pub leeway: Option<Spanned<String>>,
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    pub hmac_secret_env: Option<Spanned<String>>,
+    pub require_typ: Option<Spanned<String>>,
     #[serde(default)]
     pub admin_groups: Vec<Spanned<String>>,
 }
@@ -105,6 +110,23 @@ pub struct RawTarget {
     pub guardrails: Option<Spanned<String>>,
     pub masking: Option<Spanned<String>>,
     pub database: Option<Spanned<String>>,
+    #[serde(default)]
+    pub require_tls: Option<Spanned<bool>>,
+    pub upstream_tls: Option<Spanned<UpstreamTls>>,
+    pub upstream_ca: Option<Spanned<String>>,
+}
+
+/// How the gateway secures its connection to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS, without checking the server's certificate (libpq's `sslmode=require`).
+    Require,
+    /// TLS, verifying the certificate against `upstream_ca` and the host name.
+    Verify,
 }
 
 /// The wire protocol a target speaks.

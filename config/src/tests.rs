@@ -357,3 +357,104 @@ columns = { ssn = "redact", card_number = "last4" }
     assert_eq!(c.masking["pii"].columns["card_number"], "last4");
     assert_eq!(c.audit.as_ref().unwrap().durability, Durability::Strict);
 }
+
+#[test]
+fn token_algorithms_are_validated() {
+    let src = format!("{IDENTITY}algorithms = [\"RS256\", \"none\"]\n{PG}");
+    assert_error(&src, "t.toml:5:24: unknown or refused token algorithm `none`");
+    let src = format!("{IDENTITY}algorithms = [\"HS256\"]\n{PG}");
+    assert_error(&src, "t.toml:5:15: `HS256` needs a shared secret: set `hmac_secret_env`");
+    let ok = parse(&format!("{IDENTITY}{PG}"), "t.toml", env).unwrap();
+    assert!(!ok.identity.unwrap().algorithms.iter().any(|a| a.starts_with("HS")), "no HMAC by default");
+}
+
+#[test]
+fn tls_settings_are_validated() {
+    let src = format!("{IDENTITY}{PG}require_tls = true\n");
+    assert_error(&src, "t.toml:12:15: target `orders` requires TLS but there is no [tls] section");
+    let src = format!("{IDENTITY}{PG}upstream_tls = \"verify\"\n");
+    assert_error(&src, "t.toml:12:16: target `orders`: upstream_tls = \"verify\" needs `upstream_ca`");
+    let src = format!("{TCP_OK}require_tls = true\n");
+    assert_error(&src, "t.toml:7:15: `require_tls` has no effect on tcp target `cache`");
+}
+
+#[test]
+fn jwks_may_be_omitted_for_discovery() {
+    let src = format!("{IDENTITY}{PG}").replace("jwks = \"file:dev.jwks.json\"\n", "");
+    let c = parse(&src, "t.toml", env).unwrap();
+    assert_eq!(c.identity.unwrap().jwks, None);
+}
+
+mod policy_tables {
+    use super::super::policy::*;
+    use super::*;
+
+    const CFG: &str = r#"
+[identity]
+issuer = "https://idp.example.com/"
+audience = "sluice"
+jwks = "file:dev.jwks.json"
+
+[[target]]
+name = "orders"
+protocol = "postgres"
+listen = "127.0.0.1:6432"
+upstream = "127.0.0.1:5432"
+access = ["sre", "agents"]
+approvers = ["dba"]
+guardrails = "prod"
+
+[[target]]
+name = "open"
+protocol = "postgres"
+listen = "127.0.0.1:6433"
+upstream = "127.0.0.1:5432"
+access = ["*"]
+
+[guardrails.prod]
+rules = [
+  { kinds = ["drop", "truncate"], action = "deny", message = "destructive DDL is blocked on orders" },
+  { kinds = ["delete", "update"], unbounded = true, action = "deny", message = "add a WHERE clause" },
+  { kinds = ["delete", "update", "alter", "grant", "revoke", "opaque"], action = "approve" },
+  { kinds = ["delete"], groups = ["dba"], action = "allow" },
+]
+"#;
+
+    fn stmt(kind: &str, unbounded: bool, opaque: bool) -> Statement {
+        Statement { kind: kind_index(kind).unwrap(), unbounded, opaque }
+    }
+
+    #[test]
+    fn table_of_cases() {
+        let c = parse(CFG, "t.toml", env).unwrap();
+        let p = CompiledPolicy::compile(&c).unwrap();
+        let agent = p.groups(&["agents"]);
+        let dba = p.groups(&["agents", "dba"]);
+        let nobody = p.groups(&["marketing"]);
+        assert_eq!(nobody, GroupSet(0), "unknown groups get no bits");
+        assert!(p.may_connect(0, agent));
+        assert!(!p.may_connect(0, nobody));
+        assert!(!p.may_connect(0, p.groups(&["dba"])), "approvers are not implicitly granted access");
+        assert!(p.may_connect(1, nobody), "`*` admits any caller");
+        assert!(p.may_approve(0, dba) && !p.may_approve(0, agent));
+
+        let deny = |m: &str, rule| Decision::Deny { message: m.into(), rule };
+        let cases = [
+            (stmt("select", false, false), agent, Decision::Allow),
+            (stmt("drop", false, false), dba, deny("destructive DDL is blocked on orders", 0)),
+            (stmt("truncate", false, false), agent, deny("destructive DDL is blocked on orders", 0)),
+            (stmt("delete", true, false), dba, deny("add a WHERE clause", 1)),
+            (stmt("update", true, false), agent, deny("add a WHERE clause", 1)),
+            (stmt("delete", false, false), agent, Decision::Approve { rule: 2 }),
+            (stmt("delete", false, false), dba, Decision::Allow),
+            (stmt("update", false, false), dba, Decision::Approve { rule: 2 }),
+            (stmt("select", false, true), agent, Decision::Approve { rule: 2 }),
+            (stmt("do", false, true), agent, Decision::Approve { rule: 2 }),
+            (stmt("insert", false, false), agent, Decision::Allow),
+        ];
+        for (s, g, want) in cases {
+            assert_eq!(p.decide(0, s, g), want, "{s:?} for {g:?}");
+        }
+        assert_eq!(p.decide(1, stmt("drop", false, false), nobody), Decision::Allow, "no guardrails");
+    }
+}

@@ -269,8 +269,36 @@ pub(crate) fn validate(
                 value: c.env_secret(&cr.value_env, "value_env", env),
             }
         });
+        let require_tls = t.require_tls.as_ref().is_some_and(|r| *r.get_ref());
+        if require_tls && raw.tls.is_none() {
+            c.error(
+                t.require_tls.as_ref().map_or(t.name.span(), |r| r.span()),
+                format!("target `{name}` requires TLS but there is no [tls] section with cert and key"),
+            );
+        }
+        let upstream_tls = t.upstream_tls.as_ref().map_or(UpstreamTls::Disable, |u| *u.get_ref());
+        if upstream_tls == UpstreamTls::Verify && t.upstream_ca.is_none() {
+            c.error(
+                t.upstream_tls.as_ref().map_or(t.name.span(), |u| u.span()),
+                format!("target `{name}`: upstream_tls = \"verify\" needs `upstream_ca` (a PEM file of trusted CA certificates)"),
+            );
+        }
+        if protocol == Protocol::Tcp {
+            for (present, key) in [
+                (t.require_tls.as_ref().map(|s| s.span()), "require_tls"),
+                (t.upstream_tls.as_ref().map(|s| s.span()), "upstream_tls"),
+                (t.upstream_ca.as_ref().map(|s| s.span()), "upstream_ca"),
+            ] {
+                if let Some(span) = present {
+                    c.error(span, format!("`{key}` has no effect on tcp target `{name}`: a tcp target is a plain L4 pass-through"));
+                }
+            }
+        }
         if let Some(listen) = listen {
             targets.push(Target {
+                require_tls,
+                upstream_tls,
+                upstream_ca: t.upstream_ca.as_ref().map(|u| u.get_ref().clone()),
                 name,
                 protocol,
                 listen,
@@ -286,7 +314,7 @@ pub(crate) fn validate(
     }
 
     let identity = match (&raw.identity, needs_identity) {
-        (Some(id), _) => Some(identity(&mut c, id.get_ref())),
+        (Some(id), _) => Some(identity(&mut c, id.get_ref(), env)),
         (None, Some((name, protocol, span))) => {
             c.error(
                 span,
@@ -385,7 +413,16 @@ fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
         Some(s) => *s.get_ref() as usize,
         None => 64 << 10,
     };
+    let max_message = match &g.max_message {
+        Some(s) if !(1024..=1 << 30).contains(s.get_ref()) => {
+            c.error(s.span(), "`max_message` must be between 1024 and 1073741824 bytes");
+            64 << 20
+        }
+        Some(s) => *s.get_ref() as usize,
+        None => 64 << 20,
+    };
     Gateway {
+        max_message,
         shards,
         admin: g
             .admin
@@ -403,40 +440,72 @@ fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
     }
 }
 
-fn identity(c: &mut Checker, id: &RawIdentity) -> Identity {
-    for (v, key) in [
-        (&id.issuer, "issuer"),
-        (&id.audience, "audience"),
-        (&id.jwks, "jwks"),
-    ] {
+fn identity(c: &mut Checker, id: &RawIdentity, env: &dyn Fn(&str) -> Option<String>) -> Identity {
+    for (v, key) in [(&id.issuer, "issuer"), (&id.audience, "audience")] {
         if v.get_ref().is_empty() {
             c.error(v.span(), format!("`identity.{key}` must not be empty"));
         }
     }
-    let jwks = id.jwks.get_ref();
-    let known_scheme = ["file:", "https://", "http://"]
-        .iter()
-        .any(|p| jwks.starts_with(p));
-    if !jwks.is_empty() && !known_scheme {
-        c.error(
-            id.jwks.span(),
-            format!("invalid jwks `{jwks}`: expected \"file:PATH\" or an http(s) URL"),
-        );
+    if let Some(j) = &id.jwks {
+        let jwks = j.get_ref();
+        let known_scheme = ["file:", "https://", "http://"]
+            .iter()
+            .any(|p| jwks.starts_with(p));
+        if !known_scheme || jwks == "file:" {
+            c.error(
+                j.span(),
+                format!("invalid jwks `{jwks}`: expected \"file:PATH\" or an http(s) URL (omit it to use OIDC discovery)"),
+            );
+        }
+    }
+    let algorithms: Vec<String> = match &id.algorithms {
+        Some(list) => {
+            if list.is_empty() {
+                c.error(
+                    id.audience.span(),
+                    "`identity.algorithms` must not be empty",
+                );
+            }
+            for a in list {
+                if !JWT_ALGORITHMS.contains(&a.get_ref().as_str()) {
+                    c.error(
+                        a.span(),
+                        format!("unknown or refused token algorithm `{}`: expected one of {}", a.get_ref(), JWT_ALGORITHMS.join(", ")),
+                    );
+                }
+            }
+            list.iter().map(|a| a.get_ref().clone()).collect()
+        }
+        None => DEFAULT_JWT_ALGORITHMS.iter().map(|a| a.to_string()).collect(),
+    };
+    let hmac_secret = c.env_secret(&id.hmac_secret_env, "hmac_secret_env", env);
+    if hmac_secret.is_none() && id.hmac_secret_env.is_none() {
+        if let Some(a) = id
+            .algorithms
+            .iter()
+            .flatten()
+            .find(|a| a.get_ref().starts_with("HS"))
+        {
+            c.error(
+                a.span(),
+                format!("`{}` needs a shared secret: set `hmac_secret_env`", a.get_ref()),
+            );
+        }
     }
     Identity {
         issuer: id.issuer.get_ref().clone(),
         audience: id.audience.get_ref().clone(),
-        jwks: jwks.clone(),
+        jwks: id.jwks.as_ref().map(|j| j.get_ref().clone()),
+        jwks_refresh: c.duration(&id.jwks_refresh, "jwks_refresh", Duration::from_secs(300)),
         groups_claim: id
             .groups_claim
             .as_ref()
             .map_or_else(|| "groups".to_owned(), |g| g.get_ref().clone()),
         leeway: c.duration(&id.leeway, "leeway", Duration::from_secs(30)),
-        admin_groups: id
-            .admin_groups
-            .iter()
-            .map(|g| g.get_ref().clone())
-            .collect(),
+        algorithms,
+        hmac_secret,
+        require_typ: id.require_typ.as_ref().map(|t| t.get_ref().clone()),
+        admin_groups: id.admin_groups.iter().map(|g| g.get_ref().clone()).collect(),
     }
 }
 

@@ -8,8 +8,10 @@
 //!
 //! # Layout
 //! - [`http`]: HTTP/1.1 request heads (admin API today; the HTTP gateway builds on it).
+//! - [`postgres`]: PostgreSQL protocol 3.0, both directions, and a SCRAM client.
 
 pub mod http;
+pub mod postgres;
 
 /// Outcome of parsing a message from the front of a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

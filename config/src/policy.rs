@@ -1,0 +1,202 @@
+//! The configuration compiled into lookup tables for the data path.
+//!
+//! Group names are interned into bit positions (a caller's groups become a
+//! [`GroupSet`] bitset), targets and statement kinds are dense indexes, and each
+//! `(target, kind)` cell holds the ordered rules that can match it. A decision is
+//! an array index plus a scan of a handful of `(group mask, action)` entries: no
+//! hashing, no allocation.
+//!
+//! # How rules combine
+//! 1. Any matching `deny` wins: guardrails are absolute.
+//! 2. Otherwise the first matching rule scoped to one of the caller's groups
+//!    (e.g. "dba may delete") decides: a group exemption overrides a general rule.
+//! 3. Otherwise the first matching unscoped rule decides.
+//! 4. No match: allow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::{Action, Config, STATEMENT_KINDS};
+
+/// A caller's groups as bits; only groups named somewhere in the config get a bit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupSet(pub u128);
+
+impl GroupSet {
+    pub fn intersects(self, mask: u128) -> bool {
+        self.0 & mask != 0
+    }
+}
+
+/// Most distinct group names a configuration may use.
+pub const MAX_GROUPS: usize = 128;
+
+/// Index of `opaque` in [`STATEMENT_KINDS`].
+pub fn kind_index(name: &str) -> Option<usize> {
+    STATEMENT_KINDS.iter().position(|k| *k == name)
+}
+
+/// The statement being judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statement {
+    /// Index into [`STATEMENT_KINDS`].
+    pub kind: usize,
+    /// `UPDATE`/`DELETE` without `WHERE`.
+    pub unbounded: bool,
+    /// Contains code the gateway cannot see into.
+    pub opaque: bool,
+}
+
+/// What happens to a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny { message: Arc<str>, rule: u16 },
+    Approve { rule: u16 },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// 0 = any caller.
+    groups: u128,
+    unbounded_only: bool,
+    action: Action,
+    /// Position of the rule in its guardrail set (for audit: "which rule decided").
+    rule: u16,
+    message: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetPolicy {
+    pub name: String,
+    access_any: bool,
+    access: u128,
+    approvers: u128,
+    /// One list of entries per statement kind, in rule order.
+    kinds: Vec<Vec<Entry>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    groups: HashMap<String, u8>,
+    pub targets: Vec<TargetPolicy>,
+}
+
+impl CompiledPolicy {
+    /// Compiles a validated configuration. Fails only if it names more than
+    /// [`MAX_GROUPS`] distinct groups.
+    pub fn compile(config: &Config) -> Result<CompiledPolicy, String> {
+        let mut groups: HashMap<String, u8> = HashMap::new();
+        let mut intern = |name: &str| -> Result<u128, String> {
+            if name == "*" {
+                return Ok(0);
+            }
+            let next = groups.len();
+            let bit = match groups.get(name) {
+                Some(&b) => b,
+                None if next < MAX_GROUPS => {
+                    groups.insert(name.to_owned(), next as u8);
+                    next as u8
+                }
+                None => return Err(format!("more than {MAX_GROUPS} distinct group names")),
+            };
+            Ok(1u128 << bit)
+        };
+        let mut targets = Vec::with_capacity(config.targets.len());
+        for t in &config.targets {
+            let mut access = 0;
+            for g in &t.access {
+                access |= intern(g)?;
+            }
+            let mut approvers = 0;
+            for g in &t.approvers {
+                approvers |= intern(g)?;
+            }
+            let mut kinds: Vec<Vec<Entry>> = vec![Vec::new(); STATEMENT_KINDS.len()];
+            if let Some(set) = t.guardrails.as_ref().and_then(|g| config.guardrails.get(g)) {
+                for (i, rule) in set.rules.iter().enumerate() {
+                    let mut mask = 0;
+                    for g in &rule.groups {
+                        mask |= intern(g)?;
+                    }
+                    let message: Arc<str> = rule
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("blocked by rule {} of guardrails `{}`", i + 1, t.guardrails.as_deref().unwrap_or("")))
+                        .into();
+                    for k in &rule.kinds {
+                        let Some(ki) = kind_index(k) else { continue };
+                        kinds[ki].push(Entry {
+                            groups: mask,
+                            unbounded_only: rule.unbounded,
+                            action: rule.action,
+                            rule: i as u16,
+                            message: message.clone(),
+                        });
+                    }
+                }
+            }
+            targets.push(TargetPolicy {
+                name: t.name.clone(),
+                access_any: t.access.iter().any(|g| g == "*"),
+                access,
+                approvers,
+                kinds,
+            });
+        }
+        for g in &config.identity.as_ref().map(|i| i.admin_groups.clone()).unwrap_or_default() {
+            intern(g)?;
+        }
+        Ok(CompiledPolicy { groups, targets })
+    }
+
+    /// Interns a caller's group names; names the config never mentions are ignored.
+    pub fn groups<S: AsRef<str>>(&self, names: &[S]) -> GroupSet {
+        GroupSet(
+            names
+                .iter()
+                .filter_map(|n| self.groups.get(n.as_ref()))
+                .fold(0, |m, &b| m | 1u128 << b),
+        )
+    }
+
+    pub fn target_index(&self, name: &str) -> Option<usize> {
+        self.targets.iter().position(|t| t.name == name)
+    }
+
+    /// May a caller with `groups` connect to `target`?
+    pub fn may_connect(&self, target: usize, groups: GroupSet) -> bool {
+        let t = &self.targets[target];
+        t.access_any || groups.intersects(t.access)
+    }
+
+    /// May a caller with `groups` approve requests on `target`?
+    pub fn may_approve(&self, target: usize, groups: GroupSet) -> bool {
+        groups.intersects(self.targets[target].approvers)
+    }
+
+    /// The decision for one statement.
+    pub fn decide(&self, target: usize, stmt: Statement, groups: GroupSet) -> Decision {
+        let t = &self.targets[target];
+        let opaque = kind_index("opaque").expect("opaque is a kind");
+        let lists: [&[Entry]; 2] = [
+            t.kinds.get(stmt.kind).map_or(&[][..], Vec::as_slice),
+            if stmt.opaque && stmt.kind != opaque { &t.kinds[opaque] } else { &[] },
+        ];
+        let matches = |e: &&Entry| {
+            (!e.unbounded_only || stmt.unbounded) && (e.groups == 0 || groups.intersects(e.groups))
+        };
+        let all = || lists.iter().flat_map(|l| l.iter()).filter(matches);
+        if let Some(e) = all().find(|e| e.action == Action::Deny) {
+            return Decision::Deny {
+                message: e.message.clone(),
+                rule: e.rule,
+            };
+        }
+        let chosen = all().find(|e| e.groups != 0).or_else(|| all().next());
+        match chosen {
+            Some(e) if e.action == Action::Approve => Decision::Approve { rule: e.rule },
+            _ => Decision::Allow,
+        }
+    }
+}
