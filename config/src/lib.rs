@@ -93,8 +93,8 @@ pub const MASK_STYLES: &[&str] = &["redact", "last4", "full", "hash"];
 
 /// Token algorithms `[identity] algorithms` may list.
 pub const JWT_ALGORITHMS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384",
-    "HS512",
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
+    "HS384", "HS512",
 ];
 
 /// The default allow-list: asymmetric algorithms only.

@@ -122,7 +122,13 @@ impl CompiledPolicy {
                     let message: Arc<str> = rule
                         .message
                         .clone()
-                        .unwrap_or_else(|| format!("blocked by rule {} of guardrails `{}`", i + 1, t.guardrails.as_deref().unwrap_or("")))
+                        .unwrap_or_else(|| {
+                            format!(
+                                "blocked by rule {} of guardrails `{}`",
+                                i + 1,
+                                t.guardrails.as_deref().unwrap_or("")
+                            )
+                        })
                         .into();
                     for k in &rule.kinds {
                         let Some(ki) = kind_index(k) else { continue };
@@ -144,7 +150,12 @@ impl CompiledPolicy {
                 kinds,
             });
         }
-        for g in &config.identity.as_ref().map(|i| i.admin_groups.clone()).unwrap_or_default() {
+        for g in &config
+            .identity
+            .as_ref()
+            .map(|i| i.admin_groups.clone())
+            .unwrap_or_default()
+        {
             intern(g)?;
         }
         Ok(CompiledPolicy { groups, targets })
@@ -175,13 +186,27 @@ impl CompiledPolicy {
         groups.intersects(self.targets[target].approvers)
     }
 
+    /// Does a rule explicitly `allow` this kind for these groups (not just the
+    /// absence of a rule)?
+    pub fn explicitly_allows(&self, target: usize, kind: usize, groups: GroupSet) -> bool {
+        self.targets[target].kinds.get(kind).is_some_and(|l| {
+            l.iter().any(|e| {
+                e.action == Action::Allow && (e.groups == 0 || groups.intersects(e.groups))
+            })
+        })
+    }
+
     /// The decision for one statement.
     pub fn decide(&self, target: usize, stmt: Statement, groups: GroupSet) -> Decision {
         let t = &self.targets[target];
         let opaque = kind_index("opaque").expect("opaque is a kind");
         let lists: [&[Entry]; 2] = [
             t.kinds.get(stmt.kind).map_or(&[][..], Vec::as_slice),
-            if stmt.opaque && stmt.kind != opaque { &t.kinds[opaque] } else { &[] },
+            if stmt.opaque && stmt.kind != opaque {
+                &t.kinds[opaque]
+            } else {
+                &[]
+            },
         ];
         let matches = |e: &&Entry| {
             (!e.unbounded_only || stmt.unbounded) && (e.groups == 0 || groups.intersects(e.groups))

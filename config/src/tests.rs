@@ -361,21 +361,43 @@ columns = { ssn = "redact", card_number = "last4" }
 #[test]
 fn token_algorithms_are_validated() {
     let src = format!("{IDENTITY}algorithms = [\"RS256\", \"none\"]\n{PG}");
-    assert_error(&src, "t.toml:5:24: unknown or refused token algorithm `none`");
+    assert_error(
+        &src,
+        "t.toml:5:24: unknown or refused token algorithm `none`",
+    );
     let src = format!("{IDENTITY}algorithms = [\"HS256\"]\n{PG}");
-    assert_error(&src, "t.toml:5:15: `HS256` needs a shared secret: set `hmac_secret_env`");
+    assert_error(
+        &src,
+        "t.toml:5:15: `HS256` needs a shared secret: set `hmac_secret_env`",
+    );
     let ok = parse(&format!("{IDENTITY}{PG}"), "t.toml", env).unwrap();
-    assert!(!ok.identity.unwrap().algorithms.iter().any(|a| a.starts_with("HS")), "no HMAC by default");
+    assert!(
+        !ok.identity
+            .unwrap()
+            .algorithms
+            .iter()
+            .any(|a| a.starts_with("HS")),
+        "no HMAC by default"
+    );
 }
 
 #[test]
 fn tls_settings_are_validated() {
     let src = format!("{IDENTITY}{PG}require_tls = true\n");
-    assert_error(&src, "t.toml:12:15: target `orders` requires TLS but there is no [tls] section");
+    assert_error(
+        &src,
+        "t.toml:12:15: target `orders` requires TLS but there is no [tls] section",
+    );
     let src = format!("{IDENTITY}{PG}upstream_tls = \"verify\"\n");
-    assert_error(&src, "t.toml:12:16: target `orders`: upstream_tls = \"verify\" needs `upstream_ca`");
+    assert_error(
+        &src,
+        "t.toml:12:16: target `orders`: upstream_tls = \"verify\" needs `upstream_ca`",
+    );
     let src = format!("{TCP_OK}require_tls = true\n");
-    assert_error(&src, "t.toml:7:15: `require_tls` has no effect on tcp target `cache`");
+    assert_error(
+        &src,
+        "t.toml:7:15: `require_tls` has no effect on tcp target `cache`",
+    );
 }
 
 #[test]
@@ -421,7 +443,11 @@ rules = [
 "#;
 
     fn stmt(kind: &str, unbounded: bool, opaque: bool) -> Statement {
-        Statement { kind: kind_index(kind).unwrap(), unbounded, opaque }
+        Statement {
+            kind: kind_index(kind).unwrap(),
+            unbounded,
+            opaque,
+        }
     }
 
     #[test]
@@ -434,27 +460,69 @@ rules = [
         assert_eq!(nobody, GroupSet(0), "unknown groups get no bits");
         assert!(p.may_connect(0, agent));
         assert!(!p.may_connect(0, nobody));
-        assert!(!p.may_connect(0, p.groups(&["dba"])), "approvers are not implicitly granted access");
+        assert!(
+            !p.may_connect(0, p.groups(&["dba"])),
+            "approvers are not implicitly granted access"
+        );
         assert!(p.may_connect(1, nobody), "`*` admits any caller");
         assert!(p.may_approve(0, dba) && !p.may_approve(0, agent));
 
-        let deny = |m: &str, rule| Decision::Deny { message: m.into(), rule };
+        let deny = |m: &str, rule| Decision::Deny {
+            message: m.into(),
+            rule,
+        };
         let cases = [
             (stmt("select", false, false), agent, Decision::Allow),
-            (stmt("drop", false, false), dba, deny("destructive DDL is blocked on orders", 0)),
-            (stmt("truncate", false, false), agent, deny("destructive DDL is blocked on orders", 0)),
-            (stmt("delete", true, false), dba, deny("add a WHERE clause", 1)),
-            (stmt("update", true, false), agent, deny("add a WHERE clause", 1)),
-            (stmt("delete", false, false), agent, Decision::Approve { rule: 2 }),
+            (
+                stmt("drop", false, false),
+                dba,
+                deny("destructive DDL is blocked on orders", 0),
+            ),
+            (
+                stmt("truncate", false, false),
+                agent,
+                deny("destructive DDL is blocked on orders", 0),
+            ),
+            (
+                stmt("delete", true, false),
+                dba,
+                deny("add a WHERE clause", 1),
+            ),
+            (
+                stmt("update", true, false),
+                agent,
+                deny("add a WHERE clause", 1),
+            ),
+            (
+                stmt("delete", false, false),
+                agent,
+                Decision::Approve { rule: 2 },
+            ),
             (stmt("delete", false, false), dba, Decision::Allow),
-            (stmt("update", false, false), dba, Decision::Approve { rule: 2 }),
-            (stmt("select", false, true), agent, Decision::Approve { rule: 2 }),
-            (stmt("do", false, true), agent, Decision::Approve { rule: 2 }),
+            (
+                stmt("update", false, false),
+                dba,
+                Decision::Approve { rule: 2 },
+            ),
+            (
+                stmt("select", false, true),
+                agent,
+                Decision::Approve { rule: 2 },
+            ),
+            (
+                stmt("do", false, true),
+                agent,
+                Decision::Approve { rule: 2 },
+            ),
             (stmt("insert", false, false), agent, Decision::Allow),
         ];
         for (s, g, want) in cases {
             assert_eq!(p.decide(0, s, g), want, "{s:?} for {g:?}");
         }
-        assert_eq!(p.decide(1, stmt("drop", false, false), nobody), Decision::Allow, "no guardrails");
+        assert_eq!(
+            p.decide(1, stmt("drop", false, false), nobody),
+            Decision::Allow,
+            "no guardrails"
+        );
     }
 }

@@ -273,10 +273,15 @@ pub(crate) fn validate(
         if require_tls && raw.tls.is_none() {
             c.error(
                 t.require_tls.as_ref().map_or(t.name.span(), |r| r.span()),
-                format!("target `{name}` requires TLS but there is no [tls] section with cert and key"),
+                format!(
+                    "target `{name}` requires TLS but there is no [tls] section with cert and key"
+                ),
             );
         }
-        let upstream_tls = t.upstream_tls.as_ref().map_or(UpstreamTls::Disable, |u| *u.get_ref());
+        let upstream_tls = t
+            .upstream_tls
+            .as_ref()
+            .map_or(UpstreamTls::Disable, |u| *u.get_ref());
         if upstream_tls == UpstreamTls::Verify && t.upstream_ca.is_none() {
             c.error(
                 t.upstream_tls.as_ref().map_or(t.name.span(), |u| u.span()),
@@ -415,7 +420,10 @@ fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
     };
     let max_message = match &g.max_message {
         Some(s) if !(1024..=1 << 30).contains(s.get_ref()) => {
-            c.error(s.span(), "`max_message` must be between 1024 and 1073741824 bytes");
+            c.error(
+                s.span(),
+                "`max_message` must be between 1024 and 1073741824 bytes",
+            );
             64 << 20
         }
         Some(s) => *s.get_ref() as usize,
@@ -470,13 +478,20 @@ fn identity(c: &mut Checker, id: &RawIdentity, env: &dyn Fn(&str) -> Option<Stri
                 if !JWT_ALGORITHMS.contains(&a.get_ref().as_str()) {
                     c.error(
                         a.span(),
-                        format!("unknown or refused token algorithm `{}`: expected one of {}", a.get_ref(), JWT_ALGORITHMS.join(", ")),
+                        format!(
+                            "unknown or refused token algorithm `{}`: expected one of {}",
+                            a.get_ref(),
+                            JWT_ALGORITHMS.join(", ")
+                        ),
                     );
                 }
             }
             list.iter().map(|a| a.get_ref().clone()).collect()
         }
-        None => DEFAULT_JWT_ALGORITHMS.iter().map(|a| a.to_string()).collect(),
+        None => DEFAULT_JWT_ALGORITHMS
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
     };
     let hmac_secret = c.env_secret(&id.hmac_secret_env, "hmac_secret_env", env);
     if hmac_secret.is_none() && id.hmac_secret_env.is_none() {
@@ -488,7 +503,10 @@ fn identity(c: &mut Checker, id: &RawIdentity, env: &dyn Fn(&str) -> Option<Stri
         {
             c.error(
                 a.span(),
-                format!("`{}` needs a shared secret: set `hmac_secret_env`", a.get_ref()),
+                format!(
+                    "`{}` needs a shared secret: set `hmac_secret_env`",
+                    a.get_ref()
+                ),
             );
         }
     }
@@ -505,7 +523,11 @@ fn identity(c: &mut Checker, id: &RawIdentity, env: &dyn Fn(&str) -> Option<Stri
         algorithms,
         hmac_secret,
         require_typ: id.require_typ.as_ref().map(|t| t.get_ref().clone()),
-        admin_groups: id.admin_groups.iter().map(|g| g.get_ref().clone()).collect(),
+        admin_groups: id
+            .admin_groups
+            .iter()
+            .map(|g| g.get_ref().clone())
+            .collect(),
     }
 }
 

@@ -20,6 +20,8 @@
 pub mod admin;
 pub mod cli;
 pub mod gateway;
+pub mod identity;
 pub mod log;
 pub mod metrics;
+pub mod policy;
 pub mod runtime;

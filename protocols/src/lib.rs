@@ -9,9 +9,11 @@
 //! # Layout
 //! - [`http`]: HTTP/1.1 request heads (admin API today; the HTTP gateway builds on it).
 //! - [`postgres`]: PostgreSQL protocol 3.0, both directions, and a SCRAM client.
+//! - [`sql`]: the SQL lexer and statement classifier behind the guardrails.
 
 pub mod http;
 pub mod postgres;
+pub mod sql;
 
 /// Outcome of parsing a message from the front of a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,7 +78,10 @@ mod tests {
         assert!(c.get("t", 150, 1).is_some());
         assert!(c.get("t", 200, 1).is_none(), "expired at exp");
         c.insert("t", id(300), 100);
-        assert!(c.get("t", 150, 2).is_none(), "new generation empties the cache");
+        assert!(
+            c.get("t", 150, 2).is_none(),
+            "new generation empties the cache"
+        );
         assert!(c.is_empty());
         c.insert("a", id(300), 100);
         c.insert("b", id(300), 100);

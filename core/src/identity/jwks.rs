@@ -48,7 +48,9 @@ impl KeySet {
         let set: JwkSet = serde_json::from_slice(json).map_err(|e| format!("invalid JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
-            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
             if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
                 continue;
             }
@@ -93,10 +95,13 @@ impl Source {
                 .map_err(|e| format!("{}: {e}", p.display())),
             Source::Url(u) => http_get(u),
             Source::Discovery(issuer) => {
-                let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
                 let (doc, _) = http_get(&url)?;
-                let doc: serde_json::Value =
-                    serde_json::from_slice(&doc).map_err(|e| format!("{url}: invalid JSON: {e}"))?;
+                let doc: serde_json::Value = serde_json::from_slice(&doc)
+                    .map_err(|e| format!("{url}: invalid JSON: {e}"))?;
                 let jwks_uri = doc
                     .get("jwks_uri")
                     .and_then(|v| v.as_str())
@@ -146,7 +151,11 @@ impl KeyStore {
     pub fn start(source: Source, interval: Duration) -> Result<Arc<KeyStore>, String> {
         let (doc, max_age) = source.fetch()?;
         let first = KeySet::from_json(&doc, 1)?;
-        info!("jwks_loaded", source = format!("{source:?}"), keys = first.keys.len());
+        info!(
+            "jwks_loaded",
+            source = format!("{source:?}"),
+            keys = first.keys.len()
+        );
         let (tx, rx) = mpsc::channel();
         let store = Arc::new(KeyStore {
             current: ArcSwap::from_pointee(first),
@@ -176,11 +185,19 @@ impl KeyStore {
                             let generation = store.current.load().generation + 1;
                             match KeySet::from_json(&doc, generation) {
                                 Ok(set) => {
-                                    info!("jwks_refreshed", keys = set.keys.len(), generation = generation);
+                                    info!(
+                                        "jwks_refreshed",
+                                        keys = set.keys.len(),
+                                        generation = generation
+                                    );
                                     store.current.store(Arc::new(set));
                                     last_doc = doc;
                                 }
-                                Err(e) => warn!("jwks_refresh_failed", error = e, keeping = "previous keys"),
+                                Err(e) => warn!(
+                                    "jwks_refresh_failed",
+                                    error = e,
+                                    keeping = "previous keys"
+                                ),
                             }
                         }
                         Err(e) => {
@@ -226,6 +243,9 @@ impl KeyStore {
 
 fn cache_lifetime(max_age: Option<Duration>, interval: Duration) -> Duration {
     max_age
-        .map(|m| m.clamp(Duration::from_secs(1), Duration::from_secs(86_400)).min(interval))
+        .map(|m| {
+            m.clamp(Duration::from_secs(1), Duration::from_secs(86_400))
+                .min(interval)
+        })
         .unwrap_or(interval)
 }

@@ -54,7 +54,10 @@ fn a_valid_token_yields_subject_and_groups() {
     assert_eq!(id.groups, ["sre", "dba"]);
     assert_eq!(id.expires_at, NOW + 600);
     let arr = with(claims(), "aud", json!(["other", "sluice"]));
-    assert!(v.verify(&key.sign(&arr), &keys, NOW).is_ok(), "aud as array");
+    assert!(
+        v.verify(&key.sign(&arr), &keys, NOW).is_ok(),
+        "aud as array"
+    );
 }
 
 #[test]
@@ -74,23 +77,59 @@ fn hmac_is_refused_without_a_configured_secret() {
     let secret = key.jwk()["x"].as_str().unwrap().to_owned();
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     h.kid = Some(key.kid.clone());
-    let t = jsonwebtoken::encode(&h, &claims(), &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap();
-    assert_eq!(v.verify(&t, &keys, NOW), Err(AuthError::Algorithm("HS256".into())));
+    let t = jsonwebtoken::encode(
+        &h,
+        &claims(),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        v.verify(&t, &keys, NOW),
+        Err(AuthError::Algorithm("HS256".into()))
+    );
 }
 
 #[test]
 fn claims_are_checked() {
     let (key, keys, v) = setup();
     let check = |c: Value| v.verify(&key.sign(&c), &keys, NOW);
-    assert_eq!(check(with(claims(), "iss", json!("https://evil/"))), Err(AuthError::Issuer));
-    assert_eq!(check(with(claims(), "iss", json!("https://idp.test"))), Err(AuthError::Issuer), "exact match");
-    assert_eq!(check(with(claims(), "aud", json!("other"))), Err(AuthError::Audience("sluice".into())));
-    assert_eq!(check(with(claims(), "exp", json!(NOW - 31))), Err(AuthError::Expired));
-    assert!(check(with(claims(), "exp", json!(NOW - 29))).is_ok(), "within leeway");
-    assert_eq!(check(with(claims(), "nbf", json!(NOW + 31))), Err(AuthError::NotYetValid));
-    assert_eq!(check(with(claims(), "iat", json!(NOW + 300))), Err(AuthError::IssuedInFuture));
-    assert_eq!(check(with(claims(), "exp", json!("9999999999"))), Err(AuthError::ClaimType("exp")));
-    assert_eq!(check(with(claims(), "nbf", json!("0"))), Err(AuthError::ClaimType("nbf")));
+    assert_eq!(
+        check(with(claims(), "iss", json!("https://evil/"))),
+        Err(AuthError::Issuer)
+    );
+    assert_eq!(
+        check(with(claims(), "iss", json!("https://idp.test"))),
+        Err(AuthError::Issuer),
+        "exact match"
+    );
+    assert_eq!(
+        check(with(claims(), "aud", json!("other"))),
+        Err(AuthError::Audience("sluice".into()))
+    );
+    assert_eq!(
+        check(with(claims(), "exp", json!(NOW - 31))),
+        Err(AuthError::Expired)
+    );
+    assert!(
+        check(with(claims(), "exp", json!(NOW - 29))).is_ok(),
+        "within leeway"
+    );
+    assert_eq!(
+        check(with(claims(), "nbf", json!(NOW + 31))),
+        Err(AuthError::NotYetValid)
+    );
+    assert_eq!(
+        check(with(claims(), "iat", json!(NOW + 300))),
+        Err(AuthError::IssuedInFuture)
+    );
+    assert_eq!(
+        check(with(claims(), "exp", json!("9999999999"))),
+        Err(AuthError::ClaimType("exp"))
+    );
+    assert_eq!(
+        check(with(claims(), "nbf", json!("0"))),
+        Err(AuthError::ClaimType("nbf"))
+    );
     let mut no_exp = claims();
     no_exp.as_object_mut().unwrap().remove("exp");
     assert_eq!(check(no_exp), Err(AuthError::ClaimType("exp")));
@@ -111,7 +150,12 @@ fn keys_come_only_from_the_jwks() {
     let good = key.sign(&claims());
     let parts: Vec<&str> = good.split('.').collect();
     let header = json!({"alg": "EdDSA", "kid": key.kid, "jku": "https://evil/jwks.json"});
-    let t = format!("{}.{}.{}", B64URL.encode(header.to_string()), parts[1], parts[2]);
+    let t = format!(
+        "{}.{}.{}",
+        B64URL.encode(header.to_string()),
+        parts[1],
+        parts[2]
+    );
     assert_eq!(v.verify(&t, &keys, NOW), Err(AuthError::EmbeddedKey("jku")));
 }
 
@@ -121,7 +165,12 @@ fn a_tampered_payload_fails_the_signature() {
     let good = key.sign(&claims());
     let parts: Vec<&str> = good.split('.').collect();
     let forged = with(claims(), "groups", json!(["admin"]));
-    let t = format!("{}.{}.{}", parts[0], B64URL.encode(forged.to_string()), parts[2]);
+    let t = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64URL.encode(forged.to_string()),
+        parts[2]
+    );
     assert_eq!(v.verify(&t, &keys, NOW), Err(AuthError::Signature));
 }
 
@@ -131,7 +180,10 @@ fn malformed_tokens() {
     for t in ["", "abc", "a.b", "a.b.c.d", "!!.!!.!!"] {
         assert!(v.verify(t, &keys, NOW).is_err(), "{t:?}");
     }
-    assert_eq!(v.verify(&"a".repeat(20_000), &keys, NOW), Err(AuthError::Malformed));
+    assert_eq!(
+        v.verify(&"a".repeat(20_000), &keys, NOW),
+        Err(AuthError::Malformed)
+    );
 }
 
 #[test]
@@ -142,5 +194,8 @@ fn typ_check_and_dotted_group_paths() {
     assert_eq!(v.verify(&key.sign(&c), &keys, NOW).unwrap().groups, ["ops"]);
     v.config.require_typ = Some("at+jwt".into());
     // DevKey signs with typ "JWT": an ID-token-shaped header is refused.
-    assert_eq!(v.verify(&key.sign(&c), &keys, NOW), Err(AuthError::Type("JWT".into())));
+    assert_eq!(
+        v.verify(&key.sign(&c), &keys, NOW),
+        Err(AuthError::Type("JWT".into()))
+    );
 }

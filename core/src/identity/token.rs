@@ -95,7 +95,8 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(data).map_err(|e| format!("{}: {e}", path.display()))
+    f.write_all(data)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The claims of a minted access token.

@@ -65,7 +65,9 @@ impl VerifierConfig {
     /// The default allow-list: asymmetric algorithms only.
     pub fn default_algorithms() -> Vec<Algorithm> {
         use Algorithm::*;
-        vec![RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
+        vec![
+            RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+        ]
     }
 }
 
@@ -135,7 +137,9 @@ impl Verifier {
             &hmac_key
         } else {
             let kid = header.kid.as_deref().ok_or(AuthError::NoKid)?;
-            let entry = keys.get(kid).ok_or_else(|| AuthError::UnknownKid(kid.to_owned()))?;
+            let entry = keys
+                .get(kid)
+                .ok_or_else(|| AuthError::UnknownKid(kid.to_owned()))?;
             if entry.alg.is_some_and(|a| a != alg) {
                 return Err(AuthError::Algorithm(format!("{alg:?}")));
             }
@@ -151,9 +155,10 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             match e.kind() {
-                K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {
-                    AuthError::Signature
-                }
+                K::InvalidSignature
+                | K::InvalidEcdsaKey
+                | K::InvalidRsaKey(_)
+                | K::InvalidKeyFormat => AuthError::Signature,
                 K::InvalidAlgorithm => AuthError::Algorithm(format!("{alg:?}")),
                 _ => AuthError::Malformed,
             }
@@ -210,7 +215,11 @@ fn numeric(claims: &Value, name: &'static str) -> Result<Option<u64>, AuthError>
         None => Ok(None),
         Some(Value::Number(n)) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| *f >= 0.0 && f.is_finite())
+                    .map(|f| f as u64)
+            })
             .map(Some)
             .ok_or(AuthError::ClaimType(name)),
         Some(_) => Err(AuthError::ClaimType(name)),
@@ -229,7 +238,10 @@ fn groups(claims: &Value, path: &str) -> Vec<String> {
     }
     match v {
         Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
-        Value::Array(items) => items.iter().filter_map(|g| g.as_str().map(str::to_owned)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect(),
         _ => Vec::new(),
     }
 }

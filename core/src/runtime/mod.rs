@@ -12,6 +12,7 @@
 //!   every shard swaps its copy between sessions, otherwise the running
 //!   configuration stays and the errors are logged.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -21,27 +22,41 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use sluice_config::{Config, IoDriver, Protocol};
 
+use crate::identity::jwks::{KeyStore, Source};
+use crate::identity::VerifierConfig;
 use crate::metrics::Snapshot;
 use crate::{error, info, warn};
+use sluice_config::policy::CompiledPolicy;
 
+mod cancel;
 mod catch;
 pub mod notify;
 pub mod shard;
 
+pub use cancel::{CancelRegistry, CancelTarget};
 pub use shard::Shard;
 
 /// Messages a shard accepts from other threads.
 pub enum Control {
     Shutdown,
-    Reload(Arc<Config>),
+    Reload(Arc<Config>, Arc<CompiledPolicy>),
     Scrape(flume::Sender<Snapshot>),
 }
 
-/// What every shard shares: only handles to each other, never data-path state.
+/// What every shard shares: handles to each other and read-mostly state that is
+/// touched per connection at most (keys, TLS configs, cancel keys), never per message.
 pub struct Shared {
     pub controls: Vec<flume::Sender<Control>>,
     pub started: Instant,
     pub driver: &'static str,
+    /// The pinned JWKS, when any target authenticates callers.
+    pub keys: Option<Arc<KeyStore>>,
+    pub verifier: Option<VerifierConfig>,
+    /// Presented to clients that ask for TLS (`[tls]`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Per target name: how to reach its upstream over TLS.
+    pub upstream_tls: HashMap<String, Arc<rustls::ClientConfig>>,
+    pub cancels: CancelRegistry,
 }
 
 impl Shared {
@@ -82,12 +97,36 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     crate::log::init();
     let config = Arc::new(load_config(&config_path).map_err(anyhow::Error::msg)?);
     for t in &config.targets {
-        if t.protocol != Protocol::Tcp {
+        if matches!(t.protocol, Protocol::Mysql | Protocol::Http) {
             bail!(
                 "target `{}`: protocol {} is not available in this build yet",
                 t.name,
                 t.protocol.as_str()
             );
+        }
+    }
+    let policy = Arc::new(CompiledPolicy::compile(&config).map_err(anyhow::Error::msg)?);
+    let (keys, verifier) = match &config.identity {
+        Some(id) => {
+            let source = Source::parse(id.jwks.as_deref(), &id.issuer);
+            let store = KeyStore::start(source, id.jwks_refresh)
+                .map_err(|e| anyhow::anyhow!("identity: cannot load the JWKS: {e}"))?;
+            (Some(store), Some(verifier_config(id)?))
+        }
+        None => (None, None),
+    };
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::gateway::tls::server_config)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let mut upstream_tls = HashMap::new();
+    for t in &config.targets {
+        if let Some(c) = crate::gateway::tls::upstream_config(t)
+            .map_err(|e| anyhow::anyhow!("target `{}`: {e}", t.name))?
+        {
+            upstream_tls.insert(t.name.clone(), c);
         }
     }
     raise_fd_limit();
@@ -119,11 +158,17 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         controls: senders,
         started: Instant::now(),
         driver,
+        keys,
+        verifier,
+        tls,
+        upstream_tls,
+        cancels: CancelRegistry::default(),
     });
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(shards);
     for (id, control) in receivers.into_iter().enumerate() {
         let (shared, config, ready) = (shared.clone(), config.clone(), ready_tx.clone());
+        let policy = policy.clone();
         let pin = config.gateway.pin_cores.then_some(id % cores);
         let handle = thread::Builder::new()
             .name(format!("sluice-shard-{id}"))
@@ -131,7 +176,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                 if let Some(core) = pin {
                     pin_to_core(core);
                 }
-                let shard_main = Shard::new(id, shared, config).run(control, ready.clone());
+                let shard_main = Shard::new(id, shared, config, policy).run(control, ready.clone());
                 let built = if uring {
                     monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                         .with_entries(4096)
@@ -291,9 +336,35 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Option<Arc<Config>>
                     detail = "targets, listen addresses and the admin listener change only on restart; other settings apply now"
                 );
             }
+            let policy = match CompiledPolicy::compile(&new) {
+                Ok(p) => Arc::new(p),
+                Err(e) => {
+                    error!(
+                        "reload_failed",
+                        config = path.display(),
+                        keeping = "running configuration",
+                        errors = e
+                    );
+                    return None;
+                }
+            };
+            if new
+                .identity
+                .as_ref()
+                .map(|i| (&i.issuer, &i.audience, &i.jwks))
+                != current
+                    .identity
+                    .as_ref()
+                    .map(|i| (&i.issuer, &i.audience, &i.jwks))
+            {
+                warn!(
+                    "reload_partial",
+                    detail = "identity settings change only on restart"
+                );
+            }
             let new = Arc::new(new);
             for c in &shared.controls {
-                let _ = c.send(Control::Reload(new.clone()));
+                let _ = c.send(Control::Reload(new.clone(), policy.clone()));
             }
             info!(
                 "reloaded",
@@ -303,6 +374,29 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Option<Arc<Config>>
             Some(new)
         }
     }
+}
+
+fn verifier_config(id: &sluice_config::Identity) -> anyhow::Result<VerifierConfig> {
+    let algorithms = id
+        .algorithms
+        .iter()
+        .map(|a| {
+            a.parse::<jsonwebtoken::Algorithm>()
+                .map_err(|_| anyhow::anyhow!("identity: unknown algorithm {a}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(VerifierConfig {
+        issuer: id.issuer.clone(),
+        audience: id.audience.clone(),
+        groups_claim: id.groups_claim.clone(),
+        leeway: id.leeway,
+        algorithms,
+        hmac_secret: id
+            .hmac_secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes().to_vec()),
+        require_typ: id.require_typ.clone(),
+    })
 }
 
 fn signal_name(sig: i32) -> &'static str {

@@ -147,3 +147,49 @@ mod tests {
         assert_eq!(n.slots.borrow().len(), 1);
     }
 }
+
+/// A value that one task at a time may take out and use across `.await`s, then put
+/// back; others wait. This is how two pumps of a session share the client's write
+/// half without holding a `RefCell` borrow across an await.
+pub struct Slot<T> {
+    value: std::cell::RefCell<Option<T>>,
+    returned: Notify,
+    closed: Cell<bool>,
+}
+
+impl<T> Slot<T> {
+    pub fn new(value: T) -> Self {
+        Slot {
+            value: std::cell::RefCell::new(Some(value)),
+            returned: Notify::default(),
+            closed: Cell::new(false),
+        }
+    }
+
+    /// Waits until the value is free and takes it; `None` if it was closed.
+    pub async fn take(&self) -> Option<T> {
+        loop {
+            let notified = self.returned.notified();
+            if let Some(v) = self.value.borrow_mut().take() {
+                return Some(v);
+            }
+            if self.closed.get() {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn put(&self, value: T) {
+        *self.value.borrow_mut() = Some(value);
+        self.returned.notify_all();
+    }
+
+    /// Takes the value for good (e.g. to close it); waiters get `None`.
+    pub async fn close(&self) -> Option<T> {
+        let v = self.take().await;
+        self.closed.set(true);
+        self.returned.notify_all();
+        v
+    }
+}

@@ -16,13 +16,20 @@ use sluice_config::{Config, Protocol, Target};
 use super::catch::{panic_message, CatchUnwind};
 use super::notify::{Latch, Notify};
 use super::{Control, Shared};
+use crate::identity::cache::TokenCache;
+use crate::identity::{AuthError, Identity, Verifier};
 use crate::metrics::{ErrorKind, ShardMetrics};
 use crate::{gateway, info, warn};
+use sluice_config::policy::CompiledPolicy;
 
 pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
     config: RefCell<Arc<Config>>,
+    policy: RefCell<Arc<CompiledPolicy>>,
+    verifier: Option<Verifier>,
+    tokens: RefCell<TokenCache>,
+    classifier: RefCell<sluice_protocols::sql::Classifier>,
     pub metrics: ShardMetrics,
     sessions: Cell<usize>,
     idle: Notify,
@@ -35,12 +42,22 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Shard {
-    pub fn new(id: usize, shared: Arc<Shared>, config: Arc<Config>) -> Rc<Self> {
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        config: Arc<Config>,
+        policy: Arc<CompiledPolicy>,
+    ) -> Rc<Self> {
         let metrics = ShardMetrics::new(config.targets.iter().map(|t| t.name.clone()));
+        let verifier = shared.verifier.clone().map(Verifier::new);
         Rc::new(Shard {
             id,
             shared,
             config: RefCell::new(config),
+            policy: RefCell::new(policy),
+            verifier,
+            tokens: RefCell::new(TokenCache::new(10_000)),
+            classifier: RefCell::new(sluice_protocols::sql::Classifier::new()),
             metrics,
             sessions: Cell::new(0),
             idle: Notify::default(),
@@ -51,6 +68,54 @@ impl Shard {
     /// The configuration in force; a reload swaps it between sessions' steps.
     pub fn config(&self) -> Arc<Config> {
         self.config.borrow().clone()
+    }
+
+    /// Classifies SQL with this shard's reusable classifier.
+    pub fn classify(
+        &self,
+        sql: &[u8],
+        dialect: sluice_protocols::sql::Dialect,
+    ) -> Vec<sluice_protocols::sql::Statement> {
+        let mut out = Vec::new();
+        self.classifier
+            .borrow_mut()
+            .classify(sql, dialect, &mut out);
+        out
+    }
+
+    /// The compiled policy in force (swapped by a reload between statements).
+    pub fn policy(&self) -> Arc<CompiledPolicy> {
+        self.policy.borrow().clone()
+    }
+
+    /// Validates a caller's token: from this shard's cache when it has seen it,
+    /// otherwise with a signature check. A token naming an unknown key triggers one
+    /// (rate-limited) JWKS refresh and a second try.
+    pub async fn authenticate(&self, token: &str) -> Result<Rc<Identity>, AuthError> {
+        let (Some(verifier), Some(keys)) = (&self.verifier, &self.shared.keys) else {
+            return Err(AuthError::Missing);
+        };
+        let now = crate::identity::unix_now();
+        let mut set = keys.keys();
+        if let Some(id) = self.tokens.borrow_mut().get(token, now, set.generation) {
+            return Ok(id);
+        }
+        let mut result = verifier.verify(token, &set, now);
+        if matches!(result, Err(AuthError::UnknownKid(_))) && keys.request_refresh() {
+            // Wait (without blocking the shard) for the refresher to publish.
+            let before = set.generation;
+            for _ in 0..100 {
+                monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+                if keys.generation() != before {
+                    break;
+                }
+            }
+            set = keys.keys();
+            result = verifier.verify(token, &set, now);
+        }
+        let id = Rc::new(result?);
+        self.tokens.borrow_mut().insert(token, id.clone(), now);
+        Ok(id)
     }
 
     /// Runs the shard until it is told to stop and its sessions have drained.
@@ -163,6 +228,9 @@ impl Shard {
     ) {
         match target.protocol {
             Protocol::Tcp => gateway::tcp::serve(self, index, target, config, stream, peer).await,
+            Protocol::Postgres => {
+                gateway::postgres::serve(self, index, target, config, stream, peer).await
+            }
             // Refused at start-up (see `runtime::serve`); a reload cannot add listeners.
             other => warn!(
                 "protocol_unavailable",
@@ -201,7 +269,10 @@ async fn control_loop(shard: Rc<Shard>, control: flume::Receiver<Control>) {
     while let Ok(message) = control.recv_async().await {
         match message {
             Control::Shutdown => shard.stopping.set(),
-            Control::Reload(config) => *shard.config.borrow_mut() = config,
+            Control::Reload(config, policy) => {
+                *shard.config.borrow_mut() = config;
+                *shard.policy.borrow_mut() = policy;
+            }
             Control::Scrape(reply) => {
                 let _ = reply.send(shard.metrics.snapshot(shard.id));
             }

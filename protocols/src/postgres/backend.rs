@@ -8,8 +8,14 @@ use super::{Error, Reader};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend<'a> {
     Authentication(Auth<'a>),
-    BackendKeyData { pid: u32, key: u32 },
-    ParameterStatus { name: &'a [u8], value: &'a [u8] },
+    BackendKeyData {
+        pid: u32,
+        key: u32,
+    },
+    ParameterStatus {
+        name: &'a [u8],
+        value: &'a [u8],
+    },
     /// Transaction status: `I` idle, `T` in a transaction, `E` in a failed one.
     ReadyForQuery(u8),
     RowDescription(RowDescription<'a>),
@@ -17,7 +23,11 @@ pub enum Backend<'a> {
     CommandComplete(&'a [u8]),
     ErrorResponse(Fields<'a>),
     NoticeResponse(Fields<'a>),
-    NotificationResponse { pid: u32, channel: &'a [u8], payload: &'a [u8] },
+    NotificationResponse {
+        pid: u32,
+        channel: &'a [u8],
+        payload: &'a [u8],
+    },
     CopyInResponse(&'a [u8]),
     CopyOutResponse(&'a [u8]),
     CopyBothResponse(&'a [u8]),
@@ -31,7 +41,10 @@ pub enum Backend<'a> {
     PortalSuspended,
     ParameterDescription(&'a [u8]),
     FunctionCallResponse(&'a [u8]),
-    NegotiateProtocolVersion { minor: u32, options: &'a [u8] },
+    NegotiateProtocolVersion {
+        minor: u32,
+        options: &'a [u8],
+    },
 }
 
 /// The authentication request or outcome in an `R` message.
@@ -39,7 +52,9 @@ pub enum Backend<'a> {
 pub enum Auth<'a> {
     Ok,
     CleartextPassword,
-    Md5Password { salt: [u8; 4] },
+    Md5Password {
+        salt: [u8; 4],
+    },
     /// SASL: the mechanisms the server offers, NUL-separated.
     Sasl(&'a [u8]),
     SaslContinue(&'a [u8]),
@@ -115,7 +130,11 @@ pub fn parse(tag: u8, body: &[u8]) -> Result<Backend<'_>, Error> {
             let channel = r.cstr()?;
             let payload = r.cstr()?;
             r.finish()?;
-            Backend::NotificationResponse { pid, channel, payload }
+            Backend::NotificationResponse {
+                pid,
+                channel,
+                payload,
+            }
         }
         b'G' => Backend::CopyInResponse(body),
         b'H' => Backend::CopyOutResponse(body),
@@ -183,8 +202,12 @@ impl<'a> Fields<'a> {
     /// the human-readable ones in place).
     pub fn value_ranges(&self) -> impl Iterator<Item = (u8, Range<usize>)> + 'a {
         let base = self.0.as_ptr() as usize;
-        self.iter()
-            .map(move |(c, v)| (c, v.as_ptr() as usize - base..v.as_ptr() as usize - base + v.len()))
+        self.iter().map(move |(c, v)| {
+            (
+                c,
+                v.as_ptr() as usize - base..v.as_ptr() as usize - base + v.len(),
+            )
+        })
     }
 }
 
@@ -298,7 +321,9 @@ impl<'a> DataRow<'a> {
         Ok(end)
     }
 
-    fn ranges_unchecked(&self) -> impl Iterator<Item = Result<(Option<Range<usize>>, usize), Error>> + 'a {
+    fn ranges_unchecked(
+        &self,
+    ) -> impl Iterator<Item = Result<(Option<Range<usize>>, usize), Error>> + 'a {
         let body = self.body;
         let mut pos = 2usize;
         (0..self.count).map(move |_| {
@@ -319,6 +344,7 @@ impl<'a> DataRow<'a> {
 
     /// Each column's byte range within the message body (`None` for SQL NULL).
     pub fn ranges(&self) -> impl Iterator<Item = Option<Range<usize>>> + 'a {
-        self.ranges_unchecked().map(|r| r.map(|(range, _)| range).unwrap_or(None))
+        self.ranges_unchecked()
+            .map(|r| r.map(|(range, _)| range).unwrap_or(None))
     }
 }

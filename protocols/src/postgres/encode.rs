@@ -183,7 +183,9 @@ pub fn terminate(out: &mut Vec<u8>) {
 /// The MD5 password response: `"md5" + md5(md5(password + user) + salt)`.
 pub fn md5_password(user: &str, password: &str, salt: [u8; 4]) -> String {
     use md5::{Digest, Md5};
-    let inner = hex(&Md5::digest([password.as_bytes(), user.as_bytes()].concat()));
+    let inner = hex(&Md5::digest(
+        [password.as_bytes(), user.as_bytes()].concat(),
+    ));
     let outer = hex(&Md5::digest([inner.as_bytes(), &salt].concat()));
     format!("md5{outer}")
 }

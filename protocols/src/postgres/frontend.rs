@@ -222,7 +222,10 @@ pub fn parse(tag: u8, body: &[u8]) -> Result<Frontend<'_>, Error> {
         b'F' => {
             let mut r = Reader::new(body, "FunctionCall");
             let oid = r.u32()?;
-            Frontend::FunctionCall { oid, rest: r.rest() }
+            Frontend::FunctionCall {
+                oid,
+                rest: r.rest(),
+            }
         }
         b'p' => Frontend::Password(body),
         other => return Err(Error::UnknownMessage(other as char)),

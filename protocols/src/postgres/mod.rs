@@ -84,7 +84,10 @@ pub fn frame(buf: &[u8], max: usize) -> Result<Option<Frame>, Error> {
     if len > max {
         return Err(Error::TooLarge { len, max });
     }
-    Ok(Some(Frame { tag: header[0], len }))
+    Ok(Some(Frame {
+        tag: header[0],
+        len,
+    }))
 }
 
 /// A cursor over a message body; every read is bounds-checked.

@@ -79,7 +79,9 @@ impl ScramClient {
             match attr.split_at_checked(2) {
                 Some(("r=", v)) => nonce = Some(v),
                 Some(("s=", v)) => salt = Some(B64.decode(v).map_err(|_| ScramError::Malformed)?),
-                Some(("i=", v)) => iterations = Some(v.parse::<u32>().map_err(|_| ScramError::Malformed)?),
+                Some(("i=", v)) => {
+                    iterations = Some(v.parse::<u32>().map_err(|_| ScramError::Malformed)?)
+                }
                 Some(("e=", v)) => return Err(ScramError::Server(v.to_owned())),
                 _ => {}
             }
@@ -172,14 +174,18 @@ mod tests {
             fin,
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
-        c.handle_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").unwrap();
+        c.handle_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap();
     }
 
     #[test]
     fn rejects_a_wrong_server_signature_and_foreign_nonce() {
         let mut c = ScramClient::new("pencil", "abc");
         c.client_first();
-        assert_eq!(c.handle_server_first(b"r=xyz1,s=AAAA,i=4096"), Err(ScramError::Nonce));
+        assert_eq!(
+            c.handle_server_first(b"r=xyz1,s=AAAA,i=4096"),
+            Err(ScramError::Nonce)
+        );
         let mut c = ScramClient::new("pencil", "abc");
         c.client_first();
         c.handle_server_first(b"r=abcdef,s=AAAA,i=16").unwrap();

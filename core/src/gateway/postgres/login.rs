@@ -1,0 +1,246 @@
+//! Logging in to the upstream with the target's own credentials: optional TLS
+//! (never downgraded), then trust, cleartext, MD5 or SCRAM-SHA-256.
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use monoio_rustls::ClientTlsStream;
+use sluice_config::UpstreamTls;
+use sluice_protocols::postgres::backend::{self, Auth, Backend};
+use sluice_protocols::postgres::scram::{ScramClient, MECHANISM};
+use sluice_protocols::postgres::{encode, frame};
+
+use super::io::{read_more_timeout, Io};
+use super::{sqlstate, Context, LOGIN_TIMEOUT};
+
+pub enum Upstream {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream<TcpStream>>),
+}
+
+/// A logged-in upstream connection.
+pub struct Connected {
+    pub stream: Upstream,
+    /// `ParameterStatus` (and any `NoticeResponse`) messages to replay to the client.
+    pub greeting: Vec<u8>,
+    pub pid: u32,
+    pub key: u32,
+    pub status: u8,
+}
+
+/// Why the upstream could not be used: what the client is told, and what is logged.
+pub struct LoginError {
+    pub code: &'static str,
+    pub client: String,
+    pub log: String,
+}
+
+impl LoginError {
+    fn unavailable(ctx: &Context, log: String) -> Self {
+        LoginError {
+            code: sqlstate::CONNECTION_FAILURE,
+            client: format!("target `{}` is unavailable", ctx.target.name),
+            log,
+        }
+    }
+}
+
+pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Connected, LoginError> {
+    let target = ctx.target;
+    let tcp = match monoio::time::timeout(
+        ctx.config.gateway.connect_timeout,
+        TcpStream::connect(target.upstream.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(LoginError::unavailable(ctx, format!("connect: {e}"))),
+        Err(_) => return Err(LoginError::unavailable(ctx, "connect: timed out".into())),
+    };
+    let _ = tcp.set_nodelay(true);
+    if target.upstream_tls == UpstreamTls::Disable {
+        let mut s = tcp;
+        let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
+        return Ok(Connected {
+            stream: Upstream::Plain(s),
+            greeting,
+            pid,
+            key,
+            status,
+        });
+    }
+    let mut tcp = tcp;
+    let mut req = Vec::with_capacity(8);
+    encode::ssl_request(&mut req);
+    let (res, _) = tcp.write_all(req).await;
+    res.map_err(|e| LoginError::unavailable(ctx, format!("SSLRequest: {e}")))?;
+    let mut answer = Vec::with_capacity(1);
+    let n = read_more_timeout(&mut tcp, &mut answer, LOGIN_TIMEOUT)
+        .await
+        .map_err(|e| LoginError::unavailable(ctx, format!("SSLRequest: {e}")))?;
+    if n != 1 || answer[0] != b'S' {
+        return Err(LoginError::unavailable(
+            ctx,
+            "upstream refused TLS (target requires upstream_tls)".into(),
+        ));
+    }
+    let config = ctx
+        .shard
+        .shared
+        .upstream_tls
+        .get(&target.name)
+        .cloned()
+        .ok_or_else(|| LoginError::unavailable(ctx, "no upstream TLS configuration".into()))?;
+    let name = crate::gateway::tls::server_name(&target.upstream)
+        .map_err(|e| LoginError::unavailable(ctx, e))?;
+    let connector = monoio_rustls::TlsConnector::from(config);
+    let mut s = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| LoginError::unavailable(ctx, format!("upstream TLS: {e}")))?;
+    let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
+    Ok(Connected {
+        stream: Upstream::Tls(Box::new(s)),
+        greeting,
+        pid,
+        key,
+        status,
+    })
+}
+
+async fn authenticate<U: Io>(
+    ctx: &Context<'_>,
+    up: &mut U,
+    params: &[(&str, &str)],
+) -> Result<(Vec<u8>, u32, u32, u8), LoginError> {
+    let creds = ctx.target.credentials.as_ref();
+    let user = creds.and_then(|c| c.user.as_deref()).unwrap_or("postgres");
+    let password = creds.and_then(|c| c.password.as_ref()).map(|p| p.expose());
+    let mut startup: Vec<(&str, &str)> = vec![("user", user)];
+    startup.extend(params.iter().copied());
+    if !params.iter().any(|(k, _)| *k == "database") {
+        startup.push(("database", user));
+    }
+    let mut out = Vec::with_capacity(256);
+    encode::startup_message(&mut out, &startup);
+    let (res, _) = up.write_all(out).await;
+    res.map_err(|e| LoginError::unavailable(ctx, format!("startup: {e}")))?;
+
+    let denied = |log: String| LoginError {
+        code: sqlstate::CONNECTION_FAILURE,
+        client: format!("Sluice could not log in to target `{}`", ctx.target.name),
+        log,
+    };
+    let need_password = || {
+        password.ok_or_else(|| {
+            denied("upstream asked for a password; the target has no password_env".into())
+        })
+    };
+
+    let mut buf = Vec::with_capacity(4096);
+    let mut greeting = Vec::with_capacity(512);
+    let mut scram: Option<ScramClient> = None;
+    let mut key = None;
+    loop {
+        let f = match frame(&buf, 1 << 20) {
+            Ok(Some(f)) if buf.len() >= f.len => f,
+            Ok(_) => {
+                match read_more_timeout(up, &mut buf, LOGIN_TIMEOUT).await {
+                    Ok(0) => {
+                        return Err(LoginError::unavailable(
+                            ctx,
+                            "upstream closed during login".into(),
+                        ))
+                    }
+                    Err(e) => return Err(LoginError::unavailable(ctx, format!("login: {e}"))),
+                    Ok(_) => {}
+                }
+                continue;
+            }
+            Err(e) => {
+                return Err(LoginError::unavailable(
+                    ctx,
+                    format!("malformed upstream message: {e}"),
+                ))
+            }
+        };
+        let msg = backend::parse(f.tag, &buf[f.body()]).map_err(|e| {
+            LoginError::unavailable(ctx, format!("malformed upstream message: {e}"))
+        })?;
+        let mut reply = Vec::new();
+        match msg {
+            Backend::Authentication(Auth::Ok) => {}
+            Backend::Authentication(Auth::CleartextPassword) => {
+                encode::password(&mut reply, need_password()?.as_bytes())
+            }
+            Backend::Authentication(Auth::Md5Password { salt }) => {
+                let hashed = encode::md5_password(user, need_password()?, salt);
+                encode::password(&mut reply, hashed.as_bytes());
+            }
+            Backend::Authentication(Auth::Sasl(mechanisms)) => {
+                if !Auth::mechanisms(mechanisms).any(|m| m == MECHANISM.as_bytes()) {
+                    return Err(denied("upstream offers only SASL mechanisms Sluice does not speak (SCRAM-SHA-256-PLUS needs channel binding)".into()));
+                }
+                let mut nonce = [0u8; 18];
+                getrandom::fill(&mut nonce).map_err(|e| denied(format!("random nonce: {e}")))?;
+                use base64::Engine as _;
+                let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
+                let mut client = ScramClient::new(need_password()?, &nonce);
+                encode::sasl_initial_response(
+                    &mut reply,
+                    MECHANISM,
+                    client.client_first().as_bytes(),
+                );
+                scram = Some(client);
+            }
+            Backend::Authentication(Auth::SaslContinue(data)) => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| denied("SASL continue without SASL".into()))?;
+                let fin = client
+                    .handle_server_first(data)
+                    .map_err(|e| denied(format!("SCRAM: {e}")))?;
+                encode::sasl_response(&mut reply, fin.as_bytes());
+            }
+            Backend::Authentication(Auth::SaslFinal(data)) => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| denied("SASL final without SASL".into()))?;
+                client
+                    .handle_server_final(data)
+                    .map_err(|e| denied(format!("SCRAM: {e}")))?;
+            }
+            Backend::Authentication(Auth::Other(code)) => {
+                return Err(denied(format!(
+                    "upstream asks for authentication method {code}, which Sluice does not speak"
+                )));
+            }
+            Backend::ErrorResponse(fields) => {
+                let text =
+                    String::from_utf8_lossy(fields.get(b'M').unwrap_or_default()).into_owned();
+                let code =
+                    String::from_utf8_lossy(fields.get(b'C').unwrap_or_default()).into_owned();
+                return Err(denied(format!("upstream error {code}: {text}")));
+            }
+            Backend::ParameterStatus { .. } | Backend::NoticeResponse(_) => {
+                greeting.extend_from_slice(&buf[..f.len]);
+            }
+            Backend::BackendKeyData { pid, key: k } => key = Some((pid, k)),
+            Backend::NegotiateProtocolVersion { .. } => {}
+            Backend::ReadyForQuery(status) => {
+                let (pid, k) = key.unwrap_or((0, 0));
+                return Ok((greeting, pid, k, status));
+            }
+            other => {
+                return Err(LoginError::unavailable(
+                    ctx,
+                    format!("unexpected upstream message during login: {other:?}"),
+                ))
+            }
+        }
+        buf.drain(..f.len);
+        if !reply.is_empty() {
+            let (res, _) = up.write_all(reply).await;
+            res.map_err(|e| LoginError::unavailable(ctx, format!("login: {e}")))?;
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! `protocol = "postgres"`: PostgreSQL protocol 3.0 between unchanged clients (psql,
+//! pgbench, drivers) and the target's server.
+//!
+//! A session goes through three phases:
+//! 1. **Opening** ([`serve`]): `SSLRequest` is answered `S` (when `[tls]` is set) or
+//!    `N`, `GSSENCRequest` always `N`; a `CancelRequest` is looked up in the
+//!    gateway's cancel keys and forwarded. Bytes sent after `SSLRequest` before the
+//!    handshake are refused, and a target with `require_tls` refuses plaintext.
+//! 2. **Login** ([`session`]): the client's password is its access token; the
+//!    startup `user` is informational only. Once the token is verified and the
+//!    caller's groups may reach the target, Sluice logs in upstream with the
+//!    target's own credentials ([`login`]) and hands the client the upstream's
+//!    parameters and a cancel key of its own.
+//! 3. **Relay** ([`relay`]): every `Query`, `Parse` and `FunctionCall` is judged
+//!    before it is forwarded; results flow back through the masking hook.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use sluice_config::{Config, Target};
+use sluice_protocols::postgres::encode::{self, Report};
+use sluice_protocols::postgres::frontend::{self, Startup};
+use sluice_protocols::postgres::{self as pg, DEFAULT_MAX_STARTUP};
+use sluice_protocols::Status;
+
+use crate::identity::{AuthError, Identity};
+use crate::metrics::ErrorKind;
+use crate::runtime::{CancelTarget, Shard};
+use crate::{debug, info, warn};
+
+mod io;
+mod login;
+mod relay;
+
+use io::{fatal, read_more_timeout, Io};
+
+/// How long a client has to finish TLS, startup and authentication.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SQLSTATEs the gateway answers with.
+pub mod sqlstate {
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const CONNECTION_REJECTED: &str = "08004";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+}
+
+/// Startup parameters passed through to the upstream as the client sent them.
+const PASSED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "extra_float_digits",
+    "IntervalStyle",
+];
+
+/// What the session knows about its caller and target once logged in.
+pub struct Context<'a> {
+    pub shard: &'a Shard,
+    pub index: usize,
+    pub target: &'a Target,
+    pub config: &'a Config,
+    pub identity: Rc<Identity>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+pub async fn serve(
+    shard: &Shard,
+    index: usize,
+    target: &Target,
+    config: &Config,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let mut buf = Vec::with_capacity(1024);
+    let opening =
+        monoio::time::timeout(LOGIN_TIMEOUT, open(shard, target, &mut tcp, &mut buf)).await;
+    match opening {
+        Ok(Some(true)) => {
+            let Some(tls) = shard.shared.tls.clone() else {
+                return;
+            };
+            let acceptor = monoio_rustls::TlsAcceptor::from(tls);
+            match monoio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    session(shard, index, target, config, stream, peer, true, Vec::new()).await
+                }
+                Ok(Err(e)) => {
+                    shard.metrics.error(ErrorKind::ClientIo);
+                    info!(
+                        "tls_handshake_failed",
+                        target = target.name,
+                        peer = peer,
+                        error = e
+                    );
+                }
+                Err(_) => info!(
+                    "tls_handshake_failed",
+                    target = target.name,
+                    peer = peer,
+                    error = "timed out"
+                ),
+            }
+        }
+        Ok(Some(false)) => session(shard, index, target, config, tcp, peer, false, buf).await,
+        Ok(None) => {}
+        Err(_) => debug!("startup_timeout", target = target.name, peer = peer),
+    }
+}
+
+/// Handles the untagged opening packets. `Some(true)`: go TLS; `Some(false)`: the
+/// startup message (plaintext) is in `buf`; `None`: done (cancel, error, EOF).
+async fn open(
+    shard: &Shard,
+    target: &Target,
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<bool> {
+    loop {
+        match frontend::parse_startup(buf, DEFAULT_MAX_STARTUP) {
+            Ok(Status::Complete(Startup::Ssl, n)) => {
+                if buf.len() > n {
+                    // Anything sent before the handshake could be injected by a
+                    // man in the middle (CVE-2021-23214): refuse, as PostgreSQL does.
+                    fatal(
+                        tcp,
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    )
+                    .await;
+                    return None;
+                }
+                buf.clear();
+                let yes = shard.shared.tls.is_some();
+                let (res, _) = tcp.write_all(vec![if yes { b'S' } else { b'N' }]).await;
+                res.ok()?;
+                if yes {
+                    return Some(true);
+                }
+            }
+            Ok(Status::Complete(Startup::GssEnc, n)) => {
+                if buf.len() > n {
+                    fatal(
+                        tcp,
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after GSSAPI encryption request",
+                    )
+                    .await;
+                    return None;
+                }
+                buf.clear();
+                let (res, _) = tcp.write_all(vec![b'N']).await;
+                res.ok()?;
+            }
+            Ok(Status::Complete(Startup::Cancel { pid, key }, _)) => {
+                cancel(shard, target, pid, key).await;
+                return None;
+            }
+            Ok(Status::Complete(Startup::Message { .. }, _)) => return Some(false),
+            Ok(Status::Partial) => match io::read_more(tcp, buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+            Err(e) => {
+                shard.metrics.error(ErrorKind::ClientIo);
+                fatal(
+                    tcp,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    &format!("invalid startup packet: {e}"),
+                )
+                .await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Forwards a client's `CancelRequest` to the upstream backend its key maps to.
+async fn cancel(shard: &Shard, target: &Target, pid: u32, key: u32) {
+    let Some(t) = shard.shared.cancels.lookup(pid, key) else {
+        // Unknown keys are ignored silently, as PostgreSQL does.
+        debug!("cancel_unknown_key", target = target.name);
+        return;
+    };
+    let mut out = Vec::with_capacity(16);
+    encode::cancel_request(&mut out, t.pid, t.key);
+    if let Ok(Ok(mut up)) = monoio::time::timeout(
+        Duration::from_secs(5),
+        TcpStream::connect(t.upstream.as_str()),
+    )
+    .await
+    {
+        let _ = up.write_all(out).await;
+        info!("cancel_forwarded", target = target.name);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session<C: Io>(
+    shard: &Shard,
+    index: usize,
+    target: &Target,
+    config: &Config,
+    mut client: C,
+    peer: SocketAddr,
+    tls: bool,
+    mut buf: Vec<u8>,
+) {
+    let login = monoio::time::timeout(
+        LOGIN_TIMEOUT,
+        client_login(shard, target, &mut client, &mut buf, peer, tls),
+    )
+    .await;
+    let Ok(Some((identity, startup))) = login else {
+        return;
+    };
+    let ctx = Context {
+        shard,
+        index,
+        target,
+        config,
+        identity,
+        peer,
+        tls,
+    };
+    let params: Vec<(&str, &str)> = startup
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let connected = login::connect(&ctx, &params).await;
+    let upstream = match connected {
+        Ok(u) => u,
+        Err(e) => {
+            shard.metrics.error(ErrorKind::UpstreamConnect);
+            warn!(
+                "upstream_login_failed",
+                target = target.name,
+                subject = ctx.identity.subject,
+                error = e.log
+            );
+            fatal(&mut client, e.code, &e.client).await;
+            return;
+        }
+    };
+    let (cpid, ckey) = shard.shared.cancels.register(CancelTarget {
+        upstream: target.upstream.clone(),
+        pid: upstream.pid,
+        key: upstream.key,
+    });
+    info!(
+        "session_start",
+        target = target.name,
+        subject = ctx.identity.subject,
+        peer = peer,
+        tls = tls,
+        shard = shard.id
+    );
+    let mut hello = Vec::with_capacity(upstream.greeting.len() + 64);
+    encode::auth_ok(&mut hello);
+    hello.extend_from_slice(&upstream.greeting);
+    encode::backend_key_data(&mut hello, cpid, ckey);
+    encode::ready_for_query(&mut hello, upstream.status);
+    let (res, _) = client.write_all(hello).await;
+    if res.is_ok() {
+        match upstream.stream {
+            login::Upstream::Plain(s) => relay::run(&ctx, client, s, buf, upstream.status).await,
+            login::Upstream::Tls(s) => relay::run(&ctx, client, *s, buf, upstream.status).await,
+        }
+    }
+    shard.shared.cancels.remove(cpid, ckey);
+    info!(
+        "session_end",
+        target = target.name,
+        subject = ctx.identity.subject,
+        peer = peer
+    );
+}
+
+/// Reads the startup message, asks for the password (the token) and checks it.
+/// Returns the caller and the startup parameters to pass upstream.
+async fn client_login<C: Io>(
+    shard: &Shard,
+    target: &Target,
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Option<(Rc<Identity>, Vec<(String, String)>)> {
+    let (n, params) = loop {
+        match frontend::parse_startup(buf, DEFAULT_MAX_STARTUP) {
+            Ok(Status::Complete(Startup::Message { minor, params, .. }, n)) => {
+                let unknown: Vec<&str> = params
+                    .iter()
+                    .map(|(k, _)| k)
+                    .filter(|k| k.starts_with("_pq_."))
+                    .collect();
+                if minor > 0 || !unknown.is_empty() {
+                    let mut out = Vec::new();
+                    encode::negotiate_protocol_version(&mut out, &unknown);
+                    let (res, _) = client.write_all(out).await;
+                    res.ok()?;
+                }
+                let owned: Vec<(String, String)> = params
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                break (n, owned);
+            }
+            Ok(Status::Complete(_, _)) => {
+                fatal(
+                    client,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "unexpected request after TLS negotiation",
+                )
+                .await;
+                return None;
+            }
+            Ok(Status::Partial) => match read_more_timeout(client, buf, LOGIN_TIMEOUT).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+            Err(e) => {
+                fatal(
+                    client,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    &format!("invalid startup packet: {e}"),
+                )
+                .await;
+                return None;
+            }
+        }
+    };
+    buf.drain(..n);
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+
+    if target.require_tls && !tls {
+        fatal(
+            client,
+            sqlstate::INVALID_AUTHORIZATION,
+            &format!(
+                "target `{}` requires TLS: connect with sslmode=require",
+                target.name
+            ),
+        )
+        .await;
+        return None;
+    }
+    if get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
+        fatal(
+            client,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "replication connections are not allowed through Sluice",
+        )
+        .await;
+        return None;
+    }
+    if get("options").is_some_and(|o| !o.trim().is_empty()) {
+        // Settings like search_path could redirect unqualified names past policy.
+        fatal(
+            client,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "startup options are not allowed through Sluice",
+        )
+        .await;
+        return None;
+    }
+
+    // The password is the caller's access token.
+    let mut out = Vec::with_capacity(16);
+    encode::auth_cleartext_password(&mut out);
+    let (res, _) = client.write_all(out).await;
+    res.ok()?;
+    let token = loop {
+        match pg::frame(buf, 64 * 1024) {
+            Ok(Some(f)) if buf.len() >= f.len => {
+                if f.tag != b'p' {
+                    fatal(
+                        client,
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "expected a password message",
+                    )
+                    .await;
+                    return None;
+                }
+                let body = &buf[5..f.len];
+                let token = body.strip_suffix(&[0]).unwrap_or(body);
+                let token = String::from_utf8_lossy(token).into_owned();
+                buf.drain(..f.len);
+                break token;
+            }
+            Ok(_) => match read_more_timeout(client, buf, LOGIN_TIMEOUT).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+            Err(e) => {
+                fatal(
+                    client,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    &format!("invalid password message: {e}"),
+                )
+                .await;
+                return None;
+            }
+        }
+    };
+    let user = get("user").unwrap_or("");
+    let identity = match shard.authenticate(&token).await {
+        Ok(id) => id,
+        Err(e) => {
+            warn!(
+                "auth_failed",
+                target = target.name,
+                peer = peer,
+                startup_user = user,
+                reason = e
+            );
+            let code = match e {
+                AuthError::Missing => sqlstate::INVALID_AUTHORIZATION,
+                _ => sqlstate::INVALID_PASSWORD,
+            };
+            fatal(client, code, &format!("Sluice refused the token: {e}")).await;
+            return None;
+        }
+    };
+    let policy = shard.policy();
+    let allowed = policy
+        .target_index(&target.name)
+        .is_some_and(|t| policy.may_connect(t, policy.groups(&identity.groups)));
+    if !allowed {
+        warn!(
+            "access_denied",
+            target = target.name,
+            subject = identity.subject,
+            peer = peer,
+            groups = identity.groups.join(",")
+        );
+        fatal(
+            client,
+            sqlstate::INVALID_AUTHORIZATION,
+            &format!(
+                "`{}` may not connect to target `{}`",
+                identity.subject, target.name
+            ),
+        )
+        .await;
+        return None;
+    }
+    let mut pass: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(k, _)| PASSED_PARAMS.contains(&k.as_str()) || k == "database")
+        .collect();
+    if let Some(db) = &target.database {
+        pass.retain(|(k, _)| k != "database");
+        pass.push(("database".into(), db.clone()));
+    }
+    Some((identity, pass))
+}
+
+/// An `ErrorResponse` (severity ERROR) as bytes.
+pub fn error_bytes(code: &str, message: &str, detail: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + message.len());
+    encode::error_response(
+        &mut out,
+        &Report {
+            detail,
+            ..Report::error(code, message)
+        },
+    );
+    out
+}

@@ -1,0 +1,106 @@
+//! Statement decisions on the data path: classify the SQL (`sluice_protocols::sql`),
+//! then look each statement up in the compiled policy tables
+//! (`sluice_config::policy`). A multi-statement message is refused whole if any
+//! statement is refused.
+
+use std::sync::Arc;
+
+use sluice_config::policy::{kind_index, Decision, Statement as PolicyStatement};
+use sluice_protocols::sql::{Dialect, Kind, Statement};
+
+use crate::identity::Identity;
+use crate::runtime::Shard;
+
+/// What the driver does with a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny { message: Arc<str>, detail: String },
+}
+
+/// Judges the SQL of a `Query` or `Parse` for the caller on target `index`.
+pub fn judge(shard: &Shard, index: usize, identity: &Identity, sql: &[u8]) -> Verdict {
+    let statements = shard.classify(sql, Dialect::Postgres);
+    decide(shard, index, identity, &statements)
+}
+
+/// A `FunctionCall` message runs a function by OID: code the gateway cannot see.
+pub fn judge_function_call(shard: &Shard, index: usize, identity: &Identity, _oid: u32) -> Verdict {
+    let st = Statement {
+        kind: Kind::Select,
+        flags: sluice_protocols::sql::Flags {
+            opaque: true,
+            writes: true,
+            ..Default::default()
+        },
+    };
+    decide(shard, index, identity, &[st])
+}
+
+fn decide(shard: &Shard, index: usize, identity: &Identity, statements: &[Statement]) -> Verdict {
+    let policy = shard.policy();
+    let name = &shard.metrics.targets[index].0;
+    let Some(t) = policy.target_index(name) else {
+        return Verdict::Deny {
+            message: "target is no longer configured".into(),
+            detail: String::new(),
+        };
+    };
+    let groups = policy.groups(&identity.groups);
+    for st in statements {
+        let kind = kind_index(st.kind.as_str()).expect("every classifier kind is a config kind");
+        let ps = PolicyStatement {
+            kind,
+            unbounded: st.flags.unbounded,
+            opaque: st.flags.opaque,
+        };
+        match policy.decide(t, ps, groups) {
+            Decision::Allow => {
+                // Redirecting name resolution or identity is denied unless a rule
+                // explicitly allows the statement kind (`set`).
+                if st.flags.redirects && !policy.explicitly_allows(t, kind, groups) {
+                    return Verdict::Deny {
+                        message: "changing search_path, role or session authorization is not allowed through Sluice".into(),
+                        detail: "add a guardrail rule allowing kind \"set\" to permit it".into(),
+                    };
+                }
+            }
+            Decision::Deny { message, rule } => {
+                return Verdict::Deny {
+                    message,
+                    detail: format!("{} statement refused by guardrail rule {}", st.kind.as_str(), rule + 1),
+                }
+            }
+            Decision::Approve { rule } => {
+                return Verdict::Deny {
+                    message: format!("{} on target `{name}` needs approval", st.kind.as_str().to_uppercase()).into(),
+                    detail: format!("guardrail rule {} requires a second person's approval, and approvals are not enabled", rule + 1),
+                }
+            }
+        }
+    }
+    Verdict::Allow
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_protocols::sql::Kind;
+
+    /// The classifier's kinds and the config's kind names must line up.
+    #[test]
+    fn kinds_match_the_config_contract() {
+        for k in Kind::ALL {
+            assert!(
+                sluice_config::policy::kind_index(k.as_str()).is_some(),
+                "{k:?}"
+            );
+        }
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        let config: Vec<&str> = sluice_config::STATEMENT_KINDS
+            .iter()
+            .copied()
+            .filter(|k| *k != "opaque")
+            .collect();
+        assert_eq!(names, config);
+    }
+}

@@ -1,0 +1,651 @@
+//! Statement classification over the lexer's tokens.
+//!
+//! Each statement gets a [`Kind`] and [`Flags`]. A statement counts as the most
+//! dangerous kind found anywhere inside it: `WITH x AS (DELETE ...) SELECT` is a
+//! delete, `EXPLAIN ANALYZE UPDATE ...` is an update, `PREPARE p AS DROP ...`
+//! (were it valid) a drop. What cannot be seen through (`DO`, `EXECUTE`, `CALL`,
+//! `COPY ... PROGRAM`, functions known to run dynamic SQL or write, an unknown
+//! leading keyword, anything the lexer cannot finish) is flagged `opaque`, so
+//! policy can fail closed.
+
+use super::lexer::{lex, Dialect, LexError, Options, Token, TokenKind};
+
+/// Statement kinds, in the order of `sluice_config::STATEMENT_KINDS` (a test in
+/// `core` keeps the two lists equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Kind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    Copy,
+    Create,
+    Alter,
+    Drop,
+    Truncate,
+    Grant,
+    Revoke,
+    Set,
+    Show,
+    Begin,
+    Commit,
+    Rollback,
+    Prepare,
+    Execute,
+    Deallocate,
+    Do,
+    Call,
+    Explain,
+    Vacuum,
+    Lock,
+    Listen,
+    Notify,
+    Other,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 28] = [
+        Kind::Select,
+        Kind::Insert,
+        Kind::Update,
+        Kind::Delete,
+        Kind::Merge,
+        Kind::Copy,
+        Kind::Create,
+        Kind::Alter,
+        Kind::Drop,
+        Kind::Truncate,
+        Kind::Grant,
+        Kind::Revoke,
+        Kind::Set,
+        Kind::Show,
+        Kind::Begin,
+        Kind::Commit,
+        Kind::Rollback,
+        Kind::Prepare,
+        Kind::Execute,
+        Kind::Deallocate,
+        Kind::Do,
+        Kind::Call,
+        Kind::Explain,
+        Kind::Vacuum,
+        Kind::Lock,
+        Kind::Listen,
+        Kind::Notify,
+        Kind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Select => "select",
+            Kind::Insert => "insert",
+            Kind::Update => "update",
+            Kind::Delete => "delete",
+            Kind::Merge => "merge",
+            Kind::Copy => "copy",
+            Kind::Create => "create",
+            Kind::Alter => "alter",
+            Kind::Drop => "drop",
+            Kind::Truncate => "truncate",
+            Kind::Grant => "grant",
+            Kind::Revoke => "revoke",
+            Kind::Set => "set",
+            Kind::Show => "show",
+            Kind::Begin => "begin",
+            Kind::Commit => "commit",
+            Kind::Rollback => "rollback",
+            Kind::Prepare => "prepare",
+            Kind::Execute => "execute",
+            Kind::Deallocate => "deallocate",
+            Kind::Do => "do",
+            Kind::Call => "call",
+            Kind::Explain => "explain",
+            Kind::Vacuum => "vacuum",
+            Kind::Lock => "lock",
+            Kind::Listen => "listen",
+            Kind::Notify => "notify",
+            Kind::Other => "other",
+        }
+    }
+
+    /// How much harm a statement of this kind can do; the highest found wins.
+    pub fn danger(self) -> u8 {
+        match self {
+            Kind::Select | Kind::Show | Kind::Explain => 0,
+            Kind::Listen | Kind::Notify => 1,
+            Kind::Begin | Kind::Commit | Kind::Rollback | Kind::Deallocate => 2,
+            Kind::Set | Kind::Prepare => 3,
+            Kind::Other => 4,
+            Kind::Insert | Kind::Copy | Kind::Lock | Kind::Vacuum => 5,
+            Kind::Update | Kind::Merge => 6,
+            Kind::Delete => 7,
+            Kind::Create => 8,
+            Kind::Alter | Kind::Grant | Kind::Revoke => 9,
+            Kind::Execute | Kind::Call | Kind::Do => 10,
+            Kind::Truncate => 11,
+            Kind::Drop => 12,
+        }
+    }
+}
+
+/// Properties of a statement beyond its kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags {
+    /// An `UPDATE`/`DELETE` (anywhere in the statement) without a `WHERE`.
+    pub unbounded: bool,
+    /// Modifies data or schema somewhere.
+    pub writes: bool,
+    /// Contains code the gateway cannot see into.
+    pub opaque: bool,
+    /// Redirects name resolution or identity (`SET search_path`, `SET ROLE`,
+    /// `SET SESSION AUTHORIZATION`, `set_config(...)`).
+    pub redirects: bool,
+}
+
+/// One classified statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Statement {
+    pub kind: Kind,
+    pub flags: Flags,
+}
+
+/// Functions that run SQL the gateway cannot see, write, or change session state.
+const OPAQUE_FUNCTIONS: &[&str] = &[
+    "dblink",
+    "dblink_exec",
+    "dblink_send_query",
+    "dblink_open",
+    "dblink_fetch",
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "set_config",
+    "lo_import",
+    "lo_export",
+    "lo_unlink",
+    "lo_put",
+    "lo_from_bytea",
+    "lo_create",
+    "lo_creat",
+    "pg_file_write",
+    "pg_file_unlink",
+    "pg_file_rename",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_promote",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_logical_emit_message",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "setval",
+    "nextval",
+    "xpath_table",
+    "sys_exec",
+    "sys_eval",
+    "load_file",
+    "sleep",
+    "benchmark",
+];
+
+/// Reusable scratch space, so classifying allocates nothing once warm.
+#[derive(Default)]
+pub struct Classifier {
+    tokens: Vec<Token>,
+    alt: Vec<Token>,
+}
+
+impl Classifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Classifies every statement of `sql` into `out` (cleared first).
+    /// Empty statements (only comments or `;`) produce nothing.
+    pub fn classify(&mut self, sql: &[u8], dialect: Dialect, out: &mut Vec<Statement>) {
+        out.clear();
+        let opts = Options::new(dialect);
+        if lex(sql, opts, &mut self.tokens).is_err() {
+            out.push(opaque_other());
+            return;
+        }
+        // PostgreSQL with standard_conforming_strings off reads backslashes in
+        // plain strings as escapes. If that reading splits the text differently,
+        // the gateway cannot know which the server uses: opaque.
+        if dialect == Dialect::Postgres && memchr::memchr(b'\\', sql).is_some() {
+            let alt = Options {
+                backslash_quotes: true,
+                ..opts
+            };
+            let same = match lex(sql, alt, &mut self.alt) {
+                Ok(()) => self.alt == self.tokens,
+                Err(_) => false,
+            };
+            if !same {
+                out.push(opaque_other());
+                return;
+            }
+        }
+        for stmt in self.tokens.split(|t| t.kind == TokenKind::Semicolon) {
+            if !stmt.is_empty() {
+                out.push(statement(sql, stmt, dialect));
+            }
+        }
+    }
+}
+
+fn opaque_other() -> Statement {
+    Statement {
+        kind: Kind::Other,
+        flags: Flags {
+            opaque: true,
+            writes: true,
+            ..Flags::default()
+        },
+    }
+}
+
+/// Upper-cased keyword comparison without allocating.
+fn is(sql: &[u8], t: &Token, kw: &str) -> bool {
+    t.kind == TokenKind::Word && sql[t.range()].eq_ignore_ascii_case(kw.as_bytes())
+}
+
+fn word<'a>(sql: &'a [u8], t: Option<&Token>) -> Option<&'a [u8]> {
+    t.filter(|t| t.kind == TokenKind::Word)
+        .map(|t| &sql[t.range()])
+}
+
+fn eq(w: Option<&[u8]>, kw: &str) -> bool {
+    w.is_some_and(|w| w.eq_ignore_ascii_case(kw.as_bytes()))
+}
+
+/// Classifies one statement (its tokens, without the `;`).
+fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
+    let mut st = Statement {
+        kind: Kind::Other,
+        flags: Flags::default(),
+    };
+    // Walk every position where a (sub)statement may start: the beginning, and
+    // right after `(`. Nested DML is what makes a SELECT a write.
+    let mut seen_any = false;
+    for i in 0..toks.len() {
+        let at_start = i == 0
+            || (toks[i - 1].kind == TokenKind::Punct(b'(') && toks[i].kind == TokenKind::Word);
+        // Leading parentheses: `(SELECT 1)` starts at the first word.
+        let leading = toks[..i].iter().all(|t| t.kind == TokenKind::Punct(b'('));
+        if at_start {
+            if let Some(sub) = sub_statement(sql, toks, i, dialect, leading) {
+                merge(&mut st, sub, !seen_any && leading);
+                seen_any = true;
+            }
+        }
+        // Functions known to hide code or write: `name (`, schema-qualified too.
+        if matches!(toks[i].kind, TokenKind::Word | TokenKind::QuotedIdent)
+            && toks
+                .get(i + 1)
+                .is_some_and(|t| t.kind == TokenKind::Punct(b'('))
+        {
+            let raw = &sql[toks[i].range()];
+            let name = if toks[i].kind == TokenKind::QuotedIdent {
+                &raw[1..raw.len() - 1]
+            } else {
+                raw
+            };
+            if OPAQUE_FUNCTIONS
+                .iter()
+                .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+            {
+                st.flags.opaque = true;
+                st.flags.writes = true;
+                if name.eq_ignore_ascii_case(b"set_config") {
+                    st.flags.redirects = true;
+                }
+            }
+        }
+    }
+    if !seen_any {
+        st.flags.opaque = true;
+        st.flags.writes = true;
+    }
+    st
+}
+
+/// Folds a sub-statement into the statement: the most dangerous kind wins, flags
+/// accumulate. `top` marks the statement's own leading keyword.
+fn merge(st: &mut Statement, sub: Statement, top: bool) {
+    if top || sub.kind.danger() > st.kind.danger() {
+        st.kind = sub.kind;
+    }
+    st.flags.unbounded |= sub.flags.unbounded;
+    st.flags.writes |= sub.flags.writes;
+    st.flags.opaque |= sub.flags.opaque;
+    st.flags.redirects |= sub.flags.redirects;
+}
+
+/// The tokens of the (sub)statement starting at `i`: up to the `)` that closes
+/// the group it starts in, or the end.
+fn scope(toks: &[Token], i: usize) -> &[Token] {
+    let mut depth = 0i32;
+    for (j, t) in toks.iter().enumerate().skip(i) {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => {
+                depth -= 1;
+                if depth < 0 {
+                    return &toks[i..j];
+                }
+            }
+            _ => {}
+        }
+    }
+    &toks[i..]
+}
+
+/// Is there a `WHERE` at the scope's own nesting level?
+fn has_where(sql: &[u8], scope: &[Token]) -> bool {
+    let mut depth = 0;
+    for t in scope {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth -= 1,
+            _ if depth == 0 && is(sql, t, "WHERE") => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+fn any_word(sql: &[u8], scope: &[Token], kw: &str) -> bool {
+    scope.iter().any(|t| is(sql, t, kw))
+}
+
+/// Classifies the statement whose first word is `toks[i]`; `None` if that word
+/// does not start a statement (e.g. a column list after `(`).
+fn sub_statement(
+    sql: &[u8],
+    toks: &[Token],
+    i: usize,
+    dialect: Dialect,
+    top: bool,
+) -> Option<Statement> {
+    let s = scope(toks, i);
+    let first = word(sql, s.first())?;
+    let second = word(sql, s.get(1));
+    let up = |kw: &str| first.eq_ignore_ascii_case(kw.as_bytes());
+    let mut flags = Flags::default();
+    let kind = if up("SELECT") || up("VALUES") || up("TABLE") {
+        // SELECT ... INTO new_table creates a table (PostgreSQL; in MySQL it fills
+        // variables or files, which is a write too).
+        if any_word(sql, s, "INTO") && up("SELECT") {
+            flags.writes = true;
+            if dialect == Dialect::Mysql {
+                flags.opaque = any_word(sql, s, "OUTFILE") || any_word(sql, s, "DUMPFILE");
+                Kind::Select
+            } else {
+                Kind::Create
+            }
+        } else {
+            Kind::Select
+        }
+    } else if up("WITH") {
+        // The CTE bodies are found as sub-statements after `(`; the main query
+        // decides the rest. Find the main statement's keyword at depth 0.
+        let mut depth = 0;
+        let mut kind = Kind::Select;
+        for (j, t) in s.iter().enumerate().skip(1) {
+            match t.kind {
+                TokenKind::Punct(b'(') => depth += 1,
+                TokenKind::Punct(b')') => depth -= 1,
+                TokenKind::Word if depth == 0 => {
+                    let w = &sql[t.range()];
+                    for (kw, k) in [
+                        ("INSERT", Kind::Insert),
+                        ("UPDATE", Kind::Update),
+                        ("DELETE", Kind::Delete),
+                        ("MERGE", Kind::Merge),
+                    ] {
+                        if w.eq_ignore_ascii_case(kw.as_bytes()) && !is_after_for(sql, s, j) {
+                            kind = k;
+                            flags.writes = true;
+                            if matches!(k, Kind::Update | Kind::Delete) && !has_where(sql, &s[j..])
+                            {
+                                flags.unbounded = true;
+                            }
+                        }
+                    }
+                    if w.eq_ignore_ascii_case(b"INTO")
+                        && s.iter().take(j).any(|t| is(sql, t, "SELECT"))
+                    {
+                        flags.writes = true;
+                        kind = Kind::Create;
+                    }
+                }
+                _ => {}
+            }
+        }
+        kind
+    } else if up("INSERT") || up("REPLACE") && dialect == Dialect::Mysql {
+        flags.writes = true;
+        Kind::Insert
+    } else if up("UPDATE") {
+        flags.writes = true;
+        flags.unbounded = !has_where(sql, s);
+        Kind::Update
+    } else if up("DELETE") {
+        flags.writes = true;
+        flags.unbounded = !has_where(sql, s);
+        Kind::Delete
+    } else if up("MERGE") {
+        flags.writes = true;
+        Kind::Merge
+    } else if !top {
+        // Inside parentheses only queries and DML start statements.
+        return None;
+    } else if up("COPY") {
+        let from = any_word(sql, s, "FROM");
+        flags.writes = from;
+        flags.opaque = any_word(sql, s, "PROGRAM");
+        Kind::Copy
+    } else if up("CREATE") {
+        flags.writes = true;
+        if any_word(sql, s, "FUNCTION")
+            || any_word(sql, s, "PROCEDURE")
+            || any_word(sql, s, "TRIGGER")
+            || any_word(sql, s, "RULE")
+        {
+            // The body is code; creating it is a create, running it is opaque.
+        }
+        Kind::Create
+    } else if up("ALTER") {
+        flags.writes = true;
+        if eq(second, "SYSTEM") {
+            flags.opaque = true;
+        }
+        Kind::Alter
+    } else if up("DROP") {
+        flags.writes = true;
+        Kind::Drop
+    } else if up("TRUNCATE") {
+        flags.writes = true;
+        Kind::Truncate
+    } else if up("GRANT") {
+        flags.writes = true;
+        Kind::Grant
+    } else if up("REVOKE") {
+        flags.writes = true;
+        Kind::Revoke
+    } else if up("SET") || up("RESET") {
+        let target = if eq(second, "SESSION") || eq(second, "LOCAL") {
+            word(sql, s.get(2))
+        } else {
+            second
+        };
+        if up("SET")
+            && (eq(target, "search_path")
+                || eq(target, "role")
+                || eq(target, "AUTHORIZATION")
+                || eq(target, "schema"))
+        {
+            flags.redirects = true;
+        }
+        if up("SET") && eq(second, "TRANSACTION") {
+            return Some(Statement {
+                kind: Kind::Set,
+                flags,
+            });
+        }
+        if dialect == Dialect::Mysql && (eq(target, "PASSWORD") || eq(target, "GLOBAL")) {
+            flags.writes = true;
+        }
+        Kind::Set
+    } else if up("SHOW") {
+        Kind::Show
+    } else if up("BEGIN") || up("START") || up("SAVEPOINT") {
+        Kind::Begin
+    } else if up("COMMIT") || up("END") || up("RELEASE") {
+        Kind::Commit
+    } else if up("ROLLBACK") || up("ABORT") {
+        Kind::Rollback
+    } else if up("PREPARE") {
+        if eq(second, "TRANSACTION") {
+            return Some(Statement {
+                kind: Kind::Commit,
+                flags,
+            });
+        }
+        // PREPARE name [(types)] AS statement: the statement is classified too.
+        let as_at = s.iter().position(|t| is(sql, t, "AS"));
+        if let Some(j) = as_at {
+            if let Some(inner) = sub_statement(sql, s, j + 1, dialect, true) {
+                let mut st = Statement {
+                    kind: Kind::Prepare,
+                    flags,
+                };
+                merge(&mut st, inner, false);
+                return Some(st);
+            }
+        }
+        if dialect == Dialect::Mysql {
+            // PREPARE s FROM @var: the text is not visible.
+            flags.opaque = true;
+        }
+        Kind::Prepare
+    } else if up("EXECUTE") || up("EXEC") {
+        flags.opaque = true;
+        flags.writes = true;
+        Kind::Execute
+    } else if up("DEALLOCATE") {
+        Kind::Deallocate
+    } else if up("DO") {
+        flags.opaque = true;
+        flags.writes = true;
+        Kind::Do
+    } else if up("CALL") {
+        flags.opaque = true;
+        flags.writes = true;
+        Kind::Call
+    } else if up("EXPLAIN") || up("DESCRIBE") && dialect == Dialect::Mysql {
+        // Only EXPLAIN ANALYZE runs the statement.
+        let analyze = s
+            .iter()
+            .take_while(|t| !is_statement_word(sql, t))
+            .any(|t| is(sql, t, "ANALYZE") || is(sql, t, "ANALYSE"));
+        let st = Statement {
+            kind: Kind::Explain,
+            flags,
+        };
+        if analyze {
+            if let Some(j) = s.iter().position(|t| is_statement_word(sql, t)) {
+                if let Some(inner) = sub_statement(sql, s, j, dialect, true) {
+                    let mut st = st;
+                    merge(&mut st, inner, false);
+                    return Some(st);
+                }
+            }
+        }
+        return Some(st);
+    } else if up("VACUUM")
+        || up("ANALYZE")
+        || up("ANALYSE")
+        || up("CLUSTER")
+        || up("REINDEX")
+        || up("CHECKPOINT")
+        || up("OPTIMIZE")
+    {
+        flags.writes = true;
+        Kind::Vacuum
+    } else if up("LOCK") {
+        Kind::Lock
+    } else if up("LISTEN") || up("UNLISTEN") {
+        Kind::Listen
+    } else if up("NOTIFY") {
+        Kind::Notify
+    } else if up("DECLARE") {
+        // DECLARE c CURSOR FOR query: the query decides.
+        let for_at = s.iter().position(|t| is(sql, t, "FOR"));
+        if let Some(inner) = for_at.and_then(|j| sub_statement(sql, s, j + 1, dialect, true)) {
+            return Some(inner);
+        }
+        flags.opaque = true;
+        Kind::Other
+    } else if up("FETCH")
+        || up("MOVE")
+        || up("CLOSE")
+        || up("DISCARD")
+        || up("COMMENT")
+        || up("SECURITY")
+    {
+        if !(up("FETCH") || up("MOVE") || up("CLOSE")) {
+            flags.writes = true;
+        }
+        Kind::Other
+    } else if up("REFRESH") || up("IMPORT") || up("REASSIGN") {
+        flags.writes = true;
+        Kind::Alter
+    } else if up("USE") && dialect == Dialect::Mysql {
+        flags.redirects = true;
+        Kind::Set
+    } else if up("LOAD") || up("HANDLER") {
+        flags.opaque = true;
+        flags.writes = true;
+        Kind::Other
+    } else {
+        // Unknown: fail closed.
+        flags.opaque = true;
+        flags.writes = true;
+        Kind::Other
+    };
+    Some(Statement { kind, flags })
+}
+
+/// `SELECT ... FOR UPDATE` names UPDATE without being one.
+fn is_after_for(sql: &[u8], s: &[Token], j: usize) -> bool {
+    j > 0 && (is(sql, &s[j - 1], "FOR") || is(sql, &s[j - 1], "NO") || is(sql, &s[j - 1], "KEY"))
+}
+
+fn is_statement_word(sql: &[u8], t: &Token) -> bool {
+    const WORDS: &[&str] = &[
+        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "TABLE", "EXECUTE",
+        "CREATE", "DECLARE",
+    ];
+    WORDS.iter().any(|w| is(sql, t, w))
+}
+
+/// Convenience: classify with a fresh classifier.
+pub fn classify(sql: &[u8], dialect: Dialect) -> Vec<Statement> {
+    let mut out = Vec::new();
+    Classifier::new().classify(sql, dialect, &mut out);
+    out
+}
+
+impl From<LexError> for Statement {
+    fn from(_: LexError) -> Self {
+        opaque_other()
+    }
+}
