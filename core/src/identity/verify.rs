@@ -259,4 +259,5 @@ fn raw_alg(token: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[path = "verify_tests.rs"]
 mod tests;

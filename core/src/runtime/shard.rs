@@ -30,6 +30,8 @@ pub struct Shard {
     verifier: Option<Verifier>,
     tokens: RefCell<TokenCache>,
     classifier: RefCell<sluice_protocols::sql::Classifier>,
+    /// The targets as configured at start-up (one listener each).
+    startup_targets: Vec<Target>,
     pub metrics: ShardMetrics,
     sessions: Cell<usize>,
     idle: Notify,
@@ -50,6 +52,7 @@ impl Shard {
     ) -> Rc<Self> {
         let metrics = ShardMetrics::new(config.targets.iter().map(|t| t.name.clone()));
         let verifier = shared.verifier.clone().map(Verifier::new);
+        let startup_targets = config.targets.clone();
         Rc::new(Shard {
             id,
             shared,
@@ -58,6 +61,7 @@ impl Shard {
             verifier,
             tokens: RefCell::new(TokenCache::new(10_000)),
             classifier: RefCell::new(sluice_protocols::sql::Classifier::new()),
+            startup_targets,
             metrics,
             sessions: Cell::new(0),
             idle: Notify::default(),
@@ -202,6 +206,12 @@ impl Shard {
                 target = name,
                 peer = peer
             );
+            // The listener was bound for the start-up target of this name.
+            if let Some(t) = self.startup_targets.iter().find(|t| &t.name == name) {
+                if t.protocol == Protocol::Postgres {
+                    gateway::postgres::refuse_removed_target(&self, t, stream).await;
+                }
+            }
             return;
         };
         let result = CatchUnwind::new(self.dispatch(index, target, &config, stream, peer)).await;

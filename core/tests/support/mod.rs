@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod pg;
 pub mod servers;
 #[allow(unused_imports)]
 pub use servers::*;
@@ -306,6 +307,22 @@ impl PgCluster {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Puts `lines` at the top of pg_hba.conf and reloads the server.
+    pub fn prepend_hba(&self, lines: &str) {
+        let path = self.dir.path().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).expect("read pg_hba.conf");
+        std::fs::write(&path, format!("{lines}\n{old}")).expect("write pg_hba.conf");
+        let pg_ctl = pg_bin("pg_ctl").expect("pg_ctl");
+        run_ok(
+            as_user("postgres", &pg_ctl)
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .arg("reload"),
+            "pg_ctl reload",
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 
     /// Runs `psql -c SQL` directly against the cluster; returns stdout.

@@ -116,6 +116,48 @@ pub async fn serve(
     }
 }
 
+/// Answers a client of a target that a reload removed: the listener stays until
+/// restart, but nothing is forwarded.
+pub async fn refuse_removed_target(shard: &Shard, target: &Target, mut tcp: TcpStream) {
+    let mut buf = Vec::with_capacity(256);
+    let refuse = async {
+        // Answer TLS requests with `N`, then refuse in plaintext.
+        if open_plain(&mut tcp, &mut buf).await {
+            fatal(
+                &mut tcp,
+                sqlstate::CONNECTION_REJECTED,
+                &format!(
+                    "target `{}` is no longer configured on this gateway",
+                    target.name
+                ),
+            )
+            .await;
+        }
+    };
+    let _ = monoio::time::timeout(LOGIN_TIMEOUT, refuse).await;
+    shard.metrics.error(ErrorKind::ClientIo);
+}
+
+/// Reads opening packets, declining TLS, until a startup message (`true`).
+async fn open_plain(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    loop {
+        match frontend::parse_startup(buf, DEFAULT_MAX_STARTUP) {
+            Ok(Status::Complete(Startup::Ssl | Startup::GssEnc, n)) => {
+                buf.drain(..n);
+                if tcp.write_all(vec![b'N']).await.0.is_err() {
+                    return false;
+                }
+            }
+            Ok(Status::Complete(Startup::Message { .. }, _)) => return true,
+            Ok(Status::Complete(Startup::Cancel { .. }, _)) | Err(_) => return false,
+            Ok(Status::Partial) => match io::read_more(tcp, buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
 /// Handles the untagged opening packets. `Some(true)`: go TLS; `Some(false)`: the
 /// startup message (plaintext) is in `buf`; `None`: done (cancel, error, EOF).
 async fn open(

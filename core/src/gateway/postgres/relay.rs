@@ -234,6 +234,23 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
     let _ = upstream.shutdown().await;
 }
 
+/// After a fatal error, reads and drops what the client is still sending (for up
+/// to two seconds), so closing does not reset the connection before the client
+/// has read the error.
+async fn linger<R: AsyncReadRent>(client: &mut R) {
+    let mut sink = Vec::with_capacity(64 * 1024);
+    let drain = async {
+        loop {
+            sink.clear();
+            match read_more(client, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+}
+
 /// True if `buf` does not start with a whole message (so more must be read).
 fn incomplete(buf: &[u8], max: usize) -> bool {
     match frame(buf, max) {
