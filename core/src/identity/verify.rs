@@ -98,11 +98,11 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(AuthError::Malformed);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
-                AuthError::Algorithm(raw_alg(token).unwrap_or_else(|| "(unknown)".into()))
-            }
-            _ => AuthError::Malformed,
+        // A header that does not decode names an algorithm jsonwebtoken does not
+        // know (`none`, `None`, ...) or is not JSON at all.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| match raw_alg(token) {
+            Some(alg) => AuthError::Algorithm(alg),
+            None => AuthError::Malformed,
         })?;
         for (present, name) in [
             (header.jku.is_some(), "jku"),

@@ -1,0 +1,274 @@
+//! Token validation end to end: the real binary, a real PostgreSQL, and every
+//! refusal class of the identity issue; JWKS rotation over HTTP; policy reload.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sluice::identity::token::DevKey;
+use support::pg::*;
+use support::*;
+
+fn claims(sub: &str) -> Value {
+    let now = sluice::identity::unix_now();
+    json!({"iss": ISSUER, "aud": "sluice", "sub": sub, "groups": ["sre"],
+           "iat": now, "nbf": now, "exp": now + 600})
+}
+
+fn with(mut c: Value, k: &str, v: Value) -> Value {
+    c[k] = v;
+    c
+}
+
+fn unsigned(header: Value, payload: &Value, sig: &str) -> String {
+    format!(
+        "{}.{}.{sig}",
+        B64URL.encode(header.to_string()),
+        B64URL.encode(payload.to_string())
+    )
+}
+
+#[test]
+fn every_bad_token_is_refused_with_28p01_and_a_clear_reason() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let addr = free_addr();
+    let config = format!(
+        "[gateway]\nshards = 2\n{}{}",
+        keys.identity_block(),
+        pg_target("db", addr, pg.addr(), "")
+    );
+    let sluice = Sluice::start(&config);
+    let k = &keys.key;
+    let now = sluice::identity::unix_now();
+
+    // The valid token connects.
+    let mut c =
+        connect(addr, &k.sign(&claims("alice")), "postgres").expect("a valid token connects");
+    assert_eq!(c.query_one("SELECT 1", &[]).unwrap().get::<_, i32>(0), 1);
+
+    let good = k.sign(&claims("alice"));
+    let parts: Vec<&str> = good.split('.').collect();
+    let hs256_with_public_key = {
+        let secret = k.jwk()["x"].as_str().unwrap().to_owned();
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some(k.kid.clone());
+        jsonwebtoken::encode(
+            &h,
+            &claims("alice"),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let stranger = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "alg=none",
+            unsigned(json!({"alg": "none", "typ": "JWT"}), &claims("alice"), ""),
+            "algorithm",
+        ),
+        (
+            "HS256 with the public key as secret",
+            hs256_with_public_key,
+            "algorithm HS256 is not accepted",
+        ),
+        (
+            "wrong iss",
+            k.sign(&with(
+                claims("alice"),
+                "iss",
+                json!("https://evil.example/"),
+            )),
+            "issuer",
+        ),
+        (
+            "wrong aud",
+            k.sign(&with(claims("alice"), "aud", json!("other"))),
+            "audience",
+        ),
+        (
+            "expired",
+            k.sign(&with(claims("alice"), "exp", json!(now - 3600))),
+            "expired",
+        ),
+        (
+            "nbf in the future",
+            k.sign(&with(claims("alice"), "nbf", json!(now + 3600))),
+            "not valid yet",
+        ),
+        (
+            "string exp",
+            k.sign(&with(
+                claims("alice"),
+                "exp",
+                json!((now + 600).to_string()),
+            )),
+            "`exp` claim",
+        ),
+        (
+            "unknown kid",
+            Keys::new(stranger.path()).token("mallory", &["sre"]),
+            "is not in the JWKS",
+        ),
+        (
+            "jku header",
+            format!(
+                "{}.{}.{}",
+                B64URL.encode(
+                    json!({"alg": "EdDSA", "kid": k.kid, "jku": "https://evil.example/jwks"})
+                        .to_string()
+                ),
+                parts[1],
+                parts[2]
+            ),
+            "`jku` is not accepted",
+        ),
+        (
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                B64URL.encode(with(claims("alice"), "sub", json!("root")).to_string()),
+                parts[2]
+            ),
+            "signature is invalid",
+        ),
+    ];
+    for (name, token, reason) in &cases {
+        let err = refused(addr, token, "postgres");
+        assert_eq!(sqlstate(&err), "28P01", "{name}: {err:?}");
+        assert!(message(&err).contains(reason), "{name}: {}", message(&err));
+    }
+    // Groups that do not grant access: 28000.
+    let err = refused(
+        addr,
+        &k.sign(&with(claims("bob"), "groups", json!(["marketing"]))),
+        "postgres",
+    );
+    assert_eq!(sqlstate(&err), "28000", "{err:?}");
+    // Each refusal is logged with its reason (the audit log records them once it lands).
+    let logs = sluice.logs();
+    assert_eq!(
+        logs.matches("event=auth_failed").count(),
+        cases.len(),
+        "{logs}"
+    );
+    assert!(logs.contains("event=access_denied target=db subject=bob"));
+    // The unknown kid asked the JWKS store for a refresh first.
+    assert!(logs.contains("is not in the JWKS"));
+}
+
+/// A JWKS over HTTP whose document the test can swap.
+fn jwks_server(doc: Arc<Mutex<String>>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = doc.lock().unwrap().clone();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn jwks_rotation_over_http_without_restart() {
+    let pg = PgCluster::start();
+    let old = DevKey::generate();
+    let new = DevKey::generate();
+    let doc = Arc::new(Mutex::new(json!({"keys": [old.jwk()]}).to_string()));
+    let jwks = jwks_server(doc.clone());
+    let addr = free_addr();
+    let config = format!(
+        "[gateway]\nshards = 2\n[identity]\nissuer = \"{ISSUER}\"\naudience = \"sluice\"\njwks = \"http://{jwks}/jwks.json\"\njwks_refresh = \"1s\"\n\n{}",
+        pg_target("db", addr, pg.addr(), "")
+    );
+    let sluice = Sluice::start(&config);
+    connect(addr, &old.sign(&claims("alice")), "postgres").expect("old key works");
+    let err = refused(addr, &new.sign(&claims("alice")), "postgres");
+    assert!(
+        message(&err).contains("is not in the JWKS"),
+        "{}",
+        message(&err)
+    );
+
+    // Rotate: both keys published; the new kid is accepted without a restart.
+    *doc.lock().unwrap() = json!({"keys": [old.jwk(), new.jwk()]}).to_string();
+    let ok = wait_for(Duration::from_secs(10), || {
+        connect(addr, &new.sign(&claims("alice")), "postgres").ok()
+    });
+    assert!(ok.is_some(), "new kid accepted after rotation");
+    // Retire the old key: refused once the cache refreshes (cached tokens too).
+    let old_token = old.sign(&claims("alice"));
+    connect(addr, &old_token, "postgres").expect("still valid before retirement");
+    *doc.lock().unwrap() = json!({"keys": [new.jwk()]}).to_string();
+    let gone = wait_for(Duration::from_secs(10), || {
+        connect(addr, &old_token, "postgres").err()
+    });
+    assert!(gone.is_some(), "removed key refused after refresh");
+    assert!(sluice.logs().contains("event=jwks_refreshed"));
+}
+
+#[test]
+fn policy_reload_applies_to_open_sessions_and_broken_config_keeps_the_old() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let addr = free_addr();
+    let config = |rules: &str| {
+        format!(
+            "[gateway]\nshards = 1\n{}{}[guardrails.g]\nrules = [{rules}]\n",
+            keys.identity_block(),
+            pg_target("db", addr, pg.addr(), "guardrails = \"g\"")
+        )
+    };
+    let sluice = Sluice::start(&config(
+        r#"{ kinds = ["drop"], action = "deny", message = "no drops" }"#,
+    ));
+    pg.psql("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)");
+    let mut c = connect(addr, &keys.token("alice", &["sre"]), "postgres").unwrap();
+    c.execute("DELETE FROM t WHERE id = 1", &[])
+        .expect("delete allowed at first");
+
+    sluice.rewrite_config(&config(
+        r#"{ kinds = ["delete"], action = "deny", message = "deletes are frozen" }"#,
+    ));
+    sluice.signal(libc::SIGHUP);
+    assert!(sluice.wait_log("event=reloaded", Duration::from_secs(10)));
+    let err = c
+        .execute("DELETE FROM t WHERE id = 2", &[])
+        .expect_err("denied after reload");
+    assert_eq!(sqlstate(&err), "42501");
+    assert_eq!(message(&err), "deletes are frozen");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM t"),
+        "9",
+        "the second delete never ran"
+    );
+
+    // A broken file: the running policy stays.
+    sluice.rewrite_config(&config(r#"{ kinds = ["dlete"], action = "deny" }"#));
+    sluice.signal(libc::SIGHUP);
+    assert!(sluice.wait_log("event=reload_failed", Duration::from_secs(10)));
+    assert!(sluice.logs().contains("unknown statement kind `dlete`"));
+    let err = c
+        .execute("DELETE FROM t WHERE id = 3", &[])
+        .expect_err("still denied");
+    assert_eq!(message(&err), "deletes are frozen");
+    c.execute("UPDATE t SET id = id WHERE id = 4", &[])
+        .expect("session still up");
+}
