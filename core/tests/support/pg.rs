@@ -104,3 +104,81 @@ pub fn message(e: &postgres::Error) -> String {
     e.as_db_error()
         .map_or_else(|| e.to_string(), |d| d.message().to_owned())
 }
+
+/// A hand-driven protocol connection, for what drivers do not expose (named
+/// statements refused at Parse, pipelines without Sync).
+pub struct RawPg {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawPg {
+    /// Connects and logs in with `token`; panics unless the login succeeds.
+    pub fn login(addr: SocketAddr, token: &str) -> RawPg {
+        use sluice_protocols::postgres::encode;
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut c = RawPg {
+            stream,
+            buf: Vec::new(),
+        };
+        let mut out = Vec::new();
+        encode::startup_message(&mut out, &[("user", "raw"), ("database", "postgres")]);
+        c.send(&out);
+        let msgs = c.read_until(b'R');
+        assert_eq!(msgs.last().unwrap().0, b'R', "asked for a password");
+        let mut out = Vec::new();
+        encode::password(&mut out, token.as_bytes());
+        c.send(&out);
+        let msgs = c.read_until(b'Z');
+        assert!(
+            msgs.iter().all(|(t, _)| *t != b'E'),
+            "login failed: {msgs:?}"
+        );
+        c
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads messages until one with tag `stop` (included).
+    pub fn read_until(&mut self, stop: u8) -> Vec<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        loop {
+            while let Ok(Some(f)) = sluice_protocols::postgres::frame(&self.buf, 1 << 30) {
+                if self.buf.len() < f.len {
+                    break;
+                }
+                let body = self.buf[5..f.len].to_vec();
+                self.buf.drain(..f.len);
+                out.push((f.tag, body));
+                if f.tag == stop {
+                    return out;
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).expect("read from gateway");
+            assert!(n > 0, "connection closed; got {out:?}");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The SQLSTATE and message of an `ErrorResponse` body.
+pub fn error_fields(body: &[u8]) -> (String, String) {
+    let mut code = String::new();
+    let mut msg = String::new();
+    for field in body.split(|&b| b == 0) {
+        match field.first() {
+            Some(b'C') => code = String::from_utf8_lossy(&field[1..]).into_owned(),
+            Some(b'M') => msg = String::from_utf8_lossy(&field[1..]).into_owned(),
+            _ => {}
+        }
+    }
+    (code, msg)
+}

@@ -6,11 +6,16 @@ use super::*;
 /// Flags as letters: `u` unbounded, `w` writes, `o` opaque, `r` redirects.
 fn flags(s: &Statement) -> String {
     let f = s.flags;
-    [(f.unbounded, 'u'), (f.writes, 'w'), (f.opaque, 'o'), (f.redirects, 'r')]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, c)| *c)
-        .collect()
+    [
+        (f.unbounded, 'u'),
+        (f.writes, 'w'),
+        (f.opaque, 'o'),
+        (f.redirects, 'r'),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, c)| *c)
+    .collect()
 }
 
 fn verdicts(sql: &str, d: Dialect) -> Vec<(String, String)> {
@@ -207,7 +212,13 @@ fn postgres_corpus() {
             failures.push(format!("{sql:?}: got {got:?}, want {want:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} wrong:\n{}", failures.len(), PG.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} wrong:\n{}",
+        failures.len(),
+        PG.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -219,7 +230,13 @@ fn mysql_corpus() {
             failures.push(format!("{sql:?}: got {got:?}, want {want:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} wrong:\n{}", failures.len(), MY.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} wrong:\n{}",
+        failures.len(),
+        MY.len(),
+        failures.join("\n")
+    );
 }
 
 /// Deterministic xorshift for the property tests (no external RNG).
@@ -240,8 +257,21 @@ impl Rng {
 /// and flips the case of keywords; the verdict must not change.
 fn disguise(sql: &str, rng: &mut Rng) -> String {
     let mut toks = Vec::new();
-    lexer::lex(sql.as_bytes(), lexer::Options::new(Dialect::Postgres), &mut toks).unwrap();
-    let fillers = [" ", "\n", "\t ", " /* c */ ", "/**/", " -- line\n", " /* /* nested */ */ "];
+    lexer::lex(
+        sql.as_bytes(),
+        lexer::Options::new(Dialect::Postgres),
+        &mut toks,
+    )
+    .unwrap();
+    let fillers = [
+        " ",
+        "\n",
+        "\t ",
+        " /* c */ ",
+        "/**/",
+        " -- line\n",
+        " /* /* nested */ */ ",
+    ];
     let mut out = String::new();
     for (i, t) in toks.iter().enumerate() {
         if i > 0 {
@@ -268,14 +298,25 @@ fn comments_whitespace_and_case_never_change_the_verdict() {
     let mut rng = Rng(0x5eed_1234_abcd);
     for (sql, _) in PG {
         let mut toks = Vec::new();
-        if lexer::lex(sql.as_bytes(), lexer::Options::new(Dialect::Postgres), &mut toks).is_err() || sql.contains('\\') {
+        if lexer::lex(
+            sql.as_bytes(),
+            lexer::Options::new(Dialect::Postgres),
+            &mut toks,
+        )
+        .is_err()
+            || sql.contains('\\')
+        {
             continue;
         }
         // Quoted identifiers keep their case; only words are flipped.
         let base = verdicts(sql, Dialect::Postgres);
         for _ in 0..20 {
             let d = disguise(sql, &mut rng);
-            assert_eq!(verdicts(&d, Dialect::Postgres), base, "{sql:?} disguised as {d:?}");
+            assert_eq!(
+                verdicts(&d, Dialect::Postgres),
+                base,
+                "{sql:?} disguised as {d:?}"
+            );
         }
     }
 }
@@ -286,7 +327,9 @@ fn lexer_is_total_on_every_prefix() {
     // the classifier always yields a verdict per non-empty statement.
     for (sql, _) in PG.iter().chain(MY) {
         for cut in 0..=sql.len() {
-            let Some(prefix) = sql.get(..cut) else { continue };
+            let Some(prefix) = sql.get(..cut) else {
+                continue;
+            };
             for d in [Dialect::Postgres, Dialect::Mysql] {
                 let _ = classify(prefix.as_bytes(), d);
             }
