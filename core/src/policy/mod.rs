@@ -8,6 +8,8 @@ use std::sync::Arc;
 use sluice_config::policy::{kind_index, Decision, Statement as PolicyStatement};
 use sluice_protocols::sql::{Dialect, Kind, Statement};
 
+pub mod cache;
+
 use crate::identity::Identity;
 use crate::runtime::Shard;
 

@@ -29,7 +29,7 @@ pub struct Shard {
     policy: RefCell<Arc<CompiledPolicy>>,
     verifier: Option<Verifier>,
     tokens: RefCell<TokenCache>,
-    classifier: RefCell<sluice_protocols::sql::Classifier>,
+    sql_cache: RefCell<crate::policy::cache::SqlCache>,
     /// The targets as configured at start-up (one listener each).
     startup_targets: Vec<Target>,
     pub metrics: ShardMetrics,
@@ -60,7 +60,7 @@ impl Shard {
             policy: RefCell::new(policy),
             verifier,
             tokens: RefCell::new(TokenCache::new(10_000)),
-            classifier: RefCell::new(sluice_protocols::sql::Classifier::new()),
+            sql_cache: RefCell::new(Default::default()),
             startup_targets,
             metrics,
             sessions: Cell::new(0),
@@ -74,17 +74,13 @@ impl Shard {
         self.config.borrow().clone()
     }
 
-    /// Classifies SQL with this shard's reusable classifier.
+    /// Classifies SQL through this shard's cache.
     pub fn classify(
         &self,
         sql: &[u8],
         dialect: sluice_protocols::sql::Dialect,
-    ) -> Vec<sluice_protocols::sql::Statement> {
-        let mut out = Vec::new();
-        self.classifier
-            .borrow_mut()
-            .classify(sql, dialect, &mut out);
-        out
+    ) -> Rc<[sluice_protocols::sql::Statement]> {
+        self.sql_cache.borrow_mut().classify(sql, dialect)
     }
 
     /// The compiled policy in force (swapped by a reload between statements).

@@ -188,6 +188,7 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                     )
                     .await;
                     let _ = upstream.shutdown().await;
+                    linger(&mut client).await;
                     return;
                 }
             };
@@ -214,6 +215,7 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                 )
                 .await;
                 let _ = upstream.shutdown().await;
+                linger(&mut client).await;
                 return;
             }
             if f.tag == b'X' {
