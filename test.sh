@@ -13,6 +13,8 @@ command -v pgbench >/dev/null || need+=(postgresql-client postgresql)
 [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server-core)
 command -v mariadb >/dev/null || need+=(mariadb-client-core)
 command -v runuser >/dev/null || need+=(util-linux)
+# pg_query (the classifier's differential-test oracle) generates bindings with libclang.
+compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so*' >/dev/null || need+=(libclang-dev)
 
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
