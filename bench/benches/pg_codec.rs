@@ -33,7 +33,9 @@ fn decode_frontend(data: &[u8]) -> usize {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pg_codec");
     g.throughput(Throughput::Bytes(BACKEND.len() as u64));
-    g.bench_function("backend_decode", |b| b.iter(|| black_box(decode_backend(black_box(BACKEND)))));
+    g.bench_function("backend_decode", |b| {
+        b.iter(|| black_box(decode_backend(black_box(BACKEND))))
+    });
     let mut buf = vec![0u8; BACKEND.len()];
     g.bench_function("baseline_memcpy_backend", |b| {
         b.iter(|| {
@@ -42,7 +44,9 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Bytes(FRONTEND.len() as u64));
-    g.bench_function("frontend_decode", |b| b.iter(|| black_box(decode_frontend(black_box(FRONTEND)))));
+    g.bench_function("frontend_decode", |b| {
+        b.iter(|| black_box(decode_frontend(black_box(FRONTEND))))
+    });
     g.finish();
 }
 

@@ -34,8 +34,16 @@ fn bench(c: &mut Criterion) {
     let config = sluice_config::parse(CFG, "bench.toml", |_| None).unwrap();
     let policy = CompiledPolicy::compile(&config).unwrap();
     let groups = policy.groups(&["agents", "dba"]);
-    let delete = Statement { kind: kind_index("delete").unwrap(), unbounded: false, opaque: false };
-    let select = Statement { kind: kind_index("select").unwrap(), unbounded: false, opaque: false };
+    let delete = Statement {
+        kind: kind_index("delete").unwrap(),
+        unbounded: false,
+        opaque: false,
+    };
+    let select = Statement {
+        kind: kind_index("select").unwrap(),
+        unbounded: false,
+        opaque: false,
+    };
 
     // Baseline: rules looked up by (target name, kind name) in a HashMap and
     // group names compared as strings, as a naive implementation would.
@@ -52,13 +60,22 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("policy_decision");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("compiled/delete_dba", |b| b.iter(|| black_box(policy.decide(0, black_box(delete), black_box(groups)))));
-    g.bench_function("compiled/select", |b| b.iter(|| black_box(policy.decide(0, black_box(select), black_box(groups)))));
-    g.bench_function("compiled/access_check", |b| b.iter(|| black_box(policy.may_connect(0, black_box(groups)))));
+    g.bench_function("compiled/delete_dba", |b| {
+        b.iter(|| black_box(policy.decide(0, black_box(delete), black_box(groups))))
+    });
+    g.bench_function("compiled/select", |b| {
+        b.iter(|| black_box(policy.decide(0, black_box(select), black_box(groups))))
+    });
+    g.bench_function("compiled/access_check", |b| {
+        b.iter(|| black_box(policy.may_connect(0, black_box(groups))))
+    });
     g.bench_function("baseline_hashmap/delete_dba", |b| {
         b.iter(|| {
             let rules = naive.get(&("orders".to_owned(), black_box("delete").to_owned()));
-            black_box(rules.and_then(|rs| rs.iter().find(|(gs, _)| gs.is_empty() || gs.iter().any(|g| caller.contains(g)))))
+            black_box(rules.and_then(|rs| {
+                rs.iter()
+                    .find(|(gs, _)| gs.is_empty() || gs.iter().any(|g| caller.contains(g)))
+            }))
         })
     });
     g.finish();

@@ -33,8 +33,12 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("token");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("verify_eddsa", |b| b.iter(|| black_box(verifier.verify(black_box(&token), &keys, now).is_ok())));
-    g.bench_function("cache_hit", |b| b.iter(|| black_box(cache.get(black_box(&token), now, 1).is_some())));
+    g.bench_function("verify_eddsa", |b| {
+        b.iter(|| black_box(verifier.verify(black_box(&token), &keys, now).is_ok()))
+    });
+    g.bench_function("cache_hit", |b| {
+        b.iter(|| black_box(cache.get(black_box(&token), now, 1).is_some()))
+    });
     g.finish();
 }
 

@@ -18,9 +18,12 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 
+mod pg;
+mod pgload;
 mod procstat;
 mod report;
 mod tcp;
+mod token;
 
 #[derive(Parser)]
 #[command(
@@ -55,12 +58,54 @@ struct RunArgs {
     json: Option<std::path::PathBuf>,
 }
 
+#[derive(clap::Args, Clone)]
+struct PgRunArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Dev private key (from `sluice token keygen`): each agent gets its own token
+    /// as password. Without it the password is ignored (direct trust auth).
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
+    /// Token issuer.
+    #[arg(long, default_value = "https://idp.sluice.test/")]
+    iss: String,
+    /// Token audience.
+    #[arg(long, default_value = "sluice")]
+    aud: String,
+    #[arg(long, default_value = "postgres")]
+    database: String,
+    /// Startup user (informational through Sluice; the login user direct).
+    #[arg(long, default_value = "postgres")]
+    user: String,
+    /// Simulated agents; each opens `--connections` connections.
+    #[arg(long, default_value_t = 1)]
+    agents: usize,
+    /// Open-loop target rate in operations per second across all connections.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Use the simple query protocol instead of prepared statements.
+    #[arg(long)]
+    simple: bool,
+    /// pgbench scale factor of the database (accounts = 100000 × scale).
+    #[arg(long, default_value_t = 1)]
+    scale: u64,
+    /// Create the scenario's table first, through the first endpoint.
+    #[arg(long)]
+    setup: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Bulk throughput through an echo upstream (MiB/s echoed, CPU µs per MiB).
     TcpStream(RunArgs),
     /// 64-byte request/response round trips (ops/s, latency, CPU µs per op).
     TcpRr(RunArgs),
+    /// pgbench `-S`-like point reads (run `pgbench -i` on the database first).
+    PgSelect(PgRunArgs),
+    /// 100-row result sets full of PII, so masking works hard (`--setup` makes the table).
+    PgRows(PgRunArgs),
+    /// A new connection (login and token check) per query.
+    PgConnect(PgRunArgs),
     /// Run an echo server to stand behind the endpoints of the tcp scenarios.
     Echo {
         #[arg(long, default_value = "127.0.0.1:7000")]
@@ -97,14 +142,54 @@ fn main() -> anyhow::Result<()> {
         Command::Echo { listen } => tcp::echo(listen),
         Command::TcpStream(args) => run("tcp-stream", args, report::Unit::MiB, tcp::stream),
         Command::TcpRr(args) => run("tcp-rr", args, report::Unit::Ops, tcp::request_response),
+        Command::PgSelect(a) => run_pg("pg-select", pgload::Scenario::Select, a),
+        Command::PgRows(a) => run_pg("pg-rows", pgload::Scenario::Rows, a),
+        Command::PgConnect(a) => run_pg("pg-connect", pgload::Scenario::Connect, a),
     }
+}
+
+fn run_pg(name: &str, scenario: pgload::Scenario, a: PgRunArgs) -> anyhow::Result<()> {
+    let minter = match &a.key {
+        Some(k) => Some(std::sync::Arc::new(token::Minter::load(k, &a.iss, &a.aud)?)),
+        None => None,
+    };
+    let args = pgload::PgArgs {
+        minter,
+        user: a.user.clone(),
+        database: a.database.clone(),
+        agents: a.agents.max(1),
+        connections: a.run.connections.max(1),
+        rate: a.rate,
+        extended: !a.simple,
+        scale: a.scale.max(1),
+    };
+    if a.setup && scenario == pgload::Scenario::Rows {
+        let first = a.run.compare.first().context("no endpoint")?;
+        let addr: SocketAddr = first.split_once('=').context("name=addr")?.1.parse()?;
+        let pw = args
+            .minter
+            .as_ref()
+            .map_or_else(|| "unused".to_owned(), |m| m.mint("setup", &["agents"]));
+        let mut c = pg::Conn::connect(addr, &args.user, &args.database, &pw)?;
+        if let Some(e) = c.simple(pgload::ROWS_SETUP)?.error {
+            bail!("setup failed: {e}");
+        }
+    }
+    let run_args = RunArgs {
+        connections: args.agents * args.connections,
+        ..a.run.clone()
+    };
+    let once = move |addr: SocketAddr, _conns: usize, time: Duration| {
+        pgload::run(scenario, addr, &args, time)
+    };
+    run(name, run_args, report::Unit::Ops, once)
 }
 
 fn run(
     scenario: &str,
     args: RunArgs,
     unit: report::Unit,
-    once: fn(SocketAddr, usize, Duration) -> Sample,
+    once: impl Fn(SocketAddr, usize, Duration) -> Sample,
 ) -> anyhow::Result<()> {
     let mut endpoints = Vec::new();
     for c in &args.compare {

@@ -29,7 +29,10 @@ fn oracle(sql: &str) -> Option<Vec<Oracle>> {
         let mut nested = Vec::new();
         let mut analyze = true;
         if let NodeRef::ExplainStmt(e) = node.to_ref() {
-            analyze = e.options.iter().any(|o| format!("{o:?}").contains("defname: \"analyze\""));
+            analyze = e
+                .options
+                .iter()
+                .any(|o| format!("{o:?}").contains("defname: \"analyze\""));
         }
         for (n, _, _, _) in node.nodes() {
             match n {
@@ -45,16 +48,31 @@ fn oracle(sql: &str) -> Option<Vec<Oracle>> {
             writes = true;
         }
         let read_only = [
-            "SelectStmt", "ExplainStmt", "VariableShowStmt", "TransactionStmt", "VariableSetStmt",
-            "ListenStmt", "UnlistenStmt", "NotifyStmt", "PrepareStmt", "DeallocateStmt", "DeclareCursorStmt",
-            "FetchStmt", "ClosePortalStmt", "LockStmt",
+            "SelectStmt",
+            "ExplainStmt",
+            "VariableShowStmt",
+            "TransactionStmt",
+            "VariableSetStmt",
+            "ListenStmt",
+            "UnlistenStmt",
+            "NotifyStmt",
+            "PrepareStmt",
+            "DeallocateStmt",
+            "DeclareCursorStmt",
+            "FetchStmt",
+            "ClosePortalStmt",
+            "LockStmt",
         ];
         match node.to_ref() {
             NodeRef::CopyStmt(c) => writes |= c.is_from,
             _ if !read_only.contains(&top.as_str()) => writes = true,
             _ => {}
         }
-        out.push(Oracle { top, writes, nested });
+        out.push(Oracle {
+            top,
+            writes,
+            nested,
+        });
     }
     Some(out)
 }
@@ -105,13 +123,29 @@ impl Rng {
 /// tricks of the guardrails issue, with random tables, predicates and disguises.
 fn corpus() -> Vec<String> {
     let mut rng = Rng(0xd1ff_5eed);
-    let tables = ["orders", "public.customers", "\"Order Items\"", "billing.invoices", "t"];
+    let tables = [
+        "orders",
+        "public.customers",
+        "\"Order Items\"",
+        "billing.invoices",
+        "t",
+    ];
     let preds = [
-        "id = 42", "id = $1", "created_at < now() - interval '30 days'", "status IN ('new', 'paid;x')",
-        "email LIKE '%@example.com'", "id IN (SELECT id FROM stale)", "note = $$it's; DROP TABLE t$$",
+        "id = 42",
+        "id = $1",
+        "created_at < now() - interval '30 days'",
+        "status IN ('new', 'paid;x')",
+        "email LIKE '%@example.com'",
+        "id IN (SELECT id FROM stale)",
+        "note = $$it's; DROP TABLE t$$",
         "EXISTS (SELECT 1 FROM other o WHERE o.id = t.id)",
     ];
-    let comments = ["", " /* audit */", " -- trailing\n", " /* nested /* c */ */"];
+    let comments = [
+        "",
+        " /* audit */",
+        " -- trailing\n",
+        " /* nested /* c */ */",
+    ];
     let templates = [
         "SELECT * FROM {t} WHERE {p}",
         "SELECT count(*) FROM {t}",
@@ -183,7 +217,10 @@ fn corpus() -> Vec<String> {
             .replace("{n}", &n.to_string());
         let sql = match rng.next() % 4 {
             0 => sql.to_lowercase().replace("$body$", "$body$"),
-            1 => format!("{}{sql}", rng.pick(&comments).trim_start_matches(" -- trailing\n")),
+            1 => format!(
+                "{}{sql}",
+                rng.pick(&comments).trim_start_matches(" -- trailing\n")
+            ),
             2 => format!("{sql}{}", rng.pick(&comments)),
             _ => sql,
         };
@@ -208,7 +245,11 @@ fn never_calls_a_write_a_read_and_agrees_on_kinds() {
         let ours: Vec<Statement> = classify(sql.as_bytes(), Dialect::Postgres);
         if ours.len() != truth.len() {
             if !ours.iter().any(|s| s.flags.opaque) {
-                failures.push(format!("{sql:?}: {} statements, PostgreSQL sees {}", ours.len(), truth.len()));
+                failures.push(format!(
+                    "{sql:?}: {} statements, PostgreSQL sees {}",
+                    ours.len(),
+                    truth.len()
+                ));
             }
             continue;
         }
@@ -219,7 +260,10 @@ fn never_calls_a_write_a_read_and_agrees_on_kinds() {
                 continue;
             }
             if t.writes && !o.flags.writes {
-                failures.push(format!("{sql:?}: WRITE CALLED A READ ({:?}; PostgreSQL: {})", o.kind, t.top));
+                failures.push(format!(
+                    "{sql:?}: WRITE CALLED A READ ({:?}; PostgreSQL: {})",
+                    o.kind, t.top
+                ));
                 continue;
             }
             let agrees = expected_kind(&t.top) == Some(o.kind)
@@ -229,11 +273,20 @@ fn never_calls_a_write_a_read_and_agrees_on_kinds() {
             if agrees {
                 agreed += 1;
             } else {
-                failures.push(format!("{sql:?}: kind {:?}, PostgreSQL: {} (nested {:?})", o.kind, t.top, t.nested));
+                failures.push(format!(
+                    "{sql:?}: kind {:?}, PostgreSQL: {} (nested {:?})",
+                    o.kind, t.top, t.nested
+                ));
             }
         }
     }
-    eprintln!("differential: {checked} statements checked, {agreed} agree, {opaque} opaque, {} disagree", failures.len());
-    assert!(checked > 3000, "the corpus parses under PostgreSQL ({checked})");
+    eprintln!(
+        "differential: {checked} statements checked, {agreed} agree, {opaque} opaque, {} disagree",
+        failures.len()
+    );
+    assert!(
+        checked > 3000,
+        "the corpus parses under PostgreSQL ({checked})"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -71,7 +71,10 @@ mod tests {
         let b = c.classify(b"DELETE FROM t", Dialect::Postgres);
         assert!(Rc::ptr_eq(&a, &b));
         assert_eq!(a[0].kind, Kind::Delete);
-        assert_ne!(c.classify(b"DELETE FROM t ", Dialect::Postgres)[0].flags, Default::default());
+        assert_ne!(
+            c.classify(b"DELETE FROM t ", Dialect::Postgres)[0].flags,
+            Default::default()
+        );
         let big = vec![b' '; MAX_ENTRY + 1];
         c.classify(&big, Dialect::Postgres);
         assert_eq!(c.len(), 2, "oversized text is not kept");

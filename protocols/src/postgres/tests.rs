@@ -50,7 +50,9 @@ impl Decoder {
                     Status::Partial => return,
                 }
             }
-            let Some(f) = frame(&self.buf, DEFAULT_MAX_MESSAGE).unwrap() else { return };
+            let Some(f) = frame(&self.buf, DEFAULT_MAX_MESSAGE).unwrap() else {
+                return;
+            };
             if self.buf.len() < f.len {
                 return;
             }
@@ -87,7 +89,12 @@ fn render(stream: &[u8], frontend: bool) -> Vec<String> {
     run(stream, frontend, &[], true).1
 }
 
-fn run(stream: &[u8], frontend: bool, cuts: &[usize], text: bool) -> (Vec<(u8, Vec<u8>)>, Vec<String>) {
+fn run(
+    stream: &[u8],
+    frontend: bool,
+    cuts: &[usize],
+    text: bool,
+) -> (Vec<(u8, Vec<u8>)>, Vec<String>) {
     let mut d = Decoder::new(frontend);
     if text {
         d.text = Some(Vec::new());
@@ -109,7 +116,11 @@ fn check_every_split(stream: &[u8], frontend: bool) {
         assert_eq!(decode(stream, frontend, &[cut]), whole, "split at {cut}");
     }
     let every: Vec<usize> = (1..stream.len()).collect();
-    assert_eq!(decode(stream, frontend, &every), whole, "one byte at a time");
+    assert_eq!(
+        decode(stream, frontend, &every),
+        whole,
+        "one byte at a time"
+    );
 }
 
 #[test]
@@ -134,15 +145,41 @@ fn pgbench_backend_every_split() {
 
 #[test]
 fn recordings_cover_the_protocol() {
-    let fe = [render(PSQL_FE, true), render(BENCH_FE, true)].concat().join("\n");
-    for m in ["Message {", "Query(", "Parse {", "Bind {", "Describe {", "Execute {", "Sync", "CopyData(", "CopyDone", "Terminate"] {
+    let fe = [render(PSQL_FE, true), render(BENCH_FE, true)]
+        .concat()
+        .join("\n");
+    for m in [
+        "Message {",
+        "Query(",
+        "Parse {",
+        "Bind {",
+        "Describe {",
+        "Execute {",
+        "Sync",
+        "CopyData(",
+        "CopyDone",
+        "Terminate",
+    ] {
         assert!(fe.contains(m), "frontend recording lacks {m}");
     }
-    let be = [render(PSQL_BE, false), render(BENCH_BE, false)].concat().join("\n");
+    let be = [render(PSQL_BE, false), render(BENCH_BE, false)]
+        .concat()
+        .join("\n");
     for m in [
-        "Authentication(Ok)", "ParameterStatus", "BackendKeyData", "ReadyForQuery", "RowDescription", "DataRow",
-        "CommandComplete", "ErrorResponse", "NoticeResponse", "NotificationResponse", "CopyOutResponse",
-        "CopyInResponse", "ParseComplete", "BindComplete",
+        "Authentication(Ok)",
+        "ParameterStatus",
+        "BackendKeyData",
+        "ReadyForQuery",
+        "RowDescription",
+        "DataRow",
+        "CommandComplete",
+        "ErrorResponse",
+        "NoticeResponse",
+        "NotificationResponse",
+        "CopyOutResponse",
+        "CopyInResponse",
+        "ParseComplete",
+        "BindComplete",
     ] {
         assert!(be.contains(m), "backend recording lacks {m}");
     }
@@ -150,24 +187,51 @@ fn recordings_cover_the_protocol() {
 
 #[test]
 fn limits_and_malformed_input_give_typed_errors() {
-    assert_eq!(frame(b"Q\x7f\xff\xff\xff", 1 << 20), Err(Error::TooLarge { len: 0x8000_0000, max: 1 << 20 }));
+    assert_eq!(
+        frame(b"Q\x7f\xff\xff\xff", 1 << 20),
+        Err(Error::TooLarge {
+            len: 0x8000_0000,
+            max: 1 << 20
+        })
+    );
     assert_eq!(frame(b"Q\0\0\0\x03", 1 << 20), Err(Error::BadLength(3)));
-    assert_eq!(frame(b"Q\xff\xff\xff\xff", 1 << 20), Err(Error::BadLength(-1)));
-    assert_eq!(frontend::parse(b'Q', b"no terminator"), Err(Error::Malformed("Query")));
+    assert_eq!(
+        frame(b"Q\xff\xff\xff\xff", 1 << 20),
+        Err(Error::BadLength(-1))
+    );
+    assert_eq!(
+        frontend::parse(b'Q', b"no terminator"),
+        Err(Error::Malformed("Query"))
+    );
     assert_eq!(frontend::parse(b'?', b""), Err(Error::UnknownMessage('?')));
-    assert!(frontend::parse(b'B', b"\0\0\0\x01\0\x05\0\x01\0\0\0\x09x\0\0").is_err(), "parameter longer than message");
-    assert!(backend::parse(b'D', b"\0\x02\0\0\0\x01a").is_err(), "fewer columns than announced");
-    assert!(backend::parse(b'D', b"\0\x01\xff\xff\xff\xfe").is_err(), "negative length other than -1");
+    assert!(
+        frontend::parse(b'B', b"\0\0\0\x01\0\x05\0\x01\0\0\0\x09x\0\0").is_err(),
+        "parameter longer than message"
+    );
+    assert!(
+        backend::parse(b'D', b"\0\x02\0\0\0\x01a").is_err(),
+        "fewer columns than announced"
+    );
+    assert!(
+        backend::parse(b'D', b"\0\x01\xff\xff\xff\xfe").is_err(),
+        "negative length other than -1"
+    );
     assert!(backend::parse(b'Z', b"X").is_err());
     assert_eq!(
         frontend::parse_startup(b"\0\0\x27\x11", DEFAULT_MAX_STARTUP),
-        Err(Error::TooLarge { len: 10001, max: DEFAULT_MAX_STARTUP })
+        Err(Error::TooLarge {
+            len: 10001,
+            max: DEFAULT_MAX_STARTUP
+        })
     );
     assert_eq!(
         frontend::parse_startup(b"\0\0\0\x08\0\x02\0\0", DEFAULT_MAX_STARTUP),
         Err(Error::UnsupportedVersion(2, 0))
     );
-    assert!(frontend::parse_startup(b"\0\0\0\x0e\0\x03\0\0user\0x", 100).is_err(), "unterminated parameters");
+    assert!(
+        frontend::parse_startup(b"\0\0\0\x0e\0\x03\0\0user\0x", 100).is_err(),
+        "unterminated parameters"
+    );
 }
 
 #[test]
@@ -175,12 +239,25 @@ fn encoders_round_trip_through_the_decoders() {
     let mut out = Vec::new();
     encode::error_response(&mut out, &encode::Report::error("42501", "no\0pe"));
     let f = frame(&out, 1 << 20).unwrap().unwrap();
-    let Backend::ErrorResponse(fields) = backend::parse(f.tag, &out[f.body()]).unwrap() else { panic!() };
+    let Backend::ErrorResponse(fields) = backend::parse(f.tag, &out[f.body()]).unwrap() else {
+        panic!()
+    };
     assert_eq!(fields.get(b'C'), Some(&b"42501"[..]));
-    assert_eq!(fields.get(b'M'), Some(&b"no pe"[..]), "NUL inside a field cannot shift the others");
+    assert_eq!(
+        fields.get(b'M'),
+        Some(&b"no pe"[..]),
+        "NUL inside a field cannot shift the others"
+    );
     let mut out = Vec::new();
     encode::startup_message(&mut out, &[("user", "u"), ("database", "d")]);
-    let Status::Complete(Startup::Message { params, .. }, n) = frontend::parse_startup(&out, 1000).unwrap() else { panic!() };
+    let Status::Complete(Startup::Message { params, .. }, n) =
+        frontend::parse_startup(&out, 1000).unwrap()
+    else {
+        panic!()
+    };
     assert_eq!((n, params.get("database")), (out.len(), Some("d")));
-    assert_eq!(encode::md5_password("postgres", "secret", *b"abcd").len(), 35);
+    assert_eq!(
+        encode::md5_password("postgres", "secret", *b"abcd").len(),
+        35
+    );
 }

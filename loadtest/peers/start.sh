@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs (Debian, as root) and starts the peers the load tests compare Sluice with,
+# all on loopback, next to a PostgreSQL on 127.0.0.1:5432 with trust auth:
+#   haproxy TCP  :7002 -> echo :7000       (tcp-* scenarios)
+#   pgbouncer    :6433 -> PostgreSQL :5432  (session mode)
+#   haproxy TCP  :6434 -> PostgreSQL :5432
+#   sluice       :6435 -> PostgreSQL :5432  (and :7001 -> echo :7000)
+# Stop everything with: loadtest/peers/start.sh stop
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+state=/tmp/sluice-peers
+mkdir -p "$state"
+
+if [ "${1:-}" = stop ]; then
+    pkill -f "haproxy -f loadtest/peers" || true
+    [ -f "$state/pgbouncer.pid" ] && kill "$(cat "$state/pgbouncer.pid")" 2>/dev/null || true
+    pkill -f "sluice serve --config loadtest/peers" || true
+    pkill -f "sluice-loadtest echo" || true
+    exit 0
+fi
+
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v pgbouncer >/dev/null || need+=(pgbouncer)
+command -v pgbench >/dev/null || need+=(postgresql-client postgresql)
+if ((${#need[@]})); then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+cargo build --release -q -p sluice -p sluice-loadtest
+[ -f "$state/dev.key.pem" ] || ./target/release/sluice token keygen --out "$state" >/dev/null
+psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'loadtest'" | grep -q 1 \
+    || { createdb -h 127.0.0.1 -U postgres loadtest && pgbench -h 127.0.0.1 -U postgres -i -s 1 -q loadtest; }
+
+./target/release/sluice-loadtest echo --listen 127.0.0.1:7000 >"$state/echo.log" 2>&1 &
+./target/release/sluice serve --config loadtest/peers/sluice-tcp.toml >"$state/sluice-tcp.log" 2>&1 &
+./target/release/sluice serve --config loadtest/peers/sluice-pg.toml >"$state/sluice-pg.log" 2>&1 &
+haproxy -f loadtest/peers/haproxy-tcp.cfg -D
+haproxy -f loadtest/peers/haproxy-pg.cfg -D
+# pgbouncer refuses to run as root unless told which user to become.
+if [ "$(id -u)" = 0 ]; then
+    chown -R postgres "$state"
+    runuser -u postgres -- pgbouncer -d loadtest/peers/pgbouncer.ini
+else
+    pgbouncer -d loadtest/peers/pgbouncer.ini
+fi
+sleep 1
+echo "peers up; dev key: $state/dev.key.pem"

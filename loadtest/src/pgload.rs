@@ -1,0 +1,182 @@
+//! Postgres scenarios. Each simulated agent has its own token (minted from the dev
+//! key) and `--connections` connections; loops are closed unless `--rate` sets an
+//! open-loop schedule, in which case latency is measured from each operation's
+//! intended start (no coordinated omission).
+//!
+//! - `pg-select`: pgbench `-S`-like point reads on `pgbench_accounts` (run
+//!   `pgbench -i` on the database first).
+//! - `pg-rows`: 100-row result sets full of PII (`--setup` creates the table), so
+//!   masking works hard.
+//! - `pg-connect`: a new connection (login, token check) per query.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::pg::Conn;
+use crate::token::Minter;
+use crate::Sample;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scenario {
+    Select,
+    Rows,
+    Connect,
+}
+
+#[derive(Clone)]
+pub struct PgArgs {
+    pub minter: Option<Arc<Minter>>,
+    pub user: String,
+    pub database: String,
+    pub agents: usize,
+    pub connections: usize,
+    /// Operations per second across all connections (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
+    pub extended: bool,
+    pub scale: u64,
+}
+
+impl PgArgs {
+    fn password(&self, agent: usize) -> String {
+        match &self.minter {
+            Some(m) => m.mint(&format!("agent-{agent}"), &["agents"]),
+            // A direct Postgres with trust auth ignores it.
+            None => "unused".to_owned(),
+        }
+    }
+}
+
+pub const ROWS_SETUP: &str = "CREATE TABLE IF NOT EXISTS loadtest_pii AS \
+    SELECT g AS id, 'customer' || g || '@example.com' AS email, '4111 1111 1111 1111' AS card, \
+    '078-05-' || lpad((1000 + g % 9000)::text, 4, '0') AS ssn, '+1 415 555 ' || lpad((g % 10000)::text, 4, '0') AS phone, \
+    md5(g::text) AS note FROM generate_series(1, 1000) g";
+
+/// Runs `scenario` against `addr` for `time`.
+pub fn run(scenario: Scenario, addr: SocketAddr, args: &PgArgs, time: Duration) -> Sample {
+    let threads = args.agents * args.connections;
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(threads as f64 / r.max(1e-9)));
+    let started = Instant::now();
+    let deadline = started + time;
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let args = args.clone();
+            thread::spawn(move || worker(scenario, addr, &args, i, deadline, interval))
+        })
+        .collect();
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut errors = 0;
+    let mut first_error = None;
+    for h in handles {
+        if let Ok((hist, e, msg)) = h.join() {
+            let _ = latency.add(&hist);
+            errors += e;
+            first_error = first_error.or(msg);
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("    first error at {addr}: {e}");
+    }
+    Sample {
+        ops: latency.len(),
+        elapsed: started.elapsed(),
+        errors,
+        latency,
+    }
+}
+
+fn worker(
+    scenario: Scenario,
+    addr: SocketAddr,
+    args: &PgArgs,
+    index: usize,
+    deadline: Instant,
+    interval: Option<Duration>,
+) -> (Histogram<u64>, u64, Option<String>) {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut errors = 0u64;
+    let mut first_error: Option<String> = None;
+    let agent = index / args.connections.max(1);
+    let password = args.password(agent);
+    let mut fail = |e: String, errors: &mut u64| {
+        *errors += 1;
+        first_error.get_or_insert(e);
+    };
+    let mut conn = None;
+    if scenario != Scenario::Connect {
+        match Conn::connect(addr, &args.user, &args.database, &password) {
+            Ok(mut c) => {
+                if scenario == Scenario::Select && args.extended {
+                    if let Err(e) = c.prepare(
+                        "sel",
+                        "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+                    ) {
+                        fail(e.to_string(), &mut errors);
+                        return (hist, errors, first_error);
+                    }
+                }
+                conn = Some(c);
+            }
+            Err(e) => {
+                fail(e.to_string(), &mut errors);
+                return (hist, errors, first_error);
+            }
+        }
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (index as u64 + 1);
+    let mut next = Instant::now();
+    while Instant::now() < deadline {
+        let intended = match interval {
+            Some(iv) => {
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                }
+                let t = next;
+                next += iv;
+                t
+            }
+            None => Instant::now(),
+        };
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let aid = (x % (100_000 * args.scale)) + 1;
+        let result = match scenario {
+            Scenario::Select => {
+                let c = conn.as_mut().expect("connected");
+                if args.extended {
+                    c.execute("sel", &[&aid.to_string()])
+                } else {
+                    c.simple(&format!(
+                        "SELECT abalance FROM pgbench_accounts WHERE aid = {aid}"
+                    ))
+                }
+            }
+            Scenario::Rows => conn
+                .as_mut()
+                .expect("connected")
+                .simple("SELECT * FROM loadtest_pii ORDER BY id LIMIT 100"),
+            Scenario::Connect => Conn::connect(addr, &args.user, &args.database, &password)
+                .and_then(|mut c| c.simple("SELECT 1")),
+        };
+        match result {
+            Ok(o) if o.error.is_none() => {
+                hist.saturating_record(intended.elapsed().as_micros().max(1) as u64);
+            }
+            Ok(o) => fail(o.error.unwrap_or_default(), &mut errors),
+            Err(e) => {
+                fail(e.to_string(), &mut errors);
+                if scenario != Scenario::Connect {
+                    break;
+                }
+            }
+        }
+    }
+    (hist, errors, first_error)
+}
