@@ -9,7 +9,7 @@ use sluice_protocols::sql::{Classifier, Dialect};
 fn inputs() -> Vec<(&'static str, String)> {
     let big = format!(
         "SELECT o.id, o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id IN ({}) AND o.note <> 'x;y' -- trailing\n",
-        (0..1500).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        (0..2500).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
     );
     assert!(big.len() > 10_000);
     vec![
@@ -38,6 +38,18 @@ fn bench(c: &mut Criterion) {
         cache.classify(sql, Dialect::Postgres);
         g.bench_function(format!("cache_hit/{name}"), |b| {
             b.iter(|| black_box(cache.classify(black_box(sql), Dialect::Postgres).len()))
+        });
+        let mut toks = Vec::new();
+        g.bench_function(format!("lex_only/{name}"), |b| {
+            b.iter(|| {
+                sluice_protocols::sql::lexer::lex(
+                    black_box(sql),
+                    sluice_protocols::sql::lexer::Options::new(Dialect::Postgres),
+                    &mut toks,
+                )
+                .unwrap();
+                black_box(toks.len())
+            })
         });
         g.bench_function(format!("baseline_memchr/{name}"), |b| {
             b.iter(|| black_box(memchr_count(black_box(sql))))

@@ -31,7 +31,10 @@ impl GroupSet {
 /// Most distinct group names a configuration may use.
 pub const MAX_GROUPS: usize = 128;
 
-/// Index of `opaque` in [`STATEMENT_KINDS`].
+/// Position of `opaque` in [`STATEMENT_KINDS`] (it is the last entry).
+pub const OPAQUE: usize = STATEMENT_KINDS.len() - 1;
+
+/// Index of a kind name in [`STATEMENT_KINDS`].
 pub fn kind_index(name: &str) -> Option<usize> {
     STATEMENT_KINDS.iter().position(|k| *k == name)
 }
@@ -199,7 +202,7 @@ impl CompiledPolicy {
     /// The decision for one statement.
     pub fn decide(&self, target: usize, stmt: Statement, groups: GroupSet) -> Decision {
         let t = &self.targets[target];
-        let opaque = kind_index("opaque").expect("opaque is a kind");
+        let opaque = OPAQUE;
         let lists: [&[Entry]; 2] = [
             t.kinds.get(stmt.kind).map_or(&[][..], Vec::as_slice),
             if stmt.opaque && stmt.kind != opaque {

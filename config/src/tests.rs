@@ -442,6 +442,11 @@ rules = [
 ]
 "#;
 
+    #[test]
+    fn opaque_is_the_last_kind() {
+        assert_eq!(kind_index("opaque"), Some(OPAQUE));
+    }
+
     fn stmt(kind: &str, unbounded: bool, opaque: bool) -> Statement {
         Statement {
             kind: kind_index(kind).unwrap(),

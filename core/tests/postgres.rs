@@ -435,3 +435,83 @@ fn a_target_removed_by_reload_refuses_with_a_clear_error() {
         "{err}"
     );
 }
+
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, &cert_pem).unwrap();
+    std::fs::write(&k, &key_pem).unwrap();
+    (c, k, cert_pem, key_pem)
+}
+
+#[test]
+fn clients_can_verify_the_gateway_certificate_with_verify_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _, _) = self_signed(dir.path());
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let s = setup_with("", &tls);
+    let t = s.keys.token("alice", &["sre"]);
+    let uri = format!(
+        "postgresql://x@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        s.addr.port(),
+        cert.display()
+    );
+    let o = std::process::Command::new("psql")
+        .args(["-X", "-At", &uri, "-c", "SELECT 'verified'"])
+        .env("PGPASSWORD", &t)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "verified");
+}
+
+#[test]
+fn upstream_tls_require_and_verify_never_downgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _, cert_pem, key_pem) = self_signed(dir.path());
+    let pg = PgCluster::start_tls(&cert_pem, &key_pem);
+    pg.prepend_hba("hostnossl all all 127.0.0.1/32 reject");
+    let keys = Keys::new(dir.path());
+    let (a, b, c) = (free_addr(), free_addr(), free_addr());
+    let upstream = format!("localhost:{}", pg.port);
+    let target = |name: &str, listen, extra: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\nprotocol = \"postgres\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\ncredentials = {{ user = \"postgres\" }}\naccess = [\"sre\"]\n{extra}\n"
+        )
+    };
+    let config = format!(
+        "[gateway]\nshards = 1\n{}{}{}{}",
+        keys.identity_block(),
+        target("require", a, "upstream_tls = \"require\""),
+        target(
+            "verify",
+            b,
+            &format!(
+                "upstream_tls = \"verify\"\nupstream_ca = \"{}\"",
+                cert.display()
+            )
+        ),
+        target("plain", c, "")
+    );
+    let _s = Sluice::start(&config);
+    let t = keys.token("alice", &["sre"]);
+    for addr in [a, b] {
+        let mut cl = connect(addr, &t, "postgres").expect("login over upstream TLS");
+        let ssl: bool = cl
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(ssl, "the upstream connection is encrypted");
+    }
+    // Without upstream TLS the server refuses the plaintext connection.
+    let err = refused(c, &t, "postgres");
+    assert_eq!(sqlstate(&err), "08006", "{err:?}");
+}

@@ -269,6 +269,19 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        Self::start_with(&[], "")
+    }
+
+    /// A cluster serving TLS with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> PgCluster {
+        Self::start_with(
+            &[("server.crt", cert_pem), ("server.key", key_pem)],
+            "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
+        )
+    }
+
+    /// Starts a cluster with extra files in its data directory and extra options.
+    pub fn start_with(files: &[(&str, &str)], options: &str) -> PgCluster {
         let initdb = pg_bin("initdb").expect("PostgreSQL server binaries (initdb) are not installed: run ./test.sh as root to install them");
         let pg_ctl = pg_bin("pg_ctl").expect("pg_ctl");
         let dir = server_dir("postgres", "sluice-pg-");
@@ -286,9 +299,21 @@ impl PgCluster {
             ]),
             "initdb",
         );
+        for (name, content) in files {
+            let path = data.join(name);
+            std::fs::write(&path, content).expect("write cluster file");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if is_root() {
+                run_ok(
+                    Command::new("chown").arg("postgres:").arg(&path),
+                    "chown cluster file",
+                );
+            }
+        }
         let port = free_port();
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=300 -c shared_buffers=32MB",
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=300 -c shared_buffers=32MB {options}",
             dir.path().display()
         );
         run_ok(

@@ -274,32 +274,34 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
     // Walk every position where a (sub)statement may start: the beginning, and
     // right after `(`. Nested DML is what makes a SELECT a write.
     let mut seen_any = false;
+    // True while only `(` has been seen: `(SELECT 1)` starts at its first word.
+    let mut leading = true;
     for i in 0..toks.len() {
-        let at_start = i == 0
-            || (toks[i - 1].kind == TokenKind::Punct(b'(') && toks[i].kind == TokenKind::Word);
-        // Leading parentheses: `(SELECT 1)` starts at the first word.
-        let leading = toks[..i].iter().all(|t| t.kind == TokenKind::Punct(b'('));
-        if at_start {
+        let kind = toks[i].kind;
+        let at_start =
+            i == 0 || (toks[i - 1].kind == TokenKind::Punct(b'(') && kind == TokenKind::Word);
+        if at_start && kind == TokenKind::Word {
             if let Some(sub) = sub_statement(sql, toks, i, dialect, leading) {
                 merge(&mut st, sub, !seen_any && leading);
                 seen_any = true;
             }
         }
+        leading &= kind == TokenKind::Punct(b'(');
         // Functions known to hide code or write: `name (`, schema-qualified too.
-        if matches!(toks[i].kind, TokenKind::Word | TokenKind::QuotedIdent)
+        if matches!(kind, TokenKind::Word | TokenKind::QuotedIdent)
             && toks
                 .get(i + 1)
                 .is_some_and(|t| t.kind == TokenKind::Punct(b'('))
         {
             let raw = &sql[toks[i].range()];
-            let name = if toks[i].kind == TokenKind::QuotedIdent {
+            let name = if kind == TokenKind::QuotedIdent {
                 &raw[1..raw.len() - 1]
             } else {
                 raw
             };
             if OPAQUE_FUNCTIONS
                 .iter()
-                .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+                .any(|f| f.len() == name.len() && name.eq_ignore_ascii_case(f.as_bytes()))
             {
                 st.flags.opaque = true;
                 st.flags.writes = true;
@@ -374,10 +376,18 @@ fn sub_statement(
     dialect: Dialect,
     top: bool,
 ) -> Option<Statement> {
-    let s = scope(toks, i);
-    let first = word(sql, s.first())?;
-    let second = word(sql, s.get(1));
+    let first = word(sql, toks.get(i))?;
     let up = |kw: &str| first.eq_ignore_ascii_case(kw.as_bytes());
+    // Inside parentheses only queries and DML start statements; anything else
+    // (a column list, a function argument) is not worth scoping.
+    let nested_start = [
+        "SELECT", "VALUES", "TABLE", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE",
+    ];
+    if !top && !nested_start.iter().any(|k| up(k)) {
+        return None;
+    }
+    let s = scope(toks, i);
+    let second = word(sql, s.get(1));
     let mut flags = Flags::default();
     let kind = if up("SELECT") || up("VALUES") || up("TABLE") {
         // SELECT ... INTO new_table creates a table (PostgreSQL; in MySQL it fills

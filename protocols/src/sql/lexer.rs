@@ -76,12 +76,20 @@ fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
-fn is_ident_cont(b: u8, d: Dialect) -> bool {
-    b.is_ascii_alphanumeric()
-        || b == b'_'
-        || b >= 0x80
-        || (b == b'$' && d == Dialect::Postgres)
-        || (d == Dialect::Mysql && b == b'$')
+/// Bytes that may continue an unquoted identifier (both dialects allow `$`).
+static IDENT_CONT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+        b += 1;
+    }
+    t
+};
+
+fn is_ident_cont(b: u8) -> bool {
+    IDENT_CONT[b as usize]
 }
 
 /// Lexes `sql` into `out` (cleared first).
@@ -103,7 +111,12 @@ pub fn lex(sql: &[u8], opts: Options, out: &mut Vec<Token>) -> Result<(), LexErr
     while i < n {
         let b = sql[i];
         match b {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b' => i += 1,
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b' => {
+                i += 1;
+                while i < n && matches!(sql[i], b' ' | b'\t' | b'\n' | b'\r') {
+                    i += 1;
+                }
+            }
             b'-' if sql.get(i + 1) == Some(&b'-')
                 && (d == Dialect::Postgres
                     || sql
@@ -227,10 +240,12 @@ pub fn lex(sql: &[u8], opts: Options, out: &mut Vec<Token>) -> Result<(), LexErr
                         _ => {}
                     }
                 }
-                let mut j = i + 1;
-                while j < n && is_ident_cont(sql[j], d) {
-                    j += 1;
-                }
+                let j = i
+                    + 1
+                    + sql[i + 1..]
+                        .iter()
+                        .position(|&c| !is_ident_cont(c))
+                        .unwrap_or(n - i - 1);
                 push(out, TokenKind::Word, i, j);
                 i = j;
             }
