@@ -47,7 +47,8 @@ fn bench(c: &mut Criterion) {
 
     // Baseline: rules looked up by (target name, kind name) in a HashMap and
     // group names compared as strings, as a naive implementation would.
-    let mut naive: HashMap<(String, String), Vec<(Vec<String>, &str)>> = HashMap::new();
+    type Rules<'a> = Vec<(Vec<String>, &'a str)>;
+    let mut naive: HashMap<(String, String), Rules> = HashMap::new();
     for (i, r) in config.guardrails["prod"].rules.iter().enumerate() {
         for k in &r.kinds {
             naive
@@ -56,7 +57,7 @@ fn bench(c: &mut Criterion) {
                 .push((r.groups.clone(), if i == 0 { "deny" } else { "approve" }));
         }
     }
-    let caller = vec!["agents".to_owned(), "dba".to_owned()];
+    let caller = ["agents".to_owned(), "dba".to_owned()];
 
     let mut g = c.benchmark_group("policy_decision");
     g.throughput(Throughput::Elements(1));

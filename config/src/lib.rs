@@ -158,6 +158,18 @@ pub struct Audit {
     pub durability: Durability,
     pub flush_interval: Duration,
     pub signing_key: Option<String>,
+    /// Rotate the current segment at this size ...
+    pub segment_bytes: u64,
+    /// ... or this age.
+    pub segment_age: Duration,
+    /// Remove segments older than this (never the current one).
+    pub retention_age: Option<Duration>,
+    /// Remove the oldest segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+    /// Sign a checkpoint every this many records ...
+    pub checkpoint_every: u64,
+    /// ... or this often, whichever comes first.
+    pub checkpoint_interval: Duration,
 }
 
 #[derive(Debug, Clone)]

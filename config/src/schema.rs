@@ -76,6 +76,12 @@ pub struct RawAudit {
     pub durability: Durability,
     pub flush_interval_ms: Option<Spanned<i64>>,
     pub signing_key: Option<Spanned<String>>,
+    pub segment_size: Option<Spanned<i64>>,
+    pub segment_age: Option<Spanned<String>>,
+    pub retention_age: Option<Spanned<String>>,
+    pub retention_size: Option<Spanned<i64>>,
+    pub checkpoint_every: Option<Spanned<i64>>,
+    pub checkpoint_interval: Option<Spanned<String>>,
 }
 
 /// When a command's audit record must be durable relative to forwarding it.

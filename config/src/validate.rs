@@ -345,11 +345,43 @@ pub(crate) fn validate(
             Some(ms) => Duration::from_millis(*ms.get_ref() as u64),
             None => Duration::from_millis(5),
         };
+        let positive = |c: &mut Checker,
+                        v: &Option<Spanned<i64>>,
+                        key: &str,
+                        min: i64,
+                        default: u64| match v {
+            Some(n) if *n.get_ref() < min => {
+                c.error(n.span(), format!("`audit.{key}` must be at least {min}"));
+                default
+            }
+            Some(n) => *n.get_ref() as u64,
+            None => default,
+        };
+        let segment_bytes = positive(&mut c, &a.segment_size, "segment_size", 4096, 64 << 20);
+        let checkpoint_every = positive(&mut c, &a.checkpoint_every, "checkpoint_every", 1, 1000);
+        let retention_bytes = a
+            .retention_size
+            .as_ref()
+            .map(|_| positive(&mut c, &a.retention_size, "retention_size", 4096, 0));
+        let retention_age = a
+            .retention_age
+            .as_ref()
+            .map(|_| c.duration(&a.retention_age, "retention_age", Duration::from_secs(0)));
         Audit {
             dir: a.dir.get_ref().clone(),
             durability: a.durability,
             flush_interval,
             signing_key: a.signing_key.as_ref().map(|k| k.get_ref().clone()),
+            segment_bytes,
+            segment_age: c.duration(&a.segment_age, "segment_age", Duration::from_secs(3600)),
+            retention_age,
+            retention_bytes,
+            checkpoint_every,
+            checkpoint_interval: c.duration(
+                &a.checkpoint_interval,
+                "checkpoint_interval",
+                Duration::from_secs(10),
+            ),
         }
     });
 

@@ -23,16 +23,19 @@ pub enum ErrorKind {
     AdminRequest,
     /// A session task panicked (a bug); the session was closed, the shard kept going.
     Panic,
+    /// Commands refused because the audit log could not record them.
+    Audit,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Accept,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamIo,
         ErrorKind::ClientIo,
         ErrorKind::AdminRequest,
         ErrorKind::Panic,
+        ErrorKind::Audit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -43,6 +46,7 @@ impl ErrorKind {
             ErrorKind::ClientIo => "client_io",
             ErrorKind::AdminRequest => "admin_request",
             ErrorKind::Panic => "panic",
+            ErrorKind::Audit => "audit",
         }
     }
 }

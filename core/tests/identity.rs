@@ -40,12 +40,14 @@ fn every_bad_token_is_refused_with_28p01_and_a_clear_reason() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
     let addr = free_addr();
+    let audit = dir.path().join("audit");
     let config = format!(
-        "[gateway]\nshards = 2\n{}{}",
+        "[gateway]\nshards = 2\n{}[audit]\ndir = \"{}\"\n\n{}",
         keys.identity_block(),
+        audit.display(),
         pg_target("db", addr, pg.addr(), "")
     );
-    let sluice = Sluice::start(&config);
+    let mut sluice = Sluice::start(&config);
     let k = &keys.key;
     let now = sluice::identity::unix_now();
 
@@ -163,6 +165,45 @@ fn every_bad_token_is_refused_with_28p01_and_a_clear_reason() {
     assert!(logs.contains("event=access_denied target=db subject=bob"));
     // The unknown kid asked the JWKS store for a refresh first.
     assert!(logs.contains("is not in the JWKS"));
+    // And every refusal is in the audit log.
+    drop(c);
+    sluice.signal(libc::SIGTERM);
+    assert_eq!(
+        sluice
+            .wait_exit(Duration::from_secs(20))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    let out = std::process::Command::new(sluice_bin())
+        .args([
+            "audit",
+            "search",
+            "--dir",
+            audit.to_str().unwrap(),
+            "--type",
+            "auth_failure",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), cases.len(), "{text}");
+    for (_, _, reason) in &cases {
+        assert!(text.contains(reason), "audit lacks {reason}: {text}");
+    }
+    let out = std::process::Command::new(sluice_bin())
+        .args([
+            "audit",
+            "search",
+            "--dir",
+            audit.to_str().unwrap(),
+            "--type",
+            "access_denied",
+            "--user",
+            "bob",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
 
 /// A JWKS over HTTP whose document the test can swap.
@@ -271,4 +312,67 @@ fn policy_reload_applies_to_open_sessions_and_broken_config_keeps_the_old() {
     assert_eq!(message(&err), "deletes are frozen");
     c.execute("UPDATE t SET id = id WHERE id = 4", &[])
         .expect("session still up");
+}
+
+#[test]
+fn admin_reload_needs_an_admin_token_and_reports_errors() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let (addr, admin) = (free_addr(), free_addr());
+    let config = |msg: &str| {
+        format!(
+            "[gateway]\nshards = 2\nadmin = \"{admin}\"\n{}admin_groups = [\"platform\"]\n\n{}[guardrails.g]\nrules = [{{ kinds = [\"drop\"], action = \"deny\", message = \"{msg}\" }}]\n",
+            keys.identity_block(),
+            pg_target("db", addr, pg.addr(), "guardrails = \"g\"")
+        )
+    };
+    let sluice = Sluice::start(&config("first"));
+    let post = |token: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "POST /api/reload HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(post(None).starts_with("HTTP/1.1 401"), "no token");
+    assert!(post(Some("garbage")).starts_with("HTTP/1.1 401"));
+    let not_admin = post(Some(&keys.token("alice", &["sre"])));
+    assert!(
+        not_admin.starts_with("HTTP/1.1 403") && not_admin.contains("not in an admin group"),
+        "{not_admin}"
+    );
+    let admin_token = keys.token("root", &["platform"]);
+
+    sluice.rewrite_config(&config("second"));
+    let ok = post(Some(&admin_token));
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.ends_with(r#"{"status":"reloaded"}"#),
+        "{ok}"
+    );
+    let mut c = connect(addr, &keys.token("alice", &["sre"]), "postgres").unwrap();
+    assert_eq!(
+        message(&c.batch_execute("DROP TABLE x").unwrap_err()),
+        "second"
+    );
+
+    sluice.rewrite_config("[gateway]\nshards = \"x\"\n");
+    let bad = post(Some(&admin_token));
+    assert!(
+        bad.starts_with("HTTP/1.1 422") && bad.contains("invalid type"),
+        "{bad}"
+    );
+    assert_eq!(
+        message(&c.batch_execute("DROP TABLE x").unwrap_err()),
+        "second",
+        "old policy kept"
+    );
 }

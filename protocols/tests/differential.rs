@@ -216,7 +216,7 @@ fn corpus() -> Vec<String> {
             .replace("{p}", rng.pick(&preds))
             .replace("{n}", &n.to_string());
         let sql = match rng.next() % 4 {
-            0 => sql.to_lowercase().replace("$body$", "$body$"),
+            0 => sql.to_lowercase(),
             1 => format!(
                 "{}{sql}",
                 rng.pick(&comments).trim_start_matches(" -- trailing\n")

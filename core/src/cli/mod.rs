@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
+
 /// Sluice: an access gateway between the people, CI jobs and AI agents that ask for
 /// work and the databases and APIs that do it.
 ///
@@ -36,6 +38,9 @@ enum Command {
     /// Development tokens: make a signing key and JWKS, mint access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Read the audit log: verify its integrity, search, export, tail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +87,7 @@ pub fn main() -> i32 {
         },
         Command::Check { config } => check(config),
         Command::Token(cmd) => token(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }
 

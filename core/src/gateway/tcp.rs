@@ -15,6 +15,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use sluice_config::{Config, Target};
 
+use crate::audit::{now_ms, Rec};
 use crate::metrics::ErrorKind;
 use crate::runtime::Shard;
 use crate::{debug, warn};
@@ -58,6 +59,16 @@ pub async fn serve(
         }
     };
     let _ = upstream.set_nodelay(true);
+    if let Some(audit) = shard.audit() {
+        audit.note(|out| {
+            Rec::begin(out, "session_start", now_ms())
+                .str("target", &target.name)
+                .str("protocol", "tcp")
+                .str("client", &peer.to_string())
+                .num("shard", shard.id as u64)
+                .end()
+        });
+    }
     let m = shard.metrics.target(index);
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
@@ -66,6 +77,8 @@ pub async fn serve(
         pump(client_read, upstream_write, size, &m.bytes_from_client),
         pump(upstream_read, client_write, size, &m.bytes_from_upstream),
     );
+    let up_bytes = *up.as_ref().unwrap_or(&0);
+    let down_bytes = *down.as_ref().unwrap_or(&0);
     for (result, kind) in [(up, ErrorKind::ClientIo), (down, ErrorKind::UpstreamIo)] {
         if let Err(e) = result {
             // A reset from either side is a normal way for a session to end at L4.
@@ -80,6 +93,18 @@ pub async fn serve(
                 );
             }
         }
+    }
+    if let Some(audit) = shard.audit() {
+        audit.note(|out| {
+            Rec::begin(out, "session_end", now_ms())
+                .str("target", &target.name)
+                .str("protocol", "tcp")
+                .str("client", &peer.to_string())
+                .num("duration_ms", started.elapsed().as_millis() as u64)
+                .num("bytes_from_client", up_bytes)
+                .num("bytes_to_client", down_bytes)
+                .end()
+        });
     }
     debug!(
         "session_closed",

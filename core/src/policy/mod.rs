@@ -3,6 +3,7 @@
 //! (`sluice_config::policy`). A multi-statement message is refused whole if any
 //! statement is refused.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use sluice_config::policy::{kind_index, Decision, Statement as PolicyStatement};
@@ -17,13 +18,24 @@ use crate::runtime::Shard;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    Deny { message: Arc<str>, detail: String },
+    Deny {
+        message: Arc<str>,
+        detail: String,
+        /// The guardrail rule (0-based) that decided, if one did.
+        rule: Option<u16>,
+    },
 }
 
-/// Judges the SQL of a `Query` or `Parse` for the caller on target `index`.
-pub fn judge(shard: &Shard, index: usize, identity: &Identity, sql: &[u8]) -> Verdict {
+/// Judges the SQL of a `Query` or `Parse` for the caller on target `index`;
+/// also returns the classification (for the audit record).
+pub fn judge(
+    shard: &Shard,
+    index: usize,
+    identity: &Identity,
+    sql: &[u8],
+) -> (Verdict, Rc<[Statement]>) {
     let statements = shard.classify(sql, Dialect::Postgres);
-    decide(shard, index, identity, &statements)
+    (decide(shard, index, identity, &statements), statements)
 }
 
 /// A `FunctionCall` message runs a function by OID: code the gateway cannot see.
@@ -46,6 +58,7 @@ fn decide(shard: &Shard, index: usize, identity: &Identity, statements: &[Statem
         return Verdict::Deny {
             message: "target is no longer configured".into(),
             detail: String::new(),
+            rule: None,
         };
     };
     let groups = policy.groups(&identity.groups);
@@ -64,6 +77,7 @@ fn decide(shard: &Shard, index: usize, identity: &Identity, statements: &[Statem
                     return Verdict::Deny {
                         message: "changing search_path, role or session authorization is not allowed through Sluice".into(),
                         detail: "add a guardrail rule allowing kind \"set\" to permit it".into(),
+                        rule: None,
                     };
                 }
             }
@@ -71,12 +85,14 @@ fn decide(shard: &Shard, index: usize, identity: &Identity, statements: &[Statem
                 return Verdict::Deny {
                     message,
                     detail: format!("{} statement refused by guardrail rule {}", st.kind.as_str(), rule + 1),
+                    rule: Some(rule),
                 }
             }
             Decision::Approve { rule } => {
                 return Verdict::Deny {
                     message: format!("{} on target `{name}` needs approval", st.kind.as_str().to_uppercase()).into(),
                     detail: format!("guardrail rule {} requires a second person's approval, and approvals are not enabled", rule + 1),
+                    rule: Some(rule),
                 }
             }
         }

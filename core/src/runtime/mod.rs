@@ -22,6 +22,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use sluice_config::{Config, IoDriver, Protocol};
 
+use crate::audit::{Audit, Rec};
 use crate::identity::jwks::{KeyStore, Source};
 use crate::identity::VerifierConfig;
 use crate::metrics::Snapshot;
@@ -57,6 +58,10 @@ pub struct Shared {
     /// Per target name: how to reach its upstream over TLS.
     pub upstream_tls: HashMap<String, Arc<rustls::ClientConfig>>,
     pub cancels: CancelRegistry,
+    /// The audit pipeline, when `[audit]` is configured.
+    pub audit: Option<Arc<Audit>>,
+    /// To the main thread's lifecycle loop (admin-triggered reloads).
+    pub lifecycle: std::sync::OnceLock<mpsc::Sender<Event>>,
 }
 
 impl Shared {
@@ -153,6 +158,16 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     };
     let driver = if uring { "io_uring" } else { "epoll" };
 
+    let (audit, mut audit_wakes) = match &config.audit {
+        Some(a) => {
+            let settings = crate::audit::Settings::from_config(a);
+            let key = crate::audit::signing_key(&settings, a.signing_key.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let (audit, wakes) = Audit::start(settings, shards, key).map_err(anyhow::Error::msg)?;
+            (Some(audit), wakes.into_iter().map(Some).collect::<Vec<_>>())
+        }
+        None => (None, (0..shards).map(|_| None).collect()),
+    };
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::unbounded()).unzip();
     let shared = Arc::new(Shared {
         controls: senders,
@@ -163,12 +178,15 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         tls,
         upstream_tls,
         cancels: CancelRegistry::default(),
+        audit,
+        lifecycle: std::sync::OnceLock::new(),
     });
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(shards);
     for (id, control) in receivers.into_iter().enumerate() {
         let (shared, config, ready) = (shared.clone(), config.clone(), ready_tx.clone());
         let policy = policy.clone();
+        let audit_wake = audit_wakes[id].take();
         let pin = config.gateway.pin_cores.then_some(id % cores);
         let handle = thread::Builder::new()
             .name(format!("sluice-shard-{id}"))
@@ -176,7 +194,8 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                 if let Some(core) = pin {
                     pin_to_core(core);
                 }
-                let shard_main = Shard::new(id, shared, config, policy).run(control, ready.clone());
+                let shard_main =
+                    Shard::new(id, shared, config, policy).run(control, ready.clone(), audit_wake);
                 let built = if uring {
                     monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                         .with_entries(4096)
@@ -237,9 +256,11 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     lifecycle(config_path, config, &shared, handles)
 }
 
-enum Event {
+pub enum Event {
     Signal(i32),
     Drained,
+    /// `POST /api/reload`: reload and answer with the errors, if any.
+    Reload(flume::Sender<Result<(), String>>),
 }
 
 fn lifecycle(
@@ -250,6 +271,7 @@ fn lifecycle(
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let (tx, rx) = mpsc::channel();
+    let _ = shared.lifecycle.set(tx.clone());
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
     let signal_tx = tx.clone();
@@ -268,9 +290,13 @@ fn lifecycle(
     while let Ok(event) = rx.recv() {
         match event {
             Event::Signal(SIGHUP) => {
-                if let Some(new) = reload(&config_path, &current, shared) {
+                if let Ok(new) = reload(&config_path, &current, shared) {
                     current = new;
                 }
+            }
+            Event::Reload(reply) => {
+                let outcome = reload(&config_path, &current, shared).map(|new| current = new);
+                let _ = reply.send(outcome);
             }
             Event::Signal(sig) => match handles.take() {
                 Some(handles) => {
@@ -304,12 +330,16 @@ fn lifecycle(
             Event::Drained => break,
         }
     }
+    if let Some(audit) = &shared.audit {
+        // Every shard has stopped: drain the rings and sign a final checkpoint.
+        audit.close();
+    }
     info!("stopped");
     Ok(())
 }
 
 /// Validates the file again; on success hands every shard the new configuration.
-fn reload(path: &Path, current: &Config, shared: &Shared) -> Option<Arc<Config>> {
+fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<Arc<Config>, String> {
     match load_config(path) {
         Err(errors) => {
             error!(
@@ -318,7 +348,8 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Option<Arc<Config>>
                 keeping = "running configuration",
                 errors = errors
             );
-            None
+            audit_reload(shared, path, Some(&errors));
+            Err(errors)
         }
         Ok(new) => {
             let listeners = |c: &Config| {
@@ -345,7 +376,8 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Option<Arc<Config>>
                         keeping = "running configuration",
                         errors = e
                     );
-                    return None;
+                    audit_reload(shared, path, Some(&e));
+                    return Err(e);
                 }
             };
             if new
@@ -371,8 +403,24 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Option<Arc<Config>>
                 config = path.display(),
                 targets = new.targets.len()
             );
-            Some(new)
+            audit_reload(shared, path, None);
+            Ok(new)
         }
+    }
+}
+
+/// Records a reload attempt in the audit log.
+fn audit_reload(shared: &Shared, path: &Path, error: Option<&str>) {
+    if let Some(audit) = &shared.audit {
+        let mut body = Vec::with_capacity(256);
+        let rec = Rec::begin(&mut body, "reload", crate::audit::now_ms())
+            .str("config", &path.display().to_string())
+            .bool("ok", error.is_none());
+        match error {
+            Some(e) => rec.str("error", e).end(),
+            None => rec.end(),
+        }
+        audit.side_record(body);
     }
 }
 

@@ -111,43 +111,6 @@ impl Latch {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::rc::Rc;
-
-    #[test]
-    fn latch_wakes_waiters_and_stays_set() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let latch = Rc::new(Latch::default());
-            let l2 = latch.clone();
-            let waiter = monoio::spawn(async move { l2.wait().await });
-            monoio::time::sleep(std::time::Duration::from_millis(5)).await;
-            latch.set();
-            waiter.await;
-            latch.wait().await; // already set: immediate
-            assert!(latch.is_set());
-        });
-    }
-
-    #[test]
-    fn dropped_waiters_free_their_slot() {
-        let n = Notify::default();
-        let waker = Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        for _ in 0..100 {
-            let mut f = Box::pin(n.notified());
-            assert!(f.as_mut().poll(&mut cx).is_pending());
-            assert!(f.as_mut().poll(&mut cx).is_pending());
-        }
-        assert_eq!(n.slots.borrow().len(), 1);
-    }
-}
-
 /// A value that one task at a time may take out and use across `.await`s, then put
 /// back; others wait. This is how two pumps of a session share the client's write
 /// half without holding a `RefCell` borrow across an await.
@@ -191,5 +154,42 @@ impl<T> Slot<T> {
         self.closed.set(true);
         self.returned.notify_all();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn latch_wakes_waiters_and_stays_set() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let latch = Rc::new(Latch::default());
+            let l2 = latch.clone();
+            let waiter = monoio::spawn(async move { l2.wait().await });
+            monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+            latch.set();
+            waiter.await;
+            latch.wait().await; // already set: immediate
+            assert!(latch.is_set());
+        });
+    }
+
+    #[test]
+    fn dropped_waiters_free_their_slot() {
+        let n = Notify::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..100 {
+            let mut f = Box::pin(n.notified());
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(n.slots.borrow().len(), 1);
     }
 }

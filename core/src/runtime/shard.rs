@@ -16,6 +16,7 @@ use sluice_config::{Config, Protocol, Target};
 use super::catch::{panic_message, CatchUnwind};
 use super::notify::{Latch, Notify};
 use super::{Control, Shared};
+use crate::audit::ShardAudit;
 use crate::identity::cache::TokenCache;
 use crate::identity::{AuthError, Identity, Verifier};
 use crate::metrics::{ErrorKind, ShardMetrics};
@@ -30,6 +31,8 @@ pub struct Shard {
     verifier: Option<Verifier>,
     tokens: RefCell<TokenCache>,
     sql_cache: RefCell<crate::policy::cache::SqlCache>,
+    /// This shard's side of the audit pipeline (set when the shard starts).
+    pub audit: std::cell::OnceCell<Rc<ShardAudit>>,
     /// The targets as configured at start-up (one listener each).
     startup_targets: Vec<Target>,
     pub metrics: ShardMetrics,
@@ -62,6 +65,7 @@ impl Shard {
             tokens: RefCell::new(TokenCache::new(10_000)),
             sql_cache: RefCell::new(Default::default()),
             startup_targets,
+            audit: std::cell::OnceCell::new(),
             metrics,
             sessions: Cell::new(0),
             idle: Notify::default(),
@@ -72,6 +76,11 @@ impl Shard {
     /// The configuration in force; a reload swaps it between sessions' steps.
     pub fn config(&self) -> Arc<Config> {
         self.config.borrow().clone()
+    }
+
+    /// This shard's audit handle, if auditing is on.
+    pub fn audit(&self) -> Option<&Rc<ShardAudit>> {
+        self.audit.get()
     }
 
     /// Classifies SQL through this shard's cache.
@@ -125,7 +134,11 @@ impl Shard {
         self: Rc<Self>,
         control: flume::Receiver<Control>,
         ready: std::sync::mpsc::Sender<Result<(), String>>,
+        audit_wake: Option<flume::Receiver<()>>,
     ) {
+        if let (Some(audit), Some(wake)) = (self.shared.audit.clone(), audit_wake) {
+            let _ = self.audit.set(ShardAudit::new(audit, self.id, wake));
+        }
         let config = self.config();
         let mut listeners = Vec::with_capacity(config.targets.len());
         for (index, t) in config.targets.iter().enumerate() {

@@ -32,9 +32,10 @@ impl Keys {
         }))
     }
 
+    /// The `[identity]` table (keys may be appended: it ends without a blank line).
     pub fn identity_block(&self) -> String {
         format!(
-            "[identity]\nissuer = \"{ISSUER}\"\naudience = \"sluice\"\njwks = \"file:{}\"\n\n",
+            "[identity]\nissuer = \"{ISSUER}\"\naudience = \"sluice\"\njwks = \"file:{}\"\n",
             self.jwks_path.display()
         )
     }

@@ -26,6 +26,7 @@ use sluice_protocols::postgres::frontend::{self, Startup};
 use sluice_protocols::postgres::{self as pg, DEFAULT_MAX_STARTUP};
 use sluice_protocols::Status;
 
+use crate::audit::{now_ms, Rec};
 use crate::identity::{AuthError, Identity};
 use crate::metrics::ErrorKind;
 use crate::runtime::{CancelTarget, Shard};
@@ -49,6 +50,8 @@ pub mod sqlstate {
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    /// `disk_full`: the audit log cannot take records, so nothing runs.
+    pub const AUDIT_UNAVAILABLE: &str = "53100";
 }
 
 /// Startup parameters passed through to the upstream as the client sent them.
@@ -70,6 +73,8 @@ pub struct Context<'a> {
     pub identity: Rc<Identity>,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// Random id tying this session's audit records together.
+    pub session: String,
 }
 
 pub async fn serve(
@@ -264,6 +269,8 @@ async fn session<C: Io>(
     let Ok(Some((identity, startup))) = login else {
         return;
     };
+    let mut sid = [0u8; 8];
+    getrandom::fill(&mut sid).expect("the OS random source is available");
     let ctx = Context {
         shard,
         index,
@@ -272,6 +279,7 @@ async fn session<C: Io>(
         identity,
         peer,
         tls,
+        session: sid.iter().map(|b| format!("{b:02x}")).collect(),
     };
     let params: Vec<(&str, &str)> = startup
         .iter()
@@ -305,19 +313,54 @@ async fn session<C: Io>(
         tls = tls,
         shard = shard.id
     );
+    let started = std::time::Instant::now();
+    if let Some(audit) = shard.audit() {
+        audit.note(|out| {
+            Rec::begin(out, "session_start", now_ms())
+                .str("session", &ctx.session)
+                .str("target", &target.name)
+                .str("protocol", "postgres")
+                .str("subject", &ctx.identity.subject)
+                .strs("groups", &ctx.identity.groups)
+                .str("client", &peer.to_string())
+                .bool("tls", tls)
+                .num("shard", shard.id as u64)
+                .end()
+        });
+    }
     let mut hello = Vec::with_capacity(upstream.greeting.len() + 64);
     encode::auth_ok(&mut hello);
     hello.extend_from_slice(&upstream.greeting);
     encode::backend_key_data(&mut hello, cpid, ckey);
     encode::ready_for_query(&mut hello, upstream.status);
     let (res, _) = client.write_all(hello).await;
-    if res.is_ok() {
-        match upstream.stream {
+    let totals = if res.is_ok() {
+        Some(match upstream.stream {
             login::Upstream::Plain(s) => relay::run(&ctx, client, s, buf, upstream.status).await,
             login::Upstream::Tls(s) => relay::run(&ctx, client, *s, buf, upstream.status).await,
-        }
-    }
+        })
+    } else {
+        None
+    };
     shard.shared.cancels.remove(cpid, ckey);
+    if let Some(audit) = shard.audit() {
+        let t = totals.unwrap_or(relay::Totals {
+            commands: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+        audit.note(|out| {
+            Rec::begin(out, "session_end", now_ms())
+                .str("session", &ctx.session)
+                .str("target", &target.name)
+                .str("subject", &ctx.identity.subject)
+                .num("duration_ms", started.elapsed().as_millis() as u64)
+                .num("commands", t.commands)
+                .num("bytes_from_client", t.bytes_in)
+                .num("bytes_to_client", t.bytes_out)
+                .end()
+        });
+    }
     info!(
         "session_end",
         target = target.name,
@@ -469,6 +512,17 @@ async fn client_login<C: Io>(
                 startup_user = user,
                 reason = e
             );
+            if let Some(audit) = shard.audit() {
+                audit.note(|out| {
+                    Rec::begin(out, "auth_failure", now_ms())
+                        .str("target", &target.name)
+                        .str("protocol", "postgres")
+                        .str("client", &peer.to_string())
+                        .str("startup_user", user)
+                        .str("reason", &e.to_string())
+                        .end()
+                });
+            }
             let code = match e {
                 AuthError::Missing => sqlstate::INVALID_AUTHORIZATION,
                 _ => sqlstate::INVALID_PASSWORD,
@@ -489,6 +543,17 @@ async fn client_login<C: Io>(
             peer = peer,
             groups = identity.groups.join(",")
         );
+        if let Some(audit) = shard.audit() {
+            audit.note(|out| {
+                Rec::begin(out, "access_denied", now_ms())
+                    .str("target", &target.name)
+                    .str("protocol", "postgres")
+                    .str("client", &peer.to_string())
+                    .str("subject", &identity.subject)
+                    .strs("groups", &identity.groups)
+                    .end()
+            });
+        }
         fatal(
             client,
             sqlstate::INVALID_AUTHORIZATION,

@@ -2,21 +2,27 @@
 //!
 //! **Client → upstream.** Messages are framed in the read buffer and forwarded in
 //! place, in one write per read. `Query`, `Parse` and `FunctionCall` are judged
-//! first. A refused one is *replaced* by a placeholder the server rejects with a
-//! syntax error naming a random marker (`sluice_denied_<hex>`): the real statement
-//! never reaches the upstream, and the server itself produces the error, discards
-//! until `Sync` and reports the right transaction state — so simple and extended
-//! protocol, pipelines and transaction blocks all behave exactly as if the server
-//! had refused the statement. A refused named `Parse` leaves no prepared statement
-//! behind, so a later `Bind`/`Execute` of that name fails upstream, never runs.
+//! first and recorded in the audit log (in strict durability the batch waits for
+//! the records to be on disk). A refused one is *replaced* by a placeholder the
+//! server rejects with a syntax error naming a random marker
+//! (`sluice_denied_<hex>`): the real statement never reaches the upstream, and the
+//! server itself produces the error, discards until `Sync` and reports the right
+//! transaction state — so simple and extended protocol, pipelines and transaction
+//! blocks all behave exactly as if the server had refused the statement. A
+//! refused named `Parse` leaves no prepared statement behind, so a later
+//! `Bind`/`Execute` of that name fails upstream, never runs. If the audit log
+//! cannot take the records, the batch's commands are refused the same way with
+//! SQLSTATE `53100`: nothing runs unrecorded.
 //!
 //! **Upstream → client.** An `ErrorResponse` carrying a pending marker is rewritten
-//! into the gateway's own `42501` error with the rule's message; `DataRow`s pass the
-//! masking hook in place. Large `DataRow`/`CopyData` messages stream through
+//! into the gateway's own error with the rule's message; `DataRow`s pass the
+//! masking hook in place; each `ReadyForQuery` closes a result record (rows,
+//! bytes, error, time). Large `DataRow`/`CopyData` messages stream through
 //! without being buffered whole.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,9 +31,11 @@ use sluice_protocols::postgres::backend::{self, Backend};
 use sluice_protocols::postgres::encode;
 use sluice_protocols::postgres::frontend::{self, Frontend};
 use sluice_protocols::postgres::{frame, Frame};
+use sluice_protocols::sql::Statement;
 
 use super::io::{read_more, write_range, Io};
 use super::{error_bytes, sqlstate, Context};
+use crate::audit::{now_ms, Rec};
 use crate::metrics::ErrorKind;
 use crate::policy::Verdict;
 use crate::runtime::notify::Slot;
@@ -39,10 +47,17 @@ const MARKER: &str = "sluice_denied_";
 
 struct Denial {
     marker: u64,
+    code: &'static str,
     message: Arc<str>,
     detail: String,
     /// Resolved (matched or skipped) by this sync point's `ReadyForQuery`.
     sync_seq: u64,
+}
+
+/// Commands forwarded up to one sync point, and what came back for them.
+struct ResultGroup {
+    ids: Vec<u64>,
+    started: Instant,
 }
 
 /// State the two pumps share; no borrow is ever held across an `.await`.
@@ -50,7 +65,31 @@ struct Shared {
     denials: RefCell<VecDeque<Denial>>,
     syncs_sent: Cell<u64>,
     syncs_done: Cell<u64>,
-    started: RefCell<VecDeque<Instant>>,
+    groups: RefCell<VecDeque<ResultGroup>>,
+    open_group: RefCell<Vec<u64>>,
+    /// Prepared statement and portal names → the command that parsed them, so an
+    /// `Execute` in a later sync group is accounted to its statement.
+    statements: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
+    portals: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
+    next_id: Cell<u64>,
+    pub commands: Cell<u64>,
+    pub bytes_in: Cell<u64>,
+    pub bytes_out: Cell<u64>,
+}
+
+/// One judged command of the current read batch.
+struct Cmd {
+    id: u64,
+    pos: usize,
+    len: usize,
+    tag: u8,
+    /// The SQL text (or function call) within the read buffer.
+    text: std::ops::Range<usize>,
+    verdict: Verdict,
+    statements: Option<Rc<[Statement]>>,
+    /// For a refused command, the marker of its placeholder.
+    marker: Option<u64>,
+    sync_seq: u64,
 }
 
 /// A write plan over the read buffer: ranges forwarded in place, plus replacement
@@ -74,6 +113,12 @@ impl Plan {
             scratch: Vec::new(),
             from: 0,
         }
+    }
+
+    fn reset(&mut self) {
+        self.segs.clear();
+        self.scratch.clear();
+        self.from = 0;
     }
 
     /// Replaces `buf[start..end]` with what `f` appends to the scratch buffer.
@@ -111,13 +156,20 @@ impl Plan {
     }
 }
 
+/// Per-session counters for the session's end record.
+pub struct Totals {
+    pub commands: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
 pub async fn run<C: Io, U: Io>(
     ctx: &Context<'_>,
     client: C,
     upstream: U,
     pending: Vec<u8>,
     _status: u8,
-) {
+) -> Totals {
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
     let client_w = Slot::new(client_w);
@@ -125,12 +177,24 @@ pub async fn run<C: Io, U: Io>(
         denials: RefCell::new(VecDeque::new()),
         syncs_sent: Cell::new(0),
         syncs_done: Cell::new(0),
-        started: RefCell::new(VecDeque::new()),
+        groups: RefCell::new(VecDeque::new()),
+        open_group: RefCell::new(Vec::new()),
+        statements: RefCell::new(Default::default()),
+        portals: RefCell::new(Default::default()),
+        next_id: Cell::new(1),
+        commands: Cell::new(0),
+        bytes_in: Cell::new(0),
+        bytes_out: Cell::new(0),
     };
     monoio::join!(
         client_to_upstream(ctx, &shared, client_r, upstream_w, &client_w, pending),
         upstream_to_client(ctx, &shared, upstream_r, &client_w),
     );
+    Totals {
+        commands: shared.commands.get(),
+        bytes_in: shared.bytes_in.get(),
+        bytes_out: shared.bytes_out.get(),
+    }
 }
 
 /// Sends a FATAL error to the client and closes its side for good.
@@ -138,6 +202,23 @@ async fn fatal_to_client<W: AsyncWriteRent>(client_w: &Slot<W>, code: &str, mess
     if let Some(mut w) = client_w.close().await {
         super::io::fatal(&mut w, code, message).await;
     }
+}
+
+/// After a fatal error, reads and drops what the client is still sending (for up
+/// to two seconds), so closing does not reset the connection before the client
+/// has read the error.
+async fn linger<R: AsyncReadRent>(client: &mut R) {
+    let mut sink = Vec::with_capacity(64 * 1024);
+    let drain = async {
+        loop {
+            sink.clear();
+            match read_more(client, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
 async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteRent>(
@@ -150,6 +231,7 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
 ) {
     let max = ctx.config.gateway.max_message;
     let mut plan = Plan::new();
+    let mut cmds: Vec<Cmd> = Vec::new();
     let mut passthrough = 0usize;
     let mut terminate = false;
     loop {
@@ -169,6 +251,7 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
             passthrough -= n;
             pos = n;
         }
+        cmds.clear();
         while passthrough == 0 && !terminate {
             let f = match frame(&buf[pos..], max) {
                 Ok(Some(f)) => f,
@@ -200,7 +283,7 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                 }
                 break;
             }
-            if let Err(e) = judge_message(ctx, shared, &buf, pos, f, &mut plan) {
+            if let Err(e) = judge_message(ctx, shared, &buf, pos, f, &mut plan, &mut cmds) {
                 warn!(
                     "client_protocol_error",
                     target = ctx.target.name,
@@ -223,34 +306,21 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
             }
             pos += f.len;
         }
+        if !cmds.is_empty() {
+            record_commands(ctx, shared, &buf, &mut cmds, &mut plan).await;
+        }
         plan.finish(pos);
         if plan.write(&mut upstream, &mut buf).await.is_err() {
             ctx.shard.metrics.error(ErrorKind::UpstreamIo);
             break;
         }
+        shared.bytes_in.set(shared.bytes_in.get() + pos as u64);
         buf.drain(..pos);
         if terminate {
             break;
         }
     }
     let _ = upstream.shutdown().await;
-}
-
-/// After a fatal error, reads and drops what the client is still sending (for up
-/// to two seconds), so closing does not reset the connection before the client
-/// has read the error.
-async fn linger<R: AsyncReadRent>(client: &mut R) {
-    let mut sink = Vec::with_capacity(64 * 1024);
-    let drain = async {
-        loop {
-            sink.clear();
-            match read_more(client, &mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
 /// True if `buf` does not start with a whole message (so more must be read).
@@ -262,8 +332,28 @@ fn incomplete(buf: &[u8], max: usize) -> bool {
     }
 }
 
+/// A random marker for a placeholder statement.
+fn new_marker() -> u64 {
+    let mut m = [0u8; 8];
+    getrandom::fill(&mut m).expect("the OS random source is available");
+    u64::from_ne_bytes(m)
+}
+
+/// Replaces a command with a placeholder naming `marker`.
+fn substitute(plan: &mut Plan, buf: &[u8], c: &Cmd, marker: u64) {
+    let placeholder = format!("{MARKER}{marker:016x}");
+    let name = match frontend::parse(c.tag, &buf[c.pos + 5..c.pos + c.len]) {
+        Ok(Frontend::Parse { name, .. }) => Some(name),
+        _ => None,
+    };
+    plan.replace(c.pos, c.pos + c.len, |out| match name {
+        Some(name) => encode::parse(out, name, placeholder.as_bytes(), &[]),
+        None => encode::query(out, placeholder.as_bytes()),
+    });
+}
+
 /// Judges one complete client message at `buf[pos..pos + f.len]`; a refused
-/// statement is replaced in `plan`.
+/// statement is replaced in `plan`; commands are collected for the audit log.
 fn judge_message(
     ctx: &Context<'_>,
     shared: &Shared,
@@ -271,49 +361,97 @@ fn judge_message(
     pos: usize,
     f: Frame,
     plan: &mut Plan,
+    cmds: &mut Vec<Cmd>,
 ) -> Result<(), sluice_protocols::postgres::Error> {
-    let msg = frontend::parse(f.tag, &buf[pos + 5..pos + f.len])?;
-    let (verdict, sync_point) = match msg {
-        Frontend::Query(sql) => (judge(ctx, sql), true),
-        Frontend::Parse { sql, .. } => (judge(ctx, sql), false),
-        Frontend::FunctionCall { oid, .. } => (
-            crate::policy::judge_function_call(ctx.shard, ctx.index, &ctx.identity, oid),
-            true,
-        ),
-        Frontend::Sync => (Verdict::Allow, true),
+    let body = pos + 5..pos + f.len;
+    let msg = frontend::parse(f.tag, &buf[body.clone()])?;
+    let text_of = |s: &[u8]| {
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + s.len()
+    };
+    let (judged, sync_point) = match msg {
+        Frontend::Query(sql) => (Some((judge(ctx, sql), text_of(sql))), true),
+        Frontend::Parse { sql, .. } => (Some((judge(ctx, sql), text_of(sql))), false),
+        Frontend::FunctionCall { oid, .. } => {
+            let v = crate::policy::judge_function_call(ctx.shard, ctx.index, &ctx.identity, oid);
+            (Some(((v, None), body.clone())), true)
+        }
+        Frontend::Sync => (None, true),
+        Frontend::Bind {
+            portal, statement, ..
+        } => {
+            if let Some(&id) = shared.statements.borrow().get(statement) {
+                shared.portals.borrow_mut().insert(portal.to_vec(), id);
+            }
+            (None, false)
+        }
+        Frontend::Execute { portal, .. } => {
+            if let Some(&id) = shared.portals.borrow().get(portal) {
+                let mut open = shared.open_group.borrow_mut();
+                if !open.contains(&id) {
+                    open.push(id);
+                }
+            }
+            (None, false)
+        }
         Frontend::Password(_) => {
             return Err(sluice_protocols::postgres::Error::Malformed(
                 "unexpected password",
             ))
         }
-        _ => (Verdict::Allow, false),
+        _ => (None, false),
     };
     let seq = shared.syncs_sent.get() + 1;
-    if let Verdict::Deny { message, detail } = verdict {
-        let mut m = [0u8; 8];
-        getrandom::fill(&mut m).expect("the OS random source is available");
-        let marker = u64::from_ne_bytes(m);
-        let placeholder = format!("{MARKER}{marker:016x}");
-        plan.replace(pos, pos + f.len, |out| match msg {
-            Frontend::Parse { name, .. } => encode::parse(out, name, placeholder.as_bytes(), &[]),
-            _ => encode::query(out, placeholder.as_bytes()),
-        });
-        shared.denials.borrow_mut().push_back(Denial {
-            marker,
-            message,
-            detail,
+    if let Some(((verdict, statements), text)) = judged {
+        let id = shared.next_id.get();
+        shared.next_id.set(id + 1);
+        shared.commands.set(shared.commands.get() + 1);
+        let mut cmd = Cmd {
+            id,
+            pos,
+            len: f.len,
+            tag: f.tag,
+            text,
+            verdict,
+            statements,
+            marker: None,
             sync_seq: seq,
-        });
+        };
+        if let Verdict::Deny {
+            message, detail, ..
+        } = &cmd.verdict
+        {
+            let marker = new_marker();
+            substitute(plan, buf, &cmd, marker);
+            shared.denials.borrow_mut().push_back(Denial {
+                marker,
+                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                message: message.clone(),
+                detail: detail.clone(),
+                sync_seq: seq,
+            });
+            cmd.marker = Some(marker);
+        } else {
+            shared.open_group.borrow_mut().push(id);
+        }
+        if let Frontend::Parse { name, .. } = msg {
+            shared.statements.borrow_mut().insert(name.to_vec(), id);
+        }
+        cmds.push(cmd);
     }
     if sync_point {
         shared.syncs_sent.set(seq);
-        shared.started.borrow_mut().push_back(Instant::now());
+        let ids = std::mem::take(&mut *shared.open_group.borrow_mut());
+        shared.groups.borrow_mut().push_back(ResultGroup {
+            ids,
+            started: Instant::now(),
+        });
     }
     Ok(())
 }
 
-fn judge(ctx: &Context<'_>, sql: &[u8]) -> Verdict {
-    let verdict = crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, sql);
+fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
+    let (verdict, statements) = crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, sql);
     if let Verdict::Deny { message, .. } = &verdict {
         info!(
             "statement_denied",
@@ -323,7 +461,122 @@ fn judge(ctx: &Context<'_>, sql: &[u8]) -> Verdict {
             sql = String::from_utf8_lossy(&sql[..sql.len().min(200)])
         );
     }
-    verdict
+    (verdict, Some(statements))
+}
+
+/// Writes the batch's command records; in strict durability waits until they are
+/// on disk. If the log cannot take them, every allowed command of the batch is
+/// refused with `53100` instead of running unrecorded.
+async fn record_commands(
+    ctx: &Context<'_>,
+    shared: &Shared,
+    buf: &[u8],
+    cmds: &mut [Cmd],
+    plan: &mut Plan,
+) {
+    let Some(audit) = ctx.shard.audit() else {
+        return;
+    };
+    let mut last = None;
+    let mut failed = None;
+    for c in cmds.iter() {
+        let pushed = audit
+            .push(|out| {
+                let kinds: Vec<&str> = c
+                    .statements
+                    .iter()
+                    .flat_map(|s| s.iter().map(|st| st.kind.as_str()))
+                    .collect();
+                let opaque = c
+                    .statements
+                    .as_ref()
+                    .is_some_and(|s| s.iter().any(|st| st.flags.opaque))
+                    || c.tag == b'F';
+                let writes = c
+                    .statements
+                    .as_ref()
+                    .is_some_and(|s| s.iter().any(|st| st.flags.writes))
+                    || c.tag == b'F';
+                let unbounded = c
+                    .statements
+                    .as_ref()
+                    .is_some_and(|s| s.iter().any(|st| st.flags.unbounded));
+                let rec = Rec::begin(out, "command", now_ms())
+                    .str("session", &ctx.session)
+                    .num("cmd", c.id)
+                    .str("target", &ctx.target.name)
+                    .str("subject", &ctx.identity.subject)
+                    .str("protocol", "postgres")
+                    .str(
+                        "message",
+                        match c.tag {
+                            b'Q' => "query",
+                            b'P' => "parse",
+                            _ => "function_call",
+                        },
+                    )
+                    .text("text", &buf[c.text.clone()])
+                    .strs("kinds", &kinds)
+                    .bool("writes", writes)
+                    .bool("opaque", opaque)
+                    .bool("unbounded", unbounded);
+                match &c.verdict {
+                    Verdict::Allow => rec.str("decision", "allow").end(),
+                    Verdict::Deny { message, rule, .. } => {
+                        let rec = rec.str("decision", "deny").str("reason", message);
+                        match rule {
+                            Some(r) => rec.num("rule", *r as u64 + 1).end(),
+                            None => rec.end(),
+                        }
+                    }
+                }
+            })
+            .await;
+        match pushed {
+            Ok(t) => last = Some(t),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let any_allowed = cmds.iter().any(|c| c.verdict == Verdict::Allow);
+    if failed.is_none() && any_allowed {
+        if let Some(t) = last {
+            if let Err(e) = audit.wait_durable(t).await {
+                failed = Some(e);
+            }
+        }
+    }
+    let Some(reason) = failed else { return };
+    warn!(
+        "audit_refused_commands",
+        target = ctx.target.name,
+        subject = ctx.identity.subject,
+        reason = reason,
+        commands = cmds.len()
+    );
+    ctx.shard.metrics.error(ErrorKind::Audit);
+    // Rebuild the plan: every command of the batch becomes a placeholder.
+    plan.reset();
+    for c in cmds.iter_mut() {
+        let marker = match c.marker {
+            Some(m) => m,
+            None => {
+                let m = new_marker();
+                shared.denials.borrow_mut().push_back(Denial {
+                    marker: m,
+                    code: sqlstate::AUDIT_UNAVAILABLE,
+                    message: format!("command refused: {reason}").into(),
+                    detail: "Sluice runs nothing it cannot record; try again when the audit log recovers".into(),
+                    sync_seq: c.sync_seq,
+                });
+                c.marker = Some(m);
+                m
+            }
+        };
+        substitute(plan, buf, c, marker);
+    }
 }
 
 async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
@@ -336,6 +589,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut plan = Plan::new();
     let mut passthrough = 0usize;
+    let mut result = Outcome::default();
     loop {
         match read_more(&mut upstream, &mut buf).await {
             Ok(0) => break,
@@ -350,6 +604,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             let n = passthrough.min(buf.len());
             passthrough -= n;
             pos = n;
+            result.bytes += n as u64;
         }
         let mut broken = None;
         while passthrough == 0 {
@@ -365,11 +620,15 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             if f.len > avail {
                 if matches!(f.tag, b'D' | b'd') && f.len > STREAM_THRESHOLD {
                     passthrough = f.len - avail;
+                    result.bytes += avail as u64;
+                    if f.tag == b'D' {
+                        result.rows += 1;
+                    }
                     pos = buf.len();
                 }
                 break;
             }
-            if let Err(e) = inspect_backend(ctx, shared, &mut buf, pos, f, &mut plan) {
+            if let Err(e) = inspect_backend(ctx, shared, &mut buf, pos, f, &mut plan, &mut result) {
                 broken = Some(e);
                 break;
             }
@@ -385,6 +644,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             ctx.shard.metrics.error(ErrorKind::ClientIo);
             break;
         }
+        shared.bytes_out.set(shared.bytes_out.get() + pos as u64);
         if let Some(e) = broken {
             warn!(
                 "upstream_protocol_error",
@@ -401,6 +661,14 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
     }
 }
 
+/// What came back for the current result group.
+#[derive(Default)]
+struct Outcome {
+    rows: u64,
+    bytes: u64,
+    error: Option<String>,
+}
+
 /// Looks at one complete upstream message; may rewrite it in `plan` or mask it in
 /// place.
 fn inspect_backend(
@@ -410,46 +678,80 @@ fn inspect_backend(
     pos: usize,
     f: Frame,
     plan: &mut Plan,
+    result: &mut Outcome,
 ) -> Result<(), String> {
     match f.tag {
+        b'D' => {
+            result.rows += 1;
+            result.bytes += f.len as u64;
+        }
+        b'd' => result.bytes += f.len as u64,
         b'E' => {
             let msg =
                 backend::parse(f.tag, &buf[pos + 5..pos + f.len]).map_err(|e| e.to_string())?;
             let Backend::ErrorResponse(fields) = msg else {
                 return Ok(());
             };
-            let Some(marker) = fields
+            let marker = fields
                 .get(b'M')
                 .and_then(|m| {
                     memchr::memmem::find(m, MARKER.as_bytes()).map(|i| &m[i + MARKER.len()..])
                 })
                 .and_then(|hex| std::str::from_utf8(hex.get(..16)?).ok())
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            else {
-                return Ok(());
-            };
-            let denial = {
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            let denial = marker.and_then(|marker| {
                 let mut denials = shared.denials.borrow_mut();
                 let i = denials.iter().position(|d| d.marker == marker);
                 i.and_then(|i| denials.remove(i))
-            };
-            if let Some(d) = denial {
-                plan.replace(pos, pos + f.len, |out| {
-                    out.extend_from_slice(&error_bytes(
-                        sqlstate::INSUFFICIENT_PRIVILEGE,
-                        &d.message,
-                        Some(&d.detail),
-                    ));
-                });
+            });
+            match denial {
+                Some(d) => {
+                    plan.replace(pos, pos + f.len, |out| {
+                        out.extend_from_slice(&error_bytes(d.code, &d.message, Some(&d.detail)));
+                    });
+                }
+                None => {
+                    if result.error.is_none() {
+                        let code = String::from_utf8_lossy(fields.get(b'C').unwrap_or_default())
+                            .into_owned();
+                        let m = String::from_utf8_lossy(fields.get(b'M').unwrap_or_default())
+                            .into_owned();
+                        result.error = Some(format!("{code}: {m}"));
+                    }
+                }
             }
         }
         b'Z' => {
             let done = shared.syncs_done.get() + 1;
             shared.syncs_done.set(done);
             shared.denials.borrow_mut().retain(|d| d.sync_seq > done);
-            if let Some(t) = shared.started.borrow_mut().pop_front() {
-                ctx.shard.metrics.command_done(t.elapsed());
+            let group = shared.groups.borrow_mut().pop_front();
+            if let Some(g) = group {
+                let elapsed = g.started.elapsed();
+                ctx.shard.metrics.command_done(elapsed);
+                if !g.ids.is_empty() {
+                    if let Some(audit) = ctx.shard.audit() {
+                        audit.note(|out| {
+                            let rec = Rec::begin(out, "result", now_ms())
+                                .str("session", &ctx.session)
+                                .str("target", &ctx.target.name)
+                                .str("subject", &ctx.identity.subject)
+                                .strs(
+                                    "cmds",
+                                    &g.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                                )
+                                .num("rows", result.rows)
+                                .num("bytes", result.bytes)
+                                .num("duration_us", elapsed.as_micros() as u64);
+                            match &result.error {
+                                Some(e) => rec.str("error", e).end(),
+                                None => rec.end(),
+                            }
+                        });
+                    }
+                }
             }
+            *result = Outcome::default();
         }
         b'K' | b'R' => {
             return Err(format!(

@@ -1,0 +1,306 @@
+//! The tamper-evident audit log.
+//!
+//! Every shard owns a lock-free ring ([`ring`]) and pushes encoded records
+//! ([`record`]) into it; one writer thread ([`writer`]) drains all rings, chains
+//! the records with SHA-256 ([`chain`]), appends them to segment files and fsyncs
+//! once per batch. In `strict` durability a command is forwarded only after its
+//! record is on disk; in `batched` once it is enqueued. When records cannot be
+//! written, shards refuse new commands (fail closed). [`verify`] holds the
+//! `sluice audit` commands: verify, search, export, tail.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::SigningKey;
+use sluice_config::Durability;
+
+use crate::runtime::notify::Notify;
+
+pub mod chain;
+pub mod record;
+pub mod ring;
+pub mod verify;
+mod writer;
+
+pub use record::Rec;
+
+/// Milliseconds since the Unix epoch (record timestamps).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dir: PathBuf,
+    pub strict: bool,
+    pub flush_interval: Duration,
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+    pub retention_age: Option<Duration>,
+    pub retention_bytes: Option<u64>,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    pub ring_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_config(a: &sluice_config::Audit) -> Settings {
+        Settings {
+            dir: PathBuf::from(&a.dir),
+            strict: a.durability == Durability::Strict,
+            flush_interval: a.flush_interval,
+            segment_bytes: a.segment_bytes,
+            segment_age: a.segment_age,
+            retention_age: a.retention_age,
+            retention_bytes: a.retention_bytes,
+            checkpoint_every: a.checkpoint_every,
+            checkpoint_interval: a.checkpoint_interval,
+            ring_bytes: 4 << 20,
+        }
+    }
+
+    fn strict_label(&self) -> &'static str {
+        if self.strict {
+            "strict"
+        } else {
+            "batched"
+        }
+    }
+}
+
+/// The running audit pipeline.
+pub struct Audit {
+    pub shared: Arc<writer::Shared>,
+    pub strict: bool,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Loads the signing key (`audit.signing_key`), or creates `signing.key` in the
+/// audit directory on first start; `signing.pub` is written next to it.
+pub fn signing_key(settings: &Settings, configured: Option<&str>) -> Result<SigningKey, String> {
+    let path = match configured {
+        Some(p) => PathBuf::from(p),
+        None => settings.dir.join("signing.key"),
+    };
+    let key = if path.exists() {
+        let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|e| format!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))?
+    } else if configured.is_some() {
+        return Err(format!(
+            "audit.signing_key {} does not exist",
+            path.display()
+        ));
+    } else {
+        std::fs::create_dir_all(&settings.dir)
+            .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
+        let key = SigningKey::generate(&mut rand_core::OsRng);
+        let pem = key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| e.to_string())?;
+        write_private(&path, pem.as_bytes())?;
+        key
+    };
+    let public = key
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    let pub_path = settings.dir.join("signing.pub");
+    if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(public.as_str()) {
+        std::fs::create_dir_all(&settings.dir)
+            .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
+        std::fs::write(&pub_path, public).map_err(|e| format!("{}: {e}", pub_path.display()))?;
+    }
+    Ok(key)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl Audit {
+    /// Opens the log (recovering a torn tail) and starts the writer thread.
+    /// Returns the pipeline and each shard's wake-up receiver.
+    pub fn start(
+        settings: Settings,
+        shards: usize,
+        key: SigningKey,
+    ) -> Result<(Arc<Audit>, Vec<flume::Receiver<()>>), String> {
+        let (side_tx, side) = flume::unbounded();
+        let (wake, wake_rx): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::bounded(1)).unzip();
+        let shared = Arc::new(writer::Shared {
+            rings: (0..shards)
+                .map(|_| Arc::new(ring::Ring::new(settings.ring_bytes)))
+                .collect(),
+            wake,
+            healthy: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            side,
+            side_tx,
+            written: AtomicU64::new(0),
+            thread: std::sync::OnceLock::new(),
+        });
+        let strict = settings.strict;
+        let w = writer::open(settings.clone(), shared.clone(), key)
+            .map_err(|e| format!("audit log {}: {e}", settings.dir.display()))?;
+        let handle = std::thread::Builder::new()
+            .name("sluice-audit".into())
+            .spawn(move || w.run())
+            .map_err(|e| e.to_string())?;
+        let _ = shared.thread.set(handle.thread().clone());
+        Ok((
+            Arc::new(Audit {
+                shared,
+                strict,
+                thread: std::sync::Mutex::new(Some(handle)),
+            }),
+            wake_rx,
+        ))
+    }
+
+    /// A record from outside the shards (reload, admin action); written in order.
+    pub fn side_record(&self, body: Vec<u8>) {
+        let _ = self.shared.side_tx.send(body);
+        self.shared.kick();
+    }
+
+    /// Drains every ring, writes the final checkpoint and waits for the writer.
+    pub fn close(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.kick();
+        if let Some(h) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Why a command could not be recorded (so it must not run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The writer cannot write (disk full, read-only, ...).
+    Failing,
+    /// The ring stayed full, or durability was not reached in time.
+    Backlogged,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unavailable::Failing => "the audit log cannot be written",
+            Unavailable::Backlogged => "the audit log is not keeping up",
+        })
+    }
+}
+
+/// One shard's side of the pipeline. Single-threaded: lives in its shard.
+pub struct ShardAudit {
+    audit: Arc<Audit>,
+    ring: Arc<ring::Ring>,
+    durable: Rc<Notify>,
+    scratch: std::cell::RefCell<Vec<u8>>,
+}
+
+/// How long a command may wait for its record (ring space or fsync).
+const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+impl ShardAudit {
+    pub fn new(audit: Arc<Audit>, shard: usize, wake: flume::Receiver<()>) -> Rc<ShardAudit> {
+        let durable = Rc::new(Notify::default());
+        let n = durable.clone();
+        monoio::spawn(async move {
+            while wake.recv_async().await.is_ok() {
+                n.notify_all();
+            }
+        });
+        Rc::new(ShardAudit {
+            ring: audit.shared.rings[shard].clone(),
+            audit,
+            durable,
+            scratch: std::cell::RefCell::new(Vec::with_capacity(8192)),
+        })
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.audit.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// Encodes and enqueues a record built by `build` (no allocation once warm).
+    /// Returns a ticket to [`wait_durable`](Self::wait_durable) on. A full ring is
+    /// retried for a while; then the command must be refused.
+    pub async fn push(&self, build: impl FnOnce(&mut Vec<u8>)) -> Result<u64, Unavailable> {
+        if !self.healthy() {
+            return Err(Unavailable::Failing);
+        }
+        let first = {
+            let mut buf = self.scratch.borrow_mut();
+            build(&mut buf);
+            self.ring.push(&buf).ok_or_else(|| buf.clone())
+        };
+        self.audit.shared.kick();
+        let pending = match first {
+            Ok(ticket) => return Ok(ticket),
+            // Slow path: the shared scratch may be reused while we wait.
+            Err(owned) => owned,
+        };
+        let started = Instant::now();
+        loop {
+            if started.elapsed() > WAIT_LIMIT || !self.healthy() {
+                return Err(if self.healthy() {
+                    Unavailable::Backlogged
+                } else {
+                    Unavailable::Failing
+                });
+            }
+            monoio::time::sleep(Duration::from_millis(2)).await;
+            if let Some(t) = self.ring.push(&pending) {
+                self.audit.shared.kick();
+                return Ok(t);
+            }
+        }
+    }
+
+    /// Records without waiting for the disk (session events, results).
+    pub fn note(&self, build: impl FnOnce(&mut Vec<u8>)) {
+        let mut buf = self.scratch.borrow_mut();
+        build(&mut buf);
+        if self.ring.push(&buf).is_some() {
+            self.audit.shared.kick();
+        }
+    }
+
+    /// In strict durability, waits until the record with `ticket` is on disk.
+    pub async fn wait_durable(&self, ticket: u64) -> Result<(), Unavailable> {
+        if !self.audit.strict {
+            return Ok(());
+        }
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let notified = self.durable.notified();
+            if self.ring.durable.load(Ordering::Acquire) >= ticket {
+                return Ok(());
+            }
+            if !self.healthy() {
+                return Err(Unavailable::Failing);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Unavailable::Backlogged);
+            }
+            let _ = monoio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! `sluice audit verify | search | export | tail`: reading the log.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::DecodePublicKey;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde_json::Value;
+
+use super::chain::{self, GENESIS};
+
+/// The outcome of a verification.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub records: u64,
+    pub checkpoints: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+}
+
+/// Loads the public key from `--pubkey`, else `<dir>/signing.pub`.
+pub fn load_pubkey(dir: &Path, pubkey: Option<&Path>) -> Result<(VerifyingKey, bool), String> {
+    let (path, explicit) = match pubkey {
+        Some(p) => (p.to_path_buf(), true),
+        None => (dir.join("signing.pub"), false),
+    };
+    let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let key = VerifyingKey::from_public_key_pem(&pem)
+        .map_err(|e| format!("{}: not an Ed25519 public key: {e}", path.display()))?;
+    Ok((key, explicit))
+}
+
+/// Checks the whole chain. `Err` names the first bad record.
+pub fn verify(dir: &Path, key: &VerifyingKey, allow_open_tail: bool) -> Result<Report, String> {
+    let segments = chain::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if segments.is_empty() {
+        return Err(format!("{}: no audit segments", dir.display()));
+    }
+    let mut r = Report::default();
+    let mut prev_hash: Option<String> = None;
+    let mut prev_seq: Option<u64> = None;
+    let mut last_type = String::new();
+    let mut last_at = String::new();
+    for seg in &segments {
+        let name = seg
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_owned();
+        let mut data = Vec::new();
+        std::fs::File::open(seg)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut line_no = 0;
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            line_no += 1;
+            let at = format!("{name}:{line_no}");
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                return Err(format!(
+                    "{at}: torn record (no end of line): the file was truncated"
+                ));
+            };
+            let line = &rest[..nl];
+            rest = &rest[nl + 1..];
+            let v: Value = serde_json::from_slice(line)
+                .map_err(|e| format!("{at}: record is not valid JSON ({e}): altered"))?;
+            let seq = v
+                .get("seq")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("{at}: record has no seq: altered"))?;
+            let prev = v
+                .get("prev")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{at}: record seq {seq} has no prev: altered"))?;
+            match (prev_seq, &prev_hash) {
+                (Some(ps), Some(ph)) => {
+                    if seq != ps + 1 {
+                        return Err(format!(
+                            "{at}: record seq {seq} follows seq {ps}: a record was deleted, reordered or inserted"
+                        ));
+                    }
+                    if prev != ph {
+                        return Err(format!(
+                            "{at}: record seq {seq} does not chain to seq {ps}: record seq {ps} was altered, or records were removed or reordered"
+                        ));
+                    }
+                }
+                _ => {
+                    if prev != GENESIS && seq != 0 {
+                        // Older segments were removed by retention: the chain is
+                        // anchored at its first remaining record.
+                    } else if prev != GENESIS {
+                        return Err(format!(
+                            "{at}: first record seq 0 does not start the chain: altered"
+                        ));
+                    }
+                    r.first_seq = Some(seq);
+                }
+            }
+            let kind = v
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            if kind == "checkpoint" {
+                let bad = || format!("{at}: checkpoint seq {seq} is malformed: altered");
+                let ts = v.get("ts").and_then(Value::as_u64).ok_or_else(bad)?;
+                let records = v.get("records").and_then(Value::as_u64).ok_or_else(bad)?;
+                let sig_text = v.get("sig").and_then(Value::as_str).ok_or_else(bad)?;
+                if chain::checkpoint_line(seq, prev, ts, records, sig_text) != line {
+                    return Err(bad());
+                }
+                let sig = base64::engine::general_purpose::STANDARD
+                    .decode(sig_text)
+                    .ok()
+                    .and_then(|b| Signature::from_slice(&b).ok())
+                    .ok_or_else(|| {
+                        format!("{at}: checkpoint seq {seq} has no valid signature: altered")
+                    })?;
+                key.verify(
+                    chain::checkpoint_message(seq, prev, ts, records).as_bytes(),
+                    &sig,
+                )
+                .map_err(|_| {
+                    format!(
+                        "{at}: checkpoint seq {seq}: signature does not verify: forged or altered"
+                    )
+                })?;
+                r.checkpoints += 1;
+            }
+            prev_hash = Some(chain::hash_hex(line));
+            prev_seq = Some(seq);
+            r.records += 1;
+            last_type = kind;
+            last_at = at;
+        }
+    }
+    r.last_seq = prev_seq;
+    if last_type != "checkpoint" && !allow_open_tail {
+        return Err(format!(
+            "{last_at}: the log ends at seq {} without a signed checkpoint: it was truncated or altered (or the gateway is still running or crashed; use --allow-open-tail)",
+            prev_seq.unwrap_or(0)
+        ));
+    }
+    Ok(r)
+}
+
+/// Search filters; all given ones must match.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub kind: Option<String>,
+    pub decision: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub text: Option<String>,
+    pub record_type: Option<String>,
+}
+
+impl Filter {
+    /// Cheap byte-level prefilter: a record that cannot match is skipped without
+    /// parsing (this is what makes search run at disk speed).
+    fn prefilter(&self, line: &[u8], finders: &[memchr::memmem::Finder<'_>]) -> bool {
+        finders.iter().all(|f| f.find(line).is_some())
+    }
+
+    fn matches(&self, v: &Value) -> bool {
+        let s = |k: &str| v.get(k).and_then(Value::as_str);
+        if self
+            .user
+            .as_deref()
+            .is_some_and(|u| s("subject") != Some(u))
+        {
+            return false;
+        }
+        if self
+            .target
+            .as_deref()
+            .is_some_and(|t| s("target") != Some(t))
+        {
+            return false;
+        }
+        if self
+            .decision
+            .as_deref()
+            .is_some_and(|d| s("decision") != Some(d))
+        {
+            return false;
+        }
+        if self
+            .record_type
+            .as_deref()
+            .is_some_and(|d| s("type") != Some(d))
+        {
+            return false;
+        }
+        if let Some(k) = &self.kind {
+            let kinds = v.get("kinds").and_then(Value::as_array);
+            if !kinds.is_some_and(|ks| ks.iter().any(|x| x.as_str() == Some(k))) {
+                return false;
+            }
+        }
+        let ts = v.get("ts").and_then(Value::as_u64).unwrap_or(0);
+        if self.since_ms.is_some_and(|t| ts < t) || self.until_ms.is_some_and(|t| ts > t) {
+            return false;
+        }
+        if let Some(t) = &self.text {
+            if !s("text").is_some_and(|x| x.contains(t.as_str())) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Calls `each` with every matching record line, in log order.
+pub fn search(dir: &Path, f: &Filter, mut each: impl FnMut(&[u8], &Value)) -> Result<u64, String> {
+    let mut needles: Vec<String> = Vec::new();
+    if let Some(u) = &f.user {
+        needles.push(u.clone());
+    }
+    if let Some(t) = &f.target {
+        needles.push(t.clone());
+    }
+    if let Some(k) = &f.kind {
+        needles.push(format!("\"{k}\""));
+    }
+    if let Some(d) = &f.decision {
+        needles.push(format!("\"decision\":\"{d}\""));
+    }
+    let finders: Vec<_> = needles
+        .iter()
+        .map(|n| memchr::memmem::Finder::new(n.as_bytes()))
+        .collect();
+    let mut n = 0;
+    for seg in chain::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let mut data = Vec::new();
+        std::fs::File::open(&seg)
+            .and_then(|mut file| file.read_to_end(&mut data))
+            .map_err(|e| format!("{}: {e}", seg.display()))?;
+        for line in data.split(|&b| b == b'\n') {
+            if line.is_empty() || !f.prefilter(line, &finders) {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            if f.matches(&v) {
+                each(line, &v);
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// CSV columns of `sluice audit export --format csv`.
+pub const CSV_COLUMNS: &[&str] = &[
+    "seq",
+    "ts",
+    "type",
+    "subject",
+    "target",
+    "session",
+    "decision",
+    "kinds",
+    "text",
+    "approval",
+    "approvers",
+    "rows",
+    "bytes",
+    "error",
+    "reason",
+];
+
+pub fn csv_row(v: &Value, out: &mut impl Write) -> std::io::Result<()> {
+    let mut first = true;
+    for c in CSV_COLUMNS {
+        if !first {
+            out.write_all(b",")?;
+        }
+        first = false;
+        let cell = match v.get(*c) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Some(other) => other.to_string(),
+        };
+        if cell.contains([',', '"', '\n', '\r']) {
+            write!(out, "\"{}\"", cell.replace('"', "\"\""))?;
+        } else {
+            out.write_all(cell.as_bytes())?;
+        }
+    }
+    out.write_all(b"\n")
+}
+
+/// Prints new records of the newest segment as they are written (`tail -f`).
+pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Result<(), String> {
+    let segments = chain::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let Some(last) = segments.last().cloned() else {
+        return Err(format!("{}: no audit segments", dir.display()));
+    };
+    let file = std::fs::File::open(&last).map_err(|e| format!("{}: {e}", last.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut all = Vec::new();
+    let mut line = Vec::new();
+    while reader
+        .read_until(b'\n', &mut line)
+        .map_err(|e| e.to_string())?
+        > 0
+    {
+        if line.ends_with(b"\n") {
+            all.push(std::mem::take(&mut line));
+        } else {
+            break;
+        }
+    }
+    for l in &all[all.len().saturating_sub(lines)..] {
+        out.write_all(l).map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    if !follow {
+        return Ok(());
+    }
+    let mut current = last;
+    loop {
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| e.to_string())?;
+        if n > 0 && line.ends_with(b"\n") {
+            out.write_all(&line).map_err(|e| e.to_string())?;
+            out.flush().map_err(|e| e.to_string())?;
+            line.clear();
+            continue;
+        }
+        // Rotated? Move to the newest segment.
+        if let Some(newest) = chain::segments(dir).ok().and_then(|s| s.last().cloned()) {
+            if newest != current {
+                let f = std::fs::File::open(&newest).map_err(|e| e.to_string())?;
+                reader = BufReader::new(f);
+                current = newest;
+                continue;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,310 @@
+//! The audit writer: one thread drains every shard's ring, chains and encodes the
+//! records, appends them to the current segment and fsyncs once per batch (group
+//! commit), then tells each shard how far its records are durable.
+//!
+//! If a write or fsync fails (disk full, read-only) the batch is kept and retried,
+//! `healthy` turns false and shards refuse new commands until it succeeds again.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+
+use super::chain::{self, GENESIS};
+use super::ring::Ring;
+use super::Settings;
+use crate::{error, info, warn};
+
+/// Shared between the writer thread, the shards and the lifecycle.
+pub struct Shared {
+    pub rings: Vec<Arc<Ring>>,
+    /// One wake-up channel per shard: "more of your records are durable".
+    pub wake: Vec<flume::Sender<()>>,
+    pub healthy: AtomicBool,
+    pub stop: AtomicBool,
+    /// Records from outside the shards (reloads, admin actions).
+    pub side: flume::Receiver<Vec<u8>>,
+    pub side_tx: flume::Sender<Vec<u8>>,
+    pub written: AtomicU64,
+    pub thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Shared {
+    /// Wakes the writer (cheap when it is already awake).
+    pub fn kick(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+pub struct Writer {
+    settings: Settings,
+    shared: Arc<Shared>,
+    key: SigningKey,
+    file: File,
+    path: PathBuf,
+    size: u64,
+    opened: Instant,
+    seq: u64,
+    prev: String,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    batch: Vec<u8>,
+    pending_lines: u64,
+}
+
+/// Opens the log: recovers the chain from the newest segment, truncating a torn
+/// tail left by a crash.
+pub fn open(settings: Settings, shared: Arc<Shared>, key: SigningKey) -> std::io::Result<Writer> {
+    std::fs::create_dir_all(&settings.dir)?;
+    let mut seq = 0;
+    let mut prev = GENESIS.to_owned();
+    let segments = chain::segments(&settings.dir)?;
+    let path = match segments.last() {
+        Some(last) => {
+            let (s, p, good_len, total) = scan_tail(last)?;
+            if good_len < total {
+                warn!(
+                    "audit_torn_tail",
+                    segment = last.display(),
+                    truncated_bytes = total - good_len,
+                    last_seq = s.map_or(-1, |s| s as i64)
+                );
+                let f = OpenOptions::new().write(true).open(last)?;
+                f.set_len(good_len)?;
+                f.sync_all()?;
+            }
+            if let Some(s) = s {
+                seq = s + 1;
+                prev = p;
+            }
+            last.clone()
+        }
+        None => settings.dir.join(chain::segment_name(0)),
+    };
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let size = file.metadata()?.len();
+    info!(
+        "audit_opened",
+        dir = settings.dir.display(),
+        next_seq = seq,
+        durability = settings.strict_label()
+    );
+    Ok(Writer {
+        settings,
+        shared,
+        key,
+        file,
+        path,
+        size,
+        opened: Instant::now(),
+        seq,
+        prev,
+        since_checkpoint: 0,
+        last_checkpoint: Instant::now(),
+        batch: Vec::with_capacity(1 << 20),
+        pending_lines: 0,
+    })
+}
+
+/// The last complete record of a segment: `(seq, its hash, bytes of complete
+/// lines, file size)`. A last line without `\n` or that does not parse is torn.
+fn scan_tail(path: &Path) -> std::io::Result<(Option<u64>, String, u64, u64)> {
+    let mut f = File::open(path)?;
+    let total = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    let mut reader = BufReader::new(f);
+    let mut line = Vec::new();
+    let (mut good, mut seq, mut hash) = (0u64, None, GENESIS.to_owned());
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        let body = &line[..line.len() - 1];
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            break;
+        };
+        let Some(s) = v.get("seq").and_then(|s| s.as_u64()) else {
+            break;
+        };
+        seq = Some(s);
+        hash = chain::hash_hex(body);
+        good += n as u64;
+    }
+    Ok((seq, hash, good, total))
+}
+
+impl Writer {
+    fn append(&mut self, body: &[u8]) {
+        let start = self.batch.len();
+        chain::line(self.seq, &self.prev, body, &mut self.batch);
+        self.prev = chain::hash_hex(&self.batch[start..]);
+        self.batch.push(b'\n');
+        self.seq += 1;
+        self.pending_lines += 1;
+        self.since_checkpoint += 1;
+    }
+
+    fn checkpoint(&mut self) {
+        let ts = super::now_ms();
+        let msg = chain::checkpoint_message(self.seq, &self.prev, ts, self.since_checkpoint);
+        let sig = base64::engine::general_purpose::STANDARD
+            .encode(self.key.sign(msg.as_bytes()).to_bytes());
+        let mut body = Vec::with_capacity(256);
+        super::record::Rec::begin(&mut body, "checkpoint", ts)
+            .num("records", self.since_checkpoint)
+            .str("sig", &sig)
+            .end();
+        self.append(&body);
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// Writes and fsyncs the batch. On failure the batch is kept for a retry.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.batch)?;
+        self.file.sync_data()?;
+        self.size += self.batch.len() as u64;
+        self.shared
+            .written
+            .fetch_add(self.pending_lines, Ordering::Relaxed);
+        self.batch.clear();
+        self.pending_lines = 0;
+        Ok(())
+    }
+
+    fn rotate_if_due(&mut self) -> std::io::Result<()> {
+        let s = &self.settings;
+        if self.size < s.segment_bytes && self.opened.elapsed() < s.segment_age {
+            return Ok(());
+        }
+        if self.size == 0 {
+            return Ok(());
+        }
+        let path = s.dir.join(chain::segment_name(self.seq));
+        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.path = path;
+        self.size = 0;
+        self.opened = Instant::now();
+        self.apply_retention();
+        Ok(())
+    }
+
+    /// Removes the oldest segments beyond the retention limits (never the current).
+    fn apply_retention(&self) {
+        let Ok(segments) = chain::segments(&self.settings.dir) else {
+            return;
+        };
+        let mut total: u64 = segments
+            .iter()
+            .filter_map(|p| p.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        for p in &segments[..segments.len().saturating_sub(1)] {
+            let meta = p.metadata().ok();
+            let too_old = self.settings.retention_age.is_some_and(|age| {
+                meta.as_ref()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|e| e > age)
+            });
+            let too_big = self.settings.retention_bytes.is_some_and(|max| total > max);
+            if !(too_old || too_big) {
+                break;
+            }
+            let len = meta.map_or(0, |m| m.len());
+            if std::fs::remove_file(p).is_ok() {
+                total -= len;
+                info!(
+                    "audit_segment_removed",
+                    segment = p.display(),
+                    reason = if too_old { "age" } else { "size" }
+                );
+            }
+        }
+    }
+
+    /// The writer thread's loop; returns after a clean drain when `stop` is set.
+    pub fn run(mut self) {
+        let mut scratch = Vec::with_capacity(8192);
+        let mut drained: Vec<u64> = vec![0; self.shared.rings.len()];
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let stopping = self.shared.stop.load(Ordering::Acquire);
+            // Take new records only while the disk accepts them: a failing disk
+            // must fill the rings so shards refuse commands (fail closed).
+            if self.batch.is_empty() {
+                let shared = self.shared.clone();
+                for (i, ring) in shared.rings.iter().enumerate() {
+                    drained[i] = ring.drain(|r| self.append(r), &mut scratch);
+                }
+                while let Ok(body) = self.shared.side.try_recv() {
+                    self.append(&body);
+                }
+                let due = self.since_checkpoint >= self.settings.checkpoint_every
+                    || (self.since_checkpoint > 0
+                        && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval);
+                let empty = self.shared.rings.iter().all(|r| r.pending() == 0)
+                    && self.shared.side.is_empty();
+                if due || (stopping && empty && self.since_checkpoint > 0) {
+                    self.checkpoint();
+                }
+            }
+            match self.flush().and_then(|_| self.rotate_if_due()) {
+                Ok(()) => {
+                    if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+                        info!("audit_recovered", dir = self.settings.dir.display());
+                    }
+                    backoff = Duration::from_millis(50);
+                    for (i, ring) in self.shared.rings.iter().enumerate() {
+                        if drained[i] > ring.durable.load(Ordering::Relaxed) {
+                            ring.durable.store(drained[i], Ordering::Release);
+                            let _ = self.shared.wake[i].try_send(());
+                        }
+                    }
+                }
+                Err(e) => {
+                    if self.shared.healthy.swap(false, Ordering::AcqRel) {
+                        error!(
+                            "audit_write_failed",
+                            dir = self.settings.dir.display(),
+                            error = e,
+                            action = "refusing new commands until the log can be written"
+                        );
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    if stopping
+                        && backoff >= Duration::from_secs(1)
+                        && self.shared.stop.load(Ordering::Acquire)
+                    {
+                        // Still failing while stopping: keep trying a little, then give up loudly.
+                        error!("audit_unflushed_at_exit", records = self.pending_lines);
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let empty =
+                self.shared.rings.iter().all(|r| r.pending() == 0) && self.shared.side.is_empty();
+            if stopping && empty && self.batch.is_empty() {
+                info!("audit_closed", last_seq = self.seq.saturating_sub(1));
+                return;
+            }
+            if empty {
+                std::thread::park_timeout(self.settings.flush_interval);
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! `sluice audit verify | search | export | tail`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::audit::verify::{self, Filter};
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain and checkpoint signatures; names the first bad record (exit 1).
+    Verify {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The gateway's audit public key (default: DIR/signing.pub).
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
+        /// Accept a log whose last records follow the last checkpoint (a running
+        /// or crashed gateway).
+        #[arg(long)]
+        allow_open_tail: bool,
+    },
+    /// Print matching records as JSON lines.
+    Search {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Export records for compliance reviews.
+    Export {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+        format: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Print the newest records; with -f keep following.
+    Tail {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct FilterArgs {
+    /// Records of this subject.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    target: Option<String>,
+    /// Statement kind (e.g. delete, drop).
+    #[arg(long)]
+    kind: Option<String>,
+    /// allow, deny, approve.
+    #[arg(long)]
+    decision: Option<String>,
+    /// Record type (command, result, session_start, auth_failure, reload, ...).
+    #[arg(long = "type")]
+    record_type: Option<String>,
+    /// RFC 3339 time (2026-11-26T22:00:00Z) or an age like 1h, 30m.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    /// Substring of the command text.
+    #[arg(long)]
+    text: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Result<Filter, String> {
+        Ok(Filter {
+            user: self.user.clone(),
+            target: self.target.clone(),
+            kind: self.kind.clone(),
+            decision: self.decision.clone(),
+            since_ms: self.since.as_deref().map(parse_time).transpose()?,
+            until_ms: self.until.as_deref().map(parse_time).transpose()?,
+            text: self.text.clone(),
+            record_type: self.record_type.clone(),
+        })
+    }
+}
+
+/// `2026-11-26T22:00:00Z` (or with a fractional part / offset-free) or an age.
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Some(d) = sluice_config::parse_duration(s) {
+        return Ok(crate::audit::now_ms().saturating_sub(d.as_millis() as u64));
+    }
+    let bad = || format!("invalid time `{s}`: use 2026-11-26T22:00:00Z or an age like 1h");
+    let s = s.trim_end_matches('Z');
+    let (date, time) = s.split_once('T').ok_or_else(bad)?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let t: Vec<f64> = time
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    if d.len() != 3 || t.len() != 3 {
+        return Err(bad());
+    }
+    let days = days_from_civil(d[0], d[1] as u32, d[2] as u32);
+    let secs = days as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2];
+    Ok((secs * 1000.0) as u64)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+pub fn run(cmd: AuditCommand) -> i32 {
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    let result = match cmd {
+        AuditCommand::Verify {
+            dir,
+            pubkey,
+            allow_open_tail,
+        } => {
+            let (key, explicit) = match verify::load_pubkey(&dir, pubkey.as_deref()) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("sluice audit verify: {e}");
+                    return 1;
+                }
+            };
+            if !explicit {
+                eprintln!("note: using {}/signing.pub from the log directory; pass --pubkey to check against a key kept elsewhere", dir.display());
+            }
+            match verify::verify(&dir, &key, allow_open_tail) {
+                Ok(r) => {
+                    let _ = writeln!(
+                        out,
+                        "ok: {} records (seq {}..={}), {} signed checkpoints, chain intact",
+                        r.records,
+                        r.first_seq.unwrap_or(0),
+                        r.last_seq.unwrap_or(0),
+                        r.checkpoints
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(format!("FAILED: {e}")),
+            }
+        }
+        AuditCommand::Search { dir, filter } => filter.filter().and_then(|f| {
+            verify::search(&dir, &f, |line, _| {
+                let _ = out.write_all(line);
+                let _ = out.write_all(b"\n");
+            })
+            .map(|_| ())
+        }),
+        AuditCommand::Export {
+            dir,
+            format,
+            filter,
+        } => filter.filter().and_then(|f| {
+            if format == "csv" {
+                let _ = writeln!(out, "{}", verify::CSV_COLUMNS.join(","));
+            }
+            verify::search(&dir, &f, |line, v| {
+                if format == "csv" {
+                    let _ = verify::csv_row(v, &mut out);
+                } else {
+                    let _ = out.write_all(line);
+                    let _ = out.write_all(b"\n");
+                }
+            })
+            .map(|_| ())
+        }),
+        AuditCommand::Tail { dir, follow, lines } => verify::tail(&dir, follow, lines, &mut out),
+    };
+    let _ = out.flush();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("sluice audit: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The audit log through the real binary: every event class, tamper detection,
+//! crash recovery, fail-closed on a full disk, and the CLI.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::pg::*;
+use support::*;
+
+struct Setup {
+    pg: PgCluster,
+    keys: Keys,
+    sluice: Sluice,
+    addr: std::net::SocketAddr,
+    audit: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn config(
+    keys: &Keys,
+    addr: std::net::SocketAddr,
+    pg: &PgCluster,
+    audit: &Path,
+    durability: &str,
+) -> String {
+    format!(
+        "[gateway]\nshards = 2\n{}[audit]\ndir = \"{}\"\ndurability = \"{durability}\"\ncheckpoint_every = 50\n\n{}[guardrails.g]\nrules = [{{ kinds = [\"drop\"], action = \"deny\", message = \"no drops\" }}]\n",
+        keys.identity_block(),
+        audit.display(),
+        pg_target("db", addr, pg.addr(), "guardrails = \"g\"")
+    )
+}
+
+fn setup(durability: &str) -> Setup {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let audit = dir.path().join("audit");
+    let addr = free_addr();
+    let sluice = Sluice::start(&config(&keys, addr, &pg, &audit, durability));
+    Setup {
+        pg,
+        keys,
+        sluice,
+        addr,
+        audit,
+        dir,
+    }
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(sluice_bin()).args(args).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn records(audit: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    for seg in sluice::audit::chain::segments(audit).unwrap() {
+        for line in std::fs::read_to_string(seg).unwrap().lines() {
+            out.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    out
+}
+
+fn stop(s: &mut Sluice) {
+    s.signal(libc::SIGTERM);
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(20))
+            .and_then(|st| st.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn every_event_class_is_recorded_and_the_log_verifies() {
+    let mut s = setup("strict");
+    let t = s.keys.token("alice", &["sre"]);
+    let mut c = connect(s.addr, &t, "postgres").unwrap();
+    c.batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)")
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t WHERE id > $1", &[&0i32])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let _ = c.batch_execute("DROP TABLE t");
+    drop(c);
+    let _ = connect(s.addr, "garbage", "postgres");
+    let _ = connect(s.addr, &s.keys.token("eve", &["marketing"]), "postgres");
+    let cfg = std::fs::read_to_string(&s.sluice.config_path).unwrap();
+    s.sluice
+        .rewrite_config(&cfg.replace("no drops", "drops are off"));
+    s.sluice.signal(libc::SIGHUP);
+    assert!(s.sluice.wait_log("event=reloaded", Duration::from_secs(10)));
+    stop(&mut s.sluice);
+
+    let recs = records(&s.audit);
+    let of = |t: &str| recs.iter().filter(|r| r["type"] == t).collect::<Vec<_>>();
+    for t in [
+        "session_start",
+        "session_end",
+        "command",
+        "result",
+        "auth_failure",
+        "access_denied",
+        "reload",
+        "checkpoint",
+    ] {
+        assert!(!of(t).is_empty(), "no {t} record in {recs:#?}");
+    }
+    let start = &of("session_start")[0];
+    assert_eq!(
+        (start["subject"].as_str(), start["target"].as_str()),
+        (Some("alice"), Some("db"))
+    );
+    assert_eq!(start["groups"][0], "sre");
+    let drop = of("command")
+        .into_iter()
+        .find(|r| r["text"] == "DROP TABLE t")
+        .expect("the drop is recorded");
+    assert_eq!(
+        (
+            drop["decision"].as_str(),
+            drop["reason"].as_str(),
+            drop["rule"].as_u64()
+        ),
+        (Some("deny"), Some("no drops"), Some(1))
+    );
+    assert_eq!(drop["kinds"][0], "drop");
+    let select = of("command")
+        .into_iter()
+        .find(|r| r["message"] == "parse" && r["text"].as_str().unwrap().contains("count(*)"))
+        .unwrap();
+    assert_eq!(select["decision"], "allow");
+    // Prepared: the Parse's sync group returns no rows, the Execute's returns one.
+    let results: Vec<_> = of("result")
+        .into_iter()
+        .filter(|r| {
+            r["cmds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c.as_str() == Some(&select["cmd"].to_string()))
+        })
+        .collect();
+    assert!(results.iter().any(|r| r["rows"] == 1), "{results:?}");
+    assert_eq!(
+        of("auth_failure")[0]["reason"],
+        "token is not a well-formed JWT"
+    );
+    assert_eq!(of("access_denied")[0]["subject"], "eve");
+    assert!(of("session_end")[0]["commands"].as_u64().unwrap() >= 3);
+
+    let dir = s.audit.to_str().unwrap();
+    let (code, out, err) = cli(&["audit", "verify", "--dir", dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok: "), "{out}");
+    let (code, out, _) = cli(&[
+        "audit",
+        "search",
+        "--dir",
+        dir,
+        "--decision",
+        "deny",
+        "--kind",
+        "drop",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (_, out, _) = cli(&[
+        "audit", "search", "--dir", dir, "--user", "alice", "--text", "count(*)",
+    ]);
+    assert!(
+        out.lines().count() >= 1 && out.lines().all(|l| l.contains("count(*)")),
+        "{out}"
+    );
+    let (_, out, _) = cli(&[
+        "audit", "search", "--dir", dir, "--since", "1h", "--type", "reload",
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (_, out, _) = cli(&[
+        "audit",
+        "search",
+        "--dir",
+        dir,
+        "--until",
+        "2000-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out, "");
+    let (code, csv, _) = cli(&["audit", "export", "--dir", dir, "--format", "csv"]);
+    assert_eq!(code, 0);
+    assert!(csv.starts_with("seq,ts,type,subject,target"));
+    assert_eq!(csv.lines().count(), recs.len() + 1);
+    let (_, tail, _) = cli(&["audit", "tail", "--dir", dir, "-n", "1"]);
+    assert!(tail.contains("\"type\":\"checkpoint\""), "{tail}");
+}
+
+/// A small finished log to tamper with.
+fn small_log() -> (tempfile::TempDir, PathBuf) {
+    let s = setup("batched");
+    let t = s.keys.token("alice", &["sre"]);
+    let mut c = connect(s.addr, &t, "postgres").unwrap();
+    for i in 0..3 {
+        c.batch_execute(&format!("SELECT {i}")).unwrap();
+    }
+    drop(c);
+    let Setup {
+        mut sluice,
+        audit,
+        dir,
+        ..
+    } = s;
+    stop(&mut sluice);
+    (dir, audit)
+}
+
+fn verify(audit: &Path, pubkey: &Path) -> (i32, String) {
+    let (code, out, err) = cli(&[
+        "audit",
+        "verify",
+        "--dir",
+        audit.to_str().unwrap(),
+        "--pubkey",
+        pubkey.to_str().unwrap(),
+    ]);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn verify_detects_every_flipped_bit_deletion_swap_truncation_and_forgery() {
+    let (_keep, audit) = small_log();
+    let segment = sluice::audit::chain::segments(&audit)
+        .unwrap()
+        .pop()
+        .unwrap();
+    // Keep the public key out of the log directory, as an auditor would.
+    let pubkey = audit.parent().unwrap().join("trusted.pub");
+    std::fs::copy(audit.join("signing.pub"), &pubkey).unwrap();
+    let good = std::fs::read(&segment).unwrap();
+    assert_eq!(verify(&audit, &pubkey).0, 0);
+    let lines: Vec<&[u8]> = good.split_inclusive(|&b| b == b'\n').collect();
+    assert!(lines.len() >= 8, "{} records", lines.len());
+
+    // One flipped bit, at every byte of the log.
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        std::fs::write(&segment, &bad).unwrap();
+        let (code, out) = verify(&audit, &pubkey);
+        assert_eq!(code, 1, "flip at byte {i} went unnoticed");
+        assert!(out.contains("FAILED: audit-"), "names the record: {out}");
+    }
+    // A deleted record.
+    let without: Vec<u8> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .flat_map(|(_, l)| l.to_vec())
+        .collect();
+    std::fs::write(&segment, without).unwrap();
+    let (code, out) = verify(&audit, &pubkey);
+    assert_eq!(code, 1);
+    assert!(out.contains(":4: record seq 4 follows seq 2"), "{out}");
+    // Two swapped records.
+    let mut swapped: Vec<&[u8]> = lines.clone();
+    swapped.swap(2, 3);
+    std::fs::write(&segment, swapped.concat()).unwrap();
+    let (code, out) = verify(&audit, &pubkey);
+    assert_eq!(code, 1);
+    assert!(out.contains(":3: record seq 3 follows seq 1"), "{out}");
+    // A truncated file, cut inside a record and at a record boundary.
+    std::fs::write(&segment, &good[..good.len() - 10]).unwrap();
+    let (code, out) = verify(&audit, &pubkey);
+    assert_eq!(code, 1);
+    assert!(out.contains("torn record"), "{out}");
+    let cut: usize = lines[..lines.len() - 1].iter().map(|l| l.len()).sum();
+    std::fs::write(&segment, &good[..cut]).unwrap();
+    let (code, out) = verify(&audit, &pubkey);
+    assert_eq!(code, 1);
+    assert!(out.contains("without a signed checkpoint"), "{out}");
+    // A forged checkpoint: signed with another key, chain intact.
+    std::fs::write(&segment, &good).unwrap();
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let last: Value = serde_json::from_slice(lines.last().unwrap()).unwrap();
+    let (seq, prev) = (
+        last["seq"].as_u64().unwrap(),
+        last["prev"].as_str().unwrap(),
+    );
+    let (ts, n) = (
+        last["ts"].as_u64().unwrap(),
+        last["records"].as_u64().unwrap(),
+    );
+    use base64::Engine as _;
+    use ed25519_dalek::Signer;
+    let sig = base64::engine::general_purpose::STANDARD.encode(
+        forger
+            .sign(sluice::audit::chain::checkpoint_message(seq, prev, ts, n).as_bytes())
+            .to_bytes(),
+    );
+    let forged_line = String::from_utf8(lines.last().unwrap().to_vec())
+        .unwrap()
+        .replace(last["sig"].as_str().unwrap(), &sig);
+    let forged = [lines[..lines.len() - 1].concat(), forged_line.into_bytes()].concat();
+    std::fs::write(&segment, forged).unwrap();
+    let (code, out) = verify(&audit, &pubkey);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(&format!("checkpoint seq {seq}: signature does not verify")),
+        "{out}"
+    );
+}
+
+#[test]
+fn sigkill_under_load_loses_no_answered_command_and_recovers_the_tail() {
+    let s = setup("strict");
+    let t = s.keys.token("loader", &["agents"]);
+    s.pg.psql("CREATE TABLE crash (id int)");
+    // Background load: pgbench through the gateway.
+    let port = s.addr.port().to_string();
+    let mut bench = Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "x",
+            "-c",
+            "4",
+            "-T",
+            "30",
+            "-n",
+            "-S",
+            "postgres",
+        ])
+        .env("PGPASSWORD", &t)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = s.addr;
+    let writer = std::thread::spawn(move || {
+        let mut answered = Vec::new();
+        let Ok(mut c) = connect(addr, &t, "postgres") else {
+            return answered;
+        };
+        for i in 0..100_000 {
+            if c.batch_execute(&format!("INSERT INTO crash VALUES ({i})"))
+                .is_err()
+            {
+                break;
+            }
+            answered.push(i);
+        }
+        answered
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    s.sluice.signal(libc::SIGKILL);
+    let answered = writer.join().unwrap();
+    let _ = bench.kill();
+    let _ = bench.wait();
+    assert!(
+        answered.len() > 10,
+        "the load ran ({} inserts answered)",
+        answered.len()
+    );
+
+    // Every insert the client saw answered has its command record on disk.
+    let recs = records_lenient(&s.audit);
+    for i in &answered {
+        let text = format!("INSERT INTO crash VALUES ({i})");
+        assert!(
+            recs.iter().any(|r| r.contains(&text)),
+            "answered insert {i} has no record"
+        );
+    }
+    // Restart on the same log: a torn tail is cut, new records chain on, and the
+    // log verifies after a clean stop.
+    let cfg = std::fs::read_to_string(&s.sluice.config_path).unwrap();
+    let mut again = Sluice::start(&cfg);
+    let mut c = connect(s.addr, &s.keys.token("after", &["sre"]), "postgres").unwrap();
+    c.batch_execute("SELECT 'after the crash'").unwrap();
+    drop(c);
+    stop(&mut again);
+    let (code, out, err) = cli(&["audit", "verify", "--dir", s.audit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Lines of every segment, without parsing (the tail may be torn).
+fn records_lenient(audit: &Path) -> Vec<String> {
+    sluice::audit::chain::segments(audit)
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| {
+            std::fs::read_to_string(s)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A small tmpfs, unmounted on drop.
+struct Tmpfs(PathBuf);
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mounting a tmpfs for the full-disk test needs root: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Tmpfs(path.to_path_buf())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_commands_until_space_returns() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let mnt = dir.path().join("mnt");
+    let _fs = Tmpfs::mount(&mnt, "512k");
+    let audit = mnt.join("audit");
+    let addr = free_addr();
+    let sluice = Sluice::start(&config(&keys, addr, &pg, &audit, "strict"));
+    pg.psql("CREATE TABLE ff (id int)");
+    let mut c = connect(addr, &keys.token("alice", &["sre"]), "postgres").unwrap();
+    c.batch_execute("INSERT INTO ff VALUES (1)")
+        .expect("works while there is space");
+
+    // Fill the filesystem.
+    let filler = mnt.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 1 << 20]);
+    let mut refused = None;
+    for i in 2..200 {
+        match c.batch_execute(&format!(
+            "INSERT INTO ff VALUES ({i}) -- {}",
+            "x".repeat(3000)
+        )) {
+            Ok(()) => continue,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("commands are refused once the log cannot be written");
+    assert_eq!(sqlstate(&err), "53100", "{err:?}");
+    assert!(message(&err).contains("audit log"), "{}", message(&err));
+    let count_before = pg.psql("SELECT count(*) FROM ff");
+    assert!(
+        c.batch_execute("INSERT INTO ff VALUES (9999)").is_err(),
+        "still refused"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM ff WHERE id = 9999"),
+        "0",
+        "nothing ran unrecorded"
+    );
+    assert!(sluice.logs().contains("event=audit_write_failed"));
+
+    // Space returns: commands flow again.
+    std::fs::remove_file(&filler).unwrap();
+    let ok = wait_for(Duration::from_secs(15), || {
+        c.batch_execute("INSERT INTO ff VALUES (10000)").ok()
+    });
+    assert!(ok.is_some(), "commands flow again after space returns");
+    assert!(sluice.wait_log("event=audit_recovered", Duration::from_secs(5)));
+    assert_ne!(pg.psql("SELECT count(*) FROM ff"), count_before);
+}
