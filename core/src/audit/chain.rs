@@ -11,19 +11,27 @@ use sha2::{Digest, Sha256};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The SHA-256 of `line` as 64 lowercase hex digits, into `out` (no allocation).
+pub fn hash_hex_into(line: &[u8], out: &mut [u8; 64]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in Sha256::digest(line).iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+}
+
 pub fn hash_hex(line: &[u8]) -> String {
-    Sha256::digest(line)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut out = [0u8; 64];
+    hash_hex_into(line, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The line for a record body: `{"seq":N,"prev":"...",` + body without its `{`.
-pub fn line(seq: u64, prev: &str, body: &[u8], out: &mut Vec<u8>) {
+pub fn line(seq: u64, prev: &[u8], body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    super::record::push_num(out, seq);
     out.extend_from_slice(b",\"prev\":\"");
-    out.extend_from_slice(prev.as_bytes());
+    out.extend_from_slice(prev);
     out.extend_from_slice(b"\",");
     out.extend_from_slice(&body[1..]);
 }
@@ -42,7 +50,7 @@ pub fn checkpoint_line(seq: u64, prev: &str, ts: u64, records: u64, sig: &str) -
         .str("sig", sig)
         .end();
     let mut out = Vec::with_capacity(body.len() + 96);
-    line(seq, prev, &body, &mut out);
+    line(seq, prev.as_bytes(), &body, &mut out);
     out
 }
 

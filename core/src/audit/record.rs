@@ -2,8 +2,6 @@
 //! reused buffer (no allocation once warm). The writer later prefixes each body
 //! with its sequence number and the previous record's hash.
 
-use std::fmt::Write as _;
-
 use sha2::{Digest, Sha256};
 
 /// Longest command text stored as is; longer text is cut and its SHA-256 kept.
@@ -59,7 +57,7 @@ impl<'a> Rec<'a> {
         let digest = Sha256::digest(v);
         self.out.push(b'"');
         for b in digest {
-            let _ = write_hex(self.out, b);
+            write_hex(self.out, b);
         }
         self.out.push(b'"');
         self.key("text_len");
@@ -118,19 +116,14 @@ fn is_char_boundary(v: &[u8], i: usize) -> bool {
     i >= v.len() || (v[i] as i8) >= -0x40
 }
 
-fn write_hex(out: &mut Vec<u8>, b: u8) -> std::fmt::Result {
+fn write_hex(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(HEX[(b >> 4) as usize]);
     out.push(HEX[(b & 15) as usize]);
-    Ok(())
 }
 
-fn push_num(out: &mut Vec<u8>, v: u64) {
-    let mut buf = itoa_buf(v);
-    out.append(&mut buf);
-}
-
-fn itoa_buf(mut v: u64) -> Vec<u8> {
+/// Appends the decimal digits of `v` (no allocation).
+pub fn push_num(out: &mut Vec<u8>, mut v: u64) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
     loop {
@@ -141,30 +134,70 @@ fn itoa_buf(mut v: u64) -> Vec<u8> {
             break;
         }
     }
-    tmp[i..].to_vec()
+    out.extend_from_slice(&tmp[i..]);
 }
 
-/// Writes `v` as a JSON string.
+/// Bytes that can be copied into a JSON string as they are (printable ASCII
+/// other than `"` and `\\`; UTF-8 is handled separately).
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x80 {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
+/// Writes `v` as a JSON string. Runs of plain bytes are copied whole; valid UTF-8
+/// is kept as is; invalid bytes become U+FFFD.
 pub fn escape(out: &mut Vec<u8>, v: &[u8]) {
     out.push(b'"');
-    let text = String::from_utf8_lossy(v);
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                let mut s = String::new();
-                let _ = write!(s, "\\u{:04x}", c as u32);
-                out.extend_from_slice(s.as_bytes());
+    let mut rest = v;
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|&b| !PLAIN[b as usize])
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        rest = &rest[run..];
+        let Some(&b) = rest.first() else { break };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
             }
-            c => {
-                let mut b = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            _ => {
+                // Non-ASCII: copy the longest valid UTF-8 prefix, replace one bad byte.
+                let chunk = &rest[..rest.len().min(4096)];
+                let valid = match std::str::from_utf8(chunk) {
+                    Ok(s) => s.len(),
+                    Err(e) => e.valid_up_to(),
+                };
+                // Copy only the non-ASCII part of the valid prefix, then resume the
+                // fast loop (which handles quotes and controls).
+                let upto = chunk[..valid]
+                    .iter()
+                    .position(|&c| c < 0x80)
+                    .unwrap_or(valid);
+                if upto == 0 {
+                    out.extend_from_slice("\u{fffd}".as_bytes());
+                    rest = &rest[1..];
+                    continue;
+                }
+                out.extend_from_slice(&rest[..upto]);
+                rest = &rest[upto..];
+                continue;
             }
         }
+        rest = &rest[1..];
     }
     out.push(b'"');
 }

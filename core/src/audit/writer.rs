@@ -52,7 +52,8 @@ pub struct Writer {
     size: u64,
     opened: Instant,
     seq: u64,
-    prev: String,
+    /// Hex SHA-256 of the last line written (or queued).
+    prev: [u8; 64],
     since_checkpoint: u64,
     last_checkpoint: Instant,
     batch: Vec<u8>,
@@ -96,6 +97,8 @@ pub fn open(settings: Settings, shared: Arc<Shared>, key: SigningKey) -> std::io
         next_seq = seq,
         durability = settings.strict_label()
     );
+    let mut prev_hex = [0u8; 64];
+    prev_hex.copy_from_slice(prev.as_bytes());
     Ok(Writer {
         settings,
         shared,
@@ -105,7 +108,7 @@ pub fn open(settings: Settings, shared: Arc<Shared>, key: SigningKey) -> std::io
         size,
         opened: Instant::now(),
         seq,
-        prev,
+        prev: prev_hex,
         since_checkpoint: 0,
         last_checkpoint: Instant::now(),
         batch: Vec::with_capacity(1 << 20),
@@ -146,7 +149,7 @@ impl Writer {
     fn append(&mut self, body: &[u8]) {
         let start = self.batch.len();
         chain::line(self.seq, &self.prev, body, &mut self.batch);
-        self.prev = chain::hash_hex(&self.batch[start..]);
+        chain::hash_hex_into(&self.batch[start..], &mut self.prev);
         self.batch.push(b'\n');
         self.seq += 1;
         self.pending_lines += 1;
@@ -155,7 +158,8 @@ impl Writer {
 
     fn checkpoint(&mut self) {
         let ts = super::now_ms();
-        let msg = chain::checkpoint_message(self.seq, &self.prev, ts, self.since_checkpoint);
+        let prev = std::str::from_utf8(&self.prev).unwrap_or(GENESIS);
+        let msg = chain::checkpoint_message(self.seq, prev, ts, self.since_checkpoint);
         let sig = base64::engine::general_purpose::STANDARD
             .encode(self.key.sign(msg.as_bytes()).to_bytes());
         let mut body = Vec::with_capacity(256);
