@@ -376,3 +376,49 @@ fn admin_reload_needs_an_admin_token_and_reports_errors() {
         "old policy kept"
     );
 }
+
+#[test]
+fn jwks_from_oidc_discovery() {
+    let pg = PgCluster::start();
+    let key = DevKey::generate();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let idp = l.local_addr().unwrap();
+    let issuer = format!("http://{idp}/realms/test");
+    let jwks = key.jwks().to_string();
+    let discovery =
+        json!({ "issuer": issuer, "jwks_uri": format!("http://{idp}/realms/test/certs") })
+            .to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let body = if req.starts_with("GET /realms/test/.well-known/openid-configuration ") {
+                &discovery
+            } else if req.starts_with("GET /realms/test/certs ") {
+                &jwks
+            } else {
+                let _ = s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                continue;
+            };
+            let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    let addr = free_addr();
+    let config = format!(
+        "[gateway]\nshards = 1\n[identity]\nissuer = \"{issuer}\"\naudience = \"sluice\"\ngroups_claim = \"realm_access.roles\"\n\n{}",
+        pg_target("db", addr, pg.addr(), "")
+    );
+    let _s = Sluice::start(&config);
+    let now = sluice::identity::unix_now();
+    let token = key.sign(
+        &json!({"iss": issuer, "aud": ["account", "sluice"], "sub": "kc-user",
+        "realm_access": {"roles": ["sre"]}, "iat": now, "exp": now + 300}),
+    );
+    let mut c = connect(addr, &token, "postgres")
+        .expect("keys found through discovery; groups from a dotted claim");
+    assert_eq!(c.query_one("SELECT 1", &[]).unwrap().get::<_, i32>(0), 1);
+}

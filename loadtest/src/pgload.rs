@@ -167,7 +167,14 @@ fn worker(
         };
         match result {
             Ok(o) if o.error.is_none() => {
-                hist.saturating_record(intended.elapsed().as_micros().max(1) as u64);
+                let took = intended.elapsed();
+                if took > Duration::from_secs(1) {
+                    eprintln!(
+                        "    slow operation: {} ms on connection {index} ({addr})",
+                        took.as_millis()
+                    );
+                }
+                hist.saturating_record(took.as_micros().max(1) as u64);
             }
             Ok(o) => fail(o.error.unwrap_or_default(), &mut errors),
             Err(e) => {

@@ -306,7 +306,9 @@ impl Writer {
                 info!("audit_closed", last_seq = self.seq.saturating_sub(1));
                 return;
             }
-            if empty {
+            // Group commit: wait for more records (or a strict command's kick)
+            // instead of paying an fsync per trickle of records.
+            if !stopping {
                 std::thread::park_timeout(self.settings.flush_interval);
             }
         }

@@ -12,7 +12,10 @@ use std::task::{Context, Poll, Waker};
 #[derive(Default)]
 pub struct Notify {
     generation: Cell<u64>,
-    slots: RefCell<Vec<Option<Waker>>>,
+    /// Registered waiters; each slot is tagged so a finished waiter can never
+    /// clear a slot another waiter has since taken over.
+    slots: RefCell<Vec<Option<(u64, Waker)>>>,
+    next_tag: Cell<u64>,
 }
 
 impl Notify {
@@ -23,7 +26,7 @@ impl Notify {
             .slots
             .borrow_mut()
             .iter_mut()
-            .filter_map(Option::take)
+            .filter_map(|s| s.take().map(|(_, w)| w))
             .collect();
         for w in wakers {
             w.wake();
@@ -43,7 +46,8 @@ impl Notify {
 pub struct Notified<'a> {
     notify: &'a Notify,
     generation: u64,
-    slot: Option<usize>,
+    /// The slot index and the tag written there.
+    slot: Option<(usize, u64)>,
 }
 
 impl Future for Notified<'_> {
@@ -54,22 +58,26 @@ impl Future for Notified<'_> {
             return Poll::Ready(());
         }
         let mut slots = self.notify.slots.borrow_mut();
-        let waker = Some(cx.waker().clone());
+        let waker = cx.waker().clone();
         match self.slot {
-            Some(i) => slots[i] = waker,
-            None => {
+            Some((i, tag)) if matches!(slots.get(i), Some(Some((t, _))) if *t == tag) => {
+                slots[i] = Some((tag, waker));
+            }
+            _ => {
+                let tag = self.notify.next_tag.get();
+                self.notify.next_tag.set(tag + 1);
                 let i = match slots.iter().position(Option::is_none) {
                     Some(i) => {
-                        slots[i] = waker;
+                        slots[i] = Some((tag, waker));
                         i
                     }
                     None => {
-                        slots.push(waker);
+                        slots.push(Some((tag, waker)));
                         slots.len() - 1
                     }
                 };
                 drop(slots);
-                self.slot = Some(i);
+                self.slot = Some((i, tag));
             }
         }
         Poll::Pending
@@ -78,9 +86,11 @@ impl Future for Notified<'_> {
 
 impl Drop for Notified<'_> {
     fn drop(&mut self) {
-        if let Some(i) = self.slot {
+        if let Some((i, tag)) = self.slot {
             if let Some(slot) = self.notify.slots.borrow_mut().get_mut(i) {
-                *slot = None;
+                if matches!(slot, Some((t, _)) if *t == tag) {
+                    *slot = None;
+                }
             }
         }
     }
@@ -178,6 +188,26 @@ mod tests {
             latch.wait().await; // already set: immediate
             assert!(latch.is_set());
         });
+    }
+
+    #[test]
+    fn a_finished_waiter_never_clears_another_waiters_slot() {
+        let n = Notify::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut a = Box::pin(n.notified());
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        n.notify_all(); // frees a's slot
+        let mut b = Box::pin(n.notified());
+        assert!(b.as_mut().poll(&mut cx).is_pending()); // b reuses the slot
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        drop(a); // must not clear b's registration
+        assert!(
+            n.slots.borrow().iter().any(Option::is_some),
+            "b is still registered"
+        );
+        n.notify_all();
+        assert!(b.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]
