@@ -39,7 +39,12 @@ fn push(c: &mut Criterion) {
         std::thread::spawn(move || {
             let mut scratch = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                ring.drain(|r| drop(black_box(r.len())), &mut scratch);
+                ring.drain(
+                    |r| {
+                        black_box(r.len());
+                    },
+                    &mut scratch,
+                );
             }
         })
     };
