@@ -1,0 +1,340 @@
+//! Accuracy against a seeded, labelled corpus of real-shaped PII and decoys.
+
+use super::*;
+use crate::detect::{luhn, scan};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn digits(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| char::from(b'0' + self.below(10) as u8))
+            .collect()
+    }
+    fn alnum(&mut self, n: usize, set: &[u8]) -> String {
+        (0..n)
+            .map(|_| set[self.below(set.len() as u64) as usize] as char)
+            .collect()
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+const UPPER_DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn luhn_complete(prefix: &str, len: usize, rng: &mut Rng) -> String {
+    let mut s = prefix.to_owned() + &rng.digits(len - prefix.len() - 1);
+    for check in 0..10 {
+        let cand = format!("{s}{check}");
+        if luhn(cand.as_bytes()) {
+            s = cand;
+            break;
+        }
+    }
+    s
+}
+
+fn group(num: &str, sep: &str, sizes: &[usize]) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    for (i, n) in sizes.iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&num[at..at + n]);
+        at += n;
+    }
+    out
+}
+
+fn iban_de(rng: &mut Rng) -> String {
+    let bban = rng.digits(18);
+    for check in 2..99 {
+        let cand = format!("DE{check:02}{bban}");
+        if detect::iban_mod97(cand.as_bytes()) {
+            return cand;
+        }
+    }
+    unreachable!("a check digit always exists")
+}
+
+/// One labelled entity.
+fn entity(kind: Detector, rng: &mut Rng) -> String {
+    match kind {
+        Detector::Email => {
+            let (a, d) = (1 + rng.below(6) as usize, rng.below(3) as usize);
+            format!(
+                "{}.{}{}@{}.{}",
+                rng.alnum(a, LOWER),
+                rng.alnum(3, LOWER),
+                rng.digits(d),
+                rng.pick(&["example", "mail-host", "corp.example", "acme"]),
+                rng.pick(&["com", "org", "io", "co.uk"])
+            )
+        }
+        Detector::CreditCard => {
+            let (prefix, len, sizes): (&str, usize, &[usize]) = match rng.below(4) {
+                0 => ("4", 16, &[4, 4, 4, 4]),
+                1 => (
+                    ["51", "52", "53", "54", "55"][rng.below(5) as usize],
+                    16,
+                    &[4, 4, 4, 4],
+                ),
+                2 => (["34", "37"][rng.below(2) as usize], 15, &[4, 6, 5]),
+                _ => ("6011", 16, &[4, 4, 4, 4]),
+            };
+            let n = luhn_complete(prefix, len, rng);
+            group(&n, rng.pick(&["", " ", "-"]), sizes)
+        }
+        Detector::Ssn => {
+            let area = loop {
+                let a = 1 + rng.below(899);
+                if a != 666 {
+                    break a;
+                }
+            };
+            format!(
+                "{area:03}-{:02}-{:04}",
+                1 + rng.below(99),
+                1 + rng.below(9999)
+            )
+        }
+        Detector::Phone => match rng.below(3) {
+            0 => format!("+1 {} 555 {}", 200 + rng.below(799), rng.digits(4)),
+            1 => format!("+44 20 {} {}", rng.digits(4), rng.digits(4)),
+            _ => format!("({}) 555-{}", 200 + rng.below(799), rng.digits(4)),
+        },
+        Detector::Iban => {
+            let i = iban_de(rng);
+            if rng.below(2) == 0 {
+                i
+            } else {
+                group(&i, " ", &[4, 4, 4, 4, 4, 2])
+            }
+        }
+        Detector::Ipv4 => format!(
+            "{}.{}.{}.{}",
+            1 + rng.below(223),
+            rng.below(256),
+            rng.below(256),
+            1 + rng.below(254)
+        ),
+        Detector::Ipv6 => format!(
+            "2001:db8:{:x}::{:x}",
+            rng.below(65535),
+            1 + rng.below(65534)
+        ),
+        Detector::AwsKey => format!("AKIA{}", rng.alnum(16, UPPER_DIGITS)),
+        Detector::Jwt => format!(
+            "eyJ{}.eyJ{}.{}",
+            rng.alnum(20, B64URL),
+            rng.alnum(40, B64URL),
+            rng.alnum(43, B64URL)
+        ),
+        Detector::ApiKey => format!(
+            "{}{}",
+            rng.pick(&["sk_live_", "ghp_", "xoxb-"]),
+            rng.alnum(28, ALNUM)
+        ),
+        Detector::PrivateKey | Detector::Bearer => unreachable!("not generated in rows"),
+    }
+}
+
+/// Things that look like PII but are not.
+fn decoy(rng: &mut Rng) -> String {
+    match rng.below(8) {
+        0 => format!("ORD-2026-{}", rng.digits(6)),
+        1 => format!(
+            "2026-11-{:02} {:02}:{:02}:{:02}",
+            1 + rng.below(28),
+            rng.below(24),
+            rng.below(60),
+            rng.below(60)
+        ),
+        2 => format!(
+            "{}-{}-4{}-a{}-{}",
+            rng.alnum(8, b"0123456789abcdef"),
+            rng.alnum(4, b"0123456789abcdef"),
+            rng.alnum(3, b"0123456789abcdef"),
+            rng.alnum(3, b"0123456789abcdef"),
+            rng.alnum(12, b"0123456789abcdef")
+        ),
+        3 => format!("v{}.{}.{}", rng.below(20), rng.below(50), rng.below(200)),
+        4 => {
+            // A 16-digit number that fails Luhn.
+            let mut n = luhn_complete("4", 16, rng);
+            let last = n.pop().unwrap();
+            n.push(char::from(b'0' + ((last as u8 - b'0' + 1) % 10)));
+            n
+        }
+        5 => format!("SN-{}-{}", rng.digits(3), rng.digits(7)),
+        6 => format!(
+            "qty {} @ {}.{:02} each",
+            rng.below(90),
+            rng.below(999),
+            rng.below(100)
+        ),
+        _ => format!("ref {}", rng.digits(9)),
+    }
+}
+
+const ROW_KINDS: [Detector; 10] = [
+    Detector::Email,
+    Detector::CreditCard,
+    Detector::Ssn,
+    Detector::Phone,
+    Detector::Iban,
+    Detector::Ipv4,
+    Detector::Ipv6,
+    Detector::AwsKey,
+    Detector::Jwt,
+    Detector::ApiKey,
+];
+
+/// Rows of text with the byte spans of every planted entity.
+type Labelled = (String, Vec<(Detector, std::ops::Range<usize>)>);
+
+fn corpus(seed: u64, rows: usize) -> Vec<Labelled> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for _ in 0..rows {
+        let mut text = String::new();
+        let mut labels = Vec::new();
+        for _ in 0..6 {
+            text.push_str(rng.pick(&[" customer note: ", " | ", "; contact ", " and ", ", id "]));
+            if rng.below(3) == 0 {
+                text.push_str(&decoy(&mut rng));
+            } else {
+                let kind = ROW_KINDS[rng.below(ROW_KINDS.len() as u64) as usize];
+                let value = entity(kind, &mut rng);
+                labels.push((kind, text.len()..text.len() + value.len()));
+                text.push_str(&value);
+            }
+        }
+        out.push((text, labels));
+    }
+    out
+}
+
+#[test]
+fn recall_is_total_and_precision_at_least_99_percent_per_detector() {
+    let all: Vec<Detector> = Detector::ALL.to_vec();
+    let mut hits = Vec::new();
+    let mut tp = [0u64; 12];
+    let mut fp = [0u64; 12];
+    let mut planted = [0u64; 12];
+    let mut missed = Vec::new();
+    for (text, labels) in corpus(0x5eed, 4000) {
+        scan(text.as_bytes(), &all, &mut hits);
+        for (kind, span) in &labels {
+            planted[*kind as usize] += 1;
+            if hits.iter().any(|h| h.detector == *kind && h.range == *span) {
+                tp[*kind as usize] += 1;
+            } else if missed.len() < 10 {
+                missed.push(format!(
+                    "{kind:?} {:?} in {text:?} (hits {hits:?})",
+                    &text[span.clone()]
+                ));
+            }
+        }
+        for h in &hits {
+            if !labels
+                .iter()
+                .any(|(k, s)| *k == h.detector && *s == h.range)
+            {
+                fp[h.detector as usize] += 1;
+                if missed.len() < 20 {
+                    missed.push(format!(
+                        "false {:?} {:?} in {text:?}",
+                        h.detector,
+                        &text[h.range.clone()]
+                    ));
+                }
+            }
+        }
+    }
+    let mut report = String::new();
+    for d in ROW_KINDS {
+        let i = d as usize;
+        let recall = tp[i] as f64 / planted[i].max(1) as f64;
+        let precision = tp[i] as f64 / (tp[i] + fp[i]).max(1) as f64;
+        report.push_str(&format!(
+            "{:<12} planted {:>5} recall {:.4} precision {:.4}\n",
+            d.name(),
+            planted[i],
+            recall,
+            precision
+        ));
+    }
+    eprintln!("{report}");
+    for d in ROW_KINDS {
+        let i = d as usize;
+        assert!(planted[i] > 100, "{report}");
+        assert_eq!(
+            tp[i],
+            planted[i],
+            "recall of {} below 100%\n{report}\n{}",
+            d.name(),
+            missed.join("\n")
+        );
+        let precision = tp[i] as f64 / (tp[i] + fp[i]).max(1) as f64;
+        assert!(
+            precision >= 0.99,
+            "precision of {} below 99%\n{report}\n{}",
+            d.name(),
+            missed.join("\n")
+        );
+    }
+}
+
+#[test]
+fn secrets_in_text() {
+    let all: Vec<Detector> = Detector::ALL.to_vec();
+    let mut hits = Vec::new();
+    let pem =
+        "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n";
+    scan(pem.as_bytes(), &all, &mut hits);
+    assert!(hits
+        .iter()
+        .any(|h| h.detector == Detector::PrivateKey
+            && pem[h.range.clone()].contains("MIIEpAIBAAKCAQEA")));
+    let auth = "Authorization: Bearer abcdef0123456789abcdef";
+    scan(auth.as_bytes(), &all, &mut hits);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(&auth[hits[0].range.clone()], "abcdef0123456789abcdef");
+    let aws = "aws_access_key_id=AKIAIOSFODNN7EXAMPLE aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    scan(aws.as_bytes(), &all, &mut hits);
+    let found: Vec<&str> = hits.iter().map(|h| &aws[h.range.clone()]).collect();
+    assert!(
+        found.contains(&"AKIAIOSFODNN7EXAMPLE")
+            && found.contains(&"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn column_rules_add_to_detection() {
+    let profile = Profile::new(&["email"], &[("customers.ssn", "last4")]).unwrap();
+    assert_eq!(profile.column_style("ssn"), Some(Style::Last4));
+    assert_eq!(profile.column_style("email"), None);
+    let mut m = Masker::new(profile);
+    let mut v = b"123456789".to_vec();
+    m.mask_value(&mut v, Some(Style::Last4));
+    assert_eq!(&v, b"*****6789");
+    let mut v = b"a@b.io".to_vec();
+    assert_eq!(m.mask_value(&mut v, None), 1);
+    assert_eq!(m.counts.pairs(), vec![("email", 1)]);
+    assert!(Profile::new(&["emial"], &[]).is_err());
+}
