@@ -111,6 +111,10 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         }
     }
     let policy = Arc::new(CompiledPolicy::compile(&config).map_err(anyhow::Error::msg)?);
+    for t in &config.targets {
+        crate::gateway::postgres::masking::profile(&config, t)
+            .map_err(|e| anyhow::anyhow!("target `{}`: masking: {e}", t.name))?;
+    }
     let (keys, verifier) = match &config.identity {
         Some(id) => {
             let source = Source::parse(id.jwks.as_deref(), &id.issuer);

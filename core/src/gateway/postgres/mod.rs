@@ -34,6 +34,7 @@ use crate::{debug, info, warn};
 
 mod io;
 mod login;
+pub mod masking;
 mod relay;
 
 use io::{fatal, read_more_timeout, Io};
@@ -565,6 +566,28 @@ async fn client_login<C: Io>(
         .await;
         return None;
     }
+    // Masking works on UTF-8 text: another client encoding would let values
+    // through in a form the detectors do not read.
+    if target.masking.is_some() {
+        if let Some(enc) = get("client_encoding") {
+            let enc = enc.trim_matches('\'');
+            if !(enc.eq_ignore_ascii_case("UTF8")
+                || enc.eq_ignore_ascii_case("UTF-8")
+                || enc.eq_ignore_ascii_case("auto"))
+            {
+                fatal(
+                    client,
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    &format!(
+                        "client_encoding {enc} is not allowed on target `{}`: masking needs UTF8",
+                        target.name
+                    ),
+                )
+                .await;
+                return None;
+            }
+        }
+    }
     let mut pass: Vec<(String, String)> = params
         .into_iter()
         .filter(|(k, _)| PASSED_PARAMS.contains(&k.as_str()) || k == "database")
@@ -572,6 +595,10 @@ async fn client_login<C: Io>(
     if let Some(db) = &target.database {
         pass.retain(|(k, _)| k != "database");
         pass.push(("database".into(), db.clone()));
+    }
+    if target.masking.is_some() {
+        pass.retain(|(k, _)| k != "client_encoding");
+        pass.push(("client_encoding".into(), "UTF8".into()));
     }
     Some((identity, pass))
 }

@@ -173,6 +173,27 @@ pub async fn run<C: Io, U: Io>(
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
     let client_w = Slot::new(client_w);
+    let masker = match super::masking::profile(ctx.config, ctx.target) {
+        Ok(p) => p.map(super::masking::RowMasker::new),
+        Err(e) => {
+            warn!(
+                "masking_profile_invalid",
+                target = ctx.target.name,
+                error = e
+            );
+            fatal_to_client(
+                &client_w,
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "the target's masking profile cannot be applied",
+            )
+            .await;
+            return Totals {
+                commands: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+            };
+        }
+    };
     let shared = Shared {
         denials: RefCell::new(VecDeque::new()),
         syncs_sent: Cell::new(0),
@@ -188,7 +209,7 @@ pub async fn run<C: Io, U: Io>(
     };
     monoio::join!(
         client_to_upstream(ctx, &shared, client_r, upstream_w, &client_w, pending),
-        upstream_to_client(ctx, &shared, upstream_r, &client_w),
+        upstream_to_client(ctx, &shared, upstream_r, &client_w, masker),
     );
     Totals {
         commands: shared.commands.get(),
@@ -205,7 +226,7 @@ async fn fatal_to_client<W: AsyncWriteRent>(client_w: &Slot<W>, code: &str, mess
 }
 
 /// After a fatal error, reads and drops what the client is still sending (for up
-/// to two seconds), so closing does not reset the connection before the client
+/// to five seconds), so closing does not reset the connection before the client
 /// has read the error.
 async fn linger<R: AsyncReadRent>(client: &mut R) {
     let mut sink = Vec::with_capacity(64 * 1024);
@@ -218,7 +239,7 @@ async fn linger<R: AsyncReadRent>(client: &mut R) {
             }
         }
     };
-    let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+    let _ = monoio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteRent>(
@@ -451,7 +472,17 @@ fn judge_message(
 }
 
 fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
-    let (verdict, statements) = crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, sql);
+    let (mut verdict, statements) = crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, sql);
+    if verdict == Verdict::Allow
+        && ctx.target.masking.is_some()
+        && changes_encoding(sql, &statements)
+    {
+        verdict = Verdict::Deny {
+            message: "changing client_encoding is not allowed while masking is on".into(),
+            detail: "masking reads UTF8; Sluice keeps the session in UTF8".into(),
+            rule: None,
+        };
+    }
     if let Verdict::Deny { message, .. } = &verdict {
         info!(
             "statement_denied",
@@ -462,6 +493,18 @@ fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
         );
     }
     (verdict, Some(statements))
+}
+
+/// Does this SQL set the client encoding (`SET client_encoding`, `SET NAMES`,
+/// `set_config('client_encoding', ...)`)?
+fn changes_encoding(sql: &[u8], statements: &[Statement]) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    let mentions = memchr::memmem::find(&lower, b"client_encoding").is_some()
+        || memchr::memmem::find(&lower, b"names").is_some();
+    mentions
+        && statements
+            .iter()
+            .any(|s| s.kind == sluice_protocols::sql::Kind::Set || s.flags.opaque)
 }
 
 /// Writes the batch's command records; in strict durability waits until they are
@@ -584,6 +627,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
     shared: &Shared,
     mut upstream: R,
     client_w: &Slot<CW>,
+    mut masker: Option<super::masking::RowMasker>,
 ) {
     let max = ctx.config.gateway.max_message.max(1 << 30);
     let mut buf = Vec::with_capacity(16 * 1024);
@@ -618,7 +662,8 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             };
             let avail = buf.len() - pos;
             if f.len > avail {
-                if matches!(f.tag, b'D' | b'd') && f.len > STREAM_THRESHOLD {
+                // With masking on, every value is inspected whole: nothing streams.
+                if masker.is_none() && matches!(f.tag, b'D' | b'd') && f.len > STREAM_THRESHOLD {
                     passthrough = f.len - avail;
                     result.bytes += avail as u64;
                     if f.tag == b'D' {
@@ -628,7 +673,16 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
                 }
                 break;
             }
-            if let Err(e) = inspect_backend(ctx, shared, &mut buf, pos, f, &mut plan, &mut result) {
+            if let Err(e) = inspect_backend(
+                ctx,
+                shared,
+                &mut buf,
+                pos,
+                f,
+                &mut plan,
+                &mut result,
+                masker.as_mut(),
+            ) {
                 broken = Some(e);
                 break;
             }
@@ -667,10 +721,12 @@ struct Outcome {
     rows: u64,
     bytes: u64,
     error: Option<String>,
+    masked: Vec<(&'static str, u64)>,
 }
 
 /// Looks at one complete upstream message; may rewrite it in `plan` or mask it in
 /// place.
+#[allow(clippy::too_many_arguments)] // the pump's state, passed apart to keep borrows disjoint
 fn inspect_backend(
     ctx: &Context<'_>,
     shared: &Shared,
@@ -679,7 +735,28 @@ fn inspect_backend(
     f: Frame,
     plan: &mut Plan,
     result: &mut Outcome,
+    masker: Option<&mut super::masking::RowMasker>,
 ) -> Result<(), String> {
+    // Denial markers are matched before masking rewrites any text.
+    let is_denial = f.tag == b'E'
+        && memchr::memmem::find(&buf[pos + 5..pos + f.len], MARKER.as_bytes()).is_some();
+    if let Some(m) = masker {
+        if !is_denial {
+            m.message(f.tag, &mut buf[pos + 5..pos + f.len])?;
+        }
+        if f.tag == b'Z' {
+            result.masked = m.take_counts();
+        }
+        if f.tag == b'S' {
+            if let Ok(Backend::ParameterStatus { name, value }) =
+                backend::parse(f.tag, &buf[pos + 5..pos + f.len])
+            {
+                if name == b"client_encoding" && !value.eq_ignore_ascii_case(b"UTF8") {
+                    return Err("client_encoding changed away from UTF8 while masking is on".into());
+                }
+            }
+        }
+    }
     match f.tag {
         b'D' => {
             result.rows += 1;
@@ -742,7 +819,8 @@ fn inspect_backend(
                                 )
                                 .num("rows", result.rows)
                                 .num("bytes", result.bytes)
-                                .num("duration_us", elapsed.as_micros() as u64);
+                                .num("duration_us", elapsed.as_micros() as u64)
+                                .counts("masked", &result.masked);
                             match &result.error {
                                 Some(e) => rec.str("error", e).end(),
                                 None => rec.end(),

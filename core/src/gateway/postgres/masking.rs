@@ -1,0 +1,129 @@
+//! The masking hook of the Postgres relay: every path a value can leak through
+//! on its way to the client is masked in place (same length, no re-framing).
+//!
+//! - `RowDescription` fixes a per-column plan: the column rule for its name, and
+//!   whether the column carries text (text format, or a text-like type in binary).
+//! - `DataRow` values are masked column by column: the rule first, then content
+//!   detection (rules add to detection; an alias like `ssn AS x` is still caught).
+//! - `ErrorResponse`/`NoticeResponse` message, detail and hint (a failed cast
+//!   echoes the value), `CopyData` out, and `NotificationResponse` payloads pass
+//!   through content detection.
+
+use sluice_masking::{Masker, Profile, Style};
+use sluice_protocols::postgres::backend::{self, Backend};
+
+/// Text-like type OIDs whose binary form is the text itself.
+const TEXT_OIDS: &[u32] = &[25, 1043, 1042, 19, 114, 142, 705, 18];
+
+#[derive(Clone, Copy)]
+struct Column {
+    rule: Option<Style>,
+    maskable: bool,
+}
+
+pub struct RowMasker {
+    masker: Masker,
+    columns: Vec<Column>,
+}
+
+/// The target's masking profile, if it has one.
+pub fn profile(
+    config: &sluice_config::Config,
+    target: &sluice_config::Target,
+) -> Result<Option<Profile>, String> {
+    let Some(name) = &target.masking else {
+        return Ok(None);
+    };
+    let Some(p) = config.masking.get(name) else {
+        return Ok(None);
+    };
+    let detectors: Vec<&str> = p.detectors.iter().map(String::as_str).collect();
+    let columns: Vec<(&str, &str)> = p
+        .columns
+        .iter()
+        .map(|(c, s)| (c.as_str(), s.as_str()))
+        .collect();
+    Profile::new(&detectors, &columns).map(Some)
+}
+
+impl RowMasker {
+    pub fn new(profile: Profile) -> RowMasker {
+        RowMasker {
+            masker: Masker::new(profile),
+            columns: Vec::new(),
+        }
+    }
+
+    /// Masks one complete message in place (`body` is the message body).
+    pub fn message(&mut self, tag: u8, body: &mut [u8]) -> Result<(), String> {
+        match tag {
+            b'T' => {
+                let Ok(Backend::RowDescription(desc)) = backend::parse(tag, body) else {
+                    return Err("malformed RowDescription".into());
+                };
+                let profile = self.masker.profile();
+                self.columns = desc
+                    .columns()
+                    .map(|c| Column {
+                        rule: profile.column_style(&String::from_utf8_lossy(c.name)),
+                        maskable: c.format == 0 || TEXT_OIDS.contains(&c.type_oid),
+                    })
+                    .collect();
+            }
+            b'D' => {
+                let ranges: Vec<_> = match backend::parse(tag, body) {
+                    Ok(Backend::DataRow(row)) => row.ranges().collect(),
+                    _ => return Err("malformed DataRow".into()),
+                };
+                for (i, r) in ranges.into_iter().enumerate() {
+                    let Some(r) = r else { continue };
+                    // Without a RowDescription (e.g. a portal described earlier),
+                    // every column is treated as text: fail safe.
+                    let col = self.columns.get(i).copied().unwrap_or(Column {
+                        rule: None,
+                        maskable: true,
+                    });
+                    if col.maskable {
+                        self.masker.mask_value(&mut body[r], col.rule);
+                    }
+                }
+            }
+            b'E' | b'N' => {
+                let ranges: Vec<_> = match backend::parse(tag, body) {
+                    Ok(Backend::ErrorResponse(f)) | Ok(Backend::NoticeResponse(f)) => f
+                        .value_ranges()
+                        .filter(|(code, _)| matches!(code, b'M' | b'D' | b'H' | b'W'))
+                        .map(|(_, r)| r)
+                        .collect(),
+                    _ => return Err("malformed error or notice".into()),
+                };
+                for r in ranges {
+                    self.masker.mask_value(&mut body[r], None);
+                }
+            }
+            b'd' => {
+                self.masker.mask_value(body, None);
+            }
+            b'A' => {
+                if let Ok(Backend::NotificationResponse { payload, .. }) = backend::parse(tag, body)
+                {
+                    let start = payload.as_ptr() as usize - body.as_ptr() as usize;
+                    let end = start + payload.len();
+                    self.masker.mask_value(&mut body[start..end], None);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Values masked since the last call, per detector.
+    pub fn take_counts(&mut self) -> Vec<(&'static str, u64)> {
+        let mut pairs = self.masker.counts.pairs();
+        if self.masker.counts.by_column_rule > 0 {
+            pairs.push(("column_rule", self.masker.counts.by_column_rule));
+        }
+        self.masker.counts = Default::default();
+        pairs
+    }
+}

@@ -1,0 +1,151 @@
+//! Masking through the real gateway: every path a value can leak through.
+
+mod support;
+
+use postgres::fallible_iterator::FallibleIterator;
+use support::pg::*;
+use support::*;
+
+const PROFILE: &str = r#"
+[masking.pii]
+detectors = ["email", "credit_card", "ssn", "phone"]
+columns = { card_number = "last4", "customers.secret" = "full" }
+"#;
+
+fn setup() -> (
+    PgCluster,
+    Keys,
+    Sluice,
+    std::net::SocketAddr,
+    tempfile::TempDir,
+) {
+    let pg = PgCluster::start();
+    pg.psql(
+        "CREATE TABLE customers (id int, email text, card_number text, ssn text, secret text, phone text);
+         INSERT INTO customers VALUES
+           (1, 'jane.doe@example.com', '4111 1111 1111 1111', '078-05-1120', 'opensesame', '+1 415 555 0123'),
+           (2, 'bob@example.org', '5500-0000-0000-0004', '219-09-9999', 'hunter22', '(212) 555-0188')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let addr = free_addr();
+    let audit = dir.path().join("audit");
+    let config = format!(
+        "[gateway]\nshards = 2\n{}[audit]\ndir = \"{}\"\ndurability = \"batched\"\n\n{}{PROFILE}",
+        keys.identity_block(),
+        audit.display(),
+        pg_target("db", addr, pg.addr(), "masking = \"pii\"")
+    );
+    let sluice = Sluice::start(&config);
+    (pg, keys, sluice, addr, dir)
+}
+
+#[test]
+fn select_results_aliases_json_errors_and_copy_are_masked() {
+    let (_pg, keys, _s, addr, _dir) = setup();
+    let t = keys.token("agent", &["agents"]);
+    let q = |sql: &str| {
+        let o = psql_with(addr, &t, &["-At", "-c", sql]);
+        assert!(
+            o.status.success() || !stderr(&o).is_empty(),
+            "{}",
+            stderr(&o)
+        );
+        format!("{}{}", stdout(&o), stderr(&o))
+    };
+    let rows = q("SELECT email, card_number, ssn, secret, phone FROM customers ORDER BY id");
+    assert_eq!(
+        rows.trim(),
+        "j*******@*******.com|**** **** **** 1111|***-**-****|**********|+* *** *** ****\n\
+         b**@*******.org|****-****-****-0004|***-**-****|********|(***) ***-****"
+    );
+    // An alias does not hide a value from content detection.
+    assert_eq!(
+        q("SELECT ssn AS x, email AS y FROM customers WHERE id = 1").trim(),
+        "***-**-****|j*******@*******.com"
+    );
+    // JSON built server-side.
+    let json = q("SELECT row_to_json(c) FROM customers c WHERE id = 2");
+    assert!(
+        json.contains("\"email\":\"b**@*******.org\"") && !json.contains("bob@"),
+        "{json}"
+    );
+    // A failed cast echoes the value in the error message.
+    let err = q("SELECT email::int FROM customers WHERE id = 1");
+    assert!(
+        err.contains("invalid input syntax")
+            && err.contains("j*******@*******.com")
+            && !err.contains("jane.doe"),
+        "{err}"
+    );
+    // COPY out.
+    let copy = q("\\copy (SELECT email, ssn FROM customers ORDER BY id) TO STDOUT");
+    assert!(
+        !copy.contains("jane.doe")
+            && !copy.contains("078-05-1120")
+            && copy.contains("j*******@*******.com"),
+        "{copy}"
+    );
+}
+
+#[test]
+fn driver_binary_results_notifications_and_encoding() {
+    let (_pg, keys, mut s, addr, dir) = setup();
+    let t = keys.token("agent", &["agents"]);
+    let mut c = connect(addr, &t, "postgres").unwrap();
+    // The driver asks for binary results; text-like columns are still masked.
+    let row = c
+        .query_one(
+            "SELECT email, card_number FROM customers WHERE id = $1",
+            &[&1i32],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "j*******@*******.com");
+    assert_eq!(row.get::<_, String>(1), "**** **** **** 1111");
+    // Notifications carry payloads too.
+    let mut l = connect(addr, &t, "postgres").unwrap();
+    l.batch_execute("LISTEN leak").unwrap();
+    c.batch_execute("NOTIFY leak, 'reach me at jane.doe@example.com'")
+        .unwrap();
+    let mut got = None;
+    for _ in 0..50 {
+        if let Ok(Some(n)) = l
+            .notifications()
+            .timeout_iter(std::time::Duration::from_millis(100))
+            .next()
+        {
+            got = Some(n.payload().to_owned());
+            break;
+        }
+    }
+    assert_eq!(got.as_deref(), Some("reach me at j*******@*******.com"));
+    // The session stays in UTF8 while masking is on.
+    let err = c
+        .batch_execute("SET client_encoding = 'LATIN1'")
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    assert!(
+        message(&err).contains("client_encoding"),
+        "{}",
+        message(&err)
+    );
+    drop((c, l));
+    s.signal(libc::SIGTERM);
+    s.wait_exit(std::time::Duration::from_secs(20));
+    let out = std::process::Command::new(sluice_bin())
+        .args([
+            "audit",
+            "search",
+            "--dir",
+            dir.path().join("audit").to_str().unwrap(),
+            "--type",
+            "result",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"masked\":{\"email\":1,\"column_rule\":1}"),
+        "masked counts in the audit log: {text}"
+    );
+}
