@@ -225,6 +225,32 @@ async fn fatal_to_client<W: AsyncWriteRent>(client_w: &Slot<W>, code: &str, mess
     }
 }
 
+/// A malformed or oversized client message: `08P01` to the client, the upstream
+/// closed (it never sees the message), then the client drained and closed.
+async fn protocol_violation<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteRent>(
+    ctx: &Context<'_>,
+    e: sluice_protocols::postgres::Error,
+    client_w: &Slot<CW>,
+    upstream: &mut W,
+    client: &mut R,
+) {
+    warn!(
+        "client_protocol_error",
+        target = ctx.target.name,
+        subject = ctx.identity.subject,
+        error = e
+    );
+    ctx.shard.metrics.error(ErrorKind::ClientIo);
+    fatal_to_client(
+        client_w,
+        sqlstate::PROTOCOL_VIOLATION,
+        &format!("invalid message: {e}"),
+    )
+    .await;
+    let _ = upstream.shutdown().await;
+    linger(client).await;
+}
+
 /// After a fatal error, reads and drops what the client is still sending (for up
 /// to five seconds), so closing does not reset the connection before the client
 /// has read the error.
@@ -278,22 +304,7 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
-                    warn!(
-                        "client_protocol_error",
-                        target = ctx.target.name,
-                        subject = ctx.identity.subject,
-                        error = e
-                    );
-                    ctx.shard.metrics.error(ErrorKind::ClientIo);
-                    fatal_to_client(
-                        client_w,
-                        sqlstate::PROTOCOL_VIOLATION,
-                        &format!("invalid message: {e}"),
-                    )
-                    .await;
-                    let _ = upstream.shutdown().await;
-                    linger(&mut client).await;
-                    return;
+                    return protocol_violation(ctx, e, client_w, &mut upstream, &mut client).await
                 }
             };
             let avail = buf.len() - pos;
@@ -305,22 +316,7 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                 break;
             }
             if let Err(e) = judge_message(ctx, shared, &buf, pos, f, &mut plan, &mut cmds) {
-                warn!(
-                    "client_protocol_error",
-                    target = ctx.target.name,
-                    subject = ctx.identity.subject,
-                    error = e
-                );
-                ctx.shard.metrics.error(ErrorKind::ClientIo);
-                fatal_to_client(
-                    client_w,
-                    sqlstate::PROTOCOL_VIOLATION,
-                    &format!("invalid message: {e}"),
-                )
-                .await;
-                let _ = upstream.shutdown().await;
-                linger(&mut client).await;
-                return;
+                return protocol_violation(ctx, e, client_w, &mut upstream, &mut client).await;
             }
             if f.tag == b'X' {
                 terminate = true;
