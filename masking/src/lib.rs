@@ -16,18 +16,23 @@
 //! assert_eq!(&v[..], &b"mail j***@*******.com, card **** **** **** 1111"[..]);
 //! ```
 //!
+//! [`StreamMasker`] does the same for a stream that arrives in chunks: a value
+//! split across chunks is found exactly as if it came whole.
+//!
 //! Pure: no I/O, no clock. The gateway wires it into its drivers.
 
 pub mod detect;
 pub mod mask;
+pub mod stream;
 
 pub use detect::{Detector, Hit};
 pub use mask::Style;
+pub use stream::StreamMasker;
 
 /// A masking profile: the detectors to run on every value, and column rules.
 #[derive(Debug, Clone)]
 pub struct Profile {
-    detectors: Vec<Detector>,
+    pub(crate) detectors: Vec<Detector>,
     columns: Vec<(String, Style)>,
 }
 
@@ -83,7 +88,7 @@ impl Counts {
 
 /// Applies a profile to values; reuses its scratch space.
 pub struct Masker {
-    profile: Profile,
+    pub(crate) profile: Profile,
     hits: Vec<Hit>,
     pub counts: Counts,
 }

@@ -338,3 +338,88 @@ fn column_rules_add_to_detection() {
     assert_eq!(m.counts.pairs(), vec![("email", 1)]);
     assert!(Profile::new(&["emial"], &[]).is_err());
 }
+
+/// Masks `text` whole with the streaming masker's rules (one chunk).
+fn whole(profile: &Profile, text: &[u8]) -> Vec<u8> {
+    let mut m = StreamMasker::new(profile.clone());
+    let mut out = Vec::new();
+    m.feed(text, &mut out);
+    m.finish(&mut out);
+    out
+}
+
+#[test]
+fn every_split_of_every_corpus_row_masks_identically() {
+    let names: Vec<&str> = Detector::ALL.iter().map(|d| d.name()).collect();
+    let profile = Profile::new(&names, &[]).unwrap();
+    for (text, labels) in corpus(0xabc, 150) {
+        let bytes = text.as_bytes();
+        let expected = whole(&profile, bytes);
+        assert_eq!(expected.len(), bytes.len(), "same length");
+        for (_, span) in &labels {
+            assert_ne!(
+                &expected[span.clone()],
+                &bytes[span.clone()],
+                "planted value masked"
+            );
+        }
+        for cut in 1..bytes.len() {
+            let mut m = StreamMasker::new(profile.clone());
+            let mut out = Vec::new();
+            m.feed(&bytes[..cut], &mut out);
+            m.feed(&bytes[cut..], &mut out);
+            m.finish(&mut out);
+            assert_eq!(out, expected, "split at {cut} of {text:?}");
+        }
+    }
+}
+
+#[test]
+fn long_streams_keep_memory_bounded_and_values_across_chunks() {
+    let profile = Profile::new(&["email", "credit_card"], &[]).unwrap();
+    let mut m = StreamMasker::new(profile);
+    let mut out = Vec::new();
+    let row = b"filler text without anything sensitive in it at all; ".repeat(40);
+    let mut input = Vec::new();
+    for i in 0..200 {
+        input.extend_from_slice(&row);
+        input.extend_from_slice(
+            format!("mail user{i}@example.com card 4111 1111 1111 1111 ").as_bytes(),
+        );
+    }
+    // Odd chunk sizes, so values straddle chunk boundaries.
+    for chunk in input.chunks(7919) {
+        m.feed(chunk, &mut out);
+        assert!(
+            m.held() <= stream::WINDOW + stream::CONTEXT + 7919,
+            "held {} bytes",
+            m.held()
+        );
+    }
+    m.finish(&mut out);
+    assert_eq!(out.len(), input.len());
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("@example.com") || text.matches("@*******.com").count() == 200);
+    assert_eq!(text.matches("**** **** **** 1111").count(), 200);
+    assert!(!text.contains("user1@"));
+}
+
+#[test]
+fn a_private_key_larger_than_the_window_is_masked_blind() {
+    let profile = Profile::new(&["private_key"], &[]).unwrap();
+    let mut m = StreamMasker::new(profile);
+    let body = "QUJD".repeat(40_000);
+    let pem = format!("x\n-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\ny");
+    let mut out = Vec::new();
+    for chunk in pem.as_bytes().chunks(1000) {
+        m.feed(chunk, &mut out);
+    }
+    m.finish(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.len(), pem.len());
+    assert!(!text.contains("QUJD"), "no key material leaks");
+    assert!(
+        text.starts_with("x\n-----BEGIN PRIVATE KEY-----")
+            && text.ends_with("-----END PRIVATE KEY-----\ny")
+    );
+}
