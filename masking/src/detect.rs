@@ -80,6 +80,38 @@ fn boundary(buf: &[u8], i: Option<usize>) -> bool {
     i.and_then(|i| buf.get(i)).is_none_or(|&b| !is_word(b))
 }
 
+/// Does the 8-byte word hold an ASCII digit? (Bit Twiddling Hacks' `hasbetween`
+/// for '/' < b < ':'; bytes >= 0x80 never count.)
+#[inline]
+fn word_has_digit(x: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const LOW7: u64 = ONES * 127;
+    const HIGH: u64 = ONES * 128;
+    let (m, n) = (b'/' as u64, b':' as u64);
+    ((ONES * (127 + n)).wrapping_sub(x & LOW7)
+        & !x
+        & ((x & LOW7).wrapping_add(ONES * (127 - m)))
+        & HIGH)
+        != 0
+}
+
+/// Position of the first ASCII digit at or after `i` (`buf.len()` if none),
+/// skipping eight bytes at a time through text without digits.
+#[inline]
+pub fn next_digit(buf: &[u8], mut i: usize) -> usize {
+    while i + 8 <= buf.len() {
+        let x = u64::from_ne_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
+        if word_has_digit(x) {
+            break;
+        }
+        i += 8;
+    }
+    while i < buf.len() && !buf[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
 // ---- email -------------------------------------------------------------------
 
 fn is_local(b: u8) -> bool {
@@ -125,7 +157,10 @@ pub fn emails(buf: &[u8], out: &mut Vec<Hit>) {
         if domain.windows(2).any(|w| w == b"..") {
             continue;
         }
-        if out.last().is_some_and(|h| h.range.end > s) {
+        if out
+            .last()
+            .is_some_and(|h| h.detector == Detector::Email && h.range.end > s)
+        {
             continue;
         }
         out.push(Hit {
@@ -205,12 +240,10 @@ fn digit_run(buf: &[u8], start: usize, seps: &[u8], digits: &mut Vec<u8>) -> usi
 
 pub fn cards(buf: &[u8], out: &mut Vec<Hit>) {
     let mut digits = Vec::with_capacity(24);
-    let mut i = 0;
+    let mut i = next_digit(buf, 0);
     while i < buf.len() {
-        if !buf[i].is_ascii_digit()
-            || (i > 0 && (buf[i - 1].is_ascii_digit() || is_word(buf[i - 1])))
-        {
-            i += 1;
+        if i > 0 && (buf[i - 1].is_ascii_digit() || is_word(buf[i - 1])) {
+            i = next_digit(buf, i + 1);
             continue;
         }
         let end = digit_run(buf, i, b" -", &mut digits);
@@ -224,13 +257,14 @@ pub fn cards(buf: &[u8], out: &mut Vec<Hit>) {
                 detector: Detector::CreditCard,
                 range: i..end,
             });
-            i = end;
+            i = next_digit(buf, end);
         } else {
-            i += 1;
             // Skip the rest of this digit group.
+            i += 1;
             while i < buf.len() && buf[i].is_ascii_digit() {
                 i += 1;
             }
+            i = next_digit(buf, i);
         }
     }
 }
@@ -271,7 +305,10 @@ pub fn ssns(buf: &[u8], out: &mut Vec<Hit>) {
         {
             continue;
         }
-        if out.last().is_some_and(|h| h.range.end > s) {
+        if out
+            .last()
+            .is_some_and(|h| h.detector == Detector::Ssn && h.range.end > s)
+        {
             continue;
         }
         out.push(Hit {
@@ -297,9 +334,18 @@ pub fn phones(buf: &[u8], out: &mut Vec<Hit>) {
             });
         }
     }
-    // North American shapes without a country code.
+    // North American shapes without a country code: start at a digit or `(`.
     let mut i = 0;
-    while i + 12 <= buf.len() {
+    let mut paren = memchr::memchr(b'(', buf).unwrap_or(buf.len());
+    loop {
+        let d = next_digit(buf, i);
+        if paren < i {
+            paren = memchr::memchr(b'(', &buf[i.min(buf.len())..]).map_or(buf.len(), |x| i + x);
+        }
+        i = d.min(paren);
+        if i + 12 > buf.len() {
+            break;
+        }
         let (start, ok) = if buf[i] == b'(' {
             (i, buf.len() >= i + 14 && na_shape(&buf[i..i + 14], true))
         } else {
@@ -450,11 +496,15 @@ pub fn ibans(buf: &[u8], out: &mut Vec<Hit>) {
     let mut chars = Vec::with_capacity(34);
     let mut i = 0;
     while i + 15 <= buf.len() {
+        // Every IBAN has check digits at offsets 2 and 3: jump between digits.
+        let d = next_digit(buf, i + 2);
+        if d + 13 > buf.len() {
+            break;
+        }
+        i = d - 2;
         let c = &buf[i..];
-        let starts_like_iban = c[0].is_ascii_uppercase()
-            && c[1].is_ascii_uppercase()
-            && c[2].is_ascii_digit()
-            && c[3].is_ascii_digit();
+        let starts_like_iban =
+            c[0].is_ascii_uppercase() && c[1].is_ascii_uppercase() && c[3].is_ascii_digit();
         if !starts_like_iban || !boundary(buf, i.checked_sub(1)) {
             i += 1;
             continue;
@@ -496,12 +546,10 @@ pub fn ibans(buf: &[u8], out: &mut Vec<Hit>) {
 // ---- network addresses ---------------------------------------------------------
 
 pub fn ipv4s(buf: &[u8], out: &mut Vec<Hit>) {
-    let mut i = 0;
+    let mut i = next_digit(buf, 0);
     while i < buf.len() {
-        if !buf[i].is_ascii_digit()
-            || (i > 0 && (buf[i - 1].is_ascii_digit() || buf[i - 1] == b'.' || is_word(buf[i - 1])))
-        {
-            i += 1;
+        if i > 0 && (buf[i - 1].is_ascii_digit() || buf[i - 1] == b'.' || is_word(buf[i - 1])) {
+            i = next_digit(buf, i + 1);
             continue;
         }
         let mut j = i;
@@ -590,24 +638,25 @@ fn token_end(buf: &[u8], mut i: usize, extra: &[u8]) -> usize {
 
 /// AWS access key ids (`AKIA`/`ASIA` + 16) and 40-character secret keys near them.
 pub fn aws_keys(buf: &[u8], out: &mut Vec<Hit>) {
-    let finder = memchr::memmem::Finder::new(b"A");
     let mut key_ends = Vec::new();
-    for i in finder.find_iter(buf) {
-        if i + 20 > buf.len() || !(buf[i..].starts_with(b"AKIA") || buf[i..].starts_with(b"ASIA")) {
-            continue;
-        }
-        let id = &buf[i..i + 20];
-        if id[4..]
-            .iter()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-            && boundary(buf, i.checked_sub(1))
-            && boundary(buf, Some(i + 20))
-        {
-            out.push(Hit {
-                detector: Detector::AwsKey,
-                range: i..i + 20,
-            });
-            key_ends.push(i + 20);
+    for prefix in [&b"AKIA"[..], b"ASIA"] {
+        for i in memchr::memmem::find_iter(buf, prefix) {
+            if i + 20 > buf.len() {
+                continue;
+            }
+            let id = &buf[i..i + 20];
+            if id[4..]
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                && boundary(buf, i.checked_sub(1))
+                && boundary(buf, Some(i + 20))
+            {
+                out.push(Hit {
+                    detector: Detector::AwsKey,
+                    range: i..i + 20,
+                });
+                key_ends.push(i + 20);
+            }
         }
     }
     // Secret keys: a 40-char [A-Za-z0-9/+] token within 200 bytes after a key id.
@@ -634,7 +683,11 @@ pub fn aws_keys(buf: &[u8], out: &mut Vec<Hit>) {
 /// Compact JWTs: `eyJ...` header, payload and signature in base64url.
 pub fn jwts(buf: &[u8], out: &mut Vec<Hit>) {
     for i in memchr::memmem::find_iter(buf, b"eyJ") {
-        if out.last().is_some_and(|h| h.range.end > i) || !boundary(buf, i.checked_sub(1)) {
+        if out
+            .last()
+            .is_some_and(|h| h.detector == Detector::Jwt && h.range.end > i)
+            || !boundary(buf, i.checked_sub(1))
+        {
             continue;
         }
         let b64 = b"-_=";
@@ -736,40 +789,41 @@ pub fn bearers(buf: &[u8], out: &mut Vec<Hit>) {
 }
 
 /// Runs the enabled detectors over `buf`; hits come back sorted, overlaps removed
-/// (the earlier, longer match wins).
+/// (the earlier, longer match wins). Reuses `out`: no allocation once warm.
 pub fn scan(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
     out.clear();
-    let mut tmp = Vec::new();
     for d in enabled {
-        tmp.clear();
         match d {
-            Detector::Email => emails(buf, &mut tmp),
-            Detector::CreditCard => cards(buf, &mut tmp),
-            Detector::Ssn => ssns(buf, &mut tmp),
-            Detector::Phone => phones(buf, &mut tmp),
-            Detector::Iban => ibans(buf, &mut tmp),
-            Detector::Ipv4 => ipv4s(buf, &mut tmp),
-            Detector::Ipv6 => ipv6s(buf, &mut tmp),
-            Detector::AwsKey => aws_keys(buf, &mut tmp),
-            Detector::Jwt => jwts(buf, &mut tmp),
-            Detector::PrivateKey => private_keys(buf, &mut tmp),
-            Detector::Bearer => bearers(buf, &mut tmp),
-            Detector::ApiKey => api_keys(buf, &mut tmp),
+            Detector::Email => emails(buf, out),
+            Detector::CreditCard => cards(buf, out),
+            Detector::Ssn => ssns(buf, out),
+            Detector::Phone => phones(buf, out),
+            Detector::Iban => ibans(buf, out),
+            Detector::Ipv4 => ipv4s(buf, out),
+            Detector::Ipv6 => ipv6s(buf, out),
+            Detector::AwsKey => aws_keys(buf, out),
+            Detector::Jwt => jwts(buf, out),
+            Detector::PrivateKey => private_keys(buf, out),
+            Detector::Bearer => bearers(buf, out),
+            Detector::ApiKey => api_keys(buf, out),
         }
-        out.extend_from_slice(&tmp);
     }
-    out.sort_by(|a, b| {
+    if out.len() < 2 {
+        return;
+    }
+    out.sort_unstable_by(|a, b| {
         a.range
             .start
             .cmp(&b.range.start)
             .then(b.range.end.cmp(&a.range.end))
     });
-    let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
-    for h in out.drain(..) {
-        if kept.last().is_some_and(|k| h.range.start < k.range.end) {
+    let mut kept = 0;
+    for i in 0..out.len() {
+        if kept > 0 && out[i].range.start < out[kept - 1].range.end {
             continue;
         }
-        kept.push(h);
+        out.swap(kept, i);
+        kept += 1;
     }
-    *out = kept;
+    out.truncate(kept);
 }

@@ -85,8 +85,7 @@ impl StreamMasker {
     /// Masks what is final below `cut` (moved back to the start of any value that
     /// straddles it) and releases it.
     fn release(&mut self, cut: usize, out: &mut Vec<u8>) {
-        let enabled = self.masker.profile.detectors.clone();
-        detect::scan(&self.buf, &enabled, &mut self.hits);
+        detect::scan(&self.buf, &self.masker.profile.detectors, &mut self.hits);
         let mut cut = cut;
         let at_end = cut == self.buf.len();
         if !at_end {
