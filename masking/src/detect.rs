@@ -755,19 +755,28 @@ const API_PREFIXES: &[&[u8]] = &[
     b"npm_",
 ];
 
+fn api_prefixes() -> &'static aho_corasick::AhoCorasick {
+    static AC: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    AC.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(API_PREFIXES)
+            .expect("static patterns build")
+    })
+}
+
 pub fn api_keys(buf: &[u8], out: &mut Vec<Hit>) {
-    for prefix in API_PREFIXES {
-        for i in memchr::memmem::find_iter(buf, prefix) {
-            if !boundary(buf, i.checked_sub(1)) {
-                continue;
-            }
-            let e = token_end(buf, i + prefix.len(), b"_-");
-            if e - i - prefix.len() >= 16 {
-                out.push(Hit {
-                    detector: Detector::ApiKey,
-                    range: i..e,
-                });
-            }
+    for m in api_prefixes().find_iter(buf) {
+        let (i, plen) = (m.start(), m.end() - m.start());
+        if !boundary(buf, i.checked_sub(1)) {
+            continue;
+        }
+        let e = token_end(buf, i + plen, b"_-");
+        if e - i - plen >= 16 {
+            out.push(Hit {
+                detector: Detector::ApiKey,
+                range: i..e,
+            });
         }
     }
 }
