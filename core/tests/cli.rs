@@ -94,3 +94,20 @@ fn help_and_version() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), format!("sluice {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn check_reports_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hash.toml");
+    std::fs::write(
+        &path,
+        "[identity]\nissuer = \"x\"\naudience = \"y\"\njwks = \"file:j\"\n[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:1\"\nupstream = \"h:1\"\naccess = [\"a\"]\nmasking = \"m\"\n[masking.m]\ncolumns = { ssn = \"hash\" }\n",
+    )
+    .unwrap();
+    let (code, _, err) = sluice(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("target `t`: masking: mask style `hash` is not available"),
+        "{err}"
+    );
+}

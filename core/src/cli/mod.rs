@@ -141,7 +141,15 @@ fn token(cmd: TokenCommand) -> i32 {
 }
 
 fn check(path: PathBuf) -> i32 {
-    match crate::runtime::load_config(&path) {
+    let loaded = crate::runtime::load_config(&path).and_then(|c| {
+        // What the gateway would refuse at start-up beyond the file's own rules.
+        for t in &c.targets {
+            crate::gateway::postgres::masking::profile(&c, t)
+                .map_err(|e| format!("{}: target `{}`: masking: {e}", path.display(), t.name))?;
+        }
+        Ok(c)
+    });
+    match loaded {
         Ok(c) => {
             println!("{}: ok", path.display());
             let shards = match c.gateway.shards {
