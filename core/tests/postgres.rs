@@ -217,16 +217,17 @@ fn driver_prepared_binary_transactions_listen_notify_and_cancel() {
 }
 
 #[test]
-fn upstream_scram_and_md5_logins_with_injected_credentials() {
+fn upstream_scram_md5_and_cleartext_logins_with_injected_credentials() {
     let pg = PgCluster::start();
     pg.psql("SET password_encryption = 'scram-sha-256'; CREATE ROLE app_scram LOGIN PASSWORD 's3cret-scram'");
     pg.psql("SET password_encryption = 'md5'; CREATE ROLE app_md5 LOGIN PASSWORD 's3cret-md5'");
+    pg.psql("CREATE ROLE app_clear LOGIN PASSWORD 's3cret-clear'");
     pg.prepend_hba(
-        "host all app_scram 127.0.0.1/32 scram-sha-256\nhost all app_md5 127.0.0.1/32 md5",
+        "host all app_scram 127.0.0.1/32 scram-sha-256\nhost all app_md5 127.0.0.1/32 md5\nhost all app_clear 127.0.0.1/32 password",
     );
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
-    let (a, b) = (free_addr(), free_addr());
+    let (a, b, cl) = (free_addr(), free_addr(), free_addr());
     let target = |name: &str, listen, user: &str, var: &str| {
         format!(
             "[[target]]\nname = \"{name}\"\nprotocol = \"postgres\"\nlisten = \"{listen}\"\nupstream = \"{}\"\ncredentials = {{ user = \"{user}\", password_env = \"{var}\" }}\naccess = [\"sre\"]\ndatabase = \"postgres\"\n",
@@ -234,17 +235,22 @@ fn upstream_scram_and_md5_logins_with_injected_credentials() {
         )
     };
     let config = format!(
-        "[gateway]\nshards = 1\n{}{}{}",
+        "[gateway]\nshards = 1\n{}{}{}{}",
         keys.identity_block(),
         target("scram", a, "app_scram", "SCRAM_PW"),
-        target("md5", b, "app_md5", "MD5_PW")
+        target("md5", b, "app_md5", "MD5_PW"),
+        target("clear", cl, "app_clear", "CLEAR_PW")
     );
     let _s = Sluice::start_with_env(
         &config,
-        &[("SCRAM_PW", "s3cret-scram"), ("MD5_PW", "s3cret-md5")],
+        &[
+            ("SCRAM_PW", "s3cret-scram"),
+            ("MD5_PW", "s3cret-md5"),
+            ("CLEAR_PW", "s3cret-clear"),
+        ],
     );
     let t = keys.token("alice", &["sre"]);
-    for (addr, user) in [(a, "app_scram"), (b, "app_md5")] {
+    for (addr, user) in [(a, "app_scram"), (b, "app_md5"), (cl, "app_clear")] {
         let mut c = connect(addr, &t, "ignored-db").expect("login through sluice");
         let who: String = c
             .query_one("SELECT current_user::text", &[])
@@ -376,6 +382,27 @@ fn bad_tokens_and_bad_bytes_never_reach_the_upstream() {
     assert!(
         reply.contains("received unencrypted data after SSL request"),
         "{reply:?}"
+    );
+
+    // GSSAPI encryption is declined with `N`; the client may then start normally.
+    let mut g = TcpStream::connect(addr).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    g.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).unwrap();
+    let mut answer = [0u8; 1];
+    g.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"N");
+    let mut startup = Vec::new();
+    sluice_protocols::postgres::encode::startup_message(
+        &mut startup,
+        &[("user", "u"), ("database", "postgres")],
+    );
+    g.write_all(&startup).unwrap();
+    let mut auth = [0u8; 9];
+    g.read_exact(&mut auth).unwrap();
+    assert_eq!(
+        auth,
+        [b'R', 0, 0, 0, 8, 0, 0, 0, 3],
+        "asked for the token as a cleartext password"
     );
 
     // A startup packet claiming 1 GiB: 08P01.
