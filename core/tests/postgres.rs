@@ -369,9 +369,10 @@ fn bad_tokens_and_bad_bytes_never_reach_the_upstream() {
 
     // Garbage after SSLRequest: 08P01, before any handshake.
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).unwrap();
-    s.write_all(b"\0\0\0\x08garbage!").unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // One write, so the bytes arrive together with the request (what an attacker
+    // injecting plaintext before the handshake would do).
+    s.write_all(b"\0\0\0\x08\x04\xd2\x16\x2f\0\0\0\x08garbage!")
+        .unwrap();
     let reply = read_error(&mut s);
     assert!(
         reply.starts_with('E')
