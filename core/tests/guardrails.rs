@@ -211,6 +211,35 @@ fn search_path_role_and_startup_options_are_denied_by_default() {
     }
     c.batch_execute("SET statement_timeout = '5s'")
         .expect("ordinary settings pass");
+    // Encodings whose multibyte characters can hide a quote or backslash from
+    // the classifier are refused, at startup and by SET.
+    let err = c
+        .batch_execute("SET client_encoding = 'SJIS'")
+        .expect_err("encoding change refused");
+    assert_eq!(sqlstate(&err), "42501");
+    let o = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.addr.port().to_string(),
+            "-U",
+            "x",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT 1",
+        ])
+        .env("PGPASSWORD", &t)
+        .env("PGCLIENTENCODING", "SJIS")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("client_encoding SJIS is not allowed"),
+        "{}",
+        stderr(&o)
+    );
     let o = std::process::Command::new("psql")
         .args([
             "-X",

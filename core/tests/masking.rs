@@ -78,6 +78,9 @@ fn select_results_aliases_json_errors_and_copy_are_masked() {
             && !err.contains("jane.doe"),
         "{err}"
     );
+    // The gateway's own denial marker cannot be borrowed to dodge masking.
+    let forged = q("SELECT ('sluice_denied_ ' || ssn)::int FROM customers WHERE id = 1");
+    assert!(!forged.contains("078-05-1120"), "{forged}");
     // COPY out.
     let copy = q("\\copy (SELECT email, ssn FROM customers ORDER BY id) TO STDOUT");
     assert!(

@@ -294,8 +294,15 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
                 .is_some_and(|t| t.kind == TokenKind::Punct(b'('))
         {
             let raw = &sql[toks[i].range()];
+            // `U&"..."` names may spell anything through escapes: opaque.
+            if kind == TokenKind::QuotedIdent
+                && raw.first().is_some_and(|b| matches!(b, b'u' | b'U'))
+            {
+                st.flags.opaque = true;
+                st.flags.writes = true;
+            }
             let name = if kind == TokenKind::QuotedIdent {
-                &raw[1..raw.len() - 1]
+                &raw[raw.iter().position(|&b| b == b'"').map_or(0, |p| p + 1)..raw.len() - 1]
             } else {
                 raw
             };
@@ -491,15 +498,24 @@ fn sub_statement(
         flags.writes = true;
         Kind::Revoke
     } else if up("SET") || up("RESET") {
-        let target = if eq(second, "SESSION") || eq(second, "LOCAL") {
-            word(sql, s.get(2))
+        let target_at = if eq(second, "SESSION") || eq(second, "LOCAL") {
+            2
         } else {
-            second
+            1
         };
+        let target = word(sql, s.get(target_at));
+        // A quoted setting name could be anything (`"role"`, `U&"..."`): fail closed.
+        if s.get(target_at)
+            .is_some_and(|t| t.kind == TokenKind::QuotedIdent)
+        {
+            flags.redirects = true;
+            flags.opaque = true;
+        }
         if up("SET")
             && (eq(target, "search_path")
                 || eq(target, "role")
                 || eq(target, "AUTHORIZATION")
+                || eq(target, "session_authorization")
                 || eq(target, "schema"))
         {
             flags.redirects = true;
@@ -562,10 +578,14 @@ fn sub_statement(
         Kind::Call
     } else if up("EXPLAIN") || up("DESCRIBE") && dialect == Dialect::Mysql {
         // Only EXPLAIN ANALYZE runs the statement.
+        // A quoted option name (`("analyze")`, `U&"..."`) may be ANALYZE too:
+        // any quoted option counts as running the statement (fail closed).
         let analyze = s
             .iter()
             .take_while(|t| !is_statement_word(sql, t))
-            .any(|t| is(sql, t, "ANALYZE") || is(sql, t, "ANALYSE"));
+            .any(|t| {
+                is(sql, t, "ANALYZE") || is(sql, t, "ANALYSE") || t.kind == TokenKind::QuotedIdent
+            });
         let st = Statement {
             kind: Kind::Explain,
             flags,
@@ -635,8 +655,11 @@ fn sub_statement(
 }
 
 /// `SELECT ... FOR UPDATE` names UPDATE without being one.
+/// `SELECT ... FOR UPDATE` / `FOR NO KEY UPDATE` names UPDATE without being one;
+/// only those exact sequences count (a column named `key` must not hide a DML).
 fn is_after_for(sql: &[u8], s: &[Token], j: usize) -> bool {
-    j > 0 && (is(sql, &s[j - 1], "FOR") || is(sql, &s[j - 1], "NO") || is(sql, &s[j - 1], "KEY"))
+    let w = |k: usize, kw: &str| j >= k && is(sql, &s[j - k], kw);
+    w(1, "FOR") || (w(1, "KEY") && w(2, "NO") && w(3, "FOR"))
 }
 
 fn is_statement_word(sql: &[u8], t: &Token) -> bool {

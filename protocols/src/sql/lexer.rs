@@ -123,7 +123,8 @@ pub fn lex(sql: &[u8], opts: Options, out: &mut Vec<Token>) -> Result<(), LexErr
                         .get(i + 2)
                         .is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control())) =>
             {
-                i = memchr::memchr(b'\n', &sql[i..]).map_or(n, |p| i + p + 1);
+                // PostgreSQL ends a `--` comment at CR as well as LF.
+                i = memchr::memchr2(b'\n', b'\r', &sql[i..]).map_or(n, |p| i + p + 1);
             }
             b'#' if d == Dialect::Mysql => {
                 i = memchr::memchr(b'\n', &sql[i..]).map_or(n, |p| i + p + 1);

@@ -158,6 +158,16 @@ const PG: &[(&str, &str)] = &[
     ("42", "other wo"),
     // standard_conforming_strings ambiguity: backslash-quote could end the string.
     ("SELECT 'a\\'; DROP TABLE orders; --'", "other wo"),
+    // Found in review: CR ends a `--` comment; quoted EXPLAIN options; a column
+    // named `key` before a DML; quoted SET targets; U& function names.
+    ("SELECT 1 --\r; DROP TABLE t", "select; drop w"),
+    ("--\rDROP TABLE t", "drop w"),
+    ("EXPLAIN (\"analyze\") DELETE FROM t", "delete uw"),
+    ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r WHERE n<2) SEARCH DEPTH FIRST BY n SET key DELETE FROM victims", "delete uw"),
+    ("SET \"role\" TO admin", "set or"),
+    ("SET session_authorization = 'x'", "set r"),
+    ("SELECT U&\"set_config\"('role','admin',false)", "select wor"),
+    ("SELECT U&\"\\0073et_config\"('role','admin',false)", "select wo"),
     // Multiple statements are judged one by one.
     ("SELECT 1; DROP TABLE orders", "select; drop w"),
     ("SELECT 1;;; SELECT 2;", "select; select"),

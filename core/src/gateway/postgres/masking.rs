@@ -13,7 +13,7 @@ use sluice_masking::{Masker, Profile, Style};
 use sluice_protocols::postgres::backend::{self, Backend};
 
 /// Text-like type OIDs whose binary form is the text itself.
-const TEXT_OIDS: &[u32] = &[25, 1043, 1042, 19, 114, 142, 705, 18];
+const TEXT_OIDS: &[u32] = &[25, 1043, 1042, 19, 114, 142, 705, 18, 17, 3802];
 
 #[derive(Clone, Copy)]
 struct Column {
@@ -24,6 +24,8 @@ struct Column {
 pub struct RowMasker {
     masker: Masker,
     columns: Vec<Column>,
+    /// The last RowDescription may not describe the rows now arriving.
+    stale: bool,
 }
 
 /// The target's masking profile, if it has one.
@@ -51,6 +53,7 @@ impl RowMasker {
         RowMasker {
             masker: Masker::new(profile),
             columns: Vec::new(),
+            stale: false,
         }
     }
 
@@ -62,6 +65,7 @@ impl RowMasker {
                     return Err("malformed RowDescription".into());
                 };
                 let profile = self.masker.profile();
+                self.stale = false;
                 self.columns = desc
                     .columns()
                     .map(|c| Column {
@@ -83,7 +87,7 @@ impl RowMasker {
                         rule: None,
                         maskable: true,
                     });
-                    if col.maskable {
+                    if col.maskable || self.stale {
                         self.masker.mask_value(&mut body[r], col.rule);
                     }
                 }
@@ -104,6 +108,11 @@ impl RowMasker {
             b'd' => {
                 self.masker.mask_value(body, None);
             }
+            // A row shape holds for one result: after it, the next Execute may run
+            // a statement described earlier (column rules by position still
+            // apply) or a different one, so every column is masked as text until
+            // a new RowDescription arrives (fail safe).
+            b'C' | b'Z' | b's' | b'I' => self.stale = true,
             b'A' => {
                 if let Ok(Backend::NotificationResponse { payload, .. }) = backend::parse(tag, body)
                 {

@@ -566,6 +566,19 @@ async fn client_login<C: Io>(
         .await;
         return None;
     }
+    // In encodings whose trailing bytes can be `\` (Shift-JIS, Big5, GBK, ...),
+    // the server would read a statement differently from the classifier.
+    if let Some(enc) = get("client_encoding") {
+        if is_unsafe_encoding(enc) {
+            fatal(
+                client,
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                &format!("client_encoding {enc} is not allowed through Sluice"),
+            )
+            .await;
+            return None;
+        }
+    }
     // Masking works on UTF-8 text: another client encoding would let values
     // through in a form the detectors do not read.
     if target.masking.is_some() {
@@ -601,6 +614,34 @@ async fn client_login<C: Io>(
         pass.push(("client_encoding".into(), "UTF8".into()));
     }
     Some((identity, pass))
+}
+
+/// Client encodings whose multibyte characters can end in an ASCII byte such as
+/// `\` or `'`, so the same bytes would lex differently for the server.
+pub fn is_unsafe_encoding(name: &str) -> bool {
+    let norm: String = name
+        .trim_matches('\'')
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    matches!(
+        norm.as_str(),
+        "SJIS"
+            | "SHIFTJIS"
+            | "SHIFTJIS2004"
+            | "MSKANJI"
+            | "WIN932"
+            | "BIG5"
+            | "WIN950"
+            | "GBK"
+            | "CP936"
+            | "WIN936"
+            | "GB18030"
+            | "UHC"
+            | "WIN949"
+            | "JOHAB"
+    )
 }
 
 /// An `ErrorResponse` (severity ERROR) as bytes.

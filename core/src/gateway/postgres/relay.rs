@@ -398,8 +398,22 @@ fn judge_message(
             portal, statement, ..
         } => {
             if let Some(&id) = shared.statements.borrow().get(statement) {
-                shared.portals.borrow_mut().insert(portal.to_vec(), id);
+                let mut portals = shared.portals.borrow_mut();
+                // Accounting only: bounded so a client cannot grow it without limit.
+                if portals.len() >= 4096 {
+                    portals.clear();
+                }
+                portals.insert(portal.to_vec(), id);
             }
+            (None, false)
+        }
+        Frontend::Close { kind, name } => {
+            let map = if kind == b'S' {
+                &shared.statements
+            } else {
+                &shared.portals
+            };
+            map.borrow_mut().remove(name);
             (None, false)
         }
         Frontend::Execute { portal, .. } => {
@@ -451,8 +465,12 @@ fn judge_message(
         } else {
             shared.open_group.borrow_mut().push(id);
         }
-        if let Frontend::Parse { name, .. } = msg {
-            shared.statements.borrow_mut().insert(name.to_vec(), id);
+        if let (Frontend::Parse { name, .. }, Verdict::Allow) = (&msg, &cmd.verdict) {
+            let mut names = shared.statements.borrow_mut();
+            if names.len() >= 4096 {
+                names.clear();
+            }
+            names.insert(name.to_vec(), id);
         }
         cmds.push(cmd);
     }
@@ -469,13 +487,12 @@ fn judge_message(
 
 fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
     let (mut verdict, statements) = crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, sql);
-    if verdict == Verdict::Allow
-        && ctx.target.masking.is_some()
-        && changes_encoding(sql, &statements)
-    {
+    // The classifier reads the session's bytes as the server will only while the
+    // encoding stays safe: changing it is refused on every target.
+    if verdict == Verdict::Allow && changes_encoding(sql, &statements) {
         verdict = Verdict::Deny {
-            message: "changing client_encoding is not allowed while masking is on".into(),
-            detail: "masking reads UTF8; Sluice keeps the session in UTF8".into(),
+            message: "changing client_encoding is not allowed through Sluice".into(),
+            detail: "the gateway must read statements exactly as the server does".into(),
             rule: None,
         };
     }
@@ -720,6 +737,17 @@ struct Outcome {
     masked: Vec<(&'static str, u64)>,
 }
 
+/// The marker of a placeholder's syntax error, if this ErrorResponse body has one.
+fn error_marker(body: &[u8]) -> Option<u64> {
+    let Ok(Backend::ErrorResponse(fields)) = backend::parse(b'E', body) else {
+        return None;
+    };
+    let m = fields.get(b'M')?;
+    let i = memchr::memmem::find(m, MARKER.as_bytes())?;
+    let hex = std::str::from_utf8(m.get(i + MARKER.len()..i + MARKER.len() + 16)?).ok()?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
 /// Looks at one complete upstream message; may rewrite it in `plan` or mask it in
 /// place.
 #[allow(clippy::too_many_arguments)] // the pump's state, passed apart to keep borrows disjoint
@@ -734,8 +762,26 @@ fn inspect_backend(
     masker: Option<&mut super::masking::RowMasker>,
 ) -> Result<(), String> {
     // Denial markers are matched before masking rewrites any text.
+    // Only a marker the gateway itself planted counts (a client can put the
+    // prefix in any error text to dodge masking otherwise).
     let is_denial = f.tag == b'E'
-        && memchr::memmem::find(&buf[pos + 5..pos + f.len], MARKER.as_bytes()).is_some();
+        && error_marker(&buf[pos + 5..pos + f.len])
+            .is_some_and(|m| shared.denials.borrow().iter().any(|d| d.marker == m));
+    // The encoding must stay one the classifier reads like the server.
+    if f.tag == b'S' {
+        if let Ok(Backend::ParameterStatus { name, value }) =
+            backend::parse(f.tag, &buf[pos + 5..pos + f.len])
+        {
+            if name == b"client_encoding"
+                && super::is_unsafe_encoding(&String::from_utf8_lossy(value))
+            {
+                return Err(
+                    "client_encoding changed to a multibyte encoding Sluice cannot read safely"
+                        .into(),
+                );
+            }
+        }
+    }
     if let Some(m) = masker {
         if !is_denial {
             m.message(f.tag, &mut buf[pos + 5..pos + f.len])?;
