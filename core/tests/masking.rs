@@ -152,3 +152,33 @@ fn driver_binary_results_notifications_and_encoding() {
         "masked counts in the audit log: {text}"
     );
 }
+
+#[test]
+fn a_masked_row_larger_than_max_message_ends_the_session_with_an_error() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let addr = free_addr();
+    let config = format!(
+        "[gateway]\nshards = 1\nmax_message = 65536\n{}{}{PROFILE}",
+        keys.identity_block(),
+        pg_target("db", addr, pg.addr(), "masking = \"pii\"")
+    );
+    let _s = Sluice::start(&config);
+    let t = keys.token("agent", &["agents"]);
+    let o = psql_with(
+        addr,
+        &t,
+        &[
+            "-At",
+            "-c",
+            "SELECT repeat('x', 200000) || 'jane@example.com'",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("exceeds max_message"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("jane@example.com"));
+    // Rows within the limit are fine.
+    let o = psql_with(addr, &t, &["-At", "-c", "SELECT 'small'"]);
+    assert_eq!(stdout(&o).trim(), "small");
+}

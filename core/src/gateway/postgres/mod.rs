@@ -51,6 +51,8 @@ pub mod sqlstate {
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    /// `program_limit_exceeded`.
+    pub const PROGRAM_LIMIT: &str = "54000";
     /// `disk_full`: the audit log cannot take records, so nothing runs.
     pub const AUDIT_UNAVAILABLE: &str = "53100";
 }

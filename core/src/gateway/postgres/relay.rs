@@ -674,9 +674,19 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
                 }
             };
             let avail = buf.len() - pos;
+            let streamable = masker.is_none() && matches!(f.tag, b'D' | b'd');
+            // What must be held whole is bounded by `max_message`, like client
+            // messages: a huge error text or a masked row cannot exhaust memory.
+            if !streamable && f.len > ctx.config.gateway.max_message {
+                broken = Some(format!(
+                    "upstream message of {} bytes exceeds max_message ({})",
+                    f.len, ctx.config.gateway.max_message
+                ));
+                break;
+            }
             if f.len > avail {
                 // With masking on, every value is inspected whole: nothing streams.
-                if masker.is_none() && matches!(f.tag, b'D' | b'd') && f.len > STREAM_THRESHOLD {
+                if streamable && f.len > STREAM_THRESHOLD {
                     passthrough = f.len - avail;
                     result.bytes += avail as u64;
                     if f.tag == b'D' {
@@ -719,6 +729,14 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
                 error = e
             );
             ctx.shard.metrics.error(ErrorKind::UpstreamIo);
+            // Tell the client why its session ends (the upstream's own bytes are
+            // not passed on).
+            fatal_to_client(
+                client_w,
+                sqlstate::PROGRAM_LIMIT,
+                &format!("Sluice closed the session: {e}"),
+            )
+            .await;
             break;
         }
         buf.drain(..pos);
