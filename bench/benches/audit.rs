@@ -24,7 +24,7 @@ fn record(buf: &mut Vec<u8>, i: u64) {
             "text",
             b"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
         )
-        .strs("kinds", &["select"])
+        .strs("kinds", ["select"])
         .str("decision", "allow")
         .end();
 }

@@ -217,47 +217,23 @@ fn search_path_role_and_startup_options_are_denied_by_default() {
         .batch_execute("SET client_encoding = 'SJIS'")
         .expect_err("encoding change refused");
     assert_eq!(sqlstate(&err), "42501");
-    let o = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &s.addr.port().to_string(),
-            "-U",
-            "x",
-            "-d",
-            "postgres",
-            "-c",
-            "SELECT 1",
-        ])
-        .env("PGPASSWORD", &t)
-        .env("PGCLIENTENCODING", "SJIS")
-        .output()
-        .unwrap();
+    let o = psql_with_env(
+        s.addr,
+        &t,
+        &[("PGCLIENTENCODING", "SJIS")],
+        &["-c", "SELECT 1"],
+    );
     assert!(
         stderr(&o).contains("client_encoding SJIS is not allowed"),
         "{}",
         stderr(&o)
     );
-    let o = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &s.addr.port().to_string(),
-            "-U",
-            "x",
-            "-d",
-            "postgres",
-            "-c",
-            "SELECT 1",
-        ])
-        .env("PGPASSWORD", &t)
-        .env("PGOPTIONS", "-c search_path=evil")
-        .output()
-        .unwrap();
+    let o = psql_with_env(
+        s.addr,
+        &t,
+        &[("PGOPTIONS", "-c search_path=evil")],
+        &["-c", "SELECT 1"],
+    );
     assert!(
         stderr(&o).contains("startup options are not allowed through Sluice"),
         "{}",

@@ -78,14 +78,30 @@ impl<'a> Rec<'a> {
         self
     }
 
-    pub fn strs<S: AsRef<str>>(mut self, k: &str, v: &[S]) -> Self {
+    pub fn strs<S: AsRef<str>>(mut self, k: &str, v: impl IntoIterator<Item = S>) -> Self {
         self.key(k);
         self.out.push(b'[');
-        for (i, s) in v.iter().enumerate() {
+        for (i, s) in v.into_iter().enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
             escape(self.out, s.as_ref().as_bytes());
+        }
+        self.out.push(b']');
+        self
+    }
+
+    /// Ids as an array of JSON strings (`["1","2"]`), without formatting each.
+    pub fn ids(mut self, k: &str, v: impl IntoIterator<Item = u64>) -> Self {
+        self.key(k);
+        self.out.push(b'[');
+        for (i, id) in v.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.out.push(b'"');
+            push_num(self.out, id);
+            self.out.push(b'"');
         }
         self.out.push(b']');
         self
@@ -212,7 +228,7 @@ mod tests {
         Rec::begin(&mut out, "command", 123)
             .str("subject", "al\"ice\n")
             .bytes("raw", b"\xff\x01")
-            .strs("kinds", &["delete", "select"])
+            .strs("kinds", ["delete", "select"])
             .counts("masked", &[("email", 3)])
             .bool("ok", true)
             .end();

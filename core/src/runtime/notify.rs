@@ -22,14 +22,14 @@ impl Notify {
     /// Wakes every waiter created before this call.
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
-        let wakers: Vec<Waker> = self
-            .slots
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(|s| s.take().map(|(_, w)| w))
-            .collect();
-        for w in wakers {
-            w.wake();
+        // One waker at a time, no borrow held while waking, nothing allocated:
+        // this runs on every write to a client.
+        let n = self.slots.borrow().len();
+        for i in 0..n {
+            let slot = self.slots.borrow_mut().get_mut(i).and_then(Option::take);
+            if let Some((_, w)) = slot {
+                w.wake();
+            }
         }
     }
 

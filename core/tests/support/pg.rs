@@ -71,6 +71,11 @@ pub fn sqlstate(e: &postgres::Error) -> String {
 
 /// Runs `psql` through the gateway with the token as password.
 pub fn psql_with(addr: SocketAddr, token: &str, args: &[&str]) -> Output {
+    psql_with_env(addr, token, &[], args)
+}
+
+/// [`psql_with`] with extra environment (e.g. `PGOPTIONS`, `PGCLIENTENCODING`).
+pub fn psql_with_env(addr: SocketAddr, token: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new("psql")
         .args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(addr.ip().to_string())
@@ -80,6 +85,7 @@ pub fn psql_with(addr: SocketAddr, token: &str, args: &[&str]) -> Output {
         .args(args)
         .env("PGPASSWORD", token)
         .env("PGCONNECT_TIMEOUT", "10")
+        .envs(env.iter().copied())
         .output()
         .expect("run psql")
 }

@@ -26,6 +26,8 @@ pub struct RowMasker {
     columns: Vec<Column>,
     /// The last RowDescription may not describe the rows now arriving.
     stale: bool,
+    /// Reused: the value ranges of the message being masked.
+    ranges: Vec<std::ops::Range<usize>>,
 }
 
 /// The target's masking profile, if it has one.
@@ -54,6 +56,7 @@ impl RowMasker {
             masker: Masker::new(profile),
             columns: Vec::new(),
             stale: false,
+            ranges: Vec::new(),
         }
     }
 
@@ -66,43 +69,54 @@ impl RowMasker {
                 };
                 let profile = self.masker.profile();
                 self.stale = false;
-                self.columns = desc
-                    .columns()
-                    .map(|c| Column {
-                        rule: profile.column_style(&String::from_utf8_lossy(c.name)),
+                self.columns.clear();
+                self.columns.extend(desc.columns().map(|c| {
+                    Column {
+                        rule: std::str::from_utf8(c.name)
+                            .ok()
+                            .and_then(|n| profile.column_style(n)),
                         maskable: c.format == 0 || TEXT_OIDS.contains(&c.type_oid),
-                    })
-                    .collect();
+                    }
+                }));
             }
             b'D' => {
-                let ranges: Vec<_> = match backend::parse(tag, body) {
-                    Ok(Backend::DataRow(row)) => row.ranges().collect(),
+                // Column positions are collected first (the row borrows `body`),
+                // then masked; `None` columns (NULL) keep an empty range.
+                self.ranges.clear();
+                match backend::parse(tag, body) {
+                    Ok(Backend::DataRow(row)) => {
+                        self.ranges.extend(row.ranges().map(|r| r.unwrap_or(0..0)))
+                    }
                     _ => return Err("malformed DataRow".into()),
-                };
-                for (i, r) in ranges.into_iter().enumerate() {
-                    let Some(r) = r else { continue };
-                    // Without a RowDescription (e.g. a portal described earlier),
-                    // every column is treated as text: fail safe.
+                }
+                for (i, r) in self.ranges.iter().enumerate() {
+                    if r.is_empty() {
+                        continue;
+                    }
+                    // Without a RowDescription every column is treated as text.
                     let col = self.columns.get(i).copied().unwrap_or(Column {
                         rule: None,
                         maskable: true,
                     });
                     if col.maskable || self.stale {
-                        self.masker.mask_value(&mut body[r], col.rule);
+                        self.masker.mask_value(&mut body[r.clone()], col.rule);
                     }
                 }
             }
             b'E' | b'N' => {
-                let ranges: Vec<_> = match backend::parse(tag, body) {
-                    Ok(Backend::ErrorResponse(f)) | Ok(Backend::NoticeResponse(f)) => f
-                        .value_ranges()
-                        .filter(|(code, _)| matches!(code, b'M' | b'D' | b'H' | b'W'))
-                        .map(|(_, r)| r)
-                        .collect(),
+                self.ranges.clear();
+                match backend::parse(tag, body) {
+                    Ok(Backend::ErrorResponse(f)) | Ok(Backend::NoticeResponse(f)) => {
+                        self.ranges.extend(
+                            f.value_ranges()
+                                .filter(|(code, _)| matches!(code, b'M' | b'D' | b'H' | b'W'))
+                                .map(|(_, r)| r),
+                        )
+                    }
                     _ => return Err("malformed error or notice".into()),
-                };
-                for r in ranges {
-                    self.masker.mask_value(&mut body[r], None);
+                }
+                for r in &self.ranges {
+                    self.masker.mask_value(&mut body[r.clone()], None);
                 }
             }
             b'd' => {

@@ -282,22 +282,12 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
     let mut passthrough = 0usize;
     let mut terminate = false;
     loop {
-        if buf.is_empty() || passthrough == 0 && incomplete(&buf, max) {
-            match read_more(&mut client, &mut buf).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(_) => {
-                    ctx.shard.metrics.error(ErrorKind::ClientIo);
-                    break;
-                }
-            }
+        if (buf.is_empty() || passthrough == 0 && incomplete(&buf, max))
+            && !fill(ctx, &mut client, &mut buf, ErrorKind::ClientIo).await
+        {
+            break;
         }
-        let mut pos = 0;
-        if passthrough > 0 {
-            let n = passthrough.min(buf.len());
-            passthrough -= n;
-            pos = n;
-        }
+        let mut pos = take_passthrough(&mut passthrough, buf.len());
         cmds.clear();
         while passthrough == 0 && !terminate {
             let f = match frame(&buf[pos..], max) {
@@ -338,6 +328,31 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
         }
     }
     let _ = upstream.shutdown().await;
+}
+
+/// Reads more into `buf`; `false` at EOF or on an error (counted as `kind`).
+async fn fill<R: AsyncReadRent>(
+    ctx: &Context<'_>,
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    kind: ErrorKind,
+) -> bool {
+    match read_more(r, buf).await {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(_) => {
+            ctx.shard.metrics.error(kind);
+            false
+        }
+    }
+}
+
+/// How much of a read continues a message streaming through: those bytes go
+/// out as they are.
+fn take_passthrough(passthrough: &mut usize, available: usize) -> usize {
+    let n = (*passthrough).min(available);
+    *passthrough -= n;
+    n
 }
 
 /// True if `buf` does not start with a whole message (so more must be read).
@@ -511,13 +526,14 @@ fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
 /// Does this SQL set the client encoding (`SET client_encoding`, `SET NAMES`,
 /// `set_config('client_encoding', ...)`)?
 fn changes_encoding(sql: &[u8], statements: &[Statement]) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    let mentions = memchr::memmem::find(&lower, b"client_encoding").is_some()
-        || memchr::memmem::find(&lower, b"names").is_some();
-    mentions
-        && statements
-            .iter()
-            .any(|s| s.kind == sluice_protocols::sql::Kind::Set || s.flags.opaque)
+    let mentions = |word: &[u8]| {
+        sql.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    statements
+        .iter()
+        .any(|s| s.kind == sluice_protocols::sql::Kind::Set || s.flags.opaque)
+        && (mentions(b"client_encoding") || mentions(b"names"))
 }
 
 /// Writes the batch's command records; in strict durability waits until they are
@@ -538,11 +554,10 @@ async fn record_commands(
     for c in cmds.iter() {
         let pushed = audit
             .push(|out| {
-                let kinds: Vec<&str> = c
+                let kinds = c
                     .statements
                     .iter()
-                    .flat_map(|s| s.iter().map(|st| st.kind.as_str()))
-                    .collect();
+                    .flat_map(|s| s.iter().map(|st| st.kind.as_str()));
                 let opaque = c
                     .statements
                     .as_ref()
@@ -572,7 +587,7 @@ async fn record_commands(
                         },
                     )
                     .text("text", &buf[c.text.clone()])
-                    .strs("kinds", &kinds)
+                    .strs("kinds", kinds)
                     .bool("writes", writes)
                     .bool("opaque", opaque)
                     .bool("unbounded", unbounded);
@@ -648,21 +663,11 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
     let mut passthrough = 0usize;
     let mut result = Outcome::default();
     loop {
-        match read_more(&mut upstream, &mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => {
-                ctx.shard.metrics.error(ErrorKind::UpstreamIo);
-                break;
-            }
+        if !fill(ctx, &mut upstream, &mut buf, ErrorKind::UpstreamIo).await {
+            break;
         }
-        let mut pos = 0;
-        if passthrough > 0 {
-            let n = passthrough.min(buf.len());
-            passthrough -= n;
-            pos = n;
-            result.bytes += n as u64;
-        }
+        let mut pos = take_passthrough(&mut passthrough, buf.len());
+        result.bytes += pos as u64;
         let mut broken = None;
         while passthrough == 0 {
             let f = match frame(&buf[pos..], max) {
@@ -782,9 +787,15 @@ fn inspect_backend(
     // Denial markers are matched before masking rewrites any text.
     // Only a marker the gateway itself planted counts (a client can put the
     // prefix in any error text to dodge masking otherwise).
-    let is_denial = f.tag == b'E'
-        && error_marker(&buf[pos + 5..pos + f.len])
-            .is_some_and(|m| shared.denials.borrow().iter().any(|d| d.marker == m));
+    let denial = if f.tag == b'E' {
+        error_marker(&buf[pos + 5..pos + f.len]).and_then(|m| {
+            let mut denials = shared.denials.borrow_mut();
+            let i = denials.iter().position(|d| d.marker == m)?;
+            denials.remove(i)
+        })
+    } else {
+        None
+    };
     // The encoding must stay one the classifier reads like the server.
     if f.tag == b'S' {
         if let Ok(Backend::ParameterStatus { name, value }) =
@@ -801,7 +812,7 @@ fn inspect_backend(
         }
     }
     if let Some(m) = masker {
-        if !is_denial {
+        if denial.is_none() {
             m.message(f.tag, &mut buf[pos + 5..pos + f.len])?;
         }
         if f.tag == b'Z' {
@@ -823,41 +834,23 @@ fn inspect_backend(
             result.bytes += f.len as u64;
         }
         b'd' => result.bytes += f.len as u64,
-        b'E' => {
-            let msg =
-                backend::parse(f.tag, &buf[pos + 5..pos + f.len]).map_err(|e| e.to_string())?;
-            let Backend::ErrorResponse(fields) = msg else {
-                return Ok(());
-            };
-            let marker = fields
-                .get(b'M')
-                .and_then(|m| {
-                    memchr::memmem::find(m, MARKER.as_bytes()).map(|i| &m[i + MARKER.len()..])
-                })
-                .and_then(|hex| std::str::from_utf8(hex.get(..16)?).ok())
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
-            let denial = marker.and_then(|marker| {
-                let mut denials = shared.denials.borrow_mut();
-                let i = denials.iter().position(|d| d.marker == marker);
-                i.and_then(|i| denials.remove(i))
-            });
-            match denial {
-                Some(d) => {
-                    plan.replace(pos, pos + f.len, |out| {
-                        out.extend_from_slice(&error_bytes(d.code, &d.message, Some(&d.detail)));
-                    });
-                }
-                None => {
-                    if result.error.is_none() {
-                        let code = String::from_utf8_lossy(fields.get(b'C').unwrap_or_default())
-                            .into_owned();
-                        let m = String::from_utf8_lossy(fields.get(b'M').unwrap_or_default())
-                            .into_owned();
-                        result.error = Some(format!("{code}: {m}"));
-                    }
+        b'E' => match denial {
+            Some(d) => {
+                plan.replace(pos, pos + f.len, |out| {
+                    out.extend_from_slice(&error_bytes(d.code, &d.message, Some(&d.detail)));
+                });
+            }
+            None if result.error.is_none() => {
+                let msg =
+                    backend::parse(f.tag, &buf[pos + 5..pos + f.len]).map_err(|e| e.to_string())?;
+                if let Backend::ErrorResponse(fields) = msg {
+                    let text =
+                        |c| String::from_utf8_lossy(fields.get(c).unwrap_or_default()).into_owned();
+                    result.error = Some(format!("{}: {}", text(b'C'), text(b'M')));
                 }
             }
-        }
+            None => {}
+        },
         b'Z' => {
             let done = shared.syncs_done.get() + 1;
             shared.syncs_done.set(done);
@@ -873,10 +866,7 @@ fn inspect_backend(
                                 .str("session", &ctx.session)
                                 .str("target", &ctx.target.name)
                                 .str("subject", &ctx.identity.subject)
-                                .strs(
-                                    "cmds",
-                                    &g.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-                                )
+                                .ids("cmds", g.ids.iter().copied())
                                 .num("rows", result.rows)
                                 .num("bytes", result.bytes)
                                 .num("duration_us", elapsed.as_micros() as u64)
