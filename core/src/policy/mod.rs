@@ -3,10 +3,11 @@
 //! (`sluice_config::policy`). A multi-statement message is refused whole if any
 //! statement is refused.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use sluice_config::policy::{kind_index, Decision, Statement as PolicyStatement};
+use sluice_config::policy::{CompiledPolicy, Decision, GroupSet, Statement as PolicyStatement};
 use sluice_protocols::sql::{Dialect, Kind, Statement};
 
 pub mod cache;
@@ -32,14 +33,62 @@ pub fn judge(
     shard: &Shard,
     index: usize,
     identity: &Identity,
+    resolved: &Resolved,
     sql: &[u8],
 ) -> (Verdict, Rc<[Statement]>) {
     let statements = shard.classify(sql, Dialect::Postgres);
-    (decide(shard, index, identity, &statements), statements)
+    (
+        decide(shard, index, identity, resolved, &statements),
+        statements,
+    )
+}
+
+/// What a session derives from the policy once per policy generation: its
+/// target's index and its caller's group bits (so a statement costs array
+/// lookups, not name hashing).
+pub struct Resolved {
+    generation: Cell<u64>,
+    target: Cell<Option<usize>>,
+    groups: Cell<GroupSet>,
+}
+
+impl Default for Resolved {
+    fn default() -> Self {
+        Resolved {
+            generation: Cell::new(u64::MAX),
+            target: Cell::new(None),
+            groups: Cell::new(GroupSet::default()),
+        }
+    }
+}
+
+impl Resolved {
+    fn get(
+        &self,
+        shard: &Shard,
+        policy: &CompiledPolicy,
+        index: usize,
+        identity: &Identity,
+    ) -> (Option<usize>, GroupSet) {
+        let generation = shard.policy_generation();
+        if self.generation.get() != generation {
+            self.target
+                .set(policy.target_index(&shard.metrics.targets[index].0));
+            self.groups.set(policy.groups(&identity.groups));
+            self.generation.set(generation);
+        }
+        (self.target.get(), self.groups.get())
+    }
 }
 
 /// A `FunctionCall` message runs a function by OID: code the gateway cannot see.
-pub fn judge_function_call(shard: &Shard, index: usize, identity: &Identity, _oid: u32) -> Verdict {
+pub fn judge_function_call(
+    shard: &Shard,
+    index: usize,
+    identity: &Identity,
+    resolved: &Resolved,
+    _oid: u32,
+) -> Verdict {
     let st = Statement {
         kind: Kind::Select,
         flags: sluice_protocols::sql::Flags {
@@ -48,22 +97,29 @@ pub fn judge_function_call(shard: &Shard, index: usize, identity: &Identity, _oi
             ..Default::default()
         },
     };
-    decide(shard, index, identity, &[st])
+    decide(shard, index, identity, resolved, &[st])
 }
 
-fn decide(shard: &Shard, index: usize, identity: &Identity, statements: &[Statement]) -> Verdict {
+fn decide(
+    shard: &Shard,
+    index: usize,
+    identity: &Identity,
+    resolved: &Resolved,
+    statements: &[Statement],
+) -> Verdict {
     let policy = shard.policy();
     let name = &shard.metrics.targets[index].0;
-    let Some(t) = policy.target_index(name) else {
+    let (target, groups) = resolved.get(shard, &policy, index, identity);
+    let Some(t) = target else {
         return Verdict::Deny {
             message: "target is no longer configured".into(),
             detail: String::new(),
             rule: None,
         };
     };
-    let groups = policy.groups(&identity.groups);
     for st in statements {
-        let kind = kind_index(st.kind.as_str()).expect("every classifier kind is a config kind");
+        // `Kind` is declared in `STATEMENT_KINDS` order (checked by a test below).
+        let kind = st.kind as usize;
         let ps = PolicyStatement {
             kind,
             unbounded: st.flags.unbounded,

@@ -27,7 +27,10 @@ pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
     config: RefCell<Arc<Config>>,
-    policy: RefCell<Arc<CompiledPolicy>>,
+    /// This shard's own copy (not shared: reading it never touches another
+    /// core's cache line), and how many times it has been replaced.
+    policy: RefCell<Rc<CompiledPolicy>>,
+    policy_generation: Cell<u64>,
     verifier: Option<Verifier>,
     tokens: RefCell<TokenCache>,
     sql_cache: RefCell<crate::policy::cache::SqlCache>,
@@ -60,7 +63,8 @@ impl Shard {
             id,
             shared,
             config: RefCell::new(config),
-            policy: RefCell::new(policy),
+            policy: RefCell::new(Rc::new((*policy).clone())),
+            policy_generation: Cell::new(0),
             verifier,
             tokens: RefCell::new(TokenCache::new(10_000)),
             sql_cache: RefCell::new(Default::default()),
@@ -93,8 +97,13 @@ impl Shard {
     }
 
     /// The compiled policy in force (swapped by a reload between statements).
-    pub fn policy(&self) -> Arc<CompiledPolicy> {
+    pub fn policy(&self) -> Rc<CompiledPolicy> {
         self.policy.borrow().clone()
+    }
+
+    /// Bumped by every reload: lets sessions cache what they derived from it.
+    pub fn policy_generation(&self) -> u64 {
+        self.policy_generation.get()
     }
 
     /// Validates a caller's token: from this shard's cache when it has seen it,
@@ -290,7 +299,10 @@ async fn control_loop(shard: Rc<Shard>, control: flume::Receiver<Control>) {
             Control::Shutdown => shard.stopping.set(),
             Control::Reload(config, policy) => {
                 *shard.config.borrow_mut() = config;
-                *shard.policy.borrow_mut() = policy;
+                *shard.policy.borrow_mut() = Rc::new((*policy).clone());
+                shard
+                    .policy_generation
+                    .set(shard.policy_generation.get() + 1);
             }
             Control::Scrape(reply) => {
                 let _ = reply.send(shard.metrics.snapshot(shard.id));

@@ -78,6 +78,8 @@ pub struct Context<'a> {
     pub tls: bool,
     /// Random id tying this session's audit records together.
     pub session: String,
+    /// Target index and group bits, derived once per policy generation.
+    pub resolved: crate::policy::Resolved,
 }
 
 pub async fn serve(
@@ -283,6 +285,7 @@ async fn session<C: Io>(
         peer,
         tls,
         session: sid.iter().map(|b| format!("{b:02x}")).collect(),
+        resolved: Default::default(),
     };
     let params: Vec<(&str, &str)> = startup
         .iter()

@@ -405,7 +405,13 @@ fn judge_message(
         Frontend::Query(sql) => (Some((judge(ctx, sql), text_of(sql))), true),
         Frontend::Parse { sql, .. } => (Some((judge(ctx, sql), text_of(sql))), false),
         Frontend::FunctionCall { oid, .. } => {
-            let v = crate::policy::judge_function_call(ctx.shard, ctx.index, &ctx.identity, oid);
+            let v = crate::policy::judge_function_call(
+                ctx.shard,
+                ctx.index,
+                &ctx.identity,
+                &ctx.resolved,
+                oid,
+            );
             (Some(((v, None), body.clone())), true)
         }
         Frontend::Sync => (None, true),
@@ -501,7 +507,8 @@ fn judge_message(
 }
 
 fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
-    let (mut verdict, statements) = crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, sql);
+    let (mut verdict, statements) =
+        crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, &ctx.resolved, sql);
     // The classifier reads the session's bytes as the server will only while the
     // encoding stays safe: changing it is refused on every target.
     if verdict == Verdict::Allow && changes_encoding(sql, &statements) {
