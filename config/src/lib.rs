@@ -36,7 +36,7 @@ pub mod policy;
 pub mod schema;
 mod validate;
 
-pub use schema::{Action, Durability, IoDriver, Protocol, UpstreamTls};
+pub use schema::{Action, ApprovalMode, Durability, IoDriver, Protocol, UpstreamTls};
 
 /// Statement kinds a guardrail rule may name (`opaque` is a flag that rules may
 /// name like a kind).
@@ -117,6 +117,34 @@ pub struct Config {
     pub targets: Vec<Target>,
     pub guardrails: BTreeMap<String, Guardrails>,
     pub masking: BTreeMap<String, MaskingProfile>,
+    pub approvals: Approvals,
+}
+
+/// `[approvals]`: how requests for a second person's approval behave.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    /// How long a request stays open (and a waiting session waits).
+    pub timeout: Duration,
+    /// How long an approved request stays usable by its requester's re-run.
+    pub grant_ttl: Duration,
+    /// The default for targets that do not set `approval_mode`.
+    pub mode: ApprovalMode,
+    /// Webhook URLs (`http://host:port/path`) told of every request and decision.
+    pub notify: Vec<String>,
+    /// Most requests open at once; more are refused (a flood cannot exhaust memory).
+    pub max_pending: usize,
+}
+
+impl Default for Approvals {
+    fn default() -> Self {
+        Approvals {
+            timeout: Duration::from_secs(300),
+            grant_ttl: Duration::from_secs(600),
+            mode: ApprovalMode::Wait,
+            notify: Vec::new(),
+            max_pending: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +217,11 @@ pub struct Target {
     /// Groups that may connect; `*` means any caller (the only choice for `tcp`).
     pub access: Vec<String>,
     pub approvers: Vec<String>,
+    /// Distinct approvers a request needs (rules may override).
+    pub quorum: u8,
+    pub approval_mode: ApprovalMode,
+    /// Overrides `approvals.timeout` for this target.
+    pub approval_timeout: Option<Duration>,
     pub guardrails: Option<String>,
     pub masking: Option<String>,
     pub database: Option<String>,
@@ -242,6 +275,10 @@ pub struct Rule {
     pub groups: Vec<String>,
     pub action: Action,
     pub message: Option<String>,
+    /// For `approve`: who may approve, instead of the target's `approvers`.
+    pub approvers: Vec<String>,
+    /// For `approve`: distinct approvers needed, instead of the target's `quorum`.
+    pub quorum: Option<u8>,
 }
 
 #[derive(Debug, Clone)]

@@ -69,12 +69,27 @@ struct Entry {
     message: Arc<str>,
 }
 
+/// Who may approve what an `approve` rule holds, and how many of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSpec {
+    /// Group names, any of which makes a caller an eligible approver.
+    pub approvers: Arc<[String]>,
+    /// Distinct approvers needed.
+    pub quorum: u8,
+    pub mode: crate::ApprovalMode,
+    pub timeout: std::time::Duration,
+    pub grant_ttl: std::time::Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct TargetPolicy {
     pub name: String,
     access_any: bool,
     access: u128,
     approvers: u128,
+    /// For each rule of the target's guardrails, its approval spec if it is an
+    /// `approve` rule.
+    approvals: Vec<Option<Arc<ApprovalSpec>>>,
     /// One list of entries per statement kind, in rule order.
     kinds: Vec<Vec<Entry>>,
 }
@@ -116,8 +131,26 @@ impl CompiledPolicy {
                 approvers |= intern(g)?;
             }
             let mut kinds: Vec<Vec<Entry>> = vec![Vec::new(); STATEMENT_KINDS.len()];
+            let mut approvals = Vec::new();
             if let Some(set) = t.guardrails.as_ref().and_then(|g| config.guardrails.get(g)) {
                 for (i, rule) in set.rules.iter().enumerate() {
+                    approvals.push((rule.action == Action::Approve).then(|| {
+                        let names = if rule.approvers.is_empty() {
+                            &t.approvers
+                        } else {
+                            &rule.approvers
+                        };
+                        Arc::new(ApprovalSpec {
+                            approvers: names.iter().cloned().collect(),
+                            quorum: rule.quorum.unwrap_or(t.quorum),
+                            mode: t.approval_mode,
+                            timeout: t.approval_timeout.unwrap_or(config.approvals.timeout),
+                            grant_ttl: config.approvals.grant_ttl,
+                        })
+                    }));
+                    for g in &rule.approvers {
+                        intern(g)?;
+                    }
                     let mut mask = 0;
                     for g in &rule.groups {
                         mask |= intern(g)?;
@@ -150,6 +183,7 @@ impl CompiledPolicy {
                 access_any: t.access.iter().any(|g| g == "*"),
                 access,
                 approvers,
+                approvals,
                 kinds,
             });
         }
@@ -187,6 +221,11 @@ impl CompiledPolicy {
     /// May a caller with `groups` approve requests on `target`?
     pub fn may_approve(&self, target: usize, groups: GroupSet) -> bool {
         groups.intersects(self.targets[target].approvers)
+    }
+
+    /// The approval spec of an `approve` rule (from [`Decision::Approve`]).
+    pub fn approval(&self, target: usize, rule: u16) -> Option<&Arc<ApprovalSpec>> {
+        self.targets[target].approvals.get(rule as usize)?.as_ref()
     }
 
     /// Does a rule explicitly `allow` this kind for these groups (not just the

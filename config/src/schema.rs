@@ -23,6 +23,30 @@ pub struct RawConfig {
     pub guardrails: BTreeMap<String, Spanned<RawGuardrails>>,
     #[serde(default)]
     pub masking: BTreeMap<String, Spanned<RawMasking>>,
+    pub approvals: Option<Spanned<RawApprovals>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    pub timeout: Option<Spanned<String>>,
+    pub grant_ttl: Option<Spanned<String>>,
+    pub mode: Option<Spanned<ApprovalMode>>,
+    #[serde(default)]
+    pub notify: Vec<Spanned<String>>,
+    pub max_pending: Option<Spanned<i64>>,
+}
+
+/// What a session does while its statement waits for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// The session pauses until a decision or the timeout.
+    #[default]
+    Wait,
+    /// The statement is refused at once with the request's id; once approved,
+    /// the same requester re-runs it within `grant_ttl`.
+    Nowait,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +137,9 @@ pub struct RawTarget {
     pub access: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub approvers: Vec<Spanned<String>>,
+    pub quorum: Option<Spanned<i64>>,
+    pub approval_mode: Option<Spanned<ApprovalMode>>,
+    pub approval_timeout: Option<Spanned<String>>,
     pub guardrails: Option<Spanned<String>>,
     pub masking: Option<Spanned<String>>,
     pub database: Option<Spanned<String>>,
@@ -181,6 +208,8 @@ pub struct RawRule {
     pub unbounded: Option<bool>,
     pub groups: Option<Vec<Spanned<String>>>,
     pub action: Spanned<Action>,
+    pub approvers: Option<Vec<Spanned<String>>>,
+    pub quorum: Option<Spanned<i64>>,
     pub message: Option<String>,
 }
 

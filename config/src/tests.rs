@@ -531,3 +531,118 @@ rules = [
         );
     }
 }
+
+mod approvals {
+    use super::*;
+    use crate::policy::CompiledPolicy;
+
+    const HEAD: &str = r#"[identity]
+issuer = "https://idp.example.com/"
+audience = "sluice"
+jwks = "file:dev.jwks.json"
+"#;
+
+    fn target(extra: &str) -> String {
+        format!(
+            "{HEAD}[[target]]\nname = \"orders\"\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\naccess = [\"agents\"]\nguardrails = \"g\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn defaults_overrides_and_compiled_specs() {
+        let src = format!(
+            "{}[approvals]\ntimeout = \"90s\"\ngrant_ttl = \"5m\"\nmode = \"nowait\"\nnotify = [\"http://127.0.0.1:9000/hook\", \"http://chat.internal/sluice\"]\n\
+             [guardrails.g]\nrules = [\n  {{ kinds = [\"delete\"], action = \"approve\" }},\n  {{ kinds = [\"drop\"], action = \"approve\", approvers = [\"dba-leads\"], quorum = 2 }},\n]\n",
+            target("approvers = [\"dba\"]\napproval_timeout = \"30s\"")
+        );
+        let c = parse(&src, "t.toml", env).unwrap();
+        assert_eq!(c.approvals.timeout, Duration::from_secs(90));
+        assert_eq!(c.approvals.grant_ttl, Duration::from_secs(300));
+        assert_eq!(c.approvals.notify.len(), 2);
+        let t = &c.targets[0];
+        assert_eq!(
+            (t.quorum, t.approval_mode),
+            (1, ApprovalMode::Nowait),
+            "the [approvals] mode is the default"
+        );
+        let p = CompiledPolicy::compile(&c).unwrap();
+        let first = p.approval(0, 0).unwrap();
+        assert_eq!(&first.approvers[..], ["dba".to_owned()]);
+        assert_eq!((first.quorum, first.timeout), (1, Duration::from_secs(30)));
+        let second = p.approval(0, 1).unwrap();
+        assert_eq!(
+            &second.approvers[..],
+            ["dba-leads".to_owned()],
+            "a rule's approvers replace the target's"
+        );
+        assert_eq!(second.quorum, 2);
+        assert_eq!(second.grant_ttl, Duration::from_secs(300));
+
+        let d = Approvals::default();
+        assert_eq!(
+            (d.timeout, d.grant_ttl, d.mode),
+            (
+                Duration::from_secs(300),
+                Duration::from_secs(600),
+                ApprovalMode::Wait
+            )
+        );
+    }
+
+    #[test]
+    fn an_approve_rule_needs_someone_to_approve() {
+        let src = format!(
+            "{}[guardrails.g]\nrules = [ {{ kinds = [\"delete\"], action = \"approve\" }} ]\n",
+            target("")
+        );
+        assert_error(
+            &src,
+            "t.toml:11:14: target `orders`: rule 1 of guardrails `g` needs approval but nobody may approve",
+        );
+    }
+
+    #[test]
+    fn rule_approvers_and_quorum_only_on_approve_rules() {
+        let src = format!(
+            "{}[guardrails.g]\nrules = [ {{ kinds = [\"drop\"], action = \"deny\", approvers = [\"dba\"], quorum = 2 }} ]\n",
+            target("")
+        );
+        let got = errors(&src);
+        assert!(
+            got.contains(
+                "t.toml:14:61: `approvers` only applies to a rule with action = \"approve\""
+            ),
+            "{got}"
+        );
+        assert!(got.contains("t.toml:14:78: `quorum` only applies"), "{got}");
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_positions() {
+        let src = format!(
+            "{}[approvals]\ntimeout = \"0s\"\ngrant_ttl = \"soon\"\nnotify = [\"https://hooks.example.com/x\", \"http:///nohost\"]\nmax_pending = 0\nmode = \"later\"\n\
+             [guardrails.g]\nrules = [ {{ kinds = [\"delete\"], action = \"approve\" }} ]\n",
+            target("approvers = [\"dba\"]\nquorum = 0")
+        );
+        assert_error(
+            &src,
+            "t.toml:19:8: unknown variant `later`, expected `wait` or `nowait`",
+        );
+        let src = format!(
+            "{}[approvals]\ntimeout = \"0s\"\ngrant_ttl = \"soon\"\nnotify = [\"https://hooks.example.com/x\", \"http:///nohost\"]\nmax_pending = 0\n\
+             [guardrails.g]\nrules = [ {{ kinds = [\"delete\"], action = \"approve\" }} ]\n",
+            target("approvers = [\"dba\"]\nquorum = 17")
+        );
+        let got = errors(&src);
+        for want in [
+            "t.toml:13:10: `quorum` must be between 1 and 16 distinct approvers, not 17",
+            "t.toml:15:11: `approvals.timeout` must be between 1s and 7 days",
+            "t.toml:16:13: invalid duration `soon` for `approvals.grant_ttl`",
+            "t.toml:17:11: invalid webhook `https://hooks.example.com/x`: expected an http:// URL",
+            "t.toml:17:42: invalid webhook `http:///nohost`",
+            "t.toml:18:15: `approvals.max_pending` must be between 1 and 1000000",
+        ] {
+            assert!(got.contains(want), "missing {want:?} in:\n{got}");
+        }
+    }
+}

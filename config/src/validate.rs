@@ -48,6 +48,19 @@ impl Checker<'_> {
         }
     }
 
+    fn quorum(&mut self, value: &Spanned<i64>) -> u8 {
+        match *value.get_ref() {
+            q @ 1..=16 => q as u8,
+            q => {
+                self.error(
+                    value.span(),
+                    format!("`quorum` must be between 1 and 16 distinct approvers, not {q}"),
+                );
+                1
+            }
+        }
+    }
+
     fn socket_addr(&mut self, value: &Spanned<String>, what: &str) -> Option<SocketAddr> {
         match value.get_ref().parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -299,8 +312,71 @@ pub(crate) fn validate(
                 }
             }
         }
+        let quorum = match &t.quorum {
+            Some(q) => c.quorum(q),
+            None => 1,
+        };
+        if protocol == Protocol::Tcp {
+            for (present, key) in [
+                (t.quorum.as_ref().map(|s| s.span()), "quorum"),
+                (t.approval_mode.as_ref().map(|s| s.span()), "approval_mode"),
+            ] {
+                if let Some(span) = present {
+                    c.error(span, format!("`{key}` has no effect on tcp target `{name}`: a tcp target is a plain L4 pass-through"));
+                }
+            }
+        }
+        // Every rule that asks for approval must have someone who can give it.
+        if let Some(set) = t
+            .guardrails
+            .as_ref()
+            .and_then(|g| raw.guardrails.get(g.get_ref()))
+        {
+            for (i, r) in set.get_ref().rules.iter().enumerate() {
+                let r = r.get_ref();
+                let rule_approvers = r.approvers.as_ref().is_some_and(|a| !a.is_empty());
+                if *r.action.get_ref() == Action::Approve
+                    && !rule_approvers
+                    && t.approvers.is_empty()
+                {
+                    c.error(
+                        t.guardrails.as_ref().map_or(t.name.span(), |g| g.span()),
+                        format!(
+                            "target `{name}`: rule {} of guardrails `{}` needs approval but nobody may approve: set `approvers` on the target or the rule",
+                            i + 1,
+                            t.guardrails.as_ref().map_or("", |g| g.get_ref())
+                        ),
+                    );
+                }
+            }
+        }
+        let approval_timeout = t.approval_timeout.as_ref().map(|v| {
+            let d = c.duration(
+                &t.approval_timeout,
+                "approval_timeout",
+                Duration::from_secs(300),
+            );
+            if d.is_zero() || d > Duration::from_secs(7 * 24 * 3600) {
+                c.error(v.span(), "`approval_timeout` must be between 1s and 7 days");
+            }
+            d
+        });
+        if let (Protocol::Tcp, Some(v)) = (protocol, &t.approval_timeout) {
+            c.error(v.span(), format!("`approval_timeout` has no effect on tcp target `{name}`: a tcp target is a plain L4 pass-through"));
+        }
         if let Some(listen) = listen {
             targets.push(Target {
+                quorum,
+                approval_timeout,
+                approval_mode: t
+                    .approval_mode
+                    .as_ref()
+                    .map(|m| *m.get_ref())
+                    .or(raw
+                        .approvals
+                        .as_ref()
+                        .and_then(|a| a.get_ref().mode.as_ref().map(|m| *m.get_ref())))
+                    .unwrap_or_default(),
                 require_tls,
                 upstream_tls,
                 upstream_ca: t.upstream_ca.as_ref().map(|u| u.get_ref().clone()),
@@ -409,6 +485,12 @@ pub(crate) fn validate(
         .map(|(name, m)| (name.clone(), masking_profile(&mut c, m.get_ref())))
         .collect::<BTreeMap<_, _>>();
 
+    let approvals = raw
+        .approvals
+        .as_ref()
+        .map(|a| approvals(&mut c, a.get_ref()))
+        .unwrap_or_default();
+
     if !c.diags.is_empty() {
         c.diags.sort_by_key(|d| (d.line, d.col));
         return Err(c.diags);
@@ -421,7 +503,71 @@ pub(crate) fn validate(
         targets,
         guardrails,
         masking,
+        approvals,
     })
+}
+
+fn approvals(c: &mut Checker, a: &RawApprovals) -> Approvals {
+    let d = Approvals::default();
+    let timeout = c.duration(&a.timeout, "approvals.timeout", d.timeout);
+    let grant_ttl = c.duration(&a.grant_ttl, "approvals.grant_ttl", d.grant_ttl);
+    for (v, key, value) in [
+        (&a.timeout, "timeout", timeout),
+        (&a.grant_ttl, "grant_ttl", grant_ttl),
+    ] {
+        if let Some(v) = v {
+            if value.is_zero() || value > Duration::from_secs(7 * 24 * 3600) {
+                c.error(
+                    v.span(),
+                    format!("`approvals.{key}` must be between 1s and 7 days"),
+                );
+            }
+        }
+    }
+    for url in &a.notify {
+        if let Err(e) = check_webhook_url(url.get_ref()) {
+            c.error(url.span(), e);
+        }
+    }
+    let max_pending = match &a.max_pending {
+        Some(n) if !(1..=1_000_000).contains(n.get_ref()) => {
+            c.error(
+                n.span(),
+                "`approvals.max_pending` must be between 1 and 1000000",
+            );
+            d.max_pending
+        }
+        Some(n) => *n.get_ref() as usize,
+        None => d.max_pending,
+    };
+    Approvals {
+        timeout,
+        grant_ttl,
+        mode: a.mode.as_ref().map_or(d.mode, |m| *m.get_ref()),
+        notify: a.notify.iter().map(|u| u.get_ref().clone()).collect(),
+        max_pending,
+    }
+}
+
+/// A webhook URL: `http://host:port/path` (the port may be omitted).
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "invalid webhook `{url}`: expected an http:// URL (for https, point it at a local relay such as a sidecar proxy)"
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let with_port = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    if authority.is_empty() || !is_host_port(&with_port) || authority.contains('@') {
+        return Err(format!(
+            "invalid webhook `{url}`: expected http://host[:port]/path"
+        ));
+    }
+    Ok(())
 }
 
 fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
@@ -618,11 +764,35 @@ fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
                     "a rule needs `kinds` (SQL) or `methods`/`path` (HTTP) to match on",
                 );
             }
-            for g in r.groups.iter().flatten() {
+            for g in r
+                .groups
+                .iter()
+                .flatten()
+                .chain(r.approvers.iter().flatten())
+            {
                 if !is_valid_name(g.get_ref()) {
                     c.error(g.span(), format!("invalid group name `{}`", g.get_ref()));
                 }
             }
+            if *r.action.get_ref() != Action::Approve {
+                let approvers = r
+                    .approvers
+                    .as_ref()
+                    .and_then(|a| a.first())
+                    .map(|a| a.span());
+                for (present, key) in [
+                    (approvers, "approvers"),
+                    (r.quorum.as_ref().map(|q| q.span()), "quorum"),
+                ] {
+                    if let Some(span) = present {
+                        c.error(
+                            span,
+                            format!("`{key}` only applies to a rule with action = \"approve\""),
+                        );
+                    }
+                }
+            }
+            let quorum = r.quorum.as_ref().map(|q| c.quorum(q));
             Rule {
                 kinds: r
                     .kinds
@@ -646,6 +816,13 @@ fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
                     .collect(),
                 action: *r.action.get_ref(),
                 message: r.message.clone(),
+                approvers: r
+                    .approvers
+                    .iter()
+                    .flatten()
+                    .map(|g| g.get_ref().clone())
+                    .collect(),
+                quorum,
             }
         })
         .collect();

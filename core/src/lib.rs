@@ -18,6 +18,7 @@
 #![deny(clippy::await_holding_refcell_ref)]
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod gateway;

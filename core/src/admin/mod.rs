@@ -1,5 +1,6 @@
 //! The admin listener (`gateway.admin`): `GET /healthz`, Prometheus `GET /metrics`,
-//! and `POST /api/reload` (a token in one of `identity.admin_groups`).
+//! `POST /api/reload` (a token in one of `identity.admin_groups`), and the
+//! approvals API ([`approvals`]: approvers act with their own token).
 //!
 //! Every shard listens on the admin address too (`SO_REUSEPORT`), so any shard can
 //! answer; `/metrics` asks every shard for a snapshot and merges them.
@@ -16,7 +17,11 @@ use sluice_protocols::{http, Status};
 use crate::metrics::{render, ErrorKind};
 use crate::runtime::Shard;
 
+pub mod approvals;
+
 const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body the admin API reads (a vote's reason, a few fields).
+const MAX_BODY: usize = 64 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
@@ -25,7 +30,13 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         let reply = {
             let mut headers = [http::Header::EMPTY; 64];
             match http::parse_request(&buf, &mut headers, MAX_HEAD) {
-                Ok(Status::Complete(req, _)) => Some(route(&shard, &req).await),
+                Ok(Status::Complete(req, head)) => match body_length(&req) {
+                    Err(reply) => Some(reply),
+                    Ok(n) if buf.len() >= head + n => {
+                        Some(route(&shard, &req, &buf[head..head + n]).await)
+                    }
+                    Ok(_) => None,
+                },
                 Ok(Status::Partial) => None,
                 Err(e) => {
                     shard.metrics.error(ErrorKind::AdminRequest);
@@ -49,7 +60,40 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     }
 }
 
-async fn route(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
+/// The request body's length from `Content-Length` (chunked bodies are refused).
+fn body_length(req: &http::Request<'_, '_>) -> Result<usize, Vec<u8>> {
+    if req.header("transfer-encoding").is_some() {
+        return Err(json(
+            411,
+            "Length Required",
+            r#"{"error":"send the body with Content-Length"}"#,
+        ));
+    }
+    let Some(v) = req.header("content-length") else {
+        return Ok(0);
+    };
+    match std::str::from_utf8(v)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) if n <= MAX_BODY => Ok(n),
+        Some(_) => Err(json(
+            413,
+            "Payload Too Large",
+            &format!(r#"{{"error":"the body is larger than {MAX_BODY} bytes"}}"#),
+        )),
+        None => Err(json(
+            400,
+            "Bad Request",
+            r#"{"error":"invalid Content-Length"}"#,
+        )),
+    }
+}
+
+async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u8> {
+    if req.path() == "/api/approvals" || req.path().starts_with("/api/approvals/") {
+        return approvals::route(shard, req, body).await;
+    }
     match (req.method, req.path()) {
         ("GET", "/healthz") => {
             if shard.stopping.is_set() {
@@ -78,8 +122,8 @@ async fn route(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
     }
 }
 
-/// The caller of an admin write call: a valid token in one of `admin_groups`.
-pub async fn admin_caller(
+/// The caller of an API call: whoever the `Authorization: Bearer` token proves.
+pub async fn caller(
     shard: &Shard,
     req: &http::Request<'_, '_>,
 ) -> Result<std::rc::Rc<crate::identity::Identity>, Vec<u8>> {
@@ -97,13 +141,30 @@ pub async fn admin_caller(
                 r#"{"error":"send Authorization: Bearer <token>"}"#,
             )
         })?;
-    let identity = shard.authenticate(token.trim()).await.map_err(|e| {
+    shard.authenticate(token.trim()).await.map_err(|e| {
         json(
             401,
             "Unauthorized",
             &serde_json::json!({ "error": e.to_string() }).to_string(),
         )
-    })?;
+    })
+}
+
+/// Is this caller in one of `identity.admin_groups`?
+pub fn is_admin(shard: &Shard, identity: &crate::identity::Identity) -> bool {
+    let config = shard.config();
+    config
+        .identity
+        .as_ref()
+        .is_some_and(|i| identity.groups.iter().any(|g| i.admin_groups.contains(g)))
+}
+
+/// The caller of an admin write call: a valid token in one of `admin_groups`.
+pub async fn admin_caller(
+    shard: &Shard,
+    req: &http::Request<'_, '_>,
+) -> Result<std::rc::Rc<crate::identity::Identity>, Vec<u8>> {
+    let identity = caller(shard, req).await?;
     let config = shard.config();
     let admins = config
         .identity
@@ -158,7 +219,7 @@ async fn reload(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
     }
 }
 
-fn json(status: u16, reason: &str, body: &str) -> Vec<u8> {
+pub(crate) fn json(status: u16, reason: &str, body: &str) -> Vec<u8> {
     response(status, reason, "application/json", body.as_bytes())
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod approvals;
 mod audit;
 
 /// Sluice: an access gateway between the people, CI jobs and AI agents that ask for
@@ -41,6 +42,9 @@ enum Command {
     /// Read the audit log: verify its integrity, search, export, tail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Act on approval requests through a running gateway (as yourself).
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
 }
 
 #[derive(Subcommand)]
@@ -88,6 +92,7 @@ pub fn main() -> i32 {
         Command::Check { config } => check(config),
         Command::Token(cmd) => token(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Approvals(cmd) => approvals::run(cmd),
     }
 }
 

@@ -7,7 +7,9 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use sluice_config::policy::{CompiledPolicy, Decision, GroupSet, Statement as PolicyStatement};
+use sluice_config::policy::{
+    ApprovalSpec, CompiledPolicy, Decision, GroupSet, Statement as PolicyStatement,
+};
 use sluice_protocols::sql::{Dialect, Kind, Statement};
 
 pub mod cache;
@@ -24,6 +26,13 @@ pub enum Verdict {
         detail: String,
         /// The guardrail rule (0-based) that decided, if one did.
         rule: Option<u16>,
+    },
+    /// Runs only once a second person approves (rule `rule`, 0-based).
+    Approve {
+        rule: u16,
+        spec: Arc<ApprovalSpec>,
+        /// The statement kind that needs approval, e.g. `DELETE`.
+        kind: Kind,
     },
 }
 
@@ -117,6 +126,8 @@ fn decide(
             rule: None,
         };
     };
+    // A deny anywhere in the message wins over an approval elsewhere in it.
+    let mut approve: Option<Verdict> = None;
     for st in statements {
         // `Kind` is declared in `STATEMENT_KINDS` order (checked by a test below).
         let kind = st.kind as usize;
@@ -140,20 +151,37 @@ fn decide(
             Decision::Deny { message, rule } => {
                 return Verdict::Deny {
                     message,
-                    detail: format!("{} statement refused by guardrail rule {}", st.kind.as_str(), rule + 1),
+                    detail: format!(
+                        "{} statement refused by guardrail rule {}",
+                        st.kind.as_str(),
+                        rule + 1
+                    ),
                     rule: Some(rule),
                 }
             }
             Decision::Approve { rule } => {
-                return Verdict::Deny {
-                    message: format!("{} on target `{name}` needs approval", st.kind.as_str().to_uppercase()).into(),
-                    detail: format!("guardrail rule {} requires a second person's approval, and approvals are not enabled", rule + 1),
-                    rule: Some(rule),
+                if approve.is_none() {
+                    let Some(spec) = policy.approval(t, rule) else {
+                        return Verdict::Deny {
+                            message: format!(
+                                "{} on target `{name}` needs approval, and nobody may approve it",
+                                st.kind.as_str().to_uppercase()
+                            )
+                            .into(),
+                            detail: format!("guardrail rule {} has no approvers", rule + 1),
+                            rule: Some(rule),
+                        };
+                    };
+                    approve = Some(Verdict::Approve {
+                        rule,
+                        spec: spec.clone(),
+                        kind: st.kind,
+                    });
                 }
             }
         }
     }
-    Verdict::Allow
+    approve.unwrap_or(Verdict::Allow)
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ pub struct Shared {
     pub cancels: CancelRegistry,
     /// The audit pipeline, when `[audit]` is configured.
     pub audit: Option<Arc<Audit>>,
+    /// Approval requests, shared by every shard and the admin API.
+    pub approvals: Arc<crate::approvals::Approvals>,
     /// To the main thread's lifecycle loop (admin-triggered reloads).
     pub lifecycle: std::sync::OnceLock<mpsc::Sender<Event>>,
 }
@@ -182,6 +184,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         tls,
         upstream_tls,
         cancels: CancelRegistry::default(),
+        approvals: crate::approvals::Approvals::start(&config, audit.clone()),
         audit,
         lifecycle: std::sync::OnceLock::new(),
     });
@@ -399,6 +402,7 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<Arc<Config>,
                 );
             }
             let new = Arc::new(new);
+            shared.approvals.reconfigure(&new);
             for c in &shared.controls {
                 let _ = c.send(Control::Reload(new.clone(), policy.clone()));
             }

@@ -350,6 +350,12 @@ impl PgCluster {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    /// The server's log so far (start it with `-c log_statement=all` to see
+    /// every statement that reached it).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
     /// Runs `psql -c SQL` directly against the cluster; returns stdout.
     pub fn psql(&self, sql: &str) -> String {
         psql(self.addr(), "postgres", sql).expect("psql against the cluster")

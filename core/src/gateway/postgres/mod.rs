@@ -32,6 +32,7 @@ use crate::metrics::ErrorKind;
 use crate::runtime::{CancelTarget, Shard};
 use crate::{debug, info, warn};
 
+mod approval;
 mod io;
 mod login;
 pub mod masking;
@@ -76,6 +77,9 @@ pub struct Context<'a> {
     pub identity: Rc<Identity>,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The client's socket, to notice a hang-up while a statement waits for
+    /// approval (the session is not reading then).
+    pub client_fd: std::os::fd::RawFd,
     /// Random id tying this session's audit records together.
     pub session: String,
     /// Target index and group bits, derived once per policy generation.
@@ -91,6 +95,7 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let mut buf = Vec::with_capacity(1024);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     let opening =
         monoio::time::timeout(LOGIN_TIMEOUT, open(shard, target, &mut tcp, &mut buf)).await;
     match opening {
@@ -101,7 +106,18 @@ pub async fn serve(
             let acceptor = monoio_rustls::TlsAcceptor::from(tls);
             match monoio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    session(shard, index, target, config, stream, peer, true, Vec::new()).await
+                    session(
+                        shard,
+                        index,
+                        target,
+                        config,
+                        stream,
+                        fd,
+                        peer,
+                        true,
+                        Vec::new(),
+                    )
+                    .await
                 }
                 Ok(Err(e)) => {
                     shard.metrics.error(ErrorKind::ClientIo);
@@ -120,7 +136,7 @@ pub async fn serve(
                 ),
             }
         }
-        Ok(Some(false)) => session(shard, index, target, config, tcp, peer, false, buf).await,
+        Ok(Some(false)) => session(shard, index, target, config, tcp, fd, peer, false, buf).await,
         Ok(None) => {}
         Err(_) => debug!("startup_timeout", target = target.name, peer = peer),
     }
@@ -262,6 +278,7 @@ async fn session<C: Io>(
     target: &Target,
     config: &Config,
     mut client: C,
+    client_fd: std::os::fd::RawFd,
     peer: SocketAddr,
     tls: bool,
     mut buf: Vec<u8>,
@@ -284,6 +301,7 @@ async fn session<C: Io>(
         identity,
         peer,
         tls,
+        client_fd,
         session: sid.iter().map(|b| format!("{b:02x}")).collect(),
         resolved: Default::default(),
     };

@@ -33,6 +33,7 @@ use sluice_protocols::postgres::frontend::{self, Frontend};
 use sluice_protocols::postgres::{frame, Frame};
 use sluice_protocols::sql::Statement;
 
+use super::approval::{self, Hold, Resolution};
 use super::io::{read_more, write_range, Io};
 use super::{error_bytes, sqlstate, Context};
 use crate::audit::{now_ms, Rec};
@@ -60,8 +61,20 @@ struct ResultGroup {
     started: Instant,
 }
 
+/// A prepared statement whose every execution needs approval: each `Bind` of it
+/// is held with its parameters.
+struct Gate {
+    text: Vec<u8>,
+    kind: sluice_protocols::sql::Kind,
+    spec: Arc<sluice_config::policy::ApprovalSpec>,
+}
+
 /// State the two pumps share; no borrow is ever held across an `.await`.
 struct Shared {
+    gated: RefCell<std::collections::HashMap<Vec<u8>, Gate>>,
+    /// The last write to the client ended inside a message streaming through
+    /// (nothing else may be written to the client until it is finished).
+    mid_message: Cell<bool>,
     denials: RefCell<VecDeque<Denial>>,
     syncs_sent: Cell<u64>,
     syncs_done: Cell<u64>,
@@ -90,6 +103,15 @@ struct Cmd {
     /// For a refused command, the marker of its placeholder.
     marker: Option<u64>,
     sync_seq: u64,
+    /// The approval this command runs under.
+    approval: Option<u64>,
+}
+
+/// What the client pump does after judging a message.
+enum Step {
+    Next,
+    /// Stop before this message: it waits for approval.
+    Hold(Hold),
 }
 
 /// A write plan over the read buffer: ranges forwarded in place, plus replacement
@@ -195,6 +217,8 @@ pub async fn run<C: Io, U: Io>(
         }
     };
     let shared = Shared {
+        gated: RefCell::new(Default::default()),
+        mid_message: Cell::new(false),
         denials: RefCell::new(VecDeque::new()),
         syncs_sent: Cell::new(0),
         syncs_done: Cell::new(0),
@@ -281,6 +305,9 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
     let mut cmds: Vec<Cmd> = Vec::new();
     let mut passthrough = 0usize;
     let mut terminate = false;
+    let mut held: Option<Hold> = None;
+    // How the message that was held for approval was settled.
+    let mut settled: Option<Resolution> = None;
     loop {
         if (buf.is_empty() || passthrough == 0 && incomplete(&buf, max))
             && !fill(ctx, &mut client, &mut buf, ErrorKind::ClientIo).await
@@ -305,8 +332,25 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                 }
                 break;
             }
-            if let Err(e) = judge_message(ctx, shared, &buf, pos, f, &mut plan, &mut cmds) {
-                return protocol_violation(ctx, e, client_w, &mut upstream, &mut client).await;
+            let step = judge_message(
+                ctx,
+                shared,
+                &buf,
+                pos,
+                f,
+                &mut plan,
+                &mut cmds,
+                settled.take(),
+            );
+            match step {
+                Ok(Step::Next) => {}
+                Ok(Step::Hold(h)) => {
+                    held = Some(h);
+                    break;
+                }
+                Err(e) => {
+                    return protocol_violation(ctx, e, client_w, &mut upstream, &mut client).await
+                }
             }
             if f.tag == b'X' {
                 terminate = true;
@@ -325,6 +369,14 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
         buf.drain(..pos);
         if terminate {
             break;
+        }
+        // Everything before the held message is upstream; it now waits (without
+        // holding the shard) and is judged again with its resolution.
+        if let Some(h) = held.take() {
+            match approval::resolve(ctx, client_w, &shared.mid_message, h).await {
+                Resolution::Gone => break,
+                r => settled = Some(r),
+            }
         }
     }
     let _ = upstream.shutdown().await;
@@ -386,6 +438,9 @@ fn substitute(plan: &mut Plan, buf: &[u8], c: &Cmd, marker: u64) {
 
 /// Judges one complete client message at `buf[pos..pos + f.len]`; a refused
 /// statement is replaced in `plan`; commands are collected for the audit log.
+/// A statement that needs approval is held (nothing recorded or changed yet)
+/// unless `settled` says how its approval ended.
+#[allow(clippy::too_many_arguments)] // the pump's state, passed apart to keep borrows disjoint
 fn judge_message(
     ctx: &Context<'_>,
     shared: &Shared,
@@ -394,7 +449,8 @@ fn judge_message(
     f: Frame,
     plan: &mut Plan,
     cmds: &mut Vec<Cmd>,
-) -> Result<(), sluice_protocols::postgres::Error> {
+    mut settled: Option<Resolution>,
+) -> Result<Step, sluice_protocols::postgres::Error> {
     let body = pos + 5..pos + f.len;
     let msg = frontend::parse(f.tag, &buf[body.clone()])?;
     let text_of = |s: &[u8]| {
@@ -403,7 +459,33 @@ fn judge_message(
     };
     let (judged, sync_point) = match msg {
         Frontend::Query(sql) => (Some((judge(ctx, sql), text_of(sql))), true),
-        Frontend::Parse { sql, .. } => (Some((judge(ctx, sql), text_of(sql))), false),
+        Frontend::Parse { sql, name, .. } => {
+            let judged = judge(ctx, sql);
+            let mut gated = shared.gated.borrow_mut();
+            match &judged.0 {
+                // Parsing runs nothing: the statement is prepared, and each
+                // execution of it (`Bind`) waits for its own approval.
+                Verdict::Approve { spec, kind, .. } => {
+                    if gated.len() >= 4096 && !gated.contains_key(name) {
+                        return Err(sluice_protocols::postgres::Error::Malformed(
+                            "too many prepared statements awaiting approval",
+                        ));
+                    }
+                    gated.insert(
+                        name.to_vec(),
+                        Gate {
+                            text: sql.to_vec(),
+                            kind: *kind,
+                            spec: spec.clone(),
+                        },
+                    );
+                }
+                _ => {
+                    gated.remove(name);
+                }
+            }
+            (Some((judged, text_of(sql))), false)
+        }
         Frontend::FunctionCall { oid, .. } => {
             let v = crate::policy::judge_function_call(
                 ctx.shard,
@@ -416,8 +498,39 @@ fn judge_message(
         }
         Frontend::Sync => (None, true),
         Frontend::Bind {
-            portal, statement, ..
+            portal,
+            statement,
+            rest,
         } => {
+            let gate = shared
+                .gated
+                .borrow()
+                .get(statement)
+                .map(|g| Hold::bound(g.kind, g.spec.clone(), &g.text, Some(rest)));
+            if let Some(hold) = gate {
+                match settled.take() {
+                    None => return Ok(Step::Hold(hold)),
+                    Some(Resolution::Approved(_)) => {}
+                    Some(Resolution::Refused { message, detail }) => {
+                        // The portal is never created: a placeholder takes the
+                        // Bind's place, fails, and the server skips to Sync.
+                        let marker = new_marker();
+                        let placeholder = format!("{MARKER}{marker:016x}");
+                        plan.replace(pos, pos + f.len, |out| {
+                            encode::parse(out, placeholder.as_bytes(), placeholder.as_bytes(), &[])
+                        });
+                        shared.denials.borrow_mut().push_back(Denial {
+                            marker,
+                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                            message: message.into(),
+                            detail,
+                            sync_seq: shared.syncs_sent.get() + 1,
+                        });
+                        return Ok(Step::Next);
+                    }
+                    Some(Resolution::Gone) => return Ok(Step::Next),
+                }
+            }
             if let Some(&id) = shared.statements.borrow().get(statement) {
                 let mut portals = shared.portals.borrow_mut();
                 // Accounting only: bounded so a client cannot grow it without limit.
@@ -435,6 +548,9 @@ fn judge_message(
                 &shared.portals
             };
             map.borrow_mut().remove(name);
+            if kind == b'S' {
+                shared.gated.borrow_mut().remove(name);
+            }
             (None, false)
         }
         Frontend::Execute { portal, .. } => {
@@ -454,7 +570,32 @@ fn judge_message(
         _ => (None, false),
     };
     let seq = shared.syncs_sent.get() + 1;
-    if let Some(((verdict, statements), text)) = judged {
+    let mut approval = None;
+    if let Some(((mut verdict, statements), text)) = judged {
+        // A statement (not a Parse) that needs approval runs only once settled.
+        if let (Verdict::Approve { rule, spec, kind }, true) = (&verdict, f.tag != b'P') {
+            match settled.take() {
+                None => {
+                    return Ok(Step::Hold(Hold::statement(
+                        *kind,
+                        spec.clone(),
+                        &buf[text.clone()],
+                    )))
+                }
+                Some(Resolution::Approved(id)) => {
+                    approval = Some(id);
+                    verdict = Verdict::Allow;
+                }
+                Some(Resolution::Refused { message, detail }) => {
+                    verdict = Verdict::Deny {
+                        message: message.into(),
+                        detail,
+                        rule: Some(*rule),
+                    };
+                }
+                Some(Resolution::Gone) => return Ok(Step::Next),
+            }
+        }
         let id = shared.next_id.get();
         shared.next_id.set(id + 1);
         shared.commands.set(shared.commands.get() + 1);
@@ -468,6 +609,7 @@ fn judge_message(
             statements,
             marker: None,
             sync_seq: seq,
+            approval,
         };
         if let Verdict::Deny {
             message, detail, ..
@@ -486,7 +628,9 @@ fn judge_message(
         } else {
             shared.open_group.borrow_mut().push(id);
         }
-        if let (Frontend::Parse { name, .. }, Verdict::Allow) = (&msg, &cmd.verdict) {
+        if let (Frontend::Parse { name, .. }, Verdict::Allow | Verdict::Approve { .. }) =
+            (&msg, &cmd.verdict)
+        {
             let mut names = shared.statements.borrow_mut();
             if names.len() >= 4096 {
                 names.clear();
@@ -503,7 +647,7 @@ fn judge_message(
             started: Instant::now(),
         });
     }
-    Ok(())
+    Ok(Step::Next)
 }
 
 fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
@@ -511,7 +655,7 @@ fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
         crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, &ctx.resolved, sql);
     // The classifier reads the session's bytes as the server will only while the
     // encoding stays safe: changing it is refused on every target.
-    if verdict == Verdict::Allow && changes_encoding(sql, &statements) {
+    if !matches!(verdict, Verdict::Deny { .. }) && changes_encoding(sql, &statements) {
         verdict = Verdict::Deny {
             message: "changing client_encoding is not allowed through Sluice".into(),
             detail: "the gateway must read statements exactly as the server does".into(),
@@ -599,7 +743,16 @@ async fn record_commands(
                     .bool("opaque", opaque)
                     .bool("unbounded", unbounded);
                 match &c.verdict {
-                    Verdict::Allow => rec.str("decision", "allow").end(),
+                    Verdict::Allow => match c.approval {
+                        Some(id) => rec.str("decision", "allow").num("approval", id).end(),
+                        None => rec.str("decision", "allow").end(),
+                    },
+                    // A prepared statement: each execution waits for approval.
+                    Verdict::Approve { rule, spec, .. } => rec
+                        .str("decision", "approve")
+                        .num("rule", *rule as u64 + 1)
+                        .strs("approvers", spec.approvers.iter())
+                        .end(),
                     Verdict::Deny { message, rule, .. } => {
                         let rec = rec.str("decision", "deny").str("reason", message);
                         match rule {
@@ -618,7 +771,9 @@ async fn record_commands(
             }
         }
     }
-    let any_allowed = cmds.iter().any(|c| c.verdict == Verdict::Allow);
+    let any_allowed = cmds
+        .iter()
+        .any(|c| !matches!(c.verdict, Verdict::Deny { .. }));
     if failed.is_none() && any_allowed {
         if let Some(t) = last {
             if let Err(e) = audit.wait_durable(t).await {
@@ -728,6 +883,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             return;
         };
         let wrote = plan.write(&mut w, &mut buf).await;
+        shared.mid_message.set(passthrough > 0);
         client_w.put(w);
         if wrote.is_err() {
             ctx.shard.metrics.error(ErrorKind::ClientIo);

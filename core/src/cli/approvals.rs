@@ -1,0 +1,186 @@
+//! `sluice approvals`: list, show, approve and deny requests through a running
+//! gateway's admin API, authenticated with the approver's own token.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct Connection {
+    /// The gateway's admin address, e.g. http://127.0.0.1:9470.
+    #[arg(long, value_name = "URL", env = "SLUICE_ADMIN")]
+    admin: String,
+    /// Your own access token (approvers act as themselves).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SLUICE_TOKEN",
+        hide_env_values = true
+    )]
+    token: String,
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// List requests (default: pending ones).
+    List {
+        #[command(flatten)]
+        conn: Connection,
+        /// pending, approved, denied, expired, cancelled or all.
+        #[arg(long, default_value = "pending")]
+        state: String,
+    },
+    /// Show one request in full (JSON).
+    Show {
+        id: u64,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Approve a request (you cannot approve your own).
+    Approve {
+        id: u64,
+        #[command(flatten)]
+        conn: Connection,
+        /// A note kept with the decision.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a request; one deny is final.
+    Deny {
+        id: u64,
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+pub fn run(cmd: ApprovalsCommand) -> i32 {
+    let result = match cmd {
+        ApprovalsCommand::List { conn, state } => {
+            let path = if state == "all" {
+                "/api/approvals".to_owned()
+            } else {
+                format!("/api/approvals?state={state}")
+            };
+            call(&conn, "GET", &path, None).map(|v| print_list(&v))
+        }
+        ApprovalsCommand::Show { id, conn } => {
+            call(&conn, "GET", &format!("/api/approvals/{id}"), None).map(|v| {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            })
+        }
+        ApprovalsCommand::Approve { id, conn, reason } => vote(&conn, id, "approve", reason),
+        ApprovalsCommand::Deny { id, conn, reason } => vote(&conn, id, "deny", reason),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("sluice approvals: {e}");
+            1
+        }
+    }
+}
+
+fn vote(conn: &Connection, id: u64, action: &str, reason: Option<String>) -> Result<(), String> {
+    let body = serde_json::json!({ "reason": reason }).to_string();
+    let v = call(
+        conn,
+        "POST",
+        &format!("/api/approvals/{id}/{action}"),
+        Some(body),
+    )?;
+    let r = &v["request"];
+    let state = r["state"].as_str().unwrap_or("?");
+    let votes = r["approvals"].as_array().map_or(0, Vec::len);
+    let quorum = r["quorum"].as_u64().unwrap_or(1);
+    let note = if v["counted"] == Value::Bool(false) {
+        " (you had already approved; a vote counts once)"
+    } else {
+        ""
+    };
+    match state {
+        "pending" => println!("approval {id}: pending, {votes} of {quorum} approvals{note}"),
+        _ => println!("approval {id}: {state}{note}"),
+    }
+    Ok(())
+}
+
+fn print_list(v: &Value) {
+    let empty = Vec::new();
+    let list = v["approvals"].as_array().unwrap_or(&empty);
+    if list.is_empty() {
+        println!("no approval requests");
+        return;
+    }
+    println!(
+        "{:<6} {:<10} {:<16} {:<16} {:<8} {:<7} STATEMENT",
+        "ID", "STATE", "TARGET", "REQUESTER", "KIND", "VOTES"
+    );
+    for r in list {
+        let mut statement: String = r["statement"]
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if statement.chars().count() > 60 {
+            statement = statement.chars().take(57).collect::<String>() + "...";
+        }
+        println!(
+            "{:<6} {:<10} {:<16} {:<16} {:<8} {:<7} {}",
+            r["id"],
+            r["state"].as_str().unwrap_or_default(),
+            r["target"].as_str().unwrap_or_default(),
+            r["requester"].as_str().unwrap_or_default(),
+            r["summary"].as_str().unwrap_or_default(),
+            format!(
+                "{}/{}",
+                r["approvals"].as_array().map_or(0, Vec::len),
+                r["quorum"]
+            ),
+            statement
+        );
+    }
+}
+
+/// One admin API call; a non-2xx answer becomes its `error` text.
+fn call(
+    conn: &Connection,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<Value, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}{path}", conn.admin.trim_end_matches('/'));
+    let auth = format!("Bearer {}", conn.token.trim());
+    let resp = match body {
+        Some(b) => agent
+            .post(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(b),
+        None if method == "GET" => agent.get(&url).header("authorization", &auth).call(),
+        None => return Err(format!("unsupported method {method}")),
+    };
+    let mut resp = resp.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|_| format!("{url}: HTTP {status}: {}", text.trim()))?;
+    if !(200..300).contains(&status) {
+        return Err(format!(
+            "HTTP {status}: {}",
+            v["error"].as_str().unwrap_or(text.trim())
+        ));
+    }
+    Ok(v)
+}
