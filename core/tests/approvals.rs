@@ -429,7 +429,13 @@ fn denied_and_timed_out_statements_never_reach_postgres() {
     });
     let r = s.pending("agent-9", "db");
     let id = r["id"].as_u64().unwrap();
-    assert_eq!(r["params"], 1, "bound to the Bind's parameters");
+    // The driver sends int4 in binary: the approver sees the bytes as sent.
+    assert_eq!(
+        r["params"],
+        serde_json::json!(["\\x00000002"]),
+        "the approver sees the Bind's parameters"
+    );
+    assert_eq!(r["database"], "postgres");
     let (status, v) = s.vote(id, "deny", &s.keys.token("carol", &["dba"]));
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["request"]["state"], "denied");
@@ -670,4 +676,155 @@ fn client_disconnect_cancels_and_waiting_sessions_do_not_hold_the_shard() {
     }
     assert_eq!(s.count("SELECT count(*) FROM orders"), "200");
     drop(s.sluice);
+}
+
+/// Extended-protocol messages the driver does not let a test send as it likes.
+fn msg(tag: u8, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode::message(&mut out, tag, body);
+    out
+}
+
+fn parse_msg(name: &str, sql: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode::parse(&mut out, name.as_bytes(), sql.as_bytes(), &[]);
+    out
+}
+
+fn bind_execute_sync(statement: &str, param: &str) -> Vec<u8> {
+    let mut out = msg(b'B', |o| {
+        o.push(0); // unnamed portal
+        o.extend_from_slice(statement.as_bytes());
+        o.push(0);
+        o.extend_from_slice(&0u16.to_be_bytes()); // text formats
+        o.extend_from_slice(&1u16.to_be_bytes());
+        o.extend_from_slice(&(param.len() as i32).to_be_bytes());
+        o.extend_from_slice(param.as_bytes());
+        o.extend_from_slice(&0u16.to_be_bytes());
+    });
+    out.extend(msg(b'E', |o| {
+        o.push(0);
+        o.extend_from_slice(&0i32.to_be_bytes());
+    }));
+    out.extend(sync());
+    out
+}
+
+fn sync() -> Vec<u8> {
+    msg(b'S', |_| {})
+}
+
+fn close_statement(name: &str) -> Vec<u8> {
+    msg(b'C', |o| {
+        o.push(b'S');
+        o.extend_from_slice(name.as_bytes());
+        o.push(0);
+    })
+}
+
+/// The first error (code, message) among `msgs`.
+fn first_error(msgs: &[(u8, Vec<u8>)]) -> Option<(String, String)> {
+    msgs.iter()
+        .find(|(t, _)| *t == b'E')
+        .map(|(_, b)| error_fields(b))
+}
+
+#[test]
+fn extended_protocol_cannot_swap_reuse_or_escape_a_gated_statement() {
+    let s = setup();
+    let requester = "agent-x";
+    let mut c = RawPg::login(s.db, &s.keys.token(requester, &["agents"]));
+    let carol = s.keys.token("carol", &["dba"]);
+    // A held Bind is refused by the approver; returns the refusal seen.
+    let deny_held = |c: &mut RawPg, expect_text: &str| -> (String, String) {
+        let r = s.pending(requester, "db");
+        assert!(
+            r["statement"].as_str().unwrap().contains(expect_text),
+            "{r}"
+        );
+        assert_eq!(s.vote(r["id"].as_u64().unwrap(), "deny", &carol).0, 200);
+        first_error(&c.read_until(b'Z')).expect("refused")
+    };
+
+    // Prepare a DELETE (parsing runs nothing), then try to swap the name's text.
+    let mut m = parse_msg("s", "DELETE FROM orders WHERE id = $1");
+    m.extend(sync());
+    c.send(&m);
+    assert!(first_error(&c.read_until(b'Z')).is_none());
+    let mut m = parse_msg("s", "SELECT 1");
+    m.extend(sync());
+    c.send(&m);
+    let (code, _) =
+        first_error(&c.read_until(b'Z')).expect("the server refuses a second Parse of `s`");
+    assert_eq!(code, "42P05");
+    // `s` is still the DELETE on the server: its Bind is held, showing the DELETE.
+    c.send(&bind_execute_sync("s", "40"));
+    let (code, msg) = deny_held(&mut c, "DELETE FROM orders WHERE id = $1");
+    assert_eq!(code, "42501", "{msg}");
+
+    // A Close that the server skips (after an error in its pipeline) changes nothing.
+    let mut m = parse_msg("bad", "SELEC nonsense");
+    m.extend(close_statement("s"));
+    m.extend(sync());
+    c.send(&m);
+    assert_eq!(first_error(&c.read_until(b'Z')).unwrap().0, "42601");
+    c.send(&bind_execute_sync("s", "41"));
+    let (code, _) = deny_held(&mut c, "DELETE FROM orders WHERE id = $1");
+    assert_eq!(code, "42501");
+
+    // SQL EXECUTE of the gated statement, and SQL PREPARE of a held kind, are refused.
+    for (sql, want) in [
+        (
+            "EXECUTE s(42)",
+            "SQL EXECUTE is not allowed while prepared statements await approval",
+        ),
+        (
+            "PREPARE p AS DELETE FROM orders WHERE id = 43",
+            "cannot be prepared with SQL PREPARE",
+        ),
+    ] {
+        let mut q = Vec::new();
+        encode::query(&mut q, sql.as_bytes());
+        c.send(&q);
+        let (code, msg) = first_error(&c.read_until(b'Z')).expect("refused");
+        assert_eq!(code, "42501", "{sql}");
+        assert!(msg.contains(want), "{sql}: {msg}");
+    }
+
+    // A confirmed Close frees the name: a new plain statement runs as usual.
+    let mut m = close_statement("s");
+    m.extend(sync());
+    c.send(&m);
+    assert!(first_error(&c.read_until(b'Z')).is_none());
+    let mut m = parse_msg("s", "SELECT count(*) FROM orders WHERE id = $1");
+    m.extend(bind_execute_sync("s", "40"));
+    c.send(&m);
+    let msgs = c.read_until(b'Z');
+    assert!(first_error(&msgs).is_none(), "{msgs:?}");
+    assert!(msgs.iter().any(|(t, _)| *t == b'D'));
+    assert_eq!(
+        s.count("SELECT count(*) FROM orders WHERE id IN (40, 41, 42, 43)"),
+        "4"
+    );
+    // Every held Bind is in the audit log as a command of its own.
+    let binds = records(&s.audit_dir())
+        .into_iter()
+        .filter(|r| r["type"] == "command" && r["message"] == "bind" && r["subject"] == requester)
+        .count();
+    assert_eq!(binds, 2);
+}
+
+#[test]
+fn a_cancel_request_ends_the_wait() {
+    let s = setup();
+    let agent = s.keys.token("agent-c", &["agents"]);
+    let mut c = connect(s.db, &agent, "postgres").unwrap();
+    let cancel = c.cancel_token();
+    let waiting = thread::spawn(move || c.batch_execute("DELETE FROM orders WHERE id = 50"));
+    let id = s.pending("agent-c", "db")["id"].as_u64().unwrap();
+    cancel.cancel_query(postgres::NoTls).unwrap();
+    let e = waiting.join().unwrap().expect_err("cancelled");
+    assert_eq!(sqlstate(&e), "57014");
+    assert_eq!(s.request(id)["state"], "cancelled");
+    assert_eq!(s.count("SELECT count(*) FROM orders WHERE id = 50"), "1");
 }

@@ -106,6 +106,12 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
     } else {
         Decision::Deny
     };
+    // Whoever may not see a request learns nothing about it, not even that it
+    // exists.
+    match approvals.get(id) {
+        Some(r) if admin || may_see(&identity, &r) => {}
+        _ => return not_found(),
+    }
     let voter = Voter {
         subject: identity.subject.clone(),
         groups: identity.groups.clone(),

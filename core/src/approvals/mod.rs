@@ -109,7 +109,6 @@ impl Approvals {
         decision: Decision,
         reason: Option<String>,
     ) -> Result<Voted, VoteError> {
-        self.sweep();
         let voted = self
             .store
             .vote(id, voter, decision, reason.clone(), now_ms())?;
@@ -122,16 +121,21 @@ impl Approvals {
         if let Some(action) = action {
             self.report(action, &voted.request, &voter.subject, reason.as_deref());
         }
+        if voted.decided {
+            // Only now may the waiting session act on it (its "used" record
+            // comes after the decision's).
+            self.store.wake(id);
+        }
         Ok(voted)
     }
 
+    /// One request (expired on the spot if due; the expiry is reported by the
+    /// background sweep within half a second).
     pub fn get(&self, id: u64) -> Option<Request> {
-        self.sweep();
         self.store.get(id, now_ms())
     }
 
     pub fn list(&self, state: Option<State>) -> Vec<Request> {
-        self.sweep();
         self.store.list(state, now_ms())
     }
 
@@ -162,7 +166,8 @@ impl Approvals {
                 .str("kinds", &r.summary)
                 .text("text", r.statement.as_bytes())
                 .str("sha256", &store::hex(&r.statement_sha256))
-                .num("params", r.params as u64)
+                .strs("params", r.params.iter())
+                .str("database", &r.database)
                 .strs("approvers", r.approvers.iter())
                 .num("quorum", r.quorum as u64)
                 .strs(

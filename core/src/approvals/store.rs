@@ -39,8 +39,10 @@ pub struct NewRequest {
     pub summary: String,
     /// The statement (cut for display; the hash covers all of it).
     pub text: String,
-    /// Number of bound parameters (extended protocol).
-    pub params: usize,
+    /// Bound parameter values as shown to approvers (extended protocol).
+    pub params: Vec<String>,
+    /// The database the statement would run in.
+    pub database: String,
     pub session: String,
     pub approvers: Arc<[String]>,
     pub quorum: u8,
@@ -103,7 +105,8 @@ pub struct Request {
     pub statement: String,
     #[serde(serialize_with = "hex32")]
     pub statement_sha256: [u8; 32],
-    pub params: usize,
+    pub params: Vec<String>,
+    pub database: String,
     pub session: String,
     #[serde(serialize_with = "names")]
     pub approvers: Arc<[String]>,
@@ -174,7 +177,13 @@ pub enum VoteError {
 pub enum OpenError {
     #[error("too many approval requests are open ({0}); try again later")]
     TooMany(usize),
+    #[error("`{0}` already has {1} approval requests open")]
+    TooManyFor(String, usize),
 }
+
+/// Most requests one requester may have open at once (so one caller cannot
+/// take every slot of `max_pending`).
+pub const MAX_PENDING_PER_REQUESTER: usize = 256;
 
 /// What a vote did.
 #[derive(Debug, Clone)]
@@ -217,6 +226,8 @@ pub trait ApprovalStore: Send + Sync {
     fn expire(&self, now: u64) -> Vec<Request>;
     /// A channel that receives a message whenever request `id` changes state.
     fn watch(&self, id: u64) -> flume::Receiver<()>;
+    /// Wakes the watchers of a request a vote decided.
+    fn wake(&self, id: u64);
 }
 
 struct Entry {
@@ -232,8 +243,9 @@ struct Inner {
     closed: VecDeque<u64>,
     pending: usize,
     /// Requests that expired on a read and have not been returned by
-    /// [`ApprovalStore::expire`] yet (so each expiry is reported once).
-    unreported: Vec<u64>,
+    /// [`ApprovalStore::expire`] yet (so each expiry is reported once, even if
+    /// history pruning drops the request first).
+    unreported: Vec<Request>,
 }
 
 /// Requests kept in memory after they close (they are in the audit log too).
@@ -245,7 +257,9 @@ pub struct MemoryStore {
 }
 
 impl Inner {
-    fn close(&mut self, id: u64, state: State, now: u64) {
+    /// Closes a pending request; `wake` tells its watchers now (a vote wakes
+    /// them only once the decision has been reported, so records stay in order).
+    fn close(&mut self, id: u64, state: State, now: u64, wake: bool) {
         let Some(e) = self.requests.get_mut(&id) else {
             return;
         };
@@ -257,8 +271,10 @@ impl Inner {
         if state == State::Approved {
             e.request.grant_until = Some(now + e.request.grant_ttl_ms);
         }
-        for w in e.watchers.drain(..) {
-            let _ = w.try_send(());
+        if wake {
+            for w in e.watchers.drain(..) {
+                let _ = w.try_send(());
+            }
         }
         self.pending -= 1;
         self.closed.push_back(id);
@@ -276,8 +292,10 @@ impl Inner {
             .get(&id)
             .is_some_and(|e| e.request.state == State::Pending && now >= e.request.expires_at);
         if due {
-            self.close(id, State::Expired, now);
-            self.unreported.push(id);
+            self.close(id, State::Expired, now, true);
+            if let Some(e) = self.requests.get(&id) {
+                self.unreported.push(e.request.clone());
+            }
         }
         due
     }
@@ -317,6 +335,16 @@ impl ApprovalStore for MemoryStore {
         if inner.pending >= max_pending {
             return Err(OpenError::TooMany(inner.pending));
         }
+        let mine = inner
+            .requests
+            .values()
+            .filter(|e| {
+                e.request.state == State::Pending && e.request.requester == new.key.requester
+            })
+            .count();
+        if mine >= MAX_PENDING_PER_REQUESTER {
+            return Err(OpenError::TooManyFor(new.key.requester.clone(), mine));
+        }
         inner.next_id += 1;
         let id = inner.next_id;
         let request = Request {
@@ -329,6 +357,7 @@ impl ApprovalStore for MemoryStore {
             statement: new.text,
             statement_sha256: new.key.hash,
             params: new.params,
+            database: new.database,
             session: new.session,
             approvers: new.approvers,
             quorum: new.quorum,
@@ -411,7 +440,7 @@ impl ApprovalStore for MemoryStore {
             Decision::Deny => {
                 r.denied_by = Some(voter.subject.clone());
                 r.reason = reason;
-                inner.close(id, State::Denied, now);
+                inner.close(id, State::Denied, now, false);
                 Ok(Voted {
                     request: inner.requests[&id].request.clone(),
                     counted: true,
@@ -431,7 +460,7 @@ impl ApprovalStore for MemoryStore {
                 }
                 let decided = r.approvals.len() >= r.quorum as usize;
                 if decided {
-                    inner.close(id, State::Approved, now);
+                    inner.close(id, State::Approved, now, false);
                 }
                 Ok(Voted {
                     request: inner.requests[&id].request.clone(),
@@ -447,7 +476,7 @@ impl ApprovalStore for MemoryStore {
         if inner.requests.get(&id)?.request.state != State::Pending {
             return None;
         }
-        inner.close(id, State::Cancelled, now);
+        inner.close(id, State::Cancelled, now, true);
         Some(inner.requests[&id].request.clone())
     }
 
@@ -493,11 +522,16 @@ impl ApprovalStore for MemoryStore {
         for id in due {
             inner.check_expiry(id, now);
         }
-        let reported = std::mem::take(&mut inner.unreported);
-        reported
-            .into_iter()
-            .filter_map(|id| inner.requests.get(&id).map(|e| e.request.clone()))
-            .collect()
+        std::mem::take(&mut inner.unreported)
+    }
+
+    fn wake(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.requests.get_mut(&id) {
+            for w in e.watchers.drain(..) {
+                let _ = w.try_send(());
+            }
+        }
     }
 
     fn watch(&self, id: u64) -> flume::Receiver<()> {
@@ -530,7 +564,8 @@ mod tests {
             protocol: "postgres",
             summary: "DELETE".into(),
             text: text.into(),
-            params: 0,
+            params: Vec::new(),
+            database: "orders".into(),
             session: "s".into(),
             approvers: vec!["dba".to_owned()].into(),
             quorum,
@@ -659,6 +694,16 @@ mod tests {
         assert!(w.try_recv().is_err());
         assert!(s.cancel(a.id, 5).is_some());
         assert!(w.try_recv().is_ok());
+        let (b, _) = s.open(new("bob", "DELETE 9", 1), 0, 10).unwrap();
+        let wb = s.watch(b.id);
+        s.vote(b.id, &voter("carol", &["dba"]), Decision::Approve, None, 1)
+            .unwrap();
+        assert!(
+            wb.try_recv().is_err(),
+            "a vote wakes watchers only once reported"
+        );
+        s.wake(b.id);
+        assert!(wb.try_recv().is_ok());
         assert!(s.cancel(a.id, 6).is_none());
         assert_eq!(s.expire(5000).len(), 1);
         assert!(s.list(Some(State::Pending), 5000).is_empty());

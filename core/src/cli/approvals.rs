@@ -67,6 +67,7 @@ pub fn run(cmd: ApprovalsCommand) -> i32 {
             call(&conn, "GET", &path, None).map(|v| print_list(&v))
         }
         ApprovalsCommand::Show { id, conn } => {
+            // JSON escapes every control character: safe to print.
             call(&conn, "GET", &format!("/api/approvals/{id}"), None).map(|v| {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             })
@@ -119,22 +120,28 @@ fn print_list(v: &Value) {
         "ID", "STATE", "TARGET", "REQUESTER", "KIND", "VOTES"
     );
     for r in list {
+        // Whitespace folded and control characters dropped: a statement cannot
+        // repaint the approver's terminal.
         let mut statement: String = r["statement"]
             .as_str()
             .unwrap_or_default()
             .split_whitespace()
             .collect::<Vec<_>>()
-            .join(" ");
+            .join(" ")
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
         if statement.chars().count() > 60 {
             statement = statement.chars().take(57).collect::<String>() + "...";
         }
+        let field = |k: &str| clean(r[k].as_str().unwrap_or_default());
         println!(
             "{:<6} {:<10} {:<16} {:<16} {:<8} {:<7} {}",
             r["id"],
-            r["state"].as_str().unwrap_or_default(),
-            r["target"].as_str().unwrap_or_default(),
-            r["requester"].as_str().unwrap_or_default(),
-            r["summary"].as_str().unwrap_or_default(),
+            field("state"),
+            field("target"),
+            field("requester"),
+            field("summary"),
             format!(
                 "{}/{}",
                 r["approvals"].as_array().map_or(0, Vec::len),
@@ -143,6 +150,12 @@ fn print_list(v: &Value) {
             statement
         );
     }
+}
+
+/// Text without control characters (what a token or statement says must not
+/// drive the terminal).
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// One admin API call; a non-2xx answer becomes its `error` text.

@@ -160,6 +160,17 @@ fn decide(
                 }
             }
             Decision::Approve { rule } => {
+                // Statements of one message under different approval rules
+                // would be approved by the weaker rule: refuse the mix.
+                if let Some(Verdict::Approve { spec, .. }) = &approve {
+                    if policy.approval(t, rule).is_some_and(|s| **s != **spec) {
+                        return Verdict::Deny {
+                            message: "these statements need approval under different rules; send them separately".into(),
+                            detail: format!("guardrail rule {} and another approve rule both apply", rule + 1),
+                            rule: Some(rule),
+                        };
+                    }
+                }
                 if approve.is_none() {
                     let Some(spec) = policy.approval(t, rule) else {
                         return Verdict::Deny {

@@ -4,8 +4,8 @@
 //! session start, end and cancel, never per message.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Where a client-facing cancel key leads.
 #[derive(Debug, Clone)]
@@ -13,6 +13,9 @@ pub struct CancelTarget {
     pub upstream: String,
     pub pid: u32,
     pub key: u32,
+    /// Counts the client's cancel requests, so a session waiting inside the
+    /// gateway (for an approval) stops waiting.
+    pub cancels: Arc<AtomicU64>,
 }
 
 #[derive(Default)]

@@ -20,6 +20,12 @@
 
 use crate::Status;
 
+mod body;
+pub use body::{
+    parse_response, request_framing, response_framing, ChunkError, ChunkedDecoder, Decoded,
+    Framing, FramingError, Response,
+};
+
 /// One header field; the value is raw bytes with surrounding whitespace trimmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
@@ -176,14 +182,34 @@ pub fn parse_request<'h, 'b>(
         return Err(Error::BareLineEnding);
     }
     let (method, target, version) = request_line_parts(request_line)?;
+    let Some((count, pos)) = parse_fields(head, pos, headers)? else {
+        return incomplete();
+    };
+    Ok(Status::Complete(
+        Request {
+            method,
+            target,
+            version,
+            headers: &headers[..count],
+        },
+        pos,
+    ))
+}
 
+/// Parses header fields from `head[pos..]` up to the empty line into `headers`;
+/// `Some((count, end of head))`, or `None` if the head has not all arrived.
+fn parse_fields<'b>(
+    head: &'b [u8],
+    mut pos: usize,
+    headers: &mut [Header<'b>],
+) -> Result<Option<(usize, usize)>, Error> {
     let mut count = 0;
     loop {
         let Some(line) = next_line(head, &mut pos)? else {
-            return incomplete();
+            return Ok(None);
         };
         if line.is_empty() {
-            break;
+            return Ok(Some((count, pos)));
         }
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(Error::ObsFold);
@@ -205,15 +231,6 @@ pub fn parse_request<'h, 'b>(
         };
         count += 1;
     }
-    Ok(Status::Complete(
-        Request {
-            method,
-            target,
-            version,
-            headers: &headers[..count],
-        },
-        pos,
-    ))
 }
 
 /// The next CRLF-terminated line of `head` from `*pos`, without its CRLF;

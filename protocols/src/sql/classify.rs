@@ -142,6 +142,8 @@ pub struct Flags {
     /// Redirects name resolution or identity (`SET search_path`, `SET ROLE`,
     /// `SET SESSION AUTHORIZATION`, `set_config(...)`).
     pub redirects: bool,
+    /// `PREPARE name AS statement`: the statement is kept to run later.
+    pub prepares: bool,
 }
 
 /// One classified statement.
@@ -335,6 +337,7 @@ fn merge(st: &mut Statement, sub: Statement, top: bool) {
     st.flags.writes |= sub.flags.writes;
     st.flags.opaque |= sub.flags.opaque;
     st.flags.redirects |= sub.flags.redirects;
+    st.flags.prepares |= sub.flags.prepares;
 }
 
 /// The tokens of the (sub)statement starting at `i`: up to the `)` that closes
@@ -554,6 +557,7 @@ fn sub_statement(
                     flags,
                 };
                 merge(&mut st, inner, false);
+                st.flags.prepares = true;
                 return Some(st);
             }
         }

@@ -8,6 +8,8 @@
 //! denied or expires, or the client hangs up (which cancels the request). In
 //! `nowait` mode the statement is refused at once with the request's id.
 
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,39 +24,62 @@ use super::Context;
 use crate::approvals::{Key, NewRequest, OpenError, State};
 use crate::runtime::notify::Slot;
 
+/// Longest statement text (all candidates together) that can be put to an
+/// approver; a longer one is refused rather than shown cut.
+pub const MAX_TEXT: usize = 64 * 1024;
+
 /// A statement that needs a second person before it runs.
 pub struct Hold {
     pub kind: Kind,
     pub spec: Arc<ApprovalSpec>,
     pub hash: [u8; 32],
-    /// The statement, for approvers to read.
+    /// The statement, for approvers to read (every text the name may hold).
     pub text: String,
-    pub params: usize,
+    /// Bound parameter values, for approvers to read.
+    pub params: Vec<String>,
+    pub database: String,
 }
 
 impl Hold {
-    /// A simple-protocol statement (or function call): bound to its exact text.
-    pub fn statement(kind: Kind, spec: Arc<ApprovalSpec>, text: &[u8]) -> Hold {
-        Hold::bound(kind, spec, text, None)
-    }
-
-    /// A prepared statement being bound: bound to its text and the `Bind`'s
-    /// parameters (formats and values, as sent).
-    pub fn bound(kind: Kind, spec: Arc<ApprovalSpec>, text: &[u8], bind: Option<&[u8]>) -> Hold {
+    /// A statement bound to its exact text(s), the database, the `Bind`'s
+    /// parameters (formats and values, as sent) and the approval rule in
+    /// force: changing any of them needs a new approval.
+    pub fn new(
+        kind: Kind,
+        spec: Arc<ApprovalSpec>,
+        texts: &[Rc<[u8]>],
+        bind: Option<&[u8]>,
+        database: &str,
+    ) -> Hold {
         let mut h = Sha256::new();
-        h.update(b"sql\0");
-        h.update((text.len() as u64).to_be_bytes());
-        h.update(text);
-        if let Some(rest) = bind {
-            h.update(b"bind\0");
-            h.update(rest);
+        let mut field = |tag: &[u8], v: &[u8]| {
+            h.update(tag);
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v);
+        };
+        field(b"database", database.as_bytes());
+        for t in texts {
+            field(b"sql", t);
         }
+        if let Some(rest) = bind {
+            field(b"bind", rest);
+        }
+        for a in spec.approvers.iter() {
+            field(b"approver", a.as_bytes());
+        }
+        field(b"quorum", &[spec.quorum]);
+        let text = texts
+            .iter()
+            .map(|t| String::from_utf8_lossy(t))
+            .collect::<Vec<_>>()
+            .join("\n-- or, if the server still holds the earlier text --\n");
         Hold {
             kind,
             spec,
             hash: h.finalize().into(),
-            text: display_text(text),
-            params: bind.map_or(0, param_count),
+            text,
+            params: bind.map(params).unwrap_or_default(),
+            database: database.to_owned(),
         }
     }
 
@@ -75,28 +100,70 @@ impl Hold {
     }
 }
 
-/// The number of parameters in a `Bind` body after its two names.
-fn param_count(rest: &[u8]) -> usize {
-    let u16_at = |i: usize| rest.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    let Some(formats) = u16_at(0) else { return 0 };
-    u16_at(2 + 2 * formats as usize).unwrap_or(0) as usize
-}
-
-/// Statement text for display: valid UTF-8, cut at 4 KiB (the hash covers all).
-fn display_text(text: &[u8]) -> String {
-    let mut cut = text.len().min(4096);
-    while cut > 0 && cut < text.len() && (text[cut] & 0xC0) == 0x80 {
-        cut -= 1;
+/// The parameter values of a `Bind` body after its two names, for display: text
+/// values as they are, binary ones in hex, NULL as `NULL`, each cut at 1 KiB.
+fn params(rest: &[u8]) -> Vec<String> {
+    let mut r = rest;
+    let u16_ = |r: &mut &[u8]| -> Option<usize> {
+        let (v, tail) = r.split_first_chunk::<2>()?;
+        *r = tail;
+        Some(u16::from_be_bytes(*v) as usize)
+    };
+    let Some(nformats) = u16_(&mut r) else {
+        return Vec::new();
+    };
+    let mut formats = Vec::with_capacity(nformats);
+    for _ in 0..nformats {
+        formats.push(u16_(&mut r).unwrap_or(0));
     }
-    String::from_utf8_lossy(&text[..cut]).into_owned()
+    let Some(n) = u16_(&mut r) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let Some((len, tail)) = r.split_first_chunk::<4>() else {
+            break;
+        };
+        r = tail;
+        let len = i32::from_be_bytes(*len);
+        if len < 0 {
+            out.push("NULL".to_owned());
+            continue;
+        }
+        let Some((v, tail)) = r.split_at_checked(len as usize) else {
+            break;
+        };
+        r = tail;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i) == Some(&1),
+        };
+        let cut = &v[..v.len().min(1024)];
+        let mut shown = if binary {
+            let hex: String = cut.iter().map(|b| format!("{b:02x}")).collect();
+            format!("\\x{hex}")
+        } else {
+            String::from_utf8_lossy(cut).into_owned()
+        };
+        if cut.len() < v.len() {
+            shown.push_str(&format!("... ({} bytes)", v.len()));
+        }
+        out.push(shown);
+    }
+    out
 }
 
 /// How a held statement was settled.
 pub enum Resolution {
     /// Approved (request `id`): forward it.
     Approved(u64),
-    /// Refused: answer with `42501` and this message.
-    Refused { message: String, detail: String },
+    /// Refused: answer with this SQLSTATE and message.
+    Refused {
+        code: &'static str,
+        message: String,
+        detail: String,
+    },
     /// The client hung up while waiting; the request was cancelled.
     Gone,
 }
@@ -112,11 +179,16 @@ pub async fn resolve<W: AsyncWriteRent>(
 ) -> Resolution {
     let approvals = &ctx.shard.shared.approvals;
     let key = hold.key(ctx);
+    let what = hold.what(ctx);
+    if hold.text.len() > MAX_TEXT {
+        return refused(format!(
+            "{what} needs approval, and its text is longer than an approver can be shown ({MAX_TEXT} bytes)"
+        ));
+    }
     if let Some(r) = approvals.take_grant(&key) {
         return Resolution::Approved(r.id);
     }
     let wait = hold.spec.mode == ApprovalMode::Wait;
-    let what = hold.what(ctx);
     let timeout = hold.spec.timeout;
     let opened = approvals.open(NewRequest {
         key,
@@ -124,6 +196,7 @@ pub async fn resolve<W: AsyncWriteRent>(
         summary: hold.kind.as_str().to_uppercase(),
         text: hold.text,
         params: hold.params,
+        database: hold.database,
         session: ctx.session.clone(),
         approvers: hold.spec.approvers.clone(),
         quorum: hold.spec.quorum,
@@ -133,11 +206,10 @@ pub async fn resolve<W: AsyncWriteRent>(
     });
     let request = match opened {
         Ok((r, _)) => r,
-        Err(e @ OpenError::TooMany(_)) => {
-            return Resolution::Refused {
-                message: format!("{what} needs approval, and no request could be opened: {e}"),
-                detail: String::new(),
-            }
+        Err(e @ (OpenError::TooMany(_) | OpenError::TooManyFor(..))) => {
+            return refused(format!(
+                "{what} needs approval, and no request could be opened: {e}"
+            ))
         }
     };
     let id = request.id;
@@ -151,6 +223,7 @@ pub async fn resolve<W: AsyncWriteRent>(
     );
     if !wait {
         return Resolution::Refused {
+            code: INSUFFICIENT_PRIVILEGE,
             message: format!(
                 "approval {id} requested for {what}; run the same statement again once it is approved"
             ),
@@ -175,6 +248,7 @@ pub async fn resolve<W: AsyncWriteRent>(
         armed: true,
     };
     let changed = approvals.watch(id);
+    let cancels = ctx.cancels.load(Ordering::Acquire);
     loop {
         let Some(r) = approvals.get(id) else {
             guard.armed = false;
@@ -193,6 +267,7 @@ pub async fn resolve<W: AsyncWriteRent>(
                 guard.armed = false;
                 let by = r.denied_by.as_deref().unwrap_or("an approver");
                 return Resolution::Refused {
+                    code: INSUFFICIENT_PRIVILEGE,
                     message: format!("approval {id} for {what} was denied by {by}"),
                     detail: r.reason.map(|x| format!("reason: {x}")).unwrap_or_default(),
                 };
@@ -225,13 +300,29 @@ pub async fn resolve<W: AsyncWriteRent>(
                     crate::info!("approval_cancelled", approval = id, reason = "client disconnected");
                     return Resolution::Gone;
                 }
+                // The client's CancelRequest (e.g. Ctrl-C in psql) ends the wait
+                // as PostgreSQL ends a running statement.
+                if ctx.cancels.load(Ordering::Acquire) != cancels {
+                    guard.armed = false;
+                    approvals.cancel(id);
+                    crate::info!("approval_cancelled", approval = id, reason = "client cancel request");
+                    return Resolution::Refused {
+                        code: QUERY_CANCELED,
+                        message: "canceling statement due to user request".into(),
+                        detail: format!("approval {id} for {what} was cancelled"),
+                    };
+                }
             }
         }
     }
 }
 
+const INSUFFICIENT_PRIVILEGE: &str = super::sqlstate::INSUFFICIENT_PRIVILEGE;
+const QUERY_CANCELED: &str = "57014";
+
 fn refused(message: String) -> Resolution {
     Resolution::Refused {
+        code: INSUFFICIENT_PRIVILEGE,
         message,
         detail: String::new(),
     }

@@ -33,6 +33,7 @@ use crate::runtime::{CancelTarget, Shard};
 use crate::{debug, info, warn};
 
 mod approval;
+mod gates;
 mod io;
 mod login;
 pub mod masking;
@@ -84,6 +85,10 @@ pub struct Context<'a> {
     pub session: String,
     /// Target index and group bits, derived once per policy generation.
     pub resolved: crate::policy::Resolved,
+    /// The database the session works in (empty: the server's default).
+    pub database: String,
+    /// Bumped by the client's `CancelRequest`s.
+    pub cancels: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub async fn serve(
@@ -258,6 +263,7 @@ async fn cancel(shard: &Shard, target: &Target, pid: u32, key: u32) {
         debug!("cancel_unknown_key", target = target.name);
         return;
     };
+    t.cancels.fetch_add(1, std::sync::atomic::Ordering::Release);
     let mut out = Vec::with_capacity(16);
     encode::cancel_request(&mut out, t.pid, t.key);
     if let Ok(Ok(mut up)) = monoio::time::timeout(
@@ -304,6 +310,11 @@ async fn session<C: Io>(
         client_fd,
         session: sid.iter().map(|b| format!("{b:02x}")).collect(),
         resolved: Default::default(),
+        database: startup
+            .iter()
+            .find(|(k, _)| k == "database")
+            .map_or_else(String::new, |(_, v)| v.clone()),
+        cancels: Default::default(),
     };
     let params: Vec<(&str, &str)> = startup
         .iter()
@@ -328,6 +339,7 @@ async fn session<C: Io>(
         upstream: target.upstream.clone(),
         pid: upstream.pid,
         key: upstream.key,
+        cancels: ctx.cancels.clone(),
     });
     info!(
         "session_start",

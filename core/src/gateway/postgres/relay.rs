@@ -31,9 +31,10 @@ use sluice_protocols::postgres::backend::{self, Backend};
 use sluice_protocols::postgres::encode;
 use sluice_protocols::postgres::frontend::{self, Frontend};
 use sluice_protocols::postgres::{frame, Frame};
-use sluice_protocols::sql::Statement;
+use sluice_protocols::sql::{Kind, Statement};
 
 use super::approval::{self, Hold, Resolution};
+use super::gates::Gates;
 use super::io::{read_more, write_range, Io};
 use super::{error_bytes, sqlstate, Context};
 use crate::audit::{now_ms, Rec};
@@ -61,17 +62,10 @@ struct ResultGroup {
     started: Instant,
 }
 
-/// A prepared statement whose every execution needs approval: each `Bind` of it
-/// is held with its parameters.
-struct Gate {
-    text: Vec<u8>,
-    kind: sluice_protocols::sql::Kind,
-    spec: Arc<sluice_config::policy::ApprovalSpec>,
-}
-
 /// State the two pumps share; no borrow is ever held across an `.await`.
 struct Shared {
-    gated: RefCell<std::collections::HashMap<Vec<u8>, Gate>>,
+    /// Prepared statements whose execution needs approval, as the server sees them.
+    gates: RefCell<Gates>,
     /// The last write to the client ended inside a message streaming through
     /// (nothing else may be written to the client until it is finished).
     mid_message: Cell<bool>,
@@ -217,7 +211,7 @@ pub async fn run<C: Io, U: Io>(
         }
     };
     let shared = Shared {
-        gated: RefCell::new(Default::default()),
+        gates: RefCell::new(Gates::default()),
         mid_message: Cell::new(false),
         denials: RefCell::new(VecDeque::new()),
         syncs_sent: Cell::new(0),
@@ -428,6 +422,9 @@ fn substitute(plan: &mut Plan, buf: &[u8], c: &Cmd, marker: u64) {
     let placeholder = format!("{MARKER}{marker:016x}");
     let name = match frontend::parse(c.tag, &buf[c.pos + 5..c.pos + c.len]) {
         Ok(Frontend::Parse { name, .. }) => Some(name),
+        // A refused Bind never creates its portal: a Parse of a fresh name
+        // fails in its place and the server skips to Sync.
+        Ok(Frontend::Bind { .. }) => Some(placeholder.as_bytes()),
         _ => None,
     };
     plan.replace(c.pos, c.pos + c.len, |out| match name {
@@ -457,32 +454,30 @@ fn judge_message(
         let start = s.as_ptr() as usize - buf.as_ptr() as usize;
         start..start + s.len()
     };
+    let seq = shared.syncs_sent.get() + 1;
+    let mut approval = None;
+    let mut deny_code = sqlstate::INSUFFICIENT_PRIVILEGE;
+    let full =
+        |_| sluice_protocols::postgres::Error::Malformed("too many prepared statements in flight");
     let (judged, sync_point) = match msg {
-        Frontend::Query(sql) => (Some((judge(ctx, sql), text_of(sql))), true),
+        Frontend::Query(sql) => (Some((judge(ctx, shared, sql), text_of(sql))), true),
         Frontend::Parse { sql, name, .. } => {
-            let judged = judge(ctx, sql);
-            let mut gated = shared.gated.borrow_mut();
+            let judged = judge(ctx, shared, sql);
+            // Parsing runs nothing: a statement that needs approval is prepared,
+            // and each execution of it (`Bind`) waits for its own approval. The
+            // server's answer decides what the name holds (see `gates`).
             match &judged.0 {
-                // Parsing runs nothing: the statement is prepared, and each
-                // execution of it (`Bind`) waits for its own approval.
-                Verdict::Approve { spec, kind, .. } => {
-                    if gated.len() >= 4096 && !gated.contains_key(name) {
-                        return Err(sluice_protocols::postgres::Error::Malformed(
-                            "too many prepared statements awaiting approval",
-                        ));
-                    }
-                    gated.insert(
-                        name.to_vec(),
-                        Gate {
-                            text: sql.to_vec(),
-                            kind: *kind,
-                            spec: spec.clone(),
-                        },
-                    );
-                }
-                _ => {
-                    gated.remove(name);
-                }
+                Verdict::Deny { .. } => {}
+                Verdict::Approve { .. } => shared
+                    .gates
+                    .borrow_mut()
+                    .parse(name, Some(sql), seq)
+                    .map_err(full)?,
+                Verdict::Allow => shared
+                    .gates
+                    .borrow_mut()
+                    .parse(name, None, seq)
+                    .map_err(full)?,
             }
             (Some((judged, text_of(sql))), false)
         }
@@ -502,44 +497,58 @@ fn judge_message(
             statement,
             rest,
         } => {
-            let gate = shared
-                .gated
-                .borrow()
-                .get(statement)
-                .map(|g| Hold::bound(g.kind, g.spec.clone(), &g.text, Some(rest)));
-            if let Some(hold) = gate {
-                match settled.take() {
-                    None => return Ok(Step::Hold(hold)),
-                    Some(Resolution::Approved(_)) => {}
-                    Some(Resolution::Refused { message, detail }) => {
-                        // The portal is never created: a placeholder takes the
-                        // Bind's place, fails, and the server skips to Sync.
-                        let marker = new_marker();
-                        let placeholder = format!("{MARKER}{marker:016x}");
-                        plan.replace(pos, pos + f.len, |out| {
-                            encode::parse(out, placeholder.as_bytes(), placeholder.as_bytes(), &[])
-                        });
-                        shared.denials.borrow_mut().push_back(Denial {
-                            marker,
-                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                            message: message.into(),
+            let candidates = shared.gates.borrow().candidates(statement);
+            let verdict = if candidates.is_empty() {
+                None
+            } else {
+                // Judged again under the policy in force now.
+                let verdict = match bind_verdict(ctx, shared, &candidates) {
+                    Ok(Some((kind, spec))) => match settled.take() {
+                        None => {
+                            return Ok(Step::Hold(Hold::new(
+                                kind,
+                                spec,
+                                &candidates,
+                                Some(rest),
+                                &ctx.database,
+                            )))
+                        }
+                        Some(Resolution::Approved(id)) => {
+                            approval = Some(id);
+                            Verdict::Allow
+                        }
+                        Some(Resolution::Refused {
+                            code,
+                            message,
                             detail,
-                            sync_seq: shared.syncs_sent.get() + 1,
-                        });
-                        return Ok(Step::Next);
+                        }) => {
+                            deny_code = code;
+                            Verdict::Deny {
+                                message: message.into(),
+                                detail,
+                                rule: None,
+                            }
+                        }
+                        Some(Resolution::Gone) => return Ok(Step::Next),
+                    },
+                    Ok(None) => Verdict::Allow,
+                    Err(deny) => deny,
+                };
+                Some(verdict)
+            };
+            if !matches!(verdict, Some(Verdict::Deny { .. })) {
+                if let Some(&id) = shared.statements.borrow().get(statement) {
+                    let mut portals = shared.portals.borrow_mut();
+                    // Accounting only: bounded so a client cannot grow it without limit.
+                    if portals.len() >= 4096 {
+                        portals.clear();
                     }
-                    Some(Resolution::Gone) => return Ok(Step::Next),
+                    portals.insert(portal.to_vec(), id);
                 }
             }
-            if let Some(&id) = shared.statements.borrow().get(statement) {
-                let mut portals = shared.portals.borrow_mut();
-                // Accounting only: bounded so a client cannot grow it without limit.
-                if portals.len() >= 4096 {
-                    portals.clear();
-                }
-                portals.insert(portal.to_vec(), id);
-            }
-            (None, false)
+            // A Bind of a gated statement is a command of its own (recorded,
+            // refused by placeholder like any other).
+            (verdict.map(|v| ((v, None), text_of(statement))), false)
         }
         Frontend::Close { kind, name } => {
             let map = if kind == b'S' {
@@ -549,7 +558,7 @@ fn judge_message(
             };
             map.borrow_mut().remove(name);
             if kind == b'S' {
-                shared.gated.borrow_mut().remove(name);
+                shared.gates.borrow_mut().close(name, seq).map_err(full)?;
             }
             (None, false)
         }
@@ -569,24 +578,29 @@ fn judge_message(
         }
         _ => (None, false),
     };
-    let seq = shared.syncs_sent.get() + 1;
-    let mut approval = None;
     if let Some(((mut verdict, statements), text)) = judged {
         // A statement (not a Parse) that needs approval runs only once settled.
         if let (Verdict::Approve { rule, spec, kind }, true) = (&verdict, f.tag != b'P') {
             match settled.take() {
                 None => {
-                    return Ok(Step::Hold(Hold::statement(
+                    return Ok(Step::Hold(Hold::new(
                         *kind,
                         spec.clone(),
-                        &buf[text.clone()],
+                        &[buf[text.clone()].into()],
+                        None,
+                        &ctx.database,
                     )))
                 }
                 Some(Resolution::Approved(id)) => {
                     approval = Some(id);
                     verdict = Verdict::Allow;
                 }
-                Some(Resolution::Refused { message, detail }) => {
+                Some(Resolution::Refused {
+                    code,
+                    message,
+                    detail,
+                }) => {
+                    deny_code = code;
                     verdict = Verdict::Deny {
                         message: message.into(),
                         detail,
@@ -619,7 +633,7 @@ fn judge_message(
             substitute(plan, buf, &cmd, marker);
             shared.denials.borrow_mut().push_back(Denial {
                 marker,
-                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                code: deny_code,
                 message: message.clone(),
                 detail: detail.clone(),
                 sync_seq: seq,
@@ -650,9 +664,59 @@ fn judge_message(
     Ok(Step::Next)
 }
 
-fn judge(ctx: &Context<'_>, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
+/// How a `Bind` of a gated name is treated: `Ok(Some)` held for approval under
+/// that spec, `Ok(None)` allowed (the policy changed), `Err` refused.
+#[allow(clippy::type_complexity)]
+fn bind_verdict(
+    ctx: &Context<'_>,
+    shared: &Shared,
+    candidates: &[Rc<[u8]>],
+) -> Result<Option<(Kind, Arc<sluice_config::policy::ApprovalSpec>)>, Verdict> {
+    let mut hold: Option<(Kind, Arc<sluice_config::policy::ApprovalSpec>)> = None;
+    for text in candidates {
+        match judge(ctx, shared, text).0 {
+            deny @ Verdict::Deny { .. } => return Err(deny),
+            Verdict::Approve { kind, spec, .. } => match &hold {
+                Some((_, held)) if **held != *spec => {
+                    return Err(Verdict::Deny {
+                        message: "the statements this name may hold need different approvers"
+                            .into(),
+                        detail: "close the prepared statement and prepare it again".into(),
+                        rule: None,
+                    })
+                }
+                Some(_) => {}
+                None => hold = Some((kind, spec)),
+            },
+            Verdict::Allow => {}
+        }
+    }
+    Ok(hold)
+}
+
+fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
     let (mut verdict, statements) =
         crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, &ctx.resolved, sql);
+    // An approval runs a statement once. SQL `PREPARE` would keep an approved
+    // statement around to run again, and SQL `EXECUTE` could run a prepared
+    // statement that awaits approval: both are refused in those cases.
+    if matches!(verdict, Verdict::Approve { .. }) && statements.iter().any(|s| s.flags.prepares) {
+        verdict = Verdict::Deny {
+            message: "a statement that needs approval cannot be prepared with SQL PREPARE".into(),
+            detail: "send the statement itself (or prepare it with the protocol's Parse): each execution is approved".into(),
+            rule: None,
+        };
+    }
+    if !matches!(verdict, Verdict::Deny { .. })
+        && shared.gates.borrow().any()
+        && statements.iter().any(|s| s.kind == Kind::Execute)
+    {
+        verdict = Verdict::Deny {
+            message: "SQL EXECUTE is not allowed while prepared statements await approval".into(),
+            detail: "execute them with Bind/Execute so each run is approved".into(),
+            rule: None,
+        };
+    }
     // The classifier reads the session's bytes as the server will only while the
     // encoding stays safe: changing it is refused on every target.
     if !matches!(verdict, Verdict::Deny { .. }) && changes_encoding(sql, &statements) {
@@ -734,6 +798,7 @@ async fn record_commands(
                         match c.tag {
                             b'Q' => "query",
                             b'P' => "parse",
+                            b'B' => "bind",
                             _ => "function_call",
                         },
                     )
@@ -991,6 +1056,14 @@ fn inspect_backend(
             }
         }
     }
+    // What the server holds under each prepared statement name changes only
+    // on its word (see `gates`).
+    match f.tag {
+        b'1' => shared.gates.borrow_mut().parse_complete(),
+        b'3' => shared.gates.borrow_mut().close_complete(),
+        b'E' => shared.gates.borrow_mut().error(shared.syncs_done.get() + 1),
+        _ => {}
+    }
     match f.tag {
         b'D' => {
             result.rows += 1;
@@ -1017,6 +1090,7 @@ fn inspect_backend(
         b'Z' => {
             let done = shared.syncs_done.get() + 1;
             shared.syncs_done.set(done);
+            shared.gates.borrow_mut().ready(done);
             shared.denials.borrow_mut().retain(|d| d.sync_seq > done);
             let group = shared.groups.borrow_mut().pop_front();
             if let Some(g) = group {
