@@ -21,7 +21,7 @@ use sluice_protocols::postgres::encode::{self, Report};
 use sluice_protocols::sql::Kind;
 
 use super::Context;
-use crate::approvals::{Key, NewRequest, OpenError, State};
+use crate::approvals::{Key, NewRequest, OpenError, Waited};
 use crate::runtime::notify::Slot;
 
 /// Longest statement text (all candidates together) that can be put to an
@@ -168,9 +168,6 @@ pub enum Resolution {
     Gone,
 }
 
-/// How often a waiting session checks whether its client is still there.
-const CHECK_EVERY: Duration = Duration::from_millis(200);
-
 pub async fn resolve<W: AsyncWriteRent>(
     ctx: &Context<'_>,
     client_w: &Slot<W>,
@@ -242,78 +239,35 @@ pub async fn resolve<W: AsyncWriteRent>(
         ),
     )
     .await;
-    let mut guard = CancelOnDrop {
-        ctx,
-        id,
-        armed: true,
-    };
-    let changed = approvals.watch(id);
     let cancels = ctx.cancels.load(Ordering::Acquire);
-    loop {
-        let Some(r) = approvals.get(id) else {
-            guard.armed = false;
-            return refused(format!("approval {id} for {what} is no longer known"));
-        };
-        match r.state {
-            State::Pending => {}
-            State::Approved => {
-                guard.armed = false;
-                return match approvals.consume(id) {
-                    Some(_) => Resolution::Approved(id),
-                    None => refused(format!("approval {id} for {what} was already used")),
-                };
-            }
-            State::Denied => {
-                guard.armed = false;
-                let by = r.denied_by.as_deref().unwrap_or("an approver");
-                return Resolution::Refused {
-                    code: INSUFFICIENT_PRIVILEGE,
-                    message: format!("approval {id} for {what} was denied by {by}"),
-                    detail: r.reason.map(|x| format!("reason: {x}")).unwrap_or_default(),
-                };
-            }
-            State::Expired => {
-                guard.armed = false;
-                return refused(format!(
-                    "approval {id} for {what} timed out after {}s without a decision",
-                    timeout.as_secs()
-                ));
-            }
-            State::Cancelled => {
-                guard.armed = false;
-                return refused(format!("approval {id} for {what} was cancelled"));
-            }
-        }
-        if ctx.shard.stopping.is_set() {
-            guard.armed = false;
-            approvals.cancel(id);
-            return refused(format!(
-                "approval {id} for {what} was cancelled: the gateway is shutting down"
-            ));
-        }
-        monoio::select! {
-            _ = changed.recv_async() => {}
-            _ = monoio::time::sleep(CHECK_EVERY) => {
-                if hung_up(ctx.client_fd) {
-                    guard.armed = false;
-                    approvals.cancel(id);
-                    crate::info!("approval_cancelled", approval = id, reason = "client disconnected");
-                    return Resolution::Gone;
-                }
-                // The client's CancelRequest (e.g. Ctrl-C in psql) ends the wait
-                // as PostgreSQL ends a running statement.
-                if ctx.cancels.load(Ordering::Acquire) != cancels {
-                    guard.armed = false;
-                    approvals.cancel(id);
-                    crate::info!("approval_cancelled", approval = id, reason = "client cancel request");
-                    return Resolution::Refused {
-                        code: QUERY_CANCELED,
-                        message: "canceling statement due to user request".into(),
-                        detail: format!("approval {id} for {what} was cancelled"),
-                    };
-                }
-            }
-        }
+    let waited = approvals
+        .wait(id, ctx.client_fd, &ctx.shard.stopping, || {
+            ctx.cancels.load(Ordering::Acquire) != cancels
+        })
+        .await;
+    match waited {
+        Waited::Approved => Resolution::Approved(id),
+        Waited::Denied { by, reason } => Resolution::Refused {
+            code: INSUFFICIENT_PRIVILEGE,
+            message: format!("approval {id} for {what} was denied by {by}"),
+            detail: reason.map(|x| format!("reason: {x}")).unwrap_or_default(),
+        },
+        Waited::Expired => refused(format!(
+            "approval {id} for {what} timed out after {}s without a decision",
+            timeout.as_secs()
+        )),
+        Waited::Closed(why) => refused(format!("approval {id} for {what} was {why}")),
+        Waited::ShuttingDown => refused(format!(
+            "approval {id} for {what} was cancelled: the gateway is shutting down"
+        )),
+        Waited::ClientGone => Resolution::Gone,
+        // The client's CancelRequest (e.g. Ctrl-C in psql) ends the wait as
+        // PostgreSQL ends a running statement.
+        Waited::ClientCancelled => Resolution::Refused {
+            code: QUERY_CANCELED,
+            message: "canceling statement due to user request".into(),
+            detail: format!("approval {id} for {what} was cancelled"),
+        },
     }
 }
 
@@ -326,35 +280,6 @@ fn refused(message: String) -> Resolution {
         message,
         detail: String::new(),
     }
-}
-
-/// Cancels the request if the waiting session is dropped (e.g. at the end of a
-/// shutdown's drain), so no approval outlives the session that asked.
-struct CancelOnDrop<'a, 'b> {
-    ctx: &'a Context<'b>,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop<'_, '_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.ctx.shard.shared.approvals.cancel(self.id);
-        }
-    }
-}
-
-/// Has the peer closed its side (or reset) the connection? A waiting client
-/// sends nothing, so a hang-up shows as `POLLRDHUP`/`POLLHUP` without reading.
-fn hung_up(fd: std::os::fd::RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout; the fd is owned by this session.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Sends a `NoticeResponse` between two upstream messages (never inside one
