@@ -237,6 +237,8 @@ pub struct Credentials {
     /// Resolved from `password_env` when the configuration was loaded.
     pub password: Option<Secret>,
     pub header: Option<String>,
+    /// HTTP: the query parameter carrying the credential.
+    pub param: Option<String>,
     /// Resolved from `value_env`.
     pub value: Option<Secret>,
 }
@@ -285,6 +287,8 @@ pub struct Rule {
 pub struct MaskingProfile {
     pub detectors: Vec<String>,
     pub columns: BTreeMap<String, String>,
+    /// JSON field paths and styles, e.g. `$.users[*].ssn` → `redact`.
+    pub fields: BTreeMap<String, String>,
 }
 
 /// One problem found in a configuration file, at a 1-based line and column.

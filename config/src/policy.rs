@@ -92,6 +92,65 @@ pub struct TargetPolicy {
     approvals: Vec<Option<Arc<ApprovalSpec>>>,
     /// One list of entries per statement kind, in rule order.
     kinds: Vec<Vec<Entry>>,
+    /// HTTP rules, in rule order.
+    http: Vec<HttpEntry>,
+}
+
+/// A compiled HTTP rule.
+#[derive(Debug, Clone)]
+struct HttpEntry {
+    /// Bit per [`crate::HTTP_METHODS`] index; 0 = any method.
+    methods: u16,
+    path: Option<PathPattern>,
+    entry: Entry,
+}
+
+/// A path pattern: `/v1/customers/*` (`*` is one whole segment), `/v1/**`
+/// (`**`, last, is any number of segments, including none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern(Vec<PathSeg>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathSeg {
+    Lit(String),
+    One,
+    Rest,
+}
+
+impl PathPattern {
+    pub fn parse(p: &str) -> PathPattern {
+        PathPattern(
+            p.trim_start_matches('/')
+                .split('/')
+                .map(|s| match s {
+                    "*" => PathSeg::One,
+                    "**" => PathSeg::Rest,
+                    lit => PathSeg::Lit(lit.to_owned()),
+                })
+                .collect(),
+        )
+    }
+
+    /// Does this (already canonical) path match? The query string is not part of it.
+    pub fn matches(&self, path: &str) -> bool {
+        let mut segs = path.trim_start_matches('/').split('/');
+        for (i, p) in self.0.iter().enumerate() {
+            match p {
+                PathSeg::Rest if i == self.0.len() - 1 => return true,
+                PathSeg::Rest => return false,
+                PathSeg::One => match segs.next() {
+                    Some(s) if !s.is_empty() => {}
+                    _ => return false,
+                },
+                PathSeg::Lit(l) => {
+                    if segs.next() != Some(l.as_str()) {
+                        return false;
+                    }
+                }
+            }
+        }
+        segs.next().is_none()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +190,7 @@ impl CompiledPolicy {
                 approvers |= intern(g)?;
             }
             let mut kinds: Vec<Vec<Entry>> = vec![Vec::new(); STATEMENT_KINDS.len()];
+            let mut http = Vec::new();
             let mut approvals = Vec::new();
             if let Some(set) = t.guardrails.as_ref().and_then(|g| config.guardrails.get(g)) {
                 for (i, rule) in set.rules.iter().enumerate() {
@@ -166,6 +226,25 @@ impl CompiledPolicy {
                             )
                         })
                         .into();
+                    if !rule.methods.is_empty() || rule.path.is_some() {
+                        let methods = rule
+                            .methods
+                            .iter()
+                            .filter(|m| m.as_str() != "*")
+                            .filter_map(|m| crate::HTTP_METHODS.iter().position(|x| x == m))
+                            .fold(0u16, |acc, i| acc | 1 << i);
+                        http.push(HttpEntry {
+                            methods,
+                            path: rule.path.as_deref().map(PathPattern::parse),
+                            entry: Entry {
+                                groups: mask,
+                                unbounded_only: false,
+                                action: rule.action,
+                                rule: i as u16,
+                                message: message.clone(),
+                            },
+                        });
+                    }
                     for k in &rule.kinds {
                         let Some(ki) = kind_index(k) else { continue };
                         kinds[ki].push(Entry {
@@ -185,6 +264,7 @@ impl CompiledPolicy {
                 approvers,
                 approvals,
                 kinds,
+                http,
             });
         }
         for g in &config
@@ -236,6 +316,43 @@ impl CompiledPolicy {
                 e.action == Action::Allow && (e.groups == 0 || groups.intersects(e.groups))
             })
         })
+    }
+
+    /// The decision for one HTTP request (`path` canonical, without the query),
+    /// combining rules exactly like statements.
+    pub fn decide_http(
+        &self,
+        target: usize,
+        method: &str,
+        path: &str,
+        groups: GroupSet,
+    ) -> Decision {
+        let bit = crate::HTTP_METHODS
+            .iter()
+            .position(|m| *m == method)
+            .map_or(0, |i| 1u16 << i);
+        let matching = || {
+            self.targets[target].http.iter().filter(move |h| {
+                (h.methods == 0 || h.methods & bit != 0)
+                    && h.path.as_ref().is_none_or(|p| p.matches(path))
+                    && (h.entry.groups == 0 || groups.intersects(h.entry.groups))
+            })
+        };
+        if let Some(h) = matching().find(|h| h.entry.action == Action::Deny) {
+            return Decision::Deny {
+                message: h.entry.message.clone(),
+                rule: h.entry.rule,
+            };
+        }
+        let chosen = matching()
+            .find(|h| h.entry.groups != 0)
+            .or_else(|| matching().next());
+        match chosen {
+            Some(h) if h.entry.action == Action::Approve => {
+                Decision::Approve { rule: h.entry.rule }
+            }
+            _ => Decision::Allow,
+        }
     }
 
     /// The decision for one statement.

@@ -189,6 +189,8 @@ pub struct RawCredentials {
     pub user: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub header: Option<Spanned<String>>,
+    /// HTTP: inject the credential as this query parameter instead of a header.
+    pub param: Option<Spanned<String>>,
     pub value_env: Option<Spanned<String>>,
 }
 
@@ -229,4 +231,7 @@ pub struct RawMasking {
     pub detectors: Vec<Spanned<String>>,
     #[serde(default)]
     pub columns: BTreeMap<String, Spanned<String>>,
+    /// JSON field paths (`$.users[*].ssn`) and their styles (HTTP targets).
+    #[serde(default)]
+    pub fields: BTreeMap<String, Spanned<String>>,
 }

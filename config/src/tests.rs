@@ -646,3 +646,109 @@ jwks = "file:dev.jwks.json"
         }
     }
 }
+
+mod http_rules {
+    use super::*;
+    use crate::policy::{CompiledPolicy, Decision, PathPattern};
+
+    #[test]
+    fn path_patterns() {
+        let p = PathPattern::parse("/v1/customers/*");
+        assert!(p.matches("/v1/customers/42"));
+        assert!(!p.matches("/v1/customers/42/orders"));
+        assert!(!p.matches("/v1/customers"));
+        assert!(!p.matches("/v1/customers/"));
+        let p = PathPattern::parse("/v1/**");
+        assert!(p.matches("/v1") && p.matches("/v1/a/b/c"));
+        assert!(!p.matches("/v2/a"));
+        assert!(PathPattern::parse("/health").matches("/health"));
+        assert!(!PathPattern::parse("/health").matches("/health/x"));
+    }
+
+    #[test]
+    fn http_rules_combine_like_statement_rules() {
+        let src = r#"[identity]
+issuer = "https://idp.example.com/"
+audience = "sluice"
+jwks = "file:dev.jwks.json"
+
+[[target]]
+name = "api"
+protocol = "http"
+listen = "127.0.0.1:8080"
+upstream = "127.0.0.1:9000"
+access = ["agents"]
+approvers = ["leads"]
+guardrails = "api"
+
+[guardrails.api]
+rules = [
+  { methods = ["DELETE"], path = "/v1/admin/**", action = "deny", message = "admin API is off limits" },
+  { methods = ["DELETE", "PUT"], path = "/v1/customers/*", action = "approve" },
+  { methods = ["DELETE"], path = "/v1/customers/*", groups = ["leads"], action = "allow" },
+  { path = "/v1/export", action = "deny", message = "no bulk export" },
+]
+"#;
+        let c = parse(src, "t.toml", env).unwrap();
+        let p = CompiledPolicy::compile(&c).unwrap();
+        let agent = p.groups(&["agents"]);
+        let lead = p.groups(&["agents", "leads"]);
+        assert_eq!(
+            p.decide_http(0, "GET", "/v1/customers/1", agent),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide_http(0, "DELETE", "/v1/customers/1", agent),
+            Decision::Approve { rule: 1 }
+        );
+        assert_eq!(
+            p.decide_http(0, "PUT", "/v1/customers/1", lead),
+            Decision::Approve { rule: 1 }
+        );
+        assert_eq!(
+            p.decide_http(0, "DELETE", "/v1/customers/1", lead),
+            Decision::Allow,
+            "a group exemption"
+        );
+        assert_eq!(
+            p.decide_http(0, "DELETE", "/v1/admin/users/1", lead),
+            Decision::Deny {
+                message: "admin API is off limits".into(),
+                rule: 0
+            }
+        );
+        assert_eq!(
+            p.decide_http(0, "GET", "/v1/export", lead),
+            Decision::Deny {
+                message: "no bulk export".into(),
+                rule: 3
+            },
+            "no methods: any method"
+        );
+        assert!(p.approval(0, 1).is_some());
+    }
+
+    #[test]
+    fn http_credentials_are_a_header_or_a_param() {
+        let head = "[identity]\nissuer = \"i\"\naudience = \"a\"\njwks = \"file:j\"\n[[target]]\nname = \"api\"\nprotocol = \"http\"\nlisten = \"127.0.0.1:8080\"\nupstream = \"127.0.0.1:9000\"\naccess = [\"a\"]\n";
+        let ok = format!("{head}credentials = {{ header = \"Authorization\", value_env = \"ORDERS_PASSWORD\" }}\n");
+        let c = parse(&ok, "t.toml", env).unwrap();
+        let cr = c.targets[0].credentials.as_ref().unwrap();
+        assert_eq!(cr.header.as_deref(), Some("Authorization"));
+        assert_eq!(cr.value.as_ref().unwrap().expose(), "s3cret");
+        assert_error(
+            &format!("{head}credentials = {{ header = \"X\", param = \"k\", value_env = \"ORDERS_PASSWORD\" }}\n"),
+            "t.toml:11:39: credentials: use `header` or `param`, not both",
+        );
+        assert_error(
+            &format!(
+                "{head}credentials = {{ user = \"app\", password_env = \"ORDERS_PASSWORD\" }}\n"
+            ),
+            "t.toml:11:24: http target `api` injects",
+        );
+        assert_error(
+            &format!("{head}credentials = {{ header = \"Bad Name\", value_env = \"ORDERS_PASSWORD\" }}\n"),
+            "t.toml:11:26: invalid name `Bad Name`",
+        );
+    }
+}

@@ -279,9 +279,13 @@ pub(crate) fn validate(
                 user: cr.user.as_ref().map(|u| u.get_ref().clone()),
                 password: c.env_secret(&cr.password_env, "password_env", env),
                 header: cr.header.as_ref().map(|h| h.get_ref().clone()),
+                param: cr.param.as_ref().map(|h| h.get_ref().clone()),
                 value: c.env_secret(&cr.value_env, "value_env", env),
             }
         });
+        if protocol == Protocol::Http {
+            http_target(&mut c, t, &name);
+        }
         let require_tls = t.require_tls.as_ref().is_some_and(|r| *r.get_ref());
         if require_tls && raw.tls.is_none() {
             c.error(
@@ -829,6 +833,43 @@ fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
     Guardrails { rules }
 }
 
+/// What only an HTTP target must (not) say.
+fn http_target(c: &mut Checker, t: &RawTarget, name: &str) {
+    if let Some(d) = &t.database {
+        c.error(
+            d.span(),
+            format!("`database` has no effect on http target `{name}`"),
+        );
+    }
+    let Some(cr) = &t.credentials else { return };
+    let span = cr.span();
+    let cr = cr.get_ref();
+    if let Some(u) = cr.user.as_ref().or(cr.password_env.as_ref()) {
+        c.error(
+            u.span(),
+            format!("http target `{name}` injects `{{ header = \"...\", value_env = \"VAR\" }}` or `{{ param = \"...\", value_env = \"VAR\" }}`, not a user and password"),
+        );
+    }
+    match (&cr.header, &cr.param, &cr.value_env) {
+        (Some(_), Some(p), _) => c.error(p.span(), "credentials: use `header` or `param`, not both"),
+        (None, None, _) => c.error(span, format!("credentials of http target `{name}` need `header` (e.g. \"Authorization\") or `param`, with `value_env`")),
+        (_, _, None) => c.error(span, format!("credentials of http target `{name}` need `value_env`: the variable holding the value")),
+        _ => {}
+    }
+    for h in cr.header.iter().chain(&cr.param) {
+        let v = h.get_ref();
+        let token = !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            c.error(
+                h.span(),
+                format!("invalid name `{v}`: use letters, digits and -_."),
+            );
+        }
+    }
+}
+
 fn masking_profile(c: &mut Checker, m: &RawMasking) -> MaskingProfile {
     for d in &m.detectors {
         if !DETECTORS.contains(&d.get_ref().as_str()) {
@@ -842,7 +883,15 @@ fn masking_profile(c: &mut Checker, m: &RawMasking) -> MaskingProfile {
             );
         }
     }
-    for style in m.columns.values() {
+    for (path, style) in &m.fields {
+        if !(path.starts_with("$.") || path.starts_with("$[")) {
+            c.error(
+                style.span(),
+                format!("invalid field path `{path}`: expected a path from the document root, e.g. \"$.users[*].ssn\""),
+            );
+        }
+    }
+    for style in m.columns.values().chain(m.fields.values()) {
         if !MASK_STYLES.contains(&style.get_ref().as_str()) {
             c.error(
                 style.span(),
@@ -858,6 +907,11 @@ fn masking_profile(c: &mut Checker, m: &RawMasking) -> MaskingProfile {
         detectors: m.detectors.iter().map(|d| d.get_ref().clone()).collect(),
         columns: m
             .columns
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+            .collect(),
+        fields: m
+            .fields
             .iter()
             .map(|(k, v)| (k.clone(), v.get_ref().clone()))
             .collect(),

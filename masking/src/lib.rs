@@ -22,6 +22,7 @@
 //! Pure: no I/O, no clock. The gateway wires it into its drivers.
 
 pub mod detect;
+pub mod json;
 pub mod mask;
 pub mod stream;
 

@@ -104,7 +104,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     crate::log::init();
     let config = Arc::new(load_config(&config_path).map_err(anyhow::Error::msg)?);
     for t in &config.targets {
-        if matches!(t.protocol, Protocol::Mysql | Protocol::Http) {
+        if t.protocol == Protocol::Mysql {
             bail!(
                 "target `{}`: protocol {} is not available in this build yet",
                 t.name,

@@ -259,6 +259,7 @@ impl Shard {
             Protocol::Postgres => {
                 gateway::postgres::serve(self, index, target, config, stream, peer).await
             }
+            Protocol::Http => gateway::http::serve(self, index, target, config, stream, peer).await,
             // Refused at start-up (see `runtime::serve`); a reload cannot add listeners.
             other => warn!(
                 "protocol_unavailable",

@@ -34,7 +34,7 @@ use crate::{debug, info, warn};
 
 mod approval;
 mod gates;
-mod io;
+pub(crate) mod io;
 mod login;
 pub mod masking;
 mod relay;

@@ -1,0 +1,1579 @@
+//! `protocol = "http"`: HTTP/1.1 APIs behind bearer tokens.
+//!
+//! Per request, on one client connection (keep-alive and pipelining: requests
+//! are answered in order, one at a time):
+//! 1. The head is parsed strictly (`sluice_protocols::http`); anything that
+//!    could be smuggled (CL+TE, duplicate CL, obs-fold, bare CR/LF, a
+//!    non-canonical path) is answered `400` and never forwarded.
+//! 2. `Authorization: Bearer <JWT>` is verified; the caller's groups must reach
+//!    the target; the method/path rules decide: `403` with a JSON body, a hold
+//!    for approval (`202` in no-wait mode), or forward.
+//! 3. The command is recorded in the audit log (in strict durability, on disk)
+//!    before a byte goes upstream.
+//! 4. The caller's token is removed and the target's own credential injected
+//!    (a header or a query parameter); hop-by-hop headers are dropped; the body
+//!    streams through with its framing checked.
+//! 5. The response streams back. With masking on, a JSON body is masked by
+//!    field path and detectors (buffered, re-framed), any other text body
+//!    through the streaming masker; an encoded (compressed) body is never
+//!    passed through unmasked: the request asks for `identity`, and a response
+//!    that is encoded anyway is refused with `502`.
+//!
+//! Upstream connections are kept per shard and reused across client
+//! connections.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use sha2::{Digest, Sha256};
+use sluice_config::policy::{ApprovalSpec, Decision};
+use sluice_config::{ApprovalMode, Config, Target, UpstreamTls};
+use sluice_masking::json::{mask_json, FieldRules};
+use sluice_masking::{Masker, Profile, StreamMasker};
+use sluice_protocols::http::{self, ChunkedDecoder, Framing, Header};
+use sluice_protocols::Status;
+
+use crate::approvals::{Key, NewRequest, Waited};
+use crate::audit::{now_ms, Rec};
+use crate::gateway::postgres::io::{read_more_timeout, write_range};
+use crate::identity::Identity;
+use crate::metrics::ErrorKind;
+use crate::runtime::Shard;
+use crate::{debug, info, warn};
+
+const MAX_HEAD: usize = 32 * 1024;
+const MAX_HEADERS: usize = 100;
+/// How long an idle keep-alive connection waits for its next request.
+const IDLE: Duration = Duration::from_secs(60);
+/// How long a started request or response may stall between reads.
+const STALL: Duration = Duration::from_secs(30);
+/// Idle upstream connections kept per target and shard.
+const POOL_PER_TARGET: usize = 64;
+/// Longest request body held whole (an approval is bound to the body).
+const MAX_HELD_BODY: u64 = 1 << 20;
+
+/// An upstream connection, plain or TLS.
+enum Up {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+}
+
+impl AsyncReadRent for Up {
+    async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Up::Plain(s) => s.read(buf).await,
+            Up::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Up::Plain(s) => s.readv(buf).await,
+            Up::Tls(s) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for Up {
+    async fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Up::Plain(s) => s.write(buf).await,
+            Up::Tls(s) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: monoio::buf::IoVecBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Up::Plain(s) => s.writev(buf).await,
+            Up::Tls(s) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Up::Plain(s) => s.flush().await,
+            Up::Tls(s) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Up::Plain(s) => s.shutdown().await,
+            Up::Tls(s) => s.shutdown().await,
+        }
+    }
+}
+
+thread_local! {
+    /// This shard's idle upstream connections, by target name.
+    static POOL: RefCell<HashMap<String, Vec<Up>>> = RefCell::new(HashMap::new());
+}
+
+/// What a session knows once a request's caller is known.
+struct Ctx<'a> {
+    shard: &'a Shard,
+    index: usize,
+    target: &'a Target,
+    config: &'a Config,
+    peer: SocketAddr,
+    fd: RawFd,
+    session: String,
+}
+
+pub async fn serve(
+    shard: &Shard,
+    index: usize,
+    target: &Target,
+    config: &Config,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let mut sid = [0u8; 8];
+    getrandom::fill(&mut sid).expect("the OS random source is available");
+    let cx = Ctx {
+        shard,
+        index,
+        target,
+        config,
+        peer,
+        fd: tcp.as_raw_fd(),
+        session: sid.iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    if !target.require_tls {
+        return session(&cx, tcp).await;
+    }
+    let Some(tls) = shard.shared.tls.clone() else {
+        return;
+    };
+    let acceptor = monoio_rustls::TlsAcceptor::from(tls);
+    match monoio::time::timeout(STALL, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => session(&cx, stream).await,
+        Ok(Err(e)) => {
+            shard.metrics.error(ErrorKind::ClientIo);
+            info!(
+                "tls_handshake_failed",
+                target = target.name,
+                peer = peer,
+                error = e
+            );
+        }
+        Err(_) => info!(
+            "tls_handshake_failed",
+            target = target.name,
+            peer = peer,
+            error = "timed out"
+        ),
+    }
+}
+
+/// An answer the gateway gives itself: a status and a JSON body.
+struct Reply {
+    status: u16,
+    body: String,
+    close: bool,
+    extra: &'static str,
+}
+
+impl Reply {
+    fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: body.to_string(),
+            close: false,
+            extra: "",
+        }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::json(status, serde_json::json!({ "error": message.into() }))
+    }
+
+    fn closing(mut self) -> Reply {
+        self.close = true;
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let reason = match self.status {
+            202 => "Accepted",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            408 => "Request Timeout",
+            413 => "Content Too Large",
+            431 => "Request Header Fields Too Large",
+            501 => "Not Implemented",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            _ => "Error",
+        };
+        format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}{}\r\n{}",
+            self.status,
+            self.body.len(),
+            self.extra,
+            if self.close { "connection: close\r\n" } else { "" },
+            self.body
+        )
+        .into_bytes()
+    }
+}
+
+/// A request whose head was accepted, ready to go upstream.
+struct Forward {
+    method: String,
+    /// Path and query as the client sent them (for audit and approvals).
+    target: String,
+    head: Vec<u8>,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+    identity: Rc<Identity>,
+    hold: Option<(u16, std::sync::Arc<ApprovalSpec>)>,
+}
+
+async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        // The next request head (pipelined ones may already be buffered).
+        let head_len = loop {
+            let mut headers = [Header::EMPTY; MAX_HEADERS];
+            match http::parse_request(&buf, &mut headers, MAX_HEAD) {
+                Ok(Status::Complete(_, n)) => break Ok(n),
+                Ok(Status::Partial) => {}
+                Err(e) => break Err(e),
+            }
+            let wait = if buf.is_empty() { IDLE } else { STALL };
+            match read_more_timeout(&mut client, &mut buf, wait).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let head_len = match head_len {
+            Ok(n) => n,
+            Err(e) => {
+                cx.shard.metrics.error(ErrorKind::ClientIo);
+                let status = match e {
+                    http::Error::HeadTooLarge(_) | http::Error::TooManyHeaders(_) => 431,
+                    _ => 400,
+                };
+                let _ = reply(
+                    &mut client,
+                    Reply::error(status, format!("bad request: {e}")).closing(),
+                )
+                .await;
+                return;
+            }
+        };
+        let started = Instant::now();
+        let admitted = {
+            let mut headers = [Header::EMPTY; MAX_HEADERS];
+            let Ok(Status::Complete(req, _)) = http::parse_request(&buf, &mut headers, MAX_HEAD)
+            else {
+                return;
+            };
+            admit(cx, &req).await
+        };
+        buf.drain(..head_len);
+        let fwd = match admitted {
+            Ok(f) => f,
+            Err(r) => {
+                // Refused before anything was forwarded. The body (if any) is
+                // unread: the connection cannot continue.
+                let _ = reply(&mut client, r.closing()).await;
+                return;
+            }
+        };
+        match exchange(cx, &mut client, &mut buf, fwd, started).await {
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = client.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+async fn reply<C: AsyncWriteRent>(client: &mut C, r: Reply) -> std::io::Result<()> {
+    client.write_all(r.bytes()).await.0.map(|_| ())
+}
+
+/// Checks a request head and builds the upstream head; `Err` is the answer.
+async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Reply> {
+    let framing =
+        http::request_framing(req, cx.config.gateway.max_message as u64).map_err(|e| match e {
+            http::FramingError::TooLarge(_) => {
+                Reply::error(413, format!("request body too large: {e}"))
+            }
+            e => Reply::error(400, format!("bad request: {e}")),
+        })?;
+    if !req.target.starts_with('/') {
+        return Err(Reply::error(
+            400,
+            "bad request: only origin-form request targets (`/path`) are accepted",
+        ));
+    }
+    let path = req.path();
+    if !canonical(path) {
+        return Err(Reply::error(
+            400,
+            "bad request: the path is not canonical (`//`, `.` or `..` segments, or encoded `/`, `\\`, `.` are refused)",
+        ));
+    }
+    if req.header("upgrade").is_some() || req.method == "CONNECT" {
+        return Err(Reply::error(
+            501,
+            "protocol upgrades and CONNECT are not allowed through Sluice",
+        ));
+    }
+    if req.version == 1 && req.header("host").is_none() {
+        return Err(Reply::error(
+            400,
+            "bad request: HTTP/1.1 needs a Host header",
+        ));
+    }
+    let identity = authenticate(cx, req).await?;
+    let policy = cx.shard.policy();
+    let t = policy
+        .target_index(&cx.target.name)
+        .ok_or_else(|| Reply::error(503, "target is no longer configured"))?;
+    let groups = policy.groups(&identity.groups);
+    if !policy.may_connect(t, groups) {
+        info!(
+            "access_denied",
+            target = cx.target.name,
+            subject = identity.subject,
+            peer = cx.peer
+        );
+        record_denial(cx, &identity, req, "not in an access group", None);
+        return Err(Reply::error(
+            403,
+            format!(
+                "`{}` may not use target `{}`",
+                identity.subject, cx.target.name
+            ),
+        ));
+    }
+    let hold = match policy.decide_http(t, req.method, path, groups) {
+        Decision::Allow => None,
+        Decision::Deny { message, rule } => {
+            info!(
+                "request_denied",
+                target = cx.target.name,
+                subject = identity.subject,
+                method = req.method,
+                path = path,
+                rule = rule + 1
+            );
+            record_denial(cx, &identity, req, &message, Some(rule));
+            return Err(Reply::json(
+                403,
+                serde_json::json!({ "error": &*message, "rule": rule + 1 }),
+            ));
+        }
+        Decision::Approve { rule } => {
+            let spec = policy.approval(t, rule).cloned().ok_or_else(|| {
+                Reply::error(
+                    403,
+                    "this request needs approval, and nobody may approve it",
+                )
+            })?;
+            Some((rule, spec))
+        }
+    };
+    if hold.is_some() && matches!(framing, Framing::Length(n) if n > MAX_HELD_BODY) {
+        return Err(Reply::error(
+            413,
+            format!("a request that needs approval may carry at most {MAX_HELD_BODY} bytes"),
+        ));
+    }
+    let connection = req.header("connection").unwrap_or_default();
+    let has = |token: &str| {
+        connection
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    };
+    let keep_alive = if req.version == 1 {
+        !has("close")
+    } else {
+        has("keep-alive")
+    };
+    let expect_continue = req
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+    Ok(Forward {
+        method: req.method.to_owned(),
+        target: req.target.to_owned(),
+        head: upstream_head(cx, req),
+        framing,
+        keep_alive,
+        expect_continue,
+        identity,
+        hold,
+    })
+}
+
+/// A path without `//`, `.`/`..` segments, backslashes or encoded `/ \ .`,
+/// so rules match what the upstream will resolve.
+fn canonical(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    !path.contains("//")
+        && !path.contains('\\')
+        && !["%2f", "%5c", "%2e", "%00"]
+            .iter()
+            .any(|e| lower.contains(e))
+        && !path.split('/').any(|s| s == "." || s == "..")
+}
+
+async fn authenticate(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Rc<Identity>, Reply> {
+    let unauthorized = |msg: String| Reply {
+        extra: "www-authenticate: Bearer realm=\"sluice\"\r\n",
+        ..Reply::error(401, msg)
+    };
+    let token = req
+        .header("authorization")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("send Authorization: Bearer <token>".into()))?;
+    cx.shard.authenticate(token).await.map_err(|e| {
+        info!(
+            "auth_failed",
+            target = cx.target.name,
+            peer = cx.peer,
+            error = e
+        );
+        if let Some(audit) = cx.shard.audit() {
+            audit.note(|out| {
+                Rec::begin(out, "auth_failure", now_ms())
+                    .str("target", &cx.target.name)
+                    .str("protocol", "http")
+                    .str("peer", &cx.peer.to_string())
+                    .str("error", &e.to_string())
+                    .end()
+            });
+        }
+        unauthorized(e.to_string())
+    })
+}
+
+/// Headers never forwarded: hop-by-hop ones, the caller's token, and what the
+/// gateway sets itself.
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "host",
+    "authorization",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// The head that goes upstream: same method and target (plus an injected
+/// credential parameter), the client's end-to-end headers, the gateway's own.
+fn upstream_head(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.target.as_bytes());
+    let cred = cx.target.credentials.as_ref();
+    if let (Some(param), Some(value)) = (
+        cred.and_then(|c| c.param.as_deref()),
+        cred.and_then(|c| c.value.as_ref()),
+    ) {
+        out.push(if req.target.contains('?') { b'&' } else { b'?' });
+        out.extend_from_slice(param.as_bytes());
+        out.push(b'=');
+        percent_encode(value.expose().as_bytes(), &mut out);
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(cx.target.upstream.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // A header the Connection header names is hop-by-hop too.
+    let named: Vec<&[u8]> = req
+        .header("connection")
+        .map(|v| v.split(|&b| b == b',').map(|t| t.trim_ascii()).collect())
+        .unwrap_or_default();
+    let masking = cx.target.masking.is_some();
+    for h in req.headers {
+        let lower = h.name.to_ascii_lowercase();
+        if DROPPED.contains(&lower.as_str())
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+            || (masking && lower == "accept-encoding")
+            || cred
+                .and_then(|c| c.header.as_deref())
+                .is_some_and(|c| c.eq_ignore_ascii_case(h.name))
+        {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let (Some(header), Some(value)) = (
+        cred.and_then(|c| c.header.as_deref()),
+        cred.and_then(|c| c.value.as_ref()),
+    ) {
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.expose().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if masking {
+        // Masking needs the body as text: ask for no content coding.
+        out.extend_from_slice(b"accept-encoding: identity\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    out.extend_from_slice(cx.peer.ip().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // Framing lines are added per request (`finish_head`).
+    out
+}
+
+fn percent_encode(v: &[u8], out: &mut Vec<u8>) {
+    for &b in v {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+}
+
+fn finish_head(head: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::Length(n) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
+    head.extend_from_slice(b"\r\n");
+}
+
+fn record_denial(
+    cx: &Ctx<'_>,
+    identity: &Identity,
+    req: &http::Request<'_, '_>,
+    reason: &str,
+    rule: Option<u16>,
+) {
+    if let Some(audit) = cx.shard.audit() {
+        audit.note(|out| {
+            let rec = Rec::begin(out, "command", now_ms())
+                .str("session", &cx.session)
+                .str("target", &cx.target.name)
+                .str("subject", &identity.subject)
+                .str("protocol", "http")
+                .str("method", req.method)
+                .text("text", req.target.as_bytes())
+                .str("decision", "deny")
+                .str("reason", reason);
+            match rule {
+                Some(r) => rec.num("rule", r as u64 + 1).end(),
+                None => rec.end(),
+            }
+        });
+    }
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Forwards one admitted request and relays its response.
+async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
+    cx: &Ctx<'_>,
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    mut fwd: Forward,
+    started: Instant,
+) -> Next {
+    if fwd.expect_continue {
+        // Everything about the request checked out: ask for the body now.
+        if client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await
+            .0
+            .is_err()
+        {
+            return Next::Close;
+        }
+    }
+    // A request that needs approval is read whole first: the approval is bound
+    // to its method, target and body.
+    let mut held_body: Option<Vec<u8>> = None;
+    let mut approval = None;
+    if let Some((rule, spec)) = fwd.hold.take() {
+        let body = match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
+            Ok(b) => b,
+            Err(r) => {
+                let _ = reply(client, r.closing()).await;
+                return Next::Close;
+            }
+        };
+        match hold(cx, &fwd, &body, rule, &spec).await {
+            Held::Approved(id) => approval = Some(id),
+            Held::Answer(r) => {
+                let decision = if r.status == 202 { "approve" } else { "deny" };
+                record(cx, &fwd, decision, None, Some(&r.body)).await;
+                return if reply(client, r).await.is_ok() && fwd.keep_alive {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            }
+            Held::Gone => return Next::Close,
+        }
+        fwd.framing = if body.is_empty() {
+            Framing::None
+        } else {
+            Framing::Length(body.len() as u64)
+        };
+        held_body = Some(body);
+    }
+    if !record(cx, &fwd, "allow", approval, None).await {
+        let _ = reply(client, Reply::error(503, "request refused: the audit log cannot record it; Sluice runs nothing it cannot record").closing()).await;
+        return Next::Close;
+    }
+    let mut up = match checkout(cx).await {
+        Ok(u) => u,
+        Err(e) => {
+            cx.shard.metrics.error(ErrorKind::UpstreamConnect);
+            warn!(
+                "upstream_connect_failed",
+                target = cx.target.name,
+                error = e
+            );
+            let r = Reply::error(502, format!("target `{}` is unreachable", cx.target.name));
+            return if reply(client, r).await.is_ok()
+                && fwd.keep_alive
+                && fwd.framing == Framing::None
+            {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+        }
+    };
+    finish_head(&mut fwd.head, fwd.framing);
+    let head = std::mem::take(&mut fwd.head);
+    if up.write_all(head).await.0.is_err() {
+        cx.shard.metrics.error(ErrorKind::UpstreamIo);
+        let _ = reply(
+            client,
+            Reply::error(
+                502,
+                format!("target `{}` closed the connection", cx.target.name),
+            )
+            .closing(),
+        )
+        .await;
+        return Next::Close;
+    }
+    let sent = match held_body {
+        Some(body) => up
+            .write_all(body)
+            .await
+            .0
+            .map(|_| ())
+            .map_err(|_| BodyError::Upstream),
+        None => copy_body(client, buf, fwd.framing, &mut up).await,
+    };
+    match sent {
+        Ok(()) => {}
+        Err(BodyError::Client(r)) => {
+            let _ = reply(client, r.closing()).await;
+            return Next::Close;
+        }
+        Err(BodyError::Upstream) => {
+            cx.shard.metrics.error(ErrorKind::UpstreamIo);
+            let _ = reply(
+                client,
+                Reply::error(
+                    502,
+                    format!("target `{}` closed the connection", cx.target.name),
+                )
+                .closing(),
+            )
+            .await;
+            return Next::Close;
+        }
+    }
+    let outcome = respond(cx, client, &mut up, &fwd).await;
+    let m = cx.shard.metrics.target(cx.index);
+    m.bytes_from_upstream
+        .set(m.bytes_from_upstream.get().wrapping_add(outcome.bytes));
+    let elapsed = started.elapsed();
+    cx.shard.metrics.command_done(elapsed);
+    if let Some(audit) = cx.shard.audit() {
+        audit.note(|out| {
+            let rec = Rec::begin(out, "result", now_ms())
+                .str("session", &cx.session)
+                .str("target", &cx.target.name)
+                .str("subject", &fwd.identity.subject)
+                .num("status", outcome.status as u64)
+                .num("bytes", outcome.bytes)
+                .num("duration_us", elapsed.as_micros() as u64)
+                .counts("masked", &outcome.masked);
+            match &outcome.error {
+                Some(e) => rec.str("error", e).end(),
+                None => rec.end(),
+            }
+        });
+    }
+    if outcome.upstream_reusable {
+        checkin(cx, up);
+    }
+    if outcome.client_ok && fwd.keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// Writes the command record; in strict durability waits for the disk. `false`
+/// if it could not be recorded (the request must not run).
+async fn record(
+    cx: &Ctx<'_>,
+    fwd: &Forward,
+    decision: &str,
+    approval: Option<u64>,
+    reason: Option<&str>,
+) -> bool {
+    let Some(audit) = cx.shard.audit() else {
+        return true;
+    };
+    let pushed = audit
+        .push(|out| {
+            let mut rec = Rec::begin(out, "command", now_ms())
+                .str("session", &cx.session)
+                .str("target", &cx.target.name)
+                .str("subject", &fwd.identity.subject)
+                .str("protocol", "http")
+                .str("method", &fwd.method)
+                .text("text", fwd.target.as_bytes())
+                .str("decision", decision);
+            if let Some(id) = approval {
+                rec = rec.num("approval", id);
+            }
+            match reason {
+                Some(r) => rec.str("reason", r).end(),
+                None => rec.end(),
+            }
+        })
+        .await;
+    match pushed {
+        Ok(t) if decision == "allow" => audit.wait_durable(t).await.is_ok(),
+        Ok(_) => true,
+        Err(e) => {
+            warn!(
+                "audit_refused_commands",
+                target = cx.target.name,
+                reason = e
+            );
+            cx.shard.metrics.error(ErrorKind::Audit);
+            false
+        }
+    }
+}
+
+enum Held {
+    Approved(u64),
+    Answer(Reply),
+    Gone,
+}
+
+/// Opens (or uses) an approval for this exact request.
+async fn hold(
+    cx: &Ctx<'_>,
+    fwd: &Forward,
+    body: &[u8],
+    _rule: u16,
+    spec: &std::sync::Arc<ApprovalSpec>,
+) -> Held {
+    let approvals = &cx.shard.shared.approvals;
+    let mut h = Sha256::new();
+    for (tag, v) in [
+        (&b"method"[..], fwd.method.as_bytes()),
+        (b"target", fwd.target.as_bytes()),
+        (b"body", body),
+    ] {
+        h.update(tag);
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    }
+    for a in spec.approvers.iter() {
+        h.update(b"approver");
+        h.update(a.as_bytes());
+    }
+    h.update([spec.quorum]);
+    let key = Key {
+        requester: fwd.identity.subject.clone(),
+        target: cx.target.name.clone(),
+        hash: h.finalize().into(),
+    };
+    if let Some(r) = approvals.take_grant(&key) {
+        return Held::Approved(r.id);
+    }
+    let wait = spec.mode == ApprovalMode::Wait;
+    let what = format!("{} {} on {}", fwd.method, fwd.target, cx.target.name);
+    let shown = String::from_utf8_lossy(&body[..body.len().min(16 * 1024)]);
+    let text = if shown.is_empty() {
+        format!("{} {}", fwd.method, fwd.target)
+    } else {
+        format!("{} {}\n\n{shown}", fwd.method, fwd.target)
+    };
+    let opened = approvals.open(NewRequest {
+        key,
+        protocol: "http",
+        summary: fwd.method.clone(),
+        text,
+        params: Vec::new(),
+        database: String::new(),
+        session: cx.session.clone(),
+        approvers: spec.approvers.clone(),
+        quorum: spec.quorum,
+        ttl_ms: spec.timeout.as_millis() as u64,
+        grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
+        reuse: !wait,
+    });
+    let (request, _) = match opened {
+        Ok(r) => r,
+        Err(e) => {
+            return Held::Answer(Reply::error(
+                503,
+                format!("{what} needs approval, and no request could be opened: {e}"),
+            ))
+        }
+    };
+    let id = request.id;
+    info!(
+        "approval_requested",
+        approval = id,
+        target = cx.target.name,
+        subject = fwd.identity.subject,
+        wait = wait
+    );
+    if !wait {
+        return Held::Answer(Reply::json(
+            202,
+            serde_json::json!({
+                "approval": id,
+                "status": "pending",
+                "message": format!("approval {id} requested for {what}; send the same request again once it is approved"),
+                "approvers": &*request.approvers,
+                "expires_at": request.expires_at,
+            }),
+        ));
+    }
+    let refused = |message: String| {
+        Held::Answer(Reply::json(
+            403,
+            serde_json::json!({ "error": message, "approval": id }),
+        ))
+    };
+    match approvals
+        .wait(id, cx.fd, &cx.shard.stopping, || false)
+        .await
+    {
+        Waited::Approved => Held::Approved(id),
+        Waited::Denied { by, reason } => Held::Answer(Reply::json(
+            403,
+            serde_json::json!({ "error": format!("approval {id} for {what} was denied by {by}"), "reason": reason, "approval": id }),
+        )),
+        Waited::Expired => refused(format!(
+            "approval {id} for {what} timed out after {}s without a decision",
+            spec.timeout.as_secs()
+        )),
+        Waited::Closed(why) => refused(format!("approval {id} for {what} was {why}")),
+        Waited::ShuttingDown | Waited::ClientCancelled => {
+            refused(format!("approval {id} for {what} was cancelled"))
+        }
+        Waited::ClientGone => Held::Gone,
+    }
+}
+
+enum BodyError {
+    /// The client's body is malformed or too large: this answer, then close.
+    Client(Reply),
+    Upstream,
+}
+
+/// Reads a whole request body (decoding chunks) into memory.
+async fn read_whole_body<C: AsyncReadRent>(
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    max: u64,
+) -> Result<Vec<u8>, Reply> {
+    let mut body = Vec::new();
+    match framing {
+        Framing::None | Framing::UntilClose => {}
+        Framing::Length(n) => {
+            while (buf.len() as u64) < n {
+                if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
+                    return Err(Reply::error(400, "the request body ended early"));
+                }
+            }
+            body.extend(buf.drain(..n as usize));
+        }
+        Framing::Chunked => {
+            let mut d = ChunkedDecoder::new(max);
+            loop {
+                let r = d
+                    .decode(buf)
+                    .map_err(|e| Reply::error(400, format!("bad chunked body: {e}")))?;
+                body.extend_from_slice(&buf[r.data.clone()]);
+                buf.drain(..r.consumed);
+                if r.done {
+                    break;
+                }
+                if r.consumed == 0
+                    && !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0)
+                {
+                    return Err(Reply::error(400, "the request body ended early"));
+                }
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Streams a request body upstream as framed (chunked bytes pass as they are,
+/// after the decoder has checked them).
+async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    up: &mut U,
+) -> Result<(), BodyError> {
+    match framing {
+        Framing::None | Framing::UntilClose => Ok(()),
+        Framing::Length(mut left) => loop {
+            let n = (buf.len() as u64).min(left) as usize;
+            if n > 0 {
+                write_range(up, buf, 0..n)
+                    .await
+                    .map_err(|_| BodyError::Upstream)?;
+                buf.drain(..n);
+                left -= n as u64;
+            }
+            if left == 0 {
+                return Ok(());
+            }
+            if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
+                return Err(BodyError::Client(Reply::error(
+                    400,
+                    "the request body ended early",
+                )));
+            }
+        },
+        Framing::Chunked => {
+            let mut d = ChunkedDecoder::new(u64::MAX);
+            loop {
+                let mut checked = 0;
+                let done = loop {
+                    let r = d.decode(&buf[checked..]).map_err(|e| {
+                        BodyError::Client(Reply::error(400, format!("bad chunked body: {e}")))
+                    })?;
+                    checked += r.consumed;
+                    if r.done || r.consumed == 0 {
+                        break r.done;
+                    }
+                };
+                if checked > 0 {
+                    write_range(up, buf, 0..checked)
+                        .await
+                        .map_err(|_| BodyError::Upstream)?;
+                    buf.drain(..checked);
+                }
+                if done {
+                    return Ok(());
+                }
+                if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
+                    return Err(BodyError::Client(Reply::error(
+                        400,
+                        "the request body ended early",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// An upstream connection: a pooled one, or a new one (TLS if configured).
+async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
+    let pooled = POOL.with(|p| p.borrow_mut().get_mut(&cx.target.name).and_then(Vec::pop));
+    if let Some(u) = pooled {
+        return Ok(u);
+    }
+    let tcp = match monoio::time::timeout(
+        cx.config.gateway.connect_timeout,
+        TcpStream::connect(cx.target.upstream.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err("connect: timed out".into()),
+    };
+    let _ = tcp.set_nodelay(true);
+    if cx.target.upstream_tls == UpstreamTls::Disable {
+        return Ok(Up::Plain(tcp));
+    }
+    let config = cx
+        .shard
+        .shared
+        .upstream_tls
+        .get(&cx.target.name)
+        .cloned()
+        .ok_or("no upstream TLS configuration")?;
+    let name = crate::gateway::tls::server_name(&cx.target.upstream)?;
+    let s = monoio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("upstream TLS: {e}"))?;
+    Ok(Up::Tls(Box::new(s)))
+}
+
+fn checkin(cx: &Ctx<'_>, up: Up) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.entry(cx.target.name.clone()).or_default();
+        if list.len() < POOL_PER_TARGET {
+            list.push(up);
+        }
+    });
+}
+
+/// How relaying a response went.
+struct Outcome {
+    status: u16,
+    bytes: u64,
+    masked: Vec<(&'static str, u64)>,
+    error: Option<String>,
+    upstream_reusable: bool,
+    client_ok: bool,
+}
+
+impl Outcome {
+    fn failed(error: String) -> Outcome {
+        Outcome {
+            status: 502,
+            bytes: 0,
+            masked: Vec::new(),
+            error: Some(error),
+            upstream_reusable: false,
+            client_ok: false,
+        }
+    }
+}
+
+/// How a response body is masked.
+enum Masking {
+    None,
+    /// JSON: buffered whole, masked by field path and detectors, re-framed.
+    Json(Masker, Rc<FieldRules>),
+    /// Any other text: the streaming masker (same length).
+    Stream(StreamMasker),
+}
+
+fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
+    let Some(name) = &cx.target.masking else {
+        return Ok(Masking::None);
+    };
+    let Some(p) = cx.config.masking.get(name) else {
+        return Err(format!("masking profile `{name}` is missing"));
+    };
+    let detectors: Vec<&str> = p.detectors.iter().map(String::as_str).collect();
+    let columns: Vec<(&str, &str)> = p
+        .columns
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let profile = Profile::new(&detectors, &columns)?;
+    let ct = content_type.to_ascii_lowercase();
+    let media = ct
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if media.ends_with(b"/json") || media.ends_with(b"+json") {
+        let mut rules: Vec<(&str, &str)> = p
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        rules.extend(columns.iter().copied());
+        return Ok(Masking::Json(
+            Masker::new(profile),
+            Rc::new(FieldRules::new(&rules)?),
+        ));
+    }
+    // Media that cannot carry text are left alone; anything else is masked.
+    let binary = [&b"image/"[..], b"audio/", b"video/", b"font/"]
+        .iter()
+        .any(|p| media.starts_with(p));
+    Ok(if binary {
+        Masking::None
+    } else {
+        Masking::Stream(StreamMasker::new(profile))
+    })
+}
+
+/// Relays the response to `fwd`; masks it if the target says so.
+async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
+    cx: &Ctx<'_>,
+    client: &mut C,
+    up: &mut U,
+    fwd: &Forward,
+) -> Outcome {
+    let mut ubuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        // The response head (interim 1xx responses are passed on first).
+        let head = loop {
+            let mut headers = [Header::EMPTY; MAX_HEADERS];
+            match http::parse_response(&ubuf, &mut headers, MAX_HEAD) {
+                Ok(Status::Complete(r, n)) => break Ok((r.status, n)),
+                Ok(Status::Partial) => {}
+                Err(e) => break Err(e.to_string()),
+            }
+            match read_more_timeout(up, &mut ubuf, cx.config.gateway.connect_timeout.max(STALL))
+                .await
+            {
+                Ok(0) => break Err("the upstream closed the connection".into()),
+                Err(e) => break Err(e.to_string()),
+                Ok(_) => {}
+            }
+        };
+        let (status, head_len) = match head {
+            Ok(h) => h,
+            Err(e) => {
+                cx.shard.metrics.error(ErrorKind::UpstreamIo);
+                warn!(
+                    "upstream_protocol_error",
+                    target = cx.target.name,
+                    error = e
+                );
+                let _ = reply(
+                    client,
+                    Reply::error(
+                        502,
+                        format!("target `{}` sent an invalid response", cx.target.name),
+                    )
+                    .closing(),
+                )
+                .await;
+                return Outcome::failed(e);
+            }
+        };
+        if (100..200).contains(&status) {
+            if status == 101 {
+                let _ = reply(
+                    client,
+                    Reply::error(
+                        502,
+                        "the upstream switched protocols, which Sluice does not allow",
+                    )
+                    .closing(),
+                )
+                .await;
+                return Outcome::failed("upstream sent 101".into());
+            }
+            // 100 Continue was answered by the gateway already; others pass.
+            if status != 100 && write_range(client, &mut ubuf, 0..head_len).await.is_err() {
+                return Outcome::failed("client write failed".into());
+            }
+            ubuf.drain(..head_len);
+            continue;
+        }
+        let mut headers = [Header::EMPTY; MAX_HEADERS];
+        let Ok(Status::Complete(resp, _)) = http::parse_response(&ubuf, &mut headers, MAX_HEAD)
+        else {
+            return Outcome::failed("response head vanished".into());
+        };
+        let framing = match http::response_framing(&resp, &fwd.method) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = reply(
+                    client,
+                    Reply::error(
+                        502,
+                        format!("target `{}` sent an invalid response: {e}", cx.target.name),
+                    )
+                    .closing(),
+                )
+                .await;
+                return Outcome::failed(e.to_string());
+            }
+        };
+        let upstream_close = resp.header("connection").is_some_and(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        }) || resp.version == 0;
+        let mut masking = match masking_for(cx, resp.header("content-type").unwrap_or_default()) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = reply(
+                    client,
+                    Reply::error(502, "the target's masking profile cannot be applied").closing(),
+                )
+                .await;
+                return Outcome::failed(e);
+            }
+        };
+        if framing == Framing::None {
+            masking = Masking::None;
+        }
+        let encoded = resp
+            .header("content-encoding")
+            .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"identity"));
+        if encoded && !matches!(masking, Masking::None) {
+            warn!("masking_refused_encoded_body", target = cx.target.name);
+            let _ = reply(client, Reply::error(502, "the target sent a compressed body, which Sluice cannot mask; it was not passed on").closing()).await;
+            return Outcome::failed("encoded body with masking on".into());
+        }
+        // The head that goes to the client: the upstream's, minus hop-by-hop
+        // and framing headers, plus our own framing.
+        let client_close = !fwd.keep_alive || framing == Framing::UntilClose;
+        let mut head = Vec::with_capacity(head_len + 64);
+        head.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).as_bytes());
+        let framing_headers_replaced = !matches!(masking, Masking::None);
+        for h in resp.headers {
+            let lower = h.name.to_ascii_lowercase();
+            let framing_header = lower == "content-length" || lower == "transfer-encoding";
+            if [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "upgrade",
+            ]
+            .contains(&lower.as_str())
+                || (framing_header && framing_headers_replaced)
+            {
+                continue;
+            }
+            head.extend_from_slice(h.name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(h.value);
+            head.extend_from_slice(b"\r\n");
+        }
+        if client_close {
+            head.extend_from_slice(b"connection: close\r\n");
+        }
+        ubuf.drain(..head_len);
+        let relayed = match masking {
+            Masking::None => {
+                head.extend_from_slice(b"\r\n");
+                pass_body(client, up, &mut ubuf, head, framing).await
+            }
+            Masking::Json(m, rules) => {
+                json_body(
+                    client,
+                    up,
+                    &mut ubuf,
+                    head,
+                    framing,
+                    m,
+                    &rules,
+                    cx.config.gateway.max_message as u64,
+                )
+                .await
+            }
+            Masking::Stream(m) => stream_body(client, up, &mut ubuf, head, framing, m).await,
+        };
+        return match relayed {
+            Ok((bytes, masked)) => Outcome {
+                status,
+                bytes,
+                masked,
+                error: None,
+                upstream_reusable: !upstream_close
+                    && framing != Framing::UntilClose
+                    && ubuf.is_empty(),
+                client_ok: !client_close,
+            },
+            Err(e) => {
+                debug!("response_relay_failed", target = cx.target.name, error = e);
+                cx.shard.metrics.error(ErrorKind::UpstreamIo);
+                Outcome {
+                    status,
+                    ..Outcome::failed(e)
+                }
+            }
+        };
+    }
+}
+
+type Relayed = Result<(u64, Vec<(&'static str, u64)>), String>;
+
+/// Reads from the upstream into `ubuf`; `Ok(false)` at EOF.
+async fn fill<U: AsyncReadRent>(up: &mut U, ubuf: &mut Vec<u8>) -> Result<bool, String> {
+    match read_more_timeout(up, ubuf, STALL).await {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// No masking: the body passes as framed (chunked bytes as they are, checked).
+async fn pass_body<C: AsyncWriteRent, U: AsyncReadRent>(
+    client: &mut C,
+    up: &mut U,
+    ubuf: &mut Vec<u8>,
+    mut head: Vec<u8>,
+    framing: Framing,
+) -> Relayed {
+    // The head goes out with the first piece of the body, in one write.
+    let head_len = head.len();
+    let mut total = 0u64;
+    let mut decoder = ChunkedDecoder::new(u64::MAX);
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut first = true;
+    loop {
+        let (take, done) = match framing {
+            Framing::None => (0, true),
+            Framing::Length(_) => {
+                let n = (ubuf.len() as u64).min(left) as usize;
+                left -= n as u64;
+                (n, left == 0)
+            }
+            Framing::Chunked => {
+                let mut checked = 0;
+                let done = loop {
+                    let r = decoder
+                        .decode(&ubuf[checked..])
+                        .map_err(|e| e.to_string())?;
+                    checked += r.consumed;
+                    if r.done || r.consumed == 0 {
+                        break r.done;
+                    }
+                };
+                (checked, done)
+            }
+            Framing::UntilClose => (ubuf.len(), false),
+        };
+        if first {
+            head.extend_from_slice(&ubuf[..take]);
+            let (res, _) = client.write_all(std::mem::take(&mut head)).await;
+            res.map_err(|e| e.to_string())?;
+            first = false;
+        } else if take > 0 {
+            write_range(client, ubuf, 0..take)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        ubuf.drain(..take);
+        total += take as u64;
+        if done {
+            return Ok((total + head_len as u64, Vec::new()));
+        }
+        if !fill(up, ubuf).await? {
+            return if framing == Framing::UntilClose {
+                Ok((total + head_len as u64, Vec::new()))
+            } else {
+                Err("the upstream closed the connection mid-body".into())
+            };
+        }
+    }
+}
+
+/// Reads a whole response body (decoding chunks), bounded by `max`.
+async fn whole_body<U: AsyncReadRent>(
+    up: &mut U,
+    ubuf: &mut Vec<u8>,
+    framing: Framing,
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    match framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            if n > max {
+                return Err(format!(
+                    "a {n}-byte body is larger than max_message and cannot be masked"
+                ));
+            }
+            while (ubuf.len() as u64) < n {
+                if !fill(up, ubuf).await? {
+                    return Err("the upstream closed the connection mid-body".into());
+                }
+            }
+            body.extend(ubuf.drain(..n as usize));
+        }
+        Framing::Chunked => {
+            let mut d = ChunkedDecoder::new(max);
+            loop {
+                let r = d.decode(ubuf).map_err(|e| e.to_string())?;
+                body.extend_from_slice(&ubuf[r.data.clone()]);
+                ubuf.drain(..r.consumed);
+                if r.done {
+                    break;
+                }
+                if r.consumed == 0 && !fill(up, ubuf).await? {
+                    return Err("the upstream closed the connection mid-body".into());
+                }
+            }
+        }
+        Framing::UntilClose => {
+            loop {
+                if ubuf.len() as u64 > max {
+                    return Err("the body is larger than max_message and cannot be masked".into());
+                }
+                if !fill(up, ubuf).await? {
+                    break;
+                }
+            }
+            body = std::mem::take(ubuf);
+        }
+    }
+    Ok(body)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn json_body<C: AsyncWriteRent, U: AsyncReadRent>(
+    client: &mut C,
+    up: &mut U,
+    ubuf: &mut Vec<u8>,
+    mut head: Vec<u8>,
+    framing: Framing,
+    mut masker: Masker,
+    rules: &FieldRules,
+    max: u64,
+) -> Relayed {
+    let mut body = match whole_body(up, ubuf, framing, max).await {
+        Ok(b) => b,
+        Err(e) => {
+            // Nothing was sent yet: the client gets a clear error, never the body.
+            let r = Reply::error(502, format!("the response could not be masked: {e}")).closing();
+            let _ = client.write_all(r.bytes()).await;
+            return Err(e);
+        }
+    };
+    if mask_json(&mut body, &mut masker, rules).is_err() {
+        // Declared JSON but not JSON: masked as text instead (never passed raw).
+        let mut s = StreamMasker::new(masker.profile().clone());
+        let mut out = Vec::with_capacity(body.len());
+        s.feed(&body, &mut out);
+        s.finish(&mut out);
+        body = out;
+        masker.counts = s.masker().counts.clone();
+    }
+    head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    let n = (head.len() + body.len()) as u64;
+    head.extend_from_slice(&body);
+    let (res, _) = client.write_all(head).await;
+    res.map_err(|e| e.to_string())?;
+    Ok((n, masker.counts.pairs()))
+}
+
+async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
+    client: &mut C,
+    up: &mut U,
+    ubuf: &mut Vec<u8>,
+    mut head: Vec<u8>,
+    framing: Framing,
+    mut masker: StreamMasker,
+) -> Relayed {
+    // Same-length masking: a Content-Length stays true; chunked bodies are
+    // re-chunked as masked bytes are released; close-delimited stay so.
+    let chunked = framing == Framing::Chunked;
+    match framing {
+        Framing::Length(n) => {
+            head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes())
+        }
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+        _ => head.extend_from_slice(b"\r\n"),
+    }
+    let mut total = 0u64;
+    let mut out = head;
+    let mut released = Vec::with_capacity(16 * 1024);
+    let mut decoder = ChunkedDecoder::new(u64::MAX);
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    loop {
+        let done = match framing {
+            Framing::Length(_) => {
+                let n = (ubuf.len() as u64).min(left) as usize;
+                masker.feed(&ubuf[..n], &mut released);
+                ubuf.drain(..n);
+                left -= n as u64;
+                left == 0
+            }
+            Framing::Chunked => loop {
+                let r = decoder.decode(ubuf).map_err(|e| e.to_string())?;
+                masker.feed(&ubuf[r.data.clone()], &mut released);
+                ubuf.drain(..r.consumed);
+                if r.done || r.consumed == 0 {
+                    break r.done;
+                }
+            },
+            _ => {
+                masker.feed(ubuf, &mut released);
+                ubuf.clear();
+                false
+            }
+        };
+        if done {
+            masker.finish(&mut released);
+        }
+        if !released.is_empty() {
+            if chunked {
+                out.extend_from_slice(format!("{:x}\r\n", released.len()).as_bytes());
+                out.extend_from_slice(&released);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&released);
+            }
+            released.clear();
+        }
+        if done && chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !out.is_empty() {
+            total += out.len() as u64;
+            let (res, back) = client.write_all(std::mem::take(&mut out)).await;
+            res.map_err(|e| e.to_string())?;
+            out = back;
+            out.clear();
+        }
+        if done {
+            return Ok((total, masker.masker().counts.pairs()));
+        }
+        if !fill(up, ubuf).await? {
+            if framing == Framing::UntilClose {
+                masker.finish(&mut released);
+                let (res, _) = client.write_all(released).await;
+                res.map_err(|e| e.to_string())?;
+                return Ok((total, masker.masker().counts.pairs()));
+            }
+            return Err("the upstream closed the connection mid-body".into());
+        }
+    }
+}

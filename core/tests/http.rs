@@ -1,0 +1,657 @@
+//! The HTTP gateway end to end: the real binary in front of a small HTTP/1.1
+//! server started by the test, with curl, a Rust HTTP client (ureq) and raw
+//! sockets as callers.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_protocols::http::{self as h, ChunkedDecoder, Framing, Header};
+use sluice_protocols::Status;
+use support::pg::*;
+use support::*;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+const PII_TEXT: &str =
+    "contact jane@example.com or call, card 4111 1111 1111 1111, ssn 123-45-6789 ok. ";
+
+/// The upstream: a keep-alive HTTP/1.1 server recording every request.
+fn upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { break };
+            let log = log.clone();
+            thread::spawn(move || serve_upstream(s, log));
+        }
+    });
+    (addr, seen)
+}
+
+fn serve_upstream(mut s: TcpStream, log: Arc<Mutex<Vec<Seen>>>) {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = Vec::new();
+    loop {
+        // Head.
+        let (req, head_len) = loop {
+            let mut headers = [Header::EMPTY; 64];
+            if let Ok(Status::Complete(r, n)) = h::parse_request(&buf, &mut headers, 65536) {
+                let framing = h::request_framing(&r, 1 << 30).unwrap();
+                let seen = Seen {
+                    method: r.method.into(),
+                    target: r.target.into(),
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_owned(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    body: Vec::new(),
+                };
+                break ((seen, framing), n);
+            }
+            let mut chunk = [0u8; 8192];
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        buf.drain(..head_len);
+        let (mut seen, framing) = req;
+        // Body.
+        match framing {
+            Framing::Length(n) => {
+                while buf.len() < n as usize {
+                    let mut chunk = [0u8; 8192];
+                    let k = s.read(&mut chunk).unwrap_or(0);
+                    if k == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..k]);
+                }
+                seen.body = buf.drain(..n as usize).collect();
+            }
+            Framing::Chunked => {
+                let mut d = ChunkedDecoder::new(1 << 30);
+                loop {
+                    let r = d.decode(&buf).unwrap();
+                    seen.body.extend_from_slice(&buf[r.data.clone()]);
+                    buf.drain(..r.consumed);
+                    if r.done {
+                        break;
+                    }
+                    if r.consumed == 0 {
+                        let mut chunk = [0u8; 8192];
+                        let k = s.read(&mut chunk).unwrap_or(0);
+                        if k == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                    }
+                }
+            }
+            _ => {}
+        }
+        log.lock().unwrap().push(seen.clone());
+        let out = route(&seen);
+        if s.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+fn response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// `body` as a chunked response whose chunk boundaries fall at `cuts`.
+fn chunked(content_type: &str, body: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    let mut at = 0;
+    for &c in cuts.iter().chain([&body.len()]) {
+        if c > at {
+            out.extend_from_slice(format!("{:x}\r\n", c - at).as_bytes());
+            out.extend_from_slice(&body[at..c]);
+            out.extend_from_slice(b"\r\n");
+            at = c;
+        }
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+fn customers_json() -> String {
+    serde_json::json!({
+        "customers": [
+            { "id": 1, "name": "Jane Roe", "email": "jane@example.com", "ssn": "123-45-6789",
+              "card": "4111 1111 1111 1111", "note": "call +1 415 555 0100" },
+            { "id": 2, "name": "John Doe", "email": "john.doe@example.org", "ssn": "536-22-8741",
+              "card": 5500000000000004u64, "note": "none" },
+        ]
+    })
+    .to_string()
+}
+
+fn route(r: &Seen) -> Vec<u8> {
+    let (path, query) = r.target.split_once('?').unwrap_or((&r.target, ""));
+    match (r.method.as_str(), path) {
+        ("GET", "/v1/customers") => {
+            response("200 OK", "application/json", customers_json().as_bytes())
+        }
+        ("GET", "/v1/text") => response("200 OK", "text/plain", PII_TEXT.repeat(3).as_bytes()),
+        ("GET", "/v1/chunked-text") => {
+            // ?cut=N: the body's chunks split at byte N.
+            let cut: usize = query
+                .strip_prefix("cut=")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            chunked("text/plain", PII_TEXT.as_bytes(), &[cut])
+        }
+        ("GET", "/v1/chunked-json") => {
+            let body = customers_json();
+            let cuts: Vec<usize> = (1..body.len()).step_by(7).collect();
+            chunked("application/json", body.as_bytes(), &cuts)
+        }
+        ("GET", "/v1/gzip") => {
+            let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-encoding: gzip\r\ncontent-length: 4\r\n\r\n".to_vec();
+            out.extend_from_slice(b"\x1f\x8b\x08\x00");
+            out
+        }
+        ("GET", "/v1/image") => response("200 OK", "image/png", b"\x89PNG jane@example.com"),
+        ("POST" | "PUT", _) => {
+            let digest = sha256_hex(&r.body);
+            response(
+                "200 OK",
+                "application/json",
+                serde_json::json!({ "received": r.body.len(), "sha256": digest })
+                    .to_string()
+                    .as_bytes(),
+            )
+        }
+        ("DELETE", _) => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+        _ => response(
+            "404 Not Found",
+            "application/json",
+            br#"{"error":"no route"}"#,
+        ),
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+const RULES: &str = r#"
+[guardrails.api]
+rules = [
+  { methods = ["DELETE"], path = "/v1/admin/**", action = "deny", message = "the admin API is off limits" },
+  { methods = ["DELETE"], path = "/v1/customers/*", action = "approve" },
+]
+
+[masking.pii]
+detectors = ["email", "credit_card", "ssn", "phone"]
+fields = { "$.customers[*].card" = "last4" }
+columns = { name = "redact" }
+"#;
+
+struct Setup {
+    keys: Keys,
+    sluice: Sluice,
+    api: SocketAddr,
+    admin: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let (up, seen) = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let (api, admin) = (free_addr(), free_addr());
+    let config = format!(
+        "[gateway]\nshards = 2\nadmin = \"{admin}\"\n{}\n[audit]\ndir = \"{}\"\ndurability = \"batched\"\n\
+         [approvals]\nmode = \"nowait\"\n\
+         [[target]]\nname = \"api\"\nprotocol = \"http\"\nlisten = \"{api}\"\nupstream = \"{up}\"\n\
+         access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"api\"\nmasking = \"pii\"\n\
+         credentials = {{ header = \"Authorization\", value_env = \"API_TOKEN\" }}\n{RULES}",
+        keys.identity_block(),
+        dir.path().join("audit").display(),
+    );
+    let sluice = Sluice::start_with_env(&config, &[("API_TOKEN", "Bearer upstream-secret-7")]);
+    Setup {
+        keys,
+        sluice,
+        api,
+        admin,
+        seen,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn agent(&self) -> String {
+        self.keys.token("agent-7", &["agents"])
+    }
+
+    fn curl(&self, args: &[&str]) -> (String, String) {
+        let o = Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(args)
+            .output()
+            .expect("run curl");
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request reached the upstream")
+    }
+}
+
+/// Sends raw bytes, returns everything read until the server closes (or 5 s).
+fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn curl_gets_masked_json_and_the_upstream_gets_only_the_injected_credential() {
+    let s = setup();
+    let auth = format!("Authorization: Bearer {}", s.agent());
+    let (out, err) = s.curl(&["-H", &auth, &s.url("/v1/customers")]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    let c = &v["customers"];
+    assert_eq!(c[0]["email"], "j***@*******.com");
+    assert_eq!(c[0]["ssn"], "***-**-****");
+    assert_eq!(c[0]["card"], "**** **** **** 1111", "field rule last4");
+    assert_eq!(
+        c[1]["card"], "************0004",
+        "a number under a field rule"
+    );
+    assert_eq!(
+        c[0]["name"], "**** ***",
+        "a column rule applies to JSON keys"
+    );
+    assert!(
+        !c[0]["note"].as_str().unwrap().contains("555 0100"),
+        "phone detector: {}",
+        c[0]["note"]
+    );
+    assert_eq!(c[1]["email"], "j*******@*******.org");
+    assert_eq!(c[0]["id"], 1);
+    // The caller's token never reaches the upstream; the target's credential does.
+    let seen = s.last();
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer upstream-secret-7")
+    );
+    assert_eq!(seen.header("accept-encoding"), Some("identity"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert!(!format!("{:?}", seen.headers).contains(&s.agent()));
+
+    // The same through a Rust HTTP client, and chunked JSON split in 7-byte chunks.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(&s.url("/v1/chunked-json"))
+        .header("authorization", &format!("Bearer {}", s.agent()))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.body_mut().read_to_string().unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["customers"][1]["ssn"], "***-**-****");
+    assert_eq!(v["customers"][0]["email"], "j***@*******.com");
+
+    // Text bodies stream through the masker; binary media pass as they are.
+    let (out, _) = s.curl(&["-H", &auth, &s.url("/v1/text")]);
+    assert_eq!(out.len(), PII_TEXT.len() * 3, "same-length masking");
+    assert!(
+        !out.contains("jane@example.com")
+            && !out.contains("4111 1111")
+            && !out.contains("123-45-6789"),
+        "{out}"
+    );
+    assert!(
+        out.contains("j***@*******.com") && out.contains("**** **** **** 1111"),
+        "{out}"
+    );
+    let (out, _) = s.curl(&["-H", &auth, &s.url("/v1/image")]);
+    assert!(out.contains("jane@example.com"));
+    // A compressed body is never passed through unmasked.
+    let (out, _) = s.curl(&["-H", &auth, "-w", "\n%{http_code}", &s.url("/v1/gzip")]);
+    assert!(out.ends_with("502"), "{out}");
+    assert!(out.contains("compressed body"), "{out}");
+}
+
+#[test]
+fn a_value_split_across_chunks_is_masked_at_every_boundary() {
+    let s = setup();
+    let token = s.agent();
+    // One keep-alive connection, one request per split point.
+    let mut c = TcpStream::connect(s.api).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let expected = {
+        let mut m = sluice_masking::Masker::new(
+            sluice_masking::Profile::new(&["email", "credit_card", "ssn", "phone"], &[]).unwrap(),
+        );
+        let mut v = PII_TEXT.as_bytes().to_vec();
+        m.mask_value(&mut v, None);
+        String::from_utf8(v).unwrap()
+    };
+    for cut in 0..=PII_TEXT.len() {
+        write!(c, "GET /v1/chunked-text?cut={cut} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n").unwrap();
+        // Read one chunked response.
+        let body = loop {
+            let mut headers = [Header::EMPTY; 32];
+            if let Ok(Status::Complete(r, n)) = h::parse_response(&buf, &mut headers, 65536) {
+                assert_eq!(r.status, 200);
+                assert_eq!(h::response_framing(&r, "GET").unwrap(), Framing::Chunked);
+                let mut d = ChunkedDecoder::new(1 << 20);
+                let mut body = Vec::new();
+                let mut at = n;
+                loop {
+                    let r = d.decode(&buf[at..]).unwrap();
+                    body.extend_from_slice(&buf[at..][r.data.clone()]);
+                    at += r.consumed;
+                    if r.done || r.consumed == 0 {
+                        if r.done {
+                            buf.drain(..at);
+                        }
+                        break;
+                    }
+                }
+                if d.is_done() {
+                    break body;
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let k = c.read(&mut chunk).unwrap();
+            assert!(k > 0, "closed at cut {cut}");
+            buf.extend_from_slice(&chunk[..k]);
+        };
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            expected,
+            "split at byte {cut}"
+        );
+    }
+}
+
+#[test]
+fn keep_alive_pipelining_and_chunked_uploads() {
+    let s = setup();
+    let auth = format!("Authorization: Bearer {}", s.agent());
+    // curl reuses one connection for two URLs.
+    let (out, err) = s.curl(&[
+        "-H",
+        &auth,
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{num_connects} ",
+        &s.url("/v1/text"),
+        &s.url("/v1/text"),
+    ]);
+    assert_eq!(out.trim(), "1 0", "{err}");
+    // Two pipelined requests in one write: two answers, in order.
+    let token = s.agent();
+    let out = raw(
+        s.api,
+        format!(
+            "GET /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n\
+             GET /nope HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let first = out.find("HTTP/1.1 200").expect("first answer");
+    let second = out.find("HTTP/1.1 404").expect("second answer");
+    assert!(first < second, "{out}");
+    // Chunked upload (curl sends the file in chunks): the upstream gets it whole.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let (out, err) = s.curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &s.url("/v1/upload"),
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(v["received"], data.len());
+    assert_eq!(v["sha256"], sha256_hex(&data));
+    assert_eq!(s.last().header("transfer-encoding"), Some("chunked"));
+    // Expect: 100-continue is answered by the gateway once the request is admitted.
+    let (out, err) = s.curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        "hello",
+        &s.url("/v1/upload"),
+    ]);
+    assert!(out.contains("\"received\":5"), "{out} {err}");
+    assert_eq!(s.last().header("expect"), None);
+}
+
+#[test]
+fn smuggling_shapes_are_refused_and_never_forwarded() {
+    let s = setup();
+    let token = s.agent();
+    let before = s.requests();
+    for (name, req) in [
+        ("CL+TE", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX")),
+        ("TE+CL", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\nX")),
+        ("duplicate CL", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nX")),
+        ("obs-fold", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n")),
+        ("bare LF", format!("GET /v1/customers HTTP/1.1\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
+        ("TE list", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")),
+        ("dot segment", format!("GET /v1/../v1/admin/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
+        ("encoded slash", format!("DELETE /v1/admin%2Fusers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
+        ("absolute form", format!("GET http://evil/v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
+    ] {
+        let out = raw(s.api, req.as_bytes());
+        assert!(out.starts_with("HTTP/1.1 400 "), "{name}: {out}");
+        assert!(out.contains("\"error\":"), "{name}: a JSON body: {out}");
+    }
+    let out = raw(s.api, format!("GET /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").as_bytes());
+    assert!(out.starts_with("HTTP/1.1 501 "), "{out}");
+    assert_eq!(s.requests(), before, "nothing was forwarded");
+}
+
+#[test]
+fn tokens_rules_and_approvals() {
+    let s = setup();
+    let before = s.requests();
+    let code = |args: &[&str]| {
+        let mut a = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        a.extend_from_slice(args);
+        s.curl(&a).0
+    };
+    assert_eq!(code(&[&s.url("/v1/customers")]), "401");
+    assert_eq!(
+        code(&[
+            "-H",
+            "Authorization: Bearer not.a.token",
+            &s.url("/v1/customers")
+        ]),
+        "401"
+    );
+    let expired = {
+        let now = sluice::identity::unix_now();
+        s.keys.key.sign(&serde_json::json!({
+            "iss": ISSUER, "aud": "sluice", "sub": "late", "groups": ["agents"],
+            "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600,
+        }))
+    };
+    assert_eq!(
+        code(&[
+            "-H",
+            &format!("Authorization: Bearer {expired}"),
+            &s.url("/v1/customers")
+        ]),
+        "401"
+    );
+    let outsider = s.keys.token("mallory", &["marketing"]);
+    assert_eq!(
+        code(&[
+            "-H",
+            &format!("Authorization: Bearer {outsider}"),
+            &s.url("/v1/customers")
+        ]),
+        "403"
+    );
+    assert_eq!(s.requests(), before, "refused callers reach nothing");
+
+    let auth = format!("Authorization: Bearer {}", s.agent());
+    let (out, _) = s.curl(&["-X", "DELETE", "-H", &auth, &s.url("/v1/admin/users/1")]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({ "error": "the admin API is off limits", "rule": 1 })
+    );
+    // DELETE of a customer needs approval (no-wait mode: 202 with the id).
+    let (out, _) = s.curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &auth,
+        "-w",
+        "\n%{http_code}",
+        &s.url("/v1/customers/7"),
+    ]);
+    assert!(out.ends_with("202"), "{out}");
+    let v: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let id = v["approval"].as_u64().unwrap();
+    assert_eq!(s.requests(), before, "held, not forwarded");
+    // A lead approves with their own token through the admin API.
+    let lead = s.keys.token("lead-1", &["leads"]);
+    let o = Command::new(sluice_bin())
+        .args(["approvals", "approve", &id.to_string(), "--admin"])
+        .arg(format!("http://{}", s.admin))
+        .args(["--token", &lead])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same request again runs once; a different customer needs its own approval.
+    assert_eq!(
+        code(&["-X", "DELETE", "-H", &auth, &s.url("/v1/customers/7")]),
+        "204"
+    );
+    assert_eq!(s.last().method, "DELETE");
+    assert_eq!(
+        code(&["-X", "DELETE", "-H", &auth, &s.url("/v1/customers/7")]),
+        "202"
+    );
+    assert_eq!(
+        code(&["-X", "DELETE", "-H", &auth, &s.url("/v1/customers/8")]),
+        "202"
+    );
+
+    assert_eq!(code(&["-H", &auth, &s.url("/v1/customers")]), "200");
+    // Every request is in the audit log with its method, path and status.
+    let recs = wait_for(Duration::from_secs(5), || {
+        let r = audit_records(&s);
+        r.iter()
+            .any(|r| r["type"] == "result" && r["masked"]["email"].as_u64() == Some(2))
+            .then_some(r)
+    })
+    .expect("result records");
+    let allowed = recs
+        .iter()
+        .find(|r| r["type"] == "command" && r["approval"] == id)
+        .expect("the approved request's command record");
+    assert_eq!(allowed["method"], "DELETE");
+    assert_eq!(allowed["text"], "/v1/customers/7");
+    assert_eq!(allowed["subject"], "agent-7");
+    assert!(recs
+        .iter()
+        .any(|r| r["type"] == "command" && r["decision"] == "deny" && r["rule"] == 1));
+    // Results carry what was masked.
+    assert!(recs
+        .iter()
+        .any(|r| r["type"] == "result" && r["masked"]["email"].as_u64() == Some(2)));
+    drop(s.sluice);
+}
+
+fn audit_records(s: &Setup) -> Vec<Value> {
+    let mut out = Vec::new();
+    for seg in sluice::audit::chain::segments(&s._dir.path().join("audit")).unwrap() {
+        for line in std::fs::read_to_string(seg).unwrap().lines() {
+            out.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    out
+}

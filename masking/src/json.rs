@@ -1,0 +1,527 @@
+//! Masking JSON documents: by field path (`$.users[*].ssn`) and with every
+//! detector on every string value.
+//!
+//! The scanner walks the document once, borrowing it (no tree is built), and
+//! knows the byte range and the path of every scalar. A string is masked in
+//! place when it can be (no escapes inside, so masking cannot break one); a
+//! string with escapes that needs masking is replaced by `*`s whole, and a
+//! number, boolean or null under a field rule becomes a masked string. Both of
+//! those change the length, so the caller re-frames the body. A document that
+//! is not valid JSON is an error: the caller falls back to masking it as text,
+//! never passes it through.
+
+use crate::mask::{self, Style};
+use crate::Masker;
+
+/// One segment of a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    AnyKey,
+    Index(usize),
+    AnyIndex,
+}
+
+/// Field rules: `$`-rooted paths (`$.a.b`, `$.a[*].b`, `$.a[0]`, `$.*`), or
+/// bare names that match that key at any depth (the profile's column rules).
+#[derive(Debug, Clone, Default)]
+pub struct FieldRules {
+    paths: Vec<(Vec<Seg>, Style)>,
+    names: Vec<(String, Style)>,
+}
+
+impl FieldRules {
+    /// Parses `(path or name, style)` pairs; `Err` names a bad path or style.
+    pub fn new(rules: &[(&str, &str)]) -> Result<FieldRules, String> {
+        let mut out = FieldRules::default();
+        for (path, style) in rules {
+            let st = Style::from_name(style)
+                .ok_or_else(|| format!("mask style `{style}` is not available"))?;
+            if path.starts_with('$') {
+                out.paths.push((parse_path(path)?, st));
+            } else {
+                out.names.push((path.to_ascii_lowercase(), st));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.names.is_empty()
+    }
+
+    fn style(&self, path: &[PathSeg], doc: &[u8]) -> Option<Style> {
+        if let Some(PathSeg::Key(k)) = path.last() {
+            let key = &doc[k.clone()];
+            if let Some((_, st)) = self
+                .names
+                .iter()
+                .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(key))
+            {
+                return Some(*st);
+            }
+        }
+        self.paths
+            .iter()
+            .find(|(p, _)| {
+                p.len() == path.len()
+                    && p.iter().zip(path).all(|(want, got)| match (want, got) {
+                        (Seg::AnyKey, PathSeg::Key(_)) | (Seg::AnyIndex, PathSeg::Index(_)) => true,
+                        (Seg::Key(w), PathSeg::Key(r)) => w.as_bytes() == &doc[r.clone()],
+                        (Seg::Index(w), PathSeg::Index(i)) => w == i,
+                        _ => false,
+                    })
+            })
+            .map(|(_, st)| *st)
+    }
+}
+
+/// `$.a.b[*].c`, `$.a[0]`, `$.*`, `$['a b']`.
+fn parse_path(path: &str) -> Result<Vec<Seg>, String> {
+    let bad = || format!("invalid field path `{path}`: expected e.g. $.users[*].ssn");
+    let mut rest = path.strip_prefix('$').ok_or_else(bad)?;
+    let mut segs = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let name = &r[..end];
+            if name.is_empty() {
+                return Err(bad());
+            }
+            segs.push(if name == "*" {
+                Seg::AnyKey
+            } else {
+                Seg::Key(name.to_owned())
+            });
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix("['") {
+            let end = r.find("']").ok_or_else(bad)?;
+            segs.push(Seg::Key(r[..end].to_owned()));
+            rest = &r[end + 2..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').ok_or_else(bad)?;
+            let inner = &r[..end];
+            segs.push(if inner == "*" {
+                Seg::AnyIndex
+            } else {
+                Seg::Index(inner.parse().map_err(|_| bad())?)
+            });
+            rest = &r[end + 1..];
+        } else {
+            return Err(bad());
+        }
+    }
+    if segs.is_empty() {
+        return Err(bad());
+    }
+    Ok(segs)
+}
+
+/// A path segment of the value being scanned: a key's byte range (without
+/// quotes; escapes in keys are compared raw) or an array index.
+#[derive(Debug, Clone)]
+enum PathSeg {
+    Key(std::ops::Range<usize>),
+    Index(usize),
+}
+
+/// Why a body was not masked as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotJson(pub usize);
+
+impl std::fmt::Display for NotJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not valid JSON at byte {}", self.0)
+    }
+}
+
+/// Most nesting accepted (a deeper document is refused, not recursed into).
+const MAX_DEPTH: usize = 512;
+
+/// Masks `doc` in place where possible; values that change length are rebuilt
+/// into a new buffer. Returns the number of values masked.
+pub fn mask_json(
+    doc: &mut Vec<u8>,
+    masker: &mut Masker,
+    rules: &FieldRules,
+) -> Result<u64, NotJson> {
+    let mut replacements: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+    let mut masked = 0u64;
+    let scalars = scan(doc)?;
+    for s in scalars {
+        let style = rules.style(&s.path, doc);
+        let r = s.range.clone();
+        if s.string {
+            let inner = r.start + 1..r.end - 1;
+            let escaped = memchr::memchr(b'\\', &doc[inner.clone()]).is_some();
+            if !escaped {
+                masked += masker.mask_value(&mut doc[inner], style);
+                continue;
+            }
+            // Escapes inside: mask a copy; if anything was found, the whole
+            // string becomes `*`s (masking around an escape could break it).
+            let mut copy = doc[inner.clone()].to_vec();
+            let n = masker.mask_value(&mut copy, style);
+            if n > 0 {
+                masked += n;
+                doc[inner].fill(b'*');
+            }
+        } else if let Some(st) = style {
+            // A number, boolean or null under a field rule: a masked string.
+            let mut v = doc[r.clone()].to_vec();
+            let len = v.len();
+            mask::apply(&mut v, 0..len, None, st);
+            let mut quoted = Vec::with_capacity(len + 2);
+            quoted.push(b'"');
+            quoted.extend_from_slice(&v);
+            quoted.push(b'"');
+            replacements.push((r, quoted));
+            masker.counts.by_column_rule += 1;
+            masked += 1;
+        }
+    }
+    if !replacements.is_empty() {
+        let mut out = Vec::with_capacity(doc.len() + 2 * replacements.len());
+        let mut at = 0;
+        for (r, v) in replacements {
+            out.extend_from_slice(&doc[at..r.start]);
+            out.extend_from_slice(&v);
+            at = r.end;
+        }
+        out.extend_from_slice(&doc[at..]);
+        *doc = out;
+    }
+    Ok(masked)
+}
+
+struct Scalar {
+    range: std::ops::Range<usize>,
+    string: bool,
+    path: Vec<PathSeg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    Object,
+    /// In an array, at this index.
+    Array(usize),
+}
+
+/// Every scalar value of the document with its path, validating the grammar.
+fn scan(doc: &[u8]) -> Result<Vec<Scalar>, NotJson> {
+    let mut out = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut path: Vec<PathSeg> = Vec::new();
+    let mut i = skip_ws(doc, 0);
+    // Expecting a value (true) or, inside a container, a separator/end (false).
+    let mut want_value = true;
+    loop {
+        if want_value {
+            let Some(&b) = doc.get(i) else {
+                return Err(NotJson(i));
+            };
+            match b {
+                b'{' => {
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(NotJson(i));
+                    }
+                    stack.push(Frame::Object);
+                    i = skip_ws(doc, i + 1);
+                    if doc.get(i) == Some(&b'}') {
+                        stack.pop();
+                        i += 1;
+                        want_value = false;
+                    } else {
+                        i = key(doc, i, &mut path)?;
+                    }
+                    continue;
+                }
+                b'[' => {
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(NotJson(i));
+                    }
+                    stack.push(Frame::Array(0));
+                    i = skip_ws(doc, i + 1);
+                    if doc.get(i) == Some(&b']') {
+                        stack.pop();
+                        i += 1;
+                        want_value = false;
+                    } else {
+                        path.push(PathSeg::Index(0));
+                    }
+                    continue;
+                }
+                b'"' => {
+                    let end = string_end(doc, i)?;
+                    out.push(Scalar {
+                        range: i..end,
+                        string: true,
+                        path: path.clone(),
+                    });
+                    i = end;
+                }
+                _ => {
+                    let end = literal_end(doc, i)?;
+                    out.push(Scalar {
+                        range: i..end,
+                        string: false,
+                        path: path.clone(),
+                    });
+                    i = end;
+                }
+            }
+            want_value = false;
+            continue;
+        }
+        // After a value: close containers or move to the next member.
+        i = skip_ws(doc, i);
+        let Some(frame) = stack.last_mut() else {
+            return if i == doc.len() {
+                Ok(out)
+            } else {
+                Err(NotJson(i))
+            };
+        };
+        match (doc.get(i), frame) {
+            (Some(b','), Frame::Object) => {
+                path.pop();
+                i = key(doc, skip_ws(doc, i + 1), &mut path)?;
+                want_value = true;
+            }
+            (Some(b','), Frame::Array(n)) => {
+                *n += 1;
+                let n = *n;
+                path.pop();
+                path.push(PathSeg::Index(n));
+                i = skip_ws(doc, i + 1);
+                want_value = true;
+            }
+            (Some(b'}'), Frame::Object) | (Some(b']'), Frame::Array(_)) => {
+                stack.pop();
+                path.pop();
+                i += 1;
+            }
+            _ => return Err(NotJson(i)),
+        }
+    }
+}
+
+/// Reads `"key" :` at `i`, pushes the key, returns the position of the value.
+fn key(doc: &[u8], i: usize, path: &mut Vec<PathSeg>) -> Result<usize, NotJson> {
+    if doc.get(i) != Some(&b'"') {
+        return Err(NotJson(i));
+    }
+    let end = string_end(doc, i)?;
+    path.push(PathSeg::Key(i + 1..end - 1));
+    let j = skip_ws(doc, end);
+    if doc.get(j) != Some(&b':') {
+        return Err(NotJson(j));
+    }
+    Ok(skip_ws(doc, j + 1))
+}
+
+fn skip_ws(doc: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = doc.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The end (after the closing quote) of the string starting at `doc[i] == '"'`.
+fn string_end(doc: &[u8], i: usize) -> Result<usize, NotJson> {
+    let mut j = i + 1;
+    loop {
+        let k = j + memchr::memchr2(b'"', b'\\', &doc[j..]).ok_or(NotJson(doc.len()))?;
+        if doc[j..k].iter().any(|&b| b < 0x20) {
+            return Err(NotJson(j));
+        }
+        match doc[k] {
+            b'"' => return Ok(k + 1),
+            b'\\' => match doc.get(k + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => j = k + 2,
+                Some(b'u')
+                    if doc
+                        .get(k + 2..k + 6)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                {
+                    j = k + 6
+                }
+                _ => return Err(NotJson(k)),
+            },
+            _ => unreachable!("memchr2 finds only these"),
+        }
+    }
+}
+
+/// The end of a number, `true`, `false` or `null` at `i`.
+fn literal_end(doc: &[u8], i: usize) -> Result<usize, NotJson> {
+    for word in [&b"true"[..], b"false", b"null"] {
+        if doc[i..].starts_with(word) {
+            return Ok(i + word.len());
+        }
+    }
+    // -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?
+    let mut j = i;
+    let digits = |j: &mut usize| {
+        let s = *j;
+        while doc.get(*j).is_some_and(u8::is_ascii_digit) {
+            *j += 1;
+        }
+        *j > s
+    };
+    if doc.get(j) == Some(&b'-') {
+        j += 1;
+    }
+    if doc.get(j) == Some(&b'0') {
+        j += 1;
+    } else if !digits(&mut j) {
+        return Err(NotJson(i));
+    }
+    if doc.get(j) == Some(&b'.') {
+        j += 1;
+        if !digits(&mut j) {
+            return Err(NotJson(j));
+        }
+    }
+    if let Some(b'e' | b'E') = doc.get(j) {
+        j += 1;
+        if let Some(b'+' | b'-') = doc.get(j) {
+            j += 1;
+        }
+        if !digits(&mut j) {
+            return Err(NotJson(j));
+        }
+    }
+    Ok(j)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Profile;
+
+    fn run(doc: &str, rules: &[(&str, &str)]) -> Result<String, NotJson> {
+        let mut m = Masker::new(Profile::new(&["email", "credit_card", "ssn"], &[]).unwrap());
+        let rules = FieldRules::new(rules).unwrap();
+        let mut v = doc.as_bytes().to_vec();
+        mask_json(&mut v, &mut m, &rules)?;
+        Ok(String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn field_paths_and_detectors() {
+        let doc = r#"{"users":[{"name":"Jane","ssn":"123-45-6789","contact":{"email":"jane@example.com"}},
+                      {"name":"Bob","ssn":"987-65-4321","card":4111111111111111,"note":"pay 5500 0000 0000 0004"}],
+                      "total": 2}"#;
+        let out = run(
+            doc,
+            &[
+                ("$.users[*].ssn", "full"),
+                ("card", "last4"),
+                ("$.total", "full"),
+            ],
+        )
+        .unwrap();
+        let v: serde_json_check::Value = serde_json_check::from_str(&out);
+        assert_eq!(v.get("users.0.ssn"), "\"***********\"");
+        assert_eq!(v.get("users.1.ssn"), "\"***********\"");
+        assert_eq!(v.get("users.0.contact.email"), "\"j***@*******.com\"");
+        assert_eq!(
+            v.get("users.1.card"),
+            "\"************1111\"",
+            "a number becomes a masked string"
+        );
+        assert_eq!(v.get("users.1.note"), "\"pay **** **** **** 0004\"");
+        assert_eq!(v.get("users.0.name"), "\"Jane\"");
+        assert_eq!(v.get("total"), "\"*\"");
+    }
+
+    #[test]
+    fn escapes_are_never_broken() {
+        let out = run(r#"{"a":"mail \"jane@example.com\" now","b":"x\\"}"#, &[]).unwrap();
+        assert_eq!(out, r#"{"a":"*****************************","b":"x\\"}"#);
+        let out = run(r#"{"ssn":"12\u0033-45-6789"}"#, &[("ssn", "last4")]).unwrap();
+        assert_eq!(out, r#"{"ssn":"****************"}"#);
+    }
+
+    #[test]
+    fn invalid_documents_are_refused() {
+        for bad in [
+            "",
+            "{",
+            "{\"a\":}",
+            "{\"a\" 1}",
+            "[1,]",
+            "[01]",
+            "{\"a\":1,}",
+            "\"\\x\"",
+            "tru",
+            "{\"a\":\"\n\"}",
+            "[1] x",
+            "{'a':1}",
+            "[1.]",
+            "[-]",
+            "[1e]",
+        ] {
+            assert!(run(bad, &[]).is_err(), "{bad:?}");
+        }
+        let deep = "[".repeat(600) + &"]".repeat(600);
+        assert!(run(&deep, &[]).is_err());
+        for good in [
+            "[]",
+            "{}",
+            "0",
+            "-1.5e+3",
+            "\"s\"",
+            "[true,false,null]",
+            " { \"a\" : [ 1 , { } ] } ",
+        ] {
+            assert_eq!(run(good, &[]).unwrap(), good, "{good:?}");
+        }
+    }
+
+    #[test]
+    fn paths_parse_or_fail_clearly() {
+        assert!(FieldRules::new(&[
+            ("$.a[*].b", "redact"),
+            ("$['x y'][0]", "full"),
+            ("$.*", "full")
+        ])
+        .is_ok());
+        for bad in ["$", "$.", "$[x]", "$.a[", "$..a"] {
+            assert!(FieldRules::new(&[(bad, "full")]).is_err(), "{bad}");
+        }
+    }
+
+    /// A tiny JSON path reader for assertions (the crate has no JSON parser
+    /// dependency): returns the raw text of the value at `a.b.0.c`.
+    mod serde_json_check {
+        pub struct Value(String);
+        pub fn from_str(s: &str) -> Value {
+            Value(s.to_owned())
+        }
+        impl Value {
+            pub fn get(&self, path: &str) -> String {
+                let doc = self.0.as_bytes();
+                let scalars = super::scan(doc).expect("valid JSON");
+                let want: Vec<&str> = path.split('.').collect();
+                for s in scalars {
+                    let p: Vec<String> = s
+                        .path
+                        .iter()
+                        .map(|seg| match seg {
+                            super::PathSeg::Key(r) => {
+                                String::from_utf8_lossy(&doc[r.clone()]).into_owned()
+                            }
+                            super::PathSeg::Index(i) => i.to_string(),
+                        })
+                        .collect();
+                    if p == want {
+                        return String::from_utf8_lossy(&doc[s.range]).into_owned();
+                    }
+                }
+                panic!("no value at {path} in {}", self.0)
+            }
+        }
+    }
+}
