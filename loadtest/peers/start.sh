@@ -5,6 +5,8 @@
 #   pgbouncer    :6433 -> PostgreSQL :5432  (session mode)
 #   haproxy TCP  :6434 -> PostgreSQL :5432
 #   sluice       :6435 -> PostgreSQL :5432  (and :7001 -> echo :7000)
+#   nginx        :7100 JSON upstream; :7101 nginx reverse proxy -> :7100   (http)
+#   haproxy HTTP :7102 -> :7100;  sluice http :7103 -> :7100               (http)
 # Stop everything with: loadtest/peers/start.sh stop
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,6 +15,7 @@ mkdir -p "$state"
 
 if [ "${1:-}" = stop ]; then
     pkill -f "haproxy -f loadtest/peers" || true
+    [ -f "$state/nginx/nginx.pid" ] && kill "$(cat "$state/nginx/nginx.pid")" 2>/dev/null || true
     [ -f "$state/pgbouncer.pid" ] && kill "$(cat "$state/pgbouncer.pid")" 2>/dev/null || true
     pkill -f "sluice serve --config loadtest/peers" || true
     pkill -f "sluice-loadtest echo" || true
@@ -23,6 +26,8 @@ need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v pgbouncer >/dev/null || need+=(pgbouncer)
 command -v pgbench >/dev/null || need+=(postgresql-client postgresql)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
 if ((${#need[@]})); then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
@@ -35,6 +40,10 @@ psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE 
 ./target/release/sluice-loadtest echo --listen 127.0.0.1:7000 >"$state/echo.log" 2>&1 &
 ./target/release/sluice serve --config loadtest/peers/sluice-tcp.toml >"$state/sluice-tcp.log" 2>&1 &
 ./target/release/sluice serve --config loadtest/peers/sluice-pg.toml >"$state/sluice-pg.log" 2>&1 &
+API_TOKEN="Bearer upstream-key" ./target/release/sluice serve --config loadtest/peers/sluice-http.toml >"$state/sluice-http.log" 2>&1 &
+mkdir -p "$state/nginx"
+nginx -p "$state/nginx" -c "$PWD/loadtest/peers/nginx-http.conf"
+haproxy -f loadtest/peers/haproxy-http.cfg -D
 haproxy -f loadtest/peers/haproxy-tcp.cfg -D
 haproxy -f loadtest/peers/haproxy-pg.cfg -D
 # pgbouncer refuses to run as root unless told which user to become.

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod approvals;
 mod audit;
+mod demo;
 
 /// Sluice: an access gateway between the people, CI jobs and AI agents that ask for
 /// work and the databases and APIs that do it.
@@ -42,6 +43,18 @@ enum Command {
     /// Read the audit log: verify its integrity, search, export, tail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Show the whole product on this machine: a throw-away PostgreSQL with fake
+    /// PII and a small JSON API behind the gateway, and a walkthrough to copy.
+    ///
+    /// Ctrl-C stops what it started; the state directory stays for inspection.
+    Demo {
+        /// Where keys, tokens, the config and the audit log go.
+        #[arg(long, value_name = "DIR", default_value = "sluice-demo")]
+        dir: PathBuf,
+        /// Listen on free ports instead of 15432/18080/19470 (printed either way).
+        #[arg(long)]
+        any_ports: bool,
+    },
     /// Act on approval requests through a running gateway (as yourself).
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
@@ -93,6 +106,7 @@ pub fn main() -> i32 {
         Command::Token(cmd) => token(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Approvals(cmd) => approvals::run(cmd),
+        Command::Demo { dir, any_ports } => demo::run(dir, any_ports),
     }
 }
 

@@ -1,0 +1,592 @@
+//! `sluice demo`: the whole product on a fresh machine, with nothing to configure.
+//!
+//! It makes a state directory (keys, tokens for three demo people, a commented
+//! config, the audit log), starts a throw-away PostgreSQL seeded with fake PII
+//! (if the server binaries are installed) and a small built-in JSON API, then
+//! runs the gateway in front of both and prints a walkthrough whose commands
+//! work as printed. Ctrl-C stops everything it started and leaves the state
+//! directory for inspection; running it again recreates the throw-away parts.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::identity::token::{Claims, DevKey};
+
+const ISSUER: &str = "https://demo.sluice.local/";
+/// The demo API's own credential; callers never see it (Sluice injects it).
+const API_KEY: &str = "demo-api-key-b7f3c1";
+
+/// Ports tried first (the printed commands use whatever was free).
+const PG_PORT: u16 = 15432;
+const HTTP_PORT: u16 = 18080;
+const ADMIN_PORT: u16 = 19470;
+
+/// The three demo people.
+const PEOPLE: &[(&str, &str, &[&str])] = &[
+    ("agent", "agent-7", &["agents"]),
+    ("approver", "dana", &["dba", "leads"]),
+    ("sre", "sam", &["sre", "admins"]),
+];
+
+pub fn run(dir: PathBuf, fresh_ports: bool) -> i32 {
+    match start(&dir, fresh_ports) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice demo: {e}");
+            1
+        }
+    }
+}
+
+fn start(dir: &Path, fresh_ports: bool) -> Result<i32, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Throw-away parts are recreated; the audit log (and its signing key) stays.
+    for stale in ["keys", "tokens", "pg", "demo.toml"] {
+        let p = dir.join(stale);
+        let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+    }
+    let (key_path, jwks_path) = crate::identity::token::keygen(&dir.join("keys"))?;
+    let key = DevKey::load(&key_path)?;
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).map_err(|e| e.to_string())?;
+    for (file, sub, groups) in PEOPLE {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let token = key.sign(
+            &Claims {
+                subject: sub,
+                groups: &groups,
+                audience: "sluice",
+                issuer: ISSUER,
+                ttl_secs: 12 * 3600,
+                now: crate::identity::unix_now(),
+            }
+            .to_json(),
+        );
+        std::fs::write(tokens.join(file), token).map_err(|e| e.to_string())?;
+    }
+
+    let port = |preferred: u16| -> Result<u16, String> {
+        if !fresh_ports && TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+            return Ok(preferred);
+        }
+        free_port()
+    };
+    let (pg_listen, http_listen, admin) = (port(PG_PORT)?, port(HTTP_PORT)?, port(ADMIN_PORT)?);
+
+    let api = demo_api()?;
+    let pg = match Postgres::start(&dir.join("pg")) {
+        Ok(pg) => Some(pg),
+        Err(e) => {
+            println!("PostgreSQL part skipped: {e}\n");
+            None
+        }
+    };
+    let config = config(
+        &dir,
+        &jwks_path,
+        pg.as_ref().map(|p| p.port),
+        pg_listen,
+        api,
+        http_listen,
+        admin,
+    );
+    let config_path = dir.join("demo.toml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    // The upstream API's key, read by the config's `value_env`.
+    std::env::set_var("SLUICE_DEMO_API_KEY", format!("Bearer {API_KEY}"));
+    if std::env::var_os("SLUICE_LOG").is_none() {
+        std::env::set_var("SLUICE_LOG", "warn");
+    }
+    walkthrough(&exe, &dir, pg.is_some(), pg_listen, http_listen, admin);
+    let _ = std::io::stdout().flush();
+
+    let served = crate::runtime::serve(config_path.clone());
+    if let Some(pg) = pg {
+        pg.stop();
+    }
+    // stdout may be gone by now (a closed terminal or pipe): never panic on it.
+    let _ = writeln!(
+        std::io::stdout(),
+        "\nsluice demo stopped; its state stays in {} (audit log in audit/)",
+        dir.display()
+    );
+    match served {
+        Ok(()) => Ok(0),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// The gateway's configuration, written out (with comments) for the user to read.
+fn config(
+    dir: &Path,
+    jwks: &Path,
+    pg_upstream: Option<u16>,
+    pg_listen: u16,
+    api: SocketAddr,
+    http_listen: u16,
+    admin: u16,
+) -> String {
+    let mut c = format!(
+        r#"# The configuration `sluice demo` runs (written by it; see config/README.md).
+[gateway]
+shards = 2
+admin = "127.0.0.1:{admin}"        # /healthz, /metrics, /api/approvals
+drain_timeout = "2s"
+
+[identity]
+issuer = "{ISSUER}"
+audience = "sluice"
+jwks = "file:{jwks}"               # the demo's dev key; a real IdP's JWKS URL in production
+admin_groups = ["admins"]
+
+[audit]
+dir = "{audit}"
+durability = "strict"              # a command runs only once its record is on disk
+
+[approvals]
+timeout = "300s"
+grant_ttl = "10m"
+
+# The HTTP API: callers present their token; Sluice injects the API's own key.
+[[target]]
+name = "customers-api"
+protocol = "http"
+listen = "127.0.0.1:{http_listen}"
+upstream = "{api}"
+credentials = {{ header = "Authorization", value_env = "SLUICE_DEMO_API_KEY" }}
+access = ["agents", "sre"]
+approvers = ["leads"]
+approval_mode = "nowait"           # HTTP clients get 202 and retry once approved
+guardrails = "api"
+masking = "pii"
+"#,
+        jwks = jwks.display(),
+        audit = dir.join("audit").display(),
+    );
+    if let Some(up) = pg_upstream {
+        c.push_str(&format!(
+            r#"
+# PostgreSQL: the password is the caller's token; Sluice logs in with its own.
+[[target]]
+name = "customers-db"
+protocol = "postgres"
+listen = "127.0.0.1:{pg_listen}"
+upstream = "127.0.0.1:{up}"
+credentials = {{ user = "postgres" }}
+database = "demo"
+access = ["agents", "sre"]
+approvers = ["dba"]                # may approve held statements, never their own
+guardrails = "db"
+masking = "pii"
+"#
+        ));
+    }
+    c.push_str(
+        r#"
+[guardrails.db]
+rules = [
+  { kinds = ["drop", "truncate"], action = "deny", message = "DROP and TRUNCATE are blocked on production" },
+  { kinds = ["delete", "update"], unbounded = true, action = "deny", message = "add a WHERE clause" },
+  { kinds = ["delete", "update"], action = "approve" },   # a second person approves
+]
+
+[guardrails.api]
+rules = [
+  { methods = ["DELETE"], path = "/v1/customers/*", action = "approve" },
+]
+
+[masking.pii]
+detectors = ["email", "credit_card", "ssn", "phone", "iban", "aws_key", "jwt", "api_key"]
+columns = { ssn = "redact", card_number = "last4" }
+fields = { "$.customers[*].card_number" = "last4" }
+"#,
+    );
+    c
+}
+
+fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, admin: u16) {
+    let exe = exe.display();
+    let t = |who: &str| format!("$(cat {}/tokens/{who})", dir.display());
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    println!(
+        "Sluice demo: state in {}, config {}/demo.toml",
+        dir.display(),
+        dir.display()
+    );
+    println!(
+        "People: agent-7 (agents: may query, not approve), dana (dba, leads: approves), sam (sre)."
+    );
+    println!("Copy these into another terminal (Ctrl-C here stops the demo):\n");
+    if pg {
+        let psql = |who: &str, sql: &str| {
+            format!(
+                "PGPASSWORD=\"{}\" psql \"host=127.0.0.1 port={pg_port} user=agent-7 dbname=demo\" -c \"{sql}\"",
+                t(who)
+            )
+        };
+        println!("1. Query customers through Sluice: emails, cards and SSNs come back masked");
+        println!(
+            "  $ {}",
+            psql(
+                "agent",
+                "SELECT name, email, card_number, ssn FROM customers ORDER BY id LIMIT 3"
+            )
+        );
+        println!("\n2. DROP TABLE is blocked before it reaches PostgreSQL");
+        println!("  $ {}", psql("agent", "DROP TABLE orders"));
+        println!("\n3. A DELETE waits for a second person (this one pauses until approved)");
+        println!("  $ {}", psql("agent", "DELETE FROM orders WHERE id = 1"));
+        println!("   ... and the approver, in another terminal, approves request 1:");
+        println!(
+            "  $ {exe} approvals list --admin {admin_url} --token \"{}\"",
+            t("approver")
+        );
+        println!(
+            "  $ {exe} approvals approve 1 --admin {admin_url} --token \"{}\"",
+            t("approver")
+        );
+        println!();
+    } else {
+        println!("(Install the PostgreSQL server to see the database part: apt-get install postgresql)\n");
+    }
+    let api = format!("http://127.0.0.1:{http_port}");
+    println!("4. The same through the HTTP API: masked JSON, and a DELETE held for approval (202)");
+    println!(
+        "  $ curl -s -H \"Authorization: Bearer {}\" {api}/v1/customers",
+        t("agent")
+    );
+    println!(
+        "  $ curl -s -X DELETE -H \"Authorization: Bearer {}\" {api}/v1/customers/2",
+        t("agent")
+    );
+    let id = if pg { 2 } else { 1 };
+    println!(
+        "   ... the approver approves request {id}, and the agent's same request now runs once:"
+    );
+    println!(
+        "  $ {exe} approvals approve {id} --admin {admin_url} --token \"{}\"",
+        t("approver")
+    );
+    println!(
+        "  $ curl -s -X DELETE -H \"Authorization: Bearer {}\" {api}/v1/customers/2",
+        t("agent")
+    );
+    println!("\n5. Everything that happened is in the tamper-evident audit log");
+    println!(
+        "  $ {exe} audit search --dir {}/audit --user agent-7 --type command",
+        dir.display()
+    );
+    println!(
+        "  $ {exe} audit verify --dir {}/audit --allow-open-tail",
+        dir.display()
+    );
+    println!();
+}
+
+/// The built-in HTTP JSON API (customers with PII) the HTTP target fronts. It
+/// insists on its own key, so only requests through Sluice get data.
+fn demo_api() -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("demo-api".into())
+        .spawn(move || {
+            for s in listener.incoming().flatten() {
+                std::thread::spawn(move || api_connection(s));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(addr)
+}
+
+fn api_connection(mut s: TcpStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut buf = Vec::new();
+    loop {
+        let mut headers = [sluice_protocols::http::Header::EMPTY; 64];
+        let parsed = sluice_protocols::http::parse_request(&buf, &mut headers, 64 * 1024);
+        let (method, path, authorized, len, body_len) = match parsed {
+            Ok(sluice_protocols::Status::Complete(r, n)) => {
+                let body_len = r
+                    .header("content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let ok = r.header("authorization") == Some(format!("Bearer {API_KEY}").as_bytes());
+                (r.method.to_owned(), r.path().to_owned(), ok, n, body_len)
+            }
+            Ok(sluice_protocols::Status::Partial) => {
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            }
+            Err(_) => return,
+        };
+        while buf.len() < len + body_len {
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..len + body_len);
+        let (status, body) = if !authorized {
+            (
+                "401 Unauthorized",
+                r#"{"error":"missing or wrong API key"}"#.to_owned(),
+            )
+        } else {
+            match (method.as_str(), path.as_str()) {
+                ("GET", "/v1/customers") => ("200 OK", customers_json()),
+                ("DELETE", p) if p.starts_with("/v1/customers/") => {
+                    ("200 OK", r#"{"deleted":true}"#.to_owned())
+                }
+                _ => (
+                    "404 Not Found",
+                    r#"{"error":"no such resource"}"#.to_owned(),
+                ),
+            }
+        };
+        let out = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Fake people: names, emails, phones, SSNs (valid shape, not real), test cards.
+const CUSTOMERS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "Jane Roe",
+        "jane.roe@example.com",
+        "+1 415 555 0134",
+        "536-22-8741",
+        "4111 1111 1111 1111",
+    ),
+    (
+        "John Doe",
+        "john.doe@example.org",
+        "+1 212 555 0187",
+        "421-37-9052",
+        "5500 0000 0000 0004",
+    ),
+    (
+        "Ada Park",
+        "ada.park@example.net",
+        "+44 20 7946 0958",
+        "318-64-2270",
+        "3400 000000 00009",
+    ),
+    (
+        "Omar Haddad",
+        "omar.h@example.com",
+        "+1 646 555 0112",
+        "602-18-4439",
+        "6011 0000 0000 0004",
+    ),
+    (
+        "Li Wei",
+        "li.wei@example.com",
+        "+1 312 555 0199",
+        "245-71-6603",
+        "4012 8888 8888 1881",
+    ),
+];
+
+fn customers_json() -> String {
+    let list: Vec<serde_json::Value> = CUSTOMERS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, email, phone, _, card))| {
+            serde_json::json!({ "id": i + 1, "name": name, "email": email, "phone": phone, "card_number": card })
+        })
+        .collect();
+    serde_json::json!({ "customers": list }).to_string()
+}
+
+fn seed_sql() -> String {
+    let mut sql = String::from(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, phone text, ssn text, card_number text);\n\
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, amount numeric(10,2), status text);\n",
+    );
+    for (i, (name, email, phone, ssn, card)) in CUSTOMERS.iter().enumerate() {
+        sql.push_str(&format!(
+            "INSERT INTO customers VALUES ({}, '{name}', '{email}', '{phone}', '{ssn}', '{card}');\n",
+            i + 1
+        ));
+    }
+    for i in 1..=10 {
+        sql.push_str(&format!(
+            "INSERT INTO orders VALUES ({i}, {}, {}.50, 'paid');\n",
+            (i - 1) % CUSTOMERS.len() + 1,
+            10 * i
+        ));
+    }
+    sql
+}
+
+/// A throw-away PostgreSQL cluster under the state directory.
+struct Postgres {
+    data: PathBuf,
+    pg_ctl: PathBuf,
+    port: u16,
+}
+
+fn pg_bin(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join(name).exists())
+        .collect();
+    dirs.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop().map(|d| d.join(name))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// PostgreSQL refuses to run as root: as root, the server runs as `postgres`.
+fn as_server_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Postgres {
+    fn start(dir: &Path) -> Result<Postgres, String> {
+        let (Some(initdb), Some(pg_ctl)) = (pg_bin("initdb"), pg_bin("pg_ctl")) else {
+            return Err("the PostgreSQL server binaries are not installed (on Debian/Ubuntu: sudo apt-get install postgresql)".into());
+        };
+        if which("psql").is_none() {
+            return Err(
+                "psql is not installed (on Debian/Ubuntu: sudo apt-get install postgresql-client)"
+                    .into(),
+            );
+        }
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        if is_root() {
+            if run_ok(Command::new("id").arg("postgres"), "id postgres").is_err() {
+                run_ok(
+                    Command::new("useradd").args(["--system", "--no-create-home", "postgres"]),
+                    "useradd postgres",
+                )?;
+            }
+            run_ok(
+                Command::new("chown").arg("-R").arg("postgres:").arg(dir),
+                "chown",
+            )?;
+        }
+        let data = dir.join("data");
+        run_ok(
+            as_server_user(&initdb).arg("-D").arg(&data).args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]),
+            "initdb",
+        )?;
+        let port = free_port()?;
+        run_ok(
+            as_server_user(&pg_ctl)
+                .arg("-D")
+                .arg(&data)
+                .arg("-o")
+                .arg(format!(
+                    "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
+                    dir.display()
+                ))
+                .arg("-l")
+                .arg(dir.join("server.log"))
+                .args(["-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        )?;
+        let pg = Postgres { data, pg_ctl, port };
+        let psql = |db: &str, sql: &str| {
+            run_ok(
+                Command::new("psql")
+                    .args([
+                        "-X",
+                        "-q",
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "postgres",
+                    ])
+                    .arg("-p")
+                    .arg(port.to_string())
+                    .args(["-d", db, "-c", sql]),
+                "seeding the demo database",
+            )
+        };
+        if let Err(e) =
+            psql("postgres", "CREATE DATABASE demo").and_then(|()| psql("demo", &seed_sql()))
+        {
+            pg.stop();
+            return Err(e);
+        }
+        Ok(pg)
+    }
+
+    fn stop(&self) {
+        let _ = as_server_user(&self.pg_ctl)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}

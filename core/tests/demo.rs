@@ -1,0 +1,168 @@
+//! `sluice demo` runs, and every command its walkthrough prints works as printed.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::*;
+
+/// Runs one printed command line with bash; returns (status ok, stdout, stderr).
+fn sh(line: &str) -> (bool, String, String) {
+    let o = Command::new("bash").arg("-c").arg(line).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_printed_walkthrough_works_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new(sluice_bin())
+        .args(["demo", "--any-ports", "--dir"])
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let demo = Demo(child);
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("demo: {l}");
+        }
+    });
+    // Collect the printed commands (lines starting with "  $ ").
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut commands = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the demo prints its walkthrough");
+        if let Some(cmd) = line.strip_prefix("  $ ") {
+            commands.push(cmd.to_owned());
+            if cmd.contains("audit verify") {
+                break;
+            }
+        }
+    }
+    assert_eq!(commands.len(), 11, "{commands:#?}");
+    // The gateway is up once its admin API answers.
+    let admin: std::net::SocketAddr = commands[3]
+        .split("--admin http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let up = wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(admin).ok()?;
+        (http_get(admin, "/healthz").0 == 200).then_some(())
+    });
+    assert!(up.is_some(), "the gateway came up");
+
+    // 1. Masked query results.
+    let (ok, out, err) = sh(&commands[0]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("j*******@*******.com")
+            && out.contains("**** **** **** 1111")
+            && out.contains("***-**-****"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("jane.roe@example.com") && !out.contains("536-22-8741"),
+        "{out}"
+    );
+    // 2. DROP TABLE blocked.
+    let (ok, _, err) = sh(&commands[1]);
+    assert!(
+        !ok && err.contains("ERROR:  DROP and TRUNCATE are blocked on production"),
+        "{err}"
+    );
+    // 3. DELETE waits; the approver lists and approves; the DELETE runs.
+    let delete = {
+        let c = commands[2].clone();
+        std::thread::spawn(move || sh(&c))
+    };
+    let listed = wait_for(Duration::from_secs(20), || {
+        let (_, out, _) = sh(&commands[3]);
+        out.contains("DELETE FROM orders WHERE id = 1")
+            .then_some(out)
+    });
+    assert!(listed.is_some(), "the request is listed");
+    let (ok, out, err) = sh(&commands[4]);
+    assert!(ok && out.trim() == "approval 1: approved", "{out}{err}");
+    let (ok, out, err) = delete.join().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "DELETE 1");
+    assert!(
+        err.contains("approval 1 requested for DELETE on customers-db"),
+        "{err}"
+    );
+    // 4. HTTP: masked JSON; a held DELETE (202), approved, then run once.
+    let (ok, out, _) = sh(&commands[5]);
+    assert!(
+        ok && out.contains("\"email\":\"j*******@*******.com\"")
+            && out.contains("**** **** **** 1111"),
+        "{out}"
+    );
+    assert!(!out.contains("jane.roe@example.com"), "{out}");
+    let (_, out, _) = sh(&commands[6]);
+    assert!(
+        out.contains("\"approval\":2") && out.contains("\"status\":\"pending\""),
+        "{out}"
+    );
+    let (ok, out, err) = sh(&commands[7]);
+    assert!(ok && out.trim() == "approval 2: approved", "{out}{err}");
+    let (_, out, _) = sh(&commands[8]);
+    assert_eq!(out, r#"{"deleted":true}"#);
+    // 5. The audit log has it all and verifies.
+    let (ok, out, err) = sh(&commands[9]);
+    assert!(ok, "{err}");
+    for needle in [
+        "DROP TABLE orders",
+        "DELETE FROM orders WHERE id = 1",
+        "/v1/customers/2",
+    ] {
+        assert!(
+            out.contains(needle),
+            "audit search shows {needle:?}:\n{out}"
+        );
+    }
+    let (ok, out, err) = sh(&commands[10]);
+    assert!(ok && out.starts_with("ok: "), "{out}{err}");
+
+    // Ctrl-C stops everything; the state directory stays.
+    drop(demo);
+    assert!(state.join("audit").is_dir() && state.join("demo.toml").is_file());
+    let (ok, out, err) = sh(&format!(
+        "{} audit verify --dir {}",
+        sluice_bin(),
+        state.join("audit").display()
+    ));
+    assert!(ok, "a clean stop seals the log: {out}{err}");
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Requests/s and latency for a small JSON response, side by side in one run with
+# wrk: direct to the upstream, through Sluice (token check + rules + JSON masking +
+# batched audit), through nginx as a reverse proxy, through haproxy in HTTP mode.
+# Endpoints alternate (A B C D A B C D ...) so drift hits all alike.
+#   loadtest/peers/start.sh && loadtest/peers/http-wrk.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-3}; secs=${2:-10}; conns=${3:-32}
+state=/tmp/sluice-peers
+token=$(./target/release/sluice token mint --key "$state/dev.key.pem" --sub bench --groups agents \
+    --iss https://idp.sluice.test/ --ttl 1h)
+declare -A rps lat
+names=(direct sluice nginx haproxy)
+declare -A port=([direct]=7100 [sluice]=7103 [nginx]=7101 [haproxy]=7102)
+for r in $(seq "$rounds"); do
+    for n in "${names[@]}"; do
+        out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -H "Authorization: Bearer $token" \
+            "http://127.0.0.1:${port[$n]}/v1/customers")
+        rps[$n]+="$(awk '/Requests\/sec/ {print $2}' <<<"$out") "
+        lat[$n]+="$(awk '$1 == "99%" {print $2}' <<<"$out") "
+        if grep -q "Non-2xx" <<<"$out"; then echo "$n: non-2xx responses!" >&2; fi
+    done
+done
+printf "%-8s %-28s %s\n" endpoint "requests/s (per round)" "p99 (per round)"
+for n in "${names[@]}"; do
+    printf "%-8s %-28s %s\n" "$n" "${rps[$n]}" "${lat[$n]}"
+done
