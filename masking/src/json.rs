@@ -147,11 +147,14 @@ pub fn mask_json(
 ) -> Result<u64, NotJson> {
     let mut replacements: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
     let mut masked = 0u64;
-    let scalars = scan(doc)?;
-    for s in scalars {
-        let style = rules.style(&s.path, doc);
-        let r = s.range.clone();
-        if s.string {
+    // One pass over the structure; each scalar's rule is looked up while its
+    // path is at hand (no path is stored).
+    let mut found: Vec<(std::ops::Range<usize>, bool, Option<Style>)> = Vec::new();
+    scan(doc, |range, string, path| {
+        found.push((range, string, rules.style(path, doc)));
+    })?;
+    for (r, string, style) in found {
+        if string {
             let inner = r.start + 1..r.end - 1;
             let escaped = memchr::memchr(b'\\', &doc[inner.clone()]).is_some();
             if !escaped {
@@ -194,12 +197,6 @@ pub fn mask_json(
     Ok(masked)
 }
 
-struct Scalar {
-    range: std::ops::Range<usize>,
-    string: bool,
-    path: Vec<PathSeg>,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Frame {
     Object,
@@ -207,9 +204,12 @@ enum Frame {
     Array(usize),
 }
 
-/// Every scalar value of the document with its path, validating the grammar.
-fn scan(doc: &[u8]) -> Result<Vec<Scalar>, NotJson> {
-    let mut out = Vec::new();
+/// Calls `visit(range, is_string, path)` for every scalar value of the
+/// document, validating the grammar.
+fn scan(
+    doc: &[u8],
+    mut visit: impl FnMut(std::ops::Range<usize>, bool, &[PathSeg]),
+) -> Result<(), NotJson> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut path: Vec<PathSeg> = Vec::new();
     let mut i = skip_ws(doc, 0);
@@ -253,20 +253,12 @@ fn scan(doc: &[u8]) -> Result<Vec<Scalar>, NotJson> {
                 }
                 b'"' => {
                     let end = string_end(doc, i)?;
-                    out.push(Scalar {
-                        range: i..end,
-                        string: true,
-                        path: path.clone(),
-                    });
+                    visit(i..end, true, &path);
                     i = end;
                 }
                 _ => {
                     let end = literal_end(doc, i)?;
-                    out.push(Scalar {
-                        range: i..end,
-                        string: false,
-                        path: path.clone(),
-                    });
+                    visit(i..end, false, &path);
                     i = end;
                 }
             }
@@ -277,7 +269,7 @@ fn scan(doc: &[u8]) -> Result<Vec<Scalar>, NotJson> {
         i = skip_ws(doc, i);
         let Some(frame) = stack.last_mut() else {
             return if i == doc.len() {
-                Ok(out)
+                Ok(())
             } else {
                 Err(NotJson(i))
             };
@@ -503,11 +495,11 @@ mod tests {
         impl Value {
             pub fn get(&self, path: &str) -> String {
                 let doc = self.0.as_bytes();
-                let scalars = super::scan(doc).expect("valid JSON");
+                let mut scalars = Vec::new();
+                super::scan(doc, |r, _, p| scalars.push((r, p.to_vec()))).expect("valid JSON");
                 let want: Vec<&str> = path.split('.').collect();
-                for s in scalars {
-                    let p: Vec<String> = s
-                        .path
+                for (range, spath) in scalars {
+                    let p: Vec<String> = spath
                         .iter()
                         .map(|seg| match seg {
                             super::PathSeg::Key(r) => {
@@ -517,7 +509,7 @@ mod tests {
                         })
                         .collect();
                     if p == want {
-                        return String::from_utf8_lossy(&doc[s.range]).into_owned();
+                        return String::from_utf8_lossy(&doc[range]).into_owned();
                     }
                 }
                 panic!("no value at {path} in {}", self.0)

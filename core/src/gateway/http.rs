@@ -61,21 +61,32 @@ const MAX_HELD_BODY: u64 = 1 << 20;
 /// An upstream connection, plain or TLS.
 enum Up {
     Plain(TcpStream),
-    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>, RawFd),
+}
+
+impl Up {
+    /// The upstream closed (or reset) this idle connection.
+    fn closed(&self) -> bool {
+        let fd = match self {
+            Up::Plain(s) => s.as_raw_fd(),
+            Up::Tls(_, fd) => *fd,
+        };
+        crate::approvals::hung_up(fd)
+    }
 }
 
 impl AsyncReadRent for Up {
     async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
         match self {
             Up::Plain(s) => s.read(buf).await,
-            Up::Tls(s) => s.read(buf).await,
+            Up::Tls(s, _) => s.read(buf).await,
         }
     }
 
     async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
         match self {
             Up::Plain(s) => s.readv(buf).await,
-            Up::Tls(s) => s.readv(buf).await,
+            Up::Tls(s, _) => s.readv(buf).await,
         }
     }
 }
@@ -84,28 +95,28 @@ impl AsyncWriteRent for Up {
     async fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
         match self {
             Up::Plain(s) => s.write(buf).await,
-            Up::Tls(s) => s.write(buf).await,
+            Up::Tls(s, _) => s.write(buf).await,
         }
     }
 
     async fn writev<T: monoio::buf::IoVecBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
         match self {
             Up::Plain(s) => s.writev(buf).await,
-            Up::Tls(s) => s.writev(buf).await,
+            Up::Tls(s, _) => s.writev(buf).await,
         }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Up::Plain(s) => s.flush().await,
-            Up::Tls(s) => s.flush().await,
+            Up::Tls(s, _) => s.flush().await,
         }
     }
 
     async fn shutdown(&mut self) -> std::io::Result<()> {
         match self {
             Up::Plain(s) => s.shutdown().await,
-            Up::Tls(s) => s.shutdown().await,
+            Up::Tls(s, _) => s.shutdown().await,
         }
     }
 }
@@ -124,6 +135,21 @@ struct Ctx<'a> {
     peer: SocketAddr,
     fd: RawFd,
     session: String,
+    cache: RefCell<SessionCache>,
+}
+
+/// What a client connection keeps between its requests.
+#[derive(Default)]
+struct SessionCache {
+    /// The last token and the identity it proved.
+    identity: Option<(String, Rc<Identity>)>,
+    masking: Option<Rc<MaskSetup>>,
+    /// A JSON masker kept between responses (its counts reset each time).
+    json_masker: Option<Masker>,
+    ubuf: Vec<u8>,
+    /// The upstream connection this client used last: kept for its next
+    /// request, handed to the shard's pool when the client leaves.
+    up: Option<Up>,
 }
 
 pub async fn serve(
@@ -144,16 +170,24 @@ pub async fn serve(
         peer,
         fd: tcp.as_raw_fd(),
         session: sid.iter().map(|b| format!("{b:02x}")).collect(),
+        cache: RefCell::new(SessionCache {
+            ubuf: Vec::with_capacity(16 * 1024),
+            ..Default::default()
+        }),
     };
     if !target.require_tls {
-        return session(&cx, tcp).await;
+        session(&cx, tcp).await;
+        return release(&cx);
     }
     let Some(tls) = shard.shared.tls.clone() else {
         return;
     };
     let acceptor = monoio_rustls::TlsAcceptor::from(tls);
     match monoio::time::timeout(STALL, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => session(&cx, stream).await,
+        Ok(Ok(stream)) => {
+            session(&cx, stream).await;
+            release(&cx);
+        }
         Ok(Err(e)) => {
             shard.metrics.error(ErrorKind::ClientIo);
             info!(
@@ -424,12 +458,16 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
 /// A path without `//`, `.`/`..` segments, backslashes or encoded `/ \ .`,
 /// so rules match what the upstream will resolve.
 fn canonical(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    !path.contains("//")
-        && !path.contains('\\')
-        && !["%2f", "%5c", "%2e", "%00"]
+    let p = path.as_bytes();
+    let encoded_bad = memchr::memchr_iter(b'%', p).any(|i| {
+        let code = p.get(i + 1..i + 3).unwrap_or_default();
+        [&b"2f"[..], b"5c", b"2e", b"00"]
             .iter()
-            .any(|e| lower.contains(e))
+            .any(|c| code.eq_ignore_ascii_case(c))
+    });
+    !encoded_bad
+        && memchr::memmem::find(p, b"//").is_none()
+        && memchr::memchr(b'\\', p).is_none()
         && !path.split('/').any(|s| s == "." || s == "..")
 }
 
@@ -447,7 +485,18 @@ async fn authenticate(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Rc<Id
         })
         .map(str::trim)
         .ok_or_else(|| unauthorized("send Authorization: Bearer <token>".into()))?;
-    cx.shard.authenticate(token).await.map_err(|e| {
+    // Keep-alive clients send the same token on every request: reuse the
+    // identity until the token expires.
+    if let Some((t, id)) = &cx.cache.borrow().identity {
+        if t == token && crate::identity::unix_now() < id.expires_at {
+            return Ok(id.clone());
+        }
+    }
+    let verified = cx.shard.authenticate(token).await;
+    if let Ok(id) = &verified {
+        cx.cache.borrow_mut().identity = Some((token.to_owned(), id.clone()));
+    }
+    verified.map_err(|e| {
         info!(
             "auth_failed",
             target = cx.target.name,
@@ -512,12 +561,11 @@ fn upstream_head(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
         .unwrap_or_default();
     let masking = cx.target.masking.is_some();
     for h in req.headers {
-        let lower = h.name.to_ascii_lowercase();
-        if DROPPED.contains(&lower.as_str())
+        if DROPPED.iter().any(|d| d.eq_ignore_ascii_case(h.name))
             || named
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
-            || (masking && lower == "accept-encoding")
+            || (masking && h.name.eq_ignore_ascii_case("accept-encoding"))
             || cred
                 .and_then(|c| c.header.as_deref())
                 .is_some_and(|c| c.eq_ignore_ascii_case(h.name))
@@ -1022,9 +1070,17 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
 
 /// An upstream connection: a pooled one, or a new one (TLS if configured).
 async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
-    let pooled = POOL.with(|p| p.borrow_mut().get_mut(&cx.target.name).and_then(Vec::pop));
-    if let Some(u) = pooled {
+    // Idle connections the upstream has closed meanwhile are dropped, not used.
+    if let Some(u) = cx.cache.borrow_mut().up.take().filter(|u| !u.closed()) {
         return Ok(u);
+    }
+    loop {
+        let pooled = POOL.with(|p| p.borrow_mut().get_mut(&cx.target.name).and_then(Vec::pop));
+        match pooled {
+            Some(u) if u.closed() => continue,
+            Some(u) => return Ok(u),
+            None => break,
+        }
     }
     let tcp = match monoio::time::timeout(
         cx.config.gateway.connect_timeout,
@@ -1037,6 +1093,7 @@ async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
         Err(_) => return Err("connect: timed out".into()),
     };
     let _ = tcp.set_nodelay(true);
+    let fd = tcp.as_raw_fd();
     if cx.target.upstream_tls == UpstreamTls::Disable {
         return Ok(Up::Plain(tcp));
     }
@@ -1052,10 +1109,18 @@ async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
         .connect(name, tcp)
         .await
         .map_err(|e| format!("upstream TLS: {e}"))?;
-    Ok(Up::Tls(Box::new(s)))
+    Ok(Up::Tls(Box::new(s), fd))
 }
 
 fn checkin(cx: &Ctx<'_>, up: Up) {
+    cx.cache.borrow_mut().up = Some(up);
+}
+
+/// The client left: its upstream connection goes to the shard's pool.
+fn release(cx: &Ctx<'_>) {
+    let Some(up) = cx.cache.borrow_mut().up.take() else {
+        return;
+    };
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.entry(cx.target.name.clone()).or_default();
@@ -1097,10 +1162,16 @@ enum Masking {
     Stream(StreamMasker),
 }
 
-fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
-    let Some(name) = &cx.target.masking else {
-        return Ok(Masking::None);
-    };
+/// The target's masking profile, compiled once per session.
+struct MaskSetup {
+    profile: Profile,
+    rules: Rc<FieldRules>,
+}
+
+fn mask_setup(cx: &Ctx<'_>, name: &str) -> Result<Rc<MaskSetup>, String> {
+    if let Some(m) = &cx.cache.borrow().masking {
+        return Ok(m.clone());
+    }
     let Some(p) = cx.config.masking.get(name) else {
         return Err(format!("masking profile `{name}` is missing"));
     };
@@ -1110,33 +1181,48 @@ fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let profile = Profile::new(&detectors, &columns)?;
-    let ct = content_type.to_ascii_lowercase();
-    let media = ct
+    let mut rules: Vec<(&str, &str)> = p
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    rules.extend(columns.iter().copied());
+    let setup = Rc::new(MaskSetup {
+        profile: Profile::new(&detectors, &columns)?,
+        rules: Rc::new(FieldRules::new(&rules)?),
+    });
+    cx.cache.borrow_mut().masking = Some(setup.clone());
+    Ok(setup)
+}
+
+fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
+    let Some(name) = &cx.target.masking else {
+        return Ok(Masking::None);
+    };
+    let setup = mask_setup(cx, name)?;
+    let media = content_type
         .split(|&b| b == b';')
         .next()
         .unwrap_or_default()
         .trim_ascii();
-    if media.ends_with(b"/json") || media.ends_with(b"+json") {
-        let mut rules: Vec<(&str, &str)> = p
-            .fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        rules.extend(columns.iter().copied());
-        return Ok(Masking::Json(
-            Masker::new(profile),
-            Rc::new(FieldRules::new(&rules)?),
-        ));
+    let ends = |suffix: &[u8]| {
+        media.len() >= suffix.len()
+            && media[media.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    if ends(b"/json") || ends(b"+json") {
+        let masker = cx.cache.borrow_mut().json_masker.take();
+        let mut masker = masker.unwrap_or_else(|| Masker::new(setup.profile.clone()));
+        masker.counts = Default::default();
+        return Ok(Masking::Json(masker, setup.rules.clone()));
     }
     // Media that cannot carry text are left alone; anything else is masked.
     let binary = [&b"image/"[..], b"audio/", b"video/", b"font/"]
         .iter()
-        .any(|p| media.starts_with(p));
+        .any(|p| media.len() >= p.len() && media[..p.len()].eq_ignore_ascii_case(p));
     Ok(if binary {
         Masking::None
     } else {
-        Masking::Stream(StreamMasker::new(profile))
+        Masking::Stream(StreamMasker::new(setup.profile.clone()))
     })
 }
 
@@ -1147,19 +1233,33 @@ async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
     up: &mut U,
     fwd: &Forward,
 ) -> Outcome {
-    let mut ubuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // The session's response buffer, reused across requests.
+    let mut ubuf = std::mem::take(&mut cx.cache.borrow_mut().ubuf);
+    ubuf.clear();
+    let outcome = respond_with(cx, client, up, fwd, &mut ubuf).await;
+    if ubuf.capacity() <= 256 * 1024 {
+        cx.cache.borrow_mut().ubuf = ubuf;
+    }
+    outcome
+}
+
+async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
+    cx: &Ctx<'_>,
+    client: &mut C,
+    up: &mut U,
+    fwd: &Forward,
+    ubuf: &mut Vec<u8>,
+) -> Outcome {
     loop {
         // The response head (interim 1xx responses are passed on first).
         let head = loop {
             let mut headers = [Header::EMPTY; MAX_HEADERS];
-            match http::parse_response(&ubuf, &mut headers, MAX_HEAD) {
+            match http::parse_response(ubuf, &mut headers, MAX_HEAD) {
                 Ok(Status::Complete(r, n)) => break Ok((r.status, n)),
                 Ok(Status::Partial) => {}
                 Err(e) => break Err(e.to_string()),
             }
-            match read_more_timeout(up, &mut ubuf, cx.config.gateway.connect_timeout.max(STALL))
-                .await
-            {
+            match read_more_timeout(up, ubuf, cx.config.gateway.connect_timeout.max(STALL)).await {
                 Ok(0) => break Err("the upstream closed the connection".into()),
                 Err(e) => break Err(e.to_string()),
                 Ok(_) => {}
@@ -1200,14 +1300,14 @@ async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
                 return Outcome::failed("upstream sent 101".into());
             }
             // 100 Continue was answered by the gateway already; others pass.
-            if status != 100 && write_range(client, &mut ubuf, 0..head_len).await.is_err() {
+            if status != 100 && write_range(client, ubuf, 0..head_len).await.is_err() {
                 return Outcome::failed("client write failed".into());
             }
             ubuf.drain(..head_len);
             continue;
         }
         let mut headers = [Header::EMPTY; MAX_HEADERS];
-        let Ok(Status::Complete(resp, _)) = http::parse_response(&ubuf, &mut headers, MAX_HEAD)
+        let Ok(Status::Complete(resp, _)) = http::parse_response(ubuf, &mut headers, MAX_HEAD)
         else {
             return Outcome::failed("response head vanished".into());
         };
@@ -1259,8 +1359,8 @@ async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
         head.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).as_bytes());
         let framing_headers_replaced = !matches!(masking, Masking::None);
         for h in resp.headers {
-            let lower = h.name.to_ascii_lowercase();
-            let framing_header = lower == "content-length" || lower == "transfer-encoding";
+            let framing_header = h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding");
             if [
                 "connection",
                 "keep-alive",
@@ -1269,7 +1369,8 @@ async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
                 "trailer",
                 "upgrade",
             ]
-            .contains(&lower.as_str())
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(h.name))
                 || (framing_header && framing_headers_replaced)
             {
                 continue;
@@ -1286,22 +1387,24 @@ async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
         let relayed = match masking {
             Masking::None => {
                 head.extend_from_slice(b"\r\n");
-                pass_body(client, up, &mut ubuf, head, framing).await
+                pass_body(client, up, ubuf, head, framing).await
             }
             Masking::Json(m, rules) => {
-                json_body(
+                let (relayed, masker) = json_body(
                     client,
                     up,
-                    &mut ubuf,
+                    ubuf,
                     head,
                     framing,
                     m,
                     &rules,
                     cx.config.gateway.max_message as u64,
                 )
-                .await
+                .await;
+                cx.cache.borrow_mut().json_masker = Some(masker);
+                relayed
             }
-            Masking::Stream(m) => stream_body(client, up, &mut ubuf, head, framing, m).await,
+            Masking::Stream(m) => stream_body(client, up, ubuf, head, framing, m).await,
         };
         return match relayed {
             Ok((bytes, masked)) => Outcome {
@@ -1464,14 +1567,14 @@ async fn json_body<C: AsyncWriteRent, U: AsyncReadRent>(
     mut masker: Masker,
     rules: &FieldRules,
     max: u64,
-) -> Relayed {
+) -> (Relayed, Masker) {
     let mut body = match whole_body(up, ubuf, framing, max).await {
         Ok(b) => b,
         Err(e) => {
             // Nothing was sent yet: the client gets a clear error, never the body.
             let r = Reply::error(502, format!("the response could not be masked: {e}")).closing();
             let _ = client.write_all(r.bytes()).await;
-            return Err(e);
+            return (Err(e), masker);
         }
     };
     if mask_json(&mut body, &mut masker, rules).is_err() {
@@ -1487,8 +1590,11 @@ async fn json_body<C: AsyncWriteRent, U: AsyncReadRent>(
     let n = (head.len() + body.len()) as u64;
     head.extend_from_slice(&body);
     let (res, _) = client.write_all(head).await;
-    res.map_err(|e| e.to_string())?;
-    Ok((n, masker.counts.pairs()))
+    let relayed = match res {
+        Ok(_) => Ok((n, masker.counts.pairs())),
+        Err(e) => Err(e.to_string()),
+    };
+    (relayed, masker)
 }
 
 async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
