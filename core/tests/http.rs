@@ -655,3 +655,66 @@ fn audit_records(s: &Setup) -> Vec<Value> {
     }
     out
 }
+
+#[test]
+fn https_callers_and_an_https_upstream() {
+    // The gateway serves HTTPS to callers (require_tls) and reaches an HTTPS
+    // upstream (here: itself, a second Sluice HTTPS listener in front of the
+    // plain test server), verifying its certificate against upstream_ca.
+    let (plain_up, seen) = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let (front, back) = (free_addr(), free_addr());
+    let config = format!(
+        "[gateway]\nshards = 1\n{}\n[tls]\ncert = \"{c}\"\nkey = \"{k}\"\n\
+         [[target]]\nname = \"back\"\nprotocol = \"http\"\nlisten = \"{back}\"\nupstream = \"{plain_up}\"\n\
+         access = [\"agents\"]\nrequire_tls = true\n\
+         credentials = {{ header = \"Authorization\", value_env = \"BACK_TOKEN\" }}\n\
+         [[target]]\nname = \"front\"\nprotocol = \"http\"\nlisten = \"{front}\"\nupstream = \"localhost:{}\"\n\
+         access = [\"agents\"]\nrequire_tls = true\nupstream_tls = \"verify\"\nupstream_ca = \"{c}\"\n\
+         credentials = {{ header = \"Authorization\", value_env = \"FRONT_TOKEN\" }}\n",
+        keys.identity_block(),
+        back.port(),
+        c = cert_path.display(),
+        k = key_path.display(),
+    );
+    // The front's injected credential is a valid token for the back target.
+    let inner = keys.token("front-gateway", &["agents"]);
+    let _sluice = Sluice::start_with_env(
+        &config,
+        &[
+            ("BACK_TOKEN", "Bearer the-api-key"),
+            ("FRONT_TOKEN", &format!("Bearer {inner}")),
+        ],
+    );
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cert_path)
+        .args([
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", front.port()),
+        ])
+        .args([
+            "-H",
+            &format!(
+                "Authorization: Bearer {}",
+                keys.token("agent-1", &["agents"])
+            ),
+        ])
+        .arg(format!("https://localhost:{}/v1/customers", front.port()))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["customers"][0]["id"], 1);
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.header("authorization"), Some("Bearer the-api-key"));
+    // Plain HTTP to a TLS-only listener is not served.
+    let plain = raw(front, b"GET /v1/customers HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!plain.contains("customers"), "{plain}");
+}

@@ -636,11 +636,23 @@ fn token_end(buf: &[u8], mut i: usize, extra: &[u8]) -> usize {
     i
 }
 
+/// A substring searcher built once per process (building one costs more than
+/// searching a short value).
+macro_rules! finder {
+    ($needle:literal) => {{
+        static F: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+        F.get_or_init(|| memchr::memmem::Finder::new($needle))
+    }};
+}
+
 /// AWS access key ids (`AKIA`/`ASIA` + 16) and 40-character secret keys near them.
 pub fn aws_keys(buf: &[u8], out: &mut Vec<Hit>) {
+    if buf.len() < 20 {
+        return;
+    }
     let mut key_ends = Vec::new();
-    for prefix in [&b"AKIA"[..], b"ASIA"] {
-        for i in memchr::memmem::find_iter(buf, prefix) {
+    for prefix in [finder!(b"AKIA"), finder!(b"ASIA")] {
+        for i in prefix.find_iter(buf) {
             if i + 20 > buf.len() {
                 continue;
             }
@@ -682,7 +694,7 @@ pub fn aws_keys(buf: &[u8], out: &mut Vec<Hit>) {
 
 /// Compact JWTs: `eyJ...` header, payload and signature in base64url.
 pub fn jwts(buf: &[u8], out: &mut Vec<Hit>) {
-    for i in memchr::memmem::find_iter(buf, b"eyJ") {
+    for i in finder!(b"eyJ").find_iter(buf) {
         if out
             .last()
             .is_some_and(|h| h.detector == Detector::Jwt && h.range.end > i)
@@ -712,8 +724,7 @@ pub fn jwts(buf: &[u8], out: &mut Vec<Hit>) {
 
 /// PEM private keys: the base64 body between the BEGIN and END lines.
 pub fn private_keys(buf: &[u8], out: &mut Vec<Hit>) {
-    let begin = memchr::memmem::Finder::new(b"-----BEGIN ");
-    for b in begin.find_iter(buf) {
+    for b in finder!(b"-----BEGIN ").find_iter(buf) {
         let line_end = memchr::memmem::find(&buf[b + 11..], b"-----").map(|p| b + 11 + p + 5);
         let Some(le) = line_end else { continue };
         if !buf[b..le].windows(11).any(|w| w == b"PRIVATE KEY") {
@@ -782,7 +793,7 @@ pub fn api_keys(buf: &[u8], out: &mut Vec<Hit>) {
 }
 
 pub fn bearers(buf: &[u8], out: &mut Vec<Hit>) {
-    for i in memchr::memmem::find_iter(buf, b"earer ") {
+    for i in finder!(b"earer ").find_iter(buf) {
         if i == 0 || !matches!(buf[i - 1], b'B' | b'b') {
             continue;
         }

@@ -149,7 +149,7 @@ struct SessionCache {
     ubuf: Vec<u8>,
     /// The upstream connection this client used last: kept for its next
     /// request, handed to the shard's pool when the client leaves.
-    up: Option<Up>,
+    up: Option<(Up, Instant)>,
 }
 
 pub async fn serve(
@@ -1071,8 +1071,13 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
 /// An upstream connection: a pooled one, or a new one (TLS if configured).
 async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
     // Idle connections the upstream has closed meanwhile are dropped, not used.
-    if let Some(u) = cx.cache.borrow_mut().up.take().filter(|u| !u.closed()) {
-        return Ok(u);
+    // (The connection this client used a moment ago is not checked: a syscall
+    // per request for nothing.)
+    let own = cx.cache.borrow_mut().up.take();
+    if let Some((u, since)) = own {
+        if since.elapsed() < Duration::from_secs(1) || !u.closed() {
+            return Ok(u);
+        }
     }
     loop {
         let pooled = POOL.with(|p| p.borrow_mut().get_mut(&cx.target.name).and_then(Vec::pop));
@@ -1113,12 +1118,12 @@ async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
 }
 
 fn checkin(cx: &Ctx<'_>, up: Up) {
-    cx.cache.borrow_mut().up = Some(up);
+    cx.cache.borrow_mut().up = Some((up, Instant::now()));
 }
 
 /// The client left: its upstream connection goes to the shard's pool.
 fn release(cx: &Ctx<'_>) {
-    let Some(up) = cx.cache.borrow_mut().up.take() else {
+    let Some((up, _)) = cx.cache.borrow_mut().up.take() else {
         return;
     };
     POOL.with(|p| {
