@@ -18,6 +18,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 
+mod gate;
+mod http;
 mod pg;
 mod pgload;
 mod procstat;
@@ -56,6 +58,32 @@ struct RunArgs {
     /// Write the full result as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
+    /// Compare with this baseline (a `--json` report of the same scenario);
+    /// exit 1 listing what regressed.
+    #[arg(long, value_name = "BASELINE.json")]
+    gate: Option<std::path::PathBuf>,
+    /// How much worse a ratio or CPU per operation may be than the baseline.
+    #[arg(long, default_value = "10%", value_parser = gate::parse_fraction)]
+    max_regression: f64,
+}
+
+#[derive(clap::Args, Clone)]
+struct HttpRunArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Dev private key: each connection sends its agent's own bearer token.
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "https://idp.sluice.test/")]
+    iss: String,
+    #[arg(long, default_value = "sluice")]
+    aud: String,
+    /// Simulated agents (tokens), spread over the connections.
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// The path requested.
+    #[arg(long, default_value = "/v1/customers")]
+    path: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -106,6 +134,14 @@ enum Command {
     PgRows(PgRunArgs),
     /// A new connection (login and token check) per query.
     PgConnect(PgRunArgs),
+    /// Keep-alive GETs of a small JSON document full of PII (requests/s, latency,
+    /// CPU µs per request), each agent with its own bearer token.
+    HttpJson(HttpRunArgs),
+    /// Run the JSON server that stands behind the endpoints of `http-json`.
+    HttpUpstream {
+        #[arg(long, default_value = "127.0.0.1:7110")]
+        listen: SocketAddr,
+    },
     /// Run an echo server to stand behind the endpoints of the tcp scenarios.
     Echo {
         #[arg(long, default_value = "127.0.0.1:7000")]
@@ -145,6 +181,25 @@ fn main() -> anyhow::Result<()> {
         Command::PgSelect(a) => run_pg("pg-select", pgload::Scenario::Select, a),
         Command::PgRows(a) => run_pg("pg-rows", pgload::Scenario::Rows, a),
         Command::PgConnect(a) => run_pg("pg-connect", pgload::Scenario::Connect, a),
+        Command::HttpUpstream { listen } => http::upstream(listen),
+        Command::HttpJson(a) => {
+            let tokens: Vec<String> = match &a.key {
+                Some(k) => {
+                    let m = token::Minter::load(k, &a.iss, &a.aud)?;
+                    (0..a.agents.max(1))
+                        .map(|i| m.mint(&format!("agent-{i}"), &["agents"]))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            let path = a.path.clone();
+            run(
+                "http-json",
+                a.run,
+                report::Unit::Ops,
+                move |addr, conns, time| http::run(addr, conns, time, &tokens, &path),
+            )
+        }
     }
 }
 
@@ -239,12 +294,22 @@ fn run(
     }
     let table = report::table(scenario, unit, &endpoints);
     println!("{table}");
-    if let Some(path) = args.json {
-        std::fs::write(
-            &path,
-            report::json(scenario, unit, &args.connections, &endpoints),
+    let report = report::json(scenario, unit, &args.connections, &endpoints);
+    if let Some(path) = &args.json {
+        std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
+    }
+    if let Some(path) = &args.gate {
+        let baseline: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?,
         )
-        .with_context(|| format!("write {}", path.display()))?;
+        .with_context(|| format!("{}: not a loadtest report", path.display()))?;
+        let current: serde_json::Value = serde_json::from_str(&report)?;
+        let (ok, table) = gate::check(&current, &baseline, args.max_regression);
+        println!("{table}");
+        if !ok {
+            eprintln!("gate: {scenario} regressed against {}", path.display());
+            std::process::exit(1);
+        }
     }
     Ok(())
 }

@@ -655,6 +655,7 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
     mut fwd: Forward,
     started: Instant,
 ) -> Next {
+    super::bench_slowdown();
     if fwd.expect_continue {
         // Everything about the request checked out: ask for the body now.
         if client

@@ -134,6 +134,7 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
                 return Err(e);
             }
         };
+        super::bench_slowdown();
         let (written, b) = to.write_all(buf).await;
         buf = b;
         written?;

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The CI smoke of the regression gate: a few seconds per scenario against
+# throw-away upstreams (the loadtest's own echo and JSON servers), Sluice
+# measured side by side with direct, compared with the committed smoke baseline
+# under a loose limit, so a change that halves throughput or doubles CPU per
+# operation cannot land. The full runs are in loadtest/README.md.
+#
+#   loadtest/smoke.sh                      # build (profile `smoke`), run, gate
+#   loadtest/smoke.sh --record             # measure and write the baseline instead
+#   SMOKE_FEATURES=sluice/bench-slowdown loadtest/smoke.sh   # a deliberately slowed build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+limit=${SMOKE_LIMIT:-50%}
+record=${1:-}
+features=${SMOKE_FEATURES:-}
+cargo build -q --profile smoke -p sluice -p sluice-loadtest ${features:+--features "$features"}
+bin=target/smoke
+state=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$state"; }
+trap cleanup EXIT
+
+# A port nothing listens on (bash's /dev/tcp: no other tool needed).
+free_port() {
+    while :; do
+        local p=$((20000 + RANDOM % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    done
+}
+echo_port=$(free_port); up_port=$(free_port); tcp_port=$(free_port); http_port=$(free_port)
+"$bin/sluice" token keygen --out "$state" >/dev/null
+"$bin/sluice-loadtest" echo --listen "127.0.0.1:$echo_port" 2>/dev/null & pids+=($!)
+"$bin/sluice-loadtest" http-upstream --listen "127.0.0.1:$up_port" 2>/dev/null & pids+=($!)
+cat >"$state/sluice.toml" <<TOML
+[gateway]
+shards = 2
+drain_timeout = "1s"
+[identity]
+issuer = "https://idp.sluice.test/"
+audience = "sluice"
+jwks = "file:$state/dev.jwks.json"
+[audit]
+dir = "$state/audit"
+durability = "batched"
+[[target]]
+name = "tcp"
+protocol = "tcp"
+listen = "127.0.0.1:$tcp_port"
+upstream = "127.0.0.1:$echo_port"
+access = ["*"]
+[[target]]
+name = "api"
+protocol = "http"
+listen = "127.0.0.1:$http_port"
+upstream = "127.0.0.1:$up_port"
+access = ["agents"]
+credentials = { header = "Authorization", value_env = "SMOKE_API_KEY" }
+masking = "pii"
+[masking.pii]
+detectors = ["email", "credit_card", "ssn", "phone", "aws_key", "jwt", "api_key"]
+fields = { "\$.customers[*].card" = "last4" }
+TOML
+SMOKE_API_KEY="Bearer smoke" SLUICE_LOG=warn "$bin/sluice" serve --config "$state/sluice.toml" & pids+=($!)
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$http_port") 2>/dev/null && break
+    sleep 0.1
+done
+
+status=0
+for scenario in tcp-rr http-json; do
+    case $scenario in
+        tcp-rr) direct=$echo_port; via=$tcp_port; extra=() ;;
+        http-json) direct=$up_port; via=$http_port; extra=(--key "$state/dev.key.pem") ;;
+    esac
+    baseline=loadtest/baselines/smoke-$scenario.json
+    args=("$scenario" --compare "direct=127.0.0.1:$direct" "sluice=127.0.0.1:$via"
+        --duration 6s --rounds 3 --connections 4 "${extra[@]}")
+    if [ "$record" = --record ]; then
+        "$bin/sluice-loadtest" "${args[@]}" --json "$baseline"
+    else
+        "$bin/sluice-loadtest" "${args[@]}" --gate "$baseline" --max-regression "$limit" || status=1
+    fi
+done
+exit $status
