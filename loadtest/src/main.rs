@@ -120,6 +120,13 @@ struct PgRunArgs {
     /// Create the scenario's table first, through the first endpoint.
     #[arg(long)]
     setup: bool,
+    /// `pg-write`: every n-th operation is a DELETE a gateway holds for approval (0: none).
+    #[arg(long, default_value_t = 20)]
+    held_every: u64,
+    /// `pg-write`: name=ADMIN_ADDR of the endpoint whose gateway holds statements;
+    /// a simulated approver (token from `--key`, group `dba`) approves them there.
+    #[arg(long, value_name = "NAME=ADDR")]
+    approver: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +141,9 @@ enum Command {
     PgRows(PgRunArgs),
     /// A new connection (login and token check) per query.
     PgConnect(PgRunArgs),
+    /// Point updates, with every `--held-every`-th statement held for approval
+    /// and approved by a simulated approver (`--approver name=ADMIN_ADDR`).
+    PgWrite(PgRunArgs),
     /// Keep-alive GETs of a small JSON document full of PII (requests/s, latency,
     /// CPU µs per request), each agent with its own bearer token.
     HttpJson(HttpRunArgs),
@@ -181,6 +191,7 @@ fn main() -> anyhow::Result<()> {
         Command::PgSelect(a) => run_pg("pg-select", pgload::Scenario::Select, a),
         Command::PgRows(a) => run_pg("pg-rows", pgload::Scenario::Rows, a),
         Command::PgConnect(a) => run_pg("pg-connect", pgload::Scenario::Connect, a),
+        Command::PgWrite(a) => run_pg("pg-write", pgload::Scenario::Write, a),
         Command::HttpUpstream { listen } => http::upstream(listen),
         Command::HttpJson(a) => {
             let tokens: Vec<String> = match &a.key {
@@ -217,7 +228,28 @@ fn run_pg(name: &str, scenario: pgload::Scenario, a: PgRunArgs) -> anyhow::Resul
         rate: a.rate,
         extended: !a.simple,
         scale: a.scale.max(1),
+        held_every: a.held_every,
+        approver: None,
     };
+    let approvers: Vec<(String, SocketAddr)> = a
+        .approver
+        .iter()
+        .map(|s| {
+            let (n, addr) = s
+                .split_once('=')
+                .context("--approver takes name=ADMIN_ADDR")?;
+            Ok((n.to_owned(), addr.parse().context("--approver address")?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let endpoint_names: Vec<(SocketAddr, String)> = a
+        .run
+        .compare
+        .iter()
+        .filter_map(|c| {
+            let (n, addr) = c.split_once('=')?;
+            Some((addr.parse().ok()?, n.to_owned()))
+        })
+        .collect();
     if a.setup && scenario == pgload::Scenario::Rows {
         let first = a.run.compare.first().context("no endpoint")?;
         let addr: SocketAddr = first.split_once('=').context("name=addr")?.1.parse()?;
@@ -235,6 +267,16 @@ fn run_pg(name: &str, scenario: pgload::Scenario, a: PgRunArgs) -> anyhow::Resul
         ..a.run.clone()
     };
     let once = move |addr: SocketAddr, _conns: usize, time: Duration| {
+        // The approver of this endpoint's gateway, if it has one.
+        let name = endpoint_names
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, n)| n);
+        let approver = name.and_then(|n| approvers.iter().find(|(m, _)| m == n).map(|(_, a)| *a));
+        let args = pgload::PgArgs {
+            approver,
+            ..args.clone()
+        };
         pgload::run(scenario, addr, &args, time)
     };
     run(name, run_args, report::Unit::Ops, once)

@@ -8,6 +8,9 @@
 //! - `pg-rows`: 100-row result sets full of PII (`--setup` creates the table), so
 //!   masking works hard.
 //! - `pg-connect`: a new connection (login, token check) per query.
+//! - `pg-write`: point updates on `pgbench_accounts`; every `--held-every`-th
+//!   operation is a `DELETE` that a gateway with an `approve` rule holds, and a
+//!   simulated approver (`--approver-admin`) approves through the admin API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ pub enum Scenario {
     Select,
     Rows,
     Connect,
+    Write,
 }
 
 #[derive(Clone)]
@@ -38,6 +42,10 @@ pub struct PgArgs {
     pub rate: Option<f64>,
     pub extended: bool,
     pub scale: u64,
+    /// `pg-write`: every n-th operation is a statement held for approval.
+    pub held_every: u64,
+    /// `pg-write`: the gateway's admin address, where the simulated approver acts.
+    pub approver: Option<SocketAddr>,
 }
 
 impl PgArgs {
@@ -63,6 +71,16 @@ pub fn run(scenario: Scenario, addr: SocketAddr, args: &PgArgs, time: Duration) 
         .map(|r| Duration::from_secs_f64(threads as f64 / r.max(1e-9)));
     let started = Instant::now();
     let deadline = started + time;
+    // The simulated approver works only against the endpoint it belongs to.
+    let approver = match (scenario, args.approver, &args.minter) {
+        (Scenario::Write, Some(admin), Some(m)) => {
+            let token = m.mint("approver-bot", &["dba"]);
+            Some(thread::spawn(move || {
+                approve_pending(admin, &token, deadline + Duration::from_secs(2))
+            }))
+        }
+        _ => None,
+    };
     let handles: Vec<_> = (0..threads)
         .map(|i| {
             let args = args.clone();
@@ -81,6 +99,11 @@ pub fn run(scenario: Scenario, addr: SocketAddr, args: &PgArgs, time: Duration) 
     }
     if let Some(e) = first_error {
         eprintln!("    first error at {addr}: {e}");
+    }
+    if let Some(a) = approver {
+        if let Ok(n) = a.join() {
+            eprintln!("    approver approved {n} requests");
+        }
     }
     Sample {
         ops: latency.len(),
@@ -111,11 +134,17 @@ fn worker(
     if scenario != Scenario::Connect {
         match Conn::connect(addr, &args.user, &args.database, &password) {
             Ok(mut c) => {
-                if scenario == Scenario::Select && args.extended {
-                    if let Err(e) = c.prepare(
-                        "sel",
-                        "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
-                    ) {
+                let prepared = match scenario {
+                    Scenario::Select => {
+                        Some("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+                    }
+                    Scenario::Write => {
+                        Some("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = $1")
+                    }
+                    _ => None,
+                };
+                if let (Some(sql), true) = (prepared, args.extended) {
+                    if let Err(e) = c.prepare("sel", sql) {
                         fail(e.to_string(), &mut errors);
                         return (hist, errors, first_error);
                     }
@@ -130,7 +159,9 @@ fn worker(
     }
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (index as u64 + 1);
     let mut next = Instant::now();
+    let mut op = 0u64;
     while Instant::now() < deadline {
+        op += 1;
         let intended = match interval {
             Some(iv) => {
                 let now = Instant::now();
@@ -164,6 +195,19 @@ fn worker(
                 .simple("SELECT * FROM loadtest_pii ORDER BY id LIMIT 100"),
             Scenario::Connect => Conn::connect(addr, &args.user, &args.database, &password)
                 .and_then(|mut c| c.simple("SELECT 1")),
+            Scenario::Write => {
+                let c = conn.as_mut().expect("connected");
+                if args.held_every > 0 && op % args.held_every == 0 {
+                    // Deletes nothing; through a gateway it waits for approval.
+                    c.simple(&format!("DELETE FROM pgbench_history WHERE tid = -{aid}"))
+                } else if args.extended {
+                    c.execute("sel", &[&aid.to_string()])
+                } else {
+                    c.simple(&format!(
+                        "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = {aid}"
+                    ))
+                }
+            }
         };
         match result {
             Ok(o) if o.error.is_none() => {
@@ -186,4 +230,59 @@ fn worker(
         }
     }
     (hist, errors, first_error)
+}
+
+/// The simulated approver: approves every pending request it may see, until
+/// `until`; returns how many it approved.
+fn approve_pending(admin: SocketAddr, token: &str, until: Instant) -> u64 {
+    let mut approved = 0;
+    while Instant::now() < until {
+        let pending = admin_call(admin, "GET", "/api/approvals?state=pending", token);
+        let ids: Vec<u64> = pending
+            .as_ref()
+            .and_then(|v| v["approvals"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r["id"].as_u64())
+            .collect();
+        for id in &ids {
+            if admin_call(
+                admin,
+                "POST",
+                &format!("/api/approvals/{id}/approve"),
+                token,
+            )
+            .is_some()
+            {
+                approved += 1;
+            }
+        }
+        if ids.is_empty() {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    approved
+}
+
+/// One admin API call (HTTP/1.1, connection closed after); the JSON body of a
+/// 2xx answer.
+fn admin_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let ok = out.get(9..10) == Some("2");
+    let body = out.split_once("\r\n\r\n")?.1;
+    ok.then(|| serde_json::from_str(body).ok()).flatten()
 }
