@@ -76,12 +76,16 @@ pub fn run(
                 let mut hist =
                     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
                 let mut ops = 0u64;
-                let Ok(mut s) = TcpStream::connect(addr) else {
+                let connect = || {
+                    let s = TcpStream::connect(addr).ok()?;
+                    let _ = s.set_nodelay(true);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    Some(s)
+                };
+                let Some(mut s) = connect() else {
                     errors.fetch_add(1, Ordering::Relaxed);
                     return (ops, hist);
                 };
-                let _ = s.set_nodelay(true);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut buf = Vec::with_capacity(16 * 1024);
                 let mut chunk = [0u8; 16 * 1024];
                 while Instant::now() < deadline {
@@ -91,12 +95,25 @@ pub fn run(
                         break;
                     }
                     match read_response(&mut s, &mut buf, &mut chunk) {
-                        Some(200) => {
-                            ops += 1;
-                            let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
-                        }
-                        Some(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                        Some((status, close)) => {
+                            if status == 200 {
+                                ops += 1;
+                                let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+                            } else {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // The server ends keep-alive (e.g. after N requests):
+                            // a new connection, as any client would.
+                            if close {
+                                buf.clear();
+                                match connect() {
+                                    Some(n) => s = n,
+                                    None => {
+                                        errors.fetch_add(1, Ordering::Relaxed);
+                                        break;
+                                    }
+                                }
+                            }
                         }
                         None => {
                             errors.fetch_add(1, Ordering::Relaxed);
@@ -124,13 +141,18 @@ pub fn run(
     }
 }
 
-/// Reads one response with a Content-Length body; its status, or `None` if the
-/// connection failed.
-fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> Option<u16> {
+/// Reads one response with a Content-Length body: its status and whether the
+/// server closes the connection after it; `None` if the connection failed.
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> Option<(u16, bool)> {
     loop {
         if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..end]).ok()?;
             let status: u16 = head.get(9..12)?.parse().ok()?;
+            let close = head.lines().any(|l| {
+                l.split_once(':').is_some_and(|(k, v)| {
+                    k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
+                })
+            });
             let len: usize = head
                 .lines()
                 .find_map(|l| {
@@ -145,7 +167,7 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> Opti
                 buf.extend_from_slice(&chunk[..n]);
             }
             buf.drain(..total);
-            return Some(status);
+            return Some((status, close));
         }
         let n = s.read(chunk).ok().filter(|&n| n > 0)?;
         buf.extend_from_slice(&chunk[..n]);
