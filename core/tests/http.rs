@@ -127,6 +127,10 @@ fn serve_upstream(mut s: TcpStream, log: Arc<Mutex<Vec<Seen>>>) {
         if s.write_all(&out).is_err() {
             return;
         }
+        // An upstream that drops idle keep-alive connections without saying so.
+        if seen.target.starts_with("/v1/then-close") {
+            return;
+        }
     }
 }
 
@@ -196,6 +200,7 @@ fn route(r: &Seen) -> Vec<u8> {
             out.extend_from_slice(b"\x1f\x8b\x08\x00");
             out
         }
+        ("GET", "/v1/then-close") => response("200 OK", "application/json", br#"{"ok":true}"#),
         ("GET", "/v1/image") => response("200 OK", "image/png", b"\x89PNG jane@example.com"),
         ("POST" | "PUT", _) => {
             let digest = sha256_hex(&r.body);
@@ -474,6 +479,24 @@ fn keep_alive_pipelining_and_chunked_uploads() {
     let first = out.find("HTTP/1.1 200").expect("first answer");
     let second = out.find("HTTP/1.1 404").expect("second answer");
     assert!(first < second, "{out}");
+    // An upstream that silently closes after each response: the next request
+    // on the reused connection is sent again on a fresh one, not failed.
+    let (out, err) = s.curl(&[
+        "-H",
+        &auth,
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} ",
+        &s.url("/v1/then-close"),
+        &s.url("/v1/then-close"),
+        &s.url("/v1/then-close"),
+    ]);
+    assert_eq!(out.trim(), "200 200 200", "{err}");
     // Chunked upload (curl sends the file in chunks): the upstream gets it whole.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("upload.bin");

@@ -703,71 +703,81 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         let _ = reply(client, Reply::error(503, "request refused: the audit log cannot record it; Sluice runs nothing it cannot record").closing()).await;
         return Next::Close;
     }
-    let mut up = match checkout(cx).await {
-        Ok(u) => u,
-        Err(e) => {
-            cx.shard.metrics.error(ErrorKind::UpstreamConnect);
-            warn!(
-                "upstream_connect_failed",
-                target = cx.target.name,
-                error = e
-            );
-            let r = Reply::error(502, format!("target `{}` is unreachable", cx.target.name));
-            return if reply(client, r).await.is_ok()
-                && fwd.keep_alive
-                && fwd.framing == Framing::None
-            {
-                Next::KeepAlive
-            } else {
-                Next::Close
-            };
-        }
-    };
     finish_head(&mut fwd.head, fwd.framing);
-    let head = std::mem::take(&mut fwd.head);
-    if up.write_all(head).await.0.is_err() {
-        cx.shard.metrics.error(ErrorKind::UpstreamIo);
-        let _ = reply(
-            client,
-            Reply::error(
-                502,
-                format!("target `{}` closed the connection", cx.target.name),
-            )
-            .closing(),
-        )
-        .await;
-        return Next::Close;
-    }
-    let sent = match held_body {
-        Some(body) => up
-            .write_all(body)
-            .await
-            .0
-            .map(|_| ())
-            .map_err(|_| BodyError::Upstream),
-        None => copy_body(client, buf, fwd.framing, &mut up).await,
-    };
-    match sent {
-        Ok(()) => {}
-        Err(BodyError::Client(r)) => {
-            let _ = reply(client, r.closing()).await;
-            return Next::Close;
-        }
-        Err(BodyError::Upstream) => {
-            cx.shard.metrics.error(ErrorKind::UpstreamIo);
-            let _ = reply(
-                client,
-                Reply::error(
-                    502,
-                    format!("target `{}` closed the connection", cx.target.name),
+    let mut head = std::mem::take(&mut fwd.head);
+    // A pooled connection the upstream closed just as the request went out is
+    // retried once on a fresh connection, when the request can be sent again
+    // (no body, or a body held in memory) and nothing reached the client.
+    let replayable = fwd.framing == Framing::None || held_body.is_some();
+    let mut attempt = 0;
+    let (up, outcome) = loop {
+        let (mut up, reused) = match checkout(cx).await {
+            Ok(u) => u,
+            Err(e) => {
+                cx.shard.metrics.error(ErrorKind::UpstreamConnect);
+                warn!(
+                    "upstream_connect_failed",
+                    target = cx.target.name,
+                    error = e
+                );
+                let r = Reply::error(502, format!("target `{}` is unreachable", cx.target.name));
+                return if reply(client, r).await.is_ok()
+                    && fwd.keep_alive
+                    && fwd.framing == Framing::None
+                {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            }
+        };
+        let may_retry = reused && replayable && attempt == 0;
+        attempt += 1;
+        let (res, back) = up.write_all(head).await;
+        head = back;
+        let sent = match res {
+            Err(_) => Err(BodyError::Upstream),
+            Ok(_) => match held_body.take() {
+                Some(body) => {
+                    let (res, back) = up.write_all(body).await;
+                    held_body = Some(back);
+                    res.map(|_| ()).map_err(|_| BodyError::Upstream)
+                }
+                None => copy_body(client, buf, fwd.framing, &mut up).await,
+            },
+        };
+        match sent {
+            Ok(()) => {}
+            Err(BodyError::Upstream) if may_retry => continue,
+            Err(BodyError::Client(r)) => {
+                let _ = reply(client, r.closing()).await;
+                return Next::Close;
+            }
+            Err(BodyError::Upstream) => {
+                cx.shard.metrics.error(ErrorKind::UpstreamIo);
+                let _ = reply(
+                    client,
+                    Reply::error(
+                        502,
+                        format!("target `{}` closed the connection", cx.target.name),
+                    )
+                    .closing(),
                 )
-                .closing(),
-            )
-            .await;
-            return Next::Close;
+                .await;
+                return Next::Close;
+            }
         }
-    }
-    let outcome = respond(cx, client, &mut up, &fwd).await;
+        let outcome = respond(cx, client, &mut up, &fwd, may_retry).await;
+        if outcome.retry {
+            debug!(
+                "upstream_retry",
+                target = cx.target.name,
+                reason = "a reused connection closed"
+            );
+            continue;
+        }
+        break (up, outcome);
+    };
     let m = cx.shard.metrics.target(cx.index);
     m.bytes_from_upstream
         .set(m.bytes_from_upstream.get().wrapping_add(outcome.bytes));
@@ -1070,21 +1080,23 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
 }
 
 /// An upstream connection: a pooled one, or a new one (TLS if configured).
-async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
+/// An upstream connection, and whether it was reused (a fresh one is not
+/// retried).
+async fn checkout(cx: &Ctx<'_>) -> Result<(Up, bool), String> {
     // Idle connections the upstream has closed meanwhile are dropped, not used.
     // (The connection this client used a moment ago is not checked: a syscall
     // per request for nothing.)
     let own = cx.cache.borrow_mut().up.take();
     if let Some((u, since)) = own {
         if since.elapsed() < Duration::from_secs(1) || !u.closed() {
-            return Ok(u);
+            return Ok((u, true));
         }
     }
     loop {
         let pooled = POOL.with(|p| p.borrow_mut().get_mut(&cx.target.name).and_then(Vec::pop));
         match pooled {
             Some(u) if u.closed() => continue,
-            Some(u) => return Ok(u),
+            Some(u) => return Ok((u, true)),
             None => break,
         }
     }
@@ -1101,7 +1113,7 @@ async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
     let _ = tcp.set_nodelay(true);
     let fd = tcp.as_raw_fd();
     if cx.target.upstream_tls == UpstreamTls::Disable {
-        return Ok(Up::Plain(tcp));
+        return Ok((Up::Plain(tcp), false));
     }
     let config = cx
         .shard
@@ -1115,7 +1127,7 @@ async fn checkout(cx: &Ctx<'_>) -> Result<Up, String> {
         .connect(name, tcp)
         .await
         .map_err(|e| format!("upstream TLS: {e}"))?;
-    Ok(Up::Tls(Box::new(s), fd))
+    Ok((Up::Tls(Box::new(s), fd), false))
 }
 
 fn checkin(cx: &Ctx<'_>, up: Up) {
@@ -1138,6 +1150,9 @@ fn release(cx: &Ctx<'_>) {
 
 /// How relaying a response went.
 struct Outcome {
+    /// A reused upstream connection failed before any response byte: the
+    /// request may be sent again on a fresh one (nothing reached the client).
+    retry: bool,
     status: u16,
     bytes: u64,
     masked: Vec<(&'static str, u64)>,
@@ -1155,6 +1170,7 @@ impl Outcome {
             error: Some(error),
             upstream_reusable: false,
             client_ok: false,
+            retry: false,
         }
     }
 }
@@ -1238,11 +1254,12 @@ async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
     client: &mut C,
     up: &mut U,
     fwd: &Forward,
+    may_retry: bool,
 ) -> Outcome {
     // The session's response buffer, reused across requests.
     let mut ubuf = std::mem::take(&mut cx.cache.borrow_mut().ubuf);
     ubuf.clear();
-    let outcome = respond_with(cx, client, up, fwd, &mut ubuf).await;
+    let outcome = respond_with(cx, client, up, fwd, &mut ubuf, may_retry).await;
     if ubuf.capacity() <= 256 * 1024 {
         cx.cache.borrow_mut().ubuf = ubuf;
     }
@@ -1255,6 +1272,7 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
     up: &mut U,
     fwd: &Forward,
     ubuf: &mut Vec<u8>,
+    may_retry: bool,
 ) -> Outcome {
     loop {
         // The response head (interim 1xx responses are passed on first).
@@ -1273,6 +1291,12 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
         };
         let (status, head_len) = match head {
             Ok(h) => h,
+            Err(_) if may_retry && ubuf.is_empty() => {
+                return Outcome {
+                    retry: true,
+                    ..Outcome::failed("a reused connection closed".into())
+                }
+            }
             Err(e) => {
                 cx.shard.metrics.error(ErrorKind::UpstreamIo);
                 warn!(
@@ -1422,6 +1446,7 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
                     && framing != Framing::UntilClose
                     && ubuf.is_empty(),
                 client_ok: !client_close,
+                retry: false,
             },
             Err(e) => {
                 debug!("response_relay_failed", target = cx.target.name, error = e);
