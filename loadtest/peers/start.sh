@@ -4,7 +4,7 @@
 #   haproxy TCP  :7002 -> echo :7000       (tcp-* scenarios)
 #   pgbouncer    :6433 -> PostgreSQL :5432  (session mode)
 #   haproxy TCP  :6434 -> PostgreSQL :5432
-#   sluice       :6435 -> PostgreSQL :5432  (and :7001 -> echo :7000)
+#   sluice       :6435 -> PostgreSQL :5432, :6436 the same with masking (and :7001 -> echo :7000)
 #   nginx        :7100 JSON upstream; :7101 nginx reverse proxy -> :7100   (http)
 #   haproxy HTTP :7102 -> :7100;  sluice http :7103 -> :7100               (http)
 # Stop everything with: loadtest/peers/start.sh stop
