@@ -131,9 +131,13 @@ impl PathPattern {
         )
     }
 
-    /// Does this (already canonical) path match? The query string is not part of it.
+    /// Does this path match? The caller passes it canonical and decoded (see
+    /// the HTTP driver); matching ignores ASCII case and a trailing `/`, as
+    /// many servers do, so neither can step around a rule.
     pub fn matches(&self, path: &str) -> bool {
-        let mut segs = path.trim_start_matches('/').split('/');
+        let path = path.trim_start_matches('/');
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let mut segs = path.split('/');
         for (i, p) in self.0.iter().enumerate() {
             match p {
                 PathSeg::Rest if i == self.0.len() - 1 => return true,
@@ -143,7 +147,7 @@ impl PathPattern {
                     _ => return false,
                 },
                 PathSeg::Lit(l) => {
-                    if segs.next() != Some(l.as_str()) {
+                    if !segs.next().is_some_and(|s| s.eq_ignore_ascii_case(l)) {
                         return false;
                     }
                 }
@@ -327,9 +331,11 @@ impl CompiledPolicy {
         path: &str,
         groups: GroupSet,
     ) -> Decision {
+        // Methods are case-sensitive on the wire, but some servers fold them:
+        // `delete` must not step around a rule for `DELETE`.
         let bit = crate::HTTP_METHODS
             .iter()
-            .position(|m| *m == method)
+            .position(|m| m.eq_ignore_ascii_case(method))
             .map_or(0, |i| 1u16 << i);
         let matching = || {
             self.targets[target].http.iter().filter(move |h| {

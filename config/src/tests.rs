@@ -662,6 +662,9 @@ mod http_rules {
         assert!(p.matches("/v1") && p.matches("/v1/a/b/c"));
         assert!(!p.matches("/v2/a"));
         assert!(PathPattern::parse("/health").matches("/health"));
+        // Case and a trailing slash cannot step around a rule.
+        let p = PathPattern::parse("/v1/customers/*");
+        assert!(p.matches("/V1/Customers/42") && p.matches("/v1/customers/42/"));
         assert!(!PathPattern::parse("/health").matches("/health/x"));
     }
 
@@ -696,6 +699,11 @@ rules = [
         assert_eq!(
             p.decide_http(0, "GET", "/v1/customers/1", agent),
             Decision::Allow
+        );
+        assert_eq!(
+            p.decide_http(0, "delete", "/v1/customers/1", agent),
+            Decision::Approve { rule: 1 },
+            "method case"
         );
         assert_eq!(
             p.decide_http(0, "DELETE", "/v1/customers/1", agent),

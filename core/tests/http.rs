@@ -642,6 +642,28 @@ fn tokens_rules_and_approvals() {
         code(&["-X", "DELETE", "-H", &auth, &s.url("/v1/customers/8")]),
         "202"
     );
+    // Spellings a server may resolve to the same resource are held too.
+    let before = s.requests();
+    for (method, path) in [
+        ("delete", "/v1/customers/9"),
+        ("DELETE", "/V1/CUSTOMERS/9"),
+        ("DELETE", "/v1/customers/9/"),
+        ("DELETE", "/v1/%63ustomers/9"),
+        ("DELETE", "/v1;x=1/customers/9"),
+    ] {
+        let url = s.url(path);
+        assert_eq!(
+            code(&["-X", method, "-H", &auth, "--path-as-is", &url]),
+            "202",
+            "{method} {path}"
+        );
+    }
+    assert_eq!(s.requests(), before, "none of them was forwarded");
+    let url = s.url("/v1/customers/%zz");
+    assert_eq!(
+        code(&["-X", "DELETE", "-H", &auth, "--path-as-is", &url]),
+        "400"
+    );
 
     assert_eq!(code(&["-H", &auth, &s.url("/v1/customers")]), "200");
     // Every request is in the audit log with its method, path and status.

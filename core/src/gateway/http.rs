@@ -396,7 +396,13 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
             ),
         ));
     }
-    let hold = match policy.decide_http(t, req.method, path, groups) {
+    let Some(rule_path) = rule_path(path) else {
+        return Err(Reply::error(
+            400,
+            "bad request: invalid percent-encoding in the path",
+        ));
+    };
+    let hold = match policy.decide_http(t, req.method, &rule_path, groups) {
         Decision::Allow => None,
         Decision::Deny { message, rule } => {
             info!(
@@ -469,6 +475,34 @@ fn canonical(path: &str) -> bool {
         && memchr::memmem::find(p, b"//").is_none()
         && memchr::memchr(b'\\', p).is_none()
         && !path.split('/').any(|s| s == "." || s == "..")
+}
+
+/// The path as rules see it: percent-decoded and without `;parameters` in any
+/// segment (servers that honour either would otherwise resolve a path no rule
+/// matched). `None` for a malformed escape.
+fn rule_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !path.contains(['%', ';']) {
+        return Some(std::borrow::Cow::Borrowed(path));
+    }
+    let b = path.as_bytes();
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(b[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded).into_owned();
+    let stripped: Vec<&str> = decoded
+        .split('/')
+        .map(|seg| seg.split(';').next().unwrap_or_default())
+        .collect();
+    Some(std::borrow::Cow::Owned(stripped.join("/")))
 }
 
 async fn authenticate(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Rc<Identity>, Reply> {
