@@ -201,6 +201,16 @@ fn route(r: &Seen) -> Vec<u8> {
             out
         }
         ("GET", "/v1/then-close") => response("200 OK", "application/json", br#"{"ok":true}"#),
+        ("GET", "/v1/gzip2") => {
+            let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-encoding: identity\r\ncontent-encoding: gzip\r\ncontent-length: 4\r\n\r\n".to_vec();
+            out.extend_from_slice(b"\x1f\x8b\x08\x00");
+            out
+        }
+        ("GET", "/v1/nan") => response(
+            "200 OK",
+            "application/json",
+            br#"{"customers":[{"card":"4111 1111 1111 1111","score":NaN}]}"#,
+        ),
         ("GET", "/v1/image") => response("200 OK", "image/png", b"\x89PNG jane@example.com"),
         ("POST" | "PUT", _) => {
             let digest = sha256_hex(&r.body);
@@ -387,6 +397,21 @@ fn curl_gets_masked_json_and_the_upstream_gets_only_the_injected_credential() {
     );
     let (out, _) = s.curl(&["-H", &auth, &s.url("/v1/image")]);
     assert!(out.contains("jane@example.com"));
+    // A second Content-Encoding field counts too; JSON that cannot be parsed
+    // is refused when field rules apply (they could not be).
+    let (out, _) = s.curl(&["-H", &auth, "-w", "\n%{http_code}", &s.url("/v1/gzip2")]);
+    assert!(out.ends_with("502"), "{out}");
+    let (out, _) = s.curl(&["-H", &auth, "-w", "\n%{http_code}", &s.url("/v1/nan")]);
+    assert!(out.ends_with("502") && !out.contains("4111 1111"), "{out}");
+    // Range requests are not forwarded while masking (a partial body defeats it).
+    let (_, _) = s.curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "Range: bytes=0-10",
+        &s.url("/v1/customers"),
+    ]);
+    assert_eq!(s.last().header("range"), None);
     // A compressed body is never passed through unmasked.
     let (out, _) = s.curl(&["-H", &auth, "-w", "\n%{http_code}", &s.url("/v1/gzip")]);
     assert!(out.ends_with("502"), "{out}");
@@ -544,6 +569,11 @@ fn smuggling_shapes_are_refused_and_never_forwarded() {
         ("dot segment", format!("GET /v1/../v1/admin/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
         ("encoded slash", format!("DELETE /v1/admin%2Fusers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
         ("absolute form", format!("GET http://evil/v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
+        ("dot-dot with params", format!("DELETE /v1/x/..;/customers/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
+        ("empty segment by params", format!("DELETE /v1/;/customers/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
+        ("method override", format!("POST /v1/customers/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-HTTP-Method-Override: DELETE\r\n\r\n")),
+        ("CR before chunk extension", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r;x\r\nhello\r\n0\r\n\r\n")),
+        ("request trailers", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nAuthorization: Bearer stolen\r\n\r\n")),
     ] {
         let out = raw(s.api, req.as_bytes());
         assert!(out.starts_with("HTTP/1.1 400 "), "{name}: {out}");

@@ -169,11 +169,28 @@ pub fn mask_json(
                 masked += n;
                 doc[inner].fill(b'*');
             }
-        } else if let Some(st) = style {
-            // A number, boolean or null under a field rule: a masked string.
+        } else {
+            // A number, boolean or null: under a field rule, or if a detector
+            // finds something in it (a card number sent as a number), it
+            // becomes a masked string.
             let mut v = doc[r.clone()].to_vec();
             let len = v.len();
-            mask::apply(&mut v, 0..len, None, st);
+            match style {
+                Some(st) => mask::apply(&mut v, 0..len, None, st),
+                None => {
+                    let n = masker.mask_value(&mut v, None);
+                    if n == 0 {
+                        continue;
+                    }
+                    masked += n;
+                    let mut quoted = Vec::with_capacity(len + 2);
+                    quoted.push(b'"');
+                    quoted.extend_from_slice(&v);
+                    quoted.push(b'"');
+                    replacements.push((r, quoted));
+                    continue;
+                }
+            }
             let mut quoted = Vec::with_capacity(len + 2);
             quoted.push(b'"');
             quoted.extend_from_slice(&v);
@@ -426,6 +443,12 @@ mod tests {
         assert_eq!(v.get("users.1.note"), "\"pay **** **** **** 0004\"");
         assert_eq!(v.get("users.0.name"), "\"Jane\"");
         assert_eq!(v.get("total"), "\"*\"");
+    }
+
+    #[test]
+    fn numbers_are_checked_by_the_detectors_too() {
+        let out = run(r#"{"card":4111111111111111,"n":42}"#, &[]).unwrap();
+        assert_eq!(out, r#"{"card":"************1111","n":42}"#);
     }
 
     #[test]

@@ -65,13 +65,22 @@ enum Up {
 }
 
 impl Up {
-    /// The upstream closed (or reset) this idle connection.
+    /// An idle connection that must not carry another request: the upstream
+    /// closed or reset it, or sent bytes nobody asked for (a late body, a second
+    /// response), which would otherwise be read as the next caller's answer.
     fn closed(&self) -> bool {
         let fd = match self {
             Up::Plain(s) => s.as_raw_fd(),
             Up::Tls(_, fd) => *fd,
         };
-        crate::approvals::hung_up(fd)
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout; the fd belongs to this connection.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n != 0
     }
 }
 
@@ -362,7 +371,13 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
             "bad request: the path is not canonical (`//`, `.` or `..` segments, or encoded `/`, `\\`, `.` are refused)",
         ));
     }
-    if req.header("upgrade").is_some() || req.method == "CONNECT" {
+    if METHOD_OVERRIDES.iter().any(|h| req.header(h).is_some()) {
+        return Err(Reply::error(
+            400,
+            "bad request: method override headers are not accepted (guardrails judge the request's own method)",
+        ));
+    }
+    if req.header("upgrade").is_some() || req.method.eq_ignore_ascii_case("CONNECT") {
         return Err(Reply::error(
             501,
             "protocol upgrades and CONNECT are not allowed through Sluice",
@@ -489,8 +504,11 @@ fn rule_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            decoded.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             decoded.push(b[i]);
@@ -502,6 +520,16 @@ fn rule_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
         .split('/')
         .map(|seg| seg.split(';').next().unwrap_or_default())
         .collect();
+    // What decoding and stripping revealed must be as canonical as the raw
+    // path: no `.`/`..` and no empty segment (but the leading and a trailing one).
+    let last = stripped.len() - 1;
+    if stripped
+        .iter()
+        .enumerate()
+        .any(|(i, s)| *s == "." || *s == ".." || (s.is_empty() && i != 0 && i != last))
+    {
+        return None;
+    }
     Some(std::borrow::Cow::Owned(stripped.join("/")))
 }
 
@@ -566,6 +594,18 @@ const DROPPED: &[&str] = &[
     "authorization",
     "content-length",
     "transfer-encoding",
+    // The gateway says who the client is.
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Headers that would make the upstream run another method than the one the
+/// rules judged: refused.
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// The head that goes upstream: same method and target (plus an injected
@@ -599,7 +639,10 @@ fn upstream_head(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
             || named
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
-            || (masking && h.name.eq_ignore_ascii_case("accept-encoding"))
+            || (masking
+                && ["accept-encoding", "range", "if-range"]
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(h.name)))
             || cred
                 .and_then(|c| c.header.as_deref())
                 .is_some_and(|c| c.eq_ignore_ascii_case(h.name))
@@ -742,7 +785,14 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
     // A pooled connection the upstream closed just as the request went out is
     // retried once on a fresh connection, when the request can be sent again
     // (no body, or a body held in memory) and nothing reached the client.
-    let replayable = fwd.framing == Framing::None || held_body.is_some();
+    // Only requests that are safe to repeat: GET, HEAD, OPTIONS without a body
+    // (an approved request runs once, whatever happens).
+    let replayable = fwd.framing == Framing::None
+        && held_body.is_none()
+        && approval.is_none()
+        && ["GET", "HEAD", "OPTIONS"]
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&fwd.method));
     let mut attempt = 0;
     let (up, outcome) = loop {
         let (mut up, reused) = match checkout(cx).await {
@@ -1093,6 +1143,14 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
                         break r.done;
                     }
                 };
+                // Trailer fields could carry what the gateway strips from heads
+                // (a token, a credential): refused, never forwarded.
+                if d.has_trailers() {
+                    return Err(BodyError::Client(Reply::error(
+                        400,
+                        "bad request: trailer fields in request bodies are not accepted",
+                    )));
+                }
                 if checked > 0 {
                     write_range(up, buf, 0..checked)
                         .await
@@ -1118,11 +1176,9 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
 /// retried).
 async fn checkout(cx: &Ctx<'_>) -> Result<(Up, bool), String> {
     // Idle connections the upstream has closed meanwhile are dropped, not used.
-    // (The connection this client used a moment ago is not checked: a syscall
-    // per request for nothing.)
     let own = cx.cache.borrow_mut().up.take();
-    if let Some((u, since)) = own {
-        if since.elapsed() < Duration::from_secs(1) || !u.closed() {
+    if let Some((u, _)) = own {
+        if !u.closed() {
             return Ok((u, true));
         }
     }
@@ -1319,6 +1375,10 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
             }
             match read_more_timeout(up, ubuf, cx.config.gateway.connect_timeout.max(STALL)).await {
                 Ok(0) => break Err("the upstream closed the connection".into()),
+                // A timeout is not a closed connection: never retried.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Outcome::failed(format!("the upstream did not answer: {e}"))
+                }
                 Err(e) => break Err(e.to_string()),
                 Ok(_) => {}
             }
@@ -1408,9 +1468,20 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
         if framing == Framing::None {
             masking = Masking::None;
         }
-        let encoded = resp
-            .header("content-encoding")
-            .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"identity"));
+        // Every Content-Encoding field counts, and a text the detectors cannot
+        // read byte by byte (UTF-16/32) is as opaque as a compressed one.
+        let encoded = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("content-encoding")
+                && h.value.split(|&b| b == b',').any(|c| {
+                    !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity")
+                })
+        }) || resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("content-type") && {
+                let v = h.value.to_ascii_lowercase();
+                memchr::memmem::find(&v, b"utf-16").is_some()
+                    || memchr::memmem::find(&v, b"utf-32").is_some()
+            }
+        });
         if encoded && !matches!(masking, Masking::None) {
             warn!("masking_refused_encoded_body", target = cx.target.name);
             let _ = reply(client, Reply::error(502, "the target sent a compressed body, which Sluice cannot mask; it was not passed on").closing()).await;
@@ -1642,7 +1713,23 @@ async fn json_body<C: AsyncWriteRent, U: AsyncReadRent>(
             return (Err(e), masker);
         }
     };
+    // A UTF-8 byte order mark is not part of the document.
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        body.drain(..3);
+    }
     if mask_json(&mut body, &mut masker, rules).is_err() {
+        if !rules.is_empty() {
+            // Field rules cannot be applied to what does not parse: refuse
+            // rather than pass named fields in clear.
+            let r = Reply::error(
+                502,
+                "the target sent JSON that Sluice cannot parse, so its field masking rules cannot be applied; it was not passed on",
+            )
+            .closing();
+            let (res, _) = client.write_all(r.bytes()).await;
+            let _ = res;
+            return (Err("unparsable JSON with field rules".into()), masker);
+        }
         // Declared JSON but not JSON: masked as text instead (never passed raw).
         let mut s = StreamMasker::new(masker.profile().clone());
         let mut out = Vec::with_capacity(body.len());

@@ -89,7 +89,11 @@ pub fn request_framing(req: &Request<'_, '_>, max: u64) -> Result<Framing, Frami
 
 /// The framing of a response to a request with `method`.
 pub fn response_framing(resp: &Response<'_, '_>, method: &str) -> Result<Framing, FramingError> {
-    if method == "HEAD" || resp.status < 200 || resp.status == 204 || resp.status == 304 {
+    if method.eq_ignore_ascii_case("HEAD")
+        || resp.status < 200
+        || resp.status == 204
+        || resp.status == 304
+    {
         return Ok(Framing::None);
     }
     Ok(match framing(resp.headers, resp.version)? {
@@ -220,6 +224,7 @@ pub struct ChunkedDecoder {
     total: u64,
     max: u64,
     trailer_bytes: usize,
+    trailers: bool,
 }
 
 impl ChunkedDecoder {
@@ -230,7 +235,13 @@ impl ChunkedDecoder {
             total: 0,
             max,
             trailer_bytes: 0,
+            trailers: false,
         }
+    }
+
+    /// Trailer fields were seen (after the last chunk).
+    pub fn has_trailers(&self) -> bool {
+        self.trailers
     }
 
     pub fn is_done(&self) -> bool {
@@ -323,6 +334,8 @@ impl ChunkedDecoder {
                         self.state = State::Done;
                     } else if !valid_trailer(line) {
                         return Err(ChunkError::Trailer);
+                    } else {
+                        self.trailers = true;
                     }
                 }
             }
@@ -351,7 +364,11 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ChunkError> {
     }
     // Extensions are ignored but must be well-formed enough: `;` first, no
     // control bytes (a bare CR here is a smuggling vector).
-    let ext = ext.trim_ascii_start();
+    // Only spaces and tabs may precede `;` (a CR here is a smuggling vector).
+    let ext = {
+        let skip = ext.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        &ext[skip..]
+    };
     if !ext.is_empty()
         && (ext[0] != b';' || ext.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f))
     {
