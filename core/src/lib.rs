@@ -23,6 +23,7 @@ pub mod audit;
 pub mod cli;
 pub mod gateway;
 pub mod identity;
+pub mod localserver;
 pub mod log;
 pub mod metrics;
 pub mod policy;

@@ -67,17 +67,37 @@ struct RunArgs {
     max_regression: f64,
 }
 
+/// How simulated agents get their tokens.
+#[derive(clap::Args, Clone)]
+struct TokenArgs {
+    /// Dev private key (from `sluice token keygen`): each agent gets its own
+    /// token (a Postgres password, an HTTP bearer token). Without it none is
+    /// sent (a direct Postgres with trust auth ignores the password).
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
+    /// Token issuer.
+    #[arg(long, default_value = "https://idp.sluice.test/")]
+    iss: String,
+    /// Token audience.
+    #[arg(long, default_value = "sluice")]
+    aud: String,
+}
+
+impl TokenArgs {
+    fn minter(&self) -> anyhow::Result<Option<token::Minter>> {
+        self.key
+            .as_ref()
+            .map(|k| token::Minter::load(k, &self.iss, &self.aud))
+            .transpose()
+    }
+}
+
 #[derive(clap::Args, Clone)]
 struct HttpRunArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Dev private key: each connection sends its agent's own bearer token.
-    #[arg(long, value_name = "FILE")]
-    key: Option<std::path::PathBuf>,
-    #[arg(long, default_value = "https://idp.sluice.test/")]
-    iss: String,
-    #[arg(long, default_value = "sluice")]
-    aud: String,
+    #[command(flatten)]
+    tokens: TokenArgs,
     /// Simulated agents (tokens), spread over the connections.
     #[arg(long, default_value_t = 4)]
     agents: usize,
@@ -90,16 +110,8 @@ struct HttpRunArgs {
 struct PgRunArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Dev private key (from `sluice token keygen`): each agent gets its own token
-    /// as password. Without it the password is ignored (direct trust auth).
-    #[arg(long, value_name = "FILE")]
-    key: Option<std::path::PathBuf>,
-    /// Token issuer.
-    #[arg(long, default_value = "https://idp.sluice.test/")]
-    iss: String,
-    /// Token audience.
-    #[arg(long, default_value = "sluice")]
-    aud: String,
+    #[command(flatten)]
+    tokens: TokenArgs,
     #[arg(long, default_value = "postgres")]
     database: String,
     /// Startup user (informational through Sluice; the login user direct).
@@ -194,13 +206,10 @@ fn main() -> anyhow::Result<()> {
         Command::PgWrite(a) => run_pg("pg-write", pgload::Scenario::Write, a),
         Command::HttpUpstream { listen } => http::upstream(listen),
         Command::HttpJson(a) => {
-            let tokens: Vec<String> = match &a.key {
-                Some(k) => {
-                    let m = token::Minter::load(k, &a.iss, &a.aud)?;
-                    (0..a.agents.max(1))
-                        .map(|i| m.mint(&format!("agent-{i}"), &["agents"]))
-                        .collect()
-                }
+            let tokens: Vec<String> = match a.tokens.minter()? {
+                Some(m) => (0..a.agents.max(1))
+                    .map(|i| m.mint(&format!("agent-{i}"), &["agents"]))
+                    .collect(),
                 None => Vec::new(),
             };
             let path = a.path.clone();
@@ -215,10 +224,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_pg(name: &str, scenario: pgload::Scenario, a: PgRunArgs) -> anyhow::Result<()> {
-    let minter = match &a.key {
-        Some(k) => Some(std::sync::Arc::new(token::Minter::load(k, &a.iss, &a.aud)?)),
-        None => None,
-    };
+    let minter = a.tokens.minter()?.map(std::sync::Arc::new);
     let args = pgload::PgArgs {
         minter,
         user: a.user.clone(),

@@ -127,21 +127,14 @@ pub async fn caller(
     shard: &Shard,
     req: &http::Request<'_, '_>,
 ) -> Result<std::rc::Rc<crate::identity::Identity>, Vec<u8>> {
-    let token = req
-        .header("authorization")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .ok_or_else(|| {
-            json(
-                401,
-                "Unauthorized",
-                r#"{"error":"send Authorization: Bearer <token>"}"#,
-            )
-        })?;
-    shard.authenticate(token.trim()).await.map_err(|e| {
+    let token = req.bearer_token().ok_or_else(|| {
+        json(
+            401,
+            "Unauthorized",
+            r#"{"error":"send Authorization: Bearer <token>"}"#,
+        )
+    })?;
+    shard.authenticate(token).await.map_err(|e| {
         json(
             401,
             "Unauthorized",

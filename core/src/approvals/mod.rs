@@ -209,6 +209,27 @@ impl Approvals {
     }
 }
 
+/// The hash an approval is bound to: tagged, length-prefixed `fields` (what
+/// exactly would run) and the rule's approvers and quorum (a reload that
+/// changes them invalidates earlier approvals).
+pub fn key_hash(fields: &[(&[u8], &[u8])], spec: &sluice_config::policy::ApprovalSpec) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |tag: &[u8], v: &[u8]| {
+        h.update(tag);
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    };
+    for (tag, v) in fields {
+        field(tag, v);
+    }
+    for a in spec.approvers.iter() {
+        field(b"approver", a.as_bytes());
+    }
+    field(b"quorum", &[spec.quorum]);
+    h.finalize().into()
+}
+
 /// How waiting for a decision ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Waited {
@@ -311,14 +332,9 @@ impl Approvals {
 /// Has the peer closed its side (or reset) the connection? A waiting client
 /// sends nothing, so a hang-up shows as `POLLRDHUP`/`POLLHUP` without reading.
 pub fn hung_up(fd: std::os::fd::RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout; the fd is owned by the session.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    crate::gateway::poll_now(fd, libc::POLLRDHUP)
+        & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)
+        != 0
 }
 
 /// Attempts per webhook delivery before it is given up (logged).

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::identity::token::{Claims, DevKey};
+use crate::localserver::{as_user, is_root, pg_bin, which};
 
 const ISSUER: &str = "https://demo.sluice.local/";
 /// The demo API's own credential; callers never see it (Sluice injects it).
@@ -449,36 +450,6 @@ struct Postgres {
     port: u16,
 }
 
-fn pg_bin(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join(name).exists())
-        .collect();
-    dirs.sort_by_key(|p| {
-        p.parent()
-            .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
-    dirs.pop().map(|d| d.join(name))
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// PostgreSQL refuses to run as root: as root, the server runs as `postgres`.
-fn as_server_user(program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
 fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
     if out.status.success() {
@@ -518,7 +489,7 @@ impl Postgres {
         }
         let data = dir.join("data");
         run_ok(
-            as_server_user(&initdb).arg("-D").arg(&data).args([
+            as_user("postgres", &initdb).arg("-D").arg(&data).args([
                 "-A",
                 "trust",
                 "-U",
@@ -532,7 +503,7 @@ impl Postgres {
         )?;
         let port = free_port()?;
         run_ok(
-            as_server_user(&pg_ctl)
+            as_user("postgres", &pg_ctl)
                 .arg("-D")
                 .arg(&data)
                 .arg("-o")
@@ -575,18 +546,10 @@ impl Postgres {
     }
 
     fn stop(&self) {
-        let _ = as_server_user(&self.pg_ctl)
+        let _ = as_user("postgres", &self.pg_ctl)
             .arg("-D")
             .arg(&self.data)
             .args(["-m", "fast", "-w", "stop"])
             .output();
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
 }

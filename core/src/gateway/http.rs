@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use sha2::{Digest, Sha256};
 use sluice_config::policy::{ApprovalSpec, Decision};
 use sluice_config::{ApprovalMode, Config, Target, UpstreamTls};
 use sluice_masking::json::{mask_json, FieldRules};
@@ -73,14 +72,7 @@ impl Up {
             Up::Plain(s) => s.as_raw_fd(),
             Up::Tls(_, fd) => *fd,
         };
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN | libc::POLLRDHUP,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout; the fd belongs to this connection.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n != 0
+        super::poll_now(fd, libc::POLLIN | libc::POLLRDHUP) != 0
     }
 }
 
@@ -188,30 +180,9 @@ pub async fn serve(
         session(&cx, tcp).await;
         return release(&cx);
     }
-    let Some(tls) = shard.shared.tls.clone() else {
-        return;
-    };
-    let acceptor = monoio_rustls::TlsAcceptor::from(tls);
-    match monoio::time::timeout(STALL, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => {
-            session(&cx, stream).await;
-            release(&cx);
-        }
-        Ok(Err(e)) => {
-            shard.metrics.error(ErrorKind::ClientIo);
-            info!(
-                "tls_handshake_failed",
-                target = target.name,
-                peer = peer,
-                error = e
-            );
-        }
-        Err(_) => info!(
-            "tls_handshake_failed",
-            target = target.name,
-            peer = peer,
-            error = "timed out"
-        ),
+    if let Some(stream) = super::tls::accept(shard, target, tcp, peer, STALL).await {
+        session(&cx, stream).await;
+        release(&cx);
     }
 }
 
@@ -539,13 +510,7 @@ async fn authenticate(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Rc<Id
         ..Reply::error(401, msg)
     };
     let token = req
-        .header("authorization")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+        .bearer_token()
         .ok_or_else(|| unauthorized("send Authorization: Bearer <token>".into()))?;
     // Keep-alive clients send the same token on every request: reuse the
     // identity until the token expires.
@@ -629,16 +594,16 @@ fn upstream_head(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
     out.extend_from_slice(cx.target.upstream.as_bytes());
     out.extend_from_slice(b"\r\n");
     // A header the Connection header names is hop-by-hop too.
-    let named: Vec<&[u8]> = req
-        .header("connection")
-        .map(|v| v.split(|&b| b == b',').map(|t| t.trim_ascii()).collect())
-        .unwrap_or_default();
+    let connection = req.header("connection").unwrap_or_default();
+    let named = |name: &str| {
+        connection
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    };
     let masking = cx.target.masking.is_some();
     for h in req.headers {
         if DROPPED.iter().any(|d| d.eq_ignore_ascii_case(h.name))
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+            || named(h.name)
             || (masking
                 && ["accept-encoding", "range", "if-range"]
                     .iter()
@@ -954,25 +919,15 @@ async fn hold(
     spec: &std::sync::Arc<ApprovalSpec>,
 ) -> Held {
     let approvals = &cx.shard.shared.approvals;
-    let mut h = Sha256::new();
-    for (tag, v) in [
-        (&b"method"[..], fwd.method.as_bytes()),
+    let fields: [(&[u8], &[u8]); 3] = [
+        (b"method", fwd.method.as_bytes()),
         (b"target", fwd.target.as_bytes()),
         (b"body", body),
-    ] {
-        h.update(tag);
-        h.update((v.len() as u64).to_be_bytes());
-        h.update(v);
-    }
-    for a in spec.approvers.iter() {
-        h.update(b"approver");
-        h.update(a.as_bytes());
-    }
-    h.update([spec.quorum]);
+    ];
     let key = Key {
         requester: fwd.identity.subject.clone(),
         target: cx.target.name.clone(),
-        hash: h.finalize().into(),
+        hash: crate::approvals::key_hash(&fields, spec),
     };
     if let Some(r) = approvals.take_grant(&key) {
         return Held::Approved(r.id);
@@ -1284,23 +1239,21 @@ fn mask_setup(cx: &Ctx<'_>, name: &str) -> Result<Rc<MaskSetup>, String> {
     if let Some(m) = &cx.cache.borrow().masking {
         return Ok(m.clone());
     }
-    let Some(p) = cx.config.masking.get(name) else {
+    let (Some(p), Some(profile)) = (
+        cx.config.masking.get(name),
+        super::masking_profile(cx.config, cx.target)?,
+    ) else {
         return Err(format!("masking profile `{name}` is missing"));
     };
-    let detectors: Vec<&str> = p.detectors.iter().map(String::as_str).collect();
-    let columns: Vec<(&str, &str)> = p
-        .columns
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut rules: Vec<(&str, &str)> = p
+    // JSON field paths, and column rules as key names.
+    let rules: Vec<(&str, &str)> = p
         .fields
         .iter()
+        .chain(&p.columns)
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    rules.extend(columns.iter().copied());
     let setup = Rc::new(MaskSetup {
-        profile: Profile::new(&detectors, &columns)?,
+        profile,
         rules: Rc::new(FieldRules::new(&rules)?),
     });
     cx.cache.borrow_mut().masking = Some(setup.clone());

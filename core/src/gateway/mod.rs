@@ -24,3 +24,40 @@ pub fn bench_slowdown() {
 pub mod postgres;
 pub mod tcp;
 pub mod tls;
+
+/// The target's masking profile (detectors and column rules), if it has one.
+pub fn masking_profile(
+    config: &sluice_config::Config,
+    target: &sluice_config::Target,
+) -> Result<Option<sluice_masking::Profile>, String> {
+    let Some(name) = &target.masking else {
+        return Ok(None);
+    };
+    let Some(p) = config.masking.get(name) else {
+        return Ok(None);
+    };
+    let detectors: Vec<&str> = p.detectors.iter().map(String::as_str).collect();
+    let columns: Vec<(&str, &str)> = p
+        .columns
+        .iter()
+        .map(|(c, s)| (c.as_str(), s.as_str()))
+        .collect();
+    sluice_masking::Profile::new(&detectors, &columns).map(Some)
+}
+
+/// The events (of `events`, plus hang-up and error) a socket has right now,
+/// without waiting: how an idle session notices its peer without reading.
+pub fn poll_now(fd: std::os::fd::RawFd, events: i16) -> i16 {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout; the caller owns the fd.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    if n > 0 {
+        p.revents
+    } else {
+        0
+    }
+}

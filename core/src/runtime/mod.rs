@@ -114,7 +114,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     }
     let policy = Arc::new(CompiledPolicy::compile(&config).map_err(anyhow::Error::msg)?);
     for t in &config.targets {
-        crate::gateway::postgres::masking::profile(&config, t)
+        crate::gateway::masking_profile(&config, t)
             .map_err(|e| anyhow::anyhow!("target `{}`: masking: {e}", t.name))?;
     }
     let (keys, verifier) = match &config.identity {

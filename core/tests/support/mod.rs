@@ -10,6 +10,8 @@
 //! hanging it.
 #![allow(dead_code)]
 
+use sluice::localserver::{as_user, is_root};
+pub use sluice::localserver::{pg_bin, which};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -200,38 +202,6 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
-}
-
-/// Where Debian puts a PostgreSQL server binary (not on PATH).
-pub fn pg_bin(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join(name).exists())
-        .collect();
-    // Newest major version first.
-    dirs.sort_by_key(|p| {
-        p.parent()
-            .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
-    dirs.pop().map(|d| d.join(name))
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// `cmd` as the given system user when we are root (servers refuse to run as root).
-fn as_user(user: &str, program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.arg("-u").arg(user).arg("--").arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
 }
 
 /// A temp dir the unprivileged server user can own.
@@ -481,14 +451,6 @@ pub fn mariadb_query(addr: SocketAddr, sql: &str) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
-}
-
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
 }
 
 /// A tcp target config block.

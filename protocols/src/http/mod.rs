@@ -60,6 +60,16 @@ impl<'b> Request<'_, 'b> {
             .map(|h| h.value)
     }
 
+    /// The credential of `Authorization: Bearer <token>` (scheme in either
+    /// case), trimmed.
+    pub fn bearer_token(&self) -> Option<&'b str> {
+        let v = std::str::from_utf8(self.header("authorization")?).ok()?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))?;
+        Some(token.trim())
+    }
+
     /// The path without its query string.
     pub fn path(&self) -> &'b str {
         self.target.split_once('?').map_or(self.target, |(p, _)| p)

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
-use sha2::{Digest, Sha256};
 use sluice_config::policy::ApprovalSpec;
 use sluice_config::ApprovalMode;
 use sluice_protocols::postgres::encode::{self, Report};
@@ -51,23 +50,12 @@ impl Hold {
         bind: Option<&[u8]>,
         database: &str,
     ) -> Hold {
-        let mut h = Sha256::new();
-        let mut field = |tag: &[u8], v: &[u8]| {
-            h.update(tag);
-            h.update((v.len() as u64).to_be_bytes());
-            h.update(v);
-        };
-        field(b"database", database.as_bytes());
-        for t in texts {
-            field(b"sql", t);
-        }
+        let mut fields: Vec<(&[u8], &[u8])> = vec![(b"database", database.as_bytes())];
+        fields.extend(texts.iter().map(|t| (&b"sql"[..], &t[..])));
         if let Some(rest) = bind {
-            field(b"bind", rest);
+            fields.push((b"bind", rest));
         }
-        for a in spec.approvers.iter() {
-            field(b"approver", a.as_bytes());
-        }
-        field(b"quorum", &[spec.quorum]);
+        let hash = crate::approvals::key_hash(&fields, &spec);
         let text = texts
             .iter()
             .map(|t| String::from_utf8_lossy(t))
@@ -76,7 +64,7 @@ impl Hold {
         Hold {
             kind,
             spec,
-            hash: h.finalize().into(),
+            hash,
             text,
             params: bind.map(params).unwrap_or_default(),
             database: database.to_owned(),

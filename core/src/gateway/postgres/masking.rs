@@ -30,26 +30,6 @@ pub struct RowMasker {
     ranges: Vec<std::ops::Range<usize>>,
 }
 
-/// The target's masking profile, if it has one.
-pub fn profile(
-    config: &sluice_config::Config,
-    target: &sluice_config::Target,
-) -> Result<Option<Profile>, String> {
-    let Some(name) = &target.masking else {
-        return Ok(None);
-    };
-    let Some(p) = config.masking.get(name) else {
-        return Ok(None);
-    };
-    let detectors: Vec<&str> = p.detectors.iter().map(String::as_str).collect();
-    let columns: Vec<(&str, &str)> = p
-        .columns
-        .iter()
-        .map(|(c, s)| (c.as_str(), s.as_str()))
-        .collect();
-    Profile::new(&detectors, &columns).map(Some)
-}
-
 impl RowMasker {
     pub fn new(profile: Profile) -> RowMasker {
         RowMasker {

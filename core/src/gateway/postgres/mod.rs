@@ -105,40 +105,20 @@ pub async fn serve(
         monoio::time::timeout(LOGIN_TIMEOUT, open(shard, target, &mut tcp, &mut buf)).await;
     match opening {
         Ok(Some(true)) => {
-            let Some(tls) = shard.shared.tls.clone() else {
-                return;
-            };
-            let acceptor = monoio_rustls::TlsAcceptor::from(tls);
-            match monoio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    session(
-                        shard,
-                        index,
-                        target,
-                        config,
-                        stream,
-                        fd,
-                        peer,
-                        true,
-                        Vec::new(),
-                    )
-                    .await
-                }
-                Ok(Err(e)) => {
-                    shard.metrics.error(ErrorKind::ClientIo);
-                    info!(
-                        "tls_handshake_failed",
-                        target = target.name,
-                        peer = peer,
-                        error = e
-                    );
-                }
-                Err(_) => info!(
-                    "tls_handshake_failed",
-                    target = target.name,
-                    peer = peer,
-                    error = "timed out"
-                ),
+            let accepted = crate::gateway::tls::accept(shard, target, tcp, peer, LOGIN_TIMEOUT);
+            if let Some(stream) = accepted.await {
+                session(
+                    shard,
+                    index,
+                    target,
+                    config,
+                    stream,
+                    fd,
+                    peer,
+                    true,
+                    Vec::new(),
+                )
+                .await
             }
         }
         Ok(Some(false)) => session(shard, index, target, config, tcp, fd, peer, false, buf).await,

@@ -189,7 +189,7 @@ pub async fn run<C: Io, U: Io>(
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
     let client_w = Slot::new(client_w);
-    let masker = match super::masking::profile(ctx.config, ctx.target) {
+    let masker = match crate::gateway::masking_profile(ctx.config, ctx.target) {
         Ok(p) => p.map(super::masking::RowMasker::new),
         Err(e) => {
             warn!(
