@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite. On Debian, run as root, it first installs what the
 # tests need and is missing: PostgreSQL server binaries, psql and pgbench, MariaDB
-# server and client. The tests start their own throw-away servers on free loopback
+# server and client, curl. The tests start their own throw-away servers on free loopback
 # ports; nothing already running on this machine is used.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,6 +13,8 @@ command -v pgbench >/dev/null || need+=(postgresql-client postgresql)
 [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server-core)
 command -v mariadb >/dev/null || need+=(mariadb-client-core)
 command -v runuser >/dev/null || need+=(util-linux)
+# The HTTP and demo tests drive the gateway with curl.
+command -v curl >/dev/null || need+=(curl)
 # pg_query (the classifier's differential-test oracle) generates bindings with libclang.
 compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so*' >/dev/null || need+=(libclang-dev)
 

@@ -20,14 +20,18 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$state"; }
 trap cleanup EXIT
 
-# A port nothing listens on (bash's /dev/tcp: no other tool needed).
-free_port() {
-    while :; do
-        local p=$((20000 + RANDOM % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-    done
-}
-echo_port=$(free_port); up_port=$(free_port); tcp_port=$(free_port); http_port=$(free_port)
+# Four distinct ports nothing listens on, below the kernel's ephemeral range (a
+# port an outgoing connection holds there cannot be bound even though nothing
+# listens on it). bash's /dev/tcp checks for a listener: no other tool needed.
+low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+ports=()
+while ((${#ports[@]} < 4)); do
+    p=$((10000 + RANDOM % (low - 10000)))
+    [[ " ${ports[*]} " == *" $p "* ]] && continue
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+    ports+=("$p")
+done
+echo_port=${ports[0]}; up_port=${ports[1]}; tcp_port=${ports[2]}; http_port=${ports[3]}
 "$bin/sluice" token keygen --out "$state" >/dev/null
 "$bin/sluice-loadtest" echo --listen "127.0.0.1:$echo_port" 2>/dev/null & pids+=($!)
 "$bin/sluice-loadtest" http-upstream --listen "127.0.0.1:$up_port" 2>/dev/null & pids+=($!)
@@ -61,10 +65,12 @@ detectors = ["email", "credit_card", "ssn", "phone", "aws_key", "jwt", "api_key"
 fields = { "\$.customers[*].card" = "last4" }
 TOML
 SMOKE_API_KEY="Bearer smoke" SLUICE_LOG=warn "$bin/sluice" serve --config "$state/sluice.toml" & pids+=($!)
+up=
 for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$http_port") 2>/dev/null && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$http_port") 2>/dev/null && { up=1; break; }
     sleep 0.1
 done
+[ -n "$up" ] || { echo "smoke: the gateway did not start (see its log above)" >&2; exit 1; }
 
 status=0
 for scenario in tcp-rr http-json; do
