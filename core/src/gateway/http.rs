@@ -24,6 +24,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -54,6 +55,12 @@ const IDLE: Duration = Duration::from_secs(60);
 const STALL: Duration = Duration::from_secs(30);
 /// Idle upstream connections kept per target and shard.
 const POOL_PER_TARGET: usize = 64;
+/// How long after its last response a client's own upstream connection is
+/// reused for a replayable request without checking it first. Bytes the
+/// upstream sends unasked within this window reach the same caller only (as a
+/// 502 or a masked answer); pooled connections, shared by callers, are always
+/// checked.
+const FRESH: Duration = Duration::from_secs(1);
 /// Longest request body held whole (an approval is bound to the body).
 const MAX_HELD_BODY: u64 = 1 << 20;
 
@@ -134,6 +141,8 @@ struct Ctx<'a> {
     target: &'a Target,
     config: &'a Config,
     peer: SocketAddr,
+    /// The caller's address as `X-Forwarded-For` gives it.
+    peer_ip: String,
     fd: RawFd,
     session: String,
     cache: RefCell<SessionCache>,
@@ -169,6 +178,7 @@ pub async fn serve(
         target,
         config,
         peer,
+        peer_ip: peer.ip().to_string(),
         fd: tcp.as_raw_fd(),
         session: sid.iter().map(|b| format!("{b:02x}")).collect(),
         cache: RefCell::new(SessionCache {
@@ -257,11 +267,15 @@ struct Forward {
 async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
-        // The next request head (pipelined ones may already be buffered).
-        let head_len = loop {
+        // The next request head (pipelined ones may already be buffered),
+        // checked as soon as it is whole.
+        let head = loop {
             let mut headers = [Header::EMPTY; MAX_HEADERS];
             match http::parse_request(&buf, &mut headers, MAX_HEAD) {
-                Ok(Status::Complete(_, n)) => break Ok(n),
+                Ok(Status::Complete(req, n)) => {
+                    let started = Instant::now();
+                    break Ok((admit(cx, &req).await, n, started));
+                }
                 Ok(Status::Partial) => {}
                 Err(e) => break Err(e),
             }
@@ -271,8 +285,8 @@ async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C)
                 Ok(_) => {}
             }
         };
-        let head_len = match head_len {
-            Ok(n) => n,
+        let (admitted, head_len, started) = match head {
+            Ok(h) => h,
             Err(e) => {
                 cx.shard.metrics.error(ErrorKind::ClientIo);
                 let status = match e {
@@ -286,15 +300,6 @@ async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C)
                 .await;
                 return;
             }
-        };
-        let started = Instant::now();
-        let admitted = {
-            let mut headers = [Header::EMPTY; MAX_HEADERS];
-            let Ok(Status::Complete(req, _)) = http::parse_request(&buf, &mut headers, MAX_HEAD)
-            else {
-                return;
-            };
-            admit(cx, &req).await
         };
         buf.drain(..head_len);
         let fwd = match admitted {
@@ -633,7 +638,7 @@ fn upstream_head(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
         out.extend_from_slice(b"accept-encoding: identity\r\n");
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    out.extend_from_slice(cx.peer.ip().to_string().as_bytes());
+    out.extend_from_slice(cx.peer_ip.as_bytes());
     out.extend_from_slice(b"\r\n");
     // Framing lines are added per request (`finish_head`).
     out
@@ -651,7 +656,9 @@ fn percent_encode(v: &[u8], out: &mut Vec<u8>) {
 
 fn finish_head(head: &mut Vec<u8>, framing: Framing) {
     match framing {
-        Framing::Length(n) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Framing::Length(n) => {
+            let _ = write!(head, "content-length: {n}\r\n");
+        }
         Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::UntilClose => {}
     }
@@ -760,7 +767,7 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
             .any(|m| m.eq_ignore_ascii_case(&fwd.method));
     let mut attempt = 0;
     let (up, outcome) = loop {
-        let (mut up, reused) = match checkout(cx).await {
+        let (mut up, reused) = match checkout(cx, replayable && attempt == 0).await {
             Ok(u) => u,
             Err(e) => {
                 cx.shard.metrics.error(ErrorKind::UpstreamConnect);
@@ -1129,11 +1136,13 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
 /// An upstream connection: a pooled one, or a new one (TLS if configured).
 /// An upstream connection, and whether it was reused (a fresh one is not
 /// retried).
-async fn checkout(cx: &Ctx<'_>) -> Result<(Up, bool), String> {
+async fn checkout(cx: &Ctx<'_>, replayable: bool) -> Result<(Up, bool), String> {
     // Idle connections the upstream has closed meanwhile are dropped, not used.
+    // The one this client used a moment ago skips that check (a syscall) for a
+    // request that is retried anyway if the connection turns out closed.
     let own = cx.cache.borrow_mut().up.take();
-    if let Some((u, _)) = own {
-        if !u.closed() {
+    if let Some((u, idle_since)) = own {
+        if (replayable && idle_since.elapsed() < FRESH) || !u.closed() {
             return Ok((u, true));
         }
     }
@@ -1429,11 +1438,10 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
                     !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity")
                 })
         }) || resp.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("content-type") && {
-                let v = h.value.to_ascii_lowercase();
-                memchr::memmem::find(&v, b"utf-16").is_some()
-                    || memchr::memmem::find(&v, b"utf-32").is_some()
-            }
+            h.name.eq_ignore_ascii_case("content-type")
+                && h.value
+                    .windows(6)
+                    .any(|w| w.eq_ignore_ascii_case(b"utf-16") || w.eq_ignore_ascii_case(b"utf-32"))
         });
         if encoded && !matches!(masking, Masking::None) {
             warn!("masking_refused_encoded_body", target = cx.target.name);
@@ -1444,7 +1452,7 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
         // and framing headers, plus our own framing.
         let client_close = !fwd.keep_alive || framing == Framing::UntilClose;
         let mut head = Vec::with_capacity(head_len + 64);
-        head.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).as_bytes());
+        let _ = write!(head, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
         let framing_headers_replaced = !matches!(masking, Masking::None);
         for h in resp.headers {
             let framing_header = h.name.eq_ignore_ascii_case("content-length")
@@ -1691,7 +1699,7 @@ async fn json_body<C: AsyncWriteRent, U: AsyncReadRent>(
         body = out;
         masker.counts = s.masker().counts.clone();
     }
-    head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    let _ = write!(head, "content-length: {}\r\n\r\n", body.len());
     let n = (head.len() + body.len()) as u64;
     head.extend_from_slice(&body);
     let (res, _) = client.write_all(head).await;
