@@ -37,10 +37,18 @@ cargo build --release -q -p sluice -p sluice-loadtest
 psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'loadtest'" | grep -q 1 \
     || { createdb -h 127.0.0.1 -U postgres loadtest && pgbench -h 127.0.0.1 -U postgres -i -s 1 -q loadtest; }
 
-./target/release/sluice-loadtest echo --listen 127.0.0.1:7000 >"$state/echo.log" 2>&1 &
-./target/release/sluice serve --config loadtest/peers/sluice-tcp.toml >"$state/sluice-tcp.log" 2>&1 &
-./target/release/sluice serve --config loadtest/peers/sluice-pg.toml >"$state/sluice-pg.log" 2>&1 &
-API_TOKEN="Bearer upstream-key" ./target/release/sluice serve --config loadtest/peers/sluice-http.toml >"$state/sluice-http.log" 2>&1 &
+# Each server runs in its own session, as the daemons below do (and as a
+# service manager would start it). With the kernel's autogroup scheduling a
+# process that shares the load generator's session also shares its CPU share:
+# started that way, Sluice was squeezed together with 32+ load-generator
+# threads while PostgreSQL's backends sat runnable but unscheduled for 1-18 s
+# (seen in /proc/PID/schedstat and the backends' unread socket queues), which
+# the load test reported as operations stalled behind Sluice.
+daemon() { setsid "$@" </dev/null & }
+daemon ./target/release/sluice-loadtest echo --listen 127.0.0.1:7000 >"$state/echo.log" 2>&1
+daemon ./target/release/sluice serve --config loadtest/peers/sluice-tcp.toml >"$state/sluice-tcp.log" 2>&1
+daemon ./target/release/sluice serve --config loadtest/peers/sluice-pg.toml >"$state/sluice-pg.log" 2>&1
+API_TOKEN="Bearer upstream-key" daemon ./target/release/sluice serve --config loadtest/peers/sluice-http.toml >"$state/sluice-http.log" 2>&1
 mkdir -p "$state/nginx"
 nginx -p "$state/nginx" -c "$PWD/loadtest/peers/nginx-http.conf"
 haproxy -f loadtest/peers/haproxy-http.cfg -D
