@@ -50,13 +50,23 @@ impl FieldRules {
         self.paths.is_empty() && self.names.is_empty()
     }
 
+    /// The style for the value at `path`: the rule for the value itself, or
+    /// else for the nearest enclosing object or array a rule names (a rule on
+    /// `$.customer.address` covers every value inside the address).
     fn style(&self, path: &[PathSeg], doc: &[u8]) -> Option<Style> {
+        if self.is_empty() {
+            return None;
+        }
+        (1..=path.len()).rev().find_map(|n| self.own_style(&path[..n], doc))
+    }
+
+    fn own_style(&self, path: &[PathSeg], doc: &[u8]) -> Option<Style> {
         if let Some(PathSeg::Key(k)) = path.last() {
-            let key = &doc[k.clone()];
+            let key = key_text(&doc[k.clone()]);
             if let Some((_, st)) = self
                 .names
                 .iter()
-                .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(key))
+                .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(&key))
             {
                 return Some(*st);
             }
@@ -67,13 +77,61 @@ impl FieldRules {
                 p.len() == path.len()
                     && p.iter().zip(path).all(|(want, got)| match (want, got) {
                         (Seg::AnyKey, PathSeg::Key(_)) | (Seg::AnyIndex, PathSeg::Index(_)) => true,
-                        (Seg::Key(w), PathSeg::Key(r)) => w.as_bytes() == &doc[r.clone()],
+                        (Seg::Key(w), PathSeg::Key(r)) => w.as_bytes() == &*key_text(&doc[r.clone()]),
                         (Seg::Index(w), PathSeg::Index(i)) => w == i,
                         _ => false,
                     })
             })
             .map(|(_, st)| *st)
     }
+}
+
+/// A key as the document means it: `"s\u0073n"` is the key `ssn`, so an
+/// escape cannot step around a rule. Borrowed when there is no escape.
+fn key_text(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memchr(b'\\', raw).is_none() {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    let hex = |at: usize| {
+        raw.get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    while i < raw.len() {
+        if raw[i] != b'\\' || i + 1 >= raw.len() {
+            out.push(raw[i]);
+            i += 1;
+            continue;
+        }
+        let (c, used) = match raw[i + 1] {
+            b'u' => match hex(i + 2) {
+                // A surrogate pair spells one character.
+                Some(hi @ 0xD800..=0xDBFF) if raw.get(i + 6..i + 8) == Some(b"\\u") => {
+                    match hex(i + 8) {
+                        Some(lo @ 0xDC00..=0xDFFF) => (
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)),
+                            12,
+                        ),
+                        _ => (None, 6),
+                    }
+                }
+                Some(v) => (char::from_u32(v), 6),
+                None => (None, 2),
+            },
+            b'n' => (Some('\n'), 2),
+            b't' => (Some('\t'), 2),
+            b'r' => (Some('\r'), 2),
+            b'b' => (Some('\u{8}'), 2),
+            b'f' => (Some('\u{c}'), 2),
+            other => (Some(other as char), 2),
+        };
+        let mut utf8 = [0u8; 4];
+        out.extend_from_slice(c.unwrap_or('\u{fffd}').encode_utf8(&mut utf8).as_bytes());
+        i += used;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `$.a.b[*].c`, `$.a[0]`, `$.*`, `$['a b']`.
@@ -443,6 +501,36 @@ mod tests {
         assert_eq!(v.get("users.1.note"), "\"pay **** **** **** 0004\"");
         assert_eq!(v.get("users.0.name"), "\"Jane\"");
         assert_eq!(v.get("total"), "\"*\"");
+    }
+
+    #[test]
+    fn a_rule_on_an_object_or_array_covers_everything_inside() {
+        let doc = r#"{"customer":{"name":"Jane Roe","address":{"street":"1 Main St","zip":12345},"tags":["vip","eu"]},"id":7}"#;
+        let out = run(doc, &[("$.customer.address", "full"), ("tags", "full")]).unwrap();
+        assert_eq!(
+            out,
+            r#"{"customer":{"name":"Jane Roe","address":{"street":"*********","zip":"*****"},"tags":["***","**"]},"id":7}"#
+        );
+        // The most specific rule wins inside a covered object.
+        let out = run(
+            r#"{"card":{"number":"4111111111111111","brand":"visa"}}"#,
+            &[("card", "full"), ("$.card.number", "last4")],
+        )
+        .unwrap();
+        assert_eq!(out, r#"{"card":{"number":"************1111","brand":"****"}}"#);
+    }
+
+    #[test]
+    fn escaped_keys_cannot_step_around_a_rule() {
+        let out = run(
+            r#"{"s\u0073n":"x","a":{"n\u0061me":"Jane"}}"#,
+            &[("ssn", "full"), ("$.a.name", "full")],
+        )
+        .unwrap();
+        assert_eq!(out, r#"{"s\u0073n":"*","a":{"n\u0061me":"****"}}"#);
+        // A surrogate pair spells one character.
+        assert_eq!(&*key_text(br"\ud83d\ude00"), "\u{1F600}".as_bytes());
+        assert_eq!(&*key_text(br"a\nb\\c\/"), b"a\nb\\c/");
     }
 
     #[test]
