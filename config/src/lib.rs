@@ -156,6 +156,9 @@ pub struct Gateway {
     pub drain_timeout: Duration,
     /// How long to wait for an upstream connection.
     pub connect_timeout: Duration,
+    /// How long a client may take to send a whole request head (HTTP), from
+    /// its first byte.
+    pub head_timeout: Duration,
     pub pin_cores: bool,
     pub io: IoDriver,
     /// Per-direction copy buffer of a pass-through connection, in bytes.

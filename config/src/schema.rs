@@ -56,6 +56,7 @@ pub struct RawGateway {
     pub admin: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
+    pub head_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub pin_cores: bool,
     pub io: Option<Spanned<IoDriver>>,

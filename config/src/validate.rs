@@ -624,6 +624,7 @@ fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
             "connect_timeout",
             Duration::from_secs(5),
         ),
+        head_timeout: c.duration(&g.head_timeout, "head_timeout", Duration::from_secs(30)),
         pin_cores: g.pin_cores,
         io: g.io.as_ref().map_or(IoDriver::Auto, |i| *i.get_ref()),
         buffer_size,

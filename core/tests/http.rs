@@ -212,6 +212,7 @@ fn route(r: &Seen) -> Vec<u8> {
             br#"{"customers":[{"card":"4111 1111 1111 1111","score":NaN}]}"#,
         ),
         ("GET", "/v1/image") => response("200 OK", "image/png", b"\x89PNG jane@example.com"),
+        ("GET", "/v1/moved") => b"HTTP/1.1 302 Found\r\nlocation: /v1/users/jane@example.com\r\nx-card: 4111 1111 1111 1111\r\ncontent-length: 0\r\n\r\n".to_vec(),
         ("POST" | "PUT", _) => {
             let digest = sha256_hex(&r.body);
             response(
@@ -267,7 +268,7 @@ fn setup() -> Setup {
     let keys = Keys::new(dir.path());
     let (api, admin) = (free_addr(), free_addr());
     let config = format!(
-        "[gateway]\nshards = 2\nadmin = \"{admin}\"\n{}\n[audit]\ndir = \"{}\"\ndurability = \"batched\"\n\
+        "[gateway]\nshards = 2\nadmin = \"{admin}\"\nhead_timeout = \"1s\"\n{}\n[audit]\ndir = \"{}\"\ndurability = \"batched\"\n\
          [approvals]\nmode = \"nowait\"\n\
          [[target]]\nname = \"api\"\nprotocol = \"http\"\nlisten = \"{api}\"\nupstream = \"{up}\"\n\
          access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"api\"\nmasking = \"pii\"\n\
@@ -397,6 +398,16 @@ fn curl_gets_masked_json_and_the_upstream_gets_only_the_injected_credential() {
     );
     let (out, _) = s.curl(&["-H", &auth, &s.url("/v1/image")]);
     assert!(out.contains("jane@example.com"));
+    // Header values are masked as well, with no body at all.
+    let (out, _) = s.curl(&["-H", &auth, "-D", "-", &s.url("/v1/moved")]);
+    assert!(out.starts_with("HTTP/1.1 302"), "{out}");
+    assert!(
+        out.contains("location: /v1/users/j***@*******.com\r\n")
+            && out.contains("x-card: **** **** **** 1111\r\n")
+            && !out.contains("jane@")
+            && !out.contains("4111 1111"),
+        "{out}"
+    );
     // A second Content-Encoding field counts too; JSON that cannot be parsed
     // is refused when field rules apply (they could not be).
     let (out, _) = s.curl(&["-H", &auth, "-w", "\n%{http_code}", &s.url("/v1/gzip2")]);
@@ -581,6 +592,29 @@ fn smuggling_shapes_are_refused_and_never_forwarded() {
     }
     let out = raw(s.api, format!("GET /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").as_bytes());
     assert!(out.starts_with("HTTP/1.1 501 "), "{out}");
+    // A head trickled in a byte at a time is cut off at head_timeout (1 s
+    // here) even though every single read arrives well within it.
+    let mut c = TcpStream::connect(s.api).unwrap();
+    let started = std::time::Instant::now();
+    c.write_all(b"GET /v1/customers HTTP/1.1\r\n").unwrap();
+    // One byte per 100 ms until the gateway answers (writing on after it
+    // closed would reset the connection and lose its answer).
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if c.peek(&mut [0u8; 1]).is_ok() || c.write_all(&[*b]).is_err() {
+            break;
+        }
+    }
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed at the deadline"
+    );
     assert_eq!(s.requests(), before, "nothing was forwarded");
 }
 

@@ -57,7 +57,9 @@ impl FieldRules {
         if self.is_empty() {
             return None;
         }
-        (1..=path.len()).rev().find_map(|n| self.own_style(&path[..n], doc))
+        (1..=path.len())
+            .rev()
+            .find_map(|n| self.own_style(&path[..n], doc))
     }
 
     fn own_style(&self, path: &[PathSeg], doc: &[u8]) -> Option<Style> {
@@ -77,7 +79,9 @@ impl FieldRules {
                 p.len() == path.len()
                     && p.iter().zip(path).all(|(want, got)| match (want, got) {
                         (Seg::AnyKey, PathSeg::Key(_)) | (Seg::AnyIndex, PathSeg::Index(_)) => true,
-                        (Seg::Key(w), PathSeg::Key(r)) => w.as_bytes() == &*key_text(&doc[r.clone()]),
+                        (Seg::Key(w), PathSeg::Key(r)) => {
+                            w.as_bytes() == &*key_text(&doc[r.clone()])
+                        }
                         (Seg::Index(w), PathSeg::Index(i)) => w == i,
                         _ => false,
                     })
@@ -517,7 +521,10 @@ mod tests {
             &[("card", "full"), ("$.card.number", "last4")],
         )
         .unwrap();
-        assert_eq!(out, r#"{"card":{"number":"************1111","brand":"****"}}"#);
+        assert_eq!(
+            out,
+            r#"{"card":{"number":"************1111","brand":"****"}}"#
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ use sluice_protocols::Status;
 
 use crate::approvals::{Key, NewRequest, Waited};
 use crate::audit::{now_ms, Rec};
-use crate::gateway::postgres::io::{read_more_timeout, write_range};
+use crate::gateway::postgres::io::{linger, read_more_timeout, write_range};
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
 use crate::runtime::Shard;
@@ -156,6 +156,8 @@ struct SessionCache {
     masking: Option<Rc<MaskSetup>>,
     /// A JSON masker kept between responses (its counts reset each time).
     json_masker: Option<Masker>,
+    /// The masker for response header values, kept the same way.
+    head_masker: Option<Masker>,
     ubuf: Vec<u8>,
     /// The upstream connection this client used last: kept for its next
     /// request, handed to the shard's pool when the client leaves.
@@ -269,6 +271,9 @@ async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C)
     loop {
         // The next request head (pipelined ones may already be buffered),
         // checked as soon as it is whole.
+        // A head must arrive whole within `head_timeout` of its first byte: a
+        // client trickling bytes cannot hold a connection open forever.
+        let mut head_since: Option<Instant> = None;
         let head = loop {
             let mut headers = [Header::EMPTY; MAX_HEADERS];
             match http::parse_request(&buf, &mut headers, MAX_HEAD) {
@@ -279,9 +284,30 @@ async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C)
                 Ok(Status::Partial) => {}
                 Err(e) => break Err(e),
             }
-            let wait = if buf.is_empty() { IDLE } else { STALL };
-            match read_more_timeout(&mut client, &mut buf, wait).await {
-                Ok(0) | Err(_) => return,
+            let wait = if buf.is_empty() {
+                IDLE
+            } else {
+                let since = *head_since.get_or_insert_with(Instant::now);
+                cx.config
+                    .gateway
+                    .head_timeout
+                    .saturating_sub(since.elapsed())
+            };
+            let res = if wait.is_zero() {
+                Err(std::io::ErrorKind::TimedOut.into())
+            } else {
+                read_more_timeout(&mut client, &mut buf, wait).await
+            };
+            match res {
+                Ok(0) => return,
+                // (A timed-out read gives no buffer back: `head_since` tells
+                // whether a head had begun.)
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && head_since.is_some() => {
+                    cx.shard.metrics.error(ErrorKind::ClientIo);
+                    let r = Reply::error(408, "the request head did not arrive in time");
+                    return refuse(&mut client, r).await;
+                }
+                Err(_) => return,
                 Ok(_) => {}
             }
         };
@@ -293,12 +319,11 @@ async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C)
                     http::Error::HeadTooLarge(_) | http::Error::TooManyHeaders(_) => 431,
                     _ => 400,
                 };
-                let _ = reply(
+                return refuse(
                     &mut client,
-                    Reply::error(status, format!("bad request: {e}")).closing(),
+                    Reply::error(status, format!("bad request: {e}")),
                 )
                 .await;
-                return;
             }
         };
         buf.drain(..head_len);
@@ -307,8 +332,7 @@ async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C)
             Err(r) => {
                 // Refused before anything was forwarded. The body (if any) is
                 // unread: the connection cannot continue.
-                let _ = reply(&mut client, r.closing()).await;
-                return;
+                return refuse(&mut client, r).await;
             }
         };
         match exchange(cx, &mut client, &mut buf, fwd, started).await {
@@ -318,6 +342,15 @@ async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C)
                 return;
             }
         }
+    }
+}
+
+/// Answers and closes: the write side first, then what the client still sends
+/// is read and dropped for a moment, so the close does not reset the
+/// connection (and discard the answer) before the client has read it.
+async fn refuse<C: AsyncReadRent + AsyncWriteRent>(client: &mut C, r: Reply) {
+    if reply(client, r.closing()).await.is_ok() && client.shutdown().await.is_ok() {
+        linger(client).await;
     }
 }
 
@@ -1454,6 +1487,19 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
         let mut head = Vec::with_capacity(head_len + 64);
         let _ = write!(head, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
         let framing_headers_replaced = !matches!(masking, Masking::None);
+        // Header values are masked too (a `Location` or an `X-User` header can
+        // carry what the body would not), whatever the body's type.
+        let mut head_masker = match &cx.target.masking {
+            Some(name) => {
+                let cached = cx.cache.borrow_mut().head_masker.take();
+                cached.or_else(|| {
+                    mask_setup(cx, name)
+                        .ok()
+                        .map(|s| Masker::new(s.profile.clone()))
+                })
+            }
+            None => None,
+        };
         for h in resp.headers {
             let framing_header = h.name.eq_ignore_ascii_case("content-length")
                 || h.name.eq_ignore_ascii_case("transfer-encoding");
@@ -1473,9 +1519,22 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
             }
             head.extend_from_slice(h.name.as_bytes());
             head.extend_from_slice(b": ");
+            let at = head.len();
             head.extend_from_slice(h.value);
+            if let (Some(m), false) = (head_masker.as_mut(), framing_header) {
+                m.mask_value(&mut head[at..], None);
+            }
             head.extend_from_slice(b"\r\n");
         }
+        let head_masked = match head_masker {
+            Some(mut m) => {
+                let counts = m.counts.pairs();
+                m.counts = Default::default();
+                cx.cache.borrow_mut().head_masker = Some(m);
+                counts
+            }
+            None => Vec::new(),
+        };
         if client_close {
             head.extend_from_slice(b"connection: close\r\n");
         }
@@ -1503,10 +1562,18 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
             Masking::Stream(m) => stream_body(client, up, ubuf, head, framing, m).await,
         };
         return match relayed {
-            Ok((bytes, masked)) => Outcome {
+            Ok((bytes, mut masked)) => Outcome {
                 status,
                 bytes,
-                masked,
+                masked: {
+                    for (name, n) in head_masked {
+                        match masked.iter_mut().find(|(m, _)| *m == name) {
+                            Some((_, total)) => *total += n,
+                            None => masked.push((name, n)),
+                        }
+                    }
+                    masked
+                },
                 error: None,
                 upstream_reusable: !upstream_close
                     && framing != Framing::UntilClose

@@ -59,3 +59,20 @@ pub async fn fatal<W: AsyncWriteRent>(w: &mut W, code: &str, message: &str) {
     let _ = w.write_all(out).await;
     let _ = w.shutdown().await;
 }
+
+/// After a fatal error, reads and drops what the client is still sending (for up
+/// to five seconds), so closing does not reset the connection before the client
+/// has read the error.
+pub async fn linger<R: AsyncReadRent>(client: &mut R) {
+    let mut sink = Vec::with_capacity(64 * 1024);
+    let drain = async {
+        loop {
+            sink.clear();
+            match read_more(client, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_secs(5), drain).await;
+}

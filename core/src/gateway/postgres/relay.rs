@@ -35,7 +35,7 @@ use sluice_protocols::sql::{Kind, Statement};
 
 use super::approval::{self, Hold, Resolution};
 use super::gates::Gates;
-use super::io::{read_more, write_range, Io};
+use super::io::{linger, read_more, write_range, Io};
 use super::{error_bytes, sqlstate, Context};
 use crate::audit::{now_ms, Rec};
 use crate::metrics::ErrorKind;
@@ -267,23 +267,6 @@ async fn protocol_violation<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
     .await;
     let _ = upstream.shutdown().await;
     linger(client).await;
-}
-
-/// After a fatal error, reads and drops what the client is still sending (for up
-/// to five seconds), so closing does not reset the connection before the client
-/// has read the error.
-async fn linger<R: AsyncReadRent>(client: &mut R) {
-    let mut sink = Vec::with_capacity(64 * 1024);
-    let drain = async {
-        loop {
-            sink.clear();
-            match read_more(client, &mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = monoio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteRent>(
