@@ -292,6 +292,9 @@ pub struct MaskingProfile {
     pub columns: BTreeMap<String, String>,
     /// JSON field paths and styles, e.g. `$.users[*].ssn` → `redact`.
     pub fields: BTreeMap<String, String>,
+    /// The key of the `hash` style (from `hash_key_env`): pseudonyms are
+    /// deterministic per key, so joins across results keep working.
+    pub hash_key: Option<Secret>,
 }
 
 /// One problem found in a configuration file, at a 1-based line and column.

@@ -235,4 +235,6 @@ pub struct RawMasking {
     /// JSON field paths (`$.users[*].ssn`) and their styles (HTTP targets).
     #[serde(default)]
     pub fields: BTreeMap<String, Spanned<String>>,
+    /// The environment variable holding the key of the `hash` style.
+    pub hash_key_env: Option<Spanned<String>>,
 }

@@ -222,6 +222,31 @@ fn unknown_guardrails_and_masking_references() {
 }
 
 #[test]
+fn the_hash_style_needs_a_key() {
+    let base = format!(
+        "{IDENTITY}{PG}masking = \"pii\"\n[masking.pii]\ncolumns = {{ email = \"hash\" }}\n"
+    );
+    let got = errors(&base);
+    assert!(
+        got.contains("t.toml:14:21: the `hash` style needs `hash_key_env`"),
+        "{got}"
+    );
+    let got = errors(&format!("{base}hash_key_env = \"NO_SUCH_VAR\"\n"));
+    assert!(
+        got.contains(
+            "t.toml:15:16: environment variable `NO_SUCH_VAR` (named by `hash_key_env`) is not set"
+        ),
+        "{got}"
+    );
+    // ORDERS_PASSWORD holds 6 bytes in these tests.
+    let got = errors(&format!("{base}hash_key_env = \"ORDERS_PASSWORD\"\n"));
+    assert!(
+        got.contains("t.toml:15:16: the `hash` key in `ORDERS_PASSWORD` is 6 bytes; use at least 16 random bytes"),
+        "{got}"
+    );
+}
+
+#[test]
 fn unknown_statement_kind_detector_and_style() {
     let src = format!(
         "{IDENTITY}{PG}guardrails = \"prod\"\nmasking = \"pii\"\n\

@@ -486,7 +486,7 @@ pub(crate) fn validate(
     let masking = raw
         .masking
         .iter()
-        .map(|(name, m)| (name.clone(), masking_profile(&mut c, m.get_ref())))
+        .map(|(name, m)| (name.clone(), masking_profile(&mut c, m.get_ref(), env)))
         .collect::<BTreeMap<_, _>>();
 
     let approvals = raw
@@ -871,7 +871,32 @@ fn http_target(c: &mut Checker, t: &RawTarget, name: &str) {
     }
 }
 
-fn masking_profile(c: &mut Checker, m: &RawMasking) -> MaskingProfile {
+fn masking_profile(
+    c: &mut Checker,
+    m: &RawMasking,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> MaskingProfile {
+    let hash_key = c.env_secret(&m.hash_key_env, "hash_key_env", env);
+    if let (Some(k), Some(name)) = (&hash_key, &m.hash_key_env) {
+        if k.expose().len() < 16 {
+            c.error(
+                name.span(),
+                format!(
+                    "the `hash` key in `{}` is {} bytes; use at least 16 random bytes",
+                    name.get_ref(),
+                    k.expose().len()
+                ),
+            );
+        }
+    }
+    for style in m.columns.values().chain(m.fields.values()) {
+        if style.get_ref() == "hash" && m.hash_key_env.is_none() {
+            c.error(
+                style.span(),
+                "the `hash` style needs `hash_key_env`: the environment variable holding the key its pseudonyms are derived from",
+            );
+        }
+    }
     for d in &m.detectors {
         if !DETECTORS.contains(&d.get_ref().as_str()) {
             c.error(
@@ -916,5 +941,6 @@ fn masking_profile(c: &mut Checker, m: &RawMasking) -> MaskingProfile {
             .iter()
             .map(|(k, v)| (k.clone(), v.get_ref().clone()))
             .collect(),
+        hash_key,
     }
 }

@@ -33,10 +33,17 @@ pub struct FieldRules {
 impl FieldRules {
     /// Parses `(path or name, style)` pairs; `Err` names a bad path or style.
     pub fn new(rules: &[(&str, &str)]) -> Result<FieldRules, String> {
+        FieldRules::with_key(rules, None)
+    }
+
+    /// As [`FieldRules::new`], with the key of the `hash` style.
+    pub fn with_key(
+        rules: &[(&str, &str)],
+        hash_key: Option<crate::HashKey>,
+    ) -> Result<FieldRules, String> {
         let mut out = FieldRules::default();
         for (path, style) in rules {
-            let st = Style::from_name(style)
-                .ok_or_else(|| format!("mask style `{style}` is not available"))?;
+            let st = Style::parse(style, hash_key)?;
             if path.starts_with('$') {
                 out.paths.push((parse_path(path)?, st));
             } else {

@@ -27,7 +27,7 @@ pub mod mask;
 pub mod stream;
 
 pub use detect::{Detector, Hit};
-pub use mask::Style;
+pub use mask::{HashKey, Style};
 pub use stream::StreamMasker;
 
 /// A masking profile: the detectors to run on every value, and column rules.
@@ -40,17 +40,22 @@ pub struct Profile {
 impl Profile {
     /// From the `[masking.NAME]` settings; `Err` names an unknown detector or style.
     pub fn new(detectors: &[&str], columns: &[(&str, &str)]) -> Result<Profile, String> {
+        Profile::with_key(detectors, columns, None)
+    }
+
+    /// As [`Profile::new`], with the key of the `hash` style.
+    pub fn with_key(
+        detectors: &[&str],
+        columns: &[(&str, &str)],
+        hash_key: Option<HashKey>,
+    ) -> Result<Profile, String> {
         let detectors = detectors
             .iter()
             .map(|d| Detector::from_name(d).ok_or_else(|| format!("unknown detector `{d}`")))
             .collect::<Result<_, _>>()?;
         let columns = columns
             .iter()
-            .map(|(c, s)| {
-                Style::from_name(s)
-                    .map(|st| (c.to_ascii_lowercase(), st))
-                    .ok_or_else(|| format!("mask style `{s}` is not available in place"))
-            })
+            .map(|(c, s)| Style::parse(s, hash_key).map(|st| (c.to_ascii_lowercase(), st)))
             .collect::<Result<_, _>>()?;
         Ok(Profile { detectors, columns })
     }
@@ -117,6 +122,11 @@ impl Masker {
             mask::apply(value, 0..len, None, style);
             self.counts.by_column_rule += 1;
             n += 1;
+            if matches!(style, Style::Hash(_)) {
+                // Nothing of the value is left to detect, and redacting the
+                // pseudonym's shape would break the joins it exists for.
+                return n;
+            }
         }
         detect::scan(value, &self.profile.detectors, &mut self.hits);
         for h in self.hits.drain(..) {

@@ -42,7 +42,14 @@ pub fn masking_profile(
         .iter()
         .map(|(c, s)| (c.as_str(), s.as_str()))
         .collect();
-    sluice_masking::Profile::new(&detectors, &columns).map(Some)
+    sluice_masking::Profile::with_key(&detectors, &columns, hash_key(p)).map(Some)
+}
+
+/// The `hash` style's key of a masking profile, if it has one.
+pub fn hash_key(p: &sluice_config::MaskingProfile) -> Option<sluice_masking::HashKey> {
+    p.hash_key
+        .as_ref()
+        .map(|k| sluice_masking::HashKey::derive(k.expose().as_bytes()))
 }
 
 /// The events (of `events`, plus hang-up and error) a socket has right now,
