@@ -624,7 +624,13 @@ fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
             "connect_timeout",
             Duration::from_secs(5),
         ),
-        head_timeout: c.duration(&g.head_timeout, "head_timeout", Duration::from_secs(30)),
+        head_timeout: {
+            let t = c.duration(&g.head_timeout, "head_timeout", Duration::from_secs(30));
+            if let (true, Some(h)) = (t.is_zero(), &g.head_timeout) {
+                c.error(h.span(), "`head_timeout` must be more than 0s");
+            }
+            t
+        },
         pin_cores: g.pin_cores,
         io: g.io.as_ref().map_or(IoDriver::Auto, |i| *i.get_ref()),
         buffer_size,

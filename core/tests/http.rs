@@ -212,6 +212,11 @@ fn route(r: &Seen) -> Vec<u8> {
             br#"{"customers":[{"card":"4111 1111 1111 1111","score":NaN}]}"#,
         ),
         ("GET", "/v1/image") => response("200 OK", "image/png", b"\x89PNG jane@example.com"),
+        ("GET", "/v1/hints") => {
+            let mut out = b"HTTP/1.1 103 Early Hints\r\nx-contact: jane@example.com\r\n\r\n".to_vec();
+            out.extend(response("200 OK", "text/plain", b"ok"));
+            out
+        }
         ("GET", "/v1/moved") => b"HTTP/1.1 302 Found\r\nlocation: /v1/users/jane@example.com\r\nx-card: 4111 1111 1111 1111\r\ncontent-length: 0\r\n\r\n".to_vec(),
         ("POST" | "PUT", _) => {
             let digest = sha256_hex(&r.body);
@@ -398,6 +403,18 @@ fn curl_gets_masked_json_and_the_upstream_gets_only_the_injected_credential() {
     );
     let (out, _) = s.curl(&["-H", &auth, &s.url("/v1/image")]);
     assert!(out.contains("jane@example.com"));
+    // Interim (1xx) answers' header values too.
+    let out = raw(
+        s.api,
+        format!("GET /v1/hints HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert!(
+        out.starts_with("HTTP/1.1 103 ")
+            && out.contains("x-contact: j***@*******.com\r\n")
+            && !out.contains("jane@"),
+        "{out}"
+    );
     // Header values are masked as well, with no body at all.
     let (out, _) = s.curl(&["-H", &auth, "-D", "-", &s.url("/v1/moved")]);
     assert!(out.starts_with("HTTP/1.1 302"), "{out}");

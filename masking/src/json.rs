@@ -57,18 +57,8 @@ impl FieldRules {
         self.paths.is_empty() && self.names.is_empty()
     }
 
-    /// The style for the value at `path`: the rule for the value itself, or
-    /// else for the nearest enclosing object or array a rule names (a rule on
-    /// `$.customer.address` covers every value inside the address).
-    fn style(&self, path: &[PathSeg], doc: &[u8]) -> Option<Style> {
-        if self.is_empty() {
-            return None;
-        }
-        (1..=path.len())
-            .rev()
-            .find_map(|n| self.own_style(&path[..n], doc))
-    }
-
+    /// The rule for the value at `path` itself, if any. (Values inside an
+    /// object or array a rule names inherit its style: the scanner carries it.)
     fn own_style(&self, path: &[PathSeg], doc: &[u8]) -> Option<Style> {
         if let Some(PathSeg::Key(k)) = path.last() {
             let key = key_text(&doc[k.clone()]);
@@ -219,8 +209,17 @@ pub fn mask_json(
     // One pass over the structure; each scalar's rule is looked up while its
     // path is at hand (no path is stored).
     let mut found: Vec<(std::ops::Range<usize>, bool, Option<Style>)> = Vec::new();
-    scan(doc, |range, string, path| {
-        found.push((range, string, rules.style(path, doc)));
+    // A value takes its own rule or else the nearest enclosing object's or
+    // array's (a rule on `$.customer.address` covers everything inside it).
+    let own = |path: &[PathSeg]| {
+        if rules.is_empty() {
+            None
+        } else {
+            rules.own_style(path, doc)
+        }
+    };
+    scan_with(doc, own, |range, string, _, style| {
+        found.push((range, string, style));
     })?;
     for (r, string, style) in found {
         if string {
@@ -292,11 +291,26 @@ enum Frame {
 
 /// Calls `visit(range, is_string, path)` for every scalar value of the
 /// document, validating the grammar.
+#[cfg(test)]
 fn scan(
     doc: &[u8],
     mut visit: impl FnMut(std::ops::Range<usize>, bool, &[PathSeg]),
 ) -> Result<(), NotJson> {
+    scan_with(doc, |_| None, |r, s, p, _| visit(r, s, p))
+}
+
+/// [`scan`], also passing each scalar the style of `rule` for its own path or,
+/// failing that, the one its nearest enclosing container got (looked up once
+/// per container, so deep documents cost no more per value).
+fn scan_with(
+    doc: &[u8],
+    rule: impl Fn(&[PathSeg]) -> Option<Style>,
+    mut visit: impl FnMut(std::ops::Range<usize>, bool, &[PathSeg], Option<Style>),
+) -> Result<(), NotJson> {
     let mut stack: Vec<Frame> = Vec::new();
+    // The inherited style of each open container.
+    let mut styles: Vec<Option<Style>> = Vec::new();
+    let inherited = |styles: &Vec<Option<Style>>| styles.last().copied().flatten();
     let mut path: Vec<PathSeg> = Vec::new();
     let mut i = skip_ws(doc, 0);
     // Expecting a value (true) or, inside a container, a separator/end (false).
@@ -312,9 +326,11 @@ fn scan(
                         return Err(NotJson(i));
                     }
                     stack.push(Frame::Object);
+                    styles.push(rule(&path).or(inherited(&styles)));
                     i = skip_ws(doc, i + 1);
                     if doc.get(i) == Some(&b'}') {
                         stack.pop();
+                        styles.pop();
                         i += 1;
                         want_value = false;
                     } else {
@@ -327,9 +343,11 @@ fn scan(
                         return Err(NotJson(i));
                     }
                     stack.push(Frame::Array(0));
+                    styles.push(rule(&path).or(inherited(&styles)));
                     i = skip_ws(doc, i + 1);
                     if doc.get(i) == Some(&b']') {
                         stack.pop();
+                        styles.pop();
                         i += 1;
                         want_value = false;
                     } else {
@@ -339,12 +357,12 @@ fn scan(
                 }
                 b'"' => {
                     let end = string_end(doc, i)?;
-                    visit(i..end, true, &path);
+                    visit(i..end, true, &path, rule(&path).or(inherited(&styles)));
                     i = end;
                 }
                 _ => {
                     let end = literal_end(doc, i)?;
-                    visit(i..end, false, &path);
+                    visit(i..end, false, &path, rule(&path).or(inherited(&styles)));
                     i = end;
                 }
             }
@@ -376,6 +394,7 @@ fn scan(
             }
             (Some(b'}'), Frame::Object) | (Some(b']'), Frame::Array(_)) => {
                 stack.pop();
+                styles.pop();
                 path.pop();
                 i += 1;
             }

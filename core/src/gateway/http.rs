@@ -56,10 +56,10 @@ const STALL: Duration = Duration::from_secs(30);
 /// Idle upstream connections kept per target and shard.
 const POOL_PER_TARGET: usize = 64;
 /// How long after its last response a client's own upstream connection is
-/// reused for a replayable request without checking it first. Bytes the
-/// upstream sends unasked within this window reach the same caller only (as a
-/// 502 or a masked answer); pooled connections, shared by callers, are always
-/// checked.
+/// reused for a replayable request of the same caller without checking it
+/// first. Bytes the upstream sends unasked within this window reach that same
+/// caller only (as a 502 or a masked answer): such a connection is never pooled,
+/// and pooled connections, shared by callers, are always checked.
 const FRESH: Duration = Duration::from_secs(1);
 /// Longest request body held whole (an approval is bound to the body).
 const MAX_HELD_BODY: u64 = 1 << 20;
@@ -161,7 +161,11 @@ struct SessionCache {
     ubuf: Vec<u8>,
     /// The upstream connection this client used last: kept for its next
     /// request, handed to the shard's pool when the client leaves.
-    up: Option<(Up, Instant)>,
+    up: Option<(Up, Instant, Rc<Identity>)>,
+    /// That connection was once reused without the liveness check: if the
+    /// upstream ever sent bytes unasked on it, its answers may be one behind,
+    /// so it never goes to the shard's pool (other callers).
+    up_unchecked: bool,
 }
 
 pub async fn serve(
@@ -800,7 +804,7 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
             .any(|m| m.eq_ignore_ascii_case(&fwd.method));
     let mut attempt = 0;
     let (up, outcome) = loop {
-        let (mut up, reused) = match checkout(cx, replayable && attempt == 0).await {
+        let (mut up, reused) = match checkout(cx, replayable && attempt == 0, &fwd.identity).await {
             Ok(u) => u,
             Err(e) => {
                 cx.shard.metrics.error(ErrorKind::UpstreamConnect);
@@ -889,7 +893,7 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         });
     }
     if outcome.upstream_reusable {
-        checkin(cx, up);
+        checkin(cx, up, &fwd.identity);
     }
     if outcome.client_ok && fwd.keep_alive {
         Next::KeepAlive
@@ -1169,16 +1173,26 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
 /// An upstream connection: a pooled one, or a new one (TLS if configured).
 /// An upstream connection, and whether it was reused (a fresh one is not
 /// retried).
-async fn checkout(cx: &Ctx<'_>, replayable: bool) -> Result<(Up, bool), String> {
+async fn checkout(
+    cx: &Ctx<'_>,
+    replayable: bool,
+    who: &Rc<Identity>,
+) -> Result<(Up, bool), String> {
     // Idle connections the upstream has closed meanwhile are dropped, not used.
-    // The one this client used a moment ago skips that check (a syscall) for a
-    // request that is retried anyway if the connection turns out closed.
+    // The one this client used a moment ago, for the same caller, skips that
+    // check (a syscall) for a request that is retried anyway if the connection
+    // turns out closed.
     let own = cx.cache.borrow_mut().up.take();
-    if let Some((u, idle_since)) = own {
-        if (replayable && idle_since.elapsed() < FRESH) || !u.closed() {
+    if let Some((u, idle_since, last)) = own {
+        if replayable && Rc::ptr_eq(&last, who) && idle_since.elapsed() < FRESH {
+            cx.cache.borrow_mut().up_unchecked = true;
+            return Ok((u, true));
+        }
+        if !u.closed() {
             return Ok((u, true));
         }
     }
+    cx.cache.borrow_mut().up_unchecked = false;
     loop {
         let pooled = POOL.with(|p| p.borrow_mut().get_mut(&cx.target.name).and_then(Vec::pop));
         match pooled {
@@ -1217,15 +1231,21 @@ async fn checkout(cx: &Ctx<'_>, replayable: bool) -> Result<(Up, bool), String> 
     Ok((Up::Tls(Box::new(s), fd), false))
 }
 
-fn checkin(cx: &Ctx<'_>, up: Up) {
-    cx.cache.borrow_mut().up = Some((up, Instant::now()));
+fn checkin(cx: &Ctx<'_>, up: Up, who: &Rc<Identity>) {
+    cx.cache.borrow_mut().up = Some((up, Instant::now(), who.clone()));
 }
 
-/// The client left: its upstream connection goes to the shard's pool.
+/// The client left: its upstream connection goes to the shard's pool, unless
+/// it was ever reused unchecked.
 fn release(cx: &Ctx<'_>) {
-    let Some((up, _)) = cx.cache.borrow_mut().up.take() else {
+    let mut cache = cx.cache.borrow_mut();
+    let Some((up, _, _)) = cache.up.take() else {
         return;
     };
+    if cache.up_unchecked {
+        return;
+    }
+    drop(cache);
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.entry(cx.target.name.clone()).or_default();
@@ -1418,7 +1438,16 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
                 .await;
                 return Outcome::failed("upstream sent 101".into());
             }
-            // 100 Continue was answered by the gateway already; others pass.
+            // 100 Continue was answered by the gateway already; others pass,
+            // their header values masked like a final response's.
+            if let (Some(name), true) = (&cx.target.masking, status != 100) {
+                if let Ok(setup) = mask_setup(cx, name) {
+                    let fields =
+                        memchr::memchr(b'\n', &ubuf[..head_len]).map_or(head_len, |n| n + 1);
+                    Masker::new(setup.profile.clone())
+                        .mask_value(&mut ubuf[fields..head_len], None);
+                }
+            }
             if status != 100 && write_range(client, ubuf, 0..head_len).await.is_err() {
                 return Outcome::failed("client write failed".into());
             }

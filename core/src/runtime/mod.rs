@@ -205,8 +205,9 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                     Shard::new(id, shared, config, policy).run(control, ready.clone(), audit_wake);
                 let built = if uring {
                     uring_runtime()
-                        .or_else(|_| {
+                        .or_else(|e| {
                             // Kernels before 6.0 lack the cooperative flags.
+                            info!("uring_flags_unavailable", shard = id, error = e.to_string());
                             monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                                 .with_entries(RING_ENTRIES)
                                 .enable_timer()
