@@ -107,7 +107,7 @@ fn check_reports_what_serve_would_refuse() {
     let (code, _, err) = sluice(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("target `t`: masking: mask style `hash` is not available"),
+        err.contains("hash.toml:13:19: the `hash` style needs `hash_key_env`"),
         "{err}"
     );
 }
