@@ -13,6 +13,8 @@ columns = { card_number = "last4", "customers.secret" = "full", owner = "hash" }
 hash_key_env = "SLUICE_TEST_MASK_KEY"
 "#;
 
+const TEST_MASK_KEY: &str = "a-test-key-of-32-bytes-0123456789";
+
 fn setup() -> (
     PgCluster,
     Keys,
@@ -39,10 +41,7 @@ fn setup() -> (
         audit.display(),
         pg_target("db", addr, pg.addr(), "masking = \"pii\"")
     );
-    let sluice = Sluice::start_with_env(
-        &config,
-        &[("SLUICE_TEST_MASK_KEY", "a-test-key-of-32-bytes-0123456789")],
-    );
+    let sluice = Sluice::start_with_env(&config, &[("SLUICE_TEST_MASK_KEY", TEST_MASK_KEY)]);
     (pg, keys, sluice, addr, dir)
 }
 
@@ -192,7 +191,7 @@ fn a_masked_row_larger_than_max_message_ends_the_session_with_an_error() {
         keys.identity_block(),
         pg_target("db", addr, pg.addr(), "masking = \"pii\"")
     );
-    let _s = Sluice::start(&config);
+    let _s = Sluice::start_with_env(&config, &[("SLUICE_TEST_MASK_KEY", TEST_MASK_KEY)]);
     let t = keys.token("agent", &["agents"]);
     let o = psql_with(
         addr,
