@@ -199,35 +199,38 @@ const MAX_DEPTH: usize = 512;
 
 /// Masks `doc` in place where possible; values that change length are rebuilt
 /// into a new buffer. Returns the number of values masked.
+///
+/// Each value is masked as the scanner reaches it, so memory does not grow
+/// with the number of values (a hostile document of millions of tiny values
+/// costs no more than its own bytes). If the document turns out not to be
+/// JSON, what was masked so far stays masked and `Err` says where it broke.
 pub fn mask_json(
     doc: &mut Vec<u8>,
     masker: &mut Masker,
     rules: &FieldRules,
 ) -> Result<u64, NotJson> {
-    let mut replacements: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
     let mut masked = 0u64;
-    // One pass over the structure; each scalar's rule is looked up while its
-    // path is at hand (no path is stored).
-    let mut found: Vec<(std::ops::Range<usize>, bool, Option<Style>)> = Vec::new();
+    // Values that become longer (numbers, booleans, null turned into masked
+    // strings) are spliced into `out` as they come: `doc[copied..]` is what
+    // remains to copy.
+    let mut out: Vec<u8> = Vec::new();
+    let mut copied = 0usize;
     // A value takes its own rule or else the nearest enclosing object's or
     // array's (a rule on `$.customer.address` covers everything inside it).
-    let own = |path: &[PathSeg]| {
+    let own = |path: &[PathSeg], doc: &[u8]| {
         if rules.is_empty() {
             None
         } else {
             rules.own_style(path, doc)
         }
     };
-    scan_with(doc, own, |range, string, _, style| {
-        found.push((range, string, style));
-    })?;
-    for (r, string, style) in found {
+    scan_with(doc, own, |doc, r, string, _, style| {
         if string {
             let inner = r.start + 1..r.end - 1;
             let escaped = memchr::memchr(b'\\', &doc[inner.clone()]).is_some();
             if !escaped {
                 masked += masker.mask_value(&mut doc[inner], style);
-                continue;
+                return;
             }
             // Escapes inside: mask a copy; if anything was found, the whole
             // string becomes `*`s (masking around an escape could break it).
@@ -237,46 +240,38 @@ pub fn mask_json(
                 masked += n;
                 doc[inner].fill(b'*');
             }
-        } else {
-            // A number, boolean or null: under a field rule, or if a detector
-            // finds something in it (a card number sent as a number), it
-            // becomes a masked string.
-            let mut v = doc[r.clone()].to_vec();
-            let len = v.len();
-            match style {
-                Some(st) => mask::apply(&mut v, 0..len, None, st),
-                None => {
-                    let n = masker.mask_value(&mut v, None);
-                    if n == 0 {
-                        continue;
-                    }
-                    masked += n;
-                    let mut quoted = Vec::with_capacity(len + 2);
-                    quoted.push(b'"');
-                    quoted.extend_from_slice(&v);
-                    quoted.push(b'"');
-                    replacements.push((r, quoted));
-                    continue;
-                }
+            return;
+        }
+        // A number, boolean or null: under a field rule, or if a detector
+        // finds something in it (a card number sent as a number), it becomes
+        // a masked string.
+        let mut v = doc[r.clone()].to_vec();
+        let len = v.len();
+        match style {
+            Some(st) => {
+                mask::apply(&mut v, 0..len, None, st);
+                masker.counts.by_column_rule += 1;
+                masked += 1;
             }
-            let mut quoted = Vec::with_capacity(len + 2);
-            quoted.push(b'"');
-            quoted.extend_from_slice(&v);
-            quoted.push(b'"');
-            replacements.push((r, quoted));
-            masker.counts.by_column_rule += 1;
-            masked += 1;
+            None => {
+                let n = masker.mask_value(&mut v, None);
+                if n == 0 {
+                    return;
+                }
+                masked += n;
+            }
         }
-    }
-    if !replacements.is_empty() {
-        let mut out = Vec::with_capacity(doc.len() + 2 * replacements.len());
-        let mut at = 0;
-        for (r, v) in replacements {
-            out.extend_from_slice(&doc[at..r.start]);
-            out.extend_from_slice(&v);
-            at = r.end;
+        if out.is_empty() {
+            out.reserve(doc.len() + 64);
         }
-        out.extend_from_slice(&doc[at..]);
+        out.extend_from_slice(&doc[copied..r.start]);
+        out.push(b'"');
+        out.extend_from_slice(&v);
+        out.push(b'"');
+        copied = r.end;
+    })?;
+    if copied > 0 {
+        out.extend_from_slice(&doc[copied..]);
         *doc = out;
     }
     Ok(masked)
@@ -296,16 +291,22 @@ fn scan(
     doc: &[u8],
     mut visit: impl FnMut(std::ops::Range<usize>, bool, &[PathSeg]),
 ) -> Result<(), NotJson> {
-    scan_with(doc, |_| None, |r, s, p, _| visit(r, s, p))
+    scan_with(
+        &mut doc.to_vec(),
+        |_, _| None,
+        |_, r, s, p, _| visit(r, s, p),
+    )
 }
 
 /// [`scan`], also passing each scalar the style of `rule` for its own path or,
 /// failing that, the one its nearest enclosing container got (looked up once
-/// per container, so deep documents cost no more per value).
+/// per container, so deep documents cost no more per value). `visit` may
+/// rewrite the bytes of the value it is given (the same number of them), not
+/// the structure around it.
 fn scan_with(
-    doc: &[u8],
-    rule: impl Fn(&[PathSeg]) -> Option<Style>,
-    mut visit: impl FnMut(std::ops::Range<usize>, bool, &[PathSeg], Option<Style>),
+    doc: &mut [u8],
+    rule: impl Fn(&[PathSeg], &[u8]) -> Option<Style>,
+    mut visit: impl FnMut(&mut [u8], std::ops::Range<usize>, bool, &[PathSeg], Option<Style>),
 ) -> Result<(), NotJson> {
     let mut stack: Vec<Frame> = Vec::new();
     // The inherited style of each open container.
@@ -326,7 +327,7 @@ fn scan_with(
                         return Err(NotJson(i));
                     }
                     stack.push(Frame::Object);
-                    styles.push(rule(&path).or(inherited(&styles)));
+                    styles.push(rule(&path, doc).or(inherited(&styles)));
                     i = skip_ws(doc, i + 1);
                     if doc.get(i) == Some(&b'}') {
                         stack.pop();
@@ -343,7 +344,7 @@ fn scan_with(
                         return Err(NotJson(i));
                     }
                     stack.push(Frame::Array(0));
-                    styles.push(rule(&path).or(inherited(&styles)));
+                    styles.push(rule(&path, doc).or(inherited(&styles)));
                     i = skip_ws(doc, i + 1);
                     if doc.get(i) == Some(&b']') {
                         stack.pop();
@@ -357,12 +358,14 @@ fn scan_with(
                 }
                 b'"' => {
                     let end = string_end(doc, i)?;
-                    visit(i..end, true, &path, rule(&path).or(inherited(&styles)));
+                    let style = rule(&path, doc).or(inherited(&styles));
+                    visit(doc, i..end, true, &path, style);
                     i = end;
                 }
                 _ => {
                     let end = literal_end(doc, i)?;
-                    visit(i..end, false, &path, rule(&path).or(inherited(&styles)));
+                    let style = rule(&path, doc).or(inherited(&styles));
+                    visit(doc, i..end, false, &path, style);
                     i = end;
                 }
             }
@@ -564,6 +567,24 @@ mod tests {
         // A surrogate pair spells one character.
         assert_eq!(&*key_text(br"\ud83d\ude00"), "\u{1F600}".as_bytes());
         assert_eq!(&*key_text(br"a\nb\\c\/"), b"a\nb\\c/");
+    }
+
+    #[test]
+    fn values_that_grow_and_values_masked_in_place_interleave() {
+        let doc = r#"[4111111111111111,"jane@example.com",{"n":5500000000000004,"m":"bob@example.org"},7,true]"#;
+        let out = run(doc, &[("$[4]", "full")]).unwrap();
+        assert_eq!(
+            out,
+            r#"["************1111","j***@*******.com",{"n":"************0004","m":"b**@*******.org"},7,"****"]"#
+        );
+        // Many small values: each handled as it is reached.
+        let many = format!("[{}\"x@example.com\"]", "1,".repeat(100_000));
+        let out = run(&many, &[]).unwrap();
+        assert!(
+            out.ends_with(r#"1,"x@*******.com"]"#),
+            "{}",
+            &out[out.len() - 40..]
+        );
     }
 
     #[test]
