@@ -349,7 +349,7 @@ async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C)
     }
 }
 
-/// Answers and closes: the write side first, then what the client still sends
+/// Answers and closes (the session then ends): the write side first, then what the client still sends
 /// is read and dropped for a moment, so the close does not reset the
 /// connection (and discard the answer) before the client has read it.
 async fn refuse<C: AsyncReadRent + AsyncWriteRent>(client: &mut C, r: Reply) {
@@ -761,7 +761,7 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         let body = match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
             Ok(b) => b,
             Err(r) => {
-                let _ = reply(client, r.closing()).await;
+                refuse(client, r).await;
                 return Next::Close;
             }
         };
@@ -786,7 +786,7 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         held_body = Some(body);
     }
     if !record(cx, &fwd, "allow", approval, None).await {
-        let _ = reply(client, Reply::error(503, "request refused: the audit log cannot record it; Sluice runs nothing it cannot record").closing()).await;
+        refuse(client, Reply::error(503, "request refused: the audit log cannot record it; Sluice runs nothing it cannot record")).await;
         return Next::Close;
     }
     finish_head(&mut fwd.head, fwd.framing);
@@ -843,7 +843,8 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
             Ok(()) => {}
             Err(BodyError::Upstream) if may_retry => continue,
             Err(BodyError::Client(r)) => {
-                let _ = reply(client, r.closing()).await;
+                // The rest of the body may still be on its way.
+                refuse(client, r).await;
                 return Next::Close;
             }
             Err(BodyError::Upstream) => {
