@@ -295,6 +295,8 @@ pub struct MaskingProfile {
     /// The key of the `hash` style (from `hash_key_env`): pseudonyms are
     /// deterministic per key, so joins across results keep working.
     pub hash_key: Option<Secret>,
+    /// Custom entities: name, pattern, validator (`none`, `luhn`, `mod97`).
+    pub entities: Vec<(String, String, String)>,
 }
 
 /// One problem found in a configuration file, at a 1-based line and column.

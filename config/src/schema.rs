@@ -237,4 +237,14 @@ pub struct RawMasking {
     pub fields: BTreeMap<String, Spanned<String>>,
     /// The environment variable holding the key of the `hash` style.
     pub hash_key_env: Option<Spanned<String>>,
+    /// Custom entities: `name = { pattern = "...", validator = "luhn" }`.
+    #[serde(default)]
+    pub entities: BTreeMap<String, Spanned<RawEntity>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntity {
+    pub pattern: Spanned<String>,
+    pub validator: Option<Spanned<String>>,
 }

@@ -222,6 +222,31 @@ fn unknown_guardrails_and_masking_references() {
 }
 
 #[test]
+fn custom_entities_are_checked_where_they_are_written() {
+    let src = format!(
+        "{IDENTITY}{PG}masking = \"pii\"\n[masking.pii]\nentities = {{ emp = {{ pattern = \"EMP-[0-9]+\" }}, acct = {{ pattern = \"A[0-9]{{8}}\", validator = \"crc\" }}, email = {{ pattern = \"x\" }} }}\n"
+    );
+    let got = errors(&src);
+    assert!(
+        got.contains("t.toml:14:32: custom entity `emp`: pattern can match more than 1024 bytes"),
+        "{got}"
+    );
+    assert!(
+        got.contains("t.toml:14:92: custom entity `acct`: unknown validator `crc`"),
+        "{got}"
+    );
+    assert!(
+        got.contains("custom entity `email` has the name of a built-in detector"),
+        "{got}"
+    );
+    let ok = format!(
+        "{IDENTITY}{PG}masking = \"pii\"\n[masking.pii]\nentities = {{ emp = {{ pattern = \"EMP-[0-9]{{6}}\" }}, acct = {{ pattern = \"A[0-9]{{8}}\", validator = \"luhn\" }} }}\n"
+    );
+    let cfg = parse(&ok, "t.toml", env).unwrap();
+    assert_eq!(cfg.masking["pii"].entities.len(), 2);
+}
+
+#[test]
 fn the_hash_style_needs_a_key() {
     let base = format!(
         "{IDENTITY}{PG}masking = \"pii\"\n[masking.pii]\ncolumns = {{ email = \"hash\" }}\n"

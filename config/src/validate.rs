@@ -935,7 +935,33 @@ fn masking_profile(
             );
         }
     }
+    let mut entities = Vec::new();
+    for (name, e) in &m.entities {
+        let e = e.get_ref();
+        let validator = e
+            .validator
+            .as_ref()
+            .map_or("none", |v| v.get_ref().as_str());
+        if DETECTORS.contains(&name.as_str()) {
+            c.error(
+                e.pattern.span(),
+                format!("custom entity `{name}` has the name of a built-in detector"),
+            );
+        } else if let Err(why) = sluice_masking::Entity::new(name, e.pattern.get_ref(), validator) {
+            let span = match (&e.validator, why.contains("validator")) {
+                (Some(v), true) => v.span(),
+                _ => e.pattern.span(),
+            };
+            c.error(span, format!("custom entity `{name}`: {why}"));
+        }
+        entities.push((
+            name.clone(),
+            e.pattern.get_ref().clone(),
+            validator.to_owned(),
+        ));
+    }
     MaskingProfile {
+        entities,
         detectors: m.detectors.iter().map(|d| d.get_ref().clone()).collect(),
         columns: m
             .columns

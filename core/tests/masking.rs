@@ -11,6 +11,7 @@ const PROFILE: &str = r#"
 detectors = ["email", "credit_card", "ssn", "phone"]
 columns = { card_number = "last4", "customers.secret" = "full", owner = "hash" }
 hash_key_env = "SLUICE_TEST_MASK_KEY"
+entities = { employee_id = { pattern = "EMP-[0-9]{6}" }, account = { pattern = "ACCT[0-9]{8}", validator = "luhn" } }
 "#;
 
 const TEST_MASK_KEY: &str = "a-test-key-of-32-bytes-0123456789";
@@ -108,6 +109,11 @@ fn select_results_aliases_json_errors_and_copy_are_masked() {
     // same value: a join across results still lines up.
     let again = q("SELECT email AS owner FROM customers WHERE id = 1");
     assert_eq!(again.trim(), owners[1]);
+    // Custom entities from the profile, with their validator.
+    assert_eq!(
+        q("SELECT 'badge EMP-123456, ACCT12345674, ACCT12345678'").trim(),
+        "badge ***-******, ************, ACCT12345678"
+    );
     // COPY out.
     let copy = q("\\copy (SELECT email, ssn FROM customers ORDER BY id) TO STDOUT");
     assert!(

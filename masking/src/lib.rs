@@ -21,11 +21,13 @@
 //!
 //! Pure: no I/O, no clock. The gateway wires it into its drivers.
 
+pub mod custom;
 pub mod detect;
 pub mod json;
 pub mod mask;
 pub mod stream;
 
+pub use custom::Entity;
 pub use detect::{Detector, Hit};
 pub use mask::{HashKey, Style};
 pub use stream::StreamMasker;
@@ -35,6 +37,8 @@ pub use stream::StreamMasker;
 pub struct Profile {
     pub(crate) detectors: Vec<Detector>,
     columns: Vec<(String, Style)>,
+    /// Custom entities from configuration, run after the built-in detectors.
+    pub(crate) entities: Vec<Entity>,
 }
 
 impl Profile {
@@ -57,7 +61,17 @@ impl Profile {
             .iter()
             .map(|(c, s)| Style::parse(s, hash_key).map(|st| (c.to_ascii_lowercase(), st)))
             .collect::<Result<_, _>>()?;
-        Ok(Profile { detectors, columns })
+        Ok(Profile {
+            detectors,
+            columns,
+            entities: Vec::new(),
+        })
+    }
+
+    /// Adds custom entities (see [`custom`]).
+    pub fn with_entities(mut self, entities: Vec<Entity>) -> Profile {
+        self.entities = entities;
+        self
     }
 
     /// The column rule for a result column name (`name` or `table.name` forms
@@ -76,11 +90,15 @@ impl Profile {
 pub struct Counts {
     pub by_detector: [u64; 12],
     pub by_column_rule: u64,
+    /// Custom entities masked, by name.
+    pub by_entity: Vec<(&'static str, u64)>,
 }
 
 impl Counts {
     pub fn total(&self) -> u64 {
-        self.by_detector.iter().sum::<u64>() + self.by_column_rule
+        self.by_detector.iter().sum::<u64>()
+            + self.by_column_rule
+            + self.by_entity.iter().map(|(_, n)| n).sum::<u64>()
     }
 
     pub fn pairs(&self) -> Vec<(&'static str, u64)> {
@@ -88,7 +106,15 @@ impl Counts {
             .iter()
             .filter(|d| self.by_detector[**d as usize] > 0)
             .map(|d| (d.name(), self.by_detector[*d as usize]))
+            .chain(self.by_entity.iter().copied())
             .collect()
+    }
+
+    pub(crate) fn entity(&mut self, name: &'static str) {
+        match self.by_entity.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => self.by_entity.push((name, 1)),
+        }
     }
 }
 
@@ -96,6 +122,7 @@ impl Counts {
 pub struct Masker {
     pub(crate) profile: Profile,
     hits: Vec<Hit>,
+    spans: Vec<std::ops::Range<usize>>,
     pub counts: Counts,
 }
 
@@ -104,6 +131,7 @@ impl Masker {
         Masker {
             profile,
             hits: Vec::new(),
+            spans: Vec::new(),
             counts: Counts::default(),
         }
     }
@@ -133,6 +161,15 @@ impl Masker {
             mask::apply(value, h.range, Some(h.detector), Style::Redact);
             self.counts.by_detector[h.detector as usize] += 1;
             n += 1;
+        }
+        for e in &self.profile.entities {
+            self.spans.clear();
+            e.find(value, &mut self.spans);
+            for r in self.spans.drain(..) {
+                mask::apply(value, r, None, Style::Redact);
+                self.counts.entity(e.name);
+                n += 1;
+            }
         }
         n
     }

@@ -25,6 +25,7 @@ pub struct StreamMasker {
     buf: Vec<u8>,
     context: usize,
     hits: Vec<Hit>,
+    spans: Vec<std::ops::Range<usize>>,
     /// Inside a private key whose end has not arrived: mask until `-----END`.
     in_key: bool,
 }
@@ -36,6 +37,7 @@ impl StreamMasker {
             buf: Vec::with_capacity(2 * WINDOW),
             context: 0,
             hits: Vec::new(),
+            spans: Vec::new(),
             in_key: false,
         }
     }
@@ -110,6 +112,29 @@ impl StreamMasker {
                 Style::Redact,
             );
             self.masker.counts.by_detector[h.detector as usize] += 1;
+        }
+        // Custom entities, after the built-in detectors as for whole values;
+        // one straddling the cut waits for the rest of its bytes.
+        for i in 0..self.masker.profile.entities.len() {
+            let mut spans = std::mem::take(&mut self.spans);
+            spans.clear();
+            self.masker.profile.entities[i].find(&self.buf, &mut spans);
+            if !at_end {
+                for r in &spans {
+                    if r.start < cut && r.end > cut && r.start >= self.context {
+                        cut = r.start;
+                    }
+                }
+            }
+            let name = self.masker.profile.entities[i].name;
+            for r in spans.drain(..) {
+                if r.start < self.context || (r.end > cut && !at_end) {
+                    continue;
+                }
+                mask::apply(&mut self.buf, r, None, Style::Redact);
+                self.masker.counts.entity(name);
+            }
+            self.spans = spans;
         }
         // An unterminated key that no longer fits: mask it blind from here on.
         if cut <= self.context && self.buf.len() - self.context > MAX_HELD {

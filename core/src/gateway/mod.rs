@@ -42,7 +42,13 @@ pub fn masking_profile(
         .iter()
         .map(|(c, s)| (c.as_str(), s.as_str()))
         .collect();
-    sluice_masking::Profile::with_key(&detectors, &columns, hash_key(p)).map(Some)
+    let entities = p
+        .entities
+        .iter()
+        .map(|(name, pattern, validator)| sluice_masking::Entity::new(name, pattern, validator))
+        .collect::<Result<Vec<_>, _>>()?;
+    sluice_masking::Profile::with_key(&detectors, &columns, hash_key(p))
+        .map(|profile| Some(profile.with_entities(entities)))
 }
 
 /// The `hash` style's key of a masking profile, if it has one.
