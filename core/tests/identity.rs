@@ -156,6 +156,11 @@ fn every_bad_token_is_refused_with_28p01_and_a_clear_reason() {
     );
     assert_eq!(sqlstate(&err), "28000", "{err:?}");
     // Each refusal is logged with its reason (the audit log records them once it lands).
+    // The harness reads the gateway's stderr on its own thread: wait for the last line.
+    assert!(sluice.wait_log(
+        "event=access_denied target=db subject=bob",
+        Duration::from_secs(10)
+    ));
     let logs = sluice.logs();
     assert_eq!(
         logs.matches("event=auth_failed").count(),
