@@ -294,9 +294,9 @@ pub struct MaskingProfile {
     pub fields: BTreeMap<String, String>,
     /// The key of the `hash` style (from `hash_key_env`): pseudonyms are
     /// deterministic per key, so joins across results keep working.
-    pub hash_key: Option<Secret>,
-    /// Custom entities: name, pattern, validator (`none`, `luhn`, `mod97`).
-    pub entities: Vec<(String, String, String)>,
+    pub hash_key: Option<sluice_masking::HashKey>,
+    /// Custom entities, compiled once here (every session shares them).
+    pub entities: Vec<sluice_masking::Entity>,
 }
 
 /// One problem found in a configuration file, at a 1-based line and column.

@@ -947,18 +947,18 @@ fn masking_profile(
                 e.pattern.span(),
                 format!("custom entity `{name}` has the name of a built-in detector"),
             );
-        } else if let Err(why) = sluice_masking::Entity::new(name, e.pattern.get_ref(), validator) {
-            let span = match (&e.validator, why.contains("validator")) {
-                (Some(v), true) => v.span(),
-                _ => e.pattern.span(),
-            };
-            c.error(span, format!("custom entity `{name}`: {why}"));
+        } else {
+            match sluice_masking::Entity::new(name, e.pattern.get_ref(), validator) {
+                Ok(entity) => entities.push(entity),
+                Err(why) => {
+                    let span = match (&e.validator, why.contains("validator")) {
+                        (Some(v), true) => v.span(),
+                        _ => e.pattern.span(),
+                    };
+                    c.error(span, format!("custom entity `{name}`: {why}"));
+                }
+            }
         }
-        entities.push((
-            name.clone(),
-            e.pattern.get_ref().clone(),
-            validator.to_owned(),
-        ));
     }
     MaskingProfile {
         entities,
@@ -973,6 +973,6 @@ fn masking_profile(
             .iter()
             .map(|(k, v)| (k.clone(), v.get_ref().clone()))
             .collect(),
-        hash_key,
+        hash_key: hash_key.map(|k| sluice_masking::HashKey::derive(k.expose().as_bytes())),
     }
 }

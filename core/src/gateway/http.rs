@@ -1317,7 +1317,7 @@ fn mask_setup(cx: &Ctx<'_>, name: &str) -> Result<Rc<MaskSetup>, String> {
         .collect();
     let setup = Rc::new(MaskSetup {
         profile,
-        rules: Rc::new(FieldRules::with_key(&rules, super::hash_key(p))?),
+        rules: Rc::new(FieldRules::with_key(&rules, p.hash_key)?),
     });
     cx.cache.borrow_mut().masking = Some(setup.clone());
     Ok(setup)

@@ -42,20 +42,8 @@ pub fn masking_profile(
         .iter()
         .map(|(c, s)| (c.as_str(), s.as_str()))
         .collect();
-    let entities = p
-        .entities
-        .iter()
-        .map(|(name, pattern, validator)| sluice_masking::Entity::new(name, pattern, validator))
-        .collect::<Result<Vec<_>, _>>()?;
-    sluice_masking::Profile::with_key(&detectors, &columns, hash_key(p))
-        .map(|profile| Some(profile.with_entities(entities)))
-}
-
-/// The `hash` style's key of a masking profile, if it has one.
-pub fn hash_key(p: &sluice_config::MaskingProfile) -> Option<sluice_masking::HashKey> {
-    p.hash_key
-        .as_ref()
-        .map(|k| sluice_masking::HashKey::derive(k.expose().as_bytes()))
+    sluice_masking::Profile::with_key(&detectors, &columns, p.hash_key)
+        .map(|profile| Some(profile.with_entities(p.entities.clone())))
 }
 
 /// The events (of `events`, plus hang-up and error) a socket has right now,
