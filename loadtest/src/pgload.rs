@@ -197,7 +197,7 @@ fn worker(
                 .and_then(|mut c| c.simple("SELECT 1")),
             Scenario::Write => {
                 let c = conn.as_mut().expect("connected");
-                if args.held_every > 0 && op % args.held_every == 0 {
+                if args.held_every > 0 && op.is_multiple_of(args.held_every) {
                     // Deletes nothing; through a gateway it waits for approval.
                     c.simple(&format!("DELETE FROM pgbench_history WHERE tid = -{aid}"))
                 } else if args.extended {

@@ -1,12 +1,23 @@
-//! Content detectors. Each starts from a cheap prefilter (a byte that every match
-//! must contain: `@` for emails, a digit run for cards, a fixed prefix for keys)
-//! and only then validates (Luhn, mod-97, ranges), so text without candidates
-//! costs a memchr pass.
+//! Content detectors. One pass classifies the bytes 64 at a time with SIMD
+//! compares ([`crate::classify`]) and turns the class masks into the few
+//! positions where a value can start: an `@`, a `+`, a `:`, a run of digits
+//! joined by single separators that is long enough for a card, SSN, phone or
+//! IPv4 address, two capitals (IBAN, AWS key id, `AIza`, `BEGIN`), a `J` after
+//! `ey`, `eare` of `Bearer`, an `_` or `-` inside a token prefix. Only there do
+//! the validators run (Luhn, IIN ranges, mod-97, impossible SSN ranges), so text
+//! without candidates costs the classification pass and nothing more.
+//!
+//! Each validator is anchored at the position a value starts (or, for emails
+//! and IPv6, at the `@` or `:` inside it) and checks everything itself, so the
+//! result equals trying every validator at every byte ([`scan_reference`], the
+//! tests' ground truth); the prefilter only decides where to look.
 //!
 //! A detector reports byte ranges of sensitive values within one buffer; masking
 //! them is [`crate::mask`]'s job.
 
 use std::ops::Range;
+
+use crate::classify::{self, Masks};
 
 /// The built-in detectors (`[masking.NAME] detectors = [...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,36 +91,43 @@ fn boundary(buf: &[u8], i: Option<usize>) -> bool {
     i.and_then(|i| buf.get(i)).is_none_or(|&b| !is_word(b))
 }
 
-/// Does the 8-byte word hold an ASCII digit? (Bit Twiddling Hacks' `hasbetween`
-/// for '/' < b < ':'; bytes >= 0x80 never count.)
-#[inline]
-fn word_has_digit(x: u64) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const LOW7: u64 = ONES * 127;
-    const HIGH: u64 = ONES * 128;
-    let (m, n) = (b'/' as u64, b':' as u64);
-    ((ONES * (127 + n)).wrapping_sub(x & LOW7)
-        & !x
-        & ((x & LOW7).wrapping_add(ONES * (127 - m)))
-        & HIGH)
-        != 0
+fn digit_at(buf: &[u8], i: usize) -> bool {
+    buf.get(i).is_some_and(u8::is_ascii_digit)
 }
 
-/// Position of the first ASCII digit at or after `i` (`buf.len()` if none),
-/// skipping eight bytes at a time through text without digits.
-#[inline]
-pub fn next_digit(buf: &[u8], mut i: usize) -> usize {
-    while i + 8 <= buf.len() {
-        let x = u64::from_ne_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
-        if word_has_digit(x) {
-            break;
+/// The enabled detectors as a bit set.
+#[derive(Clone, Copy)]
+struct Enabled(u16);
+
+impl Enabled {
+    fn of(detectors: &[Detector]) -> Enabled {
+        Enabled(detectors.iter().fold(0, |s, d| s | 1 << *d as u16))
+    }
+    fn has(self, d: Detector) -> bool {
+        self.0 & (1 << d as u16) != 0
+    }
+}
+
+/// Up to 20 ASCII digits collected from a run (no allocation).
+struct Digits {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl Digits {
+    fn new() -> Digits {
+        Digits {
+            buf: [0; 20],
+            len: 0,
         }
-        i += 8;
     }
-    while i < buf.len() && !buf[i].is_ascii_digit() {
-        i += 1;
+    fn push(&mut self, d: u8) {
+        self.buf[self.len] = d;
+        self.len += 1;
     }
-    i
+    fn get(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 // ---- email -------------------------------------------------------------------
@@ -122,52 +140,45 @@ fn is_domain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
 }
 
-pub fn emails(buf: &[u8], out: &mut Vec<Hit>) {
-    for at in memchr::memchr_iter(b'@', buf) {
-        let mut s = at;
-        while s > 0 && is_local(buf[s - 1]) {
-            s -= 1;
-        }
-        // The local part may not start or end with a dot.
-        while s < at && buf[s] == b'.' {
-            s += 1;
-        }
-        if s == at || buf[at - 1] == b'.' {
-            continue;
-        }
-        let mut e = at + 1;
-        while e < buf.len() && is_domain(buf[e]) {
-            e += 1;
-        }
-        while e > at + 1 && matches!(buf[e - 1], b'.' | b'-') {
-            e -= 1;
-        }
-        let domain = &buf[at + 1..e];
-        let Some(dot) = memchr::memrchr(b'.', domain) else {
-            continue;
-        };
-        let tld = &domain[dot + 1..];
-        if dot == 0
-            || tld.len() < 2
-            || !tld.iter().all(u8::is_ascii_alphabetic)
-            || domain.contains(&b'@')
-        {
-            continue;
-        }
-        if domain.windows(2).any(|w| w == b"..") {
-            continue;
-        }
-        if out
-            .last()
-            .is_some_and(|h| h.detector == Detector::Email && h.range.end > s)
-        {
-            continue;
-        }
-        out.push(Hit {
-            detector: Detector::Email,
-            range: s..e,
-        });
+/// An email around the `@` at `at`.
+fn email_at(buf: &[u8], at: usize, out: &mut Vec<Hit>) {
+    if buf.get(at) != Some(&b'@') {
+        return;
     }
+    let mut s = at;
+    while s > 0 && is_local(buf[s - 1]) {
+        s -= 1;
+    }
+    // The local part may not start or end with a dot.
+    while s < at && buf[s] == b'.' {
+        s += 1;
+    }
+    if s == at || buf[at - 1] == b'.' {
+        return;
+    }
+    let mut e = at + 1;
+    while e < buf.len() && is_domain(buf[e]) {
+        e += 1;
+    }
+    while e > at + 1 && matches!(buf[e - 1], b'.' | b'-') {
+        e -= 1;
+    }
+    let domain = &buf[at + 1..e];
+    let Some(dot) = memchr::memrchr(b'.', domain) else {
+        return;
+    };
+    let tld = &domain[dot + 1..];
+    if dot == 0
+        || tld.len() < 2
+        || !tld.iter().all(u8::is_ascii_alphabetic)
+        || domain.windows(2).any(|w| w == b"..")
+    {
+        return;
+    }
+    out.push(Hit {
+        detector: Detector::Email,
+        range: s..e,
+    });
 }
 
 // ---- digit runs: cards, SSNs, phones ------------------------------------------
@@ -185,7 +196,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Known card issuer ranges (IIN) with their valid lengths.
@@ -214,169 +225,79 @@ fn known_iin(d: &[u8]) -> bool {
     }
 }
 
-/// A run of digits with single separators (space or dash) between them:
-/// returns its end and the digits.
-fn digit_run(buf: &[u8], start: usize, seps: &[u8], digits: &mut Vec<u8>) -> usize {
-    digits.clear();
-    let mut i = start;
-    let mut end = start;
-    while i < buf.len() {
-        let b = buf[i];
-        if b.is_ascii_digit() {
-            digits.push(b);
-            i += 1;
-            end = i;
-        } else if seps.contains(&b) && buf.get(i + 1).is_some_and(u8::is_ascii_digit) && i > start {
-            i += 1;
-        } else {
-            break;
-        }
-        if digits.len() > 19 {
-            break;
-        }
-    }
-    end
-}
-
-pub fn cards(buf: &[u8], out: &mut Vec<Hit>) {
-    let mut digits = Vec::with_capacity(24);
-    let mut i = next_digit(buf, 0);
-    while i < buf.len() {
-        if i > 0 && (buf[i - 1].is_ascii_digit() || is_word(buf[i - 1])) {
-            i = next_digit(buf, i + 1);
-            continue;
-        }
-        let end = digit_run(buf, i, b" -", &mut digits);
-        let len = digits.len();
-        if (13..=19).contains(&len)
-            && boundary(buf, Some(end))
-            && known_iin(&digits)
-            && luhn(&digits)
-        {
-            out.push(Hit {
-                detector: Detector::CreditCard,
-                range: i..end,
-            });
-            i = next_digit(buf, end);
-        } else {
-            // Skip the rest of this digit group.
-            i += 1;
-            while i < buf.len() && buf[i].is_ascii_digit() {
-                i += 1;
-            }
-            i = next_digit(buf, i);
-        }
-    }
-}
-
-/// US SSN `AAA-GG-SSSS`, excluding impossible areas (000, 666, 900-999), group 00
-/// and serial 0000.
-pub fn ssns(buf: &[u8], out: &mut Vec<Hit>) {
-    if buf.len() < 11 {
+/// A card number starting at the digit `i`: 13-19 digits with single spaces or
+/// dashes between them, a known issuer range and a valid Luhn check digit.
+fn card_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
+    if !digit_at(buf, i) || (i > 0 && is_word(buf[i - 1])) {
         return;
     }
-    for dash in memchr::memchr_iter(b'-', buf) {
-        if dash < 3 || dash + 8 > buf.len() {
-            continue;
-        }
-        let s = dash - 3;
-        let cand = &buf[s..s + 11];
-        let shape = cand.iter().enumerate().all(|(k, &b)| {
-            if k == 3 || k == 6 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-        if !shape || !boundary(buf, s.checked_sub(1)) || !boundary(buf, Some(s + 11)) {
-            continue;
-        }
-        if s > 0 && matches!(buf[s - 1], b'-' | b'.')
-            || matches!(buf.get(s + 11), Some(b'-' | b'.'))
-        {
-            continue;
-        }
-        let area = &cand[..3];
-        if area == b"000"
-            || area == b"666"
-            || area[0] == b'9'
-            || &cand[4..6] == b"00"
-            || &cand[7..] == b"0000"
-        {
-            continue;
-        }
-        if out
-            .last()
-            .is_some_and(|h| h.detector == Detector::Ssn && h.range.end > s)
-        {
-            continue;
-        }
-        out.push(Hit {
-            detector: Detector::Ssn,
-            range: s..s + 11,
-        });
-    }
-}
-
-/// Phone numbers: E.164 (`+` and 8-15 digits, with spaces, dashes, dots or
-/// parentheses) and North American `(AAA) BBB-CCCC` / `AAA-BBB-CCCC`.
-pub fn phones(buf: &[u8], out: &mut Vec<Hit>) {
-    let mut digits = Vec::with_capacity(20);
-    for plus in memchr::memchr_iter(b'+', buf) {
-        if plus > 0 && (buf[plus - 1].is_ascii_alphanumeric()) {
-            continue;
-        }
-        let end = phone_run(buf, plus + 1, &mut digits);
-        if (8..=15).contains(&digits.len()) && digits[0] != b'0' && boundary(buf, Some(end)) {
-            out.push(Hit {
-                detector: Detector::Phone,
-                range: plus..end,
-            });
-        }
-    }
-    // North American shapes without a country code: start at a digit or `(`.
-    let mut i = 0;
-    let mut paren = memchr::memchr(b'(', buf).unwrap_or(buf.len());
-    loop {
-        let d = next_digit(buf, i);
-        if paren < i {
-            paren = memchr::memchr(b'(', &buf[i.min(buf.len())..]).map_or(buf.len(), |x| i + x);
-        }
-        i = d.min(paren);
-        if i + 12 > buf.len() {
+    let mut digits = Digits::new();
+    let (mut j, mut end) = (i, i);
+    while j < buf.len() && digits.len < 20 {
+        let b = buf[j];
+        if b.is_ascii_digit() {
+            digits.push(b);
+            j += 1;
+            end = j;
+        } else if matches!(b, b' ' | b'-') && j > i && digit_at(buf, j + 1) {
+            j += 1;
+        } else {
             break;
         }
-        let (start, ok) = if buf[i] == b'(' {
-            (i, buf.len() >= i + 14 && na_shape(&buf[i..i + 14], true))
-        } else {
-            (i, na_shape(&buf[i..i + 12], false))
-        };
-        let len = if buf[i] == b'(' { 14 } else { 12 };
-        if ok
-            && boundary(buf, start.checked_sub(1))
-            && boundary(buf, Some(start + len))
-            && !matches!(buf.get(start + len), Some(b'-'))
-        {
-            if !out
-                .iter()
-                .any(|h| h.range.start < start + len && start < h.range.end)
-            {
-                out.push(Hit {
-                    detector: Detector::Phone,
-                    range: start..start + len,
-                });
-            }
-            i += len;
-        } else {
-            i += 1;
-        }
+    }
+    let d = digits.get();
+    if (13..=19).contains(&d.len()) && boundary(buf, Some(end)) && known_iin(d) && luhn(d) {
+        out.push(Hit {
+            detector: Detector::CreditCard,
+            range: i..end,
+        });
     }
 }
 
-fn phone_run(buf: &[u8], mut i: usize, digits: &mut Vec<u8>) -> usize {
-    digits.clear();
+/// US SSN `AAA-GG-SSSS` starting at `s`, excluding impossible areas (000, 666,
+/// 900-999), group 00 and serial 0000.
+fn ssn_at(buf: &[u8], s: usize, out: &mut Vec<Hit>) {
+    let Some(cand) = buf.get(s..s + 11) else {
+        return;
+    };
+    let shape = cand.iter().enumerate().all(|(k, &b)| {
+        if k == 3 || k == 6 {
+            b == b'-'
+        } else {
+            b.is_ascii_digit()
+        }
+    });
+    if !shape || !boundary(buf, s.checked_sub(1)) || !boundary(buf, Some(s + 11)) {
+        return;
+    }
+    if s > 0 && matches!(buf[s - 1], b'-' | b'.') || matches!(buf.get(s + 11), Some(b'-' | b'.')) {
+        return;
+    }
+    let area = &cand[..3];
+    if area == b"000"
+        || area == b"666"
+        || area[0] == b'9'
+        || &cand[4..6] == b"00"
+        || &cand[7..] == b"0000"
+    {
+        return;
+    }
+    out.push(Hit {
+        detector: Detector::Ssn,
+        range: s..s + 11,
+    });
+}
+
+/// An E.164 phone number at the `+` at `plus`: 8-15 digits with spaces,
+/// dashes, dots or parentheses.
+fn e164_at(buf: &[u8], plus: usize, out: &mut Vec<Hit>) {
+    if buf.get(plus) != Some(&b'+') || (plus > 0 && buf[plus - 1].is_ascii_alphanumeric()) {
+        return;
+    }
+    let mut digits = Digits::new();
+    let mut i = plus + 1;
     let mut end = i;
-    while i < buf.len() && digits.len() <= 15 {
+    while i < buf.len() && digits.len <= 15 {
         match buf[i] {
             b'0'..=b'9' => {
                 digits.push(buf[i]);
@@ -390,20 +311,31 @@ fn phone_run(buf: &[u8], mut i: usize, digits: &mut Vec<u8>) -> usize {
             {
                 i += 1
             }
-            b')' if i > 0 && buf[i - 1].is_ascii_digit() && buf.get(i + 1) == Some(&b' ') => i += 1,
+            b')' if buf[i - 1].is_ascii_digit() && buf.get(i + 1) == Some(&b' ') => i += 1,
             _ => break,
         }
     }
-    end
+    let d = digits.get();
+    if (8..=15).contains(&d.len()) && d[0] != b'0' && boundary(buf, Some(end)) {
+        out.push(Hit {
+            detector: Detector::Phone,
+            range: plus..end,
+        });
+    }
 }
 
-/// `(AAA) BBB-CCCC` (14 bytes) or `AAA-BBB-CCCC` / `AAA.BBB.CCCC` (12 bytes).
-fn na_shape(c: &[u8], parens: bool) -> bool {
+/// A North American number without a country code at `i`: `(AAA) BBB-CCCC`
+/// (14 bytes) or `AAA-BBB-CCCC` / `AAA.BBB.CCCC` (12 bytes).
+fn na_phone_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
+    let parens = buf.get(i) == Some(&b'(');
+    let len = if parens { 14 } else { 12 };
+    let Some(c) = buf.get(i..i + len) else {
+        return;
+    };
     let d = |r: Range<usize>| c[r].iter().all(u8::is_ascii_digit);
     let plausible = |area: &[u8], exch: &[u8]| area[0] >= b'2' && exch[0] >= b'2';
-    if parens {
-        c[0] == b'('
-            && d(1..4)
+    let shape = if parens {
+        d(1..4)
             && c[4] == b')'
             && c[5] == b' '
             && d(6..9)
@@ -418,6 +350,16 @@ fn na_shape(c: &[u8], parens: bool) -> bool {
             && d(4..7)
             && d(8..12)
             && plausible(&c[0..3], &c[4..7])
+    };
+    if shape
+        && boundary(buf, i.checked_sub(1))
+        && boundary(buf, Some(i + len))
+        && buf.get(i + len) != Some(&b'-')
+    {
+        out.push(Hit {
+            detector: Detector::Phone,
+            range: i..i + len,
+        });
     }
 }
 
@@ -492,139 +434,110 @@ pub fn iban_mod97(iban: &[u8]) -> bool {
     rem == 1
 }
 
-pub fn ibans(buf: &[u8], out: &mut Vec<Hit>) {
-    let mut chars = Vec::with_capacity(34);
-    let mut i = 0;
-    while i + 15 <= buf.len() {
-        // Every IBAN has check digits at offsets 2 and 3: jump between digits.
-        let d = next_digit(buf, i + 2);
-        if d + 13 > buf.len() {
+/// An IBAN at `i`: country code, check digits, the country's length (spaces
+/// between groups of four allowed) and mod-97.
+fn iban_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
+    let Some(c) = buf.get(i..i + 15) else {
+        return;
+    };
+    let shape = c[0].is_ascii_uppercase()
+        && c[1].is_ascii_uppercase()
+        && c[2].is_ascii_digit()
+        && c[3].is_ascii_digit();
+    if !shape || !boundary(buf, i.checked_sub(1)) {
+        return;
+    }
+    let Some(&(_, want)) = IBAN_LENGTHS.iter().find(|(cc, _)| cc[..] == c[..2]) else {
+        return;
+    };
+    let mut chars = [0u8; 34];
+    let mut n = 0;
+    let (mut j, mut end) = (i, i);
+    while j < buf.len() && n < want {
+        let b = buf[j];
+        if b.is_ascii_uppercase() || b.is_ascii_digit() {
+            chars[n] = b;
+            n += 1;
+            j += 1;
+            end = j;
+        } else if b == b' ' && n % 4 == 0 && buf.get(j + 1).is_some_and(u8::is_ascii_alphanumeric) {
+            j += 1;
+        } else {
             break;
         }
-        i = d - 2;
-        let c = &buf[i..];
-        let starts_like_iban =
-            c[0].is_ascii_uppercase() && c[1].is_ascii_uppercase() && c[3].is_ascii_digit();
-        if !starts_like_iban || !boundary(buf, i.checked_sub(1)) {
-            i += 1;
-            continue;
-        }
-        let Some(&(_, want)) = IBAN_LENGTHS.iter().find(|(cc, _)| cc[..] == c[..2]) else {
-            i += 1;
-            continue;
-        };
-        chars.clear();
-        let mut j = i;
-        let mut end = i;
-        while j < buf.len() && chars.len() < want {
-            let b = buf[j];
-            if b.is_ascii_uppercase() || b.is_ascii_digit() {
-                chars.push(b);
-                j += 1;
-                end = j;
-            } else if b == b' '
-                && chars.len() % 4 == 0
-                && buf.get(j + 1).is_some_and(u8::is_ascii_alphanumeric)
-            {
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        if chars.len() == want && boundary(buf, Some(end)) && iban_mod97(&chars) {
-            out.push(Hit {
-                detector: Detector::Iban,
-                range: i..end,
-            });
-            i = end;
-        } else {
-            i += 1;
-        }
+    }
+    if n == want && boundary(buf, Some(end)) && iban_mod97(&chars[..n]) {
+        out.push(Hit {
+            detector: Detector::Iban,
+            range: i..end,
+        });
     }
 }
 
 // ---- network addresses ---------------------------------------------------------
 
-pub fn ipv4s(buf: &[u8], out: &mut Vec<Hit>) {
-    let mut i = next_digit(buf, 0);
-    while i < buf.len() {
-        if i > 0 && (buf[i - 1].is_ascii_digit() || buf[i - 1] == b'.' || is_word(buf[i - 1])) {
-            i = next_digit(buf, i + 1);
-            continue;
+/// A dotted-quad IPv4 address at `i` (not part of a longer dotted version).
+fn ipv4_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
+    if !digit_at(buf, i) || (i > 0 && (buf[i - 1] == b'.' || is_word(buf[i - 1]))) {
+        return;
+    }
+    let mut j = i;
+    for part in 0..4 {
+        let s = j;
+        while j < buf.len() && buf[j].is_ascii_digit() && j - s < 4 {
+            j += 1;
         }
-        let mut j = i;
-        let mut parts = 0;
-        let mut ok = true;
-        while parts < 4 {
-            let s = j;
-            while j < buf.len() && buf[j].is_ascii_digit() && j - s < 4 {
-                j += 1;
-            }
-            let n = &buf[s..j];
-            if n.is_empty() || n.len() > 3 || (n.len() > 1 && n[0] == b'0') {
-                ok = false;
-                break;
-            }
-            let v: u32 = n.iter().fold(0, |a, &c| a * 10 + (c - b'0') as u32);
-            if v > 255 {
-                ok = false;
-                break;
-            }
-            parts += 1;
-            if parts < 4 {
-                if buf.get(j) != Some(&b'.') {
-                    ok = false;
-                    break;
-                }
-                j += 1;
-            }
+        let n = &buf[s..j];
+        if n.is_empty() || n.len() > 3 || (n.len() > 1 && n[0] == b'0') {
+            return;
         }
-        // Version strings like 1.2.3.4.5 are not addresses.
-        if ok
-            && boundary(buf, Some(j))
-            && !(buf.get(j) == Some(&b'.') && buf.get(j + 1).is_some_and(u8::is_ascii_digit))
-        {
-            out.push(Hit {
-                detector: Detector::Ipv4,
-                range: i..j,
-            });
-            i = j;
-        } else {
-            i += 1;
+        if n.iter().fold(0u32, |a, &c| a * 10 + (c - b'0') as u32) > 255 {
+            return;
         }
+        if part < 3 {
+            if buf.get(j) != Some(&b'.') {
+                return;
+            }
+            j += 1;
+        }
+    }
+    // Version strings like 1.2.3.4.5 are not addresses.
+    if boundary(buf, Some(j)) && !(buf.get(j) == Some(&b'.') && digit_at(buf, j + 1)) {
+        out.push(Hit {
+            detector: Detector::Ipv4,
+            range: i..j,
+        });
     }
 }
 
-pub fn ipv6s(buf: &[u8], out: &mut Vec<Hit>) {
-    let mut last_end = 0;
-    for colon in memchr::memchr_iter(b':', buf) {
-        if colon < last_end {
-            continue;
-        }
-        let is_hex = |b: u8| b.is_ascii_hexdigit() || b == b':';
-        let mut s = colon;
-        while s > 0 && is_hex(buf[s - 1]) {
-            s -= 1;
-        }
-        let mut e = colon;
-        while e < buf.len() && (is_hex(buf[e]) || buf[e] == b'.') {
-            e += 1;
-        }
-        let cand = &buf[s..e];
-        if cand.iter().filter(|&&b| b == b':').count() < 2 || !boundary(buf, s.checked_sub(1)) {
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(cand) else {
-            continue;
-        };
-        if text.parse::<std::net::Ipv6Addr>().is_ok() && text.len() > 2 {
-            out.push(Hit {
-                detector: Detector::Ipv6,
-                range: s..e,
-            });
-            last_end = e;
-        }
+/// An IPv6 address around the `:` at `colon`; returns its end when found.
+fn ipv6_at(buf: &[u8], colon: usize, out: &mut Vec<Hit>) -> Option<usize> {
+    if buf.get(colon) != Some(&b':') {
+        return None;
     }
+    let is_hex = |b: u8| b.is_ascii_hexdigit() || b == b':';
+    let mut s = colon;
+    while s > 0 && is_hex(buf[s - 1]) {
+        s -= 1;
+    }
+    let mut e = colon;
+    while e < buf.len() && (is_hex(buf[e]) || buf[e] == b'.') {
+        e += 1;
+    }
+    let cand = &buf[s..e];
+    if e - s <= 2 || memchr::memchr_iter(b':', cand).nth(1).is_none() {
+        return None;
+    }
+    if !boundary(buf, s.checked_sub(1)) {
+        return None;
+    }
+    let text = std::str::from_utf8(cand).ok()?;
+    text.parse::<std::net::Ipv6Addr>().ok()?;
+    out.push(Hit {
+        detector: Detector::Ipv6,
+        range: s..e,
+    });
+    Some(e)
 }
 
 // ---- secrets ---------------------------------------------------------------------
@@ -636,116 +549,105 @@ fn token_end(buf: &[u8], mut i: usize, extra: &[u8]) -> usize {
     i
 }
 
-/// A substring searcher built once per process (building one costs more than
-/// searching a short value).
-macro_rules! finder {
-    ($needle:literal) => {{
-        static F: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-        F.get_or_init(|| memchr::memmem::Finder::new($needle))
-    }};
-}
-
-/// AWS access key ids (`AKIA`/`ASIA` + 16) and 40-character secret keys near them.
-pub fn aws_keys(buf: &[u8], out: &mut Vec<Hit>) {
-    if buf.len() < 20 {
+/// An AWS access key id (`AKIA`/`ASIA` + 16) at `i`, and a 40-character secret
+/// key within 200 bytes after it.
+fn aws_key_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
+    let Some(id) = buf.get(i..i + 20) else {
+        return;
+    };
+    if !(id.starts_with(b"AKIA") || id.starts_with(b"ASIA"))
+        || !id[4..]
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        || !boundary(buf, i.checked_sub(1))
+        || !boundary(buf, Some(i + 20))
+    {
         return;
     }
-    let mut key_ends = Vec::new();
-    for prefix in [finder!(b"AKIA"), finder!(b"ASIA")] {
-        for i in prefix.find_iter(buf) {
-            if i + 20 > buf.len() {
-                continue;
-            }
-            let id = &buf[i..i + 20];
-            if id[4..]
-                .iter()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-                && boundary(buf, i.checked_sub(1))
-                && boundary(buf, Some(i + 20))
-            {
-                out.push(Hit {
-                    detector: Detector::AwsKey,
-                    range: i..i + 20,
-                });
-                key_ends.push(i + 20);
-            }
-        }
-    }
-    // Secret keys: a 40-char [A-Za-z0-9/+] token within 200 bytes after a key id.
-    for end in key_ends {
-        let window = &buf[end..buf.len().min(end + 200)];
-        let mut j = 0;
-        while j < window.len() {
-            let t = token_end(window, j, b"/+");
-            if t - j == 40
-                && window[j..t].iter().any(u8::is_ascii_lowercase)
-                && window[j..t].iter().any(u8::is_ascii_digit)
-            {
-                out.push(Hit {
-                    detector: Detector::AwsKey,
-                    range: end + j..end + t,
-                });
-                break;
-            }
-            j = if t > j { t } else { j + 1 };
-        }
-    }
-}
-
-/// Compact JWTs: `eyJ...` header, payload and signature in base64url.
-pub fn jwts(buf: &[u8], out: &mut Vec<Hit>) {
-    for i in finder!(b"eyJ").find_iter(buf) {
-        if out
-            .last()
-            .is_some_and(|h| h.detector == Detector::Jwt && h.range.end > i)
-            || !boundary(buf, i.checked_sub(1))
+    let end = i + 20;
+    out.push(Hit {
+        detector: Detector::AwsKey,
+        range: i..end,
+    });
+    // Secret keys: a 40-char [A-Za-z0-9/+] token.
+    let window = &buf[end..buf.len().min(end + 200)];
+    let mut j = 0;
+    while j < window.len() {
+        let t = token_end(window, j, b"/+");
+        if t - j == 40
+            && window[j..t].iter().any(u8::is_ascii_lowercase)
+            && window[j..t].iter().any(u8::is_ascii_digit)
         {
-            continue;
-        }
-        let b64 = b"-_=";
-        let h = token_end(buf, i, b64);
-        if buf.get(h) != Some(&b'.') || h - i < 10 {
-            continue;
-        }
-        let p = token_end(buf, h + 1, b64);
-        if !buf[h + 1..].starts_with(b"eyJ") || buf.get(p) != Some(&b'.') {
-            continue;
-        }
-        let s = token_end(buf, p + 1, b64);
-        if s - p < 2 {
-            continue;
-        }
-        out.push(Hit {
-            detector: Detector::Jwt,
-            range: i..s,
-        });
-    }
-}
-
-/// PEM private keys: the base64 body between the BEGIN and END lines.
-pub fn private_keys(buf: &[u8], out: &mut Vec<Hit>) {
-    for b in finder!(b"-----BEGIN ").find_iter(buf) {
-        let line_end = memchr::memmem::find(&buf[b + 11..], b"-----").map(|p| b + 11 + p + 5);
-        let Some(le) = line_end else { continue };
-        if !buf[b..le].windows(11).any(|w| w == b"PRIVATE KEY") {
-            continue;
-        }
-        let Some(end) = memchr::memmem::find(&buf[le..], b"-----END ").map(|p| le + p) else {
-            // Unterminated: mask to the end of the buffer (fail closed).
             out.push(Hit {
-                detector: Detector::PrivateKey,
-                range: le..buf.len(),
+                detector: Detector::AwsKey,
+                range: end + j..end + t,
             });
-            continue;
-        };
+            break;
+        }
+        j = if t > j { t } else { j + 1 };
+    }
+}
+
+/// A compact JWT at `i`: `eyJ...` header, payload and signature in base64url.
+fn jwt_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
+    if !buf[i..].starts_with(b"eyJ") || !boundary(buf, i.checked_sub(1)) {
+        return;
+    }
+    let b64 = b"-_=";
+    let h = token_end(buf, i, b64);
+    if buf.get(h) != Some(&b'.') || h - i < 10 {
+        return;
+    }
+    let p = token_end(buf, h + 1, b64);
+    if !buf[h + 1..].starts_with(b"eyJ") || buf.get(p) != Some(&b'.') {
+        return;
+    }
+    let s = token_end(buf, p + 1, b64);
+    if s - p < 2 {
+        return;
+    }
+    out.push(Hit {
+        detector: Detector::Jwt,
+        range: i..s,
+    });
+}
+
+/// A PEM private key whose `-----BEGIN ` line starts at `b`: the base64 body
+/// between the BEGIN and END lines.
+fn private_key_at(buf: &[u8], b: usize, out: &mut Vec<Hit>) {
+    if !buf[b..].starts_with(b"-----BEGIN ") {
+        return;
+    }
+    let Some(le) = memchr::memmem::find(&buf[b + 11..], b"-----").map(|p| b + 11 + p + 5) else {
+        return;
+    };
+    if !buf[b..le].windows(11).any(|w| w == b"PRIVATE KEY") {
+        return;
+    }
+    // Unterminated: mask to the end of the buffer (fail closed).
+    let end = memchr::memmem::find(&buf[le..], b"-----END ").map_or(buf.len(), |p| le + p);
+    out.push(Hit {
+        detector: Detector::PrivateKey,
+        range: le..end,
+    });
+}
+
+/// `Bearer <token>` (or `bearer`) at `b`: the token of 16 or more characters.
+fn bearer_at(buf: &[u8], b: usize, out: &mut Vec<Hit>) {
+    if !matches!(buf[b], b'B' | b'b') || !buf[b + 1..].starts_with(b"earer ") {
+        return;
+    }
+    let s = b + 7;
+    let e = token_end(buf, s, b"-._~+/=");
+    if e - s >= 16 {
         out.push(Hit {
-            detector: Detector::PrivateKey,
-            range: le..end,
+            detector: Detector::Bearer,
+            range: s..e,
         });
     }
 }
 
-/// Well-known API token prefixes, and `Bearer <token>`.
+/// Well-known API token prefixes; the first that matches at a position wins.
 const API_PREFIXES: &[&[u8]] = &[
     b"sk_live_",
     b"sk_test_",
@@ -766,77 +668,225 @@ const API_PREFIXES: &[&[u8]] = &[
     b"npm_",
 ];
 
-fn api_prefixes() -> &'static aho_corasick::AhoCorasick {
-    static AC: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
-    AC.get_or_init(|| {
-        aho_corasick::AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-            .build(API_PREFIXES)
-            .expect("static patterns build")
-    })
-}
+/// Where the first `_` or `-` of each prefix is: an `_` or `-` at `p` can be
+/// inside a prefix that starts at `p - k` for these `k`.
+const UNDERSCORE_AT: [usize; 3] = [2, 3, 6];
+const DASH_AT: [usize; 2] = [4, 5];
 
-pub fn api_keys(buf: &[u8], out: &mut Vec<Hit>) {
-    for m in api_prefixes().find_iter(buf) {
-        let (i, plen) = (m.start(), m.end() - m.start());
-        if !boundary(buf, i.checked_sub(1)) {
-            continue;
-        }
-        let e = token_end(buf, i + plen, b"_-");
-        if e - i - plen >= 16 {
-            out.push(Hit {
-                detector: Detector::ApiKey,
-                range: i..e,
-            });
-        }
+/// An API token at `i`: a known prefix then 16 or more token characters.
+fn api_key_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
+    let rest = &buf[i..];
+    if !matches!(
+        rest.first(),
+        Some(b's' | b'r' | b'p' | b'g' | b'x' | b'A' | b'n')
+    ) {
+        return;
+    }
+    let Some(prefix) = API_PREFIXES.iter().find(|p| rest.starts_with(p)) else {
+        return;
+    };
+    if !boundary(buf, i.checked_sub(1)) {
+        return;
+    }
+    let e = token_end(buf, i + prefix.len(), b"_-");
+    if e - i - prefix.len() >= 16 {
+        out.push(Hit {
+            detector: Detector::ApiKey,
+            range: i..e,
+        });
     }
 }
 
-pub fn bearers(buf: &[u8], out: &mut Vec<Hit>) {
-    for i in finder!(b"earer ").find_iter(buf) {
-        if i == 0 || !matches!(buf[i - 1], b'B' | b'b') {
-            continue;
-        }
-        let s = i + 6;
-        let e = token_end(buf, s, b"-._~+/=");
-        if e - s >= 16 {
-            out.push(Hit {
-                detector: Detector::Bearer,
-                range: s..e,
-            });
-        }
-    }
+// ---- the scan --------------------------------------------------------------------
+
+/// Per-scan state carried between windows.
+struct Cursor {
+    /// End of the last digit cluster walked (a window can see a cluster's
+    /// continuation as a start).
+    cluster_end: usize,
+    /// End of the last IPv6 address found (its other colons are inside it).
+    v6_end: usize,
 }
 
-/// Runs the enabled detectors over `buf`; hits come back sorted, overlaps removed
-/// (the earlier, longer match wins). Reuses `out`: no allocation once warm.
+/// Runs the enabled detectors over `buf`; hits come back sorted, overlaps
+/// removed (the earlier start wins, then the longer value, then the detector
+/// listed first). Reuses `out`: no allocation once warm.
 pub fn scan(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
     out.clear();
-    for d in enabled {
-        match d {
-            Detector::Email => emails(buf, out),
-            Detector::CreditCard => cards(buf, out),
-            Detector::Ssn => ssns(buf, out),
-            Detector::Phone => phones(buf, out),
-            Detector::Iban => ibans(buf, out),
-            Detector::Ipv4 => ipv4s(buf, out),
-            Detector::Ipv6 => ipv6s(buf, out),
-            Detector::AwsKey => aws_keys(buf, out),
-            Detector::Jwt => jwts(buf, out),
-            Detector::PrivateKey => private_keys(buf, out),
-            Detector::Bearer => bearers(buf, out),
-            Detector::ApiKey => api_keys(buf, out),
+    let en = Enabled::of(enabled);
+    if en.0 == 0 {
+        return;
+    }
+    let mut cur = Cursor {
+        cluster_end: 0,
+        v6_end: 0,
+    };
+    classify::for_each_window(buf, |b, m| {
+        let t = Triggers::of(m, buf.len() - b);
+        if t.any() {
+            visit(buf, en, b, &t, &mut cur, out);
+        }
+    });
+    resolve(out);
+}
+
+/// Candidate positions in one window (bit `k` is byte `b - 1 + k`).
+struct Triggers {
+    /// Starts of digit clusters (digits joined by single spaces, dashes or
+    /// dots) at least seven bytes long: cards, SSNs, phones, IPv4.
+    long: u64,
+    /// Two capitals: IBANs, AWS key ids, `AIza`, `BEGIN`.
+    caps: u64,
+    /// `eare` (of `Bearer`).
+    eare: u64,
+    /// `@ + : ( _ - J`.
+    rare: u64,
+}
+
+impl Triggers {
+    #[inline(always)]
+    fn of(m: &Masks, left: usize) -> Triggers {
+        let report = ((1u64 << left.min(classify::STRIDE)) - 1) << 1;
+        let d = m.digit;
+        let c = d | (m.joiner & (d << 1) & (d >> 1));
+        let r2 = c & (c >> 1);
+        let r4 = r2 & (r2 >> 2);
+        let r7 = r4 & (r4 >> 3);
+        Triggers {
+            long: c & !(c << 1) & r7 & report,
+            caps: m.upper & (m.upper >> 1) & report,
+            eare: m.e & (m.a >> 1) & (m.r >> 2) & (m.e >> 3) & report,
+            rare: m.rare & report,
         }
     }
+
+    #[inline(always)]
+    fn any(&self) -> bool {
+        self.long | self.caps | self.eare | self.rare != 0
+    }
+}
+
+#[inline(never)]
+fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out: &mut Vec<Hit>) {
+    use Detector as D;
+    // In position order, so hits mostly come out sorted.
+    let mut all = t.long | t.caps | t.eare | t.rare;
+    while all != 0 {
+        let k = all.trailing_zeros();
+        all &= all - 1;
+        let (bit, p) = (1u64 << k, b + k as usize - 1);
+        if t.long & bit != 0 && p >= cur.cluster_end {
+            cur.cluster_end = cluster(buf, p, en, out);
+        }
+        if t.caps & bit != 0 {
+            let w = &buf[p..];
+            if en.has(D::AwsKey) && (w.starts_with(b"AKIA") || w.starts_with(b"ASIA")) {
+                aws_key_at(buf, p, out);
+            }
+            if en.has(D::ApiKey) && w.starts_with(b"AIza") {
+                api_key_at(buf, p, out);
+            }
+            if en.has(D::PrivateKey) && p >= 5 && w.starts_with(b"BEGIN ") {
+                private_key_at(buf, p - 5, out);
+            }
+            if en.has(D::Iban) && digit_at(buf, p + 2) && digit_at(buf, p + 3) {
+                iban_at(buf, p, out);
+            }
+        }
+        if t.eare & bit != 0 && en.has(D::Bearer) && p >= 1 {
+            bearer_at(buf, p - 1, out);
+        }
+        if t.rare & bit == 0 {
+            continue;
+        }
+        match buf[p] {
+            b'@' if en.has(D::Email) => email_at(buf, p, out),
+            b'+' if en.has(D::Phone) => e164_at(buf, p, out),
+            b'(' if en.has(D::Phone) => na_phone_at(buf, p, out),
+            b':' if en.has(D::Ipv6) && p >= cur.v6_end => {
+                if let Some(e) = ipv6_at(buf, p, out) {
+                    cur.v6_end = e;
+                }
+            }
+            b'J' if en.has(D::Jwt) && p >= 2 && &buf[p - 2..p] == b"ey" => jwt_at(buf, p - 2, out),
+            b'_' if en.has(D::ApiKey) => {
+                for k in UNDERSCORE_AT.into_iter().filter(|&k| p >= k) {
+                    api_key_at(buf, p - k, out);
+                }
+            }
+            b'-' if en.has(D::ApiKey) => {
+                for k in DASH_AT.into_iter().filter(|&k| p >= k) {
+                    api_key_at(buf, p - k, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Walks the digit cluster starting at `p` and tries the digit detectors at
+/// each group start where the group's shape allows them (every value they find
+/// starts at one); returns the cluster's end.
+fn cluster(buf: &[u8], p: usize, en: Enabled, out: &mut Vec<Hit>) -> usize {
+    use Detector as D;
+    // Groups as (start, digits), up to this many at a time.
+    let mut groups = [(0u32, 0u32); 8];
+    let mut i = p;
+    loop {
+        let mut n = 0;
+        let more = loop {
+            let s = i;
+            while digit_at(buf, i) {
+                i += 1;
+            }
+            groups[n] = ((s - p) as u32, (i - s) as u32);
+            n += 1;
+            if !(matches!(buf.get(i), Some(b' ' | b'-' | b'.')) && digit_at(buf, i + 1)) {
+                break false;
+            }
+            i += 1;
+            if n == groups.len() {
+                break true;
+            }
+        };
+        // Digits from each group to the cluster's end (a card needs 13); when
+        // the cluster goes on past these groups, every group may start one.
+        let mut after = if more { 13 } else { 0 };
+        for &(s, len) in groups[..n].iter().rev() {
+            let (s, len) = (p + s as usize, len as usize);
+            after += len;
+            let next = buf.get(s + len).copied();
+            if en.has(D::CreditCard) && after >= 13 {
+                card_at(buf, s, out);
+            }
+            if len == 3 && en.has(D::Ssn) && next == Some(b'-') {
+                ssn_at(buf, s, out);
+            }
+            if len == 3 && en.has(D::Phone) && matches!(next, Some(b'-' | b'.')) {
+                na_phone_at(buf, s, out);
+            }
+            if len <= 3 && en.has(D::Ipv4) && next == Some(b'.') {
+                ipv4_at(buf, s, out);
+            }
+        }
+        if !more {
+            return i;
+        }
+    }
+}
+
+/// Sorts hits and drops overlaps: the earlier start wins, then the longer value,
+/// then the detector listed first.
+fn resolve(out: &mut Vec<Hit>) {
     if out.len() < 2 {
         return;
     }
-    out.sort_unstable_by(|a, b| {
-        a.range
-            .start
-            .cmp(&b.range.start)
-            .then(b.range.end.cmp(&a.range.end))
-    });
+    let key = |h: &Hit| (h.range.start, std::cmp::Reverse(h.range.end), h.detector);
+    // Hits mostly arrive in order: check before sorting, and sort stably (runs
+    // already in order cost a pass).
+    if !out.is_sorted_by_key(key) {
+        out.sort_by_key(key);
+    }
     let mut kept = 0;
     for i in 0..out.len() {
         if kept > 0 && out[i].range.start < out[kept - 1].range.end {
@@ -846,4 +896,34 @@ pub fn scan(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
         kept += 1;
     }
     out.truncate(kept);
+}
+
+/// Every enabled validator at every byte: what [`scan`] must find, without its
+/// prefilter (slow; for tests and fuzzing).
+pub fn scan_reference(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
+    out.clear();
+    for p in 0..buf.len() {
+        for d in enabled {
+            match d {
+                Detector::Email => email_at(buf, p, out),
+                Detector::CreditCard => card_at(buf, p, out),
+                Detector::Ssn => ssn_at(buf, p, out),
+                Detector::Phone => {
+                    e164_at(buf, p, out);
+                    na_phone_at(buf, p, out);
+                }
+                Detector::Iban => iban_at(buf, p, out),
+                Detector::Ipv4 => ipv4_at(buf, p, out),
+                Detector::Ipv6 => {
+                    ipv6_at(buf, p, out);
+                }
+                Detector::AwsKey => aws_key_at(buf, p, out),
+                Detector::Jwt => jwt_at(buf, p, out),
+                Detector::PrivateKey => private_key_at(buf, p, out),
+                Detector::Bearer => bearer_at(buf, p, out),
+                Detector::ApiKey => api_key_at(buf, p, out),
+            }
+        }
+    }
+    resolve(out);
 }

@@ -21,6 +21,7 @@
 //!
 //! Pure: no I/O, no clock. The gateway wires it into its drivers.
 
+pub mod classify;
 pub mod custom;
 pub mod detect;
 pub mod json;

@@ -423,3 +423,78 @@ fn a_private_key_larger_than_the_window_is_masked_blind() {
             && text.ends_with("-----END PRIVATE KEY-----\ny")
     );
 }
+
+/// Random text dense in the bytes the prefilter keys on, so every detector's
+/// anchors land at every offset of a window.
+fn trigger_soup(rng: &mut Rng, len: usize) -> Vec<u8> {
+    const PIECES: &[&str] = &[
+        "4111 1111 1111 1111",
+        "5500-0000-0000-0004",
+        "078-05-1120",
+        "415-555-2671",
+        "(415) 555-2671",
+        "+44 20 7946 0958",
+        "192.168.10.1",
+        "1.2.3.4.5",
+        "fe80::1ff:fe23:4567:890a",
+        "10:32:00",
+        "DE89 3704 0044 0532 0130 00",
+        "GB82WEST12345698765432",
+        "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_nature",
+        "Bearer abcdefghijklmnop0123",
+        "bearer x",
+        "sk_live_0123456789abcdefXYZ",
+        "xoxb-0123456789012345-abc",
+        "glpat-0123456789abcdefghij",
+        "AIzaSyA0123456789abcdefghijklmnopqrstu",
+        "github_pat_0123456789abcdefghij",
+        "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----",
+        "jane.doe@example.com",
+        "a@b",
+        "order 1842",
+        "2024-01-02",
+        "1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6 4111 1111 1111 1111 078-05-1120",
+    ];
+    const BYTES: &[u8] = b"0123456789 -.@+:(_)JeyarBAKISz/=\n";
+    let mut out = Vec::with_capacity(len + 80);
+    while out.len() < len {
+        if rng.below(3) == 0 {
+            out.extend_from_slice(rng.pick(PIECES).as_bytes());
+        } else {
+            for _ in 0..1 + rng.below(6) {
+                out.push(BYTES[rng.below(BYTES.len() as u64) as usize]);
+            }
+        }
+    }
+    out
+}
+
+/// The prefilter never decides what is found, only where to look: the fast scan
+/// equals every validator tried at every byte, on the corpus and on random text
+/// dense in candidates, with all detectors and with each alone.
+#[test]
+fn fast_scan_equals_trying_every_position() {
+    let all = Detector::ALL;
+    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+    let mut check = |text: &[u8], enabled: &[Detector]| {
+        scan(text, enabled, &mut fast);
+        detect::scan_reference(text, enabled, &mut slow);
+        assert_eq!(
+            fast,
+            slow,
+            "{enabled:?} on {:?}",
+            String::from_utf8_lossy(text)
+        );
+    };
+    for (text, _) in corpus(7, 2_000) {
+        check(text.as_bytes(), &all);
+    }
+    let mut rng = Rng(0x5eed_1234_5678_9abc);
+    for round in 0..400 {
+        let text = trigger_soup(&mut rng, 1 + (round * 7) % 700);
+        check(&text, &all);
+        let one = all[round % all.len()];
+        check(&text, &[one]);
+    }
+}

@@ -290,7 +290,7 @@ fn disguise(sql: &str, rng: &mut Rng) -> String {
         let text = &sql[t.range()];
         if t.kind == lexer::TokenKind::Word {
             for c in text.chars() {
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     out.extend(c.to_uppercase());
                 } else {
                     out.extend(c.to_lowercase());
