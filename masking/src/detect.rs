@@ -132,12 +132,31 @@ impl Digits {
 
 // ---- email -------------------------------------------------------------------
 
+const LOCAL: u8 = 1;
+const DOMAIN: u8 = 2;
+
+/// Which bytes may appear in an email's local part and domain.
+static EMAIL_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' {
+            t[c] = LOCAL | DOMAIN;
+        } else if b == b'_' || b == b'%' || b == b'+' {
+            t[c] = LOCAL;
+        }
+        c += 1;
+    }
+    t
+};
+
 fn is_local(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"._%+-".contains(&b)
+    EMAIL_BYTES[b as usize] & LOCAL != 0
 }
 
 fn is_domain(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+    EMAIL_BYTES[b as usize] & DOMAIN != 0
 }
 
 /// An email around the `@` at `at`.
@@ -164,7 +183,7 @@ fn email_at(buf: &[u8], at: usize, out: &mut Vec<Hit>) {
         e -= 1;
     }
     let domain = &buf[at + 1..e];
-    let Some(dot) = memchr::memrchr(b'.', domain) else {
+    let Some(dot) = domain.iter().rposition(|&b| b == b'.') else {
         return;
     };
     let tld = &domain[dot + 1..];

@@ -1,9 +1,10 @@
 //! Detectors and in-place masking of sensitive values for the Sluice gateway.
 //!
 //! [`detect`] finds values (emails, card numbers, SSNs, phone numbers, IBANs,
-//! IP addresses, AWS keys, JWTs, PEM private keys, bearer and API tokens), each
-//! from a memchr/prefix prefilter followed by validation (Luhn, IIN ranges,
-//! mod-97, impossible SSN ranges). [`mask`] hides them in place, keeping the
+//! IP addresses, AWS keys, JWTs, PEM private keys, bearer and API tokens): one
+//! SIMD pass ([`classify`]) finds the positions where a value can start, and
+//! only there do the validators run (Luhn, IIN ranges, mod-97, impossible SSN
+//! ranges). [`mask`] hides them in place, keeping the
 //! value's length. [`Masker`] combines a profile's detectors and column rules.
 //!
 //! ```

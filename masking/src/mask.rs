@@ -124,10 +124,9 @@ pub fn apply(buf: &mut [u8], range: Range<usize>, detector: Option<Detector>, st
                     .rposition(|&b| b == b'.')
                     .filter(|&d| d > at)
                     .unwrap_or(v.len());
-                for (i, b) in v.iter_mut().enumerate() {
-                    if (i > 0 && i < at) || (i > at && i < dot) {
-                        *b = b'*';
-                    }
+                v[1.min(at)..at].fill(b'*');
+                if at < v.len() {
+                    v[at + 1..dot].fill(b'*');
                 }
             }
             Some(Detector::CreditCard) => apply(v, 0..v.len(), None, Style::Last4),

@@ -456,7 +456,7 @@ fn trigger_soup(rng: &mut Rng, len: usize) -> Vec<u8> {
         "2024-01-02",
         "1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6 4111 1111 1111 1111 078-05-1120",
     ];
-    const BYTES: &[u8] = b"0123456789 -.@+:(_)JeyarBAKISz/=\n";
+    const BYTES: &[u8] = b"0123456789 -.@+:(_)JeyarBAKISz/=\n\xc3\xa9\xff";
     let mut out = Vec::with_capacity(len + 80);
     while out.len() < len {
         if rng.below(3) == 0 {
