@@ -535,13 +535,22 @@ fn ipv6_at(buf: &[u8], colon: usize, out: &mut Vec<Hit>) -> Option<usize> {
         return None;
     }
     let is_hex = |b: u8| b.is_ascii_hexdigit() || b == b':';
+    // The longest address text is 45 bytes; a longer run is not one, and the
+    // bound keeps a long run of colons from costing its length at each colon.
+    const MAX: usize = 45;
     let mut s = colon;
     while s > 0 && is_hex(buf[s - 1]) {
         s -= 1;
+        if colon - s > MAX {
+            return None;
+        }
     }
     let mut e = colon;
     while e < buf.len() && (is_hex(buf[e]) || buf[e] == b'.') {
         e += 1;
+        if e - s > MAX {
+            return None;
+        }
     }
     let cand = &buf[s..e];
     if e - s <= 2 || memchr::memchr_iter(b':', cand).nth(1).is_none() {
@@ -632,8 +641,11 @@ fn jwt_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
 }
 
 /// A PEM private key whose `-----BEGIN ` line starts at `b`: the base64 body
-/// between the BEGIN and END lines.
-fn private_key_at(buf: &[u8], b: usize, out: &mut Vec<Hit>) {
+/// between the BEGIN and END lines. `ends` remembers the last search for an
+/// END line (`(from, found)`: the first one at or after `from` is at `found`,
+/// the buffer's length if none), so many BEGIN lines before one END, or none,
+/// cost one search instead of one each.
+fn private_key_at(buf: &[u8], b: usize, out: &mut Vec<Hit>, ends: &mut (usize, usize)) {
     if !buf[b..].starts_with(b"-----BEGIN ") {
         return;
     }
@@ -643,11 +655,14 @@ fn private_key_at(buf: &[u8], b: usize, out: &mut Vec<Hit>) {
     if !buf[b..le].windows(11).any(|w| w == b"PRIVATE KEY") {
         return;
     }
+    if !(ends.0 <= le && le <= ends.1) {
+        let found = memchr::memmem::find(&buf[le..], b"-----END ").map_or(buf.len(), |p| le + p);
+        *ends = (le, found);
+    }
     // Unterminated: mask to the end of the buffer (fail closed).
-    let end = memchr::memmem::find(&buf[le..], b"-----END ").map_or(buf.len(), |p| le + p);
     out.push(Hit {
         detector: Detector::PrivateKey,
-        range: le..end,
+        range: le..ends.1,
     });
 }
 
@@ -725,6 +740,8 @@ struct Cursor {
     cluster_end: usize,
     /// End of the last IPv6 address found (its other colons are inside it).
     v6_end: usize,
+    /// The last search for a PEM END line (see [`private_key_at`]).
+    pem_ends: (usize, usize),
 }
 
 /// Runs the enabled detectors over `buf`; hits come back sorted, overlaps
@@ -739,6 +756,7 @@ pub fn scan(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
     let mut cur = Cursor {
         cluster_end: 0,
         v6_end: 0,
+        pem_ends: (usize::MAX, 0),
     };
     classify::for_each_window(buf, |b, m| {
         let t = Triggers::of(m, buf.len() - b);
@@ -806,7 +824,7 @@ fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out:
                 api_key_at(buf, p, out);
             }
             if en.has(D::PrivateKey) && p >= 5 && w.starts_with(b"BEGIN ") {
-                private_key_at(buf, p - 5, out);
+                private_key_at(buf, p - 5, out, &mut cur.pem_ends);
             }
             if en.has(D::Iban) && digit_at(buf, p + 2) && digit_at(buf, p + 3) {
                 iban_at(buf, p, out);
@@ -921,6 +939,7 @@ fn resolve(out: &mut Vec<Hit>) {
 /// prefilter (slow; for tests and fuzzing).
 pub fn scan_reference(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
     out.clear();
+    let mut pem_ends = (usize::MAX, 0);
     for p in 0..buf.len() {
         for d in enabled {
             match d {
@@ -938,7 +957,7 @@ pub fn scan_reference(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
                 }
                 Detector::AwsKey => aws_key_at(buf, p, out),
                 Detector::Jwt => jwt_at(buf, p, out),
-                Detector::PrivateKey => private_key_at(buf, p, out),
+                Detector::PrivateKey => private_key_at(buf, p, out, &mut pem_ends),
                 Detector::Bearer => bearer_at(buf, p, out),
                 Detector::ApiKey => api_key_at(buf, p, out),
             }

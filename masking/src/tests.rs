@@ -498,3 +498,33 @@ fn fast_scan_equals_trying_every_position() {
         check(&text, &[one]);
     }
 }
+
+/// Runs that used to be re-read at each candidate inside them (a long run of
+/// colons, many BEGIN lines of a key with no END) are found in one pass: at
+/// 256 KiB a per-candidate re-read takes over ten seconds even optimised (and
+/// minutes unoptimised), so this finishing is the check; what is found is still
+/// right.
+#[test]
+fn long_candidate_runs_cost_one_pass() {
+    let all = Detector::ALL;
+    let mut hits = Vec::new();
+    let colons = "1:".repeat(128 * 1024);
+    scan(colons.as_bytes(), &all, &mut hits);
+    assert!(
+        hits.iter().all(|h| h.detector != Detector::Ipv6),
+        "{:?}",
+        &hits[..hits.len().min(3)]
+    );
+    let keys = "-----BEGIN PRIVATE KEY-----\nMIIB\n".repeat(8 * 1024);
+    scan(keys.as_bytes(), &all, &mut hits);
+    assert_eq!(hits.len(), 1, "one key, unterminated: masked to the end");
+    assert_eq!(hits[0].range, 27..keys.len());
+    let mut keys = keys.into_bytes();
+    keys.extend_from_slice(b"-----END PRIVATE KEY-----\n tail");
+    scan(&keys, &all, &mut hits);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(
+        &keys[hits[0].range.end..],
+        b"-----END PRIVATE KEY-----\n tail"
+    );
+}
