@@ -19,14 +19,17 @@ pub struct Masks {
     pub upper: u64,
     /// What joins the digit groups of a number: space, `-`, `.`.
     pub joiner: u64,
-    /// Bytes that start a detector's check on their own: `@ + : ( _ - J`.
+    /// Bytes that start a detector's check on their own: `@ + : ( J`.
     pub rare: u64,
+    /// `a-z`.
+    pub lower: u64,
+    /// What follows a token prefix: `_`, `-`.
+    pub sep: u64,
     pub e: u64,
-    pub a: u64,
     pub r: u64,
 }
 
-const RARE: [u8; 7] = [b'@', b'+', b':', b'(', b'_', b'-', b'J'];
+const RARE: [u8; 5] = [b'@', b'+', b':', b'(', b'J'];
 
 /// Portable classification of one 64-byte block.
 pub fn classify_scalar(block: &[u8; 64]) -> Masks {
@@ -38,8 +41,9 @@ pub fn classify_scalar(block: &[u8; 64]) -> Masks {
         set(&mut m.upper, c.is_ascii_uppercase());
         set(&mut m.joiner, matches!(c, b' ' | b'-' | b'.'));
         set(&mut m.rare, RARE.contains(&c));
+        set(&mut m.lower, c.is_ascii_lowercase());
+        set(&mut m.sep, matches!(c, b'_' | b'-'));
         set(&mut m.e, c == b'e');
-        set(&mut m.a, c == b'a');
         set(&mut m.r, c == b'r');
     }
     m
@@ -50,9 +54,10 @@ const DIGIT: u8 = 1;
 const UPPER: u8 = 2;
 const JOINER: u8 = 4;
 const RARE_BIT: u8 = 8;
-const E: u8 = 16;
-const A: u8 = 32;
-const R: u8 = 64;
+const LOWER: u8 = 16;
+const SEP: u8 = 32;
+const E: u8 = 64;
+const R: u8 = 128;
 
 const fn class_table() -> [u8; 128] {
     let mut t = [0u8; 128];
@@ -76,9 +81,14 @@ const fn class_table() -> [u8; 128] {
             }
             k += 1;
         }
+        if b.is_ascii_lowercase() {
+            bits |= LOWER;
+        }
+        if b == b'_' || b == b'-' {
+            bits |= SEP;
+        }
         bits |= match b {
             b'e' => E,
-            b'a' => A,
             b'r' => R,
             _ => 0,
         };
@@ -92,7 +102,7 @@ static CLASSES: [u8; 128] = class_table();
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Masks, A, CLASSES, DIGIT, E, JOINER, R, RARE, RARE_BIT, UPPER};
+    use super::{Masks, CLASSES, DIGIT, E, JOINER, LOWER, R, RARE, RARE_BIT, SEP, UPPER};
     use std::arch::x86_64::*;
 
     /// One table lookup per byte (`vpermi2b` over the 128 ASCII classes), then
@@ -120,8 +130,9 @@ mod x86 {
             upper: has(UPPER),
             joiner: has(JOINER),
             rare: has(RARE_BIT),
+            lower: has(LOWER),
+            sep: has(SEP),
             e: has(E),
-            a: has(A),
             r: has(R),
         }
     }
@@ -151,8 +162,9 @@ mod x86 {
                 eq(b'.'),
             ));
             m.rare |= bits(rare);
+            m.lower |= bits(range(b'a', 26));
+            m.sep |= bits(_mm256_or_si256(eq(b'_'), eq(b'-')));
             m.e |= bits(eq(b'e'));
-            m.a |= bits(eq(b'a'));
             m.r |= bits(eq(b'r'));
         }
         m
@@ -176,8 +188,9 @@ mod x86 {
             upper: range(b'A', 26),
             joiner: eq(b' ') | eq(b'-') | eq(b'.'),
             rare: RARE.iter().fold(0, |acc, &c| acc | eq(c)),
+            lower: range(b'a', 26),
+            sep: eq(b'_') | eq(b'-'),
             e: eq(b'e'),
-            a: eq(b'a'),
             r: eq(b'r'),
         }
     }

@@ -3,7 +3,8 @@
 //! positions where a value can start: an `@`, a `+`, a `:`, a run of digits
 //! joined by single separators that is long enough for a card, SSN, phone or
 //! IPv4 address, two capitals (IBAN, AWS key id, `AIza`, `BEGIN`), a `J` after
-//! `ey`, `eare` of `Bearer`, an `_` or `-` inside a token prefix. Only there do
+//! `ey`, `eare` of `Bearer`, an `_` or `-` after a lowercase letter (inside a
+//! token prefix). Only there do
 //! the validators run (Luhn, IIN ranges, mod-97, impossible SSN ranges), so text
 //! without candidates costs the classification pass and nothing more.
 //!
@@ -204,16 +205,14 @@ fn email_at(buf: &[u8], at: usize, out: &mut Vec<Hit>) {
 
 /// Luhn checksum over ASCII digits.
 pub fn luhn(digits: &[u8]) -> bool {
+    // Every second digit from the right doubled, its digits summed.
+    const DOUBLED: [u8; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
     let mut sum = 0u32;
-    for (i, d) in digits.iter().rev().enumerate() {
-        let mut v = (d - b'0') as u32;
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
+    let mut double = false;
+    for &d in digits.iter().rev() {
+        let v = usize::from(d.wrapping_sub(b'0')).min(9);
+        sum += u32::from(if double { DOUBLED[v] } else { v as u8 });
+        double = !double;
     }
     sum.is_multiple_of(10)
 }
@@ -702,8 +701,9 @@ const API_PREFIXES: &[&[u8]] = &[
     b"npm_",
 ];
 
-/// Where the first `_` or `-` of each prefix is: an `_` or `-` at `p` can be
-/// inside a prefix that starts at `p - k` for these `k`.
+/// Where the first `_` or `-` of each prefix is (always after a lowercase
+/// letter): an `_` or `-` at `p` can be inside a prefix that starts at `p - k`
+/// for these `k`.
 const UNDERSCORE_AT: [usize; 3] = [2, 3, 6];
 const DASH_AT: [usize; 2] = [4, 5];
 
@@ -774,9 +774,11 @@ struct Triggers {
     long: u64,
     /// Two capitals: IBANs, AWS key ids, `AIza`, `BEGIN`.
     caps: u64,
-    /// `eare` (of `Bearer`).
+    /// `e`, a lowercase letter, `re` (`eare` of `Bearer`).
     eare: u64,
-    /// `@ + : ( _ - J`.
+    /// `_` or `-` after a lowercase letter (inside a token prefix).
+    api: u64,
+    /// `@ + : ( J`.
     rare: u64,
 }
 
@@ -792,14 +794,15 @@ impl Triggers {
         Triggers {
             long: c & !(c << 1) & r7 & report,
             caps: m.upper & (m.upper >> 1) & report,
-            eare: m.e & (m.a >> 1) & (m.r >> 2) & (m.e >> 3) & report,
+            eare: m.e & (m.lower >> 1) & (m.r >> 2) & (m.e >> 3) & report,
+            api: m.sep & (m.lower << 1) & report,
             rare: m.rare & report,
         }
     }
 
     #[inline(always)]
     fn any(&self) -> bool {
-        self.long | self.caps | self.eare | self.rare != 0
+        self.long | self.caps | self.eare | self.api | self.rare != 0
     }
 }
 
@@ -807,7 +810,7 @@ impl Triggers {
 fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out: &mut Vec<Hit>) {
     use Detector as D;
     // In position order, so hits mostly come out sorted.
-    let mut all = t.long | t.caps | t.eare | t.rare;
+    let mut all = t.long | t.caps | t.eare | t.api | t.rare;
     while all != 0 {
         let k = all.trailing_zeros();
         all &= all - 1;
@@ -833,6 +836,16 @@ fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out:
         if t.eare & bit != 0 && en.has(D::Bearer) && p >= 1 {
             bearer_at(buf, p - 1, out);
         }
+        if t.api & bit != 0 && en.has(D::ApiKey) {
+            let offsets: &[usize] = if buf[p] == b'_' {
+                &UNDERSCORE_AT
+            } else {
+                &DASH_AT
+            };
+            for &k in offsets.iter().filter(|&&k| p >= k) {
+                api_key_at(buf, p - k, out);
+            }
+        }
         if t.rare & bit == 0 {
             continue;
         }
@@ -846,16 +859,6 @@ fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out:
                 }
             }
             b'J' if en.has(D::Jwt) && p >= 2 && &buf[p - 2..p] == b"ey" => jwt_at(buf, p - 2, out),
-            b'_' if en.has(D::ApiKey) => {
-                for k in UNDERSCORE_AT.into_iter().filter(|&k| p >= k) {
-                    api_key_at(buf, p - k, out);
-                }
-            }
-            b'-' if en.has(D::ApiKey) => {
-                for k in DASH_AT.into_iter().filter(|&k| p >= k) {
-                    api_key_at(buf, p - k, out);
-                }
-            }
             _ => {}
         }
     }

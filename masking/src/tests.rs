@@ -528,3 +528,19 @@ fn long_candidate_runs_cost_one_pass() {
         b"-----END PRIVATE KEY-----\n tail"
     );
 }
+
+#[test]
+fn luhn_known_values() {
+    for ok in [
+        "79927398713",
+        "4111111111111111",
+        "5500000000000004",
+        "0",
+        "18",
+    ] {
+        assert!(luhn(ok.as_bytes()), "{ok}");
+    }
+    for bad in ["79927398710", "4111111111111112", "1", "19"] {
+        assert!(!luhn(bad.as_bytes()), "{bad}");
+    }
+}
