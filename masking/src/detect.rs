@@ -244,12 +244,18 @@ fn known_iin(d: &[u8]) -> bool {
 }
 
 /// A card number starting at the digit `i`: 13-19 digits with single spaces or
-/// dashes between them, a known issuer range and a valid Luhn check digit.
+/// dashes between them, a known issuer range and a valid Luhn check digit. The
+/// longest such run wins; when the whole run is not a card, shorter runs ending
+/// at a separator are tried (a card followed by a space and an expiry date, a
+/// CVV or another number).
 fn card_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
     if !digit_at(buf, i) || (i > 0 && is_word(buf[i - 1])) {
         return;
     }
     let mut digits = Digits::new();
+    // (digits so far, end) where a separator follows a group.
+    let mut groups = [(0usize, 0usize); 20];
+    let mut n = 0;
     let (mut j, mut end) = (i, i);
     while j < buf.len() && digits.len < 20 {
         let b = buf[j];
@@ -258,17 +264,24 @@ fn card_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
             j += 1;
             end = j;
         } else if matches!(b, b' ' | b'-') && j > i && digit_at(buf, j + 1) {
+            groups[n] = (digits.len, j);
+            n += 1;
             j += 1;
         } else {
             break;
         }
     }
     let d = digits.get();
-    if (13..=19).contains(&d.len()) && boundary(buf, Some(end)) && known_iin(d) && luhn(d) {
-        out.push(Hit {
-            detector: Detector::CreditCard,
-            range: i..end,
-        });
+    let whole = boundary(buf, Some(end)).then_some((d.len(), end));
+    let shorter = groups[..n].iter().rev().copied();
+    for (len, e) in whole.into_iter().chain(shorter) {
+        if (13..=19).contains(&len) && known_iin(&d[..len]) && luhn(&d[..len]) {
+            out.push(Hit {
+                detector: Detector::CreditCard,
+                range: i..e,
+            });
+            return;
+        }
     }
 }
 

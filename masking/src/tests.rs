@@ -544,3 +544,27 @@ fn luhn_known_values() {
         assert!(!luhn(bad.as_bytes()), "{bad}");
     }
 }
+
+/// A card followed by a space and more digits (expiry, CVV, an amount) is
+/// still found: the longest run that is a card wins.
+#[test]
+fn a_card_followed_by_more_digits_is_still_found() {
+    let all: Vec<Detector> = Detector::ALL.to_vec();
+    let mut hits = Vec::new();
+    for (text, card) in [
+        ("pay 4111 1111 1111 1111 12 27 ok", "4111 1111 1111 1111"),
+        ("4111111111111111 123", "4111111111111111"),
+        ("5500-0000-0000-0004 9 9", "5500-0000-0000-0004"),
+        (
+            "card 4111 1111 1111 1111 1111 1111 1",
+            "4111 1111 1111 1111",
+        ),
+    ] {
+        scan(text.as_bytes(), &all, &mut hits);
+        let found: Vec<&str> = hits.iter().map(|h| &text[h.range.clone()]).collect();
+        assert_eq!(found, [card], "{text}");
+    }
+    // Runs with no card inside stay as they are.
+    scan(b"1234 5678 9012 3456 7890", &all, &mut hits);
+    assert!(hits.is_empty(), "{hits:?}");
+}
