@@ -29,6 +29,8 @@ fn setup() -> (
          INSERT INTO customers VALUES
            (1, 'jane.doe@example.com', '4111 1111 1111 1111', '078-05-1120', 'opensesame', '+1 415 555 0123'),
            (2, 'bob@example.org', '5500-0000-0000-0004', '219-09-9999', 'hunter22', '(212) 555-0188');
+         CREATE TABLE vault (secret text);
+         INSERT INTO vault VALUES ('plainwords');
          CREATE TABLE orders (owner text, amount int);
          INSERT INTO orders VALUES ('jane.doe@example.com', 10), ('bob@example.org', 5), ('jane.doe@example.com', 20)",
     );
@@ -69,6 +71,18 @@ fn select_results_aliases_json_errors_and_copy_are_masked() {
     assert_eq!(
         q("SELECT ssn AS x, email AS y FROM customers WHERE id = 1").trim(),
         "***-**-****|j*******@*******.com"
+    );
+    // A `table.column` rule follows its column under an alias (by the table
+    // OID and column number in the RowDescription), leaves the same name in
+    // another table alone, and falls back to the name for an expression.
+    assert_eq!(
+        q("SELECT secret AS s FROM customers WHERE id = 1").trim(),
+        "**********"
+    );
+    assert_eq!(q("SELECT secret FROM vault").trim(), "plainwords");
+    assert_eq!(
+        q("SELECT 'x' || secret AS secret FROM vault").trim(),
+        "***********"
     );
     // JSON built server-side.
     let json = q("SELECT row_to_json(c) FROM customers c WHERE id = 2");

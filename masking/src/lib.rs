@@ -76,14 +76,35 @@ impl Profile {
         self
     }
 
-    /// The column rule for a result column name (`name` or `table.name` forms
-    /// are matched on the column name).
+    /// The column rule for a result column by its name alone: `column` rules,
+    /// and `table.column` rules too (used when the column's table is unknown).
     pub fn column_style(&self, column: &str) -> Option<Style> {
+        self.column_style_named(column, true)
+    }
+
+    /// The column rule for a result column by its name: `column` rules, and
+    /// `table.column` (or `schema.table.column`) rules when `with_table_rules`,
+    /// i.e. when the gateway cannot tell which table the column comes from.
+    /// Names compare without regard to ASCII case.
+    pub fn column_style_named(&self, column: &str, with_table_rules: bool) -> Option<Style> {
         let col = column.rsplit('.').next().unwrap_or(column);
         self.columns
             .iter()
-            .find(|(c, _)| c.rsplit('.').next() == Some(col) || c.eq_ignore_ascii_case(col))
+            .find(|(c, _)| match c.rsplit_once('.') {
+                None => c.eq_ignore_ascii_case(col),
+                Some((_, rule_col)) => with_table_rules && rule_col.eq_ignore_ascii_case(col),
+            })
             .map(|(_, s)| *s)
+    }
+
+    /// The rules that name a table, as `(table, column, style)` with `table`
+    /// either `table` or `schema.table` (lowercase): the gateway resolves them
+    /// to the table's columns, so they follow a column under any alias and do
+    /// not touch a same-named column of another table.
+    pub fn table_rules(&self) -> impl Iterator<Item = (&str, &str, Style)> {
+        self.columns
+            .iter()
+            .filter_map(|(c, s)| c.rsplit_once('.').map(|(t, col)| (t, col, *s)))
     }
 }
 

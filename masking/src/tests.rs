@@ -328,7 +328,13 @@ fn secrets_in_text() {
 fn column_rules_add_to_detection() {
     let profile = Profile::new(&["email"], &[("customers.ssn", "last4")]).unwrap();
     assert_eq!(profile.column_style("ssn"), Some(Style::Last4));
+    assert_eq!(profile.column_style("SSN"), Some(Style::Last4));
+    assert_eq!(profile.column_style_named("ssn", false), None);
     assert_eq!(profile.column_style("email"), None);
+    assert_eq!(
+        profile.table_rules().collect::<Vec<_>>(),
+        [("customers", "ssn", Style::Last4)]
+    );
     let mut m = Masker::new(profile);
     let mut v = b"123456789".to_vec();
     m.mask_value(&mut v, Some(Style::Last4));

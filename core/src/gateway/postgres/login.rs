@@ -9,8 +9,11 @@ use sluice_protocols::postgres::backend::{self, Auth, Backend};
 use sluice_protocols::postgres::scram::{ScramClient, MECHANISM};
 use sluice_protocols::postgres::{encode, frame};
 
+use sluice_masking::Style;
+
 use super::io::{read_more_timeout, Io};
 use super::{sqlstate, Context, LOGIN_TIMEOUT};
+use crate::{debug, warn};
 
 pub enum Upstream {
     Plain(TcpStream),
@@ -25,7 +28,13 @@ pub struct Connected {
     pub pid: u32,
     pub key: u32,
     pub status: u8,
+    /// The masking profile's `table.column` rules resolved on this upstream
+    /// (see [`resolve_table_rules`]).
+    pub table_columns: Option<TableColumns>,
 }
+
+/// Where `table.column` masking rules apply: (table OID, column number, style).
+pub type TableColumns = Vec<(u32, i16, Style)>;
 
 /// Why the upstream could not be used: what the client is told, and what is logged.
 pub struct LoginError {
@@ -60,12 +69,14 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
     if target.upstream_tls == UpstreamTls::Disable {
         let mut s = tcp;
         let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
+        let table_columns = resolve_table_rules(ctx, &mut s).await?;
         return Ok(Connected {
             stream: Upstream::Plain(s),
             greeting,
             pid,
             key,
             status,
+            table_columns,
         });
     }
     let mut tcp = tcp;
@@ -98,12 +109,14 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
         .await
         .map_err(|e| LoginError::unavailable(ctx, format!("upstream TLS: {e}")))?;
     let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
+    let table_columns = resolve_table_rules(ctx, &mut s).await?;
     Ok(Connected {
         stream: Upstream::Tls(Box::new(s)),
         greeting,
         pid,
         key,
         status,
+        table_columns,
     })
 }
 
@@ -243,4 +256,146 @@ async fn authenticate<U: Io>(
             res.map_err(|e| LoginError::unavailable(ctx, format!("login: {e}")))?;
         }
     }
+}
+
+/// Resolves the masking profile's `table.column` rules to the columns they name
+/// on this upstream (table OID and column number, which every `RowDescription`
+/// carries), with one catalog query right after login. A rule then follows its
+/// column under any alias and leaves a same-named column of another table
+/// alone. `None` when the target has no such rules, or when the lookup fails:
+/// the rules then apply to every column of that name (fail safe). Tables
+/// created after the session starts are not in the answer; their columns get
+/// only the detectors and the plain `column` rules. A broken upstream is an
+/// error like any other at login.
+async fn resolve_table_rules<U: Io>(
+    ctx: &Context<'_>,
+    up: &mut U,
+) -> Result<Option<TableColumns>, LoginError> {
+    let Ok(Some(profile)) = crate::gateway::masking_profile(ctx.config, ctx.target) else {
+        return Ok(None);
+    };
+    let rules: Vec<(&str, &str, Style)> = profile.table_rules().collect();
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let failed = |error: String| {
+        warn!(
+            "masking_table_rules_unresolved",
+            target = ctx.target.name,
+            error = error
+        );
+    };
+    // Names go in as string literals; one that would need more than doubled
+    // quotes is left to the by-name fallback.
+    let literal = |name: &str| -> Option<String> {
+        (!name.contains(['\\', '\0'])).then(|| format!("'{}'", name.replace('\'', "''")))
+    };
+    let mut tables = Vec::new();
+    let mut columns = Vec::new();
+    for (table, column, _) in &rules {
+        let relname = table.rsplit('.').next().unwrap_or(table);
+        let (Some(t), Some(c)) = (literal(relname), literal(column)) else {
+            failed(format!(
+                "rule `{table}.{column}` has a name Sluice does not quote"
+            ));
+            return Ok(None);
+        };
+        tables.push(t);
+        columns.push(c);
+    }
+    let sql = format!(
+        "SELECT a.attrelid::int8, a.attnum, lower(n.nspname), lower(c.relname), lower(a.attname) \
+         FROM pg_catalog.pg_attribute a \
+         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE a.attnum > 0 AND NOT a.attisdropped \
+         AND lower(c.relname) IN ({}) AND lower(a.attname) IN ({})",
+        tables.join(","),
+        columns.join(",")
+    );
+    let mut out = Vec::with_capacity(sql.len() + 8);
+    encode::query(&mut out, sql.as_bytes());
+    let (res, _) = up.write_all(out).await;
+    res.map_err(|e| LoginError::unavailable(ctx, format!("masking catalog query: {e}")))?;
+    // Read to the ReadyForQuery whatever comes, so the session starts in step.
+    let mut found = TableColumns::new();
+    let mut error = None;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let f = match frame(&buf, 1 << 20) {
+            Ok(Some(f)) if buf.len() >= f.len => f,
+            Ok(_) => {
+                match read_more_timeout(up, &mut buf, LOGIN_TIMEOUT).await {
+                    Ok(0) => Err("upstream closed".to_string()),
+                    Err(e) => Err(e.to_string()),
+                    Ok(_) => Ok(()),
+                }
+                .map_err(|e| LoginError::unavailable(ctx, format!("masking catalog query: {e}")))?;
+                continue;
+            }
+            Err(e) => {
+                return Err(LoginError::unavailable(
+                    ctx,
+                    format!("malformed upstream message: {e}"),
+                ))
+            }
+        };
+        let body = &buf[f.body()];
+        let msg = backend::parse(f.tag, body).map_err(|e| {
+            LoginError::unavailable(ctx, format!("malformed upstream message: {e}"))
+        })?;
+        match msg {
+            Backend::DataRow(row) => {
+                let v: Vec<&[u8]> = row
+                    .ranges()
+                    .map(|r| r.map_or(&[][..], |r| &body[r]))
+                    .collect();
+                let text =
+                    |i: usize| std::str::from_utf8(v.get(i).copied().unwrap_or_default()).ok();
+                let parsed = (
+                    text(0).and_then(|t| t.parse::<u32>().ok()),
+                    text(1).and_then(|t| t.parse::<i16>().ok()),
+                    text(2),
+                    text(3),
+                    text(4),
+                );
+                let (Some(oid), Some(attnum), Some(ns), Some(rel), Some(col)) = parsed else {
+                    error = Some("unexpected catalog row".to_string());
+                    buf.drain(..f.len);
+                    continue;
+                };
+                let qualified =
+                    |t: &str| t.strip_prefix(ns).and_then(|r| r.strip_prefix('.')) == Some(rel);
+                if let Some(&(_, _, style)) = rules
+                    .iter()
+                    .find(|(t, c, _)| *c == col && (*t == rel || qualified(t)))
+                {
+                    found.push((oid, attnum, style));
+                }
+            }
+            Backend::ErrorResponse(fields) => {
+                error = Some(
+                    String::from_utf8_lossy(fields.get(b'M').unwrap_or_default()).into_owned(),
+                );
+            }
+            Backend::ReadyForQuery(_) => break,
+            _ => {}
+        }
+        buf.drain(..f.len);
+    }
+    Ok(match error {
+        Some(e) => {
+            failed(e);
+            None
+        }
+        None => {
+            debug!(
+                "masking_table_rules_resolved",
+                target = ctx.target.name,
+                rules = rules.len(),
+                columns = found.len()
+            );
+            Some(found)
+        }
+    })
 }

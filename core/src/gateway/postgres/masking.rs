@@ -1,8 +1,10 @@
 //! The masking hook of the Postgres relay: every path a value can leak through
 //! on its way to the client is masked in place (same length, no re-framing).
 //!
-//! - `RowDescription` fixes a per-column plan: the column rule for its name, and
-//!   whether the column carries text (text format, or a text-like type in binary).
+//! - `RowDescription` fixes a per-column plan: the column rule (a `table.column`
+//!   rule by the column's table OID and number, so under any alias; a `column`
+//!   rule by name), and whether the column carries text (text format, or a
+//!   text-like type in binary).
 //! - `DataRow` values are masked column by column: the rule first, then content
 //!   detection (rules add to detection; an alias like `ssn AS x` is still caught).
 //! - `ErrorResponse`/`NoticeResponse` message, detail and hint (a failed cast
@@ -10,6 +12,8 @@
 //!   through content detection.
 
 use sluice_masking::{Masker, Profile, Style};
+
+use super::login::TableColumns;
 use sluice_protocols::postgres::backend::{self, Backend};
 
 /// Text-like type OIDs whose binary form is the text itself.
@@ -23,6 +27,8 @@ struct Column {
 
 pub struct RowMasker {
     masker: Masker,
+    /// `table.column` rules resolved at login; `None`: match them by name.
+    table_columns: Option<TableColumns>,
     columns: Vec<Column>,
     /// The last RowDescription may not describe the rows now arriving.
     stale: bool,
@@ -31,9 +37,10 @@ pub struct RowMasker {
 }
 
 impl RowMasker {
-    pub fn new(profile: Profile) -> RowMasker {
+    pub fn new(profile: Profile, table_columns: Option<TableColumns>) -> RowMasker {
         RowMasker {
             masker: Masker::new(profile),
+            table_columns,
             columns: Vec::new(),
             stale: false,
             ranges: Vec::new(),
@@ -48,13 +55,26 @@ impl RowMasker {
                     return Err("malformed RowDescription".into());
                 };
                 let profile = self.masker.profile();
+                let tables = self.table_columns.as_deref();
                 self.stale = false;
                 self.columns.clear();
                 self.columns.extend(desc.columns().map(|c| {
+                    // A table rule for this very column wins; a column with no
+                    // table (an expression) or rules left unresolved fall back
+                    // to the name, table rules included (fail safe).
+                    let by_table = tables.and_then(|t| {
+                        t.iter()
+                            .find(|(oid, attnum, _)| {
+                                c.table_oid != 0 && *oid == c.table_oid && *attnum == c.attnum
+                            })
+                            .map(|(_, _, style)| *style)
+                    });
+                    let by_name = || {
+                        let name = std::str::from_utf8(c.name).ok()?;
+                        profile.column_style_named(name, tables.is_none() || c.table_oid == 0)
+                    };
                     Column {
-                        rule: std::str::from_utf8(c.name)
-                            .ok()
-                            .and_then(|n| profile.column_style(n)),
+                        rule: by_table.or_else(by_name),
                         maskable: c.format == 0 || TEXT_OIDS.contains(&c.type_oid),
                     }
                 }));

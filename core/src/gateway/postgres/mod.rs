@@ -352,8 +352,28 @@ async fn session<C: Io>(
     let (res, _) = client.write_all(hello).await;
     let totals = if res.is_ok() {
         Some(match upstream.stream {
-            login::Upstream::Plain(s) => relay::run(&ctx, client, s, buf, upstream.status).await,
-            login::Upstream::Tls(s) => relay::run(&ctx, client, *s, buf, upstream.status).await,
+            login::Upstream::Plain(s) => {
+                relay::run(
+                    &ctx,
+                    client,
+                    s,
+                    buf,
+                    upstream.status,
+                    upstream.table_columns,
+                )
+                .await
+            }
+            login::Upstream::Tls(s) => {
+                relay::run(
+                    &ctx,
+                    client,
+                    *s,
+                    buf,
+                    upstream.status,
+                    upstream.table_columns,
+                )
+                .await
+            }
         })
     } else {
         None

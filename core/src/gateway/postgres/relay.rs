@@ -185,12 +185,13 @@ pub async fn run<C: Io, U: Io>(
     upstream: U,
     pending: Vec<u8>,
     _status: u8,
+    table_columns: Option<super::login::TableColumns>,
 ) -> Totals {
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
     let client_w = Slot::new(client_w);
     let masker = match crate::gateway::masking_profile(ctx.config, ctx.target) {
-        Ok(p) => p.map(super::masking::RowMasker::new),
+        Ok(p) => p.map(|p| super::masking::RowMasker::new(p, table_columns)),
         Err(e) => {
             warn!(
                 "masking_profile_invalid",
