@@ -253,8 +253,9 @@ fn card_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
         return;
     }
     let mut digits = Digits::new();
-    // (digits so far, end) where a separator follows a group.
-    let mut groups = [(0usize, 0usize); 20];
+    // Where a separator follows a group of a card's length so far: (digits,
+    // end); at most seven (13 to 19 digits).
+    let mut groups = [(0u8, 0usize); 7];
     let mut n = 0;
     let (mut j, mut end) = (i, i);
     while j < buf.len() && digits.len < 20 {
@@ -264,8 +265,10 @@ fn card_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
             j += 1;
             end = j;
         } else if matches!(b, b' ' | b'-') && j > i && digit_at(buf, j + 1) {
-            groups[n] = (digits.len, j);
-            n += 1;
+            if (13..=19).contains(&digits.len) {
+                groups[n] = (digits.len as u8, j);
+                n += 1;
+            }
             j += 1;
         } else {
             break;
@@ -273,7 +276,7 @@ fn card_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
     }
     let d = digits.get();
     let whole = boundary(buf, Some(end)).then_some((d.len(), end));
-    let shorter = groups[..n].iter().rev().copied();
+    let shorter = groups[..n].iter().rev().map(|&(len, e)| (len as usize, e));
     for (len, e) in whole.into_iter().chain(shorter) {
         if (13..=19).contains(&len) && known_iin(&d[..len]) && luhn(&d[..len]) {
             out.push(Hit {
@@ -757,9 +760,9 @@ struct Cursor {
     pem_ends: (usize, usize),
 }
 
-/// Runs the enabled detectors over `buf`; hits come back sorted, overlaps
-/// removed (the earlier start wins, then the longer value, then the detector
-/// listed first). Reuses `out`: no allocation once warm.
+/// Runs the enabled detectors over `buf`; hits come back sorted, overlapping
+/// finds merged into one (see [`resolve`]). Reuses `out`: no allocation once
+/// warm.
 pub fn scan(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
     out.clear();
     let en = Enabled::of(enabled);
@@ -928,8 +931,10 @@ fn cluster(buf: &[u8], p: usize, en: Enabled, out: &mut Vec<Hit>) -> usize {
     }
 }
 
-/// Sorts hits and drops overlaps: the earlier start wins, then the longer value,
-/// then the detector listed first.
+/// Sorts hits and merges overlaps into one value: the earlier start decides
+/// its detector (then the longer value, then the detector listed first), and
+/// it grows to cover the bytes of every value it overlaps, so no part of a
+/// found value is left in clear.
 fn resolve(out: &mut Vec<Hit>) {
     if out.len() < 2 {
         return;
@@ -943,6 +948,8 @@ fn resolve(out: &mut Vec<Hit>) {
     let mut kept = 0;
     for i in 0..out.len() {
         if kept > 0 && out[i].range.start < out[kept - 1].range.end {
+            let end = out[i].range.end.max(out[kept - 1].range.end);
+            out[kept - 1].range.end = end;
             continue;
         }
         out.swap(kept, i);

@@ -574,3 +574,20 @@ fn a_card_followed_by_more_digits_is_still_found() {
     scan(b"1234 5678 9012 3456 7890", &all, &mut hits);
     assert!(hits.is_empty(), "{hits:?}");
 }
+
+/// Overlapping finds are masked as one value: nothing of either stays.
+#[test]
+fn overlapping_finds_are_masked_whole() {
+    let all: Vec<Detector> = Detector::ALL.to_vec();
+    let mut m = Masker::new(Profile::new(&Detector::ALL.map(|d| d.name()), &[]).unwrap());
+    let mut v = b"call (212) 555-1234@example.com now".to_vec();
+    assert_eq!(m.mask_value(&mut v, None), 1);
+    assert_eq!(&v[..], &b"call (***) ***-****@*******.*** now"[..]);
+    let mut hits = Vec::new();
+    scan(b"(212) 555-1234@example.com", &all, &mut hits);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(
+        (hits[0].detector, hits[0].range.clone()),
+        (Detector::Phone, 0..26)
+    );
+}
