@@ -351,29 +351,10 @@ async fn session<C: Io>(
     encode::ready_for_query(&mut hello, upstream.status);
     let (res, _) = client.write_all(hello).await;
     let totals = if res.is_ok() {
+        let tables = upstream.table_columns;
         Some(match upstream.stream {
-            login::Upstream::Plain(s) => {
-                relay::run(
-                    &ctx,
-                    client,
-                    s,
-                    buf,
-                    upstream.status,
-                    upstream.table_columns,
-                )
-                .await
-            }
-            login::Upstream::Tls(s) => {
-                relay::run(
-                    &ctx,
-                    client,
-                    *s,
-                    buf,
-                    upstream.status,
-                    upstream.table_columns,
-                )
-                .await
-            }
+            login::Upstream::Plain(s) => relay::run(&ctx, client, s, buf, tables).await,
+            login::Upstream::Tls(s) => relay::run(&ctx, client, *s, buf, tables).await,
         })
     } else {
         None

@@ -184,7 +184,6 @@ pub async fn run<C: Io, U: Io>(
     client: C,
     upstream: U,
     pending: Vec<u8>,
-    _status: u8,
     table_columns: Option<super::login::TableColumns>,
 ) -> Totals {
     let (client_r, client_w) = client.into_split();
