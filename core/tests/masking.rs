@@ -31,6 +31,9 @@ fn setup() -> (
            (2, 'bob@example.org', '5500-0000-0000-0004', '219-09-9999', 'hunter22', '(212) 555-0188');
          CREATE TABLE vault (secret text);
          INSERT INTO vault VALUES ('plainwords');
+         CREATE VIEW cview AS SELECT * FROM customers;
+         -- A planted function must not steer Sluice's catalog lookup.
+         CREATE FUNCTION public.lower(name) RETURNS text LANGUAGE sql AS $$ SELECT ''::text $$;
          CREATE TABLE orders (owner text, amount int);
          INSERT INTO orders VALUES ('jane.doe@example.com', 10), ('bob@example.org', 5), ('jane.doe@example.com', 20)",
     );
@@ -80,6 +83,19 @@ fn select_results_aliases_json_errors_and_copy_are_masked() {
         "**********"
     );
     assert_eq!(q("SELECT secret FROM vault").trim(), "plainwords");
+    // Relations not known as ordinary tables at login get the rule by name:
+    // a view over the table, a copy made in the session.
+    assert_eq!(
+        q("SELECT secret FROM cview WHERE id = 1").trim(),
+        "**********"
+    );
+    assert_eq!(
+        q("CREATE TEMP TABLE t AS SELECT * FROM customers; SELECT secret FROM t WHERE id = 1")
+            .lines()
+            .last()
+            .unwrap_or_default(),
+        "**********"
+    );
     assert_eq!(
         q("SELECT 'x' || secret AS secret FROM vault").trim(),
         "***********"

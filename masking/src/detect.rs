@@ -760,8 +760,8 @@ struct Cursor {
     pem_ends: (usize, usize),
 }
 
-/// Runs the enabled detectors over `buf`; hits come back sorted, overlapping
-/// finds merged into one (see [`resolve`]). Reuses `out`: no allocation once
+/// Runs the enabled detectors over `buf`; hits come back sorted, those wholly
+/// inside another dropped (see [`resolve`]). Reuses `out`: no allocation once
 /// warm.
 pub fn scan(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
     out.clear();
@@ -931,10 +931,10 @@ fn cluster(buf: &[u8], p: usize, en: Enabled, out: &mut Vec<Hit>) -> usize {
     }
 }
 
-/// Sorts hits and merges overlaps into one value: the earlier start decides
-/// its detector (then the longer value, then the detector listed first), and
-/// it grows to cover the bytes of every value it overlaps, so no part of a
-/// found value is left in clear.
+/// Sorts hits (by start, then the longer value, then the detector listed
+/// first) and drops those that lie wholly inside an earlier one. Finds that
+/// only partly overlap are both kept: each is masked in its own shape, and
+/// since masking only ever hides bytes, no byte of either stays in clear.
 fn resolve(out: &mut Vec<Hit>) {
     if out.len() < 2 {
         return;
@@ -946,12 +946,14 @@ fn resolve(out: &mut Vec<Hit>) {
         out.sort_by_key(key);
     }
     let mut kept = 0;
+    let mut reach = 0;
     for i in 0..out.len() {
-        if kept > 0 && out[i].range.start < out[kept - 1].range.end {
-            let end = out[i].range.end.max(out[kept - 1].range.end);
-            out[kept - 1].range.end = end;
+        // Sorted by start: a hit ending inside the furthest-reaching kept hit
+        // lies wholly inside it.
+        if out[i].range.end <= reach && kept > 0 {
             continue;
         }
+        reach = reach.max(out[i].range.end);
         out.swap(kept, i);
         kept += 1;
     }

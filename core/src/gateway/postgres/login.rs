@@ -33,8 +33,15 @@ pub struct Connected {
     pub table_columns: Option<TableColumns>,
 }
 
-/// Where `table.column` masking rules apply: (table OID, column number, style).
-pub type TableColumns = Vec<(u32, i16, Style)>;
+/// The masking profile's `table.column` rules as resolved on one upstream.
+#[derive(Debug, Default)]
+pub struct TableColumns {
+    /// The columns the rules name: (table OID, column number, style).
+    pub columns: Vec<(u32, i16, Style)>,
+    /// Ordinary tables (not partitions) that have a column of a rule's name but
+    /// are not named by any rule, sorted: their columns get only `column` rules.
+    pub others: Vec<u32>,
+}
 
 /// Why the upstream could not be used: what the client is told, and what is logged.
 pub struct LoginError {
@@ -258,15 +265,17 @@ async fn authenticate<U: Io>(
     }
 }
 
-/// Resolves the masking profile's `table.column` rules to the columns they name
-/// on this upstream (table OID and column number, which every `RowDescription`
-/// carries), with one catalog query right after login. A rule then follows its
-/// column under any alias and leaves a same-named column of another table
-/// alone. `None` when the target has no such rules, or when the lookup fails:
-/// the rules then apply to every column of that name (fail safe). Tables
-/// created after the session starts are not in the answer; their columns get
-/// only the detectors and the plain `column` rules. A broken upstream is an
-/// error like any other at login.
+/// Resolves the masking profile's `table.column` rules on this upstream with
+/// one catalog query right after login: the columns they name (table OID and
+/// column number, which every `RowDescription` carries), so a rule follows its
+/// column under any alias; and the ordinary tables that merely share a column
+/// name, whose columns the rule then leaves to the detectors. Any other
+/// relation (a view, a partition, a table created after login, an expression
+/// with no table) gets the rule by column name, as without the lookup: fail
+/// safe. `None` when the target has no such rules, or the lookup fails (all
+/// by name then). Every name in the query is schema-qualified to
+/// `pg_catalog`, so objects on the search path cannot stand in for them. A
+/// broken upstream is an error like any other at login.
 async fn resolve_table_rules<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
@@ -290,27 +299,25 @@ async fn resolve_table_rules<U: Io>(
     let literal = |name: &str| -> Option<String> {
         (!name.contains(['\\', '\0'])).then(|| format!("'{}'", name.replace('\'', "''")))
     };
-    let mut tables = Vec::new();
     let mut columns = Vec::new();
     for (table, column, _) in &rules {
-        let relname = table.rsplit('.').next().unwrap_or(table);
-        let (Some(t), Some(c)) = (literal(relname), literal(column)) else {
+        let Some(c) = literal(column) else {
             failed(format!(
                 "rule `{table}.{column}` has a name Sluice does not quote"
             ));
             return Ok(None);
         };
-        tables.push(t);
         columns.push(c);
     }
     let sql = format!(
-        "SELECT a.attrelid::int8, a.attnum, lower(n.nspname), lower(c.relname), lower(a.attname) \
+        "SELECT a.attrelid::pg_catalog.int8, a.attnum, pg_catalog.lower(n.nspname), \
+         pg_catalog.lower(c.relname), pg_catalog.lower(a.attname), c.relkind, c.relispartition \
          FROM pg_catalog.pg_attribute a \
-         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE a.attnum > 0 AND NOT a.attisdropped \
-         AND lower(c.relname) IN ({}) AND lower(a.attname) IN ({})",
-        tables.join(","),
+         JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+         AND pg_catalog.lower(a.attname) OPERATOR(pg_catalog.=) \
+         ANY (ARRAY[{}]::pg_catalog.text[])",
         columns.join(",")
     );
     let mut out = Vec::with_capacity(sql.len() + 8);
@@ -318,7 +325,8 @@ async fn resolve_table_rules<U: Io>(
     let (res, _) = up.write_all(out).await;
     res.map_err(|e| LoginError::unavailable(ctx, format!("masking catalog query: {e}")))?;
     // Read to the ReadyForQuery whatever comes, so the session starts in step.
-    let mut found = TableColumns::new();
+    let mut found = TableColumns::default();
+    let mut matched = vec![false; rules.len()];
     let mut error = None;
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -358,19 +366,33 @@ async fn resolve_table_rules<U: Io>(
                     text(2),
                     text(3),
                     text(4),
+                    text(5),
+                    text(6),
                 );
-                let (Some(oid), Some(attnum), Some(ns), Some(rel), Some(col)) = parsed else {
+                let (
+                    Some(oid),
+                    Some(attnum),
+                    Some(ns),
+                    Some(rel),
+                    Some(col),
+                    Some(kind),
+                    Some(part),
+                ) = parsed
+                else {
                     error = Some("unexpected catalog row".to_string());
                     buf.drain(..f.len);
                     continue;
                 };
-                let qualified =
-                    |t: &str| t.strip_prefix(ns).and_then(|r| r.strip_prefix('.')) == Some(rel);
-                if let Some(&(_, _, style)) = rules
-                    .iter()
-                    .find(|(t, c, _)| *c == col && (*t == rel || qualified(t)))
-                {
-                    found.push((oid, attnum, style));
+                let names = |t: &str| {
+                    t == rel || t.strip_prefix(ns).and_then(|r| r.strip_prefix('.')) == Some(rel)
+                };
+                if rules.iter().any(|(t, _, _)| names(t)) {
+                    if let Some(i) = rules.iter().position(|(t, c, _)| *c == col && names(t)) {
+                        matched[i] = true;
+                        found.columns.push((oid, attnum, rules[i].2));
+                    }
+                } else if kind == "r" && part == "f" {
+                    found.others.push(oid);
                 }
             }
             Backend::ErrorResponse(fields) => {
@@ -389,11 +411,22 @@ async fn resolve_table_rules<U: Io>(
             None
         }
         None => {
+            found.others.sort_unstable();
+            found.others.dedup();
+            for ((table, column, _), _) in rules.iter().zip(&matched).filter(|(_, m)| !**m) {
+                // A misspelt or missing table: its rule matches by name only
+                // where the table of a column is not known.
+                warn!(
+                    "masking_table_rule_unmatched",
+                    target = ctx.target.name,
+                    rule = format!("{table}.{column}")
+                );
+            }
             debug!(
                 "masking_table_rules_resolved",
                 target = ctx.target.name,
                 rules = rules.len(),
-                columns = found.len()
+                columns = found.columns.len()
             );
             Some(found)
         }

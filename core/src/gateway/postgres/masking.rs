@@ -55,23 +55,29 @@ impl RowMasker {
                     return Err("malformed RowDescription".into());
                 };
                 let profile = self.masker.profile();
-                let tables = self.table_columns.as_deref();
+                let tables = self.table_columns.as_ref();
                 self.stale = false;
                 self.columns.clear();
                 self.columns.extend(desc.columns().map(|c| {
-                    // A table rule for this very column wins; a column with no
-                    // table (an expression) or rules left unresolved fall back
-                    // to the name, table rules included (fail safe).
+                    // A table rule for this very column wins. An ordinary table
+                    // the rules do not name gets only `column` rules; any other
+                    // column (an expression, a view, a table unknown at login,
+                    // or rules left unresolved) gets table rules by name too
+                    // (fail safe).
                     let by_table = tables.and_then(|t| {
-                        t.iter()
+                        t.columns
+                            .iter()
                             .find(|(oid, attnum, _)| {
                                 c.table_oid != 0 && *oid == c.table_oid && *attnum == c.attnum
                             })
                             .map(|(_, _, style)| *style)
                     });
+                    let other_table = tables.is_some_and(|t| {
+                        c.table_oid != 0 && t.others.binary_search(&c.table_oid).is_ok()
+                    });
                     let by_name = || {
                         let name = std::str::from_utf8(c.name).ok()?;
-                        profile.column_style_named(name, tables.is_none() || c.table_oid == 0)
+                        profile.column_style_named(name, !other_table)
                     };
                     Column {
                         rule: by_table.or_else(by_name),
