@@ -9,6 +9,10 @@ use sluice_protocols::postgres::backend::{self, Auth, Backend};
 use sluice_protocols::postgres::scram::{ScramClient, MECHANISM};
 use sluice_protocols::postgres::{encode, frame};
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
 use sluice_masking::Style;
 
 use super::io::{read_more_timeout, Io};
@@ -30,7 +34,7 @@ pub struct Connected {
     pub status: u8,
     /// The masking profile's `table.column` rules resolved on this upstream
     /// (see [`resolve_table_rules`]).
-    pub table_columns: Option<TableColumns>,
+    pub table_columns: Option<Rc<TableColumns>>,
 }
 
 /// The masking profile's `table.column` rules as resolved on one upstream.
@@ -279,13 +283,17 @@ async fn authenticate<U: Io>(
 async fn resolve_table_rules<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
-) -> Result<Option<TableColumns>, LoginError> {
+) -> Result<Option<Rc<TableColumns>>, LoginError> {
     let Ok(Some(profile)) = crate::gateway::masking_profile(ctx.config, ctx.target) else {
         return Ok(None);
     };
     let rules: Vec<(&str, &str, Style)> = profile.table_rules().collect();
     if rules.is_empty() {
         return Ok(None);
+    }
+    let key = format!("{}\0{}\0{:?}", ctx.target.name, ctx.database, rules);
+    if let Some(hit) = RESOLVED.with(|r| r.borrow().get(&key)) {
+        return Ok(Some(hit));
     }
     let failed = |error: String| {
         warn!(
@@ -428,7 +436,73 @@ async fn resolve_table_rules<U: Io>(
                 rules = rules.len(),
                 columns = found.columns.len()
             );
+            let found = Rc::new(found);
+            RESOLVED.with(|r| r.borrow_mut().put(key, found.clone()));
             Some(found)
         }
     })
+}
+
+/// How long resolved table rules are reused: the catalog query scans
+/// `pg_attribute`, too slow on a large schema to repeat at every login. Within
+/// it, a table created after the lookup is unknown to it and so keeps its table
+/// rules by name (fail safe), as within one session.
+const RESOLVED_TTL: Duration = Duration::from_secs(30);
+
+thread_local! {
+    /// Resolved table rules by (target, database, rules). Each shard is one
+    /// thread, so this is per shard and needs no lock.
+    static RESOLVED: RefCell<Resolved> = RefCell::new(Resolved::default());
+}
+
+#[derive(Default)]
+struct Resolved(Vec<(String, Instant, Rc<TableColumns>)>);
+
+impl Resolved {
+    /// Few targets and databases per gateway: a short list, oldest evicted.
+    const MAX: usize = 64;
+
+    fn get(&self, key: &str) -> Option<Rc<TableColumns>> {
+        self.0
+            .iter()
+            .find(|(k, at, _)| k == key && at.elapsed() < RESOLVED_TTL)
+            .map(|(_, _, t)| t.clone())
+    }
+
+    fn put(&mut self, key: String, tables: Rc<TableColumns>) {
+        self.0
+            .retain(|(k, at, _)| *k != key && at.elapsed() < RESOLVED_TTL);
+        if self.0.len() >= Self::MAX {
+            self.0.remove(0);
+        }
+        self.0.push((key, Instant::now(), tables));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_rules_are_reused_per_key_and_bounded() {
+        let mut r = Resolved::default();
+        assert!(r.get("a").is_none());
+        let one = Rc::new(TableColumns {
+            columns: vec![(16384, 3, Style::Full)],
+            others: vec![],
+        });
+        r.put("a".into(), one.clone());
+        assert!(Rc::ptr_eq(&r.get("a").unwrap(), &one));
+        assert!(r.get("b").is_none());
+        // A new lookup for the same key replaces the old one.
+        r.put("a".into(), Rc::new(TableColumns::default()));
+        assert_eq!(r.0.len(), 1);
+        assert!(r.get("a").unwrap().columns.is_empty());
+        // The oldest entry goes first once the list is full.
+        for i in 0..Resolved::MAX {
+            r.put(format!("k{i}"), Rc::new(TableColumns::default()));
+        }
+        assert_eq!(r.0.len(), Resolved::MAX);
+        assert!(r.get("a").is_none() && r.get("k0").is_some());
+    }
 }

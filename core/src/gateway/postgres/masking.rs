@@ -13,6 +13,8 @@
 
 use sluice_masking::{Masker, Profile, Style};
 
+use std::rc::Rc;
+
 use super::login::TableColumns;
 use sluice_protocols::postgres::backend::{self, Backend};
 
@@ -28,7 +30,7 @@ struct Column {
 pub struct RowMasker {
     masker: Masker,
     /// `table.column` rules resolved at login; `None`: match them by name.
-    table_columns: Option<TableColumns>,
+    table_columns: Option<Rc<TableColumns>>,
     columns: Vec<Column>,
     /// The last RowDescription may not describe the rows now arriving.
     stale: bool,
@@ -37,7 +39,7 @@ pub struct RowMasker {
 }
 
 impl RowMasker {
-    pub fn new(profile: Profile, table_columns: Option<TableColumns>) -> RowMasker {
+    pub fn new(profile: Profile, table_columns: Option<Rc<TableColumns>>) -> RowMasker {
         RowMasker {
             masker: Masker::new(profile),
             table_columns,
@@ -55,7 +57,7 @@ impl RowMasker {
                     return Err("malformed RowDescription".into());
                 };
                 let profile = self.masker.profile();
-                let tables = self.table_columns.as_ref();
+                let tables = self.table_columns.as_deref();
                 self.stale = false;
                 self.columns.clear();
                 self.columns.extend(desc.columns().map(|c| {

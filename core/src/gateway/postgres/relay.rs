@@ -184,7 +184,7 @@ pub async fn run<C: Io, U: Io>(
     client: C,
     upstream: U,
     pending: Vec<u8>,
-    table_columns: Option<super::login::TableColumns>,
+    table_columns: Option<std::rc::Rc<super::login::TableColumns>>,
 ) -> Totals {
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
