@@ -158,6 +158,37 @@ fn select_results_aliases_json_errors_and_copy_are_masked() {
 fn driver_binary_results_notifications_and_encoding() {
     let (_pg, keys, mut s, addr, dir) = setup();
     let t = keys.token("agent", &["agents"]);
+    // A fast-path FunctionCall (no driver speaks it): textcat('078-05-', '1120')
+    // returns an SSN, masked like any other value.
+    let mut raw = RawPg::login(addr, &t);
+    let oid: u32 = {
+        let mut c = connect(addr, &t, "postgres").unwrap();
+        let o: u32 = c
+            .query_one("SELECT 'pg_catalog.textcat'::regproc::oid", &[])
+            .unwrap()
+            .get(0);
+        o
+    };
+    let mut body = Vec::new();
+    body.extend_from_slice(&oid.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes()); // argument formats: all text
+    body.extend_from_slice(&2i16.to_be_bytes());
+    for arg in [&b"078-05-"[..], b"1120"] {
+        body.extend_from_slice(&(arg.len() as i32).to_be_bytes());
+        body.extend_from_slice(arg);
+    }
+    body.extend_from_slice(&0i16.to_be_bytes()); // result format: text
+    let mut msg = vec![b'F'];
+    msg.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    msg.extend_from_slice(&body);
+    raw.send(&msg);
+    let answer = raw.read_until(b'Z');
+    let (_, v) = answer
+        .iter()
+        .find(|(tag, _)| *tag == b'V')
+        .unwrap_or_else(|| panic!("no FunctionCallResponse: {answer:?}"));
+    assert_eq!(&v[4..], b"***-**-****", "{:?}", String::from_utf8_lossy(v));
+    drop(raw);
     let mut c = connect(addr, &t, "postgres").unwrap();
     // The driver asks for binary results; text-like columns are still masked.
     let row = c

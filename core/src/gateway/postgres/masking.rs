@@ -8,8 +8,8 @@
 //! - `DataRow` values are masked column by column: the rule first, then content
 //!   detection (rules add to detection; an alias like `ssn AS x` is still caught).
 //! - `ErrorResponse`/`NoticeResponse` message, detail and hint (a failed cast
-//!   echoes the value), `CopyData` out, and `NotificationResponse` payloads pass
-//!   through content detection.
+//!   echoes the value), `CopyData` out, `NotificationResponse` payloads and
+//!   `FunctionCallResponse` values pass through content detection.
 
 use sluice_masking::{Masker, Profile, Style};
 
@@ -130,6 +130,15 @@ impl RowMasker {
             b'd' => {
                 self.masker.mask_value(body, None);
             }
+            // The result of a fast-path FunctionCall: a length and the value
+            // (-1: NULL), masked as text whatever format the call asked for.
+            b'V' => match body.split_first_chunk_mut::<4>() {
+                Some((len, value)) if i32::from_be_bytes(*len) as i64 == value.len() as i64 => {
+                    self.masker.mask_value(value, None);
+                }
+                Some((len, [])) if i32::from_be_bytes(*len) == -1 => {}
+                _ => return Err("malformed FunctionCallResponse".into()),
+            },
             // A row shape holds for one result: after it, the next Execute may run
             // a statement described earlier (column rules by position still
             // apply) or a different one, so every column is masked as text until
