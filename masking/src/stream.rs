@@ -91,15 +91,33 @@ impl StreamMasker {
         let mut cut = cut;
         let at_end = cut == self.buf.len();
         if !at_end {
-            for h in &self.hits {
-                if h.range.start < cut && h.range.end > cut && h.range.start >= self.context {
-                    cut = cut.min(h.range.start);
+            // Finds may overlap: moving the cut back to one can make an earlier
+            // one straddle it, so repeat until nothing straddles. A chain of
+            // overlapping finds longer than half the window (no real value is)
+            // stops at a floor: what straddles it is masked whole below.
+            let floor = cut.saturating_sub(WINDOW / 2).max(self.context);
+            loop {
+                let before = cut;
+                for h in &self.hits {
+                    if h.range.start < cut && h.range.end > cut && h.range.start >= self.context {
+                        cut = match h.detector {
+                            // A key waits for its END line (or is masked blind).
+                            Detector::PrivateKey => h.range.start,
+                            _ => h.range.start.max(floor),
+                        };
+                    }
+                }
+                if cut == before {
+                    break;
                 }
             }
         }
         for h in &self.hits {
-            // Values in the context were decided when they were released.
-            if h.range.start < self.context || (h.range.end > cut && !at_end) {
+            // Values in the context were decided when they were released; one
+            // past the cut is decided once all its bytes are here, except one
+            // straddling the floor of a long chain, masked whole now.
+            let straddles = h.range.start < cut && h.detector != Detector::PrivateKey;
+            if h.range.start < self.context || (h.range.end > cut && !at_end && !straddles) {
                 continue;
             }
             if h.detector == Detector::PrivateKey && h.range.end == self.buf.len() && !at_end {

@@ -614,3 +614,28 @@ fn overlapping_finds_are_each_masked() {
     assert!(max_held < 4 * stream::WINDOW, "held {max_held}");
     assert!(!out.windows(4).any(|w| w == b"b.co"), "every email masked");
 }
+
+/// Overlapping finds split by the stream's cut: the whole of each is masked,
+/// exactly as if the text came in one piece.
+#[test]
+fn overlapping_finds_across_the_stream_window_mask_as_whole() {
+    let profile = || Profile::new(&Detector::ALL.map(|d| d.name()), &[]).unwrap();
+    let filler = "lorem ipsum dolor sit amet ".repeat(60);
+    for lead in [0, 7, 500, 1000, 1013, 1020, 1030] {
+        let text = format!("{}(212) 555-1234@example.com {filler}", &filler[..lead]);
+        let want = whole(&profile(), text.as_bytes());
+        for size in [1, 2, 3, 5, 8, 13, 64, 700, 1024, 1500] {
+            let mut s = StreamMasker::new(profile());
+            let mut out = Vec::new();
+            for piece in text.as_bytes().chunks(size) {
+                s.feed(piece, &mut out);
+            }
+            s.finish(&mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&want),
+                "lead {lead}, chunks of {size}"
+            );
+        }
+    }
+}

@@ -42,9 +42,6 @@ pub struct Connected {
 pub struct TableColumns {
     /// The columns the rules name: (table OID, column number, style).
     pub columns: Vec<(u32, i16, Style)>,
-    /// Ordinary tables (not partitions) that have a column of a rule's name but
-    /// are not named by any rule, sorted: their columns get only `column` rules.
-    pub others: Vec<u32>,
 }
 
 /// Why the upstream could not be used: what the client is told, and what is logged.
@@ -272,14 +269,13 @@ async fn authenticate<U: Io>(
 /// Resolves the masking profile's `table.column` rules on this upstream with
 /// one catalog query right after login: the columns they name (table OID and
 /// column number, which every `RowDescription` carries), so a rule follows its
-/// column under any alias; and the ordinary tables that merely share a column
-/// name, whose columns the rule then leaves to the detectors. Any other
-/// relation (a view, a partition, a table created after login, an expression
-/// with no table) gets the rule by column name, as without the lookup: fail
-/// safe. `None` when the target has no such rules, or the lookup fails (all
-/// by name then). Every name in the query is schema-qualified to
-/// `pg_catalog`, so objects on the search path cannot stand in for them. A
-/// broken upstream is an error like any other at login.
+/// column under any alias. Rules keep applying by column name everywhere else
+/// too (another table, a view, a partition, a copy, an expression): a lookup
+/// that is stale or wrong can only ever add masking. `None` when the target
+/// has no such rules, or the lookup fails (by name only then). Every name in
+/// the query is schema-qualified to `pg_catalog`, so objects on the search
+/// path cannot stand in for them; names are compared in Rust. A broken
+/// upstream is an error like any other at login.
 async fn resolve_table_rules<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
@@ -291,7 +287,13 @@ async fn resolve_table_rules<U: Io>(
     if rules.is_empty() {
         return Ok(None);
     }
-    let key = format!("{}\0{}\0{:?}", ctx.target.name, ctx.database, rules);
+    // The answer holds for one server, database and login.
+    let t = ctx.target;
+    let user = t.credentials.as_ref().and_then(|c| c.user.as_deref());
+    let key = format!(
+        "{}\0{}\0{:?}\0{}\0{:?}",
+        t.name, t.upstream, user, ctx.database, rules
+    );
     if let Some(hit) = RESOLVED.with(|r| r.borrow().get(&key)) {
         return Ok(Some(hit));
     }
@@ -307,25 +309,30 @@ async fn resolve_table_rules<U: Io>(
     let literal = |name: &str| -> Option<String> {
         (!name.contains(['\\', '\0'])).then(|| format!("'{}'", name.replace('\'', "''")))
     };
-    let mut columns = Vec::new();
+    let (mut tables, mut columns) = (Vec::new(), Vec::new());
     for (table, column, _) in &rules {
-        let Some(c) = literal(column) else {
+        let relname = table.rsplit('.').next().unwrap_or(table);
+        let (Some(t), Some(c)) = (literal(relname), literal(column)) else {
             failed(format!(
                 "rule `{table}.{column}` has a name Sluice does not quote"
             ));
             return Ok(None);
         };
+        tables.push(t);
         columns.push(c);
     }
+    // Filtered loosely in SQL (lower() may fold more than ASCII), exactly in Rust.
     let sql = format!(
-        "SELECT a.attrelid::pg_catalog.int8, a.attnum, pg_catalog.lower(n.nspname), \
-         pg_catalog.lower(c.relname), pg_catalog.lower(a.attname), c.relkind, c.relispartition \
+        "SELECT a.attrelid::pg_catalog.int8, a.attnum, n.nspname, c.relname, a.attname \
          FROM pg_catalog.pg_attribute a \
          JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid \
          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
          WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+         AND pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) \
+         ANY (ARRAY[{}]::pg_catalog.text[]) \
          AND pg_catalog.lower(a.attname) OPERATOR(pg_catalog.=) \
          ANY (ARRAY[{}]::pg_catalog.text[])",
+        tables.join(","),
         columns.join(",")
     );
     let mut out = Vec::with_capacity(sql.len() + 8);
@@ -368,39 +375,28 @@ async fn resolve_table_rules<U: Io>(
                     .collect();
                 let text =
                     |i: usize| std::str::from_utf8(v.get(i).copied().unwrap_or_default()).ok();
+                let lower = |i: usize| text(i).map(str::to_ascii_lowercase);
                 let parsed = (
                     text(0).and_then(|t| t.parse::<u32>().ok()),
                     text(1).and_then(|t| t.parse::<i16>().ok()),
-                    text(2),
-                    text(3),
-                    text(4),
-                    text(5),
-                    text(6),
+                    lower(2),
+                    lower(3),
+                    lower(4),
                 );
-                let (
-                    Some(oid),
-                    Some(attnum),
-                    Some(ns),
-                    Some(rel),
-                    Some(col),
-                    Some(kind),
-                    Some(part),
-                ) = parsed
-                else {
+                let (Some(oid), Some(attnum), Some(ns), Some(rel), Some(col)) = parsed else {
                     error = Some("unexpected catalog row".to_string());
                     buf.drain(..f.len);
                     continue;
                 };
                 let names = |t: &str| {
-                    t == rel || t.strip_prefix(ns).and_then(|r| r.strip_prefix('.')) == Some(rel)
+                    *t == *rel
+                        || t.strip_prefix(ns.as_str())
+                            .and_then(|r| r.strip_prefix('.'))
+                            == Some(rel.as_str())
                 };
-                if rules.iter().any(|(t, _, _)| names(t)) {
-                    if let Some(i) = rules.iter().position(|(t, c, _)| *c == col && names(t)) {
-                        matched[i] = true;
-                        found.columns.push((oid, attnum, rules[i].2));
-                    }
-                } else if kind == "r" && part == "f" {
-                    found.others.push(oid);
+                if let Some(i) = rules.iter().position(|(t, c, _)| *c == col && names(t)) {
+                    matched[i] = true;
+                    found.columns.push((oid, attnum, rules[i].2));
                 }
             }
             Backend::ErrorResponse(fields) => {
@@ -419,11 +415,8 @@ async fn resolve_table_rules<U: Io>(
             None
         }
         None => {
-            found.others.sort_unstable();
-            found.others.dedup();
             for ((table, column, _), _) in rules.iter().zip(&matched).filter(|(_, m)| !**m) {
-                // A misspelt or missing table: its rule matches by name only
-                // where the table of a column is not known.
+                // A misspelt or missing table: its rule matches by name only.
                 warn!(
                     "masking_table_rule_unmatched",
                     target = ctx.target.name,
@@ -489,7 +482,6 @@ mod tests {
         assert!(r.get("a").is_none());
         let one = Rc::new(TableColumns {
             columns: vec![(16384, 3, Style::Full)],
-            others: vec![],
         });
         r.put("a".into(), one.clone());
         assert!(Rc::ptr_eq(&r.get("a").unwrap(), &one));

@@ -61,11 +61,9 @@ impl RowMasker {
                 self.stale = false;
                 self.columns.clear();
                 self.columns.extend(desc.columns().map(|c| {
-                    // A table rule for this very column wins. An ordinary table
-                    // the rules do not name gets only `column` rules; any other
-                    // column (an expression, a view, a table unknown at login,
-                    // or rules left unresolved) gets table rules by name too
-                    // (fail safe).
+                    // A table rule for this very column (under any alias)
+                    // wins; otherwise rules match by name, table rules
+                    // included (the table may be a view or copy of theirs).
                     let by_table = tables.and_then(|t| {
                         t.columns
                             .iter()
@@ -74,12 +72,9 @@ impl RowMasker {
                             })
                             .map(|(_, _, style)| *style)
                     });
-                    let other_table = tables.is_some_and(|t| {
-                        c.table_oid != 0 && t.others.binary_search(&c.table_oid).is_ok()
-                    });
                     let by_name = || {
                         let name = std::str::from_utf8(c.name).ok()?;
-                        profile.column_style_named(name, !other_table)
+                        profile.column_style(name)
                     };
                     Column {
                         rule: by_table.or_else(by_name),
