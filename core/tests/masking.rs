@@ -9,7 +9,7 @@ use support::*;
 const PROFILE: &str = r#"
 [masking.pii]
 detectors = ["email", "credit_card", "ssn", "phone"]
-columns = { card_number = "last4", "customers.secret" = "full", owner = "hash" }
+columns = { card_number = "last4", "customers.secret" = "full", owner = "hash", badge = "full", salary = "redact", codes = "full", ref_id = "hash" }
 hash_key_env = "SLUICE_TEST_MASK_KEY"
 entities = { employee_id = { pattern = "EMP-[0-9]{6}" }, account = { pattern = "ACCT[0-9]{8}", validator = "luhn" } }
 "#;
@@ -29,6 +29,8 @@ fn setup() -> (
          INSERT INTO customers VALUES
            (1, 'jane.doe@example.com', '4111 1111 1111 1111', '078-05-1120', 'opensesame', '+1 415 555 0123'),
            (2, 'bob@example.org', '5500-0000-0000-0004', '219-09-9999', 'hunter22', '(212) 555-0188');
+         CREATE TABLE pay (badge bigint, salary numeric(10,2), codes int[], ref_id bigint);
+         INSERT INTO pay VALUES (123456789, 98765.43, '{1,2}', 77), (5, 1.00, '{3}', 77);
          CREATE TABLE vault (secret text);
          INSERT INTO vault VALUES ('plainwords');
          CREATE VIEW cview AS SELECT * FROM customers;
@@ -151,6 +153,118 @@ fn select_results_aliases_json_errors_and_copy_are_masked() {
             && copy.contains("j*******@*******.com"),
         "{copy}"
     );
+}
+
+/// Any value's raw bytes, whatever its type (to see binary results as sent).
+struct Raw(Vec<u8>);
+
+impl<'a> postgres::types::FromSql<'a> for Raw {
+    fn from_sql(
+        _: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+}
+
+/// One extended-protocol round trip with binary results and a Describe of the
+/// portal (as JDBC sends it): the RowDescription carries the real formats.
+fn binary_query(raw: &mut RawPg, sql: &str, until: u8) -> Vec<(u8, Vec<u8>)> {
+    use sluice_protocols::postgres::encode;
+    let mut out = Vec::new();
+    encode::parse(&mut out, b"", sql.as_bytes(), &[]);
+    encode::message(&mut out, b'B', |b| {
+        b.extend_from_slice(b"\0\0"); // portal, statement: unnamed
+        b.extend_from_slice(&0i16.to_be_bytes()); // parameter formats
+        b.extend_from_slice(&0i16.to_be_bytes()); // parameters
+        b.extend_from_slice(&1i16.to_be_bytes()); // one result format for all:
+        b.extend_from_slice(&1i16.to_be_bytes()); // binary
+    });
+    encode::message(&mut out, b'D', |b| b.extend_from_slice(b"P\0"));
+    encode::message(&mut out, b'E', |b| {
+        b.extend_from_slice(b"\0");
+        b.extend_from_slice(&0i32.to_be_bytes());
+    });
+    encode::message(&mut out, b'S', |_| {});
+    raw.send(&out);
+    raw.read_until(until)
+}
+
+/// The values of a DataRow body (`None`: NULL).
+fn values(row: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let n = i16::from_be_bytes([row[0], row[1]]) as usize;
+    let mut at = 2;
+    (0..n)
+        .map(|_| {
+            let len = i32::from_be_bytes(row[at..at + 4].try_into().unwrap());
+            at += 4;
+            (len >= 0).then(|| {
+                let v = row[at..at + len as usize].to_vec();
+                at += len as usize;
+                v
+            })
+        })
+        .collect()
+}
+
+/// Column rules on binary results of types that are not text: zero of the
+/// type (keyed bytes for `hash` on integers), or the session ends.
+#[test]
+fn column_rules_on_binary_non_text_values() {
+    let (_pg, keys, _s, addr, _dir) = setup();
+    let t = keys.token("agent", &["agents"]);
+    let mut raw = RawPg::login(addr, &t);
+    let answer = binary_query(
+        &mut raw,
+        "SELECT badge, salary, ref_id FROM pay ORDER BY badge",
+        b'Z',
+    );
+    let rows: Vec<_> = answer
+        .iter()
+        .filter(|(tag, _)| *tag == b'D')
+        .map(|(_, body)| values(body))
+        .collect();
+    assert_eq!(rows.len(), 2, "{answer:?}");
+    for row in &rows {
+        assert_eq!(row[0].as_deref(), Some(&[0u8; 8][..]), "badge = full");
+        let salary = row[1].clone().unwrap();
+        assert!(salary.len() >= 8, "{salary:?}");
+        assert_ne!(salary[..2], [0, 0], "digit count kept");
+        assert!(
+            salary[2..6].iter().chain(&salary[8..]).all(|&b| b == 0),
+            "salary = redact: zero, same scale: {salary:?}"
+        );
+    }
+    assert_eq!(rows[0][2], rows[1][2], "same value, same pseudonym");
+    assert_ne!(rows[0][2].as_deref(), Some(&77i64.to_be_bytes()[..]));
+    // An array has no value Sluice can write in its place: the session ends.
+    let answer = binary_query(&mut raw, "SELECT codes FROM pay", b'E');
+    let (_, err) = answer
+        .iter()
+        .find(|(tag, _)| *tag == b'E')
+        .expect("an error");
+    assert!(error_fields(err).1.contains("cannot mask"), "{answer:?}");
+    drop(raw);
+    // A statement prepared in an earlier round trip (Describe of the statement
+    // reports text formats): every value is masked as text (fail safe).
+    let mut c = connect(addr, &t, "postgres").unwrap();
+    let prepared = c
+        .query("SELECT badge FROM pay ORDER BY badge", &[])
+        .unwrap();
+    assert!(
+        prepared.iter().all(|r| r.get::<_, Raw>(0).0 == b"********"),
+        "masked as text"
+    );
+    // Text results of the same columns keep the text styles.
+    let text = psql_with(
+        addr,
+        &t,
+        &["-At", "-c", "SELECT badge, salary FROM pay ORDER BY badge"],
+    );
+    assert_eq!(stdout(&text).trim(), "*|*.**\n*********|*****.**");
 }
 
 #[test]

@@ -38,6 +38,25 @@ impl HashKey {
     }
 }
 
+impl HashKey {
+    /// Replaces every byte of `v` with keyed pseudo-random bytes seeded by
+    /// HMAC-SHA-256(key, v): the `hash` style for a value with no text to keep
+    /// the shape of (a binary integer). Deterministic, so joins still line up.
+    pub fn scramble(&self, v: &mut [u8]) {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
+        mac.update(b"binary\0");
+        mac.update(v);
+        let seed: [u8; 32] = mac.finalize().into_bytes().into();
+        for (i, chunk) in v.chunks_mut(32).enumerate() {
+            let mut h = Sha256::new();
+            h.update(seed);
+            h.update((i as u64).to_le_bytes());
+            let block: [u8; 32] = h.finalize().into();
+            chunk.copy_from_slice(&block[..chunk.len()]);
+        }
+    }
+}
+
 impl std::fmt::Debug for HashKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HashKey(..)")
@@ -207,6 +226,19 @@ mod tests {
         let h = masked(&long, None, k1);
         assert_ne!(&h[..32], &h[32..64]);
         assert_eq!(format!("{:?}", HashKey::derive(b"k")), "HashKey(..)");
+        // Binary values: keyed, deterministic, nothing of the value left.
+        let key = HashKey::derive(b"0123456789abcdef-one");
+        let (mut a, mut b) = (42i64.to_be_bytes(), 42i64.to_be_bytes());
+        key.scramble(&mut a);
+        key.scramble(&mut b);
+        assert_eq!(a, b);
+        assert_ne!(a, 42i64.to_be_bytes());
+        let mut c = 43i64.to_be_bytes();
+        key.scramble(&mut c);
+        assert_ne!(a, c);
+        let mut long = [7u8; 70];
+        key.scramble(&mut long);
+        assert_ne!(long[..32], long[32..64]);
         assert!(Style::parse("hash", None).is_err());
         assert!(Style::parse("bogus", None).is_err());
     }

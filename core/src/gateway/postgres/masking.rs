@@ -21,10 +21,29 @@ use sluice_protocols::postgres::backend::{self, Backend};
 /// Text-like type OIDs whose binary form is the text itself.
 const TEXT_OIDS: &[u32] = &[25, 1043, 1042, 19, 114, 142, 705, 18, 17, 3802];
 
+/// Integer types (and uuid) whose binary value may be any bytes: a `hash`
+/// rule gives them keyed pseudo-random bytes.
+const ANY_BYTES_OIDS: &[u32] = &[20, 21, 23, 26, 2950];
+/// `numeric`, whose binary form has a header to keep.
+const NUMERIC_OID: u32 = 1700;
+
 #[derive(Clone, Copy)]
 struct Column {
     rule: Option<Style>,
     maskable: bool,
+    /// How a binary value of a type that is not text is masked by a rule.
+    binary: Binary,
+}
+
+#[derive(Clone, Copy)]
+enum Binary {
+    /// A fixed-width type (`type_len > 0`): zero bytes are a value of it.
+    Fixed {
+        any_bytes: bool,
+    },
+    Numeric,
+    /// Anything else (arrays, ranges, composites): no safe way to mask it.
+    Opaque(u32),
 }
 
 pub struct RowMasker {
@@ -79,6 +98,15 @@ impl RowMasker {
                     Column {
                         rule: by_table.or_else(by_name),
                         maskable: c.format == 0 || TEXT_OIDS.contains(&c.type_oid),
+                        binary: if c.type_oid == NUMERIC_OID {
+                            Binary::Numeric
+                        } else if c.type_len > 0 {
+                            Binary::Fixed {
+                                any_bytes: ANY_BYTES_OIDS.contains(&c.type_oid),
+                            }
+                        } else {
+                            Binary::Opaque(c.type_oid)
+                        },
                     }
                 }));
             }
@@ -100,9 +128,13 @@ impl RowMasker {
                     let col = self.columns.get(i).copied().unwrap_or(Column {
                         rule: None,
                         maskable: true,
+                        binary: Binary::Opaque(0),
                     });
                     if col.maskable || self.stale {
                         self.masker.mask_value(&mut body[r.clone()], col.rule);
+                    } else if let Some(style) = col.rule {
+                        mask_binary(&mut body[r.clone()], style, col.binary, i)?;
+                        self.masker.counts.by_column_rule += 1;
                     }
                 }
             }
@@ -161,4 +193,31 @@ impl RowMasker {
         self.masker.counts = Default::default();
         pairs
     }
+}
+
+/// A column rule on a binary value of a type that is not text (a driver asked
+/// for binary results): there is no text to keep the shape of, so the value
+/// becomes zero of its type (`hash` on an integer or uuid: keyed pseudo-random
+/// bytes, so joins still line up). A type Sluice cannot rewrite safely ends the
+/// session rather than pass the value (fail closed).
+fn mask_binary(v: &mut [u8], style: Style, kind: Binary, column: usize) -> Result<(), String> {
+    match (kind, style) {
+        (Binary::Fixed { any_bytes: true }, Style::Hash(key)) => key.scramble(v),
+        (Binary::Fixed { .. }, _) => v.fill(0),
+        // ndigits, weight, sign, dscale, then the digits: zero with the same
+        // digit count and scale.
+        (Binary::Numeric, _) if v.len() >= 8 => {
+            v[2..6].fill(0);
+            v[8..].fill(0);
+        }
+        (Binary::Numeric, _) => return Err("malformed binary numeric".into()),
+        (Binary::Opaque(oid), _) => {
+            return Err(format!(
+                "column {} has a masking rule but arrives in binary as type {oid}, which Sluice \
+                 cannot mask; ask for text results",
+                column + 1
+            ))
+        }
+    }
+    Ok(())
 }
