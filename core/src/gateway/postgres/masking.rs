@@ -30,9 +30,20 @@ const NUMERIC_OID: u32 = 1700;
 #[derive(Clone, Copy)]
 struct Column {
     rule: Option<Style>,
-    maskable: bool,
+    /// A text-like type: its binary form is the text itself.
+    text_type: bool,
+    format: Format,
     /// How a binary value of a type that is not text is masked by a rule.
     binary: Binary,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Text,
+    Binary,
+    /// Reported as text by the Describe of a statement, which cannot know the
+    /// formats a later Bind asks for; told apart value by value.
+    Unknown,
 }
 
 #[derive(Clone, Copy)]
@@ -53,6 +64,9 @@ pub struct RowMasker {
     columns: Vec<Column>,
     /// The last RowDescription may not describe the rows now arriving.
     stale: bool,
+    /// The last message was a ParameterDescription: a RowDescription now
+    /// answers the Describe of a statement.
+    described_statement: bool,
     /// Reused: the value ranges of the message being masked.
     ranges: Vec<std::ops::Range<usize>>,
 }
@@ -64,12 +78,14 @@ impl RowMasker {
             table_columns,
             columns: Vec::new(),
             stale: false,
+            described_statement: false,
             ranges: Vec::new(),
         }
     }
 
     /// Masks one complete message in place (`body` is the message body).
     pub fn message(&mut self, tag: u8, body: &mut [u8]) -> Result<(), String> {
+        let after_parameters = std::mem::replace(&mut self.described_statement, tag == b't');
         match tag {
             b'T' => {
                 let Ok(Backend::RowDescription(desc)) = backend::parse(tag, body) else {
@@ -77,6 +93,7 @@ impl RowMasker {
                 };
                 let profile = self.masker.profile();
                 let tables = self.table_columns.as_deref();
+                let statement = after_parameters;
                 self.stale = false;
                 self.columns.clear();
                 self.columns.extend(desc.columns().map(|c| {
@@ -97,7 +114,12 @@ impl RowMasker {
                     };
                     Column {
                         rule: by_table.or_else(by_name),
-                        maskable: c.format == 0 || TEXT_OIDS.contains(&c.type_oid),
+                        text_type: TEXT_OIDS.contains(&c.type_oid),
+                        format: match (c.format, statement) {
+                            (0, true) => Format::Unknown,
+                            (0, false) => Format::Text,
+                            _ => Format::Binary,
+                        },
                         binary: if c.type_oid == NUMERIC_OID {
                             Binary::Numeric
                         } else if c.type_len > 0 {
@@ -127,14 +149,42 @@ impl RowMasker {
                     // Without a RowDescription every column is treated as text.
                     let col = self.columns.get(i).copied().unwrap_or(Column {
                         rule: None,
-                        maskable: true,
+                        text_type: true,
+                        format: Format::Text,
                         binary: Binary::Opaque(0),
                     });
-                    if col.maskable || self.stale {
-                        self.masker.mask_value(&mut body[r.clone()], col.rule);
-                    } else if let Some(style) = col.rule {
-                        mask_binary(&mut body[r.clone()], style, col.binary, i)?;
-                        self.masker.counts.by_column_rule += 1;
+                    let v = &mut body[r.clone()];
+                    let format = if self.stale {
+                        Format::Unknown
+                    } else {
+                        col.format
+                    };
+                    let binary = match format {
+                        _ if col.text_type => false,
+                        Format::Text => false,
+                        Format::Binary => true,
+                        Format::Unknown => !looks_like_text(v),
+                    };
+                    match (binary, col.rule) {
+                        (false, rule) => {
+                            self.masker.mask_value(v, rule);
+                        }
+                        (true, Some(style)) => {
+                            if self.stale {
+                                // Which type this is is not known: hide every byte.
+                                v.fill(b'*');
+                            } else {
+                                mask_binary(v, style, col.binary, i)?;
+                            }
+                            self.masker.counts.by_column_rule += 1;
+                        }
+                        (true, None) => {
+                            // Not text: nothing for the detectors (a value sent
+                            // in an unknown format still goes through them).
+                            if format == Format::Unknown {
+                                self.masker.mask_value(v, None);
+                            }
+                        }
                     }
                 }
             }
@@ -220,4 +270,14 @@ fn mask_binary(v: &mut [u8], style: Style, kind: Binary, column: usize) -> Resul
         }
     }
     Ok(())
+}
+
+/// Whether a value sent in an unknown format is text: valid UTF-8 without
+/// control characters. Binary numbers, dates and the like carry zero or other
+/// control bytes; a binary value that happens to read as text is masked as
+/// text, which hides every letter and digit in it.
+fn looks_like_text(v: &[u8]) -> bool {
+    !v.iter()
+        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+        && std::str::from_utf8(v).is_ok()
 }
