@@ -9,7 +9,7 @@ use support::*;
 const PROFILE: &str = r#"
 [masking.pii]
 detectors = ["email", "credit_card", "ssn", "phone"]
-columns = { card_number = "last4", "customers.secret" = "full", owner = "hash", badge = "full", salary = "redact", codes = "full", ref_id = "hash" }
+columns = { card_number = "last4", "customers.secret" = "full", owner = "hash", badge = "full", salary = "redact", codes = "full", ref_id = "hash", code = "last4" }
 hash_key_env = "SLUICE_TEST_MASK_KEY"
 entities = { employee_id = { pattern = "EMP-[0-9]{6}" }, account = { pattern = "ACCT[0-9]{8}", validator = "luhn" } }
 "#;
@@ -29,8 +29,8 @@ fn setup() -> (
          INSERT INTO customers VALUES
            (1, 'jane.doe@example.com', '4111 1111 1111 1111', '078-05-1120', 'opensesame', '+1 415 555 0123'),
            (2, 'bob@example.org', '5500-0000-0000-0004', '219-09-9999', 'hunter22', '(212) 555-0188');
-         CREATE TABLE pay (badge bigint, salary numeric(10,2), codes int[], ref_id bigint);
-         INSERT INTO pay VALUES (123456789, 98765.43, '{1,2}', 77), (5, 1.00, '{3}', 77);
+         CREATE TABLE pay (badge bigint, salary numeric(10,2), codes int[], ref_id bigint, code smallint);
+         INSERT INTO pay VALUES (123456789, 98765.43, '{1,2}', 77, 12345), (5, 1.00, '{3}', 77, 12345);
          CREATE TABLE vault (secret text);
          INSERT INTO vault VALUES ('plainwords');
          CREATE VIEW cview AS SELECT * FROM customers;
@@ -261,6 +261,13 @@ fn column_rules_on_binary_non_text_values() {
     );
     let (a, b): (i64, i64) = (typed[0].get(1), typed[1].get(1));
     assert!(a == b && a != 77, "ref_id = hash: {a} {b}");
+    // Binary 12345 is the bytes "09": it reads as text, but has the length of
+    // a smallint, so only hiding every byte is safe (`last4` would keep both).
+    let code = c.query_typed("SELECT code FROM pay", &[]).unwrap();
+    assert!(
+        code.iter().all(|r| r.get::<_, Raw>(0).0 == b"**"),
+        "code = last4"
+    );
     // A statement prepared in an earlier round trip: its rows may belong to
     // another description, so a binary value under a rule has every byte
     // hidden (a `last4`-style text mask would leave a binary number whole).

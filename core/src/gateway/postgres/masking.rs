@@ -46,10 +46,18 @@ enum Format {
     Unknown,
 }
 
+/// What a value in a DataRow is, as far as the masker can tell.
+enum Kind {
+    Text,
+    Binary,
+    Either,
+}
+
 #[derive(Clone, Copy)]
 enum Binary {
     /// A fixed-width type (`type_len > 0`): zero bytes are a value of it.
     Fixed {
+        len: usize,
         any_bytes: bool,
     },
     Numeric,
@@ -85,7 +93,12 @@ impl RowMasker {
 
     /// Masks one complete message in place (`body` is the message body).
     pub fn message(&mut self, tag: u8, body: &mut [u8]) -> Result<(), String> {
-        let after_parameters = std::mem::replace(&mut self.described_statement, tag == b't');
+        // A notice, parameter status or notification may come between the
+        // ParameterDescription and the RowDescription: they keep the flag.
+        let after_parameters = self.described_statement;
+        if !matches!(tag, b'N' | b'S' | b'A') {
+            self.described_statement = tag == b't';
+        }
         match tag {
             b'T' => {
                 let Ok(Backend::RowDescription(desc)) = backend::parse(tag, body) else {
@@ -124,6 +137,7 @@ impl RowMasker {
                             Binary::Numeric
                         } else if c.type_len > 0 {
                             Binary::Fixed {
+                                len: c.type_len as usize,
                                 any_bytes: ANY_BYTES_OIDS.contains(&c.type_oid),
                             }
                         } else {
@@ -154,33 +168,46 @@ impl RowMasker {
                         binary: Binary::Opaque(0),
                     });
                     let v = &mut body[r.clone()];
-                    let format = if self.stale {
-                        Format::Unknown
-                    } else {
-                        col.format
+                    let stale = self.stale;
+                    let format = if stale { Format::Unknown } else { col.format };
+                    // What the value is: text, binary, or possibly either.
+                    let text_type = col.text_type && !stale;
+                    let kind = match format {
+                        Format::Text => Kind::Text,
+                        _ if text_type => Kind::Text,
+                        Format::Binary => Kind::Binary,
+                        Format::Unknown if !looks_like_text(v) => Kind::Binary,
+                        // Reads as text, yet may be the binary form of a
+                        // fixed-width type (whose length it then has).
+                        Format::Unknown => {
+                            let fixed_width = match col.binary {
+                                Binary::Fixed { len, .. } => v.len() == len,
+                                _ => false,
+                            };
+                            if fixed_width || (stale && v.len() <= 16) {
+                                Kind::Either
+                            } else {
+                                Kind::Text
+                            }
+                        }
                     };
-                    let binary = match format {
-                        _ if col.text_type => false,
-                        Format::Text => false,
-                        Format::Binary => true,
-                        Format::Unknown => !looks_like_text(v),
-                    };
-                    match (binary, col.rule) {
-                        (false, rule) => {
+                    match (kind, col.rule) {
+                        (Kind::Text, rule) => {
                             self.masker.mask_value(v, rule);
                         }
-                        (true, Some(style)) => {
-                            if self.stale {
-                                // Which type this is is not known: hide every byte.
-                                v.fill(b'*');
-                            } else {
-                                mask_binary(v, style, col.binary, i)?;
-                            }
+                        (Kind::Binary, Some(style)) if !stale => {
+                            mask_binary(v, style, col.binary, i)?;
                             self.masker.counts.by_column_rule += 1;
                         }
-                        (true, None) => {
-                            // Not text: nothing for the detectors (a value sent
-                            // in an unknown format still goes through them).
+                        // The type is unknown (stale) or the value could be
+                        // either form: only hiding every byte is safe for both.
+                        (Kind::Binary | Kind::Either, Some(_)) => {
+                            v.fill(b'*');
+                            self.masker.counts.by_column_rule += 1;
+                        }
+                        (Kind::Binary, None) | (Kind::Either, None) => {
+                            // A value whose format is unknown still goes
+                            // through the detectors; a binary one has no text.
                             if format == Format::Unknown {
                                 self.masker.mask_value(v, None);
                             }
@@ -252,7 +279,12 @@ impl RowMasker {
 /// session rather than pass the value (fail closed).
 fn mask_binary(v: &mut [u8], style: Style, kind: Binary, column: usize) -> Result<(), String> {
     match (kind, style) {
-        (Binary::Fixed { any_bytes: true }, Style::Hash(key)) => key.scramble(v),
+        (
+            Binary::Fixed {
+                any_bytes: true, ..
+            },
+            Style::Hash(key),
+        ) => key.scramble(v),
         (Binary::Fixed { .. }, _) => v.fill(0),
         // ndigits, weight, sign, dscale, then the digits: zero with the same
         // digit count and scale.
