@@ -9,7 +9,11 @@ fuzz_target!(|data: &[u8]| {
         let fresh = classify(data, d);
         let mut c = Classifier::new();
         let mut out = Vec::new();
-        c.classify(b"WITH x AS (DELETE FROM t) SELECT 1; DROP TABLE t", d, &mut out);
+        c.classify(
+            b"WITH x AS (DELETE FROM t) SELECT 1; DROP TABLE t",
+            d,
+            &mut out,
+        );
         c.classify(data, d, &mut out);
         assert_eq!(fresh, out);
     }
