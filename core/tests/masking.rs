@@ -261,33 +261,25 @@ fn column_rules_on_binary_non_text_values() {
     );
     let (a, b): (i64, i64) = (typed[0].get(1), typed[1].get(1));
     assert!(a == b && a != 77, "ref_id = hash: {a} {b}");
-    // Binary 12345 is the bytes "09", which read as text: the Bind's formats
-    // say it is binary, so it is zero of its type (`last4` would keep it).
+    // Binary 12345 is the bytes "09": it reads as text, but has the length of
+    // a smallint, so only hiding every byte is safe (`last4` would keep both).
     let code = c.query_typed("SELECT code FROM pay", &[]).unwrap();
-    assert!(code.iter().all(|r| r.get::<_, i16>(0) == 0), "code = last4");
-    // A statement prepared in an earlier round trip: the gateway follows the
-    // client's Describe, Bind and Execute, so its rows get their own columns
-    // and the formats the Bind asked for.
+    assert!(
+        code.iter().all(|r| r.get::<_, Raw>(0).0 == b"**"),
+        "code = last4"
+    );
+    // A statement prepared in an earlier round trip: its rows may belong to
+    // another description, so a binary value under a rule has every byte
+    // hidden (a `last4`-style text mask would leave a binary number whole).
     let prepared = c
         .query("SELECT badge, salary, ref_id FROM pay ORDER BY badge", &[])
         .unwrap();
     for row in &prepared {
-        assert_eq!(row.get::<_, i64>(0), 0, "badge = full");
-        let salary = row.get::<_, Raw>(1).0;
-        assert!(salary[2..6].iter().chain(&salary[8..]).all(|&b| b == 0));
-        assert_eq!(row.get::<_, i64>(2), a, "the same pseudonym as above");
+        for i in 0..3 {
+            let v = row.get::<_, Raw>(i).0;
+            assert!(v.iter().all(|&b| b == b'*'), "column {i}: {v:?}");
+        }
     }
-    // A statement cache: S1 and S2 prepared, then S1 run without a new
-    // Describe; S1's rows get S1's rules, not S2's by position.
-    let s1 = c
-        .prepare("SELECT secret FROM customers WHERE id = 1")
-        .unwrap();
-    let s2 = c
-        .prepare("SELECT id::text FROM customers WHERE id = 1")
-        .unwrap();
-    let _ = c.query(&s2, &[]).unwrap();
-    let row = c.query_one(&s1, &[]).unwrap();
-    assert_eq!(row.get::<_, String>(0), "**********");
     // Text results of the same columns keep the text styles.
     let text = psql_with(
         addr,

@@ -13,7 +13,6 @@
 
 use sluice_masking::{Masker, Profile, Style};
 
-use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use super::login::TableColumns;
@@ -66,46 +65,8 @@ enum Binary {
     Opaque(u32),
 }
 
-/// What the client asked for that the upstream will answer, in order (the
-/// relay pushes one per message as it forwards it): how the masker knows which
-/// statement and which result formats a DataRow belongs to.
-pub enum Expect {
-    Parse(Vec<u8>),
-    Close {
-        statement: bool,
-        name: Vec<u8>,
-    },
-    DescribeStatement(Vec<u8>),
-    /// `bind` counts the Binds of the session: a portal's description holds
-    /// for the Bind it followed.
-    DescribePortal {
-        portal: Vec<u8>,
-        bind: u64,
-    },
-    Execute {
-        portal: Vec<u8>,
-        bind: u64,
-        statement: Vec<u8>,
-        /// The Bind's result format codes, as sent.
-        formats: Vec<i16>,
-    },
-    /// A simple Query or a FunctionCall: answered up to ReadyForQuery.
-    Query,
-    Sync,
-}
-
-/// The most the expectation queue and description maps hold: a client that
-/// pipelines more without reading is masked by the fallback rules.
-const MAX_TRACKED: usize = 4096;
-
 pub struct RowMasker {
     masker: Masker,
-    /// Descriptions of prepared statements (formats unknown until a Bind).
-    statements: HashMap<Vec<u8>, Rc<[Column]>>,
-    /// Descriptions of portals, with the Bind they followed (formats known).
-    portals: HashMap<Vec<u8>, (u64, Rc<[Column]>)>,
-    /// The columns, with their real formats, of the rows arriving now.
-    exact: Option<Rc<[Column]>>,
     /// `table.column` rules resolved at login; `None`: match them by name.
     table_columns: Option<Rc<TableColumns>>,
     columns: Vec<Column>,
@@ -127,26 +88,11 @@ impl RowMasker {
             stale: false,
             described_statement: false,
             ranges: Vec::new(),
-            statements: HashMap::new(),
-            portals: HashMap::new(),
-            exact: None,
         }
     }
 
-    /// Follows one complete upstream message against what the client asked
-    /// for (`expect`), and masks it in place unless `mask` is false (the
-    /// gateway's own error text).
-    pub fn message(
-        &mut self,
-        tag: u8,
-        body: &mut [u8],
-        expect: &mut VecDeque<Expect>,
-        mask: bool,
-    ) -> Result<(), String> {
-        self.follow(tag, expect);
-        if !mask {
-            return Ok(());
-        }
+    /// Masks one complete message in place (`body` is the message body).
+    pub fn message(&mut self, tag: u8, body: &mut [u8]) -> Result<(), String> {
         // A notice, parameter status or notification may come between the
         // ParameterDescription and the RowDescription: they keep the flag.
         let after_parameters = self.described_statement;
@@ -199,22 +145,6 @@ impl RowMasker {
                         },
                     }
                 }));
-                let cols: Rc<[Column]> = self.columns.as_slice().into();
-                match expect.front() {
-                    Some(Expect::DescribeStatement(_)) => {
-                        if let Some(Expect::DescribeStatement(name)) = expect.pop_front() {
-                            bounded(&mut self.statements).insert(name, cols);
-                        }
-                    }
-                    Some(Expect::DescribePortal { .. }) => {
-                        if let Some(Expect::DescribePortal { portal, bind }) = expect.pop_front() {
-                            bounded(&mut self.portals).insert(portal, (bind, cols));
-                        }
-                    }
-                    // A simple query's result: its formats are the real ones.
-                    Some(Expect::Query) => self.exact = Some(cols),
-                    _ => {}
-                }
             }
             b'D' => {
                 // Column positions are collected first (the row borrows `body`),
@@ -225,32 +155,6 @@ impl RowMasker {
                         self.ranges.extend(row.ranges().map(|r| r.unwrap_or(0..0)))
                     }
                     _ => return Err("malformed DataRow".into()),
-                }
-                if self.exact.is_none() {
-                    self.exact = self.execution(expect);
-                }
-                if let Some(cols) = self.exact.clone() {
-                    for (i, r) in self.ranges.iter().enumerate() {
-                        if r.is_empty() {
-                            continue;
-                        }
-                        let v = &mut body[r.clone()];
-                        match cols.get(i) {
-                            Some(c) if c.format == Format::Binary && !c.text_type => {
-                                if let Some(style) = c.rule {
-                                    mask_binary(v, style, c.binary, i)?;
-                                    self.masker.counts.by_column_rule += 1;
-                                }
-                            }
-                            Some(c) => {
-                                self.masker.mask_value(v, c.rule);
-                            }
-                            None => {
-                                self.masker.mask_value(v, None);
-                            }
-                        }
-                    }
-                    return Ok(());
                 }
                 for (i, r) in self.ranges.iter().enumerate() {
                     if r.is_empty() {
@@ -408,157 +312,4 @@ fn looks_like_text(v: &[u8]) -> bool {
     !v.iter()
         .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
         && std::str::from_utf8(v).is_ok()
-}
-
-impl RowMasker {
-    /// Keeps the expectation queue in step with the upstream's answers.
-    fn follow(&mut self, tag: u8, expect: &mut VecDeque<Expect>) {
-        match tag {
-            b'n' => {
-                if matches!(
-                    expect.front(),
-                    Some(Expect::DescribeStatement(_) | Expect::DescribePortal { .. })
-                ) {
-                    expect.pop_front();
-                }
-            }
-            b'1' => {
-                if let Some(Expect::Parse(_)) = expect.front() {
-                    if let Some(Expect::Parse(name)) = expect.pop_front() {
-                        self.statements.remove(&name);
-                    }
-                }
-            }
-            b'3' => {
-                if let Some(Expect::Close { .. }) = expect.front() {
-                    if let Some(Expect::Close { statement, name }) = expect.pop_front() {
-                        if statement {
-                            self.statements.remove(&name);
-                        } else {
-                            self.portals.remove(&name);
-                        }
-                    }
-                }
-            }
-            b'C' | b's' | b'I' => {
-                self.exact = None;
-                if let Some(Expect::Execute { .. }) = expect.front() {
-                    expect.pop_front();
-                }
-            }
-            b'E' => {
-                self.exact = None;
-                // Extended protocol: the server skips to the Sync. What it
-                // skips is forgotten (a failed Parse leaves no statement).
-                if !matches!(expect.front(), Some(Expect::Query)) {
-                    while let Some(e) = expect.front() {
-                        match e {
-                            Expect::Sync | Expect::Query => break,
-                            Expect::Parse(name) => {
-                                self.statements.remove(name);
-                            }
-                            _ => {}
-                        }
-                        expect.pop_front();
-                    }
-                }
-            }
-            b'Z' => {
-                self.exact = None;
-                while let Some(e) = expect.pop_front() {
-                    if matches!(e, Expect::Sync | Expect::Query) {
-                        break;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The columns, with the formats the Bind asked for, of the execution at
-    /// the front of the queue; `None` when not known exactly.
-    fn execution(&self, expect: &VecDeque<Expect>) -> Option<Rc<[Column]>> {
-        let Some(Expect::Execute {
-            portal,
-            bind,
-            statement,
-            formats,
-        }) = expect.front()
-        else {
-            return None;
-        };
-        if let Some((b, cols)) = self.portals.get(portal) {
-            if b == bind {
-                return Some(cols.clone());
-            }
-        }
-        let cols = self.statements.get(statement)?;
-        let format = |i: usize| match formats.as_slice() {
-            [] => Some(0),
-            [f] => Some(*f),
-            fs if fs.len() == cols.len() => Some(fs[i]),
-            _ => None,
-        };
-        cols.iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let format = match format(i)? {
-                    0 => Format::Text,
-                    1 => Format::Binary,
-                    _ => return None,
-                };
-                Some(Column { format, ..*c })
-            })
-            .collect()
-    }
-}
-
-/// A map that starts over rather than grow past [`MAX_TRACKED`].
-fn bounded<K, V>(map: &mut HashMap<K, V>) -> &mut HashMap<K, V> {
-    if map.len() >= MAX_TRACKED {
-        map.clear();
-    }
-    map
-}
-
-/// The result format codes at the end of a Bind's body after the names.
-pub fn bind_result_formats(rest: &[u8]) -> Option<Vec<i16>> {
-    let mut at = 0;
-    let i16_at = |at: &mut usize| -> Option<i16> {
-        let v = i16::from_be_bytes(rest.get(*at..*at + 2)?.try_into().ok()?);
-        *at += 2;
-        Some(v)
-    };
-    let nformats = i16_at(&mut at)?;
-    at += 2 * usize::try_from(nformats).ok()?;
-    let nparams = i16_at(&mut at)?;
-    for _ in 0..nparams {
-        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
-        at += 4 + usize::try_from(len).unwrap_or(0);
-    }
-    let nresults = i16_at(&mut at)?;
-    (0..nresults).map(|_| i16_at(&mut at)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn result_formats_of_a_bind() {
-        let mut rest = Vec::new();
-        rest.extend_from_slice(&1i16.to_be_bytes()); // one parameter format
-        rest.extend_from_slice(&1i16.to_be_bytes());
-        rest.extend_from_slice(&2i16.to_be_bytes()); // two parameters
-        rest.extend_from_slice(&3i32.to_be_bytes());
-        rest.extend_from_slice(b"abc");
-        rest.extend_from_slice(&(-1i32).to_be_bytes()); // NULL
-        rest.extend_from_slice(&3i16.to_be_bytes()); // three result formats
-        for f in [0i16, 1, 1] {
-            rest.extend_from_slice(&f.to_be_bytes());
-        }
-        assert_eq!(bind_result_formats(&rest), Some(vec![0, 1, 1]));
-        assert_eq!(bind_result_formats(&rest[..rest.len() - 1]), None);
-        assert_eq!(bind_result_formats(&[0, 0, 0, 0, 0, 0]), Some(vec![]));
-    }
 }

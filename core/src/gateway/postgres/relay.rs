@@ -79,12 +79,6 @@ struct Shared {
     statements: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
     portals: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
     next_id: Cell<u64>,
-    /// With masking on: what the upstream will answer, in order, so the masker
-    /// knows each result's statement and formats; and each portal's Bind
-    /// (statement, result formats, which Bind of the session).
-    expect: RefCell<VecDeque<super::masking::Expect>>,
-    bound: RefCell<std::collections::HashMap<Vec<u8>, Bound>>,
-    binds: Cell<u64>,
     pub commands: Cell<u64>,
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
@@ -227,9 +221,6 @@ pub async fn run<C: Io, U: Io>(
         statements: RefCell::new(Default::default()),
         portals: RefCell::new(Default::default()),
         next_id: Cell::new(1),
-        expect: RefCell::new(VecDeque::new()),
-        bound: RefCell::new(Default::default()),
-        binds: Cell::new(0),
         commands: Cell::new(0),
         bytes_in: Cell::new(0),
         bytes_out: Cell::new(0),
@@ -645,9 +636,6 @@ fn judge_message(
         }
         cmds.push(cmd);
     }
-    if ctx.target.masking.is_some() {
-        expect(shared, &msg);
-    }
     if sync_point {
         shared.syncs_sent.set(seq);
         let ids = std::mem::take(&mut *shared.open_group.borrow_mut());
@@ -1035,14 +1023,8 @@ fn inspect_backend(
         }
     }
     if let Some(m) = masker {
-        {
-            let mut expect = shared.expect.borrow_mut();
-            m.message(
-                f.tag,
-                &mut buf[pos + 5..pos + f.len],
-                &mut expect,
-                denial.is_none(),
-            )?;
+        if denial.is_none() {
+            m.message(f.tag, &mut buf[pos + 5..pos + f.len])?;
         }
         if f.tag == b'Z' {
             result.masked = m.take_counts();
@@ -1128,65 +1110,4 @@ fn inspect_backend(
         _ => {}
     }
     Ok(())
-}
-
-/// A portal's Bind: its statement, result format codes, and which Bind of
-/// the session it was.
-type Bound = (Vec<u8>, Vec<i16>, u64);
-
-/// Notes what a forwarded client message will be answered with, for the masker.
-fn expect(shared: &Shared, msg: &Frontend) {
-    use super::masking::{bind_result_formats, Expect};
-    let mut queue = shared.expect.borrow_mut();
-    if queue.len() >= 64 * 1024 {
-        // A client pipelining this much without reading: the masker falls
-        // back to its rules for rows it cannot place.
-        queue.clear();
-    }
-    let bound = |portal: &[u8]| shared.bound.borrow().get(portal).cloned();
-    match *msg {
-        Frontend::Parse { name, .. } => queue.push_back(Expect::Parse(name.to_vec())),
-        Frontend::Bind {
-            portal,
-            statement,
-            rest,
-        } => {
-            shared.binds.set(shared.binds.get() + 1);
-            let mut map = shared.bound.borrow_mut();
-            if map.len() >= 4096 {
-                map.clear();
-            }
-            map.insert(
-                portal.to_vec(),
-                (
-                    statement.to_vec(),
-                    bind_result_formats(rest).unwrap_or_else(|| vec![-1]),
-                    shared.binds.get(),
-                ),
-            );
-        }
-        Frontend::Describe { kind: b'S', name } => {
-            queue.push_back(Expect::DescribeStatement(name.to_vec()))
-        }
-        Frontend::Describe { name, .. } => queue.push_back(Expect::DescribePortal {
-            portal: name.to_vec(),
-            bind: bound(name).map_or(0, |b| b.2),
-        }),
-        Frontend::Execute { portal, .. } => {
-            let (statement, formats, bind) = bound(portal).unwrap_or_default();
-            queue.push_back(Expect::Execute {
-                portal: portal.to_vec(),
-                bind,
-                statement,
-                formats,
-            })
-        }
-        Frontend::Close { kind, name } => queue.push_back(Expect::Close {
-            statement: kind == b'S',
-            name: name.to_vec(),
-        }),
-        Frontend::Query(_) | Frontend::FunctionCall { .. } => queue.push_back(Expect::Query),
-        Frontend::Sync => queue.push_back(Expect::Sync),
-        _ => {}
-    }
 }
