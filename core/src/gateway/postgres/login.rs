@@ -7,7 +7,7 @@ use monoio_rustls::ClientTlsStream;
 use sluice_config::UpstreamTls;
 use sluice_protocols::postgres::backend::{self, Auth, Backend};
 use sluice_protocols::postgres::scram::{ScramClient, MECHANISM};
-use sluice_protocols::postgres::{encode, frame};
+use sluice_protocols::postgres::{encode, frame, Frame};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -128,6 +128,37 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
     })
 }
 
+/// The next complete upstream message in `buf` (read as needed, within the
+/// login timeout); the caller drains it. `what` names the step in errors.
+async fn next_frame<U: Io>(
+    ctx: &Context<'_>,
+    up: &mut U,
+    buf: &mut Vec<u8>,
+    what: &str,
+) -> Result<Frame, LoginError> {
+    loop {
+        match frame(buf, 1 << 20) {
+            Ok(Some(f)) if buf.len() >= f.len => return Ok(f),
+            Ok(_) => match read_more_timeout(up, buf, LOGIN_TIMEOUT).await {
+                Ok(0) => {
+                    return Err(LoginError::unavailable(
+                        ctx,
+                        format!("{what}: upstream closed"),
+                    ))
+                }
+                Err(e) => return Err(LoginError::unavailable(ctx, format!("{what}: {e}"))),
+                Ok(_) => {}
+            },
+            Err(e) => {
+                return Err(LoginError::unavailable(
+                    ctx,
+                    format!("malformed upstream message: {e}"),
+                ))
+            }
+        }
+    }
+}
+
 async fn authenticate<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
@@ -162,28 +193,7 @@ async fn authenticate<U: Io>(
     let mut scram: Option<ScramClient> = None;
     let mut key = None;
     loop {
-        let f = match frame(&buf, 1 << 20) {
-            Ok(Some(f)) if buf.len() >= f.len => f,
-            Ok(_) => {
-                match read_more_timeout(up, &mut buf, LOGIN_TIMEOUT).await {
-                    Ok(0) => {
-                        return Err(LoginError::unavailable(
-                            ctx,
-                            "upstream closed during login".into(),
-                        ))
-                    }
-                    Err(e) => return Err(LoginError::unavailable(ctx, format!("login: {e}"))),
-                    Ok(_) => {}
-                }
-                continue;
-            }
-            Err(e) => {
-                return Err(LoginError::unavailable(
-                    ctx,
-                    format!("malformed upstream message: {e}"),
-                ))
-            }
-        };
+        let f = next_frame(ctx, up, &mut buf, "login").await?;
         let msg = backend::parse(f.tag, &buf[f.body()]).map_err(|e| {
             LoginError::unavailable(ctx, format!("malformed upstream message: {e}"))
         })?;
@@ -345,24 +355,7 @@ async fn resolve_table_rules<U: Io>(
     let mut error = None;
     let mut buf = Vec::with_capacity(4096);
     loop {
-        let f = match frame(&buf, 1 << 20) {
-            Ok(Some(f)) if buf.len() >= f.len => f,
-            Ok(_) => {
-                match read_more_timeout(up, &mut buf, LOGIN_TIMEOUT).await {
-                    Ok(0) => Err("upstream closed".to_string()),
-                    Err(e) => Err(e.to_string()),
-                    Ok(_) => Ok(()),
-                }
-                .map_err(|e| LoginError::unavailable(ctx, format!("masking catalog query: {e}")))?;
-                continue;
-            }
-            Err(e) => {
-                return Err(LoginError::unavailable(
-                    ctx,
-                    format!("malformed upstream message: {e}"),
-                ))
-            }
-        };
+        let f = next_frame(ctx, up, &mut buf, "masking catalog query").await?;
         let body = &buf[f.body()];
         let msg = backend::parse(f.tag, body).map_err(|e| {
             LoginError::unavailable(ctx, format!("malformed upstream message: {e}"))
