@@ -296,7 +296,7 @@ pub struct MaskingProfile {
     /// deterministic per key, so joins across results keep working.
     pub hash_key: Option<sluice_masking::HashKey>,
     /// Custom entities, compiled once here (every session shares them).
-    pub entities: Vec<sluice_masking::Entity>,
+    pub entities: std::sync::Arc<[sluice_masking::Entity]>,
 }
 
 /// One problem found in a configuration file, at a 1-based line and column.

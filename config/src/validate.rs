@@ -961,7 +961,7 @@ fn masking_profile(
         }
     }
     MaskingProfile {
-        entities,
+        entities: entities.into(),
         detectors: m.detectors.iter().map(|d| d.get_ref().clone()).collect(),
         columns: m
             .columns

@@ -40,7 +40,8 @@ pub struct Profile {
     pub(crate) detectors: Vec<Detector>,
     columns: Vec<(String, Style)>,
     /// Custom entities from configuration, run after the built-in detectors.
-    pub(crate) entities: Vec<Entity>,
+    /// Shared, not copied: compiled once when the configuration loads.
+    pub(crate) entities: std::sync::Arc<[Entity]>,
 }
 
 impl Profile {
@@ -66,13 +67,13 @@ impl Profile {
         Ok(Profile {
             detectors,
             columns,
-            entities: Vec::new(),
+            entities: std::sync::Arc::new([]),
         })
     }
 
     /// Adds custom entities (see [`custom`]).
-    pub fn with_entities(mut self, entities: Vec<Entity>) -> Profile {
-        self.entities = entities;
+    pub fn with_entities(mut self, entities: impl Into<std::sync::Arc<[Entity]>>) -> Profile {
+        self.entities = entities.into();
         self
     }
 
@@ -144,8 +145,9 @@ impl Counts {
 /// Applies a profile to values; reuses its scratch space.
 pub struct Masker {
     pub(crate) profile: Profile,
-    hits: Vec<Hit>,
-    spans: Vec<std::ops::Range<usize>>,
+    /// Scratch, reused (also by [`StreamMasker`]).
+    pub(crate) hits: Vec<Hit>,
+    pub(crate) spans: Vec<std::ops::Range<usize>>,
     pub counts: Counts,
 }
 
@@ -185,7 +187,7 @@ impl Masker {
             self.counts.by_detector[h.detector as usize] += 1;
             n += 1;
         }
-        for e in &self.profile.entities {
+        for e in self.profile.entities.iter() {
             self.spans.clear();
             e.find(value, &mut self.spans);
             for r in self.spans.drain(..) {

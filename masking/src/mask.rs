@@ -36,23 +36,22 @@ impl HashKey {
         h.update(secret);
         HashKey(h.finalize().into())
     }
-}
 
-impl HashKey {
+    /// HMAC-SHA-256(key, domain ‖ v): the seed of a value's keystream.
+    fn seed(&self, domain: &[u8], v: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
+        mac.update(domain);
+        mac.update(v);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Replaces every byte of `v` with keyed pseudo-random bytes seeded by
     /// HMAC-SHA-256(key, v): the `hash` style for a value with no text to keep
     /// the shape of (a binary integer). Deterministic, so joins still line up.
     pub fn scramble(&self, v: &mut [u8]) {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
-        mac.update(b"binary\0");
-        mac.update(v);
-        let seed: [u8; 32] = mac.finalize().into_bytes().into();
+        let seed = self.seed(b"binary\0", v);
         for (i, chunk) in v.chunks_mut(32).enumerate() {
-            let mut h = Sha256::new();
-            h.update(seed);
-            h.update((i as u64).to_le_bytes());
-            let block: [u8; 32] = h.finalize().into();
-            chunk.copy_from_slice(&block[..chunk.len()]);
+            chunk.copy_from_slice(&block(&seed, i as u64)[..chunk.len()]);
         }
     }
 }
@@ -88,10 +87,8 @@ impl Style {
 /// Replaces every letter and digit of `v` (and every byte of a non-ASCII
 /// character) from a keystream seeded by HMAC-SHA-256(key, v).
 fn pseudonym(v: &mut [u8], key: &HashKey) {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("any key length");
-    mac.update(v);
-    let seed: [u8; 32] = mac.finalize().into_bytes().into();
-    let mut block = seed;
+    let seed = key.seed(b"", v);
+    let mut stream = seed;
     let mut counter = 0u64;
     let mut at = 0;
     for b in v.iter_mut() {
@@ -102,17 +99,22 @@ fn pseudonym(v: &mut [u8], key: &HashKey) {
             0x80.. => (b'a', 26),
             _ => continue,
         };
-        if at == block.len() {
+        if at == stream.len() {
             counter += 1;
-            let mut h = Sha256::new();
-            h.update(seed);
-            h.update(counter.to_le_bytes());
-            block = h.finalize().into();
+            stream = block(&seed, counter);
             at = 0;
         }
-        *b = base + block[at] % n;
+        *b = base + stream[at] % n;
         at += 1;
     }
+}
+
+/// Block `n` of a keystream: SHA-256(seed ‖ n).
+fn block(seed: &[u8; 32], n: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update(n.to_le_bytes());
+    h.finalize().into()
 }
 
 /// Masks `buf[range]` in place as a value found by `detector`.

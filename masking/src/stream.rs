@@ -8,7 +8,7 @@
 //! the stream's size. A PEM private key longer than the window is masked from
 //! its `BEGIN` line on until its `END` line (fail closed).
 
-use crate::detect::{self, Detector, Hit};
+use crate::detect::{self, Detector};
 use crate::mask::{self, Style};
 use crate::{Masker, Profile};
 
@@ -24,8 +24,6 @@ pub struct StreamMasker {
     /// `context` bytes already released, then the held-back bytes.
     buf: Vec<u8>,
     context: usize,
-    hits: Vec<Hit>,
-    spans: Vec<std::ops::Range<usize>>,
     /// Inside a private key whose end has not arrived: mask until `-----END`.
     in_key: bool,
 }
@@ -36,8 +34,6 @@ impl StreamMasker {
             masker: Masker::new(profile),
             buf: Vec::with_capacity(2 * WINDOW),
             context: 0,
-            hits: Vec::new(),
-            spans: Vec::new(),
             in_key: false,
         }
     }
@@ -87,7 +83,11 @@ impl StreamMasker {
     /// Masks what is final below `cut` (moved back to the start of any value that
     /// straddles it) and releases it.
     fn release(&mut self, cut: usize, out: &mut Vec<u8>) {
-        detect::scan(&self.buf, &self.masker.profile.detectors, &mut self.hits);
+        detect::scan(
+            &self.buf,
+            &self.masker.profile.detectors,
+            &mut self.masker.hits,
+        );
         let mut cut = cut;
         let at_end = cut == self.buf.len();
         if !at_end {
@@ -98,7 +98,7 @@ impl StreamMasker {
             let floor = cut.saturating_sub(WINDOW / 2).max(self.context);
             loop {
                 let before = cut;
-                for h in &self.hits {
+                for h in &self.masker.hits {
                     if h.range.start < cut && h.range.end > cut && h.range.start >= self.context {
                         cut = match h.detector {
                             // A key waits for its END line (or is masked blind).
@@ -112,7 +112,7 @@ impl StreamMasker {
                 }
             }
         }
-        for h in &self.hits {
+        for h in &self.masker.hits {
             // Values in the context were decided when they were released; one
             // past the cut is decided once all its bytes are here, except one
             // straddling the floor of a long chain, masked whole now.
@@ -133,26 +133,24 @@ impl StreamMasker {
         }
         // Custom entities, after the built-in detectors as for whole values;
         // one straddling the cut waits for the rest of its bytes.
-        for i in 0..self.masker.profile.entities.len() {
-            let mut spans = std::mem::take(&mut self.spans);
-            spans.clear();
-            self.masker.profile.entities[i].find(&self.buf, &mut spans);
+        let entities = self.masker.profile.entities.clone();
+        for e in entities.iter() {
+            self.masker.spans.clear();
+            e.find(&self.buf, &mut self.masker.spans);
             if !at_end {
-                for r in &spans {
+                for r in &self.masker.spans {
                     if r.start < cut && r.end > cut && r.start >= self.context {
                         cut = r.start;
                     }
                 }
             }
-            let name = self.masker.profile.entities[i].name;
-            for r in spans.drain(..) {
+            for r in self.masker.spans.drain(..) {
                 if r.start < self.context || (r.end > cut && !at_end) {
                     continue;
                 }
                 mask::apply(&mut self.buf, r, None, Style::Redact);
-                self.masker.counts.entity(name);
+                self.masker.counts.entity(e.name);
             }
-            self.spans = spans;
         }
         // An unterminated key that no longer fits: mask it blind from here on.
         if cut <= self.context && self.buf.len() - self.context > MAX_HELD {
