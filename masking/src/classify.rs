@@ -10,6 +10,38 @@
 /// Bytes reported per window.
 pub const STRIDE: usize = 56;
 
+/// The bits of a window that are reported (bytes `b..b + STRIDE`).
+const REPORTED: u64 = ((1 << STRIDE) - 1) << 1;
+
+/// What the detectors need of one window; bit `k` is byte `b - 1 + k`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// `0-9`, every bit.
+    pub digit: u64,
+    /// Space, `-`, `.`, every bit.
+    pub joiner: u64,
+    /// Where a check starts on the byte itself (reported bits only):
+    /// - `@ + : ( J`;
+    /// - a capital followed by another (IBAN, `AKIA`, `AIza`, `BEGIN`);
+    /// - an `e` with `re` two bytes on (`eare` of `Bearer`);
+    /// - `_` or `-` after a lowercase letter (inside a token prefix).
+    pub single: u64,
+}
+
+impl Masks {
+    /// The window's triggers, from its classes.
+    pub fn window(&self) -> Window {
+        let caps = self.upper & (self.upper >> 1);
+        let eare = self.e & (self.r >> 2) & (self.e >> 3);
+        let api = self.sep & (self.lower << 1);
+        Window {
+            digit: self.digit,
+            joiner: self.joiner,
+            single: (self.rare | caps | eare | api) & REPORTED,
+        }
+    }
+}
+
 /// One window's classes; bit `k` is byte `b - 1 + k`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Masks {
@@ -137,37 +169,106 @@ mod x86 {
         }
     }
 
-    /// # Safety
-    /// The CPU has AVX2 and `p` points at 64 readable bytes.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn classify_avx2(p: *const u8) -> Masks {
-        let mut m = Masks::default();
-        for half in 0..2 {
-            // SAFETY: the caller guarantees 64 readable bytes at `p`.
-            let x = unsafe { _mm256_loadu_si256(p.add(32 * half).cast()) };
-            let eq = |c: u8| _mm256_cmpeq_epi8(x, _mm256_set1_epi8(c as i8));
-            // `lo <= x < lo + n`, unsigned: min(x - lo, n - 1) == x - lo.
-            let range = |lo: u8, n: u8| {
-                let t = _mm256_sub_epi8(x, _mm256_set1_epi8(lo as i8));
-                _mm256_cmpeq_epi8(_mm256_min_epu8(t, _mm256_set1_epi8((n - 1) as i8)), t)
-            };
-            let bits = |v: __m256i| (_mm256_movemask_epi8(v) as u32 as u64) << (32 * half);
-            let rare = RARE[1..]
-                .iter()
-                .fold(eq(RARE[0]), |acc, &c| _mm256_or_si256(acc, eq(c)));
-            m.digit |= bits(range(b'0', 10));
-            m.upper |= bits(range(b'A', 26));
-            m.joiner |= bits(_mm256_or_si256(
-                _mm256_or_si256(eq(b' '), eq(b'-')),
-                eq(b'.'),
-            ));
-            m.rare |= bits(rare);
-            m.lower |= bits(range(b'a', 26));
-            m.sep |= bits(_mm256_or_si256(eq(b'_'), eq(b'-')));
-            m.e |= bits(eq(b'e'));
-            m.r |= bits(eq(b'r'));
+    /// `t[n]` is the member of `set` whose low nibble is `n`, or a byte whose
+    /// low nibble is not `n`: `pshufb(t, x) == x` then says `x` is in `set`
+    /// (`pshufb` gives 0 for bytes >= 0x80, which are in no set).
+    const fn member_table(set: &[u8]) -> [u8; 16] {
+        let mut t = [0u8; 16];
+        let mut n = 0;
+        while n < 16 {
+            t[n] = n as u8 ^ 1;
+            n += 1;
         }
-        m
+        let mut k = 0;
+        while k < set.len() {
+            t[(set[k] & 15) as usize] = set[k];
+            k += 1;
+        }
+        t
+    }
+
+    /// `x`, with the compiler unable to see that it came from a vector
+    /// compare. Otherwise LLVM turns the bit shifts the detectors do on masks
+    /// into shuffles of 64 one-bit lanes, which it then lowers a byte at a
+    /// time (several times slower than the whole scan).
+    #[inline(always)]
+    fn opaque(mut x: u32) -> u32 {
+        // SAFETY: an empty instruction template: no memory, stack or flags
+        // touched.
+        unsafe {
+            std::arch::asm!("/* {0:e} */", inout(reg) x, options(pure, nomem, nostack, preserves_flags));
+        }
+        x
+    }
+
+    const JOINERS: [u8; 16] = member_table(b" -.");
+    const RARE_NOT_J: [u8; 16] = member_table(b"@+:(");
+    const SEPS: [u8; 16] = member_table(b"_-");
+
+    /// The window at `p` (its bit 0), straight to its triggers: no class masks
+    /// in between, three mask extractions per 32 bytes. Neighbours come from
+    /// loads one byte before and up to three after.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and `p - 1..p + 67` is readable.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn window_avx2(p: *const u8) -> super::Window {
+        let table = |t: &[u8; 16]| {
+            // SAFETY: 16 readable bytes.
+            _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
+        };
+        let (joiners, rare_t, seps) = (table(&JOINERS), table(&RARE_NOT_J), table(&SEPS));
+        let set1 = |c: u8| _mm256_set1_epi8(c as i8);
+        // `lo <= x <= hi` for ASCII bounds (bytes >= 0x80 compare negative).
+        let range = |x: __m256i, lo: u8, hi: u8| {
+            _mm256_and_si256(
+                _mm256_cmpgt_epi8(x, set1(lo - 1)),
+                _mm256_cmpgt_epi8(set1(hi + 1), x),
+            )
+        };
+        let member = |t: __m256i, x: __m256i| _mm256_cmpeq_epi8(_mm256_shuffle_epi8(t, x), x);
+        let eq = |x: __m256i, c: u8| _mm256_cmpeq_epi8(x, set1(c));
+        let bits = |v: __m256i| opaque(_mm256_movemask_epi8(v) as u32) as u64;
+        let mut w = super::Window::default();
+        for half in 0..2 {
+            // SAFETY: the caller guarantees `p - 1..p + 67` readable.
+            let [xm, x0, x1, x2, x3] = [-1isize, 0, 1, 2, 3]
+                .map(|d| unsafe { _mm256_loadu_si256(p.offset(32 * half + d).cast()) });
+            let rare = _mm256_or_si256(member(rare_t, x0), eq(x0, b'J'));
+            let caps = _mm256_and_si256(range(x0, b'A', b'Z'), range(x1, b'A', b'Z'));
+            let eare = _mm256_and_si256(_mm256_and_si256(eq(x0, b'e'), eq(x2, b'r')), eq(x3, b'e'));
+            let api = _mm256_and_si256(member(seps, x0), range(xm, b'a', b'z'));
+            let single = _mm256_or_si256(_mm256_or_si256(rare, caps), _mm256_or_si256(eare, api));
+            let shift = 32 * half as u32;
+            w.digit |= bits(range(x0, b'0', b'9')) << shift;
+            w.joiner |= bits(member(joiners, x0)) << shift;
+            w.single |= bits(single) << shift;
+        }
+        w.single &= super::REPORTED;
+        w
+    }
+
+    /// [`classify_vbmi`] as a window.
+    ///
+    /// # Safety
+    /// As for [`classify_vbmi`].
+    #[inline]
+    #[target_feature(enable = "avx512bw,avx512vbmi")]
+    pub unsafe fn window_vbmi(p: *const u8) -> super::Window {
+        // SAFETY: as the caller guarantees.
+        unsafe { classify_vbmi(p) }.window()
+    }
+
+    /// [`classify_avx512`] as a window.
+    ///
+    /// # Safety
+    /// As for [`classify_avx512`].
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    pub unsafe fn window_avx512(p: *const u8) -> super::Window {
+        // SAFETY: as the caller guarantees.
+        unsafe { classify_avx512(p) }.window()
     }
 
     /// # Safety
@@ -196,36 +297,49 @@ mod x86 {
     }
 }
 
-/// Calls `f(b, masks)` for each window of `buf`, `b` stepping by [`STRIDE`].
-#[inline(always)]
-fn windows<C, F>(buf: &[u8], classify: C, mut f: F)
-where
-    C: Fn(&[u8; 64]) -> Masks,
-    F: FnMut(usize, &Masks),
-{
-    let n = buf.len();
-    let mut b = 0;
-    while b < n {
-        let m = match buf.get(b.wrapping_sub(1)..b + 63) {
-            Some(w) if b > 0 => classify(w.try_into().expect("64 bytes")),
-            _ => {
-                // The first window (no byte before) and the tail: zero-padded.
-                let mut tmp = [0u8; 64];
-                let lo = b.saturating_sub(1);
-                let hi = (b + 63).min(n);
-                let at = lo + 1 - b;
+/// Calls `f(b, window)` for each window of `buf`, `b` stepping by [`STRIDE`].
+/// A macro rather than a function taking the classifier, so that the loop is
+/// expanded inside each `#[target_feature]` function and the classification
+/// inlines into it. `$classify` takes a pointer `p` (bit 0 of the window) with
+/// `p - 1..p + 67` readable.
+macro_rules! window_loop {
+    ($buf:expr, $f:expr, $classify:path) => {{
+        let (buf, mut f): (&[u8], _) = ($buf, $f);
+        let n = buf.len();
+        let mut b = 0;
+        while b < n {
+            let w = if b >= 2 && b + 66 <= n {
+                // SAFETY: `p - 1..p + 67` is `b - 2..b + 66`, inside `buf`.
+                unsafe { $classify(buf.as_ptr().add(b - 1)) }
+            } else {
+                // The first windows (nothing before) and the tail: zero-padded,
+                // `tmp[j]` is byte `b - 2 + j`.
+                let mut tmp = [0u8; 68];
+                let lo = b.saturating_sub(2);
+                let hi = (b + 66).min(n);
+                let at = lo + 2 - b;
                 tmp[at..at + hi - lo].copy_from_slice(&buf[lo..hi]);
-                classify(&tmp)
-            }
-        };
-        f(b, &m);
-        b += STRIDE;
-    }
+                // SAFETY: `p - 1..p + 67` is `tmp[0..68]`.
+                unsafe { $classify(tmp.as_ptr().add(1)) }
+            };
+            f(b, &w);
+            b += STRIDE;
+        }
+    }};
+}
+
+/// The portable classifier as a window.
+///
+/// # Safety
+/// `p..p + 64` is readable.
+unsafe fn window_scalar(p: *const u8) -> Window {
+    // SAFETY: the caller guarantees 64 readable bytes.
+    classify_scalar(unsafe { &*p.cast::<[u8; 64]>() }).window()
 }
 
 /// Classifies `buf` window by window with the best instructions the CPU has.
 #[inline(always)]
-pub fn for_each_window<F: FnMut(usize, &Masks)>(buf: &[u8], f: F) {
+pub fn for_each_window<F: FnMut(usize, &Window)>(buf: &[u8], f: F) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512vbmi")
@@ -243,29 +357,25 @@ pub fn for_each_window<F: FnMut(usize, &Masks)>(buf: &[u8], f: F) {
             return unsafe { windows_avx2(buf, f) };
         }
     }
-    windows(buf, classify_scalar, f)
+    window_loop!(buf, f, window_scalar)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn windows_avx2<F: FnMut(usize, &Masks)>(buf: &[u8], f: F) {
-    // SAFETY: the CPU has AVX2 (the caller checked); the block is 64 bytes.
-    windows(buf, |w| unsafe { x86::classify_avx2(w.as_ptr()) }, f)
+unsafe fn windows_avx2<F: FnMut(usize, &Window)>(buf: &[u8], f: F) {
+    window_loop!(buf, f, x86::window_avx2)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw,avx512vbmi")]
-unsafe fn windows_vbmi<F: FnMut(usize, &Masks)>(buf: &[u8], f: F) {
-    // SAFETY: the CPU has AVX-512 BW and VBMI (the caller checked); the block
-    // is 64 bytes.
-    windows(buf, |w| unsafe { x86::classify_vbmi(w.as_ptr()) }, f)
+unsafe fn windows_vbmi<F: FnMut(usize, &Window)>(buf: &[u8], f: F) {
+    window_loop!(buf, f, x86::window_vbmi)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw")]
-unsafe fn windows_avx512<F: FnMut(usize, &Masks)>(buf: &[u8], f: F) {
-    // SAFETY: the CPU has AVX-512 BW (the caller checked); the block is 64 bytes.
-    windows(buf, |w| unsafe { x86::classify_avx512(w.as_ptr()) }, f)
+unsafe fn windows_avx512<F: FnMut(usize, &Window)>(buf: &[u8], f: F) {
+    window_loop!(buf, f, x86::window_avx512)
 }
 
 #[cfg(test)]
@@ -276,17 +386,20 @@ mod tests {
     /// every lane.
     #[test]
     fn simd_matches_scalar() {
-        let mut block = [0u8; 64];
+        // The window's 64 bytes with one before and three after.
+        let mut ext = [0u8; 68];
         for round in 0..=255u8 {
-            for (k, b) in block.iter_mut().enumerate() {
+            for (k, b) in ext.iter_mut().enumerate() {
                 *b = round.wrapping_add((k as u8).wrapping_mul(37));
             }
+            let block: [u8; 64] = ext[1..65].try_into().unwrap();
             let want = classify_scalar(&block);
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: checked above; 64 bytes.
-                    assert_eq!(unsafe { x86::classify_avx2(block.as_ptr()) }, want);
+                    // SAFETY: checked above; `p - 1..p + 67` is `ext`.
+                    let w = unsafe { x86::window_avx2(ext.as_ptr().add(1)) };
+                    assert_eq!(w, want.window());
                 }
                 if std::arch::is_x86_feature_detected!("avx512bw") {
                     // SAFETY: checked above; 64 bytes.
@@ -307,7 +420,9 @@ mod tests {
     #[test]
     fn portable_windows_match() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for n in [0, 1, 7, 56, 57, 64, 100, 333, 1000] {
+        for n in [
+            0, 1, 2, 7, 56, 57, 64, 65, 66, 67, 100, 122, 333, 1000, 20_000,
+        ] {
             let buf: Vec<u8> = (0..n)
                 .map(|_| {
                     x ^= x << 13;
@@ -319,7 +434,7 @@ mod tests {
                 .collect();
             let (mut fast, mut portable) = (Vec::new(), Vec::new());
             for_each_window(&buf, |b, m| fast.push((b, *m)));
-            windows(&buf, classify_scalar, |b, m| portable.push((b, *m)));
+            window_loop!(&buf, |b, w: &Window| portable.push((b, *w)), window_scalar);
             assert_eq!(fast, portable, "n = {n}");
         }
     }

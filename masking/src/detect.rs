@@ -1,12 +1,12 @@
 //! Content detectors. One pass classifies the bytes 64 at a time with SIMD
-//! compares ([`crate::classify`]) and turns the class masks into the few
-//! positions where a value can start: an `@`, a `+`, a `:`, a run of digits
-//! joined by single separators that is long enough for a card, SSN, phone or
-//! IPv4 address, two capitals (IBAN, AWS key id, `AIza`, `BEGIN`), a `J` after
-//! `ey`, `eare` of `Bearer`, an `_` or `-` after a lowercase letter (inside a
-//! token prefix). Only there do
-//! the validators run (Luhn, IIN ranges, mod-97, impossible SSN ranges), so text
-//! without candidates costs the classification pass and nothing more.
+//! ([`crate::classify`]) into the few positions where a value can start: an
+//! `@`, a `+`, a `:`, a run of digits joined by single separators that is long
+//! enough for a card, SSN, phone or IPv4 address, two capitals (IBAN, AWS key
+//! id, `AIza`, `BEGIN`), a `J` after `ey`, an `e` two bytes before `re` (`eare`
+//! of `Bearer`), an `_` or `-` after a lowercase letter (inside a token
+//! prefix). Only there do the validators run (Luhn, IIN ranges, mod-97,
+//! impossible SSN ranges), so text without candidates costs the classification
+//! pass and nothing more.
 //!
 //! Each validator is anchored at the position a value starts (or, for emails
 //! and IPv6, at the `@` or `:` inside it) and checks everything itself, so the
@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use crate::classify::{self, Masks};
+use crate::classify::{self, Window};
 
 /// The built-in detectors (`[masking.NAME] detectors = [...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -788,37 +788,28 @@ struct Triggers {
     /// Starts of digit clusters (digits joined by single spaces, dashes or
     /// dots) at least seven bytes long: cards, SSNs, phones, IPv4.
     long: u64,
-    /// Two capitals: IBANs, AWS key ids, `AIza`, `BEGIN`.
-    caps: u64,
-    /// `e`, a lowercase letter, `re` (`eare` of `Bearer`).
-    eare: u64,
-    /// `_` or `-` after a lowercase letter (inside a token prefix).
-    api: u64,
-    /// `@ + : ( J`.
-    rare: u64,
+    /// Checks that start on the byte itself ([`classify::Window::single`]).
+    single: u64,
 }
 
 impl Triggers {
     #[inline(always)]
-    fn of(m: &Masks, left: usize) -> Triggers {
+    fn of(w: &Window, left: usize) -> Triggers {
         let report = ((1u64 << left.min(classify::STRIDE)) - 1) << 1;
-        let d = m.digit;
-        let c = d | (m.joiner & (d << 1) & (d >> 1));
+        let d = w.digit;
+        let c = d | (w.joiner & (d << 1) & (d >> 1));
         let r2 = c & (c >> 1);
         let r4 = r2 & (r2 >> 2);
         let r7 = r4 & (r4 >> 3);
         Triggers {
             long: c & !(c << 1) & r7 & report,
-            caps: m.upper & (m.upper >> 1) & report,
-            eare: m.e & (m.lower >> 1) & (m.r >> 2) & (m.e >> 3) & report,
-            api: m.sep & (m.lower << 1) & report,
-            rare: m.rare & report,
+            single: w.single & report,
         }
     }
 
     #[inline(always)]
     fn any(&self) -> bool {
-        self.long | self.caps | self.eare | self.api | self.rare != 0
+        self.long | self.single != 0
     }
 }
 
@@ -826,7 +817,7 @@ impl Triggers {
 fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out: &mut Vec<Hit>) {
     use Detector as D;
     // In position order, so hits mostly come out sorted.
-    let mut all = t.long | t.caps | t.eare | t.api | t.rare;
+    let mut all = t.long | t.single;
     while all != 0 {
         let k = all.trailing_zeros();
         all &= all - 1;
@@ -834,38 +825,40 @@ fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out:
         if t.long & bit != 0 && p >= cur.cluster_end {
             cur.cluster_end = cluster(buf, p, en, out);
         }
-        if t.caps & bit != 0 {
-            let w = &buf[p..];
-            if en.has(D::AwsKey) && (w.starts_with(b"AKIA") || w.starts_with(b"ASIA")) {
-                aws_key_at(buf, p, out);
-            }
-            if en.has(D::ApiKey) && w.starts_with(b"AIza") {
-                api_key_at(buf, p, out);
-            }
-            if en.has(D::PrivateKey) && p >= 5 && w.starts_with(b"BEGIN ") {
-                private_key_at(buf, p - 5, out, &mut cur.pem_ends);
-            }
-            if en.has(D::Iban) && digit_at(buf, p + 2) && digit_at(buf, p + 3) {
-                iban_at(buf, p, out);
-            }
-        }
-        if t.eare & bit != 0 && en.has(D::Bearer) && p >= 1 {
-            bearer_at(buf, p - 1, out);
-        }
-        if t.api & bit != 0 && en.has(D::ApiKey) {
-            let offsets: &[usize] = if buf[p] == b'_' {
-                &UNDERSCORE_AT
-            } else {
-                &DASH_AT
-            };
-            for &k in offsets.iter().filter(|&&k| p >= k) {
-                api_key_at(buf, p - k, out);
-            }
-        }
-        if t.rare & bit == 0 {
+        if t.single & bit == 0 {
             continue;
         }
+        // The byte tells which check the trigger was for.
         match buf[p] {
+            b'A'..=b'Z' => {
+                let w = &buf[p..];
+                if en.has(D::AwsKey) && (w.starts_with(b"AKIA") || w.starts_with(b"ASIA")) {
+                    aws_key_at(buf, p, out);
+                }
+                if en.has(D::ApiKey) && w.starts_with(b"AIza") {
+                    api_key_at(buf, p, out);
+                }
+                if en.has(D::PrivateKey) && p >= 5 && w.starts_with(b"BEGIN ") {
+                    private_key_at(buf, p - 5, out, &mut cur.pem_ends);
+                }
+                if en.has(D::Iban) && digit_at(buf, p + 2) && digit_at(buf, p + 3) {
+                    iban_at(buf, p, out);
+                }
+                if buf[p] == b'J' && en.has(D::Jwt) && p >= 2 && &buf[p - 2..p] == b"ey" {
+                    jwt_at(buf, p - 2, out);
+                }
+            }
+            b'e' if en.has(D::Bearer) && p >= 1 => bearer_at(buf, p - 1, out),
+            b'_' | b'-' if en.has(D::ApiKey) => {
+                let offsets: &[usize] = if buf[p] == b'_' {
+                    &UNDERSCORE_AT
+                } else {
+                    &DASH_AT
+                };
+                for &k in offsets.iter().filter(|&&k| p >= k) {
+                    api_key_at(buf, p - k, out);
+                }
+            }
             b'@' if en.has(D::Email) => email_at(buf, p, out),
             b'+' if en.has(D::Phone) => e164_at(buf, p, out),
             b'(' if en.has(D::Phone) => na_phone_at(buf, p, out),
@@ -874,7 +867,6 @@ fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out:
                     cur.v6_end = e;
                 }
             }
-            b'J' if en.has(D::Jwt) && p >= 2 && &buf[p - 2..p] == b"ey" => jwt_at(buf, p - 2, out),
             _ => {}
         }
     }
