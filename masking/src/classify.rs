@@ -192,7 +192,7 @@ mod x86 {
     /// into shuffles of 64 one-bit lanes, which it then lowers a byte at a
     /// time (several times slower than the whole scan).
     #[inline(always)]
-    fn opaque(mut x: u32) -> u32 {
+    pub(super) fn opaque(mut x: u32) -> u32 {
         // SAFETY: an empty instruction template: no memory, stack or flags
         // touched.
         unsafe {
@@ -293,6 +293,74 @@ mod x86 {
             sep: eq(b'_') | eq(b'-'),
             e: eq(b'e'),
             r: eq(b'r'),
+        }
+    }
+}
+
+/// Digits and number separators of the 64 bytes from a position; bit `i` is
+/// byte `p + i` (bytes past the buffer's end are in no class). The number
+/// validators read these instead of walking the bytes one by one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Numeric {
+    /// `0-9`.
+    pub digit: u64,
+    /// Space or `-`.
+    pub space_dash: u64,
+    /// `.`.
+    pub dot: u64,
+}
+
+impl Numeric {
+    /// The classes of `buf[p..p + 64]`.
+    #[inline]
+    pub fn at(buf: &[u8], p: usize) -> Numeric {
+        let rest = &buf[p.min(buf.len())..];
+        match rest.first_chunk::<64>() {
+            Some(block) => Numeric::of(block),
+            None => {
+                let mut tmp = [0u8; 64];
+                tmp[..rest.len()].copy_from_slice(rest);
+                Numeric::of(&tmp)
+            }
+        }
+    }
+
+    #[inline]
+    fn of(block: &[u8; 64]) -> Numeric {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            let mut n = Numeric::default();
+            // SAFETY: SSE2 is part of x86-64 (no run-time check needed); the
+            // loads read 16 of the block's 64 bytes each.
+            unsafe {
+                let set1 = |c: u8| _mm_set1_epi8(c as i8);
+                for q in 0..4 {
+                    let x = _mm_loadu_si128(block.as_ptr().add(16 * q).cast());
+                    let digit = _mm_and_si128(
+                        _mm_cmpgt_epi8(x, set1(b'0' - 1)),
+                        _mm_cmplt_epi8(x, set1(b'9' + 1)),
+                    );
+                    let space_dash =
+                        _mm_or_si128(_mm_cmpeq_epi8(x, set1(b' ')), _mm_cmpeq_epi8(x, set1(b'-')));
+                    let dot = _mm_cmpeq_epi8(x, set1(b'.'));
+                    let bits = |v| u64::from(x86::opaque(_mm_movemask_epi8(v) as u32)) << (16 * q);
+                    n.digit |= bits(digit);
+                    n.space_dash |= bits(space_dash);
+                    n.dot |= bits(dot);
+                }
+            }
+            n
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let mut n = Numeric::default();
+            for (i, &c) in block.iter().enumerate() {
+                n.digit |= u64::from(c.is_ascii_digit()) << i;
+                n.space_dash |= u64::from(c == b' ' || c == b'-') << i;
+                n.dot |= u64::from(c == b'.') << i;
+            }
+            n
         }
     }
 }
@@ -436,6 +504,23 @@ mod tests {
             for_each_window(&buf, |b, m| fast.push((b, *m)));
             window_loop!(&buf, |b, w: &Window| portable.push((b, *w)), window_scalar);
             assert_eq!(fast, portable, "n = {n}");
+        }
+    }
+
+    /// The number masks at every position, the buffer's tail included.
+    #[test]
+    fn numeric_masks() {
+        let buf: Vec<u8> = (0..300u32)
+            .map(|i| b"0159 -.a_\x80:/"[(i * 7 % 12) as usize])
+            .collect();
+        for p in 0..=buf.len() {
+            let n = Numeric::at(&buf, p);
+            for i in 0..64 {
+                let c = buf.get(p + i).copied().unwrap_or(0);
+                assert_eq!(n.digit >> i & 1 == 1, c.is_ascii_digit(), "{p}+{i}");
+                assert_eq!(n.space_dash >> i & 1 == 1, c == b' ' || c == b'-');
+                assert_eq!(n.dot >> i & 1 == 1, c == b'.');
+            }
         }
     }
 

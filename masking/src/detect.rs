@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use crate::classify::{self, Window};
+use crate::classify::{self, Numeric, Window};
 
 /// The built-in detectors (`[masking.NAME] detectors = [...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -872,10 +872,93 @@ fn visit(buf: &[u8], en: Enabled, b: usize, t: &Triggers, cur: &mut Cursor, out:
     }
 }
 
-/// Walks the digit cluster starting at `p` and tries the digit detectors at
+/// Finds the digit cluster starting at `p` and tries the digit detectors at
 /// each group start where the group's shape allows them (every value they find
-/// starts at one); returns the cluster's end.
+/// starts at one); returns the cluster's end. Reads the cluster's shape from
+/// bit masks of the 64 bytes at `p`; a longer cluster is walked byte by byte.
 fn cluster(buf: &[u8], p: usize, en: Enabled, out: &mut Vec<Hit>) -> usize {
+    use Detector as D;
+    let n = Numeric::at(buf, p);
+    let d = n.digit;
+    let c = d | ((n.space_dash | n.dot) & (d << 1) & (d >> 1));
+    // Bit `i < 63` of `c` is exact (it looks at bit `i + 1`).
+    let len = c.trailing_ones() as usize;
+    if len >= 63 {
+        return cluster_walk(buf, p, en, out);
+    }
+    let d = d & ((1u64 << len) - 1);
+    let mut starts = d & !(d << 1);
+    while starts != 0 {
+        let s = starts.trailing_zeros() as usize;
+        starts &= starts - 1;
+        let group = (d >> s).trailing_ones() as usize;
+        let (at, next) = (p + s, buf.get(p + s + group).copied());
+        // A card needs 13 digits up to the cluster's end.
+        if en.has(D::CreditCard) && (d >> s).count_ones() >= 13 {
+            card_masked(buf, p, &n, s, out);
+        }
+        if group == 3 && en.has(D::Ssn) && next == Some(b'-') {
+            ssn_at(buf, at, out);
+        }
+        if group == 3 && en.has(D::Phone) && matches!(next, Some(b'-' | b'.')) {
+            na_phone_at(buf, at, out);
+        }
+        if group <= 3 && en.has(D::Ipv4) && next == Some(b'.') {
+            ipv4_at(buf, at, out);
+        }
+    }
+    p + len
+}
+
+/// [`card_at`] at byte `p + s`, read from the masks `n` of the 64 bytes at `p`
+/// (the caller's cluster, which holds the card's run, ends inside them).
+fn card_masked(buf: &[u8], p: usize, n: &Numeric, s: usize, out: &mut Vec<Hit>) {
+    let i = p + s;
+    if i > 0 && is_word(buf[i - 1]) {
+        return;
+    }
+    // The run from `i`: digits joined by single spaces or dashes.
+    let d = n.digit;
+    let run_bits = (d | (n.space_dash & (d << 1) & (d >> 1))) >> s;
+    let run = run_bits.trailing_ones() as usize;
+    let digits_at = (d >> s) & ((1u64 << run) - 1);
+    // Its first 20 digits (a run of more is no card, but a shorter card may
+    // end at a separator within them).
+    let mut digits = [0u8; 20];
+    let mut k = 0;
+    let mut rest = digits_at;
+    while rest != 0 && k < 20 {
+        digits[k] = buf[i + rest.trailing_zeros() as usize];
+        rest &= rest - 1;
+        k += 1;
+    }
+    let whole = (k <= 19 && boundary(buf, Some(i + run))).then_some((k, i + run));
+    // Separators after 13 to 19 digits, the last first.
+    let mut seps = !digits_at & ((1u64 << run) - 1);
+    let shorter = std::iter::from_fn(|| loop {
+        if seps == 0 {
+            return None;
+        }
+        let q = 63 - seps.leading_zeros() as usize;
+        seps &= !(1u64 << q);
+        let before = (digits_at & ((1u64 << q) - 1)).count_ones() as usize;
+        if (13..=19).contains(&before) {
+            return Some((before, i + q));
+        }
+    });
+    for (len, e) in whole.into_iter().chain(shorter) {
+        if (13..=19).contains(&len) && known_iin(&digits[..len]) && luhn(&digits[..len]) {
+            out.push(Hit {
+                detector: Detector::CreditCard,
+                range: i..e,
+            });
+            return;
+        }
+    }
+}
+
+/// [`cluster`] for a cluster longer than its masks: walks it byte by byte.
+fn cluster_walk(buf: &[u8], p: usize, en: Enabled, out: &mut Vec<Hit>) -> usize {
     use Detector as D;
     // Groups as (start, digits), up to this many at a time.
     let mut groups = [(0u32, 0u32); 8];

@@ -125,24 +125,23 @@ pub fn apply(buf: &mut [u8], range: Range<usize>, detector: Option<Detector>, st
         Style::Full => v.fill(b'*'),
         Style::Last4 => {
             // Keep the last four alphanumerics (and separators as they are).
-            let mut keep = 4;
-            for b in v.iter_mut().rev() {
-                if b.is_ascii_alphanumeric() {
-                    if keep > 0 {
-                        keep -= 1;
-                    } else {
-                        *b = b'*';
-                    }
-                }
+            let mut left = 4;
+            let cut = v
+                .iter()
+                .rposition(|b| {
+                    left -= usize::from(b.is_ascii_alphanumeric());
+                    left == 0
+                })
+                .unwrap_or(0);
+            for b in &mut v[..cut] {
+                *b = if b.is_ascii_alphanumeric() { b'*' } else { *b };
             }
         }
         Style::Redact => match detector {
             Some(Detector::Email) => {
                 // First character of the local part and the TLD stay: j***@*****.com
-                let at = v.iter().position(|&b| b == b'@').unwrap_or(v.len());
-                let dot = v
-                    .iter()
-                    .rposition(|&b| b == b'.')
+                let at = memchr::memchr(b'@', v).unwrap_or(v.len());
+                let dot = memchr::memrchr(b'.', v)
                     .filter(|&d| d > at)
                     .unwrap_or(v.len());
                 v[1.min(at)..at].fill(b'*');
@@ -152,11 +151,14 @@ pub fn apply(buf: &mut [u8], range: Range<usize>, detector: Option<Detector>, st
             }
             Some(Detector::CreditCard) => apply(v, 0..v.len(), None, Style::Last4),
             _ => {
-                // Keep separators and punctuation, hide letters and digits.
+                // Keep separators and punctuation, hide letters and digits
+                // (a select, not a branch: the compiler vectorises it).
                 for b in v.iter_mut() {
-                    if b.is_ascii_alphanumeric() || *b >= 0x80 {
-                        *b = b'*';
-                    }
+                    *b = if b.is_ascii_alphanumeric() || *b >= 0x80 {
+                        b'*'
+                    } else {
+                        *b
+                    };
                 }
             }
         },
