@@ -639,3 +639,64 @@ fn overlapping_finds_across_the_stream_window_mask_as_whole() {
         }
     }
 }
+
+/// The email validator keeps its definition (written out plainly here: the
+/// longest run of local-part bytes before the `@` without leading dots, the
+/// domain bytes after it without trailing dots or dashes, a TLD of two or more
+/// letters after the last dot, which is not the domain's first byte, and no
+/// two dots together) on random text from an alphabet of the bytes that
+/// matter.
+#[test]
+fn email_validator_matches_its_definition() {
+    fn definition(buf: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+        let local = |b: u8| b.is_ascii_alphanumeric() || b"-._%+".contains(&b);
+        let domain = |b: u8| b.is_ascii_alphanumeric() || b"-.".contains(&b);
+        let mut s = at;
+        while s > 0 && local(buf[s - 1]) {
+            s -= 1;
+        }
+        while s < at && buf[s] == b'.' {
+            s += 1;
+        }
+        if s == at || buf[at - 1] == b'.' {
+            return None;
+        }
+        let mut e = at + 1;
+        while e < buf.len() && domain(buf[e]) {
+            e += 1;
+        }
+        while e > at + 1 && matches!(buf[e - 1], b'.' | b'-') {
+            e -= 1;
+        }
+        let d = &buf[at + 1..e];
+        let dot = d.iter().rposition(|&b| b == b'.')?;
+        let tld = &d[dot + 1..];
+        let ok = dot > 0
+            && tld.len() >= 2
+            && tld.iter().all(u8::is_ascii_alphabetic)
+            && !d.windows(2).any(|w| w == b"..");
+        ok.then_some(s..e)
+    }
+    let mut rng = Rng(0xe3a1_1de0_0000_0001);
+    let mut out = Vec::new();
+    let mut found = 0;
+    for _ in 0..200_000 {
+        let len = 2 + rng.below(24) as usize;
+        let mut buf: Vec<u8> = (0..len)
+            .map(|_| b"abcabc.-_%+@1Z. \xc3"[rng.below(17) as usize])
+            .collect();
+        let at = rng.below(len as u64) as usize;
+        buf[at] = b'@';
+        out.clear();
+        detect::email_at(&buf, at, &mut out);
+        let want = definition(&buf, at);
+        assert_eq!(
+            out.first().map(|h| h.range.clone()),
+            want,
+            "{:?} at {at}",
+            String::from_utf8_lossy(&buf)
+        );
+        found += usize::from(want.is_some());
+    }
+    assert!(found > 1_000, "the alphabet makes addresses: {found}");
+}
