@@ -26,6 +26,9 @@ pub struct Window {
     /// - an `e` with `re` two bytes on (`eare` of `Bearer`);
     /// - `_` or `-` after a lowercase letter (inside a token prefix).
     pub single: u64,
+    /// The bits that stand for this window's own bytes: 1 to [`STRIDE`],
+    /// fewer in the buffer's last window.
+    pub report: u64,
 }
 
 impl Masks {
@@ -38,6 +41,7 @@ impl Masks {
             digit: self.digit,
             joiner: self.joiner,
             single: (self.rare | caps | eare | api) & REPORTED,
+            report: REPORTED,
         }
     }
 }
@@ -246,6 +250,7 @@ mod x86 {
             w.single |= bits(single) << shift;
         }
         w.single &= super::REPORTED;
+        w.report = super::REPORTED;
         w
     }
 
@@ -374,23 +379,33 @@ macro_rules! window_loop {
     ($buf:expr, $f:expr, $classify:path) => {{
         let (buf, mut f): (&[u8], _) = ($buf, $f);
         let n = buf.len();
+        // The first window (nothing before it) and the last ones: zero-padded,
+        // `tmp[j]` is byte `b - 2 + j`. Rare, so not inlined.
+        let padded = |b: usize| {
+            let mut tmp = [0u8; 68];
+            let lo = b.saturating_sub(2);
+            let hi = (b + 66).min(n);
+            let at = lo + 2 - b;
+            tmp[at..at + hi - lo].copy_from_slice(&buf[lo..hi]);
+            // SAFETY: `p - 1..p + 67` is `tmp[0..68]`.
+            let mut w = unsafe { $classify(tmp.as_ptr().add(1)) };
+            w.report = ((1u64 << (n - b).min(STRIDE)) - 1) << 1;
+            w
+        };
         let mut b = 0;
+        if n > 0 {
+            f(0, &padded(0));
+            b = STRIDE;
+        }
+        // Every window whose bytes `b - 2..b + 66` are in the buffer: no bounds
+        // to check, the whole window reported.
+        while b + 66 <= n {
+            // SAFETY: `p - 1..p + 67` is `b - 2..b + 66`, inside `buf`.
+            f(b, &unsafe { $classify(buf.as_ptr().add(b - 1)) });
+            b += STRIDE;
+        }
         while b < n {
-            let w = if b >= 2 && b + 66 <= n {
-                // SAFETY: `p - 1..p + 67` is `b - 2..b + 66`, inside `buf`.
-                unsafe { $classify(buf.as_ptr().add(b - 1)) }
-            } else {
-                // The first windows (nothing before) and the tail: zero-padded,
-                // `tmp[j]` is byte `b - 2 + j`.
-                let mut tmp = [0u8; 68];
-                let lo = b.saturating_sub(2);
-                let hi = (b + 66).min(n);
-                let at = lo + 2 - b;
-                tmp[at..at + hi - lo].copy_from_slice(&buf[lo..hi]);
-                // SAFETY: `p - 1..p + 67` is `tmp[0..68]`.
-                unsafe { $classify(tmp.as_ptr().add(1)) }
-            };
-            f(b, &w);
+            f(b, &padded(b));
             b += STRIDE;
         }
     }};

@@ -796,7 +796,7 @@ pub fn scan(buf: &[u8], enabled: &[Detector], out: &mut Vec<Hit>) {
         pem_ends: (usize::MAX, 0),
     };
     classify::for_each_window(buf, |b, m| {
-        let t = Triggers::of(m, buf.len() - b);
+        let t = Triggers::of(m);
         if t.any() {
             visit(buf, en, b, &t, &mut cur, out);
         }
@@ -815,8 +815,8 @@ struct Triggers {
 
 impl Triggers {
     #[inline(always)]
-    fn of(w: &Window, left: usize) -> Triggers {
-        let report = ((1u64 << left.min(classify::STRIDE)) - 1) << 1;
+    fn of(w: &Window) -> Triggers {
+        let report = w.report;
         let d = w.digit;
         let c = d | (w.joiner & (d << 1) & (d >> 1));
         let r2 = c & (c >> 1);
