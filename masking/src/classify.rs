@@ -498,6 +498,32 @@ mod tests {
         }
     }
 
+    /// The AVX2 triggers look at neighbour bytes through overlapping loads:
+    /// checked against the portable classes on random windows dense in the
+    /// bytes the triggers pair up (two capitals, `e?re`, a separator after a
+    /// lowercase letter), whichever classifier `for_each_window` picks here.
+    #[test]
+    fn avx2_neighbours_match_scalar() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            let mut ext = [0u8; 68];
+            for _ in 0..20_000 {
+                for b in ext.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let set = b"AZBezrar_-.@+:(J09 \x80\xff";
+                    *b = set[(x % set.len() as u64) as usize];
+                }
+                let block: [u8; 64] = ext[1..65].try_into().unwrap();
+                // SAFETY: checked above; `p - 1..p + 67` is `ext`.
+                let w = unsafe { x86::window_avx2(ext.as_ptr().add(1)) };
+                assert_eq!(w, classify_scalar(&block).window(), "{ext:?}");
+            }
+        }
+    }
+
     /// The portable path gives the same windows as the one this CPU runs, so
     /// the detectors behave alike on machines without AVX2.
     #[test]

@@ -942,6 +942,8 @@ fn card_masked(buf: &[u8], p: usize, n: &Numeric, s: usize, out: &mut Vec<Hit>) 
     let d = n.digit;
     let run_bits = (d | (n.space_dash & (d << 1) & (d >> 1))) >> s;
     let run = run_bits.trailing_ones() as usize;
+    // The caller's cluster (under 63 bytes) holds the run.
+    debug_assert!(s + run < 63);
     let digits_at = (d >> s) & ((1u64 << run) - 1);
     // Its first 20 digits (a run of more is no card, but a shorter card may
     // end at a separator within them).
