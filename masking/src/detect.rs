@@ -298,8 +298,20 @@ fn card_at(buf: &[u8], i: usize, out: &mut Vec<Hit>) {
     let d = digits.get();
     let whole = boundary(buf, Some(end)).then_some((d.len(), end));
     let shorter = groups[..n].iter().rev().map(|&(len, e)| (len as usize, e));
-    for (len, e) in whole.into_iter().chain(shorter) {
-        if (13..=19).contains(&len) && known_iin(&d[..len]) && luhn(&d[..len]) {
+    first_card(d, i, whole.into_iter().chain(shorter), out);
+}
+
+/// Of the candidate cards starting at `i` (`(digits, end)`, the longest
+/// first), reports the first with a card's length, a known issuer range and a
+/// valid check digit.
+fn first_card(
+    digits: &[u8],
+    i: usize,
+    candidates: impl Iterator<Item = (usize, usize)>,
+    out: &mut Vec<Hit>,
+) {
+    for (len, e) in candidates {
+        if (13..=19).contains(&len) && known_iin(&digits[..len]) && luhn(&digits[..len]) {
             out.push(Hit {
                 detector: Detector::CreditCard,
                 range: i..e,
@@ -918,17 +930,24 @@ fn cluster(buf: &[u8], p: usize, en: Enabled, out: &mut Vec<Hit>) -> usize {
         if en.has(D::CreditCard) && (d >> s).count_ones() >= 13 {
             card_masked(buf, p, &n, s, out);
         }
-        if group == 3 && en.has(D::Ssn) && next == Some(b'-') {
-            ssn_at(buf, at, out);
-        }
-        if group == 3 && en.has(D::Phone) && matches!(next, Some(b'-' | b'.')) {
-            na_phone_at(buf, at, out);
-        }
-        if group <= 3 && en.has(D::Ipv4) && next == Some(b'.') {
-            ipv4_at(buf, at, out);
-        }
+        group_at(buf, at, group, next, en, out);
     }
     p + len
+}
+
+/// The detectors other than cards that can start at a group of `len` digits
+/// at `at`, followed by `next`.
+fn group_at(buf: &[u8], at: usize, len: usize, next: Option<u8>, en: Enabled, out: &mut Vec<Hit>) {
+    use Detector as D;
+    if len == 3 && en.has(D::Ssn) && next == Some(b'-') {
+        ssn_at(buf, at, out);
+    }
+    if len == 3 && en.has(D::Phone) && matches!(next, Some(b'-' | b'.')) {
+        na_phone_at(buf, at, out);
+    }
+    if len <= 3 && en.has(D::Ipv4) && next == Some(b'.') {
+        ipv4_at(buf, at, out);
+    }
 }
 
 /// [`card_at`] at byte `p + s`, read from the masks `n` of the 64 bytes at `p`
@@ -969,15 +988,7 @@ fn card_masked(buf: &[u8], p: usize, n: &Numeric, s: usize, out: &mut Vec<Hit>) 
             return Some((before, i + q));
         }
     });
-    for (len, e) in whole.into_iter().chain(shorter) {
-        if (13..=19).contains(&len) && known_iin(&digits[..len]) && luhn(&digits[..len]) {
-            out.push(Hit {
-                detector: Detector::CreditCard,
-                range: i..e,
-            });
-            return;
-        }
-    }
+    first_card(&digits, i, whole.into_iter().chain(shorter), out);
 }
 
 /// [`cluster`] for a cluster longer than its masks: walks it byte by byte.
@@ -1013,15 +1024,7 @@ fn cluster_walk(buf: &[u8], p: usize, en: Enabled, out: &mut Vec<Hit>) -> usize 
             if en.has(D::CreditCard) && after >= 13 {
                 card_at(buf, s, out);
             }
-            if len == 3 && en.has(D::Ssn) && next == Some(b'-') {
-                ssn_at(buf, s, out);
-            }
-            if len == 3 && en.has(D::Phone) && matches!(next, Some(b'-' | b'.')) {
-                na_phone_at(buf, s, out);
-            }
-            if len <= 3 && en.has(D::Ipv4) && next == Some(b'.') {
-                ipv4_at(buf, s, out);
-            }
+            group_at(buf, s, len, next, en, out);
         }
         if !more {
             return i;
