@@ -82,7 +82,7 @@ for scenario in tcp-rr http-json; do
     args=("$scenario" --compare "direct=127.0.0.1:$direct" "sluice=127.0.0.1:$via"
         --duration 6s --rounds 3 --connections 4 "${extra[@]}")
     if [ "$record" = --record ]; then
-        "$bin/sluice-loadtest" "${args[@]}" --json "$baseline"
+        "$bin/sluice-loadtest" "${args[@]}" --record "$baseline"
     else
         "$bin/sluice-loadtest" "${args[@]}" --gate "$baseline" --max-regression "$limit" || status=1
     fi

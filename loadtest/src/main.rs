@@ -62,6 +62,11 @@ struct RunArgs {
     /// exit 1 listing what regressed.
     #[arg(long, value_name = "BASELINE.json")]
     gate: Option<std::path::PathBuf>,
+    /// Record the result into this baseline file: it replaces the report from
+    /// a machine like this one (see `gate`) and is kept beside those from
+    /// other kinds of machine.
+    #[arg(long, value_name = "BASELINE.json")]
+    record: Option<std::path::PathBuf>,
     /// How much worse a ratio or CPU per operation may be than the baseline.
     #[arg(long, default_value = "10%", value_parser = gate::parse_fraction)]
     max_regression: f64,
@@ -346,13 +351,28 @@ fn run(
     if let Some(path) = &args.json {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
     }
+    if let Some(path) = &args.record {
+        let existing = match std::fs::read_to_string(path) {
+            Ok(text) => Some(
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .with_context(|| format!("{}: not a loadtest report", path.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        let current: serde_json::Value = serde_json::from_str(&report)?;
+        let all = gate::record(&current, existing.as_ref());
+        std::fs::write(path, serde_json::to_string_pretty(&all)? + "\n")
+            .with_context(|| format!("write {}", path.display()))?;
+    }
     if let Some(path) = &args.gate {
         let baseline: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?,
         )
         .with_context(|| format!("{}: not a loadtest report", path.display()))?;
         let current: serde_json::Value = serde_json::from_str(&report)?;
-        let (ok, table) = gate::check(&current, &baseline, args.max_regression);
+        let baseline = gate::pick(&current, &baseline);
+        let (ok, table) = gate::check(&current, baseline, args.max_regression);
         println!("{table}");
         if !ok {
             eprintln!("gate: {scenario} regressed against {}", path.display());
