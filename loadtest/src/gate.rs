@@ -59,8 +59,10 @@ pub fn check(current: &Value, baseline: &Value, max: f64) -> (bool, String) {
     let now = current["endpoints"].as_array().unwrap_or(&empty);
     let then = baseline["endpoints"].as_array().unwrap_or(&empty);
     let cpu = |r: &Value| r["cpu_us_per_unit"].as_f64();
-    let machine = machine(current, baseline);
-    if let Machine::Other { was, is } = machine {
+    // The first endpoint's CPU there and here, when the baseline is from
+    // another kind of machine.
+    let other = first_cpus(current, baseline).filter(|&c| !like(c));
+    if let Some((was, is)) = other {
         let _ = writeln!(
             out,
             "(the baseline is from another kind of machine: the first endpoint cost {was:.1} \
@@ -88,14 +90,14 @@ pub fn check(current: &Value, baseline: &Value, max: f64) -> (bool, String) {
             // Against a baseline from another kind of machine, CPU is compared
             // as a multiple of the first endpoint's (the better of two rough
             // measures: the gateway's own work does not scale with the kernel).
-            let metric = match machine {
-                Machine::Other { was, is } => (
+            let metric = match other {
+                Some((was, is)) => (
                     "cpu_vs_first",
                     false,
                     cpu(b).map(|c| c / was),
                     cpu(e).map(|c| c / is),
                 ),
-                Machine::Like | Machine::Unknown => ("cpu_us_per_unit", false, cpu(b), cpu(e)),
+                None => ("cpu_us_per_unit", false, cpu(b), cpu(e)),
             };
             metrics.push(metric);
         }
@@ -139,28 +141,19 @@ fn first_cpu(report: &Value) -> Option<(&str, f64)> {
 /// the two to count as the same kind.
 const LIKE: f64 = 1.5;
 
-/// How the baseline's machine compares with this one.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Machine {
-    /// The first endpoint costs about the same: compare CPU as measured.
-    Like,
-    /// It costs `was` there and `is` here, more than [`LIKE`] apart.
-    Other { was: f64, is: f64 },
-    /// No usable measure (or different first endpoints): compare as measured.
-    Unknown,
+/// The first endpoint's CPU per operation in `baseline` and in `current`
+/// (`(was, is)`), when both measure the machine and name the same endpoint.
+fn first_cpus(current: &Value, baseline: &Value) -> Option<(f64, f64)> {
+    match (first_cpu(baseline), first_cpu(current)) {
+        (Some((n1, was)), Some((n2, is))) if n1 == n2 => Some((was, is)),
+        _ => None,
+    }
 }
 
-fn machine(current: &Value, baseline: &Value) -> Machine {
-    match (first_cpu(baseline), first_cpu(current)) {
-        (Some((n1, was)), Some((n2, is))) if n1 == n2 => {
-            if (is / was).max(was / is) <= LIKE {
-                Machine::Like
-            } else {
-                Machine::Other { was, is }
-            }
-        }
-        _ => Machine::Unknown,
-    }
+/// Whether two machines whose first endpoint cost `was` and `is` are of the
+/// same kind (CPU compared as measured).
+fn like((was, is): (f64, f64)) -> bool {
+    (is / was).max(was / is) <= LIKE
 }
 
 /// Of a baseline file's reports (one report, or a list of them, one per kind
@@ -174,12 +167,8 @@ pub fn pick<'a>(current: &Value, baseline: &'a Value) -> &'a Value {
         .iter()
         .filter(|b| b["scenario"] == current["scenario"])
         .collect();
-    let distance = |b: &Value| match (machine(current, b), first_cpu(b), first_cpu(current)) {
-        (Machine::Like | Machine::Other { .. }, Some((_, was)), Some((_, is))) => {
-            (is / was).ln().abs()
-        }
-        _ => f64::INFINITY,
-    };
+    let distance =
+        |b: &Value| first_cpus(current, b).map_or(f64::INFINITY, |(was, is)| (is / was).ln().abs());
     same.iter()
         .copied()
         .filter(|b| distance(b).is_finite())
@@ -198,7 +187,9 @@ pub fn record(current: &Value, existing: Option<&Value>) -> Value {
         Some(v @ Value::Object(_)) => vec![v.clone()],
         _ => Vec::new(),
     };
-    all.retain(|b| b["scenario"] != current["scenario"] || machine(current, b) != Machine::Like);
+    all.retain(|b| {
+        b["scenario"] != current["scenario"] || !first_cpus(current, b).is_some_and(like)
+    });
     all.push(current.clone());
     Value::Array(all)
 }

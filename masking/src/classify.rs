@@ -379,8 +379,8 @@ macro_rules! window_loop {
     ($buf:expr, $f:expr, $classify:path) => {{
         let (buf, mut f): (&[u8], _) = ($buf, $f);
         let n = buf.len();
-        // The first window (nothing before it) and the last ones: zero-padded,
-        // `tmp[j]` is byte `b - 2 + j`. Rare, so not inlined.
+        // The first window (nothing before it) and the last two at most:
+        // zero-padded, `tmp[j]` is byte `b - 2 + j`.
         let padded = |b: usize| {
             let mut tmp = [0u8; 68];
             let lo = b.saturating_sub(2);

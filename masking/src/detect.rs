@@ -176,37 +176,29 @@ pub(crate) fn email_at(buf: &[u8], at: usize, out: &mut Vec<Hit>) {
     if s == at || buf[at - 1] == b'.' {
         return;
     }
-    // One pass over the domain: its end, its last dot, whether two dots meet,
-    // and where its trailing letters (the TLD, if the last dot precedes them)
-    // start.
     let mut e = at + 1;
-    let (mut last_dot, mut prev_dot, mut double_dot, mut letters) = (None, false, false, at + 1);
     while e < buf.len() && is_domain(buf[e]) {
-        let b = buf[e];
+        e += 1;
+    }
+    // Trailing dots and dashes (a full stop after the address) are not part
+    // of it.
+    while e > at + 1 && matches!(buf[e - 1], b'.' | b'-') {
+        e -= 1;
+    }
+    // One pass over the domain: its last dot, whether two dots meet, and
+    // where its trailing letters (the TLD, if the last dot precedes them)
+    // start.
+    let (mut last_dot, mut prev_dot, mut double_dot, mut letters) = (None, false, false, at + 1);
+    for (i, &b) in buf.iter().enumerate().take(e).skip(at + 1) {
         let dot = b == b'.';
         double_dot |= dot && prev_dot;
         prev_dot = dot;
-        last_dot = if dot { Some(e) } else { last_dot };
+        last_dot = if dot { Some(i) } else { last_dot };
         letters = if b.is_ascii_alphabetic() {
             letters
         } else {
-            e + 1
+            i + 1
         };
-        e += 1;
-    }
-    if e > at + 1 && matches!(buf[e - 1], b'.' | b'-') {
-        // Trailing dots and dashes (a full stop after the address) are not
-        // part of it: look again at the bytes kept.
-        while e > at + 1 && matches!(buf[e - 1], b'.' | b'-') {
-            e -= 1;
-        }
-        let domain = &buf[at + 1..e];
-        last_dot = domain.iter().rposition(|&b| b == b'.').map(|d| at + 1 + d);
-        double_dot = domain.windows(2).any(|w| w == b"..");
-        letters = domain
-            .iter()
-            .rposition(|b| !b.is_ascii_alphabetic())
-            .map_or(at + 1, |d| at + 2 + d);
     }
     // A TLD of two or more letters after the last dot, which is not the
     // domain's first byte; no two dots together.
