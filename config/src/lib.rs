@@ -54,6 +54,8 @@ pub const STATEMENT_KINDS: &[&str] = &[
     "grant",
     "revoke",
     "set",
+    "set_role",
+    "set_search_path",
     "show",
     "begin",
     "commit",

@@ -84,6 +84,9 @@ pub struct ApprovalSpec {
 #[derive(Debug, Clone)]
 pub struct TargetPolicy {
     pub name: String,
+    /// The target has guardrails or masking: choosing a role or a search path
+    /// then needs a rule that allows it (see [`CompiledPolicy::guarded`]).
+    guarded: bool,
     access_any: bool,
     access: u128,
     approvers: u128,
@@ -263,6 +266,7 @@ impl CompiledPolicy {
             }
             targets.push(TargetPolicy {
                 name: t.name.clone(),
+                guarded: t.guardrails.is_some() || t.masking.is_some(),
                 access_any: t.access.iter().any(|g| g == "*"),
                 access,
                 approvers,
@@ -310,6 +314,14 @@ impl CompiledPolicy {
     /// The approval spec of an `approve` rule (from [`Decision::Approve`]).
     pub fn approval(&self, target: usize, rule: u16) -> Option<&Arc<ApprovalSpec>> {
         self.targets[target].approvals.get(rule as usize)?.as_ref()
+    }
+
+    /// Does the target have guardrails or masking? Then statements of the
+    /// kinds `set_role` and `set_search_path` are refused unless a rule
+    /// explicitly allows them: a role or search path of the client's choosing
+    /// could step around rules and masking written for the login role's view.
+    pub fn guarded(&self, target: usize) -> bool {
+        self.targets[target].guarded
     }
 
     /// Does a rule explicitly `allow` this kind for these groups (not just the

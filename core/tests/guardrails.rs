@@ -224,7 +224,7 @@ fn search_path_role_and_startup_options_are_denied_by_default() {
         &["-c", "SELECT 1"],
     );
     assert!(
-        stderr(&o).contains("client_encoding SJIS is not allowed"),
+        stderr(&o).contains("startup parameter client_encoding=SJIS is not allowed"),
         "{}",
         stderr(&o)
     );
@@ -235,7 +235,7 @@ fn search_path_role_and_startup_options_are_denied_by_default() {
         &["-c", "SELECT 1"],
     );
     assert!(
-        stderr(&o).contains("startup options are not allowed through Sluice"),
+        stderr(&o).contains("startup parameter search_path=evil is not allowed through Sluice"),
         "{}",
         stderr(&o)
     );

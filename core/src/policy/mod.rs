@@ -90,23 +90,40 @@ impl Resolved {
     }
 }
 
-/// A `FunctionCall` message runs a function by OID: code the gateway cannot see.
-pub fn judge_function_call(
+/// Judges statements the driver built itself (a startup parameter is judged as
+/// the `SET` it amounts to, see [`sluice_protocols::sql::setting`]).
+pub fn judge_statements(
     shard: &Shard,
     index: usize,
     identity: &Identity,
     resolved: &Resolved,
-    _oid: u32,
+    statements: &[Statement],
 ) -> Verdict {
-    let st = Statement {
-        kind: Kind::Select,
-        flags: sluice_protocols::sql::Flags {
-            opaque: true,
-            writes: true,
-            ..Default::default()
-        },
+    decide(shard, index, identity, resolved, statements)
+}
+
+/// `set_config(text, text, boolean)` in every PostgreSQL catalog (`pg_proc.dat`).
+const SET_CONFIG_OID: u32 = 2078;
+
+/// A `FunctionCall` message runs a function by OID: code the gateway cannot
+/// see, so opaque. `set_config` by OID may set anything (its arguments are
+/// binary values): it counts as setting the role, the search path and an
+/// unknown client encoding.
+pub fn function_call(oid: u32) -> Statement {
+    let mut flags = sluice_protocols::sql::Flags {
+        opaque: true,
+        writes: true,
+        ..Default::default()
     };
-    decide(shard, index, identity, resolved, &[st])
+    if oid == SET_CONFIG_OID {
+        flags.sets_role = true;
+        flags.sets_search_path = true;
+        flags.encoding = Some(sluice_protocols::postgres::encoding::Class::Unsafe);
+    }
+    Statement {
+        kind: Kind::Select,
+        flags,
+    }
 }
 
 fn decide(
@@ -129,70 +146,103 @@ fn decide(
     // A deny anywhere in the message wins over an approval elsewhere in it.
     let mut approve: Option<Verdict> = None;
     for st in statements {
-        // `Kind` is declared in `STATEMENT_KINDS` order (checked by a test below).
-        let kind = st.kind as usize;
-        let ps = PolicyStatement {
-            kind,
-            unbounded: st.flags.unbounded,
-            opaque: st.flags.opaque,
-        };
-        match policy.decide(t, ps, groups) {
-            Decision::Allow => {
-                // Redirecting name resolution or identity is denied unless a rule
-                // explicitly allows the statement kind (`set`).
-                if st.flags.redirects && !policy.explicitly_allows(t, kind, groups) {
-                    return Verdict::Deny {
-                        message: "changing search_path, role or session authorization is not allowed through Sluice".into(),
-                        detail: "add a guardrail rule allowing kind \"set\" to permit it".into(),
-                        rule: None,
-                    };
-                }
-            }
-            Decision::Deny { message, rule } => {
-                return Verdict::Deny {
-                    message,
-                    detail: format!(
-                        "{} statement refused by guardrail rule {}",
-                        st.kind.as_str(),
-                        rule + 1
-                    ),
-                    rule: Some(rule),
-                }
-            }
-            Decision::Approve { rule } => {
-                // Statements of one message under different approval rules
-                // would be approved by the weaker rule: refuse the mix.
-                if let Some(Verdict::Approve { spec, .. }) = &approve {
-                    if policy.approval(t, rule).is_some_and(|s| **s != **spec) {
-                        return Verdict::Deny {
-                            message: "these statements need approval under different rules; send them separately".into(),
-                            detail: format!("guardrail rule {} and another approve rule both apply", rule + 1),
-                            rule: Some(rule),
-                        };
-                    }
-                }
-                if approve.is_none() {
-                    let Some(spec) = policy.approval(t, rule) else {
-                        return Verdict::Deny {
-                            message: format!(
-                                "{} on target `{name}` needs approval, and nobody may approve it",
-                                st.kind.as_str().to_uppercase()
-                            )
-                            .into(),
-                            detail: format!("guardrail rule {} has no approvers", rule + 1),
-                            rule: Some(rule),
-                        };
-                    };
-                    approve = Some(Verdict::Approve {
-                        rule,
-                        spec: spec.clone(),
-                        kind: st.kind,
-                    });
-                }
+        // A statement is judged as its own kind and, where it also sets the
+        // role or the search path (`SELECT set_config('role', ...)`), as that.
+        let also = [
+            (st.flags.sets_role && st.kind != Kind::SetRole).then_some(Kind::SetRole),
+            (st.flags.sets_search_path && st.kind != Kind::SetSearchPath)
+                .then_some(Kind::SetSearchPath),
+        ];
+        for kind in std::iter::once(st.kind).chain(also.into_iter().flatten()) {
+            if let Some(deny) = judge_kind(&policy, t, name, groups, st, kind, &mut approve) {
+                return deny;
             }
         }
     }
     approve.unwrap_or(Verdict::Allow)
+}
+
+/// Judges one statement as `kind`; `Some` refuses the whole message, an
+/// approval is kept in `approve`.
+fn judge_kind(
+    policy: &CompiledPolicy,
+    t: usize,
+    name: &str,
+    groups: GroupSet,
+    st: &Statement,
+    kind: Kind,
+    approve: &mut Option<Verdict>,
+) -> Option<Verdict> {
+    // `Kind` is declared in `STATEMENT_KINDS` order (checked by a test below).
+    let index = kind as usize;
+    let ps = PolicyStatement {
+        kind: index,
+        unbounded: st.flags.unbounded,
+        opaque: st.flags.opaque,
+    };
+    match policy.decide(t, ps, groups) {
+        Decision::Allow => {
+            // Choosing the role or the search path on a target with guardrails
+            // or masking needs a rule that says so (see `CompiledPolicy::guarded`).
+            let what = match kind {
+                Kind::SetRole => "choosing the session's role (SET ROLE, SET SESSION AUTHORIZATION)",
+                Kind::SetSearchPath => "changing search_path",
+                _ => return None,
+            };
+            if policy.guarded(t) && !policy.explicitly_allows(t, index, groups) {
+                return Some(Verdict::Deny {
+                    message: format!("{what} is not allowed on target `{name}`").into(),
+                    detail: format!(
+                        "a guardrail rule with kinds = [\"{}\"] and action = \"allow\" permits it",
+                        kind.as_str()
+                    ),
+                    rule: None,
+                });
+            }
+            None
+        }
+        Decision::Deny { message, rule } => Some(Verdict::Deny {
+            message,
+            detail: format!(
+                "{} statement refused by guardrail rule {}",
+                kind.as_str(),
+                rule + 1
+            ),
+            rule: Some(rule),
+        }),
+        Decision::Approve { rule } => {
+            // Statements of one message under different approval rules
+            // would be approved by the weaker rule: refuse the mix.
+            if let Some(Verdict::Approve { spec, .. }) = &approve {
+                if policy.approval(t, rule).is_some_and(|s| **s != **spec) {
+                    return Some(Verdict::Deny {
+                        message: "these statements need approval under different rules; send them separately".into(),
+                        detail: format!("guardrail rule {} and another approve rule both apply", rule + 1),
+                        rule: Some(rule),
+                    });
+                }
+            }
+            if approve.is_none() {
+                let Some(spec) = policy.approval(t, rule) else {
+                    return Some(Verdict::Deny {
+                        message: format!(
+                            "{} on target `{name}` needs approval, and nobody may approve it",
+                            kind.as_str().to_uppercase()
+                        )
+                        .into(),
+                        detail: format!("guardrail rule {} has no approvers", rule + 1),
+                        rule: Some(rule),
+                    });
+                };
+                *approve = Some(Verdict::Approve {
+                    rule,
+                    spec: spec.clone(),
+                    kind,
+                });
+            }
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@
 
 pub mod backend;
 pub mod encode;
+pub mod encoding;
 pub mod frontend;
+pub mod options;
 pub mod scram;
 
 pub use backend::Backend;

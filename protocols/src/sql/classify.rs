@@ -9,6 +9,7 @@
 //! policy can fail closed.
 
 use super::lexer::{lex, Dialect, LexError, Options, Token, TokenKind};
+use crate::postgres::encoding::{self, Class};
 
 /// Statement kinds, in the order of `sluice_config::STATEMENT_KINDS` (a test in
 /// `core` keeps the two lists equal).
@@ -28,6 +29,10 @@ pub enum Kind {
     Grant,
     Revoke,
     Set,
+    /// `SET ROLE`, `SET SESSION AUTHORIZATION`, `set_config('role', ...)`.
+    SetRole,
+    /// `SET search_path`, `SET SCHEMA`, `set_config('search_path', ...)`.
+    SetSearchPath,
     Show,
     Begin,
     Commit,
@@ -46,7 +51,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 28] = [
+    pub const ALL: [Kind; 30] = [
         Kind::Select,
         Kind::Insert,
         Kind::Update,
@@ -60,6 +65,8 @@ impl Kind {
         Kind::Grant,
         Kind::Revoke,
         Kind::Set,
+        Kind::SetRole,
+        Kind::SetSearchPath,
         Kind::Show,
         Kind::Begin,
         Kind::Commit,
@@ -92,6 +99,8 @@ impl Kind {
             Kind::Grant => "grant",
             Kind::Revoke => "revoke",
             Kind::Set => "set",
+            Kind::SetRole => "set_role",
+            Kind::SetSearchPath => "set_search_path",
             Kind::Show => "show",
             Kind::Begin => "begin",
             Kind::Commit => "commit",
@@ -116,13 +125,13 @@ impl Kind {
             Kind::Select | Kind::Show | Kind::Explain => 0,
             Kind::Listen | Kind::Notify => 1,
             Kind::Begin | Kind::Commit | Kind::Rollback | Kind::Deallocate => 2,
-            Kind::Set | Kind::Prepare => 3,
+            Kind::Set | Kind::SetSearchPath | Kind::Prepare => 3,
             Kind::Other => 4,
             Kind::Insert | Kind::Copy | Kind::Lock | Kind::Vacuum => 5,
             Kind::Update | Kind::Merge => 6,
             Kind::Delete => 7,
             Kind::Create => 8,
-            Kind::Alter | Kind::Grant | Kind::Revoke => 9,
+            Kind::Alter | Kind::Grant | Kind::Revoke | Kind::SetRole => 9,
             Kind::Execute | Kind::Call | Kind::Do => 10,
             Kind::Truncate => 11,
             Kind::Drop => 12,
@@ -130,7 +139,10 @@ impl Kind {
     }
 }
 
-/// Properties of a statement beyond its kind.
+/// Properties of a statement beyond its kind. The `sets_*` flags and `encoding`
+/// say what a statement does to the session's settings wherever it does it
+/// (`SELECT set_config('role', ...)` is a select that also sets the role), so
+/// policy can judge that part too whatever the statement's own kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Flags {
     /// An `UPDATE`/`DELETE` (anywhere in the statement) without a `WHERE`.
@@ -139,9 +151,16 @@ pub struct Flags {
     pub writes: bool,
     /// Contains code the gateway cannot see into.
     pub opaque: bool,
-    /// Redirects name resolution or identity (`SET search_path`, `SET ROLE`,
-    /// `SET SESSION AUTHORIZATION`, `set_config(...)`).
-    pub redirects: bool,
+    /// Chooses the role the session runs as (`SET ROLE x`, `SET SESSION
+    /// AUTHORIZATION x`, `set_config('role', ...)`); returning to the login role
+    /// (`RESET ROLE`, `SET ROLE NONE`, `... DEFAULT`) does not count.
+    pub sets_role: bool,
+    /// Chooses where unqualified names resolve (`SET search_path`, `SET SCHEMA`,
+    /// `set_config('search_path', ...)`); a reset to the default does not count.
+    pub sets_search_path: bool,
+    /// Sets the client encoding to an encoding of this class; `Unsafe` also when
+    /// the new encoding cannot be read from the text.
+    pub encoding: Option<Class>,
     /// `PREPARE name AS statement`: the statement is kept to run later.
     pub prepares: bool,
 }
@@ -164,7 +183,6 @@ const OPAQUE_FUNCTIONS: &[&str] = &[
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
     "cursor_to_xml",
-    "set_config",
     "lo_import",
     "lo_export",
     "lo_unlink",
@@ -296,12 +314,17 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
                 .is_some_and(|t| t.kind == TokenKind::Punct(b'('))
         {
             let raw = &sql[toks[i].range()];
-            // `U&"..."` names may spell anything through escapes: opaque.
+            // `U&"..."` names may spell anything through escapes, `set_config`
+            // too: opaque, and a setting that could be any.
             if kind == TokenKind::QuotedIdent
                 && raw.first().is_some_and(|b| matches!(b, b'u' | b'U'))
             {
                 st.flags.opaque = true;
                 st.flags.writes = true;
+                if dialect == Dialect::Postgres {
+                    merge(&mut st, unknown_setting(), false);
+                }
+                continue;
             }
             let name = if kind == TokenKind::QuotedIdent {
                 &raw[raw.iter().position(|&b| b == b'"').map_or(0, |p| p + 1)..raw.len() - 1]
@@ -314,9 +337,9 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
             {
                 st.flags.opaque = true;
                 st.flags.writes = true;
-                if name.eq_ignore_ascii_case(b"set_config") {
-                    st.flags.redirects = true;
-                }
+            }
+            if name.eq_ignore_ascii_case(b"set_config") && dialect == Dialect::Postgres {
+                merge(&mut st, set_config(sql, &toks[i + 2..]), false);
             }
         }
     }
@@ -336,7 +359,9 @@ fn merge(st: &mut Statement, sub: Statement, top: bool) {
     st.flags.unbounded |= sub.flags.unbounded;
     st.flags.writes |= sub.flags.writes;
     st.flags.opaque |= sub.flags.opaque;
-    st.flags.redirects |= sub.flags.redirects;
+    st.flags.sets_role |= sub.flags.sets_role;
+    st.flags.sets_search_path |= sub.flags.sets_search_path;
+    st.flags.encoding = st.flags.encoding.max(sub.flags.encoding);
     st.flags.prepares |= sub.flags.prepares;
 }
 
@@ -500,36 +525,16 @@ fn sub_statement(
     } else if up("REVOKE") {
         flags.writes = true;
         Kind::Revoke
+    } else if (up("SET") || up("RESET")) && dialect == Dialect::Postgres {
+        return Some(set_statement(sql, s, up("RESET")));
     } else if up("SET") || up("RESET") {
-        let target_at = if eq(second, "SESSION") || eq(second, "LOCAL") {
-            2
-        } else {
-            1
-        };
-        let target = word(sql, s.get(target_at));
-        // A quoted setting name could be anything (`"role"`, `U&"..."`): fail closed.
-        if s.get(target_at)
-            .is_some_and(|t| t.kind == TokenKind::QuotedIdent)
-        {
-            flags.redirects = true;
-            flags.opaque = true;
-        }
-        if up("SET")
-            && (eq(target, "search_path")
-                || eq(target, "role")
-                || eq(target, "AUTHORIZATION")
-                || eq(target, "session_authorization")
-                || eq(target, "schema"))
-        {
-            flags.redirects = true;
-        }
         if up("SET") && eq(second, "TRANSACTION") {
             return Some(Statement {
                 kind: Kind::Set,
                 flags,
             });
         }
-        if dialect == Dialect::Mysql && (eq(target, "PASSWORD") || eq(target, "GLOBAL")) {
+        if eq(second, "PASSWORD") || eq(second, "GLOBAL") {
             flags.writes = true;
         }
         Kind::Set
@@ -643,8 +648,8 @@ fn sub_statement(
         flags.writes = true;
         Kind::Alter
     } else if up("USE") && dialect == Dialect::Mysql {
-        flags.redirects = true;
-        Kind::Set
+        flags.sets_search_path = true;
+        Kind::SetSearchPath
     } else if up("LOAD") || up("HANDLER") {
         flags.opaque = true;
         flags.writes = true;
@@ -656,6 +661,193 @@ fn sub_statement(
         Kind::Other
     };
     Some(Statement { kind, flags })
+}
+
+/// The value a setting is given, as far as the text shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// `DEFAULT`, `RESET`: back to what the session started with.
+    Default,
+    /// A plain word, number or `'string'` (quotes removed, `''` still doubled).
+    Text(&'a [u8]),
+    /// A parameter, an expression, an escaped string: not known until run.
+    Unknown,
+}
+
+/// How setting `name` (a GUC name, any case) to `value` is classified, wherever
+/// it happens: `SET`, `set_config`, a startup parameter, startup `options`.
+///
+/// Choosing a role is [`Kind::SetRole`], choosing a search path
+/// [`Kind::SetSearchPath`]; a reset to the default is a plain `set` (it returns to
+/// what the gateway logged in with). A client encoding is classified by
+/// [`encoding::class`], and an unknown one is unsafe.
+pub fn setting(name: &[u8], value: Value<'_>) -> Statement {
+    let mut st = Statement {
+        kind: Kind::Set,
+        flags: Flags::default(),
+    };
+    let text = |v: &[u8]| -> bool {
+        // `SET ROLE NONE` and `set_config('role', 'none', ...)` reset the role.
+        !v.eq_ignore_ascii_case(b"none")
+    };
+    if name.eq_ignore_ascii_case(b"role") || name.eq_ignore_ascii_case(b"session_authorization")
+    {
+        if match value {
+            Value::Default => false,
+            Value::Text(v) => text(v) || name.eq_ignore_ascii_case(b"session_authorization"),
+            Value::Unknown => true,
+        } {
+            st.kind = Kind::SetRole;
+            st.flags.sets_role = true;
+        }
+    } else if name.eq_ignore_ascii_case(b"search_path") {
+        if value != Value::Default {
+            st.kind = Kind::SetSearchPath;
+            st.flags.sets_search_path = true;
+        }
+    } else if name.eq_ignore_ascii_case(b"client_encoding") {
+        st.flags.encoding = match value {
+            Value::Default => None,
+            Value::Text(v) => Some(encoding::class(v)),
+            Value::Unknown => Some(Class::Unsafe),
+        };
+    }
+    st
+}
+
+/// A setting name the text does not show (`U&"..."`, a parameter): it may be
+/// any of them, so it counts as all of them.
+fn unknown_setting() -> Statement {
+    Statement {
+        kind: Kind::SetRole,
+        flags: Flags {
+            opaque: true,
+            sets_role: true,
+            sets_search_path: true,
+            encoding: Some(Class::Unsafe),
+            ..Flags::default()
+        },
+    }
+}
+
+/// The text of a plain `'...'` literal (quotes removed), or of a word or number.
+fn plain_value<'a>(sql: &'a [u8], t: &Token) -> Option<&'a [u8]> {
+    let raw = &sql[t.range()];
+    match t.kind {
+        TokenKind::Word | TokenKind::Number => Some(raw),
+        // Only a plain literal: `E'...'`, `U&'...'` and dollar quotes may spell
+        // anything through escapes. A doubled quote stays doubled, which no
+        // name that matters contains.
+        TokenKind::String if raw.first() == Some(&b'\'') && raw.len() >= 2 => {
+            Some(&raw[1..raw.len() - 1])
+        }
+        _ => None,
+    }
+}
+
+/// A setting name: `name`, `"name"`, `a.b` (identifiers joined by dots), read
+/// up to `TO`/`=`. `None` if the text does not show it.
+fn setting_name(sql: &[u8], toks: &[Token]) -> Option<(Vec<u8>, usize)> {
+    let mut name = Vec::new();
+    let mut i = 0;
+    loop {
+        let t = toks.get(i)?;
+        let raw = &sql[t.range()];
+        match t.kind {
+            TokenKind::Word => name.extend_from_slice(raw),
+            TokenKind::QuotedIdent if raw.first() == Some(&b'"') => {
+                let inner = &raw[1..raw.len() - 1];
+                if memchr::memchr(b'"', inner).is_some() {
+                    return None;
+                }
+                name.extend_from_slice(inner);
+            }
+            _ => return None,
+        }
+        i += 1;
+        if toks.get(i).is_some_and(|t| t.kind == TokenKind::Punct(b'.')) {
+            name.push(b'.');
+            i += 1;
+        } else {
+            return Some((name, i));
+        }
+    }
+}
+
+/// A PostgreSQL `SET ...` or `RESET ...` statement (its tokens).
+fn set_statement(sql: &[u8], s: &[Token], reset: bool) -> Statement {
+    let plain = Statement {
+        kind: Kind::Set,
+        flags: Flags::default(),
+    };
+    if reset {
+        // RESET name / ALL / ROLE / SESSION AUTHORIZATION: back to the defaults
+        // the session started with.
+        return plain;
+    }
+    let w = |i: usize, kw: &str| s.get(i).is_some_and(|t| is(sql, t, kw));
+    // SET [SESSION | LOCAL] ...; `SESSION AUTHORIZATION` and `SESSION
+    // CHARACTERISTICS` are statements of their own.
+    let mut at = 1;
+    if w(1, "LOCAL") || (w(1, "SESSION") && !w(2, "AUTHORIZATION") && !w(2, "CHARACTERISTICS")) {
+        at = 2;
+    }
+    let value_at = |i: usize| -> Value<'_> {
+        match s.get(i) {
+            Some(t) if is(sql, t, "DEFAULT") => Value::Default,
+            Some(t) if s.len() == i + 1 => plain_value(sql, t).map_or(Value::Unknown, Value::Text),
+            None => Value::Default,
+            Some(_) => Value::Unknown,
+        }
+    };
+    if w(at, "SESSION") && w(at + 1, "AUTHORIZATION") {
+        return setting(b"session_authorization", value_at(at + 2));
+    }
+    if w(at, "ROLE") {
+        return setting(b"role", value_at(at + 1));
+    }
+    if w(at, "SCHEMA") {
+        return setting(b"search_path", value_at(at + 1));
+    }
+    if w(at, "NAMES") {
+        return setting(b"client_encoding", value_at(at + 1));
+    }
+    for kw in ["TRANSACTION", "CHARACTERISTICS", "CONSTRAINTS", "TIME", "XML"] {
+        if w(at, kw) {
+            return plain;
+        }
+    }
+    let Some((name, used)) = setting_name(sql, &s[at.min(s.len())..]) else {
+        return unknown_setting();
+    };
+    let next = at + used;
+    let value = if w(next, "TO") || s.get(next).is_some_and(|t| t.kind == TokenKind::Punct(b'=')) {
+        value_at(next + 1)
+    } else {
+        // `SET name FROM CURRENT` (function options) or something the server
+        // will refuse.
+        Value::Unknown
+    };
+    setting(&name, value)
+}
+
+/// `set_config(name, value, is_local)`: `args` are the tokens after its `(`.
+fn set_config(sql: &[u8], args: &[Token]) -> Statement {
+    let comma = |i: usize| args.get(i).is_some_and(|t| t.kind == TokenKind::Punct(b','));
+    let name = args
+        .first()
+        .filter(|t| t.kind == TokenKind::String && comma(1))
+        .and_then(|t| plain_value(sql, t));
+    let Some(name) = name else {
+        return unknown_setting();
+    };
+    let value = match args.get(2) {
+        Some(t) if comma(3) => plain_value(sql, t)
+            .filter(|_| t.kind == TokenKind::String)
+            .map_or(Value::Unknown, Value::Text),
+        _ => Value::Unknown,
+    };
+    setting(name, value)
 }
 
 /// `SELECT ... FOR UPDATE` names UPDATE without being one.

@@ -13,7 +13,7 @@
 pub mod classify;
 pub mod lexer;
 
-pub use classify::{classify, Classifier, Flags, Kind, Statement};
+pub use classify::{classify, setting, Classifier, Flags, Kind, Statement, Value};
 pub use lexer::Dialect;
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub struct TableColumns {
 
 /// Why the upstream could not be used: what the client is told, and what is logged.
 pub struct LoginError {
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub client: String,
     pub log: String,
 }
@@ -54,7 +54,7 @@ pub struct LoginError {
 impl LoginError {
     fn unavailable(ctx: &Context, log: String) -> Self {
         LoginError {
-            code: sqlstate::CONNECTION_FAILURE,
+            code: sqlstate::CONNECTION_FAILURE.into(),
             client: format!("target `{}` is unavailable", ctx.target.name),
             log,
         }
@@ -178,7 +178,7 @@ async fn authenticate<U: Io>(
     res.map_err(|e| LoginError::unavailable(ctx, format!("startup: {e}")))?;
 
     let denied = |log: String| LoginError {
-        code: sqlstate::CONNECTION_FAILURE,
+        code: sqlstate::CONNECTION_FAILURE.into(),
         client: format!("Sluice could not log in to target `{}`", ctx.target.name),
         log,
     };
@@ -250,7 +250,45 @@ async fn authenticate<U: Io>(
                     String::from_utf8_lossy(fields.get(b'M').unwrap_or_default()).into_owned();
                 let code =
                     String::from_utf8_lossy(fields.get(b'C').unwrap_or_default()).into_owned();
-                return Err(denied(format!("upstream error {code}: {text}")));
+                // The client hears the upstream's own reason (a role or database
+                // that does not exist, a setting it refuses): PostgreSQL never
+                // puts a password in these, and the code is kept when well formed.
+                let valid = code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric());
+                return Err(LoginError {
+                    code: if valid {
+                        code.clone().into()
+                    } else {
+                        sqlstate::CONNECTION_FAILURE.into()
+                    },
+                    client: format!(
+                        "Sluice could not log in to target `{}`: {text}",
+                        ctx.target.name
+                    ),
+                    log: format!("upstream error {code}: {text}"),
+                });
+            }
+            Backend::ParameterStatus { name, value } if name == b"client_encoding" => {
+                // A role's or database's default (`ALTER ROLE ... SET
+                // client_encoding`) applies when the client names none: the
+                // session must still start in an encoding the lexer reads.
+                use sluice_protocols::postgres::encoding::{class, Class};
+                let ok = match class(value) {
+                    Class::Utf8 => true,
+                    Class::Safe => ctx.target.masking.is_none(),
+                    Class::Unsafe => false,
+                };
+                if !ok {
+                    return Err(LoginError {
+                        code: sqlstate::FEATURE_NOT_SUPPORTED.into(),
+                        client: format!(
+                            "the session on target `{}` would start with client_encoding {}, which Sluice cannot read safely: set PGCLIENTENCODING=UTF8",
+                            ctx.target.name,
+                            String::from_utf8_lossy(value)
+                        ),
+                        log: "upstream default client_encoding refused".into(),
+                    });
+                }
+                greeting.extend_from_slice(&buf[..f.len]);
             }
             Backend::ParameterStatus { .. } | Backend::NoticeResponse(_) => {
                 greeting.extend_from_slice(&buf[..f.len]);

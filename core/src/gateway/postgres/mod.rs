@@ -24,11 +24,14 @@ use sluice_config::{Config, Target};
 use sluice_protocols::postgres::encode::{self, Report};
 use sluice_protocols::postgres::frontend::{self, Startup};
 use sluice_protocols::postgres::{self as pg, DEFAULT_MAX_STARTUP};
+use sluice_protocols::postgres::encoding::Class;
+use sluice_protocols::sql;
 use sluice_protocols::Status;
 
 use crate::audit::{now_ms, Rec};
 use crate::identity::{AuthError, Identity};
 use crate::metrics::ErrorKind;
+use crate::policy::Verdict;
 use crate::runtime::{CancelTarget, Shard};
 use crate::{debug, info, warn};
 
@@ -59,15 +62,12 @@ pub mod sqlstate {
     pub const AUDIT_UNAVAILABLE: &str = "53100";
 }
 
-/// Startup parameters passed through to the upstream as the client sent them.
-const PASSED_PARAMS: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "DateStyle",
-    "TimeZone",
-    "extra_float_digits",
-    "IntervalStyle",
-];
+/// Startup parameters that belong to the protocol rather than naming a setting.
+/// `user` is informational (the upstream login is the target's), `database` is
+/// passed unless the target fixes it, `options` is read setting by setting,
+/// `replication` is refused unless off, and `_pq_.*` extensions are declined
+/// with `NegotiateProtocolVersion`.
+const PROTOCOL_PARAMS: &[&str] = &["user", "database", "options", "replication"];
 
 /// What the session knows about its caller and target once logged in.
 pub struct Context<'a> {
@@ -271,7 +271,7 @@ async fn session<C: Io>(
 ) {
     let login = monoio::time::timeout(
         LOGIN_TIMEOUT,
-        client_login(shard, target, &mut client, &mut buf, peer, tls),
+        client_login(shard, index, target, &mut client, &mut buf, peer, tls),
     )
     .await;
     let Ok(Some((identity, startup))) = login else {
@@ -311,7 +311,7 @@ async fn session<C: Io>(
                 subject = ctx.identity.subject,
                 error = e.log
             );
-            fatal(&mut client, e.code, &e.client).await;
+            fatal(&mut client, &e.code, &e.client).await;
             return;
         }
     };
@@ -388,8 +388,10 @@ async fn session<C: Io>(
 
 /// Reads the startup message, asks for the password (the token) and checks it.
 /// Returns the caller and the startup parameters to pass upstream.
+#[allow(clippy::too_many_arguments)]
 async fn client_login<C: Io>(
     shard: &Shard,
+    index: usize,
     target: &Target,
     client: &mut C,
     buf: &mut Vec<u8>,
@@ -469,17 +471,13 @@ async fn client_login<C: Io>(
         .await;
         return None;
     }
-    if get("options").is_some_and(|o| !o.trim().is_empty()) {
-        // Settings like search_path could redirect unqualified names past policy.
-        fatal(
-            client,
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            "startup options are not allowed through Sluice",
-        )
-        .await;
-        return None;
-    }
-
+    let settings = match startup_settings(&params) {
+        Ok(s) => s,
+        Err(e) => {
+            fatal(client, sqlstate::FEATURE_NOT_SUPPORTED, &e).await;
+            return None;
+        }
+    };
     // The password is the caller's access token.
     let mut out = Vec::with_capacity(16);
     encode::auth_cleartext_password(&mut out);
@@ -582,82 +580,101 @@ async fn client_login<C: Io>(
         .await;
         return None;
     }
-    // In encodings whose trailing bytes can be `\` (Shift-JIS, Big5, GBK, ...),
-    // the server would read a statement differently from the classifier.
-    if let Some(enc) = get("client_encoding") {
-        if is_unsafe_encoding(enc) {
-            fatal(
-                client,
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                &format!("client_encoding {enc} is not allowed through Sluice"),
-            )
-            .await;
-            return None;
-        }
-    }
-    // Masking works on UTF-8 text: another client encoding would let values
-    // through in a form the detectors do not read.
-    if target.masking.is_some() {
-        if let Some(enc) = get("client_encoding") {
-            let enc = enc.trim_matches('\'');
-            if !(enc.eq_ignore_ascii_case("UTF8")
-                || enc.eq_ignore_ascii_case("UTF-8")
-                || enc.eq_ignore_ascii_case("auto"))
-            {
-                fatal(
-                    client,
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    &format!(
-                        "client_encoding {enc} is not allowed on target `{}`: masking needs UTF8",
-                        target.name
-                    ),
-                )
-                .await;
-                return None;
+    // Each setting is judged like the `SET` it amounts to.
+    let resolved = crate::policy::Resolved::default();
+    for (name, value) in &settings {
+        let st = sql::setting(name.as_bytes(), sql::Value::Text(value.as_bytes()));
+        let verdict = match encoding_refusal(target, &[st]) {
+            Some(deny) => deny,
+            None => crate::policy::judge_statements(shard, index, &identity, &resolved, &[st]),
+        };
+        let why = match verdict {
+            Verdict::Allow => continue,
+            Verdict::Deny { message, .. } => message.to_string(),
+            Verdict::Approve { .. } => {
+                "it needs approval, which a login cannot wait for: connect without it and SET it in the session".into()
             }
-        }
+        };
+        warn!(
+            "startup_parameter_refused",
+            target = target.name,
+            subject = identity.subject,
+            parameter = name,
+            reason = why
+        );
+        fatal(
+            client,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            &format!("startup parameter {name}={value} is not allowed through Sluice: {why}"),
+        )
+        .await;
+        return None;
     }
-    let mut pass: Vec<(String, String)> = params
-        .into_iter()
-        .filter(|(k, _)| PASSED_PARAMS.contains(&k.as_str()) || k == "database")
-        .collect();
-    if let Some(db) = &target.database {
-        pass.retain(|(k, _)| k != "database");
-        pass.push(("database".into(), db.clone()));
+    // The settings in the order the server applies them (`options` first, the
+    // last of a name wins), then the database.
+    let mut pass: Vec<(String, String)> = Vec::with_capacity(settings.len() + 2);
+    for (name, value) in settings {
+        pass.retain(|(k, _)| *k != name);
+        pass.push((name, value));
     }
     if target.masking.is_some() {
+        // Masking reads UTF-8 (any other encoding was refused above).
         pass.retain(|(k, _)| k != "client_encoding");
         pass.push(("client_encoding".into(), "UTF8".into()));
+    }
+    match (&target.database, get("database")) {
+        (Some(db), _) => pass.push(("database".into(), db.clone())),
+        (None, Some(db)) => pass.push(("database".into(), db.to_owned())),
+        (None, None) => {}
+    }
+    if let Some(r) = get("replication") {
+        pass.push(("replication".into(), r.to_owned()));
     }
     Some((identity, pass))
 }
 
-/// Client encodings whose multibyte characters can end in an ASCII byte such as
-/// `\` or `'`, so the same bytes would lex differently for the server.
-pub fn is_unsafe_encoding(name: &str) -> bool {
-    let norm: String = name
-        .trim_matches('\'')
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    matches!(
-        norm.as_str(),
-        "SJIS"
-            | "SHIFTJIS"
-            | "SHIFTJIS2004"
-            | "MSKANJI"
-            | "WIN932"
-            | "BIG5"
-            | "WIN950"
-            | "GBK"
-            | "CP936"
-            | "WIN936"
-            | "GB18030"
-            | "UHC"
-            | "WIN949"
-            | "JOHAB"
-    )
+/// The settings a startup packet makes, in the order the server applies them:
+/// those in `options` first, then every other parameter, names lower-cased
+/// (PostgreSQL matches them without regard to case). Nothing is dropped: a
+/// parameter is a setting, a protocol parameter, or an error.
+pub fn startup_settings(params: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (k, v) in params {
+        if k == "options" {
+            out.extend(pg::options::parse(v).map_err(|e| e.to_string())?);
+        }
+    }
+    for (k, v) in params {
+        if PROTOCOL_PARAMS.contains(&k.as_str()) || k.starts_with("_pq_.") {
+            continue;
+        }
+        if k.is_empty() {
+            return Err("empty startup parameter name".into());
+        }
+        out.push((k.to_ascii_lowercase(), v.clone()));
+    }
+    Ok(out)
+}
+
+/// Why setting the client encoding as these statements do is refused, if it
+/// is. The lexer must read every byte as the server does, so only encodings
+/// whose multibyte characters never contain an ASCII byte are allowed, on every
+/// target; masking also needs UTF-8.
+pub fn encoding_refusal(target: &Target, statements: &[sql::Statement]) -> Option<Verdict> {
+    let class = statements.iter().filter_map(|s| s.flags.encoding).max()?;
+    let message = match class {
+        Class::Unsafe => "client_encoding may only be set to an encoding Sluice reads exactly as the server does (UTF8, SQL_ASCII, LATIN1..10, WIN125x, EUC_*, KOI8*, ...)".to_string(),
+        Class::Safe if target.masking.is_some() => format!(
+            "client_encoding must stay UTF8 on target `{}`: its masking reads UTF8",
+            target.name
+        ),
+        _ => return None,
+    };
+    Some(Verdict::Deny {
+        message: message.into(),
+        detail: "in SJIS, BIG5, GBK, UHC, JOHAB and GB18030 a character can hide a quote or backslash from the gateway".into(),
+        rule: None,
+    })
 }
 
 /// An `ErrorResponse` (severity ERROR) as bytes.

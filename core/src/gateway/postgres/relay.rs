@@ -465,13 +465,16 @@ fn judge_message(
             (Some((judged, text_of(sql))), false)
         }
         Frontend::FunctionCall { oid, .. } => {
-            let v = crate::policy::judge_function_call(
-                ctx.shard,
-                ctx.index,
-                &ctx.identity,
-                &ctx.resolved,
-                oid,
-            );
+            let st = [crate::policy::function_call(oid)];
+            let v = super::encoding_refusal(ctx.target, &st).unwrap_or_else(|| {
+                crate::policy::judge_statements(
+                    ctx.shard,
+                    ctx.index,
+                    &ctx.identity,
+                    &ctx.resolved,
+                    &st,
+                )
+            });
             (Some(((v, None), body.clone())), true)
         }
         Frontend::Sync => (None, true),
@@ -701,13 +704,11 @@ fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<
         };
     }
     // The classifier reads the session's bytes as the server will only while the
-    // encoding stays safe: changing it is refused on every target.
-    if !matches!(verdict, Verdict::Deny { .. }) && changes_encoding(sql, &statements) {
-        verdict = Verdict::Deny {
-            message: "changing client_encoding is not allowed through Sluice".into(),
-            detail: "the gateway must read statements exactly as the server does".into(),
-            rule: None,
-        };
+    // encoding stays one it reads exactly (see `encoding_refusal`).
+    if !matches!(verdict, Verdict::Deny { .. }) {
+        if let Some(deny) = super::encoding_refusal(ctx.target, &statements) {
+            verdict = deny;
+        }
     }
     if let Verdict::Deny { message, .. } = &verdict {
         info!(
@@ -719,19 +720,6 @@ fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<
         );
     }
     (verdict, Some(statements))
-}
-
-/// Does this SQL set the client encoding (`SET client_encoding`, `SET NAMES`,
-/// `set_config('client_encoding', ...)`)?
-fn changes_encoding(sql: &[u8], statements: &[Statement]) -> bool {
-    let mentions = |word: &[u8]| {
-        sql.windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word))
-    };
-    statements
-        .iter()
-        .any(|s| s.kind == sluice_protocols::sql::Kind::Set || s.flags.opaque)
-        && (mentions(b"client_encoding") || mentions(b"names"))
 }
 
 /// Writes the batch's command records; in strict durability waits until they are
@@ -1013,7 +1001,8 @@ fn inspect_backend(
             backend::parse(f.tag, &buf[pos + 5..pos + f.len])
         {
             if name == b"client_encoding"
-                && super::is_unsafe_encoding(&String::from_utf8_lossy(value))
+                && sluice_protocols::postgres::encoding::class(value)
+                    == sluice_protocols::postgres::encoding::Class::Unsafe
             {
                 return Err(
                     "client_encoding changed to a multibyte encoding Sluice cannot read safely"
