@@ -15,6 +15,13 @@ command -v mariadb >/dev/null || need+=(mariadb-client-core)
 command -v runuser >/dev/null || need+=(util-linux)
 # The HTTP and demo tests drive the gateway with curl.
 command -v curl >/dev/null || need+=(curl)
+# PostgreSQL's own regression suite runs through the gateway when it is beside the
+# checkout (../shared/conformance); pg_regress comes with the server-dev package.
+conformance="${SLUICE_CONFORMANCE_DIR:-$PWD/../shared/conformance}"
+if [ -f "$conformance/pg-regress-15.18.tar.xz" ]; then
+    compgen -G '/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress' >/dev/null || need+=(postgresql-server-dev-15)
+    command -v xz >/dev/null || need+=(xz-utils)
+fi
 # pg_query (the classifier's differential-test oracle) generates bindings with libclang.
 compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so*' >/dev/null || need+=(libclang-dev)
 
@@ -34,4 +41,11 @@ if [ "$(id -u)" = 0 ]; then
     id mysql >/dev/null 2>&1 || useradd --system --no-create-home mysql
 fi
 
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+if (($#)); then
+    exit 0 # a filtered run: the conformance run only goes with the whole suite
+elif [ -f "$conformance/pg-regress-15.18.tar.xz" ]; then
+    SLUICE_CONFORMANCE_DIR="$conformance" cargo test -p sluice --test conformance -- --ignored --nocapture
+else
+    echo "test.sh: PostgreSQL regression suite not found at $conformance: conformance run NOT done" >&2
+fi
