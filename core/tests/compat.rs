@@ -43,7 +43,12 @@ fn setup() -> Setup {
         "[gateway]\nshards = 2\n{}{}{}{RULES}",
         keys.identity_block(),
         pg_target("open", open, pg.addr(), ""),
-        pg_target("guarded", guarded, pg.addr(), "guardrails = \"prod\"\napprovers = [\"dba\"]"),
+        pg_target(
+            "guarded",
+            guarded,
+            pg.addr(),
+            "guardrails = \"prod\"\napprovers = [\"dba\"]"
+        ),
     );
     let sluice = Sluice::start(&config);
     Setup {
@@ -101,7 +106,11 @@ impl Raw {
     }
 }
 
-fn raw_session(addr: SocketAddr, token: &str, params: &[(&str, &str)]) -> (Vec<(u8, Vec<u8>)>, Raw) {
+fn raw_session(
+    addr: SocketAddr,
+    token: &str,
+    params: &[(&str, &str)],
+) -> (Vec<(u8, Vec<u8>)>, Raw) {
     let s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
@@ -140,7 +149,10 @@ fn startup_parameters_are_passed_whatever_their_case_never_dropped() {
         ("PGTZ", "America/Los_Angeles"),
         ("PGDATESTYLE", "SQL, DMY"),
         ("PGGEQO", "off"),
-        ("PGOPTIONS", "-c intervalstyle=postgres_verbose --statement-timeout=7s -c my.tag=a\\ b"),
+        (
+            "PGOPTIONS",
+            "-c intervalstyle=postgres_verbose --statement-timeout=7s -c my.tag=a\\ b",
+        ),
     ];
     for addr in [s.open, s.guarded] {
         let got = one(
@@ -152,18 +164,28 @@ fn startup_parameters_are_passed_whatever_their_case_never_dropped() {
              current_setting('statement_timeout') || '|' || current_setting('my.tag')",
         )
         .unwrap();
-        assert_eq!(got, "America/Los_Angeles|SQL, DMY|off|postgres_verbose|7s|a b");
+        assert_eq!(
+            got,
+            "America/Los_Angeles|SQL, DMY|off|postgres_verbose|7s|a b"
+        );
     }
     // Raw: any spelling of a name, and a parameter the server does not know is
     // the server's to refuse (it is passed, not dropped).
-    let msgs = raw_login(s.open, &t, &[("TimeZone", "UTC"), ("EXTRA_FLOAT_DIGITS", "1")]);
+    let msgs = raw_login(
+        s.open,
+        &t,
+        &[("TimeZone", "UTC"), ("EXTRA_FLOAT_DIGITS", "1")],
+    );
     assert_eq!(msgs.last().unwrap().0, b'Z', "{msgs:?}");
     let (code, msg) = login_error(&raw_login(s.open, &t, &[("no_such_setting", "1")]));
     assert_eq!(code, "42704", "{msg}");
     assert!(msg.contains("no_such_setting"), "{msg}");
     // Switches other than -c are refused with their name.
     let err = one(s.open, &t, &[("PGOPTIONS", "-F")], "SELECT 1").unwrap_err();
-    assert!(err.contains("startup option `-F` is not supported"), "{err}");
+    assert!(
+        err.contains("startup option `-F` is not supported"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -172,8 +194,14 @@ fn role_and_search_path_pass_on_an_open_target() {
     let t = s.keys.token("agent-7", &["agents"]);
     for (sql, want) in [
         ("SET ROLE reader; SELECT current_user", "reader"),
-        ("SET SESSION AUTHORIZATION reader; SELECT session_user", "reader"),
-        ("SET search_path = evil, public; SHOW search_path", "evil, public"),
+        (
+            "SET SESSION AUTHORIZATION reader; SELECT session_user",
+            "reader",
+        ),
+        (
+            "SET search_path = evil, public; SHOW search_path",
+            "evil, public",
+        ),
         ("SET LOCAL search_path = default; SELECT 1", "1"),
         (
             "SELECT set_config('search_path', 'evil', false); SHOW search_path",
@@ -181,16 +209,27 @@ fn role_and_search_path_pass_on_an_open_target() {
         ),
         ("SELECT set_config('TimeZone', 'UTC', false)", "UTC"),
         ("SET client_encoding TO UTF8; SHOW client_encoding", "UTF8"),
-        ("SET client_encoding = 'LATIN1'; SHOW client_encoding", "LATIN1"),
+        (
+            "SET client_encoding = 'LATIN1'; SHOW client_encoding",
+            "LATIN1",
+        ),
         ("SET application_name = 'names'; SELECT 1", "1"),
-        ("DO $$ DECLARE names text; BEGIN NULL; END $$; SELECT 2", "2"),
+        (
+            "DO $$ DECLARE names text; BEGIN NULL; END $$; SELECT 2",
+            "2",
+        ),
     ] {
         assert_eq!(one(s.open, &t, &[], sql).as_deref(), Ok(want), "{sql}");
     }
     let env = [("PGOPTIONS", "-c search_path=evil -c role=reader")];
     assert_eq!(
-        one(s.open, &t, &env, "SELECT current_user || ' ' || current_setting('search_path')")
-            .as_deref(),
+        one(
+            s.open,
+            &t,
+            &env,
+            "SELECT current_user || ' ' || current_setting('search_path')"
+        )
+        .as_deref(),
         Ok("reader evil")
     );
 }
@@ -210,11 +249,20 @@ fn role_and_search_path_follow_the_rules_on_a_guarded_target() {
         "SELECT set_config($$search_path$$, 'evil', false)",
     ] {
         let err = one(s.guarded, &agent, &[], sql).unwrap_err();
-        assert!(err.contains("is not allowed on target `guarded`"), "{sql}: {err}");
+        assert!(
+            err.contains("is not allowed on target `guarded`"),
+            "{sql}: {err}"
+        );
     }
     // The rule lets dba choose a search path, not a role.
     assert_eq!(
-        one(s.guarded, &dba, &[], "SET search_path = evil; SHOW search_path").as_deref(),
+        one(
+            s.guarded,
+            &dba,
+            &[],
+            "SET search_path = evil; SHOW search_path"
+        )
+        .as_deref(),
         Ok("evil")
     );
     assert!(one(s.guarded, &dba, &[], "SET ROLE reader").is_err());
@@ -228,15 +276,25 @@ fn role_and_search_path_follow_the_rules_on_a_guarded_target() {
         assert!(one(s.guarded, &agent, &[], sql).is_ok(), "{sql}");
     }
     // At startup, through `options`, the same rules apply, naming the parameter.
-    let err = one(s.guarded, &agent, &[("PGOPTIONS", "-c search_path=evil")], "SELECT 1")
-        .unwrap_err();
+    let err = one(
+        s.guarded,
+        &agent,
+        &[("PGOPTIONS", "-c search_path=evil")],
+        "SELECT 1",
+    )
+    .unwrap_err();
     assert!(
         err.contains("startup parameter search_path=evil is not allowed through Sluice"),
         "{err}"
     );
     assert_eq!(
-        one(s.guarded, &dba, &[("PGOPTIONS", "-c search_path=evil")], "SHOW search_path")
-            .as_deref(),
+        one(
+            s.guarded,
+            &dba,
+            &[("PGOPTIONS", "-c search_path=evil")],
+            "SHOW search_path"
+        )
+        .as_deref(),
         Ok("evil")
     );
     let (code, msg) = login_error(&raw_login(s.guarded, &agent, &[("ROLE", "reader")]));
@@ -251,9 +309,15 @@ fn only_encodings_the_lexer_reads_like_the_server_are_allowed() {
     for addr in [s.open, s.guarded] {
         // Every spelling PostgreSQL resolves to a multibyte encoding whose
         // characters can hide a backslash: at startup, in options, by SET.
-        for name in ["windows936", "WINDOWS-932", "win949", "Big5", "sjis", "GB18030"] {
-            let (code, msg) =
-                login_error(&raw_login(addr, &t, &[("client_encoding", name)]));
+        for name in [
+            "windows936",
+            "WINDOWS-932",
+            "win949",
+            "Big5",
+            "sjis",
+            "GB18030",
+        ] {
+            let (code, msg) = login_error(&raw_login(addr, &t, &[("client_encoding", name)]));
             assert_eq!(code, "42501", "{name}: {msg}");
             assert!(msg.contains("client_encoding"), "{msg}");
             let opts = format!("-c client_encoding={name}");
@@ -267,7 +331,10 @@ fn only_encodings_the_lexer_reads_like_the_server_are_allowed() {
             "SELECT set_config('client_encoding', $$big5$$, false)",
         ] {
             let err = one(addr, &t, &[], sql).unwrap_err();
-            assert!(err.contains("client_encoding may only be set"), "{sql}: {err}");
+            assert!(
+                err.contains("client_encoding may only be set"),
+                "{sql}: {err}"
+            );
         }
     }
     // The walk-around it closes: in GBK `\x81\x5c` is one character to the
@@ -292,7 +359,10 @@ fn the_backend_pid_a_client_sees_is_the_servers() {
     let s = setup();
     let t = s.keys.token("agent-7", &["agents"]);
     let (msgs, mut raw) = raw_session(s.open, &t, &[]);
-    let key = msgs.iter().find(|(tag, _)| *tag == b'K').expect("BackendKeyData");
+    let key = msgs
+        .iter()
+        .find(|(tag, _)| *tag == b'K')
+        .expect("BackendKeyData");
     let pid = u32::from_be_bytes(key.1[..4].try_into().unwrap());
     let mut out = Vec::new();
     encode::query(&mut out, b"SELECT pg_backend_pid()");

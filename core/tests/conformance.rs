@@ -23,9 +23,7 @@ use support::*;
 fn suite_dir() -> PathBuf {
     std::env::var_os("SLUICE_CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"))
 }
 
 /// What one `pg_regress` run reported.
@@ -61,7 +59,10 @@ fn pg_regress(tree: &Path, out: &Path, port: u16, password: Option<&str>) -> Run
             "--no-locale",
             "--max-connections=4",
         ])
-        .arg(format!("--schedule={}", tree.join("regress/parallel_schedule").display()))
+        .arg(format!(
+            "--schedule={}",
+            tree.join("regress/parallel_schedule").display()
+        ))
         .arg(format!("--inputdir={}", tree.join("regress").display()))
         .arg(format!("--outputdir={}", out.display()))
         .arg(format!("--dlpath={}", tree.join("lib").display()))
@@ -140,7 +141,12 @@ fn postgresql_regression_suite_passes_through_the_gateway_as_directly() {
     chown_postgres(tree.path());
 
     let direct_pg = PgCluster::start();
-    let direct = pg_regress(tree.path(), &tree.path().join("direct"), direct_pg.port, None);
+    let direct = pg_regress(
+        tree.path(),
+        &tree.path().join("direct"),
+        direct_pg.port,
+        None,
+    );
     drop(direct_pg);
 
     let gw_pg = PgCluster::start();
@@ -159,11 +165,17 @@ fn postgresql_regression_suite_passes_through_the_gateway_as_directly() {
         "iss": ISSUER, "aud": "sluice", "sub": "pg_regress", "groups": ["agents"],
         "iat": now, "nbf": now, "exp": now + 3600,
     }));
-    let through = pg_regress(tree.path(), &tree.path().join("gateway"), addr.port(), Some(&token));
+    let through = pg_regress(
+        tree.path(),
+        &tree.path().join("gateway"),
+        addr.port(),
+        Some(&token),
+    );
 
     // Tests failing both ways (the files are 15.18, the server may be a later
     // 15.x) must fail the same way.
-    let mut only_gateway: Vec<String> = through.failed.difference(&direct.failed).cloned().collect();
+    let mut only_gateway: Vec<String> =
+        through.failed.difference(&direct.failed).cloned().collect();
     for name in through.failed.intersection(&direct.failed) {
         let result = |run: &Run| std::fs::read(run.out.join("results").join(format!("{name}.out")));
         if result(&direct).ok() != result(&through).ok() {
@@ -182,7 +194,8 @@ fn postgresql_regression_suite_passes_through_the_gateway_as_directly() {
     );
     assert_eq!(direct.ran, through.ran, "both runs ran the whole schedule");
     if !only_gateway.is_empty() {
-        let diffs = std::fs::read_to_string(through.out.join("regression.diffs")).unwrap_or_default();
+        let diffs =
+            std::fs::read_to_string(through.out.join("regression.diffs")).unwrap_or_default();
         panic!(
             "tests failing only through the gateway: {only_gateway:?}\n{}",
             &diffs[..diffs.len().min(20_000)]

@@ -193,6 +193,139 @@ fn binary_query(raw: &mut RawPg, sql: &str, until: u8) -> Vec<(u8, Vec<u8>)> {
     raw.read_until(until)
 }
 
+/// Extended-protocol messages by hand, as a client that wants to walk around
+/// column rules would send them.
+mod ext {
+    use sluice_protocols::postgres::encode;
+
+    pub fn parse(out: &mut Vec<u8>, name: &str, sql: &str) {
+        encode::parse(out, name.as_bytes(), sql.as_bytes(), &[]);
+    }
+    /// Bind with every result column in `format` (0 text, 1 binary).
+    pub fn bind(out: &mut Vec<u8>, portal: &str, statement: &str, format: i16) {
+        encode::message(out, b'B', |b| {
+            b.extend_from_slice(portal.as_bytes());
+            b.push(0);
+            b.extend_from_slice(statement.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&1i16.to_be_bytes());
+            b.extend_from_slice(&format.to_be_bytes());
+        });
+    }
+    pub fn describe(out: &mut Vec<u8>, kind: u8, name: &str) {
+        encode::describe(out, kind, name.as_bytes());
+    }
+    pub fn execute(out: &mut Vec<u8>, portal: &str, max_rows: i32) {
+        encode::message(out, b'E', |b| {
+            b.extend_from_slice(portal.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&max_rows.to_be_bytes());
+        });
+    }
+    pub fn sync(out: &mut Vec<u8>) {
+        encode::message(out, b'S', |_| {});
+    }
+}
+
+/// Column rules hold however a client splits statements, portals and round
+/// trips: every Execute's rows are masked with its own portal's columns.
+#[test]
+fn extended_protocol_cannot_walk_around_column_rules() {
+    let (_pg, keys, _s, addr, _dir) = setup();
+    let t = keys.token("agent", &["agents"]);
+    let mut raw = RawPg::login(addr, &t);
+    let rows = |msgs: &[(u8, Vec<u8>)]| -> Vec<Vec<Option<Vec<u8>>>> {
+        msgs.iter()
+            .filter(|(tag, _)| *tag == b'D')
+            .map(|(_, body)| values(body))
+            .collect()
+    };
+    let tags =
+        |msgs: &[(u8, Vec<u8>)]| -> String { msgs.iter().map(|(t, _)| *t as char).collect() };
+    let clear = [&b"opensesame"[..], &b"hunter22"[..]];
+    // Round trip 1: a harmless statement is described.
+    let mut out = Vec::new();
+    ext::parse(&mut out, "harmless", "SELECT id FROM customers ORDER BY id");
+    ext::describe(&mut out, b'S', "harmless");
+    ext::parse(
+        &mut out,
+        "secret",
+        "SELECT secret FROM customers ORDER BY id",
+    );
+    ext::sync(&mut out);
+    raw.send(&out);
+    assert_eq!(tags(&raw.read_until(b'Z')), "1tT1Z");
+    // Round trip 2: the protected one runs without a Describe.
+    let mut out = Vec::new();
+    ext::bind(&mut out, "", "secret", 0);
+    ext::execute(&mut out, "", 0);
+    ext::sync(&mut out);
+    raw.send(&out);
+    let got = raw.read_until(b'Z');
+    assert_eq!(
+        tags(&got),
+        "2DDCZ",
+        "the gateway's own Describe is never seen"
+    );
+    for row in rows(&got) {
+        let v = row[0].clone().unwrap();
+        assert!(
+            !clear.contains(&&v[..]) && v.iter().all(|&b| b == b'*'),
+            "{v:?}"
+        );
+    }
+    // Two portals in one round trip, the harmless one described, the
+    // protected one executed; and in binary, a row at a time.
+    let mut out = Vec::new();
+    ext::bind(&mut out, "p1", "harmless", 0);
+    ext::bind(&mut out, "p2", "secret", 1);
+    ext::describe(&mut out, b'P', "p1");
+    ext::execute(&mut out, "p2", 1);
+    ext::execute(&mut out, "p2", 1);
+    ext::sync(&mut out);
+    raw.send(&out);
+    let got = raw.read_until(b'Z');
+    assert_eq!(tags(&got), "22TDsDsZ");
+    for row in rows(&got) {
+        let v = row[0].clone().unwrap();
+        assert!(v.iter().all(|&b| b == b'*'), "{v:?}");
+    }
+    // A failing Execute: the client sees the server's error, once.
+    let mut out = Vec::new();
+    ext::execute(&mut out, "nosuchportal", 0);
+    ext::sync(&mut out);
+    raw.send(&out);
+    let got = raw.read_until(b'Z');
+    assert_eq!(tags(&got), "EZ");
+    assert!(
+        error_fields(&got[0].1).1.contains("nosuchportal"),
+        "{got:?}"
+    );
+    // COPY FROM STDIN in the extended protocol, with the Sync libpq pipelines
+    // before the data (the server ignores it during the copy).
+    let mut out = Vec::new();
+    ext::parse(&mut out, "", "COPY vault FROM STDIN");
+    ext::bind(&mut out, "", "", 0);
+    ext::execute(&mut out, "", 0);
+    ext::sync(&mut out);
+    raw.send(&out);
+    assert_eq!(tags(&raw.read_until(b'G')), "12G");
+    let mut out = Vec::new();
+    sluice_protocols::postgres::encode::message(&mut out, b'd', |b| b.extend_from_slice(b"more\n"));
+    sluice_protocols::postgres::encode::message(&mut out, b'c', |_| {});
+    ext::sync(&mut out);
+    raw.send(&out);
+    assert_eq!(tags(&raw.read_until(b'Z')), "CZ");
+    // The session carries on in step.
+    let mut out = Vec::new();
+    sluice_protocols::postgres::encode::query(&mut out, b"SELECT secret FROM vault ORDER BY 1");
+    raw.send(&out);
+    let got = raw.read_until(b'Z');
+    assert_eq!(tags(&got), "TDDCZ", "{got:?}");
+}
+
 /// The values of a DataRow body (`None`: NULL).
 fn values(row: &[u8]) -> Vec<Option<Vec<u8>>> {
     let n = i16::from_be_bytes([row[0], row[1]]) as usize;
@@ -261,24 +394,26 @@ fn column_rules_on_binary_non_text_values() {
     );
     let (a, b): (i64, i64) = (typed[0].get(1), typed[1].get(1));
     assert!(a == b && a != 77, "ref_id = hash: {a} {b}");
-    // Binary 12345 is the bytes "09": it reads as text, but has the length of
-    // a smallint, so only hiding every byte is safe (`last4` would keep both).
+    // Binary 12345 is the bytes "09": it reads as text, but every Execute
+    // carries the Describe of its own portal, so the gateway knows it is a
+    // binary smallint (`last4` on text would have kept both bytes).
     let code = c.query_typed("SELECT code FROM pay", &[]).unwrap();
     assert!(
-        code.iter().all(|r| r.get::<_, Raw>(0).0 == b"**"),
+        code.iter().all(|r| r.get::<_, Raw>(0).0 == [0, 0]),
         "code = last4"
     );
-    // A statement prepared in an earlier round trip: its rows may belong to
-    // another description, so a binary value under a rule has every byte
-    // hidden (a `last4`-style text mask would leave a binary number whole).
+    // A statement prepared in an earlier round trip gets the same exact
+    // treatment: its rows are attributed to their own portal.
     let prepared = c
         .query("SELECT badge, salary, ref_id FROM pay ORDER BY badge", &[])
         .unwrap();
     for row in &prepared {
-        for i in 0..3 {
-            let v = row.get::<_, Raw>(i).0;
-            assert!(v.iter().all(|&b| b == b'*'), "column {i}: {v:?}");
-        }
+        assert_eq!(row.get::<_, Raw>(0).0, [0u8; 8], "badge = full");
+        assert_eq!(
+            row.get::<_, Raw>(2).0,
+            typed[0].get::<_, Raw>(1).0,
+            "ref_id = hash"
+        );
     }
     // Text results of the same columns keep the text styles.
     let text = psql_with(

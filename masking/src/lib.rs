@@ -77,6 +77,12 @@ impl Profile {
         self
     }
 
+    /// Does the profile have `column` or `table.column` rules (which need
+    /// every result attributed to its exact columns)?
+    pub fn has_column_rules(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
     /// The column rule for a result column by its name alone: `column` rules,
     /// and `table.column` rules too (used when the column's table is unknown).
     pub fn column_style(&self, column: &str) -> Option<Style> {

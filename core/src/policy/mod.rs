@@ -185,7 +185,9 @@ fn judge_kind(
             // Choosing the role or the search path on a target with guardrails
             // or masking needs a rule that says so (see `CompiledPolicy::guarded`).
             let what = match kind {
-                Kind::SetRole => "choosing the session's role (SET ROLE, SET SESSION AUTHORIZATION)",
+                Kind::SetRole => {
+                    "choosing the session's role (SET ROLE, SET SESSION AUTHORIZATION)"
+                }
                 Kind::SetSearchPath => "changing search_path",
                 _ => return None,
             };

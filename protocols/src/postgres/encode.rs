@@ -176,6 +176,15 @@ pub fn parse(out: &mut Vec<u8>, name: &[u8], sql: &[u8], param_types: &[u8]) {
     });
 }
 
+/// `Describe` of a statement (`kind` `S`) or portal (`P`).
+pub fn describe(out: &mut Vec<u8>, kind: u8, name: &[u8]) {
+    message(out, b'D', |b| {
+        b.push(kind);
+        b.extend_from_slice(name);
+        b.push(0);
+    });
+}
+
 pub fn terminate(out: &mut Vec<u8>) {
     message(out, b'X', |_| {});
 }

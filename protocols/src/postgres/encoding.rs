@@ -183,8 +183,8 @@ mod tests {
     #[test]
     fn the_table_is_sorted_and_clean() {
         assert!(NAMES.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(NAMES
-            .iter()
-            .all(|(k, _)| k.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())));
+        assert!(NAMES.iter().all(|(k, _)| k
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())));
     }
 }

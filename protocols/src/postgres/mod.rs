@@ -26,6 +26,7 @@ pub mod encoding;
 pub mod frontend;
 pub mod options;
 pub mod scram;
+pub mod session;
 
 pub use backend::Backend;
 pub use frontend::{Frontend, Startup};

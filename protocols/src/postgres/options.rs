@@ -87,7 +87,10 @@ pub fn parse(options: &str) -> Result<Vec<(String, String)>, OptionsError> {
         if name.is_empty() {
             return Err(OptionsError::Missing);
         }
-        out.push((name.replace('-', "_").to_ascii_lowercase(), value.to_owned()));
+        out.push((
+            name.replace('-', "_").to_ascii_lowercase(),
+            value.to_owned(),
+        ));
     }
     Ok(out)
 }
@@ -97,7 +100,9 @@ mod tests {
     use super::*;
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]

@@ -690,8 +690,7 @@ pub fn setting(name: &[u8], value: Value<'_>) -> Statement {
         // `SET ROLE NONE` and `set_config('role', 'none', ...)` reset the role.
         !v.eq_ignore_ascii_case(b"none")
     };
-    if name.eq_ignore_ascii_case(b"role") || name.eq_ignore_ascii_case(b"session_authorization")
-    {
+    if name.eq_ignore_ascii_case(b"role") || name.eq_ignore_ascii_case(b"session_authorization") {
         if match value {
             Value::Default => false,
             Value::Text(v) => text(v) || name.eq_ignore_ascii_case(b"session_authorization"),
@@ -765,7 +764,10 @@ fn setting_name(sql: &[u8], toks: &[Token]) -> Option<(Vec<u8>, usize)> {
             _ => return None,
         }
         i += 1;
-        if toks.get(i).is_some_and(|t| t.kind == TokenKind::Punct(b'.')) {
+        if toks
+            .get(i)
+            .is_some_and(|t| t.kind == TokenKind::Punct(b'.'))
+        {
             name.push(b'.');
             i += 1;
         } else {
@@ -812,7 +814,13 @@ fn set_statement(sql: &[u8], s: &[Token], reset: bool) -> Statement {
     if w(at, "NAMES") {
         return setting(b"client_encoding", value_at(at + 1));
     }
-    for kw in ["TRANSACTION", "CHARACTERISTICS", "CONSTRAINTS", "TIME", "XML"] {
+    for kw in [
+        "TRANSACTION",
+        "CHARACTERISTICS",
+        "CONSTRAINTS",
+        "TIME",
+        "XML",
+    ] {
         if w(at, kw) {
             return plain;
         }
@@ -821,7 +829,10 @@ fn set_statement(sql: &[u8], s: &[Token], reset: bool) -> Statement {
         return unknown_setting();
     };
     let next = at + used;
-    let value = if w(next, "TO") || s.get(next).is_some_and(|t| t.kind == TokenKind::Punct(b'=')) {
+    let value = if w(next, "TO")
+        || s.get(next)
+            .is_some_and(|t| t.kind == TokenKind::Punct(b'='))
+    {
         value_at(next + 1)
     } else {
         // `SET name FROM CURRENT` (function options) or something the server
@@ -833,7 +844,10 @@ fn set_statement(sql: &[u8], s: &[Token], reset: bool) -> Statement {
 
 /// `set_config(name, value, is_local)`: `args` are the tokens after its `(`.
 fn set_config(sql: &[u8], args: &[Token]) -> Statement {
-    let comma = |i: usize| args.get(i).is_some_and(|t| t.kind == TokenKind::Punct(b','));
+    let comma = |i: usize| {
+        args.get(i)
+            .is_some_and(|t| t.kind == TokenKind::Punct(b','))
+    };
     let name = args
         .first()
         .filter(|t| t.kind == TokenKind::String && comma(1))

@@ -91,6 +91,10 @@ impl RowMasker {
         }
     }
 
+    pub fn profile(&self) -> &Profile {
+        self.masker.profile()
+    }
+
     /// Masks one complete message in place (`body` is the message body).
     pub fn message(&mut self, tag: u8, body: &mut [u8]) -> Result<(), String> {
         // A notice, parameter status or notification may come between the

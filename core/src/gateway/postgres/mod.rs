@@ -22,9 +22,9 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use sluice_config::{Config, Target};
 use sluice_protocols::postgres::encode::{self, Report};
+use sluice_protocols::postgres::encoding::Class;
 use sluice_protocols::postgres::frontend::{self, Startup};
 use sluice_protocols::postgres::{self as pg, DEFAULT_MAX_STARTUP};
-use sluice_protocols::postgres::encoding::Class;
 use sluice_protocols::sql;
 use sluice_protocols::Status;
 

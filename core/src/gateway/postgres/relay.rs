@@ -30,6 +30,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use sluice_protocols::postgres::backend::{self, Backend};
 use sluice_protocols::postgres::encode;
 use sluice_protocols::postgres::frontend::{self, Frontend};
+use sluice_protocols::postgres::session::{Route, Session};
 use sluice_protocols::postgres::{frame, Frame};
 use sluice_protocols::sql::{Kind, Statement};
 
@@ -64,6 +65,8 @@ struct ResultGroup {
 
 /// State the two pumps share; no borrow is ever held across an `.await`.
 struct Shared {
+    /// What the server owes, so every answer is attributed to its message.
+    session: RefCell<Session>,
     /// Prepared statements whose execution needs approval, as the server sees them.
     gates: RefCell<Gates>,
     /// The last write to the client ended inside a message streaming through
@@ -108,67 +111,77 @@ enum Step {
     Hold(Hold),
 }
 
-/// A write plan over the read buffer: ranges forwarded in place, plus replacement
-/// bytes held in `scratch`.
-enum Seg {
-    Buf(usize, usize),
-    Scratch(usize, usize),
-}
-
+/// A write plan over the read buffer: the buffer forwarded in place, with some
+/// ranges replaced (or bytes inserted, or messages dropped) by bytes held in
+/// `scratch`.
 struct Plan {
-    segs: Vec<Seg>,
+    /// `(start, end, bytes)`: `buf[start..end]` becomes `scratch[bytes]`; an
+    /// empty range inserts.
+    edits: Vec<(usize, usize, std::ops::Range<usize>)>,
     scratch: Vec<u8>,
-    /// Start of the read-buffer bytes not yet covered by a segment.
-    from: usize,
+    /// End of the read-buffer bytes to write.
+    end: usize,
+    /// Reused: an edited batch assembled for one write.
+    out: Vec<u8>,
 }
 
 impl Plan {
     fn new() -> Self {
         Plan {
-            segs: Vec::new(),
+            edits: Vec::new(),
             scratch: Vec::new(),
-            from: 0,
+            end: 0,
+            out: Vec::new(),
         }
     }
 
-    fn reset(&mut self) {
-        self.segs.clear();
-        self.scratch.clear();
-        self.from = 0;
+    /// Forgets the replacements, keeping insertions (the messages the gateway
+    /// adds, such as a `Describe` before an `Execute`, which the session
+    /// machine already counts on).
+    fn reset_replacements(&mut self) {
+        self.edits.retain(|(a, b, _)| a == b);
     }
 
     /// Replaces `buf[start..end]` with what `f` appends to the scratch buffer.
     fn replace(&mut self, start: usize, end: usize, f: impl FnOnce(&mut Vec<u8>)) {
-        if start > self.from {
-            self.segs.push(Seg::Buf(self.from, start));
-        }
         let s = self.scratch.len();
         f(&mut self.scratch);
-        self.segs.push(Seg::Scratch(s, self.scratch.len()));
-        self.from = end;
+        self.edits.push((start, end, s..self.scratch.len()));
     }
 
     fn finish(&mut self, end: usize) {
-        if end > self.from {
-            self.segs.push(Seg::Buf(self.from, end));
-        }
-        self.from = end;
+        self.end = end;
     }
 
+    /// Writes the plan: in place when nothing is edited, else assembled in one
+    /// buffer so an edited batch is still one write.
     async fn write<W: AsyncWriteRent>(
         &mut self,
         w: &mut W,
         buf: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        for seg in self.segs.drain(..) {
-            match seg {
-                Seg::Buf(a, b) => write_range(w, buf, a..b).await?,
-                Seg::Scratch(a, b) => write_range(w, &mut self.scratch, a..b).await?,
-            }
+        let end = std::mem::take(&mut self.end);
+        if self.edits.is_empty() {
+            return write_range(w, buf, 0..end).await;
         }
+        // In buffer order; an insertion before a replacement at the same place.
+        self.edits.sort_by_key(|(a, b, _)| (*a, *b));
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let mut from = 0;
+        for (a, b, bytes) in self.edits.drain(..) {
+            if a > from {
+                out.extend_from_slice(&buf[from..a]);
+            }
+            out.extend_from_slice(&self.scratch[bytes]);
+            from = from.max(b);
+        }
+        out.extend_from_slice(&buf[from..end]);
         self.scratch.clear();
-        self.from = 0;
-        Ok(())
+        let n = out.len();
+        let result = write_range(w, &mut out, 0..n).await;
+        self.out = out;
+        result
     }
 }
 
@@ -210,7 +223,13 @@ pub async fn run<C: Io, U: Io>(
             };
         }
     };
+    // Column rules need every result's exact columns and formats: each
+    // Execute then gets a Describe of its portal (see `session`).
+    let describe_executes = masker
+        .as_ref()
+        .is_some_and(|m| m.profile().has_column_rules());
     let shared = Shared {
+        session: RefCell::new(Session::new(describe_executes)),
         gates: RefCell::new(Gates::default()),
         mid_message: Cell::new(false),
         denials: RefCell::new(VecDeque::new()),
@@ -269,6 +288,45 @@ async fn protocol_violation<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
     linger(client).await;
 }
 
+/// The session machine cannot follow what the client sent (a message the
+/// server would swallow during COPY, too many in flight): `08P01`, then as
+/// [`protocol_violation`].
+async fn session_violation<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteRent>(
+    ctx: &Context<'_>,
+    e: sluice_protocols::postgres::session::Violation,
+    client_w: &Slot<CW>,
+    upstream: &mut W,
+    client: &mut R,
+) {
+    warn!(
+        "client_session_error",
+        target = ctx.target.name,
+        subject = ctx.identity.subject,
+        error = e
+    );
+    ctx.shard.metrics.error(ErrorKind::ClientIo);
+    fatal_to_client(
+        client_w,
+        sqlstate::PROTOCOL_VIOLATION,
+        &format!("Sluice closed the session: {e}"),
+    )
+    .await;
+    let _ = upstream.shutdown().await;
+    linger(client).await;
+}
+
+/// Why the client pump stops at a message.
+enum Refusal {
+    Malformed(sluice_protocols::postgres::Error),
+    Session(sluice_protocols::postgres::session::Violation),
+}
+
+impl From<sluice_protocols::postgres::Error> for Refusal {
+    fn from(e: sluice_protocols::postgres::Error) -> Self {
+        Refusal::Malformed(e)
+    }
+}
+
 async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteRent>(
     ctx: &Context<'_>,
     shared: &Shared,
@@ -304,6 +362,11 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
             let avail = buf.len() - pos;
             if f.len > avail {
                 if f.tag == b'd' && f.len > STREAM_THRESHOLD {
+                    let copy = Frontend::CopyData(&[]);
+                    if let Err(e) = shared.session.borrow_mut().handle_frontend(&copy) {
+                        return session_violation(ctx, e, client_w, &mut upstream, &mut client)
+                            .await;
+                    }
                     passthrough = f.len - avail;
                     pos = buf.len();
                 }
@@ -325,8 +388,11 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                     held = Some(h);
                     break;
                 }
-                Err(e) => {
+                Err(Refusal::Malformed(e)) => {
                     return protocol_violation(ctx, e, client_w, &mut upstream, &mut client).await
+                }
+                Err(Refusal::Session(e)) => {
+                    return session_violation(ctx, e, client_w, &mut upstream, &mut client).await
                 }
             }
             if f.tag == b'X' {
@@ -430,7 +496,7 @@ fn judge_message(
     plan: &mut Plan,
     cmds: &mut Vec<Cmd>,
     mut settled: Option<Resolution>,
-) -> Result<Step, sluice_protocols::postgres::Error> {
+) -> Result<Step, Refusal> {
     let body = pos + 5..pos + f.len;
     let msg = frontend::parse(f.tag, &buf[body.clone()])?;
     let text_of = |s: &[u8]| {
@@ -558,8 +624,8 @@ fn judge_message(
             (None, false)
         }
         Frontend::Password(_) => {
-            return Err(sluice_protocols::postgres::Error::Malformed(
-                "unexpected password",
+            return Err(Refusal::Malformed(
+                sluice_protocols::postgres::Error::Malformed("unexpected password"),
             ))
         }
         _ => (None, false),
@@ -638,6 +704,16 @@ fn judge_message(
             names.insert(name.to_vec(), id);
         }
         cmds.push(cmd);
+    }
+    // The message goes upstream now: the session machine counts what the
+    // server will owe for it.
+    let fwd = shared
+        .session
+        .borrow_mut()
+        .handle_frontend(&msg)
+        .map_err(Refusal::Session)?;
+    if let (true, Frontend::Execute { portal, .. }) = (fwd.describe_portal, &msg) {
+        plan.replace(pos, pos, |out| encode::describe(out, b'P', portal));
     }
     if sync_point {
         shared.syncs_sent.set(seq);
@@ -827,7 +903,7 @@ async fn record_commands(
     );
     ctx.shard.metrics.error(ErrorKind::Audit);
     // Rebuild the plan: every command of the batch becomes a placeholder.
-    plan.reset();
+    plan.reset_replacements();
     for c in cmds.iter_mut() {
         let marker = match c.marker {
             Some(m) => m,
@@ -872,7 +948,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
-                    broken = Some(e.to_string());
+                    broken = Some((sqlstate::PROTOCOL_VIOLATION, e.to_string()));
                     break;
                 }
             };
@@ -881,15 +957,22 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             // What must be held whole is bounded by `max_message`, like client
             // messages: a huge error text or a masked row cannot exhaust memory.
             if !streamable && f.len > ctx.config.gateway.max_message {
-                broken = Some(format!(
-                    "upstream message of {} bytes exceeds max_message ({})",
-                    f.len, ctx.config.gateway.max_message
+                broken = Some((
+                    sqlstate::PROGRAM_LIMIT,
+                    format!(
+                        "upstream message of {} bytes exceeds max_message ({})",
+                        f.len, ctx.config.gateway.max_message
+                    ),
                 ));
                 break;
             }
             if f.len > avail {
                 // With masking on, every value is inspected whole: nothing streams.
                 if streamable && f.len > STREAM_THRESHOLD {
+                    if let Err(e) = shared.session.borrow_mut().handle_backend(f.tag) {
+                        broken = Some((sqlstate::PROTOCOL_VIOLATION, e.to_string()));
+                        break;
+                    }
                     passthrough = f.len - avail;
                     result.bytes += avail as u64;
                     if f.tag == b'D' {
@@ -909,7 +992,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
                 &mut result,
                 masker.as_mut(),
             ) {
-                broken = Some(e);
+                broken = Some((sqlstate::PROTOCOL_VIOLATION, e));
                 break;
             }
             pos += f.len;
@@ -926,7 +1009,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             break;
         }
         shared.bytes_out.set(shared.bytes_out.get() + pos as u64);
-        if let Some(e) = broken {
+        if let Some((code, e)) = broken {
             warn!(
                 "upstream_protocol_error",
                 target = ctx.target.name,
@@ -935,12 +1018,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             ctx.shard.metrics.error(ErrorKind::UpstreamIo);
             // Tell the client why its session ends (the upstream's own bytes are
             // not passed on).
-            fatal_to_client(
-                client_w,
-                sqlstate::PROGRAM_LIMIT,
-                &format!("Sluice closed the session: {e}"),
-            )
-            .await;
+            fatal_to_client(client_w, code, &format!("Sluice closed the session: {e}")).await;
             break;
         }
         buf.drain(..pos);
@@ -983,6 +1061,16 @@ fn inspect_backend(
     result: &mut Outcome,
     masker: Option<&mut super::masking::RowMasker>,
 ) -> Result<(), String> {
+    // Which message this answers; an answer to a message the gateway added
+    // is read here (a RowDescription still sets the masking plan) and dropped.
+    let route = shared
+        .session
+        .borrow_mut()
+        .handle_backend(f.tag)
+        .map_err(|e| e.to_string())?;
+    if route == Route::Gateway {
+        plan.replace(pos, pos + f.len, |_| {});
+    }
     // Denial markers are matched before masking rewrites any text.
     // Only a marker the gateway itself planted counts (a client can put the
     // prefix in any error text to dodge masking otherwise).

@@ -1,0 +1,372 @@
+//! What the server owes the client: a sans-IO model of a PostgreSQL session's
+//! message flow, so every answer is attributed to the message it answers.
+//!
+//! The driver tells the machine about each client message it forwards
+//! ([`Session::handle_frontend`]) and each server message it receives
+//! ([`Session::handle_backend`]); nothing here does I/O or reads a clock. The
+//! machine keeps the queue of answers the server still owes, in order (the
+//! server answers strictly in order), and knows the protocol's rules for it:
+//!
+//! - `Parse`, `Bind`, `Close` are owed `ParseComplete`, `BindComplete`,
+//!   `CloseComplete`; `Describe` of a statement `ParameterDescription` then
+//!   `RowDescription`/`NoData`, of a portal `RowDescription`/`NoData`;
+//!   `Execute` rows then `CommandComplete`/`EmptyQueryResponse`/
+//!   `PortalSuspended` (or a COPY); `Sync`, `Query` and `FunctionCall` end with
+//!   `ReadyForQuery`. `Flush` is owed nothing.
+//! - An `ErrorResponse` to an extended-protocol message makes the server skip
+//!   every message up to the next `Sync` (also those not sent yet).
+//! - COPY FROM STDIN: once the server is in copy-in, it ignores `Sync` and
+//!   `Flush` until the client's `CopyDone`/`CopyFail`; outside a copy it ignores
+//!   `CopyData`/`CopyDone`/`CopyFail`. Any other client message during copy-in
+//!   would be swallowed by the server as an error: the machine refuses it.
+//!
+//! When asked to (`describe_executes`), the machine makes every `Execute` carry
+//! its own result shape: it tells the driver to send a `Describe` of the portal
+//! right before it, and routes that answer to the gateway instead of the client.
+//! Rows are then always preceded by the `RowDescription` of the very portal that
+//! produced them, with the result formats its `Bind` asked for, however the
+//! client interleaves statements, portals and round trips. That is what column
+//! masking rules need.
+//!
+//! Anything the server sends that the queue does not allow is a [`Violation`]:
+//! the driver ends the session (fail closed) rather than guess.
+//!
+//! ```
+//! use sluice_protocols::postgres::session::{Session, Route};
+//! use sluice_protocols::postgres::Frontend;
+//! let mut s = Session::new(true);
+//! s.handle_frontend(&Frontend::Bind { portal: b"", statement: b"s1", rest: b"" }).unwrap();
+//! let e = s.handle_frontend(&Frontend::Execute { portal: b"", max_rows: 0 }).unwrap();
+//! assert!(e.describe_portal, "a Describe goes before the Execute");
+//! s.handle_frontend(&Frontend::Sync).unwrap();
+//! assert_eq!(s.handle_backend(b'2').unwrap(), Route::Client);
+//! assert_eq!(s.handle_backend(b'T').unwrap(), Route::Gateway); // the injected answer
+//! assert_eq!(s.handle_backend(b'D').unwrap(), Route::Client);
+//! assert_eq!(s.handle_backend(b'C').unwrap(), Route::Client);
+//! assert_eq!(s.handle_backend(b'Z').unwrap(), Route::Client);
+//! assert!(s.idle());
+//! ```
+
+use std::collections::VecDeque;
+
+use super::Frontend;
+
+/// Most forwarded messages awaiting the server's answers.
+pub const MAX_IN_FLIGHT: usize = 65_536;
+
+/// What one forwarded client message is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Parse,
+    Bind,
+    Close,
+    /// `ParameterDescription` (then `described` is set), then a row shape.
+    DescribeStatement {
+        described: bool,
+    },
+    /// A row shape; `injected`: the gateway's own Describe, answered to it.
+    DescribePortal {
+        injected: bool,
+    },
+    Execute,
+    /// A simple query: any results, then `ReadyForQuery`.
+    Query,
+    FunctionCall,
+    Sync,
+    /// Client COPY messages: owed nothing, but they say where a copy-in ends.
+    CopyData,
+    CopyEnd,
+}
+
+impl Owed {
+    fn is_copy(self) -> bool {
+        matches!(self, Owed::CopyData | Owed::CopyEnd)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    None,
+    /// The server reads COPY data from the client.
+    In,
+    /// The server sends COPY data.
+    Out,
+}
+
+/// Where a server message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Client,
+    /// The answer to a message the gateway added: it is the gateway's to read
+    /// (a `RowDescription` still goes through the masking hook), never the
+    /// client's.
+    Gateway,
+}
+
+/// What the driver must do with a client message it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// Send a `Describe` of the `Execute`'s portal right before it.
+    pub describe_portal: bool,
+}
+
+/// The session cannot be followed: the driver must end it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("the server sent {0:?} when it owed {1}")]
+    Unexpected(char, &'static str),
+    #[error("too many client messages awaiting the server's answer")]
+    TooMany,
+    #[error("a {0:?} message during COPY FROM STDIN would be swallowed by the server")]
+    DuringCopy(char),
+    #[error("a password message after login")]
+    Password,
+}
+
+/// The session's message flow, as seen by a gateway between client and server.
+#[derive(Debug)]
+pub struct Session {
+    queue: VecDeque<Owed>,
+    describe_executes: bool,
+    copy: Copy,
+    /// The server is (or will be) in copy-in and the client has not ended it
+    /// yet: its `Sync`/`Flush` are ignored by the server.
+    copy_in_open: bool,
+    /// After an error, the server discards client messages up to a `Sync` the
+    /// client has not sent yet.
+    skipping: bool,
+}
+
+impl Session {
+    /// `describe_executes`: give every `Execute` its own `Describe`.
+    pub fn new(describe_executes: bool) -> Session {
+        Session {
+            queue: VecDeque::new(),
+            describe_executes,
+            copy: Copy::None,
+            copy_in_open: false,
+            skipping: false,
+        }
+    }
+
+    /// Nothing is owed: every forwarded message has been answered.
+    pub fn idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// A client message is about to be forwarded.
+    pub fn handle_frontend(&mut self, msg: &Frontend<'_>) -> Result<Forward, Violation> {
+        let mut fwd = Forward {
+            describe_portal: false,
+        };
+        if self.queue.len() >= MAX_IN_FLIGHT {
+            return Err(Violation::TooMany);
+        }
+        let owed = match msg {
+            Frontend::CopyData(_) => Owed::CopyData,
+            Frontend::CopyDone | Frontend::CopyFail(_) => {
+                self.copy_in_open = false;
+                Owed::CopyEnd
+            }
+            // Ignored by the server during copy-in.
+            Frontend::Sync | Frontend::Flush if self.copy_in_open => return Ok(fwd),
+            Frontend::Flush | Frontend::Terminate => return Ok(fwd),
+            Frontend::Password(_) => return Err(Violation::Password),
+            other if self.copy_in_open => return Err(Violation::DuringCopy(tag_of(other))),
+            Frontend::Sync => {
+                self.skipping = false;
+                Owed::Sync
+            }
+            // Discarded by the server until the client's Sync.
+            _ if self.skipping => return Ok(fwd),
+            Frontend::Parse { .. } => Owed::Parse,
+            Frontend::Bind { .. } => Owed::Bind,
+            Frontend::Close { .. } => Owed::Close,
+            Frontend::Describe { kind: b'S', .. } => Owed::DescribeStatement { described: false },
+            Frontend::Describe { .. } => Owed::DescribePortal { injected: false },
+            Frontend::Execute { .. } => {
+                if self.describe_executes {
+                    self.queue
+                        .push_back(Owed::DescribePortal { injected: true });
+                    fwd.describe_portal = true;
+                }
+                Owed::Execute
+            }
+            Frontend::Query(_) => Owed::Query,
+            Frontend::FunctionCall { .. } => Owed::FunctionCall,
+        };
+        self.queue.push_back(owed);
+        self.settle();
+        Ok(fwd)
+    }
+
+    /// A server message with this tag arrived; where it goes.
+    pub fn handle_backend(&mut self, tag: u8) -> Result<Route, Violation> {
+        // Asynchronous messages may come at any time.
+        if matches!(tag, b'S' | b'N' | b'A') {
+            return Ok(Route::Client);
+        }
+        self.settle();
+        let head = self.queue.front().copied();
+        let unexpected = |owed: &'static str| Err(Violation::Unexpected(tag as char, owed));
+        if self.copy == Copy::Out && matches!(tag, b'd' | b'c') {
+            return Ok(Route::Client);
+        }
+        let Some(head) = head else {
+            // An error or notice with nothing owed: the server reporting on
+            // the session itself (terminated by an administrator, idle
+            // timeout); it closes the connection after a FATAL.
+            return match tag {
+                b'E' => Ok(Route::Client),
+                _ => unexpected("nothing"),
+            };
+        };
+        let mut route = Route::Client;
+        match (tag, head) {
+            (b'1', Owed::Parse) | (b'2', Owed::Bind) | (b'3', Owed::Close) => self.pop(),
+            (b't', Owed::DescribeStatement { described: false }) => {
+                self.queue[0] = Owed::DescribeStatement { described: true };
+            }
+            (b'T' | b'n', Owed::DescribeStatement { described: true }) => self.pop(),
+            (b'T' | b'n', Owed::DescribePortal { injected }) => {
+                if injected {
+                    route = Route::Gateway;
+                }
+                self.pop();
+            }
+            (b'T', Owed::Query) => {}
+            (b'D', Owed::Execute | Owed::Query) if self.copy == Copy::None => {}
+            (b'C', Owed::Execute) => {
+                self.end_copy();
+                self.pop();
+            }
+            (b'I' | b's', Owed::Execute) if self.copy == Copy::None => self.pop(),
+            (b'C', Owed::Query) => self.end_copy(),
+            (b'I', Owed::Query) if self.copy == Copy::None => {}
+            (b'G', Owed::Execute | Owed::Query) if self.copy == Copy::None => self.copy_in()?,
+            (b'H', Owed::Execute | Owed::Query) if self.copy == Copy::None => self.copy = Copy::Out,
+            (b'V', Owed::FunctionCall) => {}
+            (b'Z', Owed::Sync | Owed::Query | Owed::FunctionCall) => {
+                self.copy = Copy::None;
+                self.pop();
+            }
+            (b'E', _) => self.error(head),
+            (_, owed) => return unexpected(describe(owed)),
+        }
+        self.settle();
+        Ok(route)
+    }
+
+    fn pop(&mut self) {
+        self.queue.pop_front();
+    }
+
+    /// `CommandComplete`: a copy-in ended with the client's stream consumed.
+    fn end_copy(&mut self) {
+        if self.copy == Copy::In {
+            self.drop_copy_stream();
+        }
+        self.copy = Copy::None;
+    }
+
+    /// Client COPY messages at the head are owed nothing unless a copy-in is
+    /// reading them.
+    fn settle(&mut self) {
+        if self.copy != Copy::In {
+            while self.queue.front().is_some_and(|o| o.is_copy()) {
+                self.queue.pop_front();
+            }
+        }
+    }
+
+    /// `CopyInResponse`: the server reads COPY data; until the client's end
+    /// of it, its `Sync`s (already forwarded or not) are ignored.
+    fn copy_in(&mut self) -> Result<(), Violation> {
+        self.copy = Copy::In;
+        let mut i = 1;
+        while i < self.queue.len() {
+            match self.queue[i] {
+                Owed::CopyData => i += 1,
+                Owed::CopyEnd => return Ok(()),
+                Owed::Sync => {
+                    self.queue.remove(i);
+                }
+                // The server would take it as a broken copy and swallow it.
+                _ => return Err(Violation::DuringCopy('?')),
+            }
+        }
+        self.copy_in_open = true;
+        Ok(())
+    }
+
+    /// `ErrorResponse` while `head` is owed.
+    fn error(&mut self, head: Owed) {
+        let copy_in = self.copy == Copy::In;
+        self.copy = Copy::None;
+        match head {
+            // A simple query, a function call, a failing commit at Sync: the
+            // ReadyForQuery still follows.
+            Owed::Query | Owed::FunctionCall | Owed::Sync => {
+                if copy_in {
+                    // The client's copy stream is discarded by the server.
+                    self.drop_copy_stream();
+                }
+            }
+            _ => {
+                // Extended protocol: everything up to the next Sync is skipped,
+                // the rest of a copy stream included.
+                while self.queue.front().is_some_and(|o| *o != Owed::Sync) {
+                    self.queue.pop_front();
+                }
+                if self.queue.is_empty() {
+                    self.skipping = true;
+                    self.copy_in_open = false;
+                }
+            }
+        }
+    }
+
+    /// Removes the copy stream behind the head (the server drops it).
+    fn drop_copy_stream(&mut self) {
+        while self.queue.get(1).is_some_and(|o| o.is_copy()) {
+            let end = self.queue.remove(1) == Some(Owed::CopyEnd);
+            if end {
+                return;
+            }
+        }
+        self.copy_in_open = false;
+    }
+}
+
+fn tag_of(msg: &Frontend<'_>) -> char {
+    match msg {
+        Frontend::Query(_) => 'Q',
+        Frontend::Parse { .. } => 'P',
+        Frontend::Bind { .. } => 'B',
+        Frontend::Describe { .. } => 'D',
+        Frontend::Execute { .. } => 'E',
+        Frontend::Close { .. } => 'C',
+        Frontend::FunctionCall { .. } => 'F',
+        _ => '?',
+    }
+}
+
+fn describe(owed: Owed) -> &'static str {
+    match owed {
+        Owed::Parse => "ParseComplete",
+        Owed::Bind => "BindComplete",
+        Owed::Close => "CloseComplete",
+        Owed::DescribeStatement { described: false } => "ParameterDescription",
+        Owed::DescribeStatement { described: true } | Owed::DescribePortal { .. } => {
+            "RowDescription or NoData"
+        }
+        Owed::Execute => "the results of an Execute",
+        Owed::Query => "the results of a Query",
+        Owed::FunctionCall => "FunctionCallResponse",
+        Owed::Sync => "ReadyForQuery",
+        Owed::CopyData | Owed::CopyEnd => "nothing",
+    }
+}
+
+#[cfg(test)]
+mod tests;
