@@ -47,6 +47,7 @@ pub const STATEMENT_KINDS: &[&str] = &[
     "delete",
     "merge",
     "copy",
+    "program",
     "create",
     "alter",
     "drop",

@@ -40,7 +40,33 @@ fn every_example_config_checks_ok() {
         assert_eq!(code, 0, "{}: {out}{err}", path.display());
         assert!(out.contains(": ok"), "{out}");
         assert!(out.contains("target "), "{out}");
+        assert!(!err.contains("warning"), "the examples are secure: {err}");
     }
+}
+
+#[test]
+fn check_warns_when_guardrails_leave_opaque_code_or_program_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    let config = |rules: &str| {
+        format!("[identity]\nissuer = \"x\"\naudience = \"y\"\njwks = \"file:j\"\n[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:1\"\nupstream = \"h:1\"\naccess = [\"a\"]\nguardrails = \"g\"\n[guardrails.g]\nrules = [{rules}]\n")
+    };
+    std::fs::write(&path, config(r#"{ kinds = ["drop"], action = "deny" }, { kinds = ["program"], groups = ["a"], action = "allow" }"#)).unwrap();
+    let (code, _, err) = sluice(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: target `t`: its guardrails allow code Sluice cannot see"),
+        "{err}"
+    );
+    assert!(err.contains("a rule allows COPY ... PROGRAM"), "{err}");
+    std::fs::write(
+        &path,
+        config(r#"{ kinds = ["opaque"], action = "approve", approvers = ["b"] }"#),
+    )
+    .unwrap();
+    let (code, _, err) = sluice(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
 }
 
 #[test]

@@ -40,6 +40,14 @@ fn oracle(sql: &str) -> Option<Vec<Oracle>> {
                 NodeRef::UpdateStmt(_) => nested.push(Kind::Update),
                 NodeRef::DeleteStmt(_) => nested.push(Kind::Delete),
                 NodeRef::MergeStmt(_) => nested.push(Kind::Merge),
+                // A MERGE is the kinds of its actions (CmdType 3 update,
+                // 4 insert, 5 delete).
+                NodeRef::MergeWhenClause(c) => match c.command_type {
+                    3 => nested.push(Kind::Update),
+                    4 => nested.push(Kind::Insert),
+                    5 => nested.push(Kind::Delete),
+                    _ => {}
+                },
                 NodeRef::SelectStmt(s) if s.into_clause.is_some() => writes = true,
                 _ => {}
             }

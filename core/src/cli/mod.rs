@@ -159,6 +159,48 @@ fn token(cmd: TokenCommand) -> i32 {
     }
 }
 
+/// Rules that leave a PostgreSQL target open to what its guardrails probably
+/// mean to stop: code Sluice cannot see, and commands on the database server.
+fn policy_warnings(c: &sluice_config::Config) -> Vec<String> {
+    use sluice_config::policy::{kind_index, CompiledPolicy, Decision, GroupSet, Statement};
+    let Ok(policy) = CompiledPolicy::compile(c) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in &c.targets {
+        if t.protocol != sluice_config::Protocol::Postgres || t.guardrails.is_none() {
+            continue;
+        }
+        let Some(i) = policy.target_index(&t.name) else {
+            continue;
+        };
+        let (Some(other), Some(program)) = (kind_index("other"), kind_index("program")) else {
+            continue;
+        };
+        let opaque = Statement {
+            kind: other,
+            unbounded: false,
+            opaque: true,
+        };
+        if policy.decide(i, opaque, GroupSet::default()) == Decision::Allow {
+            out.push(format!(
+                "target `{}`: its guardrails allow code Sluice cannot see (DO, CALL, EXECUTE, \
+                 dblink, pg_read_file, CREATE FUNCTION, ...): add kinds = [\"opaque\"] with \
+                 action = \"deny\" or \"approve\"",
+                t.name
+            ));
+        }
+        if policy.explicitly_allows(i, program, GroupSet(u128::MAX)) {
+            out.push(format!(
+                "target `{}`: a rule allows COPY ... PROGRAM, which runs commands on the \
+                 database server",
+                t.name
+            ));
+        }
+    }
+    out
+}
+
 fn check(path: PathBuf) -> i32 {
     let loaded = crate::runtime::load_config(&path).and_then(|c| {
         // What the gateway would refuse at start-up beyond the file's own rules.
@@ -210,6 +252,9 @@ fn check(path: PathBuf) -> i32 {
                     m.detectors.len(),
                     m.columns.len()
                 );
+            }
+            for w in policy_warnings(&c) {
+                eprintln!("{}: warning: {w}", path.display());
             }
             0
         }

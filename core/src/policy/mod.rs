@@ -116,8 +116,7 @@ pub fn function_call(oid: u32) -> Statement {
         ..Default::default()
     };
     if oid == SET_CONFIG_OID {
-        flags.sets_role = true;
-        flags.sets_search_path = true;
+        flags.kinds = Kind::SetRole.bit() | Kind::SetSearchPath.bit();
         flags.encoding = Some(sluice_protocols::postgres::encoding::Class::Unsafe);
     }
     Statement {
@@ -146,14 +145,10 @@ fn decide(
     // A deny anywhere in the message wins over an approval elsewhere in it.
     let mut approve: Option<Verdict> = None;
     for st in statements {
-        // A statement is judged as its own kind and, where it also sets the
-        // role or the search path (`SELECT set_config('role', ...)`), as that.
-        let also = [
-            (st.flags.sets_role && st.kind != Kind::SetRole).then_some(Kind::SetRole),
-            (st.flags.sets_search_path && st.kind != Kind::SetSearchPath)
-                .then_some(Kind::SetSearchPath),
-        ];
-        for kind in std::iter::once(st.kind).chain(also.into_iter().flatten()) {
+        // A statement is judged as every kind it does: its own and those
+        // inside it (`WITH d AS (DELETE ...) INSERT`, `MERGE ... THEN DELETE`,
+        // `SELECT set_config('role', ...)`).
+        for kind in st.kinds() {
             if let Some(deny) = judge_kind(&policy, t, name, groups, st, kind, &mut approve) {
                 return deny;
             }
@@ -184,14 +179,18 @@ fn judge_kind(
         Decision::Allow => {
             // Choosing the role or the search path on a target with guardrails
             // or masking needs a rule that says so (see `CompiledPolicy::guarded`).
-            let what = match kind {
-                Kind::SetRole => {
-                    "choosing the session's role (SET ROLE, SET SESSION AUTHORIZATION)"
-                }
-                Kind::SetSearchPath => "changing search_path",
+            // `COPY ... PROGRAM` runs a command on the database server: only
+            // where a rule says so, on any target.
+            let (what, guarded) = match kind {
+                Kind::SetRole => (
+                    "choosing the session's role (SET ROLE, SET SESSION AUTHORIZATION)",
+                    policy.guarded(t),
+                ),
+                Kind::SetSearchPath => ("changing search_path", policy.guarded(t)),
+                Kind::Program => ("COPY ... PROGRAM (a command on the database server)", true),
                 _ => return None,
             };
-            if policy.guarded(t) && !policy.explicitly_allows(t, index, groups) {
+            if guarded && !policy.explicitly_allows(t, index, groups) {
                 return Some(Verdict::Deny {
                     message: format!("{what} is not allowed on target `{name}`").into(),
                     detail: format!(
@@ -207,7 +206,7 @@ fn judge_kind(
             message,
             detail: format!(
                 "{} statement refused by guardrail rule {}",
-                kind.as_str(),
+                st.kind.as_str(),
                 rule + 1
             ),
             rule: Some(rule),

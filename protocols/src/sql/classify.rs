@@ -22,6 +22,8 @@ pub enum Kind {
     Delete,
     Merge,
     Copy,
+    /// `COPY ... TO PROGRAM` / `FROM PROGRAM`: runs an operating-system command.
+    Program,
     Create,
     Alter,
     Drop,
@@ -51,13 +53,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 30] = [
+    pub const ALL: [Kind; 31] = [
         Kind::Select,
         Kind::Insert,
         Kind::Update,
         Kind::Delete,
         Kind::Merge,
         Kind::Copy,
+        Kind::Program,
         Kind::Create,
         Kind::Alter,
         Kind::Drop,
@@ -92,6 +95,7 @@ impl Kind {
             Kind::Delete => "delete",
             Kind::Merge => "merge",
             Kind::Copy => "copy",
+            Kind::Program => "program",
             Kind::Create => "create",
             Kind::Alter => "alter",
             Kind::Drop => "drop",
@@ -135,7 +139,13 @@ impl Kind {
             Kind::Execute | Kind::Call | Kind::Do => 10,
             Kind::Truncate => 11,
             Kind::Drop => 12,
+            Kind::Program => 13,
         }
+    }
+
+    /// This kind's bit in [`Flags::kinds`].
+    pub const fn bit(self) -> u64 {
+        1 << self as u8
     }
 }
 
@@ -151,13 +161,12 @@ pub struct Flags {
     pub writes: bool,
     /// Contains code the gateway cannot see into.
     pub opaque: bool,
-    /// Chooses the role the session runs as (`SET ROLE x`, `SET SESSION
-    /// AUTHORIZATION x`, `set_config('role', ...)`); returning to the login role
-    /// (`RESET ROLE`, `SET ROLE NONE`, `... DEFAULT`) does not count.
-    pub sets_role: bool,
-    /// Chooses where unqualified names resolve (`SET search_path`, `SET SCHEMA`,
-    /// `set_config('search_path', ...)`); a reset to the default does not count.
-    pub sets_search_path: bool,
+    /// Every kind of (sub)statement found inside, as [`Kind::bit`]s: `WITH d AS
+    /// (DELETE ...) INSERT ...` is an insert that also deletes, `MERGE ... THEN
+    /// DELETE` a delete, `SELECT set_config('role', ...)` also sets the role
+    /// (choosing a role or a search path counts; returning to the login's
+    /// defaults does not). Policy judges the statement as each of them.
+    pub kinds: u64,
     /// Sets the client encoding to an encoding of this class; `Unsafe` also when
     /// the new encoding cannot be read from the text.
     pub encoding: Option<Class>,
@@ -168,8 +177,22 @@ pub struct Flags {
 /// One classified statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Statement {
+    /// The most dangerous kind found anywhere in it.
     pub kind: Kind,
     pub flags: Flags,
+}
+
+impl Statement {
+    /// Every kind the statement is judged as: its own and those inside.
+    pub fn kinds(&self) -> impl Iterator<Item = Kind> {
+        let bits = self.flags.kinds | self.kind.bit();
+        Kind::ALL.into_iter().filter(move |k| bits & k.bit() != 0)
+    }
+
+    /// Does it do `kind` anywhere?
+    pub fn has(&self, kind: Kind) -> bool {
+        (self.flags.kinds | self.kind.bit()) & kind.bit() != 0
+    }
 }
 
 /// Functions that run SQL the gateway cannot see, write, or change session state.
@@ -212,6 +235,27 @@ const OPAQUE_FUNCTIONS: &[&str] = &[
     "load_file",
     "sleep",
     "benchmark",
+];
+
+/// Families of server functions that reach outside the statement: other
+/// databases (`dblink*`), the server's files (`pg_read_*`, `pg_ls_*`,
+/// `pg_file_*`, `pg_stat_file`, large-object import/export), replication and
+/// WAL control.
+const OPAQUE_PREFIXES: &[&str] = &[
+    "dblink",
+    "pg_read_",
+    "pg_ls_",
+    "pg_file_",
+    "pg_stat_file",
+    "lo_",
+    "pg_create_",
+    "pg_drop_replication_slot",
+    "pg_replication_",
+    "pg_logical_",
+    "pg_copy_",
+    "pg_import_system_collations",
+    "pg_log_backend_memory_contexts",
+    "pg_wal_replay_",
 ];
 
 /// Reusable scratch space, so classifying allocates nothing once warm.
@@ -331,9 +375,13 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
             } else {
                 raw
             };
+            let starts = |p: &str| {
+                name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            };
             if OPAQUE_FUNCTIONS
                 .iter()
                 .any(|f| f.len() == name.len() && name.eq_ignore_ascii_case(f.as_bytes()))
+                || (dialect == Dialect::Postgres && OPAQUE_PREFIXES.iter().any(|p| starts(p)))
             {
                 st.flags.opaque = true;
                 st.flags.writes = true;
@@ -359,8 +407,7 @@ fn merge(st: &mut Statement, sub: Statement, top: bool) {
     st.flags.unbounded |= sub.flags.unbounded;
     st.flags.writes |= sub.flags.writes;
     st.flags.opaque |= sub.flags.opaque;
-    st.flags.sets_role |= sub.flags.sets_role;
-    st.flags.sets_search_path |= sub.flags.sets_search_path;
+    st.flags.kinds |= sub.flags.kinds | sub.kind.bit();
     st.flags.encoding = st.flags.encoding.max(sub.flags.encoding);
     st.flags.prepares |= sub.flags.prepares;
 }
@@ -457,6 +504,16 @@ fn sub_statement(
                     ] {
                         if w.eq_ignore_ascii_case(kw.as_bytes()) && !is_after_for(sql, s, j) {
                             kind = k;
+                            if k == Kind::Merge {
+                                // Its actions are its own (bounded by ON).
+                                let (action, kinds) = merge_actions(sql, &s[j..]);
+                                flags.kinds |= kinds;
+                                flags.writes = true;
+                                return Some(Statement {
+                                    kind: action,
+                                    flags,
+                                });
+                            }
                             flags.writes = true;
                             if matches!(k, Kind::Update | Kind::Delete) && !has_where(sql, &s[j..])
                             {
@@ -488,15 +545,23 @@ fn sub_statement(
         Kind::Delete
     } else if up("MERGE") {
         flags.writes = true;
-        Kind::Merge
+        let (kind, kinds) = merge_actions(sql, s);
+        flags.kinds |= kinds;
+        kind
     } else if !top {
         // Inside parentheses only queries and DML start statements.
         return None;
     } else if up("COPY") {
         let from = any_word(sql, s, "FROM");
         flags.writes = from;
-        flags.opaque = any_word(sql, s, "PROGRAM");
-        Kind::Copy
+        if any_word(sql, s, "PROGRAM") {
+            // An operating-system command on the database server.
+            flags.opaque = true;
+            flags.writes = true;
+            Kind::Program
+        } else {
+            Kind::Copy
+        }
     } else if up("CREATE") {
         flags.writes = true;
         if any_word(sql, s, "FUNCTION")
@@ -504,7 +569,10 @@ fn sub_statement(
             || any_word(sql, s, "TRIGGER")
             || any_word(sql, s, "RULE")
         {
-            // The body is code; creating it is a create, running it is opaque.
+            // Code that will run later, out of the gateway's sight (a call,
+            // a trigger, a rewrite): creating it counts as opaque, so a rule
+            // that holds or denies opaque code holds its creation too.
+            flags.opaque = true;
         }
         Kind::Create
     } else if up("ALTER") {
@@ -648,7 +716,6 @@ fn sub_statement(
         flags.writes = true;
         Kind::Alter
     } else if up("USE") && dialect == Dialect::Mysql {
-        flags.sets_search_path = true;
         Kind::SetSearchPath
     } else if up("LOAD") || up("HANDLER") {
         flags.opaque = true;
@@ -697,12 +764,10 @@ pub fn setting(name: &[u8], value: Value<'_>) -> Statement {
             Value::Unknown => true,
         } {
             st.kind = Kind::SetRole;
-            st.flags.sets_role = true;
         }
     } else if name.eq_ignore_ascii_case(b"search_path") {
         if value != Value::Default {
             st.kind = Kind::SetSearchPath;
-            st.flags.sets_search_path = true;
         }
     } else if name.eq_ignore_ascii_case(b"client_encoding") {
         st.flags.encoding = match value {
@@ -721,8 +786,7 @@ fn unknown_setting() -> Statement {
         kind: Kind::SetRole,
         flags: Flags {
             opaque: true,
-            sets_role: true,
-            sets_search_path: true,
+            kinds: Kind::SetSearchPath.bit(),
             encoding: Some(Class::Unsafe),
             ..Flags::default()
         },
@@ -862,6 +926,37 @@ fn set_config(sql: &[u8], args: &[Token]) -> Statement {
         _ => Value::Unknown,
     };
     setting(name, value)
+}
+
+/// A `MERGE` is the kinds of its actions (`WHEN ... THEN UPDATE`, `DELETE`,
+/// `INSERT`), the most dangerous first; `merge` only when it does nothing.
+/// The actions are bounded by the `ON` join, like a `WHERE`.
+fn merge_actions(sql: &[u8], s: &[Token]) -> (Kind, u64) {
+    let mut kind = Kind::Merge;
+    let mut kinds = 0;
+    let mut depth = 0;
+    for (j, t) in s.iter().enumerate() {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth -= 1,
+            _ if depth == 0 && j > 0 && is(sql, &s[j - 1], "THEN") => {
+                for (kw, k) in [
+                    ("INSERT", Kind::Insert),
+                    ("UPDATE", Kind::Update),
+                    ("DELETE", Kind::Delete),
+                ] {
+                    if is(sql, t, kw) {
+                        kinds |= k.bit();
+                        if kind == Kind::Merge || k.danger() > kind.danger() {
+                            kind = k;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (kind, kinds)
 }
 
 /// `SELECT ... FOR UPDATE` names UPDATE without being one.

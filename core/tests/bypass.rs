@@ -1,0 +1,189 @@
+//! The walk-arounds a review found against PostgreSQL guardrails, each tried
+//! through the real gateway (psql and raw protocol) against a real server, and
+//! the harmless look-alikes that must keep working.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use sluice_protocols::postgres::encode;
+use support::pg::*;
+use support::*;
+
+/// Like `config/examples/postgres.toml`, with approvals in `nowait` mode.
+const RULES: &str = r#"
+[guardrails.prod]
+rules = [
+  { kinds = ["drop", "truncate"], action = "deny", message = "destructive DDL is blocked" },
+  { kinds = ["delete", "update"], unbounded = true, action = "deny", message = "add a WHERE clause" },
+  { kinds = ["do", "call", "execute", "opaque"], action = "deny", message = "code Sluice cannot see is not allowed" },
+  { kinds = ["delete", "update", "merge", "alter"], action = "approve" },
+  { kinds = ["insert"], groups = ["cautious"], action = "approve" },
+]
+"#;
+
+struct Setup {
+    pg: PgCluster,
+    keys: Keys,
+    _sluice: Sluice,
+    guarded: SocketAddr,
+    open: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let pg = PgCluster::start();
+    pg.psql(
+        "CREATE TABLE t (id int primary key, note text); \
+         INSERT INTO t SELECT g, 'n' FROM generate_series(1, 5) g; \
+         CREATE TABLE s (id int, \"delete\" text); INSERT INTO s VALUES (1, 'x'), (9, 'y')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let (guarded, open) = (free_addr(), free_addr());
+    let config = format!(
+        "[gateway]\nshards = 2\n{}{}{}{RULES}",
+        keys.identity_block(),
+        pg_target(
+            "db",
+            guarded,
+            pg.addr(),
+            "guardrails = \"prod\"\napprovers = [\"dba\"]\napproval_mode = \"nowait\""
+        ),
+        pg_target("open", open, pg.addr(), ""),
+    );
+    let sluice = Sluice::start(&config);
+    Setup {
+        pg,
+        keys,
+        _sluice: sluice,
+        guarded,
+        open,
+        _dir: dir,
+    }
+}
+
+fn run(addr: SocketAddr, token: &str, sql: &str) -> Result<String, String> {
+    let o = psql_with(addr, token, &["-q", "-A", "-t", "-c", sql]);
+    if o.status.success() {
+        Ok(stdout(&o).trim().to_owned())
+    } else {
+        Err(stderr(&o))
+    }
+}
+
+#[test]
+fn merge_is_judged_by_its_actions() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    let err = run(
+        s.guarded,
+        &t,
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("approval"),
+        "held for approval (nowait): {err}"
+    );
+    assert_eq!(s.pg.psql("SELECT count(*) FROM t"), "5", "nothing deleted");
+    // A MERGE that only inserts is an insert, which these rules do not hold.
+    run(
+        s.guarded,
+        &t,
+        "MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (s.id, 'merged')",
+    )
+    .unwrap();
+    assert_eq!(s.pg.psql("SELECT count(*) FROM t"), "6");
+    // ... and is held where inserts are.
+    let careful = s.keys.token("carl", &["agents", "cautious"]);
+    let err = run(
+        s.guarded,
+        &careful,
+        "MERGE INTO t USING s ON t.id = s.id + 100 WHEN NOT MATCHED THEN INSERT VALUES (s.id + 100, 'm')",
+    )
+    .unwrap_err();
+    assert!(err.contains("approval"), "{err}");
+}
+
+#[test]
+fn copy_program_and_server_functions_are_refused() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    let marker = s._dir.path().join("ran");
+    let sql = format!("COPY (SELECT 1) TO PROGRAM 'touch {}'", marker.display());
+    // COPY ... PROGRAM is refused by default on every target, rules or not.
+    let err = run(s.open, &t, &sql).unwrap_err();
+    assert!(err.contains("COPY ... PROGRAM"), "{err}");
+    let err = run(s.guarded, &t, &sql).unwrap_err();
+    assert!(err.contains("code Sluice cannot see"), "{err}");
+    assert!(err.contains("program statement refused"), "{err}");
+    assert!(!marker.exists(), "no command ran on the server");
+    for sql in [
+        "SELECT pg_read_file('/etc/hostname')",
+        "SELECT * FROM pg_ls_dir('.')",
+        "SELECT lo_import('/etc/hostname')",
+        "SELECT pg_terminate_backend(1)",
+        "SELECT dblink_exec('dbname=postgres', 'DROP TABLE t')",
+    ] {
+        let err = run(s.guarded, &t, sql).unwrap_err();
+        assert!(err.contains("code Sluice cannot see"), "{sql}: {err}");
+    }
+    // The same through a fast-path FunctionCall (pg_read_file(text) by OID).
+    let mut raw = RawPg::login(s.guarded, &t);
+    let mut out = Vec::new();
+    encode::message(&mut out, b'F', |b| {
+        b.extend_from_slice(&2624u32.to_be_bytes());
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&13i32.to_be_bytes());
+        b.extend_from_slice(b"/etc/hostname");
+        b.extend_from_slice(&0i16.to_be_bytes());
+    });
+    raw.send(&out);
+    let got = raw.read_until(b'Z');
+    let (_, err) = got.iter().find(|(tag, _)| *tag == b'E').expect("refused");
+    assert!(
+        error_fields(err).1.contains("code Sluice cannot see"),
+        "{got:?}"
+    );
+    assert!(got.iter().all(|(tag, _)| *tag != b'V'), "no result");
+}
+
+#[test]
+fn functions_cannot_smuggle_statements_past_the_rules() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    for sql in [
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ DELETE FROM t; SELECT 1 $$",
+        "CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'drop table t'; END $$",
+        "CREATE PROCEDURE p() LANGUAGE sql AS $$ DELETE FROM t $$",
+        "CREATE RULE r AS ON INSERT TO s DO ALSO DELETE FROM t",
+        "DO $$ BEGIN EXECUTE 'drop table t'; END $$",
+    ] {
+        let err = run(s.guarded, &t, sql).unwrap_err();
+        assert!(err.contains("code Sluice cannot see"), "{sql}: {err}");
+    }
+    assert_eq!(
+        s.pg.psql("SELECT count(*) FROM pg_proc WHERE proname IN ('f', 'g', 'p')"),
+        "0"
+    );
+    assert_eq!(s.pg.psql("SELECT count(*) FROM t"), "5");
+}
+
+#[test]
+fn harmless_look_alikes_keep_working() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    for (sql, want) in [
+        ("SELECT \"delete\" FROM s ORDER BY id", "x\ny"),
+        (
+            "SELECT 'DROP TABLE t; DELETE FROM t'",
+            "DROP TABLE t; DELETE FROM t",
+        ),
+        ("SELECT lower('MERGE'), count(*) FROM t", "merge|5"),
+        ("SELECT $$COPY t TO PROGRAM 'x'$$", "COPY t TO PROGRAM 'x'"),
+    ] {
+        assert_eq!(run(s.guarded, &t, sql).as_deref(), Ok(want), "{sql}");
+    }
+}
