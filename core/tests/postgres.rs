@@ -544,7 +544,12 @@ fn upstream_tls_require_and_verify_never_downgrade() {
             .get(0);
         assert!(ssl, "the upstream connection is encrypted");
     }
-    // Without upstream TLS the server refuses the plaintext connection.
+    // Without upstream TLS the server refuses the plaintext connection, and
+    // the client hears the server's own reason.
     let err = refused(c, &t, "postgres");
-    assert_eq!(sqlstate(&err), "08006", "{err:?}");
+    assert_eq!(sqlstate(&err), "28000", "{err:?}");
+    assert!(
+        message(&err).contains("pg_hba.conf rejects connection"),
+        "{err:?}"
+    );
 }

@@ -51,8 +51,9 @@ use std::collections::VecDeque;
 
 use super::Frontend;
 
-/// Most forwarded messages awaiting the server's answers.
-pub const MAX_IN_FLIGHT: usize = 65_536;
+/// Most forwarded messages awaiting the server's answers (two bytes each; a
+/// run of `CopyData` counts once).
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
 
 /// What one forwarded client message is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +164,8 @@ impl Session {
             return Err(Violation::TooMany);
         }
         let owed = match msg {
+            // Only where a copy stream ends matters: a run of data is one entry.
+            Frontend::CopyData(_) if self.queue.back() == Some(&Owed::CopyData) => return Ok(fwd),
             Frontend::CopyData(_) => Owed::CopyData,
             Frontend::CopyDone | Frontend::CopyFail(_) => {
                 self.copy_in_open = false;

@@ -190,7 +190,17 @@ fn anything_else_ends_the_session() {
         Session::new(true).handle_frontend(&Frontend::Password(b"x")),
         Err(Violation::Password)
     );
-    // An overflowing queue.
+    // A long copy stream is one entry; an overflowing queue is refused.
+    let mut s = Session::new(true);
+    s.handle_frontend(&fe('Q')).unwrap();
+    s.handle_backend(b'G').unwrap();
+    for _ in 0..=MAX_IN_FLIGHT {
+        s.handle_frontend(&fe('>')).unwrap();
+    }
+    s.handle_frontend(&fe('.')).unwrap();
+    s.handle_backend(b'C').unwrap();
+    s.handle_backend(b'Z').unwrap();
+    assert!(s.idle());
     let mut s = Session::new(false);
     let mut r = Ok(Forward {
         describe_portal: false,
