@@ -13,8 +13,10 @@ command -v pgbench >/dev/null || need+=(postgresql-client postgresql)
 [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server-core)
 command -v mariadb >/dev/null || need+=(mariadb-client-core)
 command -v runuser >/dev/null || need+=(util-linux)
-# The HTTP and demo tests drive the gateway with curl.
+# The HTTP and demo tests drive the gateway with curl; the CLI tests read the dev
+# key with openssl.
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 # PostgreSQL's own regression suite runs through the gateway when it is beside the
 # checkout (../shared/conformance); pg_regress comes with the server-dev package.
 conformance="${SLUICE_CONFORMANCE_DIR:-$PWD/../shared/conformance}"

@@ -344,18 +344,142 @@ pub fn parse(
         file: file.to_owned(),
         diagnostics,
     };
-    let raw: schema::RawConfig = match toml::from_str(source) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(source, s.start))
-                .unwrap_or((1, 1));
-            let message = e.message().trim_end().replace('\n', " ");
-            return Err(fail(vec![Diagnostic { line, col, message }]));
-        }
+    let (raw, mut diagnostics) = parse_structure(source);
+    let Some(raw) = raw else {
+        return Err(fail(diagnostics));
     };
-    validate::validate(raw, source, &env).map_err(fail)
+    match validate::validate(raw, source, &env) {
+        Ok(config) if diagnostics.is_empty() => Ok(config),
+        Ok(_) => Err(fail(diagnostics)),
+        Err(more) => {
+            diagnostics.extend(more);
+            diagnostics.sort_by_key(|d| (d.line, d.col));
+            diagnostics.dedup();
+            Err(fail(diagnostics))
+        }
+    }
+}
+
+/// Most structural problems listed for one file.
+const MAX_STRUCTURAL: usize = 50;
+
+/// Reads the file's structure, listing every problem the TOML reader finds,
+/// not just the first: after each one the offending `key = value` line is
+/// blanked (same length, so positions stay right) and the file read again.
+/// A problem that blanking cannot get past (a missing key, a broken table
+/// header or a multi-line value) ends the list. `None`: no usable structure.
+fn parse_structure(source: &str) -> (Option<schema::RawConfig>, Vec<Diagnostic>) {
+    let mut text = source.to_owned();
+    let mut diagnostics = Vec::new();
+    // Keys whose lines were blanked: their absence is no news.
+    let mut blanked: Vec<String> = Vec::new();
+    let sorted = |mut d: Vec<Diagnostic>| {
+        d.sort_by_key(|d| (d.line, d.col));
+        d
+    };
+    loop {
+        let e = match toml::from_str::<schema::RawConfig>(&text) {
+            Ok(raw) => return (Some(raw), sorted(diagnostics)),
+            Err(e) => e,
+        };
+        if blanked
+            .iter()
+            .any(|k| e.message().starts_with(&format!("missing field `{k}`")))
+        {
+            return (None, sorted(diagnostics));
+        }
+        let span = e.span();
+        let (line, col) = span
+            .as_ref()
+            .map(|s| line_col(source, s.start))
+            .unwrap_or((1, 1));
+        let line_text = source.lines().nth(line - 1).unwrap_or("");
+        diagnostics.push(Diagnostic {
+            line,
+            col,
+            message: plain_message(e.message(), line_text),
+        });
+        // Only a whole `key = value` on one line can be blanked safely.
+        let trimmed = line_text.trim();
+        let single = trimmed.contains('=')
+            && !trimmed.starts_with('[')
+            && !trimmed.ends_with(['[', '{', ','])
+            && !trimmed.contains("\"\"\"")
+            && !trimmed.contains("'''");
+        if span.is_none() || !single || diagnostics.len() >= MAX_STRUCTURAL {
+            return (None, sorted(diagnostics));
+        }
+        if let Some((key, _)) = trimmed.split_once('=') {
+            blanked.push(key.trim().trim_matches('"').to_owned());
+        }
+        let start = text
+            .as_bytes()
+            .iter()
+            .take(span.as_ref().map_or(0, |s| s.start))
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let end = text[start..].find('\n').map_or(text.len(), |p| start + p);
+        if text[start..end].trim().is_empty() {
+            return (None, sorted(diagnostics));
+        }
+        let blank = " ".repeat(end - start);
+        text.replace_range(start..end, &blank);
+    }
+}
+
+/// The TOML reader's message in the words of a config file.
+fn plain_message(message: &str, line: &str) -> String {
+    let m = message.trim_end().replace('\n', " ");
+    // An unquoted text value (`listen = 127.0.0.1:6432`) reads as a broken
+    // number or a bare word.
+    let value = line.split_once('=').map(|(_, v)| v.trim()).unwrap_or("");
+    let unquoted_text = !value.is_empty()
+        && !value.starts_with(['"', '\'', '[', '{'])
+        && value.parse::<f64>().is_err()
+        && !matches!(value, "true" | "false");
+    if unquoted_text
+        && (m.contains("invalid float")
+            || m.contains("invalid number")
+            || m.contains("expected nothing")
+            || m.contains("invalid string")
+            || m.contains("string values must be quoted")
+            || m.contains("expected newline"))
+    {
+        return format!("`{value}` must be quoted: write \"{value}\"");
+    }
+    let mut m = if m.starts_with("unknown field") {
+        m.replace("unknown field", "unknown key")
+            .replace(", expected one of", "; the keys here are")
+    } else if m.starts_with("unknown variant") {
+        m.replace("unknown variant", "unknown value")
+            .replace(", expected one of", "; it may be one of")
+    } else {
+        m.replace("missing field", "missing key")
+    };
+    // `invalid type: string "two", expected i64` → `wrong type: expected a
+    // whole number, found string "two"`.
+    if let Some((found, expected)) = m
+        .strip_prefix("invalid type: ")
+        .and_then(|r| r.rsplit_once(", expected "))
+    {
+        m = format!("wrong type: expected {expected}, found {found}");
+    }
+    for (rust, words) in [
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u8", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected a list [...]"),
+        ("expected a map", "expected a table"),
+        ("found integer `", "found the number `"),
+    ] {
+        m = m.replace(rust, words);
+    }
+    m
 }
 
 /// 1-based line and column (in characters) of a byte offset.

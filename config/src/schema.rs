@@ -120,6 +120,16 @@ pub enum Durability {
     Batched,
 }
 
+impl Durability {
+    /// As the config file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Strict => "strict",
+            Durability::Batched => "batched",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {

@@ -95,17 +95,22 @@ fn push_timestamp(s: &mut String) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs();
+    s.push_str(&rfc3339_ms(now.as_millis() as u64));
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 in UTC
+/// (`2026-12-06T11:42:42.036Z`), for logs and human-facing output.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let _ = write!(
-        s,
+    format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
-        now.subsec_millis()
-    );
+        ms % 1000
+    )
 }
 
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -146,6 +151,12 @@ macro_rules! debug { ($($t:tt)*) => { $crate::event!($crate::log::Level::Debug, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_796_557_362_036), "2026-12-06T11:42:42.036Z");
+    }
 
     #[test]
     fn dates() {

@@ -137,3 +137,102 @@ fn check_reports_what_serve_would_refuse() {
         "{err}"
     );
 }
+
+/// Every command's output can go into `head -1` (or any pipe closed early):
+/// the command ends quietly, never with a panic about a broken pipe.
+#[test]
+fn every_command_ends_quietly_on_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    // A summary far larger than a pipe's buffer.
+    let mut big = String::new();
+    for i in 0..3000 {
+        big.push_str(&format!(
+            "[[target]]\nname = \"t{i}\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1:{}\"\nupstream = \"127.0.0.1:1\"\naccess = [\"*\"]\n",
+            20000 + i
+        ));
+    }
+    let config = dir.path().join("big.toml");
+    std::fs::write(&config, big).unwrap();
+    let (code, _, _) = sluice(&["token", "keygen", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let key = dir.path().join("dev.key.pem");
+    // A real audit log with a few hundred records, cleanly sealed.
+    let audit = dir.path().join("audit");
+    let listen = support::free_addr();
+    let mut gw = support::Sluice::start(&format!(
+        "[audit]\ndir = \"{}\"\ndurability = \"batched\"\n\n{}",
+        audit.display(),
+        support::tcp_target("t", listen, support::echo_server())
+    ));
+    for _ in 0..200 {
+        drop(std::net::TcpStream::connect(listen).unwrap());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit(std::time::Duration::from_secs(20)).is_some());
+    let bin = sluice_bin();
+    for args in [
+        format!("check --config {}", config.display()),
+        "--help".to_owned(),
+        "--version".to_owned(),
+        format!("token keygen --out {}", dir.path().join("k2").display()),
+        format!("token mint --key {} --sub a --iss x", key.display()),
+        format!("audit verify --dir {}", audit.display()),
+        format!("audit search --dir {}", audit.display()),
+        format!("audit export --dir {} --format csv", audit.display()),
+        format!("audit tail --dir {}", audit.display()),
+    ] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{bin} {args} | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+            ))
+            .output()
+            .unwrap();
+        let status: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(status, 0 | 141) && !err.contains("panicked") && !err.contains("Broken pipe"),
+            "sluice {args}: status {status}: {err}"
+        );
+    }
+}
+
+/// The dev key is PKCS#8 v1, which other tools read to mint tokens too.
+#[test]
+fn the_dev_key_is_readable_by_openssl() {
+    let Some(openssl) = support::which("openssl") else {
+        panic!("openssl is not installed (test.sh installs it)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = sluice(&["token", "keygen", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let out = Command::new(openssl)
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(dir.path().join("dev.key.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ED25519"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A gateway stopped before anything happened leaves a log that verifies.
+#[test]
+fn an_empty_cleanly_stopped_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let mut gw = support::Sluice::start(&format!(
+        "[audit]\ndir = \"{}\"\n\n{}",
+        audit.display(),
+        support::tcp_target("t", support::free_addr(), support::echo_server())
+    ));
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit(std::time::Duration::from_secs(20)).is_some());
+    let (code, out, err) = sluice(&["audit", "verify", "--dir", audit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok: "), "{out}");
+    assert!(!err.contains(": :"), "{err}");
+}

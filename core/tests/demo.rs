@@ -33,13 +33,31 @@ impl Drop for Demo {
 fn the_printed_walkthrough_works_as_printed() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut child = Command::new(sluice_bin())
-        .args(["demo", "--any-ports", "--dir"])
-        .arg(&state)
+    let mut demo = Command::new(sluice_bin());
+    demo.args(["demo", "--any-ports", "--dir"]).arg(&state);
+    walkthrough(demo, &state);
+}
+
+/// A newcomer's first run: the default state directory inside a home that
+/// only its owner may enter (root's is 0700), which the server's own user
+/// cannot reach.
+#[test]
+fn the_demo_runs_from_a_private_home_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut demo = Command::new(sluice_bin());
+    demo.args(["demo", "--any-ports"]).current_dir(home.path());
+    walkthrough(demo, &home.path().join("sluice-demo"));
+}
+
+fn walkthrough(mut demo: Command, state: &std::path::Path) {
+    let mut child = demo
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let pg_dir = std::env::temp_dir().join(format!("sluice-demo-pg-{}", child.id()));
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let demo = Demo(child);
@@ -58,10 +76,20 @@ fn the_printed_walkthrough_works_as_printed() {
         }
     });
     let mut commands = Vec::new();
+    let mut headings = Vec::new();
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(120))
             .expect("the demo prints its walkthrough");
+        assert!(
+            !line.contains("skipped"),
+            "the whole walkthrough runs: {line}"
+        );
+        if let Some((n, _)) = line.split_once(". ") {
+            if let Ok(n) = n.parse::<u32>() {
+                headings.push(n);
+            }
+        }
         if let Some(cmd) = line.strip_prefix("  $ ") {
             commands.push(cmd.to_owned());
             if cmd.contains("audit verify") {
@@ -70,6 +98,11 @@ fn the_printed_walkthrough_works_as_printed() {
         }
     }
     assert_eq!(commands.len(), 11, "{commands:#?}");
+    assert_eq!(headings, [1, 2, 3, 4, 5], "all five parts, numbered");
+    assert!(
+        pg_dir.is_dir(),
+        "the throw-away cluster is under the temp dir"
+    );
     // The gateway is up once its admin API answers.
     let admin: std::net::SocketAddr = commands[3]
         .split("--admin http://")
@@ -139,7 +172,10 @@ fn the_printed_walkthrough_works_as_printed() {
     let (ok, out, err) = sh(&commands[7]);
     assert!(ok && out.trim() == "approval 2: approved", "{out}{err}");
     let (_, out, _) = sh(&commands[8]);
-    assert_eq!(out, r#"{"deleted":true}"#);
+    assert_eq!(out, r#"{"deleted":2}"#);
+    // The customer is gone from the API.
+    let (_, out, _) = sh(&commands[5]);
+    assert!(!out.contains("\"id\":2,"), "{out}");
     // 5. The audit log has it all and verifies.
     let (ok, out, err) = sh(&commands[9]);
     assert!(ok, "{err}");
@@ -153,12 +189,16 @@ fn the_printed_walkthrough_works_as_printed() {
             "audit search shows {needle:?}:\n{out}"
         );
     }
+    // A held HTTP request's record says why in words, not as an escaped reply.
+    assert!(!out.contains(r#"\"status\""#), "{out}");
+    assert!(out.contains("approval 2 requested for"), "{out}");
     let (ok, out, err) = sh(&commands[10]);
     assert!(ok && out.starts_with("ok: "), "{out}{err}");
 
     // Ctrl-C stops everything; the state directory stays.
     drop(demo);
     assert!(state.join("audit").is_dir() && state.join("demo.toml").is_file());
+    assert!(!pg_dir.exists(), "the throw-away cluster is removed");
     let (ok, out, err) = sh(&format!(
         "{} audit verify --dir {}",
         sluice_bin(),

@@ -372,7 +372,7 @@ fn admin_reload_needs_an_admin_token_and_reports_errors() {
     sluice.rewrite_config("[gateway]\nshards = \"x\"\n");
     let bad = post(Some(&admin_token));
     assert!(
-        bad.starts_with("HTTP/1.1 422") && bad.contains("invalid type"),
+        bad.starts_with("HTTP/1.1 422") && bad.contains("wrong type"),
         "{bad}"
     );
     assert_eq!(

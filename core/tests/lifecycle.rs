@@ -97,7 +97,7 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
         .lines()
         .find(|l| l.contains("event=reload_failed"))
         .unwrap();
-    assert!(line.contains("sluice.toml:2:10: invalid type"), "{line}");
+    assert!(line.contains("sluice.toml:2:10: wrong type"), "{line}");
     assert!(line.contains("keeping=\"running configuration\""), "{line}");
     let mut c = TcpStream::connect(listen).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -68,7 +68,8 @@ pub fn run(cmd: ApprovalsCommand) -> i32 {
         }
         ApprovalsCommand::Show { id, conn } => {
             // JSON escapes every control character: safe to print.
-            call(&conn, "GET", &format!("/api/approvals/{id}"), None).map(|v| {
+            call(&conn, "GET", &format!("/api/approvals/{id}"), None).map(|mut v| {
+                with_utc_times(&mut v);
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             })
         }
@@ -116,8 +117,8 @@ fn print_list(v: &Value) {
         return;
     }
     println!(
-        "{:<6} {:<10} {:<16} {:<16} {:<8} {:<7} STATEMENT",
-        "ID", "STATE", "TARGET", "REQUESTER", "KIND", "VOTES"
+        "{:<6} {:<10} {:<16} {:<16} {:<8} {:<7} {:<24} STATEMENT",
+        "ID", "STATE", "TARGET", "REQUESTER", "KIND", "VOTES", "EXPIRES (UTC)"
     );
     for r in list {
         // Whitespace folded and control characters dropped: a statement cannot
@@ -134,21 +135,55 @@ fn print_list(v: &Value) {
         if statement.chars().count() > 60 {
             statement = statement.chars().take(57).collect::<String>() + "...";
         }
-        let field = |k: &str| clean(r[k].as_str().unwrap_or_default());
+        // Cut to the column's width, so a long name cannot shift the table.
+        let field = |k: &str, width: usize| {
+            let v = clean(r[k].as_str().unwrap_or_default());
+            if v.chars().count() > width {
+                v.chars().take(width - 1).collect::<String>() + "~"
+            } else {
+                v
+            }
+        };
+        let expires = r["expires_at"]
+            .as_u64()
+            .map_or_else(String::new, crate::log::rfc3339_ms);
         println!(
-            "{:<6} {:<10} {:<16} {:<16} {:<8} {:<7} {}",
-            r["id"],
-            field("state"),
-            field("target"),
-            field("requester"),
-            field("summary"),
+            "{:<6} {:<10} {:<16} {:<16} {:<8} {:<7} {:<24} {}",
+            r["id"].as_u64().unwrap_or_default(),
+            field("state", 10),
+            field("target", 16),
+            field("requester", 16),
+            field("summary", 8),
             format!(
                 "{}/{}",
                 r["approvals"].as_array().map_or(0, Vec::len),
                 r["quorum"]
             ),
+            expires,
             statement
         );
+    }
+}
+
+/// Adds an RFC 3339 form (`expires_at_utc`, ...) beside every time in
+/// milliseconds since the epoch, for people reading the JSON.
+fn with_utc_times(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let times: Vec<(String, u64)> = map
+                .iter()
+                .filter(|(k, _)| k.ends_with("_at") || *k == "at" || *k == "grant_until")
+                .filter_map(|(k, v)| Some((format!("{k}_utc"), v.as_u64()?)))
+                .collect();
+            for v in map.values_mut() {
+                with_utc_times(v);
+            }
+            for (k, ms) in times {
+                map.insert(k, Value::String(crate::log::rfc3339_ms(ms)));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(with_utc_times),
+        _ => {}
     }
 }
 
@@ -171,6 +206,13 @@ fn call(
         .build()
         .into();
     let url = format!("{}{path}", conn.admin.trim_end_matches('/'));
+    if conn.token.trim().is_empty() {
+        return Err(
+            "--token is empty: pass your own access token (or set SLUICE_TOKEN); \
+             `sluice token mint` makes one with a dev key"
+                .into(),
+        );
+    }
     let auth = format!("Bearer {}", conn.token.trim());
     let resp = match body {
         Some(b) => agent

@@ -143,6 +143,10 @@ pub fn run(cmd: AuditCommand) -> i32 {
                 eprintln!("note: using {}/signing.pub from the log directory; pass --pubkey to check against a key kept elsewhere", dir.display());
             }
             match verify::verify(&dir, &key, allow_open_tail) {
+                Ok(r) if r.records == 0 => {
+                    let _ = writeln!(out, "ok: the log holds no records yet");
+                    Ok(())
+                }
                 Ok(r) => {
                     let _ = writeln!(
                         out,

@@ -49,7 +49,7 @@ fn start(dir: &Path, fresh_ports: bool) -> Result<i32, String> {
         .canonicalize()
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     // Throw-away parts are recreated; the audit log (and its signing key) stays.
-    for stale in ["keys", "tokens", "pg", "demo.toml"] {
+    for stale in ["keys", "tokens", "demo.toml"] {
         let p = dir.join(stale);
         let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
     }
@@ -74,15 +74,20 @@ fn start(dir: &Path, fresh_ports: bool) -> Result<i32, String> {
     }
 
     let port = |preferred: u16| -> Result<u16, String> {
-        if !fresh_ports && TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        if fresh_ports {
+            return free_port();
+        }
+        if TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
             return Ok(preferred);
         }
-        free_port()
+        let p = free_port()?;
+        println!("(port {preferred} is taken: using {p} instead; the commands below use it)");
+        Ok(p)
     };
     let (pg_listen, http_listen, admin) = (port(PG_PORT)?, port(HTTP_PORT)?, port(ADMIN_PORT)?);
 
     let api = demo_api()?;
-    let pg = match Postgres::start(&dir.join("pg")) {
+    let pg = match Postgres::start() {
         Ok(pg) => Some(pg),
         Err(e) => {
             println!("PostgreSQL part skipped: {e}\n");
@@ -230,6 +235,11 @@ fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, a
         "People: agent-7 (agents: may query, not approve), dana (dba, leads: approves), sam (sre)."
     );
     println!("Copy these into another terminal (Ctrl-C here stops the demo):\n");
+    let mut step = 0;
+    let mut heading = |text: &str| {
+        step += 1;
+        println!("{step}. {text}");
+    };
     if pg {
         let psql = |who: &str, sql: &str| {
             format!(
@@ -237,7 +247,7 @@ fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, a
                 t(who)
             )
         };
-        println!("1. Query customers through Sluice: emails, cards and SSNs come back masked");
+        heading("Query customers through Sluice: emails, cards and SSNs come back masked");
         println!(
             "  $ {}",
             psql(
@@ -245,9 +255,11 @@ fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, a
                 "SELECT name, email, card_number, ssn FROM customers ORDER BY id LIMIT 3"
             )
         );
-        println!("\n2. DROP TABLE is blocked before it reaches PostgreSQL");
+        println!();
+        heading("DROP TABLE is blocked before it reaches PostgreSQL (add -v VERBOSITY=verbose to see SQLSTATE 42501)");
         println!("  $ {}", psql("agent", "DROP TABLE orders"));
-        println!("\n3. A DELETE waits for a second person (this one pauses until approved)");
+        println!();
+        heading("A DELETE waits for a second person (this one pauses until approved)");
         println!("  $ {}", psql("agent", "DELETE FROM orders WHERE id = 1"));
         println!("   ... and the approver, in another terminal, approves request 1:");
         println!(
@@ -259,11 +271,13 @@ fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, a
             t("approver")
         );
         println!();
-    } else {
-        println!("(Install the PostgreSQL server to see the database part: apt-get install postgresql)\n");
     }
     let api = format!("http://127.0.0.1:{http_port}");
-    println!("4. The same through the HTTP API: masked JSON, and a DELETE held for approval (202)");
+    heading(if pg {
+        "The same through the HTTP API: masked JSON, and a DELETE held for approval (202)"
+    } else {
+        "The HTTP API through Sluice: masked JSON, and a DELETE held for approval (202)"
+    });
     println!(
         "  $ curl -s -H \"Authorization: Bearer {}\" {api}/v1/customers",
         t("agent")
@@ -284,7 +298,9 @@ fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, a
         "  $ curl -s -X DELETE -H \"Authorization: Bearer {}\" {api}/v1/customers/2",
         t("agent")
     );
-    println!("\n5. Everything that happened is in the tamper-evident audit log");
+    println!("   (customer 2 is gone from the list now; a third DELETE needs a new approval)");
+    println!();
+    heading("Everything that happened is in the tamper-evident audit log");
     println!(
         "  $ {exe} audit search --dir {}/audit --user agent-7 --type command",
         dir.display()
@@ -301,18 +317,21 @@ fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, a
 fn demo_api() -> Result<SocketAddr, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Which customers a DELETE removed (by position in CUSTOMERS).
+    let deleted = std::sync::Arc::new(std::sync::Mutex::new(vec![false; CUSTOMERS.len()]));
     std::thread::Builder::new()
         .name("demo-api".into())
         .spawn(move || {
             for s in listener.incoming().flatten() {
-                std::thread::spawn(move || api_connection(s));
+                let deleted = deleted.clone();
+                std::thread::spawn(move || api_connection(s, &deleted));
             }
         })
         .map_err(|e| e.to_string())?;
     Ok(addr)
 }
 
-fn api_connection(mut s: TcpStream) {
+fn api_connection(mut s: TcpStream, deleted: &std::sync::Mutex<Vec<bool>>) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
     let mut buf = Vec::new();
     loop {
@@ -352,9 +371,23 @@ fn api_connection(mut s: TcpStream) {
             )
         } else {
             match (method.as_str(), path.as_str()) {
-                ("GET", "/v1/customers") => ("200 OK", customers_json()),
+                ("GET", "/v1/customers") => {
+                    let gone = deleted.lock().map(|d| d.clone()).unwrap_or_default();
+                    ("200 OK", customers_json(&gone))
+                }
                 ("DELETE", p) if p.starts_with("/v1/customers/") => {
-                    ("200 OK", r#"{"deleted":true}"#.to_owned())
+                    let id = p["/v1/customers/".len()..].parse::<usize>().ok();
+                    let mut gone = deleted.lock().unwrap_or_else(|e| e.into_inner());
+                    match id.filter(|&i| i >= 1 && i <= CUSTOMERS.len() && !gone[i - 1]) {
+                        Some(i) => {
+                            gone[i - 1] = true;
+                            ("200 OK", format!(r#"{{"deleted":{i}}}"#))
+                        }
+                        None => (
+                            "404 Not Found",
+                            r#"{"error":"no such customer"}"#.to_owned(),
+                        ),
+                    }
                 }
                 _ => (
                     "404 Not Found",
@@ -411,10 +444,12 @@ const CUSTOMERS: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
-fn customers_json() -> String {
+/// The customers a DELETE has not removed (`gone` by position).
+fn customers_json(gone: &[bool]) -> String {
     let list: Vec<serde_json::Value> = CUSTOMERS
         .iter()
         .enumerate()
+        .filter(|(i, _)| !gone.get(*i).copied().unwrap_or(false))
         .map(|(i, (name, email, phone, _, card))| {
             serde_json::json!({ "id": i + 1, "name": name, "email": email, "phone": phone, "card_number": card })
         })
@@ -443,8 +478,12 @@ fn seed_sql() -> String {
     sql
 }
 
-/// A throw-away PostgreSQL cluster under the state directory.
+/// A throw-away PostgreSQL cluster in a fresh directory under the system's
+/// temporary directory: the server runs as its own user (`postgres` when the
+/// demo runs as root), which may not be able to enter the state directory (a
+/// home directory is often 0700). Removed when the demo stops.
 struct Postgres {
+    dir: PathBuf,
     data: PathBuf,
     pg_ctl: PathBuf,
     port: u16,
@@ -464,7 +503,7 @@ fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
 }
 
 impl Postgres {
-    fn start(dir: &Path) -> Result<Postgres, String> {
+    fn start() -> Result<Postgres, String> {
         let (Some(initdb), Some(pg_ctl)) = (pg_bin("initdb"), pg_bin("pg_ctl")) else {
             return Err("the PostgreSQL server binaries are not installed (on Debian/Ubuntu: sudo apt-get install postgresql)".into());
         };
@@ -474,7 +513,10 @@ impl Postgres {
                     .into(),
             );
         }
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let dir = std::env::temp_dir().join(format!("sluice-demo-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let dir = dir.as_path();
         if is_root() {
             if run_ok(Command::new("id").arg("postgres"), "id postgres").is_err() {
                 run_ok(
@@ -515,8 +557,24 @@ impl Postgres {
                 .arg(dir.join("server.log"))
                 .args(["-w", "-t", "60", "start"]),
             "pg_ctl start",
-        )?;
-        let pg = Postgres { data, pg_ctl, port };
+        )
+        .map_err(|e| {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let _ = std::fs::remove_dir_all(dir);
+            format!("{e}\nthe server's log ends with:\n  {}", tail.join("\n  "))
+        })?;
+        let pg = Postgres {
+            dir: dir.to_owned(),
+            data,
+            pg_ctl,
+            port,
+        };
+        println!(
+            "A throw-away PostgreSQL runs on 127.0.0.1:{port} (data in {}, removed on Ctrl-C)",
+            dir.display()
+        );
         let psql = |db: &str, sql: &str| {
             run_ok(
                 Command::new("psql")
@@ -551,5 +609,6 @@ impl Postgres {
             .arg(&self.data)
             .args(["-m", "fast", "-w", "stop"])
             .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

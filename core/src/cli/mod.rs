@@ -94,6 +94,16 @@ enum TokenCommand {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+        // A command whose output goes into `head` or a closed pipe ends
+        // quietly, like any other Unix tool (Rust ignores SIGPIPE, so a print
+        // would panic instead). The gateway keeps ignoring it: a client that
+        // hangs up must not end the process.
+        // SAFETY: restoring a default signal disposition has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Serve { config } => match crate::runtime::serve(config) {
             Ok(()) => 0,
@@ -231,7 +241,7 @@ fn check(path: PathBuf) -> i32 {
                 );
             }
             if let Some(a) = &c.audit {
-                println!("  audit: {} ({:?})", a.dir, a.durability);
+                println!("  audit: {} (durability {})", a.dir, a.durability.as_str());
             }
             for t in &c.targets {
                 println!(

@@ -769,7 +769,11 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
             Held::Approved(id) => approval = Some(id),
             Held::Answer(r) => {
                 let decision = if r.status == 202 { "approve" } else { "deny" };
-                record(cx, &fwd, decision, None, Some(&r.body)).await;
+                // The record says what the client was told, in words, and
+                // which approval it was about.
+                let said: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                let reason = said["error"].as_str().or(said["message"].as_str());
+                record(cx, &fwd, decision, said["approval"].as_u64(), reason).await;
                 return if reply(client, r).await.is_ok() && fwd.keep_alive {
                     Next::KeepAlive
                 } else {

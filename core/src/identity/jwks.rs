@@ -77,6 +77,18 @@ pub enum Source {
     Discovery(String),
 }
 
+/// In the words of the config file: `file:PATH`, the URL, or the issuer's
+/// discovery document.
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "file:{}", p.display()),
+            Source::Url(u) => f.write_str(u),
+            Source::Discovery(issuer) => write!(f, "{issuer} (OIDC discovery)"),
+        }
+    }
+}
+
 impl Source {
     /// From the `jwks` setting (`file:PATH` or a URL), or discovery when unset.
     pub fn parse(jwks: Option<&str>, issuer: &str) -> Source {
@@ -151,11 +163,7 @@ impl KeyStore {
     pub fn start(source: Source, interval: Duration) -> Result<Arc<KeyStore>, String> {
         let (doc, max_age) = source.fetch()?;
         let first = KeySet::from_json(&doc, 1)?;
-        info!(
-            "jwks_loaded",
-            source = format!("{source:?}"),
-            keys = first.keys.len()
-        );
+        info!("jwks_loaded", source = source, keys = first.keys.len());
         let (tx, rx) = mpsc::channel();
         let store = Arc::new(KeyStore {
             current: ArcSwap::from_pointee(first),

@@ -38,11 +38,17 @@ impl DevKey {
         Ok(DevKey::from_signing(signing))
     }
 
+    /// The private key as PKCS#8 v1 PEM (no embedded public key), the form
+    /// OpenSSL and Python's `cryptography` read, so other tools can mint tokens
+    /// with it too.
     pub fn private_pem(&self) -> String {
-        self.signing
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .expect("an Ed25519 key always encodes")
-            .to_string()
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.signing.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .expect("an Ed25519 key always encodes")
+        .to_string()
     }
 
     pub fn jwk(&self) -> Value {

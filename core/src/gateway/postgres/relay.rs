@@ -363,7 +363,8 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
             if f.len > avail {
                 if f.tag == b'd' && f.len > STREAM_THRESHOLD {
                     let copy = Frontend::CopyData(&[]);
-                    if let Err(e) = shared.session.borrow_mut().handle_frontend(&copy) {
+                    let counted = shared.session.borrow_mut().handle_frontend(&copy);
+                    if let Err(e) = counted {
                         return session_violation(ctx, e, client_w, &mut upstream, &mut client)
                             .await;
                     }
