@@ -198,7 +198,10 @@ fn every_event_class_is_recorded_and_the_log_verifies() {
     assert_eq!(out, "");
     let (code, csv, _) = cli(&["audit", "export", "--dir", dir, "--format", "csv"]);
     assert_eq!(code, 0);
-    assert!(csv.starts_with("seq,ts,type,subject,target"));
+    assert!(csv.starts_with("seq,ts,time,type,subject,target"), "{csv}");
+    let first = csv.lines().nth(1).unwrap();
+    let time = first.split(',').nth(2).unwrap();
+    assert!(time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{first}");
     assert_eq!(csv.lines().count(), recs.len() + 1);
     let (_, tail, _) = cli(&["audit", "tail", "--dir", dir, "-n", "1"]);
     assert!(tail.contains("\"type\":\"checkpoint\""), "{tail}");

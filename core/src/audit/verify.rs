@@ -265,6 +265,8 @@ pub fn search(dir: &Path, f: &Filter, mut each: impl FnMut(&[u8], &Value)) -> Re
 pub const CSV_COLUMNS: &[&str] = &[
     "seq",
     "ts",
+    // `ts` (milliseconds since the epoch) as RFC 3339 in UTC, for people.
+    "time",
     "type",
     "subject",
     "target",
@@ -288,6 +290,10 @@ pub fn csv_row(v: &Value, out: &mut impl Write) -> std::io::Result<()> {
         }
         first = false;
         let cell = match v.get(*c) {
+            None if *c == "time" => v
+                .get("ts")
+                .and_then(Value::as_u64)
+                .map_or_else(String::new, crate::log::rfc3339_ms),
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(Value::Array(a)) => a
