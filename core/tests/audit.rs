@@ -201,7 +201,10 @@ fn every_event_class_is_recorded_and_the_log_verifies() {
     assert!(csv.starts_with("seq,ts,time,type,subject,target"), "{csv}");
     let first = csv.lines().nth(1).unwrap();
     let time = first.split(',').nth(2).unwrap();
-    assert!(time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{first}");
+    assert!(
+        time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{first}"
+    );
     assert_eq!(csv.lines().count(), recs.len() + 1);
     let (_, tail, _) = cli(&["audit", "tail", "--dir", dir, "-n", "1"]);
     assert!(tail.contains("\"type\":\"checkpoint\""), "{tail}");

@@ -17,8 +17,9 @@ rules = [
   { kinds = ["drop", "truncate"], action = "deny", message = "destructive DDL is blocked" },
   { kinds = ["delete", "update"], unbounded = true, action = "deny", message = "add a WHERE clause" },
   { kinds = ["do", "call", "execute", "opaque"], action = "deny", message = "code Sluice cannot see is not allowed" },
-  { kinds = ["delete", "update", "merge", "alter"], action = "approve" },
+  { kinds = ["delete", "update", "alter"], action = "approve" },
   { kinds = ["insert"], groups = ["cautious"], action = "approve" },
+  { kinds = ["merge"], groups = ["mergers"], action = "approve" },
 ]
 "#;
 
@@ -95,7 +96,15 @@ fn merge_is_judged_by_its_actions() {
     )
     .unwrap();
     assert_eq!(s.pg.psql("SELECT count(*) FROM t"), "6");
-    // ... and is held where inserts are.
+    // ... and is held where inserts are, or where rules name `merge`.
+    let merger = s.keys.token("mia", &["agents", "mergers"]);
+    let err = run(
+        s.guarded,
+        &merger,
+        "MERGE INTO t USING s ON t.id = s.id + 200 WHEN NOT MATCHED THEN INSERT VALUES (s.id + 200, 'm')",
+    )
+    .unwrap_err();
+    assert!(err.contains("approval"), "{err}");
     let careful = s.keys.token("carl", &["agents", "cautious"]);
     let err = run(
         s.guarded,
@@ -186,4 +195,59 @@ fn harmless_look_alikes_keep_working() {
     ] {
         assert_eq!(run(s.guarded, &t, sql).as_deref(), Ok(want), "{sql}");
     }
+}
+
+#[test]
+fn settings_cannot_be_reached_through_catalogs_or_defaults() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    s.pg.psql("CREATE ROLE reader");
+    // pg_settings' rule calls set_config with whatever a write puts there.
+    for addr in [s.guarded, s.open] {
+        for sql in [
+            "UPDATE pg_settings SET setting = 'reader' WHERE name = 'role'",
+            "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'",
+        ] {
+            let err = run(addr, &t, sql).unwrap_err();
+            assert!(err.contains("ERROR"), "{sql}: {err}");
+        }
+        // Reading it is fine.
+        assert_eq!(
+            run(
+                addr,
+                &t,
+                "SELECT count(*) FROM pg_settings WHERE name = 'search_path'"
+            )
+            .as_deref(),
+            Ok("1")
+        );
+    }
+    // Defaults for later sessions are the setting they make.
+    let err = run(
+        s.guarded,
+        &t,
+        "ALTER ROLE CURRENT_USER SET search_path = evil, public",
+    )
+    .unwrap_err();
+    assert!(err.contains("search_path"), "{err}");
+    let err = run(
+        s.open,
+        &t,
+        "ALTER ROLE CURRENT_USER SET client_encoding = 'SJIS'",
+    )
+    .unwrap_err();
+    assert!(err.contains("client_encoding"), "{err}");
+    assert_eq!(
+        s.pg.psql("SELECT count(*) FROM pg_db_role_setting"),
+        "0",
+        "no default was stored"
+    );
+    // SQL run from a string is opaque.
+    let err = run(
+        s.guarded,
+        &t,
+        "SELECT * FROM ts_stat('SELECT to_tsvector(set_config(''role'', ''reader'', false))')",
+    )
+    .unwrap_err();
+    assert!(err.contains("code Sluice cannot see"), "{err}");
 }

@@ -180,6 +180,18 @@ fn startup_parameters_are_passed_whatever_their_case_never_dropped() {
     let (code, msg) = login_error(&raw_login(s.open, &t, &[("no_such_setting", "1")]));
     assert_eq!(code, "42704", "{msg}");
     assert!(msg.contains("no_such_setting"), "{msg}");
+    // A protocol parameter spelled another way, or set through `options`, is
+    // refused: lower-cased and passed on it would choose the upstream login.
+    for p in [
+        ("User", "postgres"),
+        ("OPTIONS", "-c role=reader"),
+        ("Replication", "database"),
+        ("options", "-c user=postgres"),
+    ] {
+        let (code, msg) = login_error(&raw_login(s.guarded, &t, &[p]));
+        assert_eq!(code, "0A000", "{p:?}: {msg}");
+        assert!(msg.contains("not allowed through Sluice"), "{msg}");
+    }
     // Switches other than -c are refused with their name.
     let err = one(s.open, &t, &[("PGOPTIONS", "-F")], "SELECT 1").unwrap_err();
     assert!(

@@ -149,10 +149,9 @@ impl Kind {
     }
 }
 
-/// Properties of a statement beyond its kind. The `sets_*` flags and `encoding`
-/// say what a statement does to the session's settings wherever it does it
-/// (`SELECT set_config('role', ...)` is a select that also sets the role), so
-/// policy can judge that part too whatever the statement's own kind.
+/// Properties of a statement beyond its kind. `kinds` and `encoding` say what
+/// else it does wherever it does it (`SELECT set_config('role', ...)` also sets
+/// the role), so policy judges that part too whatever the statement's own kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Flags {
     /// An `UPDATE`/`DELETE` (anywhere in the statement) without a `WHERE`.
@@ -206,6 +205,9 @@ const OPAQUE_FUNCTIONS: &[&str] = &[
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
     "cursor_to_xml",
+    // Run the SQL text they are given.
+    "ts_stat",
+    "ts_rewrite",
     "lo_import",
     "lo_export",
     "lo_unlink",
@@ -296,9 +298,17 @@ impl Classifier {
                 return;
             }
         }
+        // In the multibyte encodings Sluice refuses (SJIS, BIG5, GBK, ...), a
+        // character's second byte can be `\`, right after a byte >= 0x80. Should
+        // the session ever be in one of them unseen, that is the only way the
+        // server could read the text differently: such text is opaque.
+        let hidden_escape = dialect == Dialect::Postgres
+            && memchr::memchr_iter(b'\\', sql).any(|i| i > 0 && sql[i - 1] >= 0x80);
         for stmt in self.tokens.split(|t| t.kind == TokenKind::Semicolon) {
             if !stmt.is_empty() {
-                out.push(statement(sql, stmt, dialect));
+                let mut st = statement(sql, stmt, dialect);
+                st.flags.opaque |= hidden_escape;
+                out.push(st);
             }
         }
     }
@@ -394,6 +404,24 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
     if !seen_any {
         st.flags.opaque = true;
         st.flags.writes = true;
+    }
+    // `pg_settings` is writable by anyone, and its rule calls `set_config` with
+    // whatever the statement puts there: a write to it may set anything.
+    let writes_rows =
+        Kind::Insert.bit() | Kind::Update.bit() | Kind::Delete.bit() | Kind::Merge.bit();
+    if dialect == Dialect::Postgres
+        && (st.flags.kinds | st.kind.bit()) & writes_rows != 0
+        && toks.iter().any(|t| {
+            let raw = &sql[t.range()];
+            let name = raw
+                .strip_prefix(b"\"")
+                .and_then(|r| r.strip_suffix(b"\""))
+                .unwrap_or(raw);
+            matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
+                && name.eq_ignore_ascii_case(b"pg_settings")
+        })
+    {
+        merge(&mut st, unknown_setting(), false);
     }
     st
 }
@@ -554,7 +582,10 @@ fn sub_statement(
     } else if up("COPY") {
         let from = any_word(sql, s, "FROM");
         flags.writes = from;
-        if any_word(sql, s, "PROGRAM") {
+        let program = s
+            .windows(2)
+            .any(|w| (is(sql, &w[0], "TO") || is(sql, &w[0], "FROM")) && is(sql, &w[1], "PROGRAM"));
+        if program {
             // An operating-system command on the database server.
             flags.opaque = true;
             flags.writes = true;
@@ -564,14 +595,46 @@ fn sub_statement(
         }
     } else if up("CREATE") {
         flags.writes = true;
-        if any_word(sql, s, "FUNCTION")
-            || any_word(sql, s, "PROCEDURE")
-            || any_word(sql, s, "TRIGGER")
-            || any_word(sql, s, "RULE")
-        {
+        // The object created: the first word after CREATE that is not one of
+        // its modifiers (`OR REPLACE`, `CONSTRAINT TRIGGER`, `EVENT TRIGGER`,
+        // `TRUSTED LANGUAGE`, `TEMP TABLE`, ...).
+        const MODIFIERS: &[&str] = &[
+            "OR",
+            "REPLACE",
+            "TEMP",
+            "TEMPORARY",
+            "UNLOGGED",
+            "CONSTRAINT",
+            "EVENT",
+            "DEFAULT",
+            "GLOBAL",
+            "LOCAL",
+            "TRUSTED",
+            "PROCEDURAL",
+            "UNIQUE",
+            "RECURSIVE",
+            "MATERIALIZED",
+        ];
+        let object = s
+            .iter()
+            .skip(1)
+            .find(|t| !MODIFIERS.iter().any(|m| is(sql, t, m)));
+        const CODE: &[&str] = &[
+            "FUNCTION",
+            "PROCEDURE",
+            "TRIGGER",
+            "RULE",
+            "OPERATOR",
+            "CAST",
+            "LANGUAGE",
+            "TRANSFORM",
+            "AGGREGATE",
+        ];
+        if object.is_some_and(|t| CODE.iter().any(|c| is(sql, t, c))) {
             // Code that will run later, out of the gateway's sight (a call,
-            // a trigger, a rewrite): creating it counts as opaque, so a rule
-            // that holds or denies opaque code holds its creation too.
+            // a trigger, a rewrite, an operator or cast that calls a function):
+            // creating it counts as opaque, so a rule that holds or denies
+            // opaque code holds its creation too.
             flags.opaque = true;
         }
         Kind::Create
@@ -579,6 +642,24 @@ fn sub_statement(
         flags.writes = true;
         if eq(second, "SYSTEM") {
             flags.opaque = true;
+        }
+        // `ALTER ROLE|USER|DATABASE|FUNCTION ... SET name = value` sets a default
+        // for later sessions (or calls): judged as that setting too.
+        let defaults = [
+            "ROLE",
+            "USER",
+            "DATABASE",
+            "FUNCTION",
+            "PROCEDURE",
+            "ROUTINE",
+        ];
+        if dialect == Dialect::Postgres && defaults.iter().any(|k| eq(second, k)) {
+            if let Some(j) = s.iter().position(|t| is(sql, t, "SET")) {
+                let set = set_statement(sql, &s[j..], false);
+                flags.kinds |= set.flags.kinds | set.kind.bit();
+                flags.encoding = flags.encoding.max(set.flags.encoding);
+                flags.opaque |= set.flags.opaque;
+            }
         }
         Kind::Alter
     } else if up("DROP") {
@@ -753,10 +834,10 @@ pub fn setting(name: &[u8], value: Value<'_>) -> Statement {
         kind: Kind::Set,
         flags: Flags::default(),
     };
-    let text = |v: &[u8]| -> bool {
-        // `SET ROLE NONE` and `set_config('role', 'none', ...)` reset the role.
-        !v.eq_ignore_ascii_case(b"none")
-    };
+    // `set_config('role', 'none', ...)` resets the role; PostgreSQL compares
+    // exactly (`'NONE'` is a role of that name). A bare `NONE` word arrives
+    // here lower-cased, as the server reads it.
+    let text = |v: &[u8]| -> bool { v != b"none" };
     if name.eq_ignore_ascii_case(b"role") || name.eq_ignore_ascii_case(b"session_authorization") {
         if match value {
             Value::Default => false,
@@ -769,6 +850,11 @@ pub fn setting(name: &[u8], value: Value<'_>) -> Statement {
         if value != Value::Default {
             st.kind = Kind::SetSearchPath;
         }
+    } else if name.len() >= 17 && name[name.len() - 17..].eq_ignore_ascii_case(b"preload_libraries")
+    {
+        // `local_preload_libraries` / `session_preload_libraries` load code
+        // into the session, like `LOAD`.
+        st.flags.opaque = true;
     } else if name.eq_ignore_ascii_case(b"client_encoding") {
         st.flags.encoding = match value {
             Value::Default => None,
@@ -870,6 +956,10 @@ fn set_statement(sql: &[u8], s: &[Token], reset: bool) -> Statement {
         return setting(b"session_authorization", value_at(at + 2));
     }
     if w(at, "ROLE") {
+        // A bare word is folded to lower case by the server's parser.
+        if w(at + 1, "NONE") && s.len() == at + 2 {
+            return setting(b"role", Value::Text(b"none"));
+        }
         return setting(b"role", value_at(at + 1));
     }
     if w(at, "SCHEMA") {
@@ -928,12 +1018,14 @@ fn set_config(sql: &[u8], args: &[Token]) -> Statement {
     setting(name, value)
 }
 
-/// A `MERGE` is the kinds of its actions (`WHEN ... THEN UPDATE`, `DELETE`,
-/// `INSERT`), the most dangerous first; `merge` only when it does nothing.
-/// The actions are bounded by the `ON` join, like a `WHERE`.
+/// A `MERGE` is judged as `merge` and as the kinds of its actions (`WHEN ...
+/// THEN UPDATE`, `DELETE`, `INSERT`); its kind is the most dangerous action
+/// (`merge` when it only does nothing). The actions are bounded by the `ON`
+/// join, like a `WHERE`.
 fn merge_actions(sql: &[u8], s: &[Token]) -> (Kind, u64) {
     let mut kind = Kind::Merge;
-    let mut kinds = 0;
+    // Rules on `merge` keep applying to every MERGE.
+    let mut kinds = Kind::Merge.bit();
     let mut depth = 0;
     for (j, t) in s.iter().enumerate() {
         match t.kind {
@@ -959,7 +1051,6 @@ fn merge_actions(sql: &[u8], s: &[Token]) -> (Kind, u64) {
     (kind, kinds)
 }
 
-/// `SELECT ... FOR UPDATE` names UPDATE without being one.
 /// `SELECT ... FOR UPDATE` / `FOR NO KEY UPDATE` names UPDATE without being one;
 /// only those exact sequences count (a column named `key` must not hide a DML).
 fn is_after_for(sql: &[u8], s: &[Token], j: usize) -> bool {

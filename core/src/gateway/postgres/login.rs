@@ -250,21 +250,27 @@ async fn authenticate<U: Io>(
                     String::from_utf8_lossy(fields.get(b'M').unwrap_or_default()).into_owned();
                 let code =
                     String::from_utf8_lossy(fields.get(b'C').unwrap_or_default()).into_owned();
-                // The client hears the upstream's own reason (a role or database
-                // that does not exist, a setting it refuses): PostgreSQL never
-                // puts a password in these, and the code is kept when well formed.
+                // The client hears the upstream's own reason where it is about
+                // what the client asked for or can act on (no such database or
+                // role, a refused setting, too many connections, the server
+                // starting up); PostgreSQL never puts a password in these.
+                // Anything else stays in the gateway's log.
                 let valid = code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric());
+                let told = valid
+                    && ["28", "3D", "42", "22", "53", "57", "0A"]
+                        .iter()
+                        .any(|class| code.starts_with(class));
+                let log = format!("upstream error {code}: {text}");
+                if !told {
+                    return Err(denied(log));
+                }
                 return Err(LoginError {
-                    code: if valid {
-                        code.clone().into()
-                    } else {
-                        sqlstate::CONNECTION_FAILURE.into()
-                    },
+                    code: code.clone().into(),
                     client: format!(
                         "Sluice could not log in to target `{}`: {text}",
                         ctx.target.name
                     ),
-                    log: format!("upstream error {code}: {text}"),
+                    log,
                 });
             }
             Backend::ParameterStatus { name, value } if name == b"client_encoding" => {

@@ -69,6 +69,22 @@ pub mod sqlstate {
 /// with `NegotiateProtocolVersion`.
 const PROTOCOL_PARAMS: &[&str] = &["user", "database", "options", "replication"];
 
+/// Settings drivers send at every login (libpq, JDBC, npgsql, node-postgres,
+/// psycopg): passed without consulting rules on kind `set`.
+const DRIVER_DEFAULTS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "extra_float_digits",
+    "intervalstyle",
+    "geqo",
+    "lc_monetary",
+    "lc_numeric",
+    "bytea_output",
+    "standard_conforming_strings",
+];
+
 /// What the session knows about its caller and target once logged in.
 pub struct Context<'a> {
     pub shard: &'a Shard,
@@ -584,8 +600,14 @@ async fn client_login<C: Io>(
     let resolved = crate::policy::Resolved::default();
     for (name, value) in &settings {
         let st = sql::setting(name.as_bytes(), sql::Value::Text(value.as_bytes()));
+        // What drivers send at every login is not held to rules on `set`
+        // (a rule denying `set` would refuse every JDBC or libpq client).
+        let driver_default = st.kind == sql::Kind::Set
+            && st.flags == sql::Flags::default()
+            && DRIVER_DEFAULTS.contains(&name.as_str());
         let verdict = match encoding_refusal(target, &[st]) {
             Some(deny) => deny,
+            None if driver_default => Verdict::Allow,
             None => crate::policy::judge_statements(shard, index, &identity, &resolved, &[st]),
         };
         let why = match verdict {
@@ -638,10 +660,25 @@ async fn client_login<C: Io>(
 /// (PostgreSQL matches them without regard to case). Nothing is dropped: a
 /// parameter is a setting, a protocol parameter, or an error.
 pub fn startup_settings(params: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+    // PostgreSQL matches the protocol parameters by exact spelling and every
+    // setting without regard to case: `User` or `-c user=...`, lower-cased
+    // and passed on as a parameter of its own, would become the login user.
+    // Such a look-alike is refused, never passed.
+    let protocol_like = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        PROTOCOL_PARAMS.contains(&lower.as_str()) || lower.starts_with("_pq_.")
+    };
     let mut out = Vec::new();
     for (k, v) in params {
         if k == "options" {
-            out.extend(pg::options::parse(v).map_err(|e| e.to_string())?);
+            for (name, value) in pg::options::parse(v).map_err(|e| e.to_string())? {
+                if protocol_like(&name) {
+                    return Err(format!(
+                        "startup option -c {name} is not a setting and is not allowed through Sluice"
+                    ));
+                }
+                out.push((name, value));
+            }
         }
     }
     for (k, v) in params {
@@ -650,6 +687,12 @@ pub fn startup_settings(params: &[(String, String)]) -> Result<Vec<(String, Stri
         }
         if k.is_empty() {
             return Err("empty startup parameter name".into());
+        }
+        if protocol_like(k) {
+            return Err(format!(
+                "startup parameter `{k}` is not allowed through Sluice (the protocol's own is `{}`)",
+                k.to_ascii_lowercase()
+            ));
         }
         out.push((k.to_ascii_lowercase(), v.clone()));
     }
@@ -688,4 +731,49 @@ pub fn error_bytes(code: &str, message: &str, detail: Option<&str>) -> Vec<u8> {
         },
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::startup_settings;
+
+    fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_come_from_options_first_then_parameters_lower_cased() {
+        let got = startup_settings(&params(&[
+            ("user", "x"),
+            ("database", "d"),
+            ("TimeZone", "UTC"),
+            ("options", "-c geqo=off --search-path=a"),
+            ("replication", "false"),
+            ("_pq_.ext", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            got,
+            params(&[("geqo", "off"), ("search_path", "a"), ("timezone", "UTC")])
+        );
+    }
+
+    #[test]
+    fn protocol_parameter_look_alikes_are_refused() {
+        for p in [
+            ("User", "postgres"),
+            ("DATABASE", "x"),
+            ("Options", "-c role=admin"),
+            ("Replication", "database"),
+            ("_PQ_.x", "1"),
+            ("options", "-c user=postgres"),
+            ("options", "--options=-c\\ role=x"),
+            ("options", "-c Replication=database"),
+            ("options", "-c _pq_.x=1"),
+        ] {
+            assert!(startup_settings(&params(&[p])).is_err(), "{p:?}");
+        }
+    }
 }
