@@ -389,3 +389,58 @@ fn the_backend_pid_a_client_sees_is_the_servers() {
     // postgres.rs).
     assert_eq!(key.1.len(), 8);
 }
+
+/// A setting whose value is a query parameter is judged with the value the
+/// `Bind` carries (drivers send `set_config('client_encoding', $1, false)`).
+#[test]
+fn parameterised_settings_are_judged_by_their_values() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    let mut c = connect(s.open, &t, "postgres").unwrap();
+    let set = "SELECT set_config($1, $2, false)";
+    let got: String = c
+        .query_one(set, &[&"default_transaction_read_only", &"on"])
+        .unwrap()
+        .get(0);
+    assert_eq!(got, "on");
+    let got: String = c
+        .query_one(
+            "SELECT set_config('client_encoding', $1, false)",
+            &[&"LATIN1"],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(got, "LATIN1");
+    c.batch_execute("SET client_encoding = 'UTF8'").unwrap();
+    for (name, value) in [
+        ("client_encoding", "SJIS"),
+        ("client_encoding", "windows936"),
+    ] {
+        let err = c.query_one(set, &[&name, &value]).expect_err(value);
+        assert_eq!(sqlstate(&err), "42501", "{value}");
+        assert!(
+            message(&err).contains("client_encoding may only be set"),
+            "{err:?}"
+        );
+    }
+    // The same prepared statement, bound again with other values, is judged
+    // again: the role is not for the guarded target's agents.
+    let role: String = c.query_one(set, &[&"role", &"reader"]).unwrap().get(0);
+    assert_eq!(role, "reader");
+    let mut g = connect(s.guarded, &t, "postgres").unwrap();
+    let stmt = g.prepare(set).unwrap();
+    let ok: String = g
+        .query_one(&stmt, &[&"statement_timeout", &"5s"])
+        .unwrap()
+        .get(0);
+    assert_eq!(ok, "5s");
+    let err = g.query_one(&stmt, &[&"role", &"reader"]).unwrap_err();
+    assert!(message(&err).contains("role"), "{err:?}");
+    let err = g.query_one(&stmt, &[&"search_path", &"evil"]).unwrap_err();
+    assert!(message(&err).contains("search_path"), "{err:?}");
+    let who: String = g
+        .query_one("SELECT current_user::text", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "postgres");
+}

@@ -145,6 +145,67 @@ pub enum Frontend<'a> {
 }
 
 /// Decodes the body of a frontend message with tag `tag`.
+/// One parameter value of a `Bind`, as far as the gateway can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param<'a> {
+    /// A value in text format.
+    Text(&'a [u8]),
+    Null,
+    /// A value in binary format: its meaning depends on its type (for the
+    /// text types a setting takes, it is the text itself).
+    Binary(&'a [u8]),
+}
+
+/// The parameter values of a `Bind` (its body after the portal and statement
+/// names, `Frontend::Bind::rest`).
+pub fn bind_params(rest: &[u8]) -> Result<Vec<Param<'_>>, Error> {
+    let bad = || Error::Malformed("Bind");
+    let mut at = 0usize;
+    let i16_at = |at: &mut usize| -> Result<i16, Error> {
+        let v = rest.get(*at..*at + 2).ok_or_else(bad)?;
+        *at += 2;
+        Ok(i16::from_be_bytes([v[0], v[1]]))
+    };
+    let nformats = i16_at(&mut at)?;
+    if nformats < 0 {
+        return Err(bad());
+    }
+    let mut formats = Vec::with_capacity(nformats as usize);
+    for _ in 0..nformats {
+        formats.push(i16_at(&mut at)?);
+    }
+    let nparams = i16_at(&mut at)?;
+    if nparams < 0 || (nformats > 1 && nformats != nparams) {
+        return Err(bad());
+    }
+    let mut out = Vec::with_capacity(nparams as usize);
+    for k in 0..nparams as usize {
+        let len = rest.get(at..at + 4).ok_or_else(bad)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4;
+        let format = match formats.len() {
+            0 => 0,
+            1 => formats[0],
+            _ => formats[k],
+        };
+        if len == -1 {
+            out.push(Param::Null);
+            continue;
+        }
+        if len < 0 {
+            return Err(bad());
+        }
+        let value = rest.get(at..at + len as usize).ok_or_else(bad)?;
+        at += len as usize;
+        out.push(if format == 0 {
+            Param::Text(value)
+        } else {
+            Param::Binary(value)
+        });
+    }
+    Ok(out)
+}
+
 pub fn parse(tag: u8, body: &[u8]) -> Result<Frontend<'_>, Error> {
     Ok(match tag {
         b'Q' => {

@@ -261,3 +261,26 @@ fn encoders_round_trip_through_the_decoders() {
         35
     );
 }
+
+#[test]
+fn bind_parameters_are_read_with_their_formats() {
+    use super::frontend::{bind_params, Param};
+    let mut rest = Vec::new();
+    rest.extend_from_slice(&2i16.to_be_bytes()); // two format codes
+    rest.extend_from_slice(&0i16.to_be_bytes());
+    rest.extend_from_slice(&1i16.to_be_bytes());
+    rest.extend_from_slice(&2i16.to_be_bytes()); // two values
+    rest.extend_from_slice(&4i32.to_be_bytes());
+    rest.extend_from_slice(b"UTF8");
+    rest.extend_from_slice(&(-1i32).to_be_bytes());
+    rest.extend_from_slice(&0i16.to_be_bytes()); // result formats
+    assert_eq!(
+        bind_params(&rest).unwrap(),
+        [Param::Text(b"UTF8"), Param::Null]
+    );
+    // Every truncation is an error, never a panic.
+    for cut in 0..rest.len() - 2 {
+        let _ = bind_params(&rest[..cut]);
+    }
+    assert!(bind_params(&rest[..9]).is_err());
+}

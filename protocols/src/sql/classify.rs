@@ -166,6 +166,10 @@ pub struct Flags {
     /// (choosing a role or a search path counts; returning to the login's
     /// defaults does not). Policy judges the statement as each of them.
     pub kinds: u64,
+    /// A setting's name or value comes from a `$n` parameter
+    /// (`set_config('client_encoding', $1, false)`): the statement can only be
+    /// judged with the values a `Bind` gives it.
+    pub bound_setting: bool,
     /// Sets the client encoding to an encoding of this class; `Unsafe` also when
     /// the new encoding cannot be read from the text.
     pub encoding: Option<Class>,
@@ -437,6 +441,7 @@ fn merge(st: &mut Statement, sub: Statement, top: bool) {
     st.flags.opaque |= sub.flags.opaque;
     st.flags.kinds |= sub.flags.kinds | sub.kind.bit();
     st.flags.encoding = st.flags.encoding.max(sub.flags.encoding);
+    st.flags.bound_setting |= sub.flags.bound_setting;
     st.flags.prepares |= sub.flags.prepares;
 }
 
@@ -879,6 +884,55 @@ fn unknown_setting() -> Statement {
     }
 }
 
+/// `sql` with each `$n` parameter replaced by its value from a `Bind` as a
+/// plain literal, so a statement whose meaning depends on its parameters
+/// (`set_config('client_encoding', $1, false)`) can be classified with them.
+/// A binary value is taken as its bytes: the arguments a setting takes are
+/// text, whose binary form is the text itself, and a literal changes nothing
+/// else about how a statement classifies. A value that cannot be written as a
+/// plain literal (a backslash, a NUL, not UTF-8) and a parameter with no value
+/// stay `$n`, so they classify as unknown (fail closed). `None` if the text
+/// does not lex.
+pub fn with_params(sql: &[u8], params: &[crate::postgres::frontend::Param<'_>]) -> Option<Vec<u8>> {
+    use crate::postgres::frontend::Param;
+    let mut tokens = Vec::new();
+    lex(sql, Options::new(Dialect::Postgres), &mut tokens).ok()?;
+    let mut out = Vec::with_capacity(sql.len() + 16);
+    let mut from = 0;
+    for t in tokens.iter().filter(|t| t.kind == TokenKind::Param) {
+        let raw = &sql[t.range()];
+        let index = std::str::from_utf8(raw.get(1..)?)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n >= 1);
+        let literal = match index.and_then(|n| params.get(n - 1)) {
+            Some(Param::Null) => Some(b"NULL".to_vec()),
+            Some(Param::Text(v) | Param::Binary(v))
+                if std::str::from_utf8(v).is_ok() && !v.contains(&b'\\') && !v.contains(&0) =>
+            {
+                let mut l = Vec::with_capacity(v.len() + 2);
+                l.push(b'\'');
+                for &b in *v {
+                    if b == b'\'' {
+                        l.push(b'\'');
+                    }
+                    l.push(b);
+                }
+                l.push(b'\'');
+                Some(l)
+            }
+            _ => None,
+        };
+        if let Some(l) = literal {
+            out.extend_from_slice(&sql[from..t.start as usize]);
+            out.extend_from_slice(&l);
+            from = t.end as usize;
+        }
+    }
+    out.extend_from_slice(&sql[from..]);
+    Some(out)
+}
+
 /// The text of a plain `'...'` literal (quotes removed), or of a word or number.
 fn plain_value<'a>(sql: &'a [u8], t: &Token) -> Option<&'a [u8]> {
     let raw = &sql[t.range()];
@@ -1006,8 +1060,11 @@ fn set_config(sql: &[u8], args: &[Token]) -> Statement {
         .first()
         .filter(|t| t.kind == TokenKind::String && comma(1))
         .and_then(|t| plain_value(sql, t));
+    let param = |i: usize| args.get(i).is_some_and(|t| t.kind == TokenKind::Param);
     let Some(name) = name else {
-        return unknown_setting();
+        let mut st = unknown_setting();
+        st.flags.bound_setting = param(0);
+        return st;
     };
     let value = match args.get(2) {
         Some(t) if comma(3) => plain_value(sql, t)
@@ -1015,7 +1072,13 @@ fn set_config(sql: &[u8], args: &[Token]) -> Statement {
             .map_or(Value::Unknown, Value::Text),
         _ => Value::Unknown,
     };
-    setting(name, value)
+    let mut st = setting(name, value);
+    // Only where the value decides how it is judged (an encoding; a role or
+    // `none`) does it need the Bind's value.
+    st.flags.bound_setting = value == Value::Unknown
+        && param(2)
+        && (st.kind == Kind::SetRole || st.flags.encoding.is_some());
+    st
 }
 
 /// A `MERGE` is judged as `merge` and as the kinds of its actions (`WHEN ...

@@ -13,7 +13,7 @@
 pub mod classify;
 pub mod lexer;
 
-pub use classify::{classify, setting, Classifier, Flags, Kind, Statement, Value};
+pub use classify::{classify, setting, with_params, Classifier, Flags, Kind, Statement, Value};
 pub use lexer::Dialect;
 
 #[cfg(test)]

@@ -422,3 +422,73 @@ fn lexer_is_total_on_every_prefix() {
         }
     }
 }
+
+#[test]
+fn parameters_are_written_in_as_plain_literals_or_left_unknown() {
+    use crate::postgres::frontend::Param;
+    let sql = b"SELECT set_config($1, $2, false), $3, $4, '$1', $10";
+    let got = with_params(
+        sql,
+        &[
+            Param::Text(b"client_encoding"),
+            Param::Text(b"it's"),
+            Param::Null,
+            Param::Binary(&[0, 0, 0, 1]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        "SELECT set_config('client_encoding', 'it''s', false), NULL, $4, '$1', $10"
+    );
+    // A value the lexer might read otherwise stays a parameter.
+    let got = with_params(b"SELECT $1", &[Param::Text(b"a\\'; DROP TABLE t; --")]).unwrap();
+    assert_eq!(got, b"SELECT $1");
+    // Classified with the values, a parameterised setting is judged exactly.
+    let st = |params: &[Param]| {
+        classify(
+            &with_params(b"SELECT set_config('client_encoding', $1, false)", params).unwrap(),
+            Dialect::Postgres,
+        )[0]
+    };
+    use crate::postgres::encoding::Class;
+    assert_eq!(
+        st(&[Param::Text(b"UTF8")]).flags.encoding,
+        Some(Class::Utf8)
+    );
+    assert_eq!(
+        st(&[Param::Text(b"latin1")]).flags.encoding,
+        Some(Class::Safe)
+    );
+    assert_eq!(
+        st(&[Param::Text(b"SJIS")]).flags.encoding,
+        Some(Class::Unsafe)
+    );
+    assert_eq!(
+        st(&[Param::Binary(b"big5")]).flags.encoding,
+        Some(Class::Unsafe)
+    );
+    assert_eq!(
+        st(&[Param::Binary(b"UTF8")]).flags.encoding,
+        Some(Class::Utf8)
+    );
+    assert_eq!(
+        st(&[Param::Binary(&[0xff])]).flags.encoding,
+        Some(Class::Unsafe)
+    );
+    let raw = classify(
+        b"SELECT set_config('client_encoding', $1, false)",
+        Dialect::Postgres,
+    )[0];
+    assert!(raw.flags.bound_setting);
+    assert!(
+        classify(b"SELECT set_config($1, $2, false)", Dialect::Postgres)[0]
+            .flags
+            .bound_setting
+    );
+    assert!(
+        !classify(b"SELECT set_config('app.x', $1, false)", Dialect::Postgres)[0]
+            .flags
+            .bound_setting
+    );
+}

@@ -512,12 +512,28 @@ fn judge_message(
     let (judged, sync_point) = match msg {
         Frontend::Query(sql) => (Some((judge(ctx, shared, sql), text_of(sql))), true),
         Frontend::Parse { sql, name, .. } => {
-            let judged = judge(ctx, shared, sql);
+            let mut judged = judge(ctx, shared, sql);
+            // A setting whose value comes from a parameter can only be judged
+            // with the value: the statement is prepared (parsing runs nothing)
+            // and each `Bind` is judged with its values (see `bind_verdict`).
+            let bound = judged
+                .1
+                .iter()
+                .flat_map(|s| s.iter())
+                .any(|s| s.flags.bound_setting);
+            if bound && matches!(judged.0, Verdict::Deny { .. }) {
+                judged.0 = Verdict::Allow;
+            }
             // Parsing runs nothing: a statement that needs approval is prepared,
             // and each execution of it (`Bind`) waits for its own approval. The
             // server's answer decides what the name holds (see `gates`).
             match &judged.0 {
                 Verdict::Deny { .. } => {}
+                Verdict::Allow if bound => shared
+                    .gates
+                    .borrow_mut()
+                    .parse(name, Some(sql), seq)
+                    .map_err(full)?,
                 Verdict::Approve { .. } => shared
                     .gates
                     .borrow_mut()
@@ -555,7 +571,7 @@ fn judge_message(
                 None
             } else {
                 // Judged again under the policy in force now.
-                let verdict = match bind_verdict(ctx, shared, &candidates) {
+                let verdict = match bind_verdict(ctx, shared, &candidates, rest) {
                     Ok(Some((kind, spec))) => match settled.take() {
                         None => {
                             return Ok(Step::Hold(Hold::new(
@@ -734,9 +750,19 @@ fn bind_verdict(
     ctx: &Context<'_>,
     shared: &Shared,
     candidates: &[Rc<[u8]>],
+    bind: &[u8],
 ) -> Result<Option<(Kind, Arc<sluice_config::policy::ApprovalSpec>)>, Verdict> {
     let mut hold: Option<(Kind, Arc<sluice_config::policy::ApprovalSpec>)> = None;
+    // Each candidate is judged with this Bind's values written in, so a
+    // setting that takes its value from a parameter is judged by that value.
+    let params = frontend::bind_params(bind).map_err(|e| Verdict::Deny {
+        message: format!("Sluice cannot read this Bind: {e}").into(),
+        detail: String::new(),
+        rule: None,
+    })?;
     for text in candidates {
+        let bound = sluice_protocols::sql::with_params(text, &params);
+        let text = bound.as_deref().unwrap_or(text);
         match judge(ctx, shared, text).0 {
             deny @ Verdict::Deny { .. } => return Err(deny),
             Verdict::Approve { kind, spec, .. } => match &hold {
