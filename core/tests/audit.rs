@@ -176,6 +176,11 @@ fn every_event_class_is_recorded_and_the_log_verifies() {
     ]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 1, "{out}");
+    // Each line carries its time for people, beside the stored `ts`.
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let time = line["time"].as_str().unwrap_or_default();
+    assert!(time.len() == 24 && time.ends_with('Z'), "{out}");
+    assert!(line["ts"].as_u64().is_some(), "{out}");
     let (_, out, _) = cli(&[
         "audit", "search", "--dir", dir, "--user", "alice", "--text", "count(*)",
     ]);

@@ -162,8 +162,19 @@ pub fn run(cmd: AuditCommand) -> i32 {
             }
         }
         AuditCommand::Search { dir, filter } => filter.filter().and_then(|f| {
-            verify::search(&dir, &f, |line, _| {
-                let _ = out.write_all(line);
+            verify::search(&dir, &f, |line, v| {
+                // For people: the record's time in RFC 3339 beside its `ts`
+                // (`export` writes the records exactly as stored).
+                let time = v.get("ts").and_then(serde_json::Value::as_u64);
+                match (time, line.strip_prefix(b"{")) {
+                    (Some(ms), Some(rest)) => {
+                        let _ = write!(out, "{{\"time\":\"{}\",", crate::log::rfc3339_ms(ms));
+                        let _ = out.write_all(rest);
+                    }
+                    _ => {
+                        let _ = out.write_all(line);
+                    }
+                }
                 let _ = out.write_all(b"\n");
             })
             .map(|_| ())

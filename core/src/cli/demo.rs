@@ -49,7 +49,8 @@ fn start(dir: &Path, fresh_ports: bool) -> Result<i32, String> {
         .canonicalize()
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     // Throw-away parts are recreated; the audit log (and its signing key) stays.
-    for stale in ["keys", "tokens", "demo.toml"] {
+    // (`pg` is where earlier versions kept the throw-away cluster.)
+    for stale in ["keys", "tokens", "pg", "demo.toml"] {
         let p = dir.join(stale);
         let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
     }

@@ -262,55 +262,29 @@ async fn fatal_to_client<W: AsyncWriteRent>(client_w: &Slot<W>, code: &str, mess
     }
 }
 
-/// A malformed or oversized client message: `08P01` to the client, the upstream
-/// closed (it never sees the message), then the client drained and closed.
+/// A client message the gateway cannot take (malformed, oversized, or one the
+/// session machine cannot follow, such as a message the server would swallow
+/// during COPY): `08P01` to the client, the upstream closed (it never sees the
+/// message), then the client drained and closed.
 async fn protocol_violation<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteRent>(
     ctx: &Context<'_>,
-    e: sluice_protocols::postgres::Error,
+    refusal: Refusal,
     client_w: &Slot<CW>,
     upstream: &mut W,
     client: &mut R,
 ) {
+    let message = match &refusal {
+        Refusal::Malformed(e) => format!("invalid message: {e}"),
+        Refusal::Session(e) => format!("Sluice closed the session: {e}"),
+    };
     warn!(
         "client_protocol_error",
         target = ctx.target.name,
         subject = ctx.identity.subject,
-        error = e
+        error = message
     );
     ctx.shard.metrics.error(ErrorKind::ClientIo);
-    fatal_to_client(
-        client_w,
-        sqlstate::PROTOCOL_VIOLATION,
-        &format!("invalid message: {e}"),
-    )
-    .await;
-    let _ = upstream.shutdown().await;
-    linger(client).await;
-}
-
-/// The session machine cannot follow what the client sent (a message the
-/// server would swallow during COPY, too many in flight): `08P01`, then as
-/// [`protocol_violation`].
-async fn session_violation<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteRent>(
-    ctx: &Context<'_>,
-    e: sluice_protocols::postgres::session::Violation,
-    client_w: &Slot<CW>,
-    upstream: &mut W,
-    client: &mut R,
-) {
-    warn!(
-        "client_session_error",
-        target = ctx.target.name,
-        subject = ctx.identity.subject,
-        error = e
-    );
-    ctx.shard.metrics.error(ErrorKind::ClientIo);
-    fatal_to_client(
-        client_w,
-        sqlstate::PROTOCOL_VIOLATION,
-        &format!("Sluice closed the session: {e}"),
-    )
-    .await;
+    fatal_to_client(client_w, sqlstate::PROTOCOL_VIOLATION, &message).await;
     let _ = upstream.shutdown().await;
     linger(client).await;
 }
@@ -356,7 +330,8 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
-                    return protocol_violation(ctx, e, client_w, &mut upstream, &mut client).await
+                    let e = Refusal::Malformed(e);
+                    return protocol_violation(ctx, e, client_w, &mut upstream, &mut client).await;
                 }
             };
             let avail = buf.len() - pos;
@@ -365,7 +340,8 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                     let copy = Frontend::CopyData(&[]);
                     let counted = shared.session.borrow_mut().handle_frontend(&copy);
                     if let Err(e) = counted {
-                        return session_violation(ctx, e, client_w, &mut upstream, &mut client)
+                        let e = Refusal::Session(e);
+                        return protocol_violation(ctx, e, client_w, &mut upstream, &mut client)
                             .await;
                     }
                     passthrough = f.len - avail;
@@ -389,11 +365,8 @@ async fn client_to_upstream<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
                     held = Some(h);
                     break;
                 }
-                Err(Refusal::Malformed(e)) => {
+                Err(e) => {
                     return protocol_violation(ctx, e, client_w, &mut upstream, &mut client).await
-                }
-                Err(Refusal::Session(e)) => {
-                    return session_violation(ctx, e, client_w, &mut upstream, &mut client).await
                 }
             }
             if f.tag == b'X' {
