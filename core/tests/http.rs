@@ -600,6 +600,11 @@ fn smuggling_shapes_are_refused_and_never_forwarded() {
         ("dot-dot with params", format!("DELETE /v1/x/..;/customers/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
         ("empty segment by params", format!("DELETE /v1/;/customers/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
         ("method override", format!("POST /v1/customers/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-HTTP-Method-Override: DELETE\r\n\r\n")),
+        ("fragment", format!("GET /v1/export#x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
+        ("X-Original-URL", format!("GET /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Original-URL: /v1/export\r\n\r\n")),
+        ("X-Rewrite-URL", format!("GET /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Rewrite-URL: /v1/export\r\n\r\n")),
+        ("_method in the query", format!("POST /v1/customers/9?_method=DELETE HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n")),
+        ("encoded _method", format!("POST /v1/customers/9?%5Fm%65thod=DELETE HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n")),
         ("CR before chunk extension", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r;x\r\nhello\r\n0\r\n\r\n")),
         ("request trailers", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nAuthorization: Bearer stolen\r\n\r\n")),
     ] {

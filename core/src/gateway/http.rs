@@ -384,10 +384,30 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
             "bad request: the path is not canonical (`//`, `.` or `..` segments, or encoded `/`, `\\`, `.` are refused)",
         ));
     }
+    if req.target.contains('#') {
+        // A fragment never belongs in a request; a server that strips it
+        // would run `/v1/export` where the rules saw `/v1/export#x`.
+        return Err(Reply::error(
+            400,
+            "bad request: a request target cannot carry a fragment (`#`)",
+        ));
+    }
     if METHOD_OVERRIDES.iter().any(|h| req.header(h).is_some()) {
         return Err(Reply::error(
             400,
             "bad request: method override headers are not accepted (guardrails judge the request's own method)",
+        ));
+    }
+    if let Some(h) = REWRITE_HEADERS.iter().find(|h| req.header(h).is_some()) {
+        return Err(Reply::error(
+            400,
+            format!("bad request: `{h}` is not accepted (frameworks route on it; guardrails judge the request's own path)"),
+        ));
+    }
+    if query_overrides_method(req.target) {
+        return Err(Reply::error(
+            400,
+            "bad request: `_method` in the query string is not accepted (frameworks run it as the method; guardrails judge the request's own method)",
         ));
     }
     if req.header("upgrade").is_some() || req.method.eq_ignore_ascii_case("CONNECT") {
@@ -606,6 +626,72 @@ const DROPPED: &[&str] = &[
     "forwarded",
     "x-real-ip",
 ];
+
+#[cfg(test)]
+mod override_tests {
+    #[test]
+    fn method_overrides_in_the_query_are_found_however_spelled() {
+        for t in [
+            "/v1/c/42?_method=DELETE",
+            "/v1/c/42?a=1&_METHOD=delete",
+            "/v1/c/42?%5Fmethod=DELETE",
+            "/v1/c/42?_%6Dethod=DELETE",
+            "/v1/c/42?x=1;_method",
+        ] {
+            assert!(super::query_overrides_method(t), "{t}");
+        }
+        for t in [
+            "/v1/c/42",
+            "/v1/c/42?method=DELETE",
+            "/v1/c/42?a=_method",
+            "/_method",
+        ] {
+            assert!(!super::query_overrides_method(t), "{t}");
+        }
+    }
+}
+
+/// Headers that make IIS, Symfony, Laravel and similar route to another path
+/// than the request's own: refused, as the path is what the rules judged.
+const REWRITE_HEADERS: &[&str] = &[
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+];
+
+/// Does the query string carry a method override (`_method=DELETE`, also
+/// percent-encoded as `%5Fmethod`, any case), which Rails, Laravel and
+/// Express's method-override run as the request's method?
+fn query_overrides_method(target: &str) -> bool {
+    let Some((_, query)) = target.split_once('?') else {
+        return false;
+    };
+    query.split(['&', ';']).any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n).as_bytes();
+        // Percent-decoded as a framework decodes it (`%5Fmethod`, `_%6Dethod`).
+        let mut decoded = Vec::with_capacity(name.len());
+        let mut i = 0;
+        while i < name.len() {
+            let hex = name
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match (name[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'%', Some(b)) => {
+                    decoded.push(b);
+                    i += 3;
+                }
+                (b, _) => {
+                    decoded.push(b);
+                    i += 1;
+                }
+            }
+        }
+        decoded.eq_ignore_ascii_case(b"_method")
+    })
+}
 
 /// Headers that would make the upstream run another method than the one the
 /// rules judged: refused.

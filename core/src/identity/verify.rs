@@ -23,6 +23,8 @@ pub enum AuthError {
     Algorithm(String),
     #[error("token header `{0}` is not accepted: keys come only from the configured JWKS")]
     EmbeddedKey(&'static str),
+    #[error("token header `crit` names extensions Sluice does not implement: {0}")]
+    Critical(String),
     #[error("token has no `kid`")]
     NoKid,
     #[error("token key `{0}` is not in the JWKS")]
@@ -35,7 +37,7 @@ pub enum AuthError {
     Issuer,
     #[error("token audience does not include `{0}`")]
     Audience(String),
-    #[error("token `{0}` claim is missing or not a number")]
+    #[error("token `{0}` claim is missing or not a whole number of seconds in a sane range")]
     ClaimType(&'static str),
     #[error("token has expired")]
     Expired,
@@ -97,6 +99,12 @@ impl Verifier {
         }
         if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(AuthError::Malformed);
+        }
+        // RFC 7515 4.1.11: `crit` lists extensions the recipient must
+        // understand to accept the token; Sluice implements none.
+        if let Some(crit) = raw_header(token).and_then(|h| h.get("crit").cloned()) {
+            let text: String = crit.to_string().chars().take(64).collect();
+            return Err(AuthError::Critical(text));
         }
         // A header that does not decode names an algorithm jsonwebtoken does not
         // know (`none`, `None`, ...) or is not JSON at all.
@@ -210,6 +218,11 @@ impl Verifier {
 
 /// A NumericDate claim: absent is `None`; present but not a non-negative number
 /// (e.g. the string `"9999999999"`) is an error.
+/// Latest time a token may name: the end of year 9999 (RFC 3339's range). A
+/// larger value (`1e300`) would otherwise saturate to "never expires".
+const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A NumericDate claim: whole seconds since the epoch, within a sane range.
 fn numeric(claims: &Value, name: &'static str) -> Result<Option<u64>, AuthError> {
     match claims.get(name) {
         None => Ok(None),
@@ -217,9 +230,11 @@ fn numeric(claims: &Value, name: &'static str) -> Result<Option<u64>, AuthError>
             .as_u64()
             .or_else(|| {
                 n.as_f64()
-                    .filter(|f| *f >= 0.0 && f.is_finite())
+                    .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0)
+                    .filter(|f| *f <= MAX_NUMERIC_DATE as f64)
                     .map(|f| f as u64)
             })
+            .filter(|v| *v <= MAX_NUMERIC_DATE)
             .map(Some)
             .ok_or(AuthError::ClaimType(name)),
         Some(_) => Err(AuthError::ClaimType(name)),
@@ -248,14 +263,19 @@ fn groups(claims: &Value, path: &str) -> Vec<String> {
 
 /// The raw `alg` of a token header, for error messages about unknown algorithms.
 fn raw_alg(token: &str) -> Option<String> {
+    let v = raw_header(token)?;
+    let alg = v.get("alg")?.as_str()?;
+    Some(alg.chars().take(32).collect())
+}
+
+/// The token's header as JSON, read without any checks.
+fn raw_header(token: &str) -> Option<Value> {
     use base64::Engine as _;
     let header = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.trim_end_matches('='))
         .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    let alg = v.get("alg")?.as_str()?;
-    Some(alg.chars().take(32).collect())
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

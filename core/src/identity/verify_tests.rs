@@ -199,3 +199,45 @@ fn typ_check_and_dotted_group_paths() {
         Err(AuthError::Type("JWT".into()))
     );
 }
+
+#[test]
+fn critical_extensions_are_refused() {
+    let (key, keys, v) = setup();
+    let good = key.sign(&claims());
+    let parts: Vec<&str> = good.split('.').collect();
+    for header in [
+        json!({"alg": "EdDSA", "kid": key.kid, "crit": ["exp-ext"], "exp-ext": 1}),
+        json!({"alg": "EdDSA", "kid": key.kid, "crit": ["b64"]}),
+    ] {
+        let t = format!(
+            "{}.{}.{}",
+            B64URL.encode(header.to_string()),
+            parts[1],
+            parts[2]
+        );
+        let got = v.verify(&t, &keys, NOW);
+        assert!(matches!(got, Err(AuthError::Critical(_))), "{got:?}");
+    }
+}
+
+#[test]
+fn times_must_be_whole_seconds_in_a_sane_range() {
+    let (key, keys, v) = setup();
+    for (claim, value) in [
+        ("exp", json!(1e300)),
+        ("exp", json!(18446744073709551615u64)),
+        ("exp", json!(NOW as f64 + 600.5)),
+        ("nbf", json!(-1)),
+        ("iat", json!("0")),
+    ] {
+        let t = key.sign(&with(claims(), claim, value.clone()));
+        assert_eq!(
+            v.verify(&t, &keys, NOW),
+            Err(AuthError::ClaimType(claim)),
+            "{claim} = {value}"
+        );
+    }
+    // A whole number written as a float is a whole number.
+    let t = key.sign(&with(claims(), "exp", json!(NOW as f64 + 600.0)));
+    assert!(v.verify(&t, &keys, NOW).is_ok());
+}
