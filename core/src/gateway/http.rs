@@ -627,30 +627,6 @@ const DROPPED: &[&str] = &[
     "x-real-ip",
 ];
 
-#[cfg(test)]
-mod override_tests {
-    #[test]
-    fn method_overrides_in_the_query_are_found_however_spelled() {
-        for t in [
-            "/v1/c/42?_method=DELETE",
-            "/v1/c/42?a=1&_METHOD=delete",
-            "/v1/c/42?%5Fmethod=DELETE",
-            "/v1/c/42?_%6Dethod=DELETE",
-            "/v1/c/42?x=1;_method",
-        ] {
-            assert!(super::query_overrides_method(t), "{t}");
-        }
-        for t in [
-            "/v1/c/42",
-            "/v1/c/42?method=DELETE",
-            "/v1/c/42?a=_method",
-            "/_method",
-        ] {
-            assert!(!super::query_overrides_method(t), "{t}");
-        }
-    }
-}
-
 /// Headers that make IIS, Symfony, Laravel and similar route to another path
 /// than the request's own: refused, as the path is what the rules judged.
 const REWRITE_HEADERS: &[&str] = &[
@@ -1980,6 +1956,30 @@ async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
                 return Ok((total, masker.masker().counts.pairs()));
             }
             return Err("the upstream closed the connection mid-body".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod override_tests {
+    #[test]
+    fn method_overrides_in_the_query_are_found_however_spelled() {
+        for t in [
+            "/v1/c/42?_method=DELETE",
+            "/v1/c/42?a=1&_METHOD=delete",
+            "/v1/c/42?%5Fmethod=DELETE",
+            "/v1/c/42?_%6Dethod=DELETE",
+            "/v1/c/42?x=1;_method",
+        ] {
+            assert!(super::query_overrides_method(t), "{t}");
+        }
+        for t in [
+            "/v1/c/42",
+            "/v1/c/42?method=DELETE",
+            "/v1/c/42?a=_method",
+            "/_method",
+        ] {
+            assert!(!super::query_overrides_method(t), "{t}");
         }
     }
 }
