@@ -211,6 +211,11 @@ fn route(r: &Seen) -> Vec<u8> {
             "application/json",
             br#"{"customers":[{"card":"4111 1111 1111 1111","score":NaN}]}"#,
         ),
+        ("GET", "/v1/escaped") => response(
+            "200 OK",
+            "application/json",
+            br#"{"note":"jane.doe\u0040example.com","tax":"123\u002D45-6789","pan":"4111\u002D1111-1111-1111","ok":"caf\u00e9"}"#,
+        ),
         ("GET", "/v1/image") => response("200 OK", "image/png", b"\x89PNG jane@example.com"),
         ("GET", "/v1/hints") => {
             let mut out = b"HTTP/1.1 103 Early Hints\r\nx-contact: jane@example.com\r\n\r\n".to_vec();
@@ -444,6 +449,25 @@ fn curl_gets_masked_json_and_the_upstream_gets_only_the_injected_credential() {
     let (out, _) = s.curl(&["-H", &auth, "-w", "\n%{http_code}", &s.url("/v1/gzip")]);
     assert!(out.ends_with("502"), "{out}");
     assert!(out.contains("compressed body"), "{out}");
+}
+
+/// JSON string escapes do not hide values from the detectors: every JSON
+/// client decodes `\u0040` to `@`.
+#[test]
+fn escaped_json_values_are_masked() {
+    let s = setup();
+    let auth = format!("Authorization: Bearer {}", s.agent());
+    let (out, err) = s.curl(&["-H", &auth, &s.url("/v1/escaped")]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    for field in ["note", "tax", "pan"] {
+        let got = v[field].as_str().unwrap();
+        assert!(got.chars().all(|c| c == '*'), "{field}: {got}");
+    }
+    assert_eq!(v["ok"], "café");
+    assert!(
+        out.contains(r#""ok":"caf\u00e9""#),
+        "unmasked escapes pass as they came: {out}"
+    );
 }
 
 #[test]

@@ -87,8 +87,10 @@ impl FieldRules {
     }
 }
 
-/// A key as the document means it: `"s\u0073n"` is the key `ssn`, so an
-/// escape cannot step around a rule. Borrowed when there is no escape.
+/// A key or string as the document means it: `"s\u0073n"` is the key `ssn`,
+/// so an escape cannot step around a rule or hide a value from the detectors
+/// (a lone surrogate reads as U+FFFD, as JSON clients read it). Borrowed when
+/// there is no escape.
 fn key_text(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if memchr::memchr(b'\\', raw).is_none() {
         return std::borrow::Cow::Borrowed(raw);
@@ -232,9 +234,12 @@ pub fn mask_json(
                 masked += masker.mask_value(&mut doc[inner], style);
                 return;
             }
-            // Escapes inside: mask a copy; if anything was found, the whole
-            // string becomes `*`s (masking around an escape could break it).
-            let mut copy = doc[inner.clone()].to_vec();
+            // Escapes inside: the detectors read the string as any JSON
+            // client will (`jane.doe\u0040example.com` is an email); if
+            // anything is found the whole string becomes `*`s, the same
+            // length (masking around an escape could break it). A string with
+            // nothing to mask passes byte for byte as it came.
+            let mut copy = key_text(&doc[inner.clone()]).into_owned();
             let n = masker.mask_value(&mut copy, style);
             if n > 0 {
                 masked += n;
@@ -599,6 +604,33 @@ mod tests {
         assert_eq!(out, r#"{"a":"*****************************","b":"x\\"}"#);
         let out = run(r#"{"ssn":"12\u0033-45-6789"}"#, &[("ssn", "last4")]).unwrap();
         assert_eq!(out, r#"{"ssn":"****************"}"#);
+    }
+
+    #[test]
+    fn escaped_values_are_read_as_json_clients_read_them() {
+        let doc = r#"{"note":"jane.doe\u0040example.com","phone":"\u002B1 415 555 2671","tax":"123\u002D45-6789","pan":"4111\u002D1111-1111-1111","ok":"caf\u00e9 \ud83d\ude00"}"#;
+        let mut m =
+            Masker::new(Profile::new(&["email", "credit_card", "ssn", "phone"], &[]).unwrap());
+        let mut bytes = doc.as_bytes().to_vec();
+        mask_json(&mut bytes, &mut m, &FieldRules::default()).unwrap();
+        let out = String::from_utf8(bytes).unwrap();
+        let v = serde_json_check::from_str(&out);
+        for field in ["note", "phone", "tax", "pan"] {
+            let got = v.get(field);
+            assert!(
+                got.trim_matches('"').chars().all(|c| c == '*'),
+                "{field}: {got}"
+            );
+        }
+        // Nothing to mask: the escapes pass exactly as they came.
+        assert!(out.contains(r#""ok":"caf\u00e9 \ud83d\ude00""#), "{out}");
+        // Split across the escape of a surrogate pair, an email still shows.
+        let out = run(
+            r#"{"a":"x\ud83d\ude00@example.com y\u0040example.org"}"#,
+            &[],
+        )
+        .unwrap();
+        assert!(!out.contains("example"), "{out}");
     }
 
     #[test]

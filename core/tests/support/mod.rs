@@ -25,12 +25,23 @@ pub mod servers;
 #[allow(unused_imports)]
 pub use servers::*;
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and not handed out before by
+/// this test process (the kernel may give the same free port to two calls in
+/// a row, and one config would then use it twice).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh loopback port in 100 tries");
 }
 
 pub fn free_addr() -> SocketAddr {
