@@ -443,4 +443,39 @@ fn parameterised_settings_are_judged_by_their_values() {
         .unwrap()
         .get(0);
     assert_eq!(who, "postgres");
+    // As psycopg sends them: each query re-parses the unnamed statement and
+    // binds it at once. The next query's Bind is judged as the next query,
+    // never as the set_config parsed before it.
+    let (_, mut raw) = raw_session(s.open, &t, &[]);
+    let round_trip = |raw: &mut Raw, sql: &str, value: &str| {
+        let mut out = Vec::new();
+        encode::parse(&mut out, b"", sql.as_bytes(), &[]);
+        encode::message(&mut out, b'B', |b| {
+            b.extend_from_slice(b"\0\0");
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&1i16.to_be_bytes());
+            b.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            b.extend_from_slice(value.as_bytes());
+            b.extend_from_slice(&0i16.to_be_bytes());
+        });
+        encode::message(&mut out, b'E', |b| b.extend_from_slice(b"\0\0\0\0\0"));
+        encode::message(&mut out, b'S', |_| {});
+        raw.send(&out);
+        raw.read_until(b"Z")
+    };
+    let tags = |m: &[(u8, Vec<u8>)]| m.iter().map(|(t, _)| *t as char).collect::<String>();
+    let got = round_trip(
+        &mut raw,
+        "SELECT set_config('client_encoding', $1, false)",
+        "UTF8",
+    );
+    assert_eq!(tags(&got), "12DCZ", "{got:?}");
+    let got = round_trip(&mut raw, "SELECT $1::text", "text");
+    assert_eq!(tags(&got), "12DCZ", "{got:?}");
+    let got = round_trip(
+        &mut raw,
+        "SELECT set_config('client_encoding', $1, false)",
+        "BIG5",
+    );
+    assert!(tags(&got).contains('E'), "{got:?}");
 }

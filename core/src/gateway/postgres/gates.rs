@@ -88,11 +88,24 @@ impl Gates {
         Ok(())
     }
 
-    /// The texts needing approval that `name` may hold (empty: none).
-    pub fn candidates(&self, name: &[u8]) -> Vec<Rc<[u8]>> {
-        self.names
-            .get(name)
-            .map(|c| c.iter().map(|(_, t)| t.clone()).collect())
+    /// The gated texts `name` may hold for a `Bind` sent in sync group `seq`
+    /// (empty: none). A `Parse` or `Close` of the name earlier in the same
+    /// group decides alone: if it fails, the server skips the rest of the
+    /// group, the `Bind` included, so only its outcome can ever be bound.
+    pub fn candidates(&self, name: &[u8], seq: u64) -> Vec<Rc<[u8]>> {
+        let all = self.names.get(name);
+        if let Some(op) = self.ops.iter().rev().find(|o| o.name == name) {
+            if op.seq == seq {
+                if op.close {
+                    return Vec::new();
+                }
+                return all
+                    .and_then(|c| c.iter().find(|(id, _)| *id == op.id))
+                    .map(|(_, t)| vec![t.clone()])
+                    .unwrap_or_default();
+            }
+        }
+        all.map(|c| c.iter().map(|(_, t)| t.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -166,7 +179,7 @@ mod tests {
     use super::*;
 
     fn texts(g: &Gates, name: &str) -> Vec<String> {
-        g.candidates(name.as_bytes())
+        g.candidates(name.as_bytes(), 0)
             .iter()
             .map(|t| String::from_utf8_lossy(t).into_owned())
             .collect()
@@ -214,6 +227,36 @@ mod tests {
         g.parse_complete();
         assert!(texts(&g, "").is_empty());
         assert!(!g.any());
+    }
+
+    #[test]
+    fn a_parse_earlier_in_the_same_group_decides_alone() {
+        let mut g = Gates::default();
+        g.parse(b"", Some(b"set_config('client_encoding', $1, false)"), 1)
+            .unwrap();
+        g.parse_complete();
+        g.ready(1);
+        // Pipelined: the unnamed statement replaced, then bound, in group 2.
+        g.parse(b"", None, 2).unwrap();
+        assert!(
+            g.candidates(b"", 2).is_empty(),
+            "only the new text can be bound"
+        );
+        // From a later group it could still be either (the Parse may fail).
+        assert_eq!(g.candidates(b"", 3).len(), 1);
+        g.parse_complete();
+        assert!(g.candidates(b"", 3).is_empty());
+        // A Close earlier in the group: nothing to bind.
+        g.parse(b"s", Some(b"DELETE 1"), 4).unwrap();
+        g.parse_complete();
+        g.close(b"s", 5).unwrap();
+        assert!(g.candidates(b"s", 5).is_empty());
+        assert_eq!(g.candidates(b"s", 6).len(), 1);
+        // A gated Parse in the same group is the one candidate.
+        g.parse(b"s", Some(b"UPDATE 2"), 6).unwrap();
+        let c = g.candidates(b"s", 6);
+        assert_eq!(c.len(), 1);
+        assert_eq!(&*c[0], b"UPDATE 2");
     }
 
     #[test]

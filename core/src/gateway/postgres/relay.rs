@@ -539,7 +539,7 @@ fn judge_message(
             statement,
             rest,
         } => {
-            let candidates = shared.gates.borrow().candidates(statement);
+            let candidates = shared.gates.borrow().candidates(statement, seq);
             let verdict = if candidates.is_empty() {
                 None
             } else {
@@ -786,7 +786,10 @@ fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<
             verdict = deny;
         }
     }
-    if let Verdict::Deny { message, .. } = &verdict {
+    // A Parse whose setting waits for its Bind's values is not refused here
+    // (see the Parse arm): only the Bind's judgement is logged.
+    let waits_for_bind = statements.iter().any(|s| s.flags.bound_setting);
+    if let (Verdict::Deny { message, .. }, false) = (&verdict, waits_for_bind) {
         info!(
             "statement_denied",
             target = ctx.target.name,
