@@ -251,3 +251,74 @@ fn settings_cannot_be_reached_through_catalogs_or_defaults() {
     .unwrap_err();
     assert!(err.contains("code Sluice cannot see"), "{err}");
 }
+
+/// The gateway's count of sync groups stays the server's: a Sync that reaches
+/// the server during COPY IN (libpq sends one with every extended COPY) is
+/// not a group of its own, and a Query inside an unfinished extended group
+/// (which the server would discard unanswered after an error) is refused.
+/// Out of step, a later ParseComplete was matched to a skipped Parse and a
+/// statement waiting for approval ran without one.
+#[test]
+fn sync_groups_stay_in_step_so_approvals_hold() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    let mut raw = RawPg::login(s.guarded, &t);
+    let tags = |m: &[(u8, Vec<u8>)]| m.iter().map(|(t, _)| *t as char).collect::<String>();
+    let bind = |out: &mut Vec<u8>, statement: &[u8]| {
+        encode::message(out, b'B', |b| {
+            b.push(0);
+            b.extend_from_slice(statement);
+            b.push(0);
+            b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        })
+    };
+    let execute = |out: &mut Vec<u8>| encode::message(out, b'E', |b| b.extend_from_slice(&[0; 5]));
+    let sync = |out: &mut Vec<u8>| encode::message(out, b'S', |_| {});
+    // An extended COPY FROM STDIN, libpq's way.
+    let mut out = Vec::new();
+    encode::parse(&mut out, b"", b"COPY s FROM STDIN", &[]);
+    bind(&mut out, b"");
+    execute(&mut out);
+    sync(&mut out);
+    raw.send(&out);
+    assert_eq!(tags(&raw.read_until(b'G')), "12G");
+    let mut out = Vec::new();
+    encode::message(&mut out, b'd', |b| b.extend_from_slice(b"7\tz\n"));
+    encode::message(&mut out, b'c', |_| {});
+    sync(&mut out);
+    raw.send(&out);
+    assert_eq!(tags(&raw.read_until(b'Z')), "CZ");
+    // A failing Bind: the Parse after it is skipped by the server.
+    let mut out = Vec::new();
+    bind(&mut out, b"zz");
+    encode::parse(&mut out, b"", b"SELECT 1", &[]);
+    sync(&mut out);
+    raw.send(&out);
+    assert_eq!(tags(&raw.read_until(b'Z')), "EZ");
+    // A statement that needs approval, prepared, then bound.
+    let mut out = Vec::new();
+    encode::parse(&mut out, b"", b"DELETE FROM t WHERE id = 1", &[]);
+    sync(&mut out);
+    raw.send(&out);
+    assert_eq!(tags(&raw.read_until(b'Z')), "1Z");
+    let mut out = Vec::new();
+    bind(&mut out, b"");
+    execute(&mut out);
+    sync(&mut out);
+    raw.send(&out);
+    let got = raw.read_until(b'Z');
+    let (_, err) = got.iter().find(|(t, _)| *t == b'E').expect("held, not run");
+    assert!(error_fields(err).1.contains("approval"), "{got:?}");
+    assert_eq!(s.pg.psql("SELECT count(*) FROM t"), "5", "nothing deleted");
+    // A Query inside an unfinished extended group ends the session.
+    let mut raw = RawPg::login(s.guarded, &t);
+    let mut out = Vec::new();
+    bind(&mut out, b"zz");
+    encode::query(&mut out, b"SELECT 1");
+    sync(&mut out);
+    raw.send(&out);
+    let got = raw.read_until(b'E');
+    let (code, msg) = error_fields(&got.last().unwrap().1);
+    assert_eq!(code, "08P01", "{msg}");
+    assert!(msg.contains("send Sync first"), "{msg}");
+}

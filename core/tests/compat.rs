@@ -478,4 +478,18 @@ fn parameterised_settings_are_judged_by_their_values() {
         "BIG5",
     );
     assert!(tags(&got).contains('E'), "{got:?}");
+    // A declared type that changes the value on its way to text (bpchar trims
+    // `'role   '` to `role`) is not judged by the Bind: refused at once.
+    let mut raw = RawPg::login(s.guarded, &t);
+    let mut out = Vec::new();
+    let mut types = 1042u32.to_be_bytes().to_vec();
+    types.extend_from_slice(&0u32.to_be_bytes());
+    encode::parse(&mut out, b"", b"SELECT set_config($1, $2, false)", &types);
+    encode::message(&mut out, b'S', |_| {});
+    raw.send(&out);
+    let got = raw.read_until(b'Z');
+    assert!(
+        got.iter().any(|(t, _)| *t == b'E'),
+        "refused at Parse: {got:?}"
+    );
 }

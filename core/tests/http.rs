@@ -627,6 +627,8 @@ fn smuggling_shapes_are_refused_and_never_forwarded() {
         ("fragment", format!("GET /v1/export#x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")),
         ("X-Original-URL", format!("GET /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Original-URL: /v1/export\r\n\r\n")),
         ("X-Rewrite-URL", format!("GET /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Rewrite-URL: /v1/export\r\n\r\n")),
+        ("X_Original_URL", format!("GET /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX_Original_URL: /v1/export\r\n\r\n")),
+        ("PHP-style _method", format!("POST /v1/customers/9?.method=DELETE HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n")),
         ("_method in the query", format!("POST /v1/customers/9?_method=DELETE HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n")),
         ("encoded _method", format!("POST /v1/customers/9?%5Fm%65thod=DELETE HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n")),
         ("CR before chunk extension", format!("POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r;x\r\nhello\r\n0\r\n\r\n")),

@@ -392,13 +392,23 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
             "bad request: a request target cannot carry a fragment (`#`)",
         ));
     }
-    if METHOD_OVERRIDES.iter().any(|h| req.header(h).is_some()) {
+    // CGI, PHP-FPM and WSGI read `X_HTTP_Method_Override` as the same header.
+    let has = |name: &str| {
+        req.headers.iter().any(|h| {
+            h.name.len() == name.len()
+                && h.name
+                    .bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+        })
+    };
+    if METHOD_OVERRIDES.iter().any(|h| has(h)) {
         return Err(Reply::error(
             400,
             "bad request: method override headers are not accepted (guardrails judge the request's own method)",
         ));
     }
-    if let Some(h) = REWRITE_HEADERS.iter().find(|h| req.header(h).is_some()) {
+    if let Some(h) = REWRITE_HEADERS.iter().find(|h| has(h)) {
         return Err(Reply::error(
             400,
             format!("bad request: `{h}` is not accepted (frameworks route on it; guardrails judge the request's own path)"),
@@ -655,6 +665,10 @@ fn query_overrides_method(target: &str) -> bool {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok());
             match (name[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'+', _) => {
+                    decoded.push(b' ');
+                    i += 1;
+                }
                 (b'%', Some(b)) => {
                     decoded.push(b);
                     i += 3;
@@ -665,7 +679,29 @@ fn query_overrides_method(target: &str) -> bool {
                 }
             }
         }
-        decoded.eq_ignore_ascii_case(b"_method")
+        // Then as PHP names it: leading spaces dropped, cut at a NUL, and
+        // `.`, space and `[` made `_` (`?.method=`, `?+_method=`); an array
+        // (`_method[]`) is refused too.
+        let start = decoded
+            .iter()
+            .position(|&b| b != b' ')
+            .unwrap_or(decoded.len());
+        let end = decoded
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(decoded.len());
+        let php: Vec<u8> = decoded[start..end.max(start)]
+            .iter()
+            .map(|&b| {
+                if matches!(b, b'.' | b' ' | b'[') {
+                    b'_'
+                } else {
+                    b
+                }
+            })
+            .collect();
+        php.eq_ignore_ascii_case(b"_method")
+            || (php.len() > 7 && php[..7].eq_ignore_ascii_case(b"_method") && php[7] == b'_')
     })
 }
 
@@ -1970,6 +2006,13 @@ mod override_tests {
             "/v1/c/42?%5Fmethod=DELETE",
             "/v1/c/42?_%6Dethod=DELETE",
             "/v1/c/42?x=1;_method",
+            "/v1/c/42?.method=DELETE",
+            "/v1/c/42?%2Emethod=DELETE",
+            "/v1/c/42?[method=DELETE",
+            "/v1/c/42?+_method=DELETE",
+            "/v1/c/42?%20_method=DELETE",
+            "/v1/c/42?_method%00x=DELETE",
+            "/v1/c/42?_method[]=DELETE",
         ] {
             assert!(super::query_overrides_method(t), "{t}");
         }

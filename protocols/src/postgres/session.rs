@@ -109,6 +109,10 @@ pub enum Route {
 pub struct Forward {
     /// Send a `Describe` of the `Execute`'s portal right before it.
     pub describe_portal: bool,
+    /// The server will answer this message with a `ReadyForQuery` of its own
+    /// (a `Sync` it does not ignore, a `Query`, a `FunctionCall`): it ends a
+    /// sync group. Sync points are numbered from 1 in this order.
+    pub sync_point: bool,
 }
 
 /// The session cannot be followed: the driver must end it.
@@ -122,6 +126,8 @@ pub enum Violation {
     DuringCopy(char),
     #[error("a password message after login")]
     Password,
+    #[error("a {0:?} message inside an extended-protocol pipeline: send Sync first")]
+    InPipeline(char),
 }
 
 /// The session's message flow, as seen by a gateway between client and server.
@@ -136,6 +142,14 @@ pub struct Session {
     /// After an error, the server discards client messages up to a `Sync` the
     /// client has not sent yet.
     skipping: bool,
+    /// The client sent extended-protocol messages since its last `Sync`.
+    group_open: bool,
+    /// Sync points the server has answered, and those it voided (a `Sync`
+    /// that reached it during COPY IN): together they number the next.
+    answered: u64,
+    voided_total: u64,
+    /// Sync points voided since the driver last asked ([`Session::take_voided`]).
+    voided: Vec<u64>,
 }
 
 impl Session {
@@ -147,7 +161,19 @@ impl Session {
             copy: Copy::None,
             copy_in_open: false,
             skipping: false,
+            group_open: false,
+            answered: 0,
+            voided_total: 0,
+            voided: Vec::new(),
         }
+    }
+
+    /// The sync points (numbered as [`Forward::sync_point`] counts them) the
+    /// server will never answer on their own, since the driver last asked: a
+    /// `Sync` that reaches the server during COPY IN is ignored, and its sync
+    /// group runs on to the next one.
+    pub fn take_voided(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.voided)
     }
 
     /// Nothing is owed: every forwarded message has been answered.
@@ -159,6 +185,7 @@ impl Session {
     pub fn handle_frontend(&mut self, msg: &Frontend<'_>) -> Result<Forward, Violation> {
         let mut fwd = Forward {
             describe_portal: false,
+            sync_point: false,
         };
         if self.queue.len() >= MAX_IN_FLIGHT {
             return Err(Violation::TooMany);
@@ -172,16 +199,30 @@ impl Session {
                 Owed::CopyEnd
             }
             // Ignored by the server during copy-in.
-            Frontend::Sync | Frontend::Flush if self.copy_in_open => return Ok(fwd),
+            Frontend::Sync | Frontend::Flush if self.copy_in_open => {
+                self.group_open &= !matches!(msg, Frontend::Sync);
+                return Ok(fwd);
+            }
             Frontend::Flush | Frontend::Terminate => return Ok(fwd),
             Frontend::Password(_) => return Err(Violation::Password),
             other if self.copy_in_open => return Err(Violation::DuringCopy(tag_of(other))),
+            // Inside an unfinished extended group the server may discard a
+            // Query or FunctionCall (after an error) without answering it:
+            // the gateway could no longer number the answers.
+            Frontend::Query(_) | Frontend::FunctionCall { .. } if self.group_open => {
+                return Err(Violation::InPipeline(tag_of(msg)))
+            }
             Frontend::Sync => {
                 self.skipping = false;
+                self.group_open = false;
+                fwd.sync_point = true;
                 Owed::Sync
             }
             // Discarded by the server until the client's Sync.
-            _ if self.skipping => return Ok(fwd),
+            _ if self.skipping => {
+                self.group_open = true;
+                return Ok(fwd);
+            }
             Frontend::Parse { .. } => Owed::Parse,
             Frontend::Bind { .. } => Owed::Bind,
             Frontend::Close { .. } => Owed::Close,
@@ -195,9 +236,26 @@ impl Session {
                 }
                 Owed::Execute
             }
-            Frontend::Query(_) => Owed::Query,
-            Frontend::FunctionCall { .. } => Owed::FunctionCall,
+            Frontend::Query(_) => {
+                fwd.sync_point = true;
+                Owed::Query
+            }
+            Frontend::FunctionCall { .. } => {
+                fwd.sync_point = true;
+                Owed::FunctionCall
+            }
         };
+        if matches!(
+            owed,
+            Owed::Parse
+                | Owed::Bind
+                | Owed::Close
+                | Owed::DescribeStatement { .. }
+                | Owed::DescribePortal { .. }
+                | Owed::Execute
+        ) {
+            self.group_open = true;
+        }
         self.queue.push_back(owed);
         self.settle();
         Ok(fwd)
@@ -251,6 +309,7 @@ impl Session {
             (b'V', Owed::FunctionCall) => {}
             (b'Z', Owed::Sync | Owed::Query | Owed::FunctionCall) => {
                 self.copy = Copy::None;
+                self.answered += 1;
                 self.pop();
             }
             (b'E', _) => self.error(head),
@@ -292,6 +351,16 @@ impl Session {
                 Owed::CopyData => i += 1,
                 Owed::CopyEnd => return Ok(()),
                 Owed::Sync => {
+                    // Its number: those answered or voided, then the sync
+                    // points queued up to it.
+                    let queued = self
+                        .queue
+                        .iter()
+                        .take(i + 1)
+                        .filter(|o| matches!(o, Owed::Sync | Owed::Query | Owed::FunctionCall))
+                        .count() as u64;
+                    self.voided.push(self.answered + self.voided_total + queued);
+                    self.voided_total += 1;
                     self.queue.remove(i);
                 }
                 // The server would take it as a broken copy and swallow it.

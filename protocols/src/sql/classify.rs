@@ -421,8 +421,11 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
                 .strip_prefix(b"\"")
                 .and_then(|r| r.strip_suffix(b"\""))
                 .unwrap_or(raw);
+            // A `U&"..."` name may spell pg_settings through escapes.
+            let escaped =
+                t.kind == TokenKind::QuotedIdent && matches!(raw.first(), Some(b'u' | b'U'));
             matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
-                && name.eq_ignore_ascii_case(b"pg_settings")
+                && (name.eq_ignore_ascii_case(b"pg_settings") || escaped)
         })
     {
         merge(&mut st, unknown_setting(), false);
@@ -635,7 +638,12 @@ fn sub_statement(
             "TRANSFORM",
             "AGGREGATE",
         ];
-        if object.is_some_and(|t| CODE.iter().any(|c| is(sql, t, c))) {
+        // `CREATE SCHEMA s CREATE TRIGGER ...` creates code in its elements;
+        // `CREATE EXTENSION` runs the extension's install script.
+        let schema_code = object.is_some_and(|t| is(sql, t, "SCHEMA"))
+            && CODE.iter().any(|c| any_word(sql, s, c));
+        let extension = object.is_some_and(|t| is(sql, t, "EXTENSION"));
+        if object.is_some_and(|t| CODE.iter().any(|c| is(sql, t, c))) || schema_code || extension {
             // Code that will run later, out of the gateway's sight (a call,
             // a trigger, a rewrite, an operator or cast that calls a function):
             // creating it counts as opaque, so a rule that holds or denies
@@ -659,7 +667,8 @@ fn sub_statement(
             "ROUTINE",
         ];
         if dialect == Dialect::Postgres && defaults.iter().any(|k| eq(second, k)) {
-            if let Some(j) = s.iter().position(|t| is(sql, t, "SET")) {
+            // Every `SET` word counts (`set` is also a legal argument name).
+            for j in (0..s.len()).filter(|&j| is(sql, &s[j], "SET")) {
                 let set = set_statement(sql, &s[j..], false);
                 flags.kinds |= set.flags.kinds | set.kind.bit();
                 flags.encoding = flags.encoding.max(set.flags.encoding);
@@ -941,7 +950,11 @@ fn plain_value<'a>(sql: &'a [u8], t: &Token) -> Option<&'a [u8]> {
         // Only a plain literal: `E'...'`, `U&'...'` and dollar quotes may spell
         // anything through escapes. A doubled quote stays doubled, which no
         // name that matters contains.
-        TokenKind::String if raw.first() == Some(&b'\'') && raw.len() >= 2 => {
+        // With standard_conforming_strings off the server reads `'rol\e'` as
+        // `role`: a literal with a backslash is not plain.
+        TokenKind::String
+            if raw.first() == Some(&b'\'') && raw.len() >= 2 && !raw.contains(&b'\\') =>
+        {
             Some(&raw[1..raw.len() - 1])
         }
         _ => None,

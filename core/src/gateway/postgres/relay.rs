@@ -59,6 +59,8 @@ struct Denial {
 
 /// Commands forwarded up to one sync point, and what came back for them.
 struct ResultGroup {
+    /// Its sync point's number (see `session::Forward::sync_point`).
+    seq: u64,
     ids: Vec<u64>,
     started: Instant,
 }
@@ -482,18 +484,31 @@ fn judge_message(
     let mut deny_code = sqlstate::INSUFFICIENT_PRIVILEGE;
     let full =
         |_| sluice_protocols::postgres::Error::Malformed("too many prepared statements in flight");
-    let (judged, sync_point) = match msg {
+    // Which messages end a sync group is the session machine's to say (a
+    // Sync during COPY IN does not), below.
+    let (judged, _) = match msg {
         Frontend::Query(sql) => (Some((judge(ctx, shared, sql), text_of(sql))), true),
-        Frontend::Parse { sql, name, .. } => {
+        Frontend::Parse {
+            sql,
+            name,
+            param_types,
+        } => {
             let mut judged = judge(ctx, shared, sql);
             // A setting whose value comes from a parameter can only be judged
             // with the value: the statement is prepared (parsing runs nothing)
             // and each `Bind` is judged with its values (see `bind_verdict`).
-            let bound = judged
-                .1
-                .iter()
-                .flat_map(|s| s.iter())
-                .any(|s| s.flags.bound_setting);
+            // Only where every declared parameter type reads a value as the
+            // text it is (unspecified, text, varchar): a `bpchar` would trim
+            // `'role   '` to `role`, a `"char"` cut `'none'` to `'n'`.
+            let as_text = param_types
+                .chunks(4)
+                .all(|oid| matches!(oid, [0, 0, 0, 0] | [0, 0, 0, 25] | [0, 0, 4, 19]));
+            let bound = as_text
+                && judged
+                    .1
+                    .iter()
+                    .flat_map(|s| s.iter())
+                    .any(|s| s.flags.bound_setting);
             if bound && matches!(judged.0, Verdict::Deny { .. }) {
                 judged.0 = Verdict::Allow;
             }
@@ -705,10 +720,11 @@ fn judge_message(
     if let (true, Frontend::Execute { portal, .. }) = (fwd.describe_portal, &msg) {
         plan.replace(pos, pos, |out| encode::describe(out, b'P', portal));
     }
-    if sync_point {
+    if fwd.sync_point {
         shared.syncs_sent.set(seq);
         let ids = std::mem::take(&mut *shared.open_group.borrow_mut());
         shared.groups.borrow_mut().push_back(ResultGroup {
+            seq,
             ids,
             started: Instant::now(),
         });
@@ -1074,6 +1090,33 @@ fn inspect_backend(
     if route == Route::Gateway {
         plan.replace(pos, pos + f.len, |_| {});
     }
+    // A Sync the server ignored (it arrived during COPY IN): its group runs
+    // on to the next sync point, which the next ReadyForQuery answers.
+    let voided = shared.session.borrow_mut().take_voided();
+    for seq in voided {
+        let mut groups = shared.groups.borrow_mut();
+        if let Some(i) = groups.iter().position(|g| g.seq == seq) {
+            let g = groups.remove(i).expect("found");
+            let mut ids = g.ids;
+            match groups.get_mut(i) {
+                Some(next) => {
+                    ids.append(&mut next.ids);
+                    next.ids = ids;
+                }
+                None => {
+                    let mut open = shared.open_group.borrow_mut();
+                    ids.append(&mut open);
+                    *open = ids;
+                }
+            }
+        }
+    }
+    // The sync group the server is answering now.
+    let answering = shared
+        .groups
+        .borrow()
+        .front()
+        .map_or(shared.syncs_sent.get() + 1, |g| g.seq);
     // Denial markers are matched before masking rewrites any text.
     // Only a marker the gateway itself planted counts (a client can put the
     // prefix in any error text to dodge masking otherwise).
@@ -1124,7 +1167,7 @@ fn inspect_backend(
     match f.tag {
         b'1' => shared.gates.borrow_mut().parse_complete(),
         b'3' => shared.gates.borrow_mut().close_complete(),
-        b'E' => shared.gates.borrow_mut().error(shared.syncs_done.get() + 1),
+        b'E' => shared.gates.borrow_mut().error(answering),
         _ => {}
     }
     match f.tag {
@@ -1151,7 +1194,7 @@ fn inspect_backend(
             None => {}
         },
         b'Z' => {
-            let done = shared.syncs_done.get() + 1;
+            let done = answering;
             shared.syncs_done.set(done);
             shared.gates.borrow_mut().ready(done);
             shared.denials.borrow_mut().retain(|d| d.sync_seq > done);
