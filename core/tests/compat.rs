@@ -70,68 +70,8 @@ fn one(addr: SocketAddr, token: &str, env: &[(&str, &str)], sql: &str) -> Result
     }
 }
 
-/// A connection logged in by hand with these startup parameters, and the
-/// messages up to the first `ReadyForQuery` or `ErrorResponse`.
-struct Raw {
-    s: std::net::TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn read_until(&mut self, stop: &[u8]) -> Vec<(u8, Vec<u8>)> {
-        use std::io::Read;
-        let mut msgs = Vec::new();
-        loop {
-            while let Ok(Some(f)) = sluice_protocols::postgres::frame(&self.buf, 1 << 24) {
-                if self.buf.len() < f.len {
-                    break;
-                }
-                let body = self.buf[5..f.len].to_vec();
-                self.buf.drain(..f.len);
-                msgs.push((f.tag, body));
-                if stop.contains(&f.tag) {
-                    return msgs;
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let n = self.s.read(&mut chunk).unwrap();
-            assert!(n > 0, "closed after {msgs:?}");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        use std::io::Write;
-        self.s.write_all(bytes).unwrap();
-    }
-}
-
-fn raw_session(
-    addr: SocketAddr,
-    token: &str,
-    params: &[(&str, &str)],
-) -> (Vec<(u8, Vec<u8>)>, Raw) {
-    let s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut raw = Raw { s, buf: Vec::new() };
-    let mut out = Vec::new();
-    let mut all = vec![("user", "raw"), ("database", "postgres")];
-    all.extend_from_slice(params);
-    encode::startup_message(&mut out, &all);
-    raw.send(&out);
-    let mut msgs = raw.read_until(b"RE");
-    if msgs.last().unwrap().0 == b'R' {
-        let mut out = Vec::new();
-        encode::password(&mut out, token.as_bytes());
-        raw.send(&out);
-        msgs.extend(raw.read_until(b"ZE"));
-    }
-    (msgs, raw)
-}
-
 fn raw_login(addr: SocketAddr, token: &str, params: &[(&str, &str)]) -> Vec<(u8, Vec<u8>)> {
-    raw_session(addr, token, params).0
+    RawPg::start(addr, token, params).0
 }
 
 fn login_error(msgs: &[(u8, Vec<u8>)]) -> (String, String) {
@@ -370,7 +310,7 @@ fn only_encodings_the_lexer_reads_like_the_server_are_allowed() {
 fn the_backend_pid_a_client_sees_is_the_servers() {
     let s = setup();
     let t = s.keys.token("agent-7", &["agents"]);
-    let (msgs, mut raw) = raw_session(s.open, &t, &[]);
+    let (msgs, mut raw) = RawPg::start(s.open, &t, &[]);
     let key = msgs
         .iter()
         .find(|(tag, _)| *tag == b'K')
@@ -379,7 +319,7 @@ fn the_backend_pid_a_client_sees_is_the_servers() {
     let mut out = Vec::new();
     encode::query(&mut out, b"SELECT pg_backend_pid()");
     raw.send(&out);
-    let got = raw.read_until(b"Z");
+    let got = raw.read_until(b'Z');
     let row = got.iter().find(|(tag, _)| *tag == b'D').expect("a row");
     // DataRow: column count (2 bytes), length (4 bytes), text.
     let theirs: u32 = String::from_utf8_lossy(&row.1[6..]).parse().unwrap();
@@ -446,8 +386,8 @@ fn parameterised_settings_are_judged_by_their_values() {
     // As psycopg sends them: each query re-parses the unnamed statement and
     // binds it at once. The next query's Bind is judged as the next query,
     // never as the set_config parsed before it.
-    let (_, mut raw) = raw_session(s.open, &t, &[]);
-    let round_trip = |raw: &mut Raw, sql: &str, value: &str| {
+    let (_, mut raw) = RawPg::start(s.open, &t, &[]);
+    let round_trip = |raw: &mut RawPg, sql: &str, value: &str| {
         let mut out = Vec::new();
         encode::parse(&mut out, b"", sql.as_bytes(), &[]);
         encode::message(&mut out, b'B', |b| {
@@ -461,7 +401,7 @@ fn parameterised_settings_are_judged_by_their_values() {
         encode::message(&mut out, b'E', |b| b.extend_from_slice(b"\0\0\0\0\0"));
         encode::message(&mut out, b'S', |_| {});
         raw.send(&out);
-        raw.read_until(b"Z")
+        raw.read_until(b'Z')
     };
     let tags = |m: &[(u8, Vec<u8>)]| m.iter().map(|(t, _)| *t as char).collect::<String>();
     let got = round_trip(

@@ -122,6 +122,22 @@ pub struct RawPg {
 impl RawPg {
     /// Connects and logs in with `token`; panics unless the login succeeds.
     pub fn login(addr: SocketAddr, token: &str) -> RawPg {
+        let (msgs, c) = RawPg::start(addr, token, &[]);
+        assert!(
+            msgs.iter().all(|(t, _)| *t != b'E'),
+            "login failed: {msgs:?}"
+        );
+        c
+    }
+
+    /// Connects with these startup parameters (beside `user` and
+    /// `database`) and answers the password request with `token`; returns
+    /// the messages up to the first `ReadyForQuery` or `ErrorResponse`.
+    pub fn start(
+        addr: SocketAddr,
+        token: &str,
+        params: &[(&str, &str)],
+    ) -> (Vec<(u8, Vec<u8>)>, RawPg) {
         use sluice_protocols::postgres::encode;
         let stream = std::net::TcpStream::connect(addr).unwrap();
         stream
@@ -132,19 +148,18 @@ impl RawPg {
             buf: Vec::new(),
         };
         let mut out = Vec::new();
-        encode::startup_message(&mut out, &[("user", "raw"), ("database", "postgres")]);
+        let mut all = vec![("user", "raw"), ("database", "postgres")];
+        all.extend_from_slice(params);
+        encode::startup_message(&mut out, &all);
         c.send(&out);
-        let msgs = c.read_until(b'R');
-        assert_eq!(msgs.last().unwrap().0, b'R', "asked for a password");
-        let mut out = Vec::new();
-        encode::password(&mut out, token.as_bytes());
-        c.send(&out);
-        let msgs = c.read_until(b'Z');
-        assert!(
-            msgs.iter().all(|(t, _)| *t != b'E'),
-            "login failed: {msgs:?}"
-        );
-        c
+        let mut msgs = c.read_until_any(b"RE");
+        if msgs.last().is_some_and(|(t, _)| *t == b'R') {
+            let mut out = Vec::new();
+            encode::password(&mut out, token.as_bytes());
+            c.send(&out);
+            msgs.extend(c.read_until_any(b"ZE"));
+        }
+        (msgs, c)
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -154,6 +169,11 @@ impl RawPg {
 
     /// Reads messages until one with tag `stop` (included).
     pub fn read_until(&mut self, stop: u8) -> Vec<(u8, Vec<u8>)> {
+        self.read_until_any(&[stop])
+    }
+
+    /// Reads messages until one with any of the tags `stops` (included).
+    pub fn read_until_any(&mut self, stops: &[u8]) -> Vec<(u8, Vec<u8>)> {
         use std::io::Read;
         let mut out = Vec::new();
         loop {
@@ -164,7 +184,7 @@ impl RawPg {
                 let body = self.buf[5..f.len].to_vec();
                 self.buf.drain(..f.len);
                 out.push((f.tag, body));
-                if f.tag == stop {
+                if stops.contains(&f.tag) {
                     return out;
                 }
             }

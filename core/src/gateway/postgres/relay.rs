@@ -486,8 +486,8 @@ fn judge_message(
         |_| sluice_protocols::postgres::Error::Malformed("too many prepared statements in flight");
     // Which messages end a sync group is the session machine's to say (a
     // Sync during COPY IN does not), below.
-    let (judged, _) = match msg {
-        Frontend::Query(sql) => (Some((judge(ctx, shared, sql), text_of(sql))), true),
+    let judged = match msg {
+        Frontend::Query(sql) => Some((judge(ctx, shared, sql), text_of(sql))),
         Frontend::Parse {
             sql,
             name,
@@ -533,7 +533,7 @@ fn judge_message(
                     .parse(name, None, seq)
                     .map_err(full)?,
             }
-            (Some((judged, text_of(sql))), false)
+            Some((judged, text_of(sql)))
         }
         Frontend::FunctionCall { oid, .. } => {
             let st = [crate::policy::function_call(oid)];
@@ -546,9 +546,9 @@ fn judge_message(
                     &st,
                 )
             });
-            (Some(((v, None), body.clone())), true)
+            Some(((v, None), body.clone()))
         }
-        Frontend::Sync => (None, true),
+        Frontend::Sync => None,
         Frontend::Bind {
             portal,
             statement,
@@ -605,7 +605,7 @@ fn judge_message(
             }
             // A Bind of a gated statement is a command of its own (recorded,
             // refused by placeholder like any other).
-            (verdict.map(|v| ((v, None), text_of(statement))), false)
+            verdict.map(|v| ((v, None), text_of(statement)))
         }
         Frontend::Close { kind, name } => {
             let map = if kind == b'S' {
@@ -617,7 +617,7 @@ fn judge_message(
             if kind == b'S' {
                 shared.gates.borrow_mut().close(name, seq).map_err(full)?;
             }
-            (None, false)
+            None
         }
         Frontend::Execute { portal, .. } => {
             if let Some(&id) = shared.portals.borrow().get(portal) {
@@ -626,14 +626,14 @@ fn judge_message(
                     open.push(id);
                 }
             }
-            (None, false)
+            None
         }
         Frontend::Password(_) => {
             return Err(Refusal::Malformed(
                 sluice_protocols::postgres::Error::Malformed("unexpected password"),
             ))
         }
-        _ => (None, false),
+        _ => None,
     };
     if let Some(((mut verdict, statements), text)) = judged {
         // A statement (not a Parse) that needs approval runs only once settled.
