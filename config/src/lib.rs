@@ -271,6 +271,11 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Guardrails {
     pub rules: Vec<Rule>,
+    /// User-defined functions (PostgreSQL) allowed to be called as if built
+    /// in: lower-cased names, `name` or `schema.name`. A call of any other
+    /// function defined in the database (not built in, not from an extension)
+    /// counts as `opaque`: its body runs out of the gateway's sight.
+    pub functions: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +303,11 @@ pub struct MaskingProfile {
     /// The key of the `hash` style (from `hash_key_env`): pseudonyms are
     /// deterministic per key, so joins across results keep working.
     pub hash_key: Option<sluice_masking::HashKey>,
+    /// Strict column rules (on unless `strict_columns = false`): a statement
+    /// may use a column under a rule only as a plain result column; any other
+    /// use (in an expression, a condition, a view or table definition, a
+    /// whole-row reference, ...) is refused with `42501`.
+    pub strict_columns: bool,
     /// Custom entities, compiled once here (every session shares them).
     pub entities: std::sync::Arc<[sluice_masking::Entity]>,
 }

@@ -210,6 +210,10 @@ pub struct RawCredentials {
 pub struct RawGuardrails {
     #[serde(default)]
     pub rules: Vec<Spanned<RawRule>>,
+    /// User-defined functions whose calls are judged by the statement around
+    /// them rather than as opaque code.
+    #[serde(default)]
+    pub functions: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +251,9 @@ pub struct RawMasking {
     pub fields: BTreeMap<String, Spanned<String>>,
     /// The environment variable holding the key of the `hash` style.
     pub hash_key_env: Option<Spanned<String>>,
+    /// Refuse statements that use a protected column other than as a plain
+    /// result column (default true).
+    pub strict_columns: Option<bool>,
     /// Custom entities: `name = { pattern = "...", validator = "luhn" }`.
     #[serde(default)]
     pub entities: BTreeMap<String, Spanned<RawEntity>>,

@@ -837,7 +837,26 @@ fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
             }
         })
         .collect();
-    Guardrails { rules }
+    let functions = g
+        .functions
+        .iter()
+        .filter_map(|f| {
+            let name = f.get_ref();
+            let parts: Vec<&str> = name.split('.').collect();
+            let ok = parts.len() <= 2
+                && parts.iter().all(|p| {
+                    !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+                });
+            if !ok {
+                c.error(
+                    f.span(),
+                    format!("invalid function name `{name}`: expected `name` or `schema.name` (letters, digits, _)"),
+                );
+            }
+            ok.then(|| name.to_ascii_lowercase())
+        })
+        .collect();
+    Guardrails { rules, functions }
 }
 
 /// What only an HTTP target must (not) say.
@@ -962,6 +981,7 @@ fn masking_profile(
     }
     MaskingProfile {
         entities: entities.into(),
+        strict_columns: m.strict_columns.unwrap_or(true),
         detectors: m.detectors.iter().map(|d| d.get_ref().clone()).collect(),
         columns: m
             .columns

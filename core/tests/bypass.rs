@@ -21,6 +21,14 @@ rules = [
   { kinds = ["insert"], groups = ["cautious"], action = "approve" },
   { kinds = ["merge"], groups = ["mergers"], action = "approve" },
 ]
+functions = ["harmless"]
+
+# Allows code blocks, so what they run decides.
+[guardrails.lenient]
+rules = [
+  { kinds = ["drop", "truncate"], action = "deny", message = "destructive DDL is blocked" },
+  { kinds = ["delete", "update"], unbounded = true, action = "deny", message = "add a WHERE clause" },
+]
 "#;
 
 struct Setup {
@@ -29,6 +37,7 @@ struct Setup {
     _sluice: Sluice,
     guarded: SocketAddr,
     open: SocketAddr,
+    lenient: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -37,11 +46,13 @@ fn setup() -> Setup {
     pg.psql(
         "CREATE TABLE t (id int primary key, note text); \
          INSERT INTO t SELECT g, 'n' FROM generate_series(1, 5) g; \
-         CREATE TABLE s (id int, \"delete\" text); INSERT INTO s VALUES (1, 'x'), (9, 'y')",
+         CREATE TABLE s (id int, \"delete\" text); INSERT INTO s VALUES (1, 'x'), (9, 'y'); \
+         CREATE FUNCTION wipe() RETURNS void LANGUAGE sql AS $$ DELETE FROM t $$; \
+         CREATE FUNCTION harmless(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1 $$",
     );
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
-    let (guarded, open) = (free_addr(), free_addr());
+    let (guarded, open, lenient) = (free_addr(), free_addr(), free_addr());
     let config = format!(
         "[gateway]\nshards = 2\n{}{}{}{RULES}",
         keys.identity_block(),
@@ -52,7 +63,7 @@ fn setup() -> Setup {
             "guardrails = \"prod\"\napprovers = [\"dba\"]\napproval_mode = \"nowait\""
         ),
         pg_target("open", open, pg.addr(), ""),
-    );
+    ) + &pg_target("lenient", lenient, pg.addr(), "guardrails = \"lenient\"");
     let sluice = Sluice::start(&config);
     Setup {
         pg,
@@ -60,6 +71,7 @@ fn setup() -> Setup {
         _sluice: sluice,
         guarded,
         open,
+        lenient,
         _dir: dir,
     }
 }
@@ -171,13 +183,86 @@ fn functions_cannot_smuggle_statements_past_the_rules() {
         "DO $$ BEGIN EXECUTE 'drop table t'; END $$",
     ] {
         let err = run(s.guarded, &t, sql).unwrap_err();
-        assert!(err.contains("code Sluice cannot see"), "{sql}: {err}");
+        assert!(
+            ["code Sluice cannot see", "destructive DDL", "add a WHERE clause"]
+                .iter()
+                .any(|why| err.contains(why)),
+            "{sql}: {err}"
+        );
     }
     assert_eq!(
         s.pg.psql("SELECT count(*) FROM pg_proc WHERE proname IN ('f', 'g', 'p')"),
         "0"
     );
     assert_eq!(s.pg.psql("SELECT count(*) FROM t"), "5");
+}
+
+#[test]
+fn code_blocks_are_judged_by_what_they_run() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    // Where DO is allowed, the statements inside it are judged all the same,
+    // in plain and dollar-quoted bodies and in `EXECUTE 'literal'`.
+    for (sql, why) in [
+        ("DO $$ BEGIN DELETE FROM t; END $$", "add a WHERE clause"),
+        (
+            "DO 'BEGIN IF true THEN UPDATE t SET note = ''x''; END IF; END'",
+            "add a WHERE clause",
+        ),
+        (
+            "DO $$ BEGIN EXECUTE 'drop table t'; END $$",
+            "destructive DDL",
+        ),
+        (
+            "DO $a$ BEGIN EXECUTE $b$TRUNCATE t$b$; END $a$",
+            "destructive DDL",
+        ),
+        (
+            "CREATE FUNCTION w() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t; END $$",
+            "add a WHERE clause",
+        ),
+    ] {
+        let err = run(s.lenient, &t, sql).unwrap_err();
+        assert!(err.contains(why), "{sql}: {err}");
+    }
+    assert_eq!(s.pg.psql("SELECT count(*) FROM t"), "5");
+    // A bounded change inside a block runs.
+    run(
+        s.lenient,
+        &t,
+        "DO $$ BEGIN UPDATE t SET note = 'm' WHERE id = 1; END $$",
+    )
+    .unwrap();
+    assert_eq!(s.pg.psql("SELECT note FROM t WHERE id = 1"), "m");
+}
+
+#[test]
+fn functions_defined_in_the_database_are_opaque_unless_named() {
+    let s = setup();
+    let t = s.keys.token("agent-7", &["agents"]);
+    for sql in [
+        "SELECT wipe()",
+        "SELECT public.wipe()",
+        "SELECT \"wipe\"()",
+        "SELECT 1 FROM s WHERE id = 1 AND (SELECT wipe()) IS NULL",
+    ] {
+        let err = run(s.guarded, &t, sql).unwrap_err();
+        assert!(
+            err.contains("code Sluice cannot see") && err.contains("`public.wipe`")
+                || err.contains("`wipe`"),
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(s.pg.psql("SELECT count(*) FROM t"), "5");
+    // Named in the guardrails' `functions`: judged as the statement around it.
+    assert_eq!(run(s.guarded, &t, "SELECT harmless(1)").as_deref(), Ok("2"));
+    // Built-in and extension functions are not affected.
+    assert_eq!(
+        run(s.guarded, &t, "SELECT lower('A'), count(*) FROM t").as_deref(),
+        Ok("a|5")
+    );
+    // Without guardrails nothing is looked up or refused.
+    assert_eq!(run(s.open, &t, "SELECT harmless(2)").as_deref(), Ok("3"));
 }
 
 #[test]

@@ -116,6 +116,17 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     for t in &config.targets {
         crate::gateway::masking_profile(&config, t)
             .map_err(|e| anyhow::anyhow!("target `{}`: masking: {e}", t.name))?;
+        let profile = t.masking.as_ref().and_then(|m| config.masking.get(m));
+        if let Some(m) = profile.filter(|m| !m.strict_columns && !m.columns.is_empty()) {
+            if t.protocol == Protocol::Postgres {
+                warn!(
+                    "strict_columns_off",
+                    target = t.name,
+                    columns = m.columns.len(),
+                    note = "column rules mask plain result columns only: an expression over a protected column returns its value"
+                );
+            }
+        }
     }
     let (keys, verifier) = match &config.identity {
         Some(id) => {

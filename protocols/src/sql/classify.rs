@@ -262,6 +262,10 @@ const OPAQUE_PREFIXES: &[&str] = &[
     "pg_import_system_collations",
     "pg_log_backend_memory_contexts",
     "pg_wal_replay_",
+    // Read whole tables, schemas or databases named by a string.
+    "table_to_xml",
+    "schema_to_xml",
+    "database_to_xml",
 ];
 
 /// Reusable scratch space, so classifying allocates nothing once warm.
@@ -365,45 +369,7 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
             }
         }
         leading &= kind == TokenKind::Punct(b'(');
-        // Functions known to hide code or write: `name (`, schema-qualified too.
-        if matches!(kind, TokenKind::Word | TokenKind::QuotedIdent)
-            && toks
-                .get(i + 1)
-                .is_some_and(|t| t.kind == TokenKind::Punct(b'('))
-        {
-            let raw = &sql[toks[i].range()];
-            // `U&"..."` names may spell anything through escapes, `set_config`
-            // too: opaque, and a setting that could be any.
-            if kind == TokenKind::QuotedIdent
-                && raw.first().is_some_and(|b| matches!(b, b'u' | b'U'))
-            {
-                st.flags.opaque = true;
-                st.flags.writes = true;
-                if dialect == Dialect::Postgres {
-                    merge(&mut st, unknown_setting(), false);
-                }
-                continue;
-            }
-            let name = if kind == TokenKind::QuotedIdent {
-                &raw[raw.iter().position(|&b| b == b'"').map_or(0, |p| p + 1)..raw.len() - 1]
-            } else {
-                raw
-            };
-            let starts = |p: &str| {
-                name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-            };
-            if OPAQUE_FUNCTIONS
-                .iter()
-                .any(|f| f.len() == name.len() && name.eq_ignore_ascii_case(f.as_bytes()))
-                || (dialect == Dialect::Postgres && OPAQUE_PREFIXES.iter().any(|p| starts(p)))
-            {
-                st.flags.opaque = true;
-                st.flags.writes = true;
-            }
-            if name.eq_ignore_ascii_case(b"set_config") && dialect == Dialect::Postgres {
-                merge(&mut st, set_config(sql, &toks[i + 2..]), false);
-            }
-        }
+        function_at(sql, toks, i, dialect, &mut st);
     }
     if !seen_any {
         st.flags.opaque = true;
@@ -431,6 +397,47 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
         merge(&mut st, unknown_setting(), false);
     }
     st
+}
+
+/// Functions known to hide code or write, called at `toks[i]`: `name (`,
+/// schema-qualified too.
+fn function_at(sql: &[u8], toks: &[Token], i: usize, dialect: Dialect, st: &mut Statement) {
+    let kind = toks[i].kind;
+    if matches!(kind, TokenKind::Word | TokenKind::QuotedIdent)
+        && toks
+            .get(i + 1)
+            .is_some_and(|t| t.kind == TokenKind::Punct(b'('))
+    {
+        let raw = &sql[toks[i].range()];
+        // `U&"..."` names may spell anything through escapes, `set_config`
+        // too: opaque, and a setting that could be any.
+        if kind == TokenKind::QuotedIdent && raw.first().is_some_and(|b| matches!(b, b'u' | b'U')) {
+            st.flags.opaque = true;
+            st.flags.writes = true;
+            if dialect == Dialect::Postgres {
+                merge(st, unknown_setting(), false);
+            }
+            return;
+        }
+        let name = if kind == TokenKind::QuotedIdent {
+            &raw[raw.iter().position(|&b| b == b'"').map_or(0, |p| p + 1)..raw.len() - 1]
+        } else {
+            raw
+        };
+        let starts =
+            |p: &str| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+        if OPAQUE_FUNCTIONS
+            .iter()
+            .any(|f| f.len() == name.len() && name.eq_ignore_ascii_case(f.as_bytes()))
+            || (dialect == Dialect::Postgres && OPAQUE_PREFIXES.iter().any(|p| starts(p)))
+        {
+            st.flags.opaque = true;
+            st.flags.writes = true;
+        }
+        if name.eq_ignore_ascii_case(b"set_config") && dialect == Dialect::Postgres {
+            merge(st, set_config(sql, &toks[i + 2..]), false);
+        }
+    }
 }
 
 /// Folds a sub-statement into the statement: the most dangerous kind wins, flags
@@ -650,6 +657,22 @@ fn sub_statement(
             // opaque code holds its creation too.
             flags.opaque = true;
         }
+        let routine = object.is_some_and(|t| is(sql, t, "FUNCTION") || is(sql, t, "PROCEDURE"));
+        if routine && dialect == Dialect::Postgres {
+            // What its body would do when called counts too.
+            let mut st = Statement {
+                kind: Kind::Create,
+                flags,
+            };
+            let bodies = s
+                .windows(2)
+                .filter(|w| is(sql, &w[0], "AS") && w[1].kind == TokenKind::String)
+                .map(|w| w[1]);
+            for body in bodies {
+                merge(&mut st, code_body(sql, &body), false);
+            }
+            return Some(st);
+        }
         Kind::Create
     } else if up("ALTER") {
         flags.writes = true;
@@ -743,7 +766,16 @@ fn sub_statement(
     } else if up("DO") {
         flags.opaque = true;
         flags.writes = true;
-        Kind::Do
+        let mut st = Statement {
+            kind: Kind::Do,
+            flags,
+        };
+        if let (Some(body), Dialect::Postgres) =
+            (s.iter().find(|t| t.kind == TokenKind::String), dialect)
+        {
+            merge(&mut st, code_body(sql, body), false);
+        }
+        return Some(st);
     } else if up("CALL") {
         flags.opaque = true;
         flags.writes = true;
@@ -824,6 +856,235 @@ fn sub_statement(
     };
     Some(Statement { kind, flags })
 }
+
+thread_local! {
+    /// How deep code bodies nest right now (`DO` in `EXECUTE '...'` in a body).
+    static CODE_DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// What the code in a string constant (a `DO` block, a function's body) would
+/// run: every statement found in it, wherever it starts (a PL/pgSQL body is
+/// statements between `BEGIN`, `THEN`, `LOOP`, ... and `;`), and the text of
+/// `EXECUTE 'literal'`. `EXECUTE` of anything computed, a body in a string
+/// form Sluice does not decode, or nesting deeper than a few levels is opaque.
+/// Over-reading errs towards the more dangerous kinds: a column named
+/// `delete` inside a body reads as a DELETE.
+fn code_body(sql: &[u8], body: &Token) -> Statement {
+    let opaque = Statement {
+        kind: Kind::Other,
+        flags: Flags {
+            opaque: true,
+            writes: true,
+            ..Flags::default()
+        },
+    };
+    let Some(text) = string_value(&sql[body.range()]) else {
+        return opaque;
+    };
+    let depth = CODE_DEPTH.with(|d| d.get());
+    if depth >= 4 {
+        return opaque;
+    }
+    CODE_DEPTH.with(|d| d.set(depth + 1));
+    let st = code(&text);
+    CODE_DEPTH.with(|d| d.set(depth));
+    st.unwrap_or(opaque)
+}
+
+/// Words that start a statement wherever they stand in a body.
+const BODY_STATEMENTS: &[&str] = &[
+    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "CREATE", "ALTER", "DROP", "TRUNCATE",
+    "GRANT", "REVOKE", "COPY", "CALL", "DO", "SET", "RESET", "REFRESH", "LOCK", "VACUUM",
+    "COMMENT", "SECURITY", "IMPORT", "REASSIGN", "LOAD", "NOTIFY", "LISTEN", "PREPARE", "DECLARE",
+    "CLUSTER", "REINDEX", "DISCARD",
+];
+
+fn code(text: &[u8]) -> Option<Statement> {
+    let mut toks = Vec::new();
+    lex(text, Options::new(Dialect::Postgres), &mut toks).ok()?;
+    let mut st = Statement {
+        kind: Kind::Other,
+        flags: Flags::default(),
+    };
+    for (j, t) in toks.iter().enumerate() {
+        function_at(text, &toks, j, Dialect::Postgres, &mut st);
+        let end = toks[j..]
+            .iter()
+            .position(|t| t.kind == TokenKind::Semicolon)
+            .map_or(toks.len(), |p| j + p);
+        if is(text, t, "EXECUTE") {
+            match toks.get(j + 1) {
+                // `EXECUTE 'text'`, perhaps `|| 'more'`: only a lone literal is known.
+                Some(lit)
+                    if lit.kind == TokenKind::String
+                        && (j + 2 == end
+                            || is(text, &toks[j + 2], "INTO")
+                            || is(text, &toks[j + 2], "USING")) =>
+                {
+                    merge(&mut st, code_body(text, lit), false);
+                }
+                _ => {
+                    st.flags.opaque = true;
+                    st.flags.writes = true;
+                }
+            }
+            continue;
+        }
+        if BODY_STATEMENTS.iter().any(|k| is(text, t, k)) {
+            let sub = &toks[j..end];
+            if let Some(inner) = sub_statement(text, sub, 0, Dialect::Postgres, true) {
+                merge(&mut st, inner, false);
+            }
+        }
+    }
+    Some(st)
+}
+
+/// The text of a string constant as the server reads it: `'...'` (quotes
+/// doubled) or `$tag$...$tag$`; `None` for forms with escapes (`E'...'`,
+/// `U&'...'`) or a standard-conforming-strings-dependent backslash.
+fn string_value(raw: &[u8]) -> Option<Vec<u8>> {
+    match raw.first()? {
+        b'\'' if !raw.contains(&b'\\') => {
+            let inner = raw.get(1..raw.len().checked_sub(1)?)?;
+            let mut out = Vec::with_capacity(inner.len());
+            let mut i = 0;
+            while i < inner.len() {
+                out.push(inner[i]);
+                i += if inner[i] == b'\'' { 2 } else { 1 };
+            }
+            Some(out)
+        }
+        b'$' => {
+            let tag_end = raw[1..].iter().position(|&b| b == b'$')? + 2;
+            let inner = raw.get(tag_end..raw.len().checked_sub(tag_end)?)?;
+            Some(inner.to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// The first function of `functions` ((schema, name), lower-cased) that
+/// `sql` calls: `name(`, `schema.name(`, `"Name"(`, and any `U&"..."(`.
+/// `("*", "*")` means the functions are unknown: then every call counts (fail
+/// closed). A name after `FUNCTION`, `PROCEDURE`, `ROUTINE` or `AGGREGATE` is
+/// named, not called (`DROP FUNCTION f(int)`).
+pub fn calls(sql: &[u8], functions: &[(String, String)]) -> Option<String> {
+    if functions.is_empty() || memchr::memchr(b'(', sql).is_none() {
+        return None;
+    }
+    let mut toks = Vec::new();
+    if lex(sql, Options::new(Dialect::Postgres), &mut toks).is_err() {
+        return None; // the classifier already made it opaque
+    }
+    let any = functions.iter().any(|(s, n)| s == "*" && n == "*");
+    let name_of = |t: &Token| -> Option<Vec<u8>> {
+        let raw = &sql[t.range()];
+        match t.kind {
+            TokenKind::Word => Some(raw.to_ascii_lowercase()),
+            TokenKind::QuotedIdent if raw.first() == Some(&b'"') => {
+                Some(raw[1..raw.len() - 1].to_ascii_lowercase())
+            }
+            // `U&"..."` may spell any name.
+            TokenKind::QuotedIdent => Some(b"*".to_vec()),
+            _ => None,
+        }
+    };
+    for i in 0..toks.len() {
+        if toks.get(i + 1).map(|t| t.kind) != Some(TokenKind::Punct(b'(')) {
+            continue;
+        }
+        let Some(name) = name_of(&toks[i]) else {
+            continue;
+        };
+        let qualified = i >= 2 && toks[i - 1].kind == TokenKind::Punct(b'.');
+        let schema = if qualified {
+            name_of(&toks[i - 2])
+        } else {
+            None
+        };
+        let start = if qualified { i - 2 } else { i };
+        let named = start > 0
+            && ["FUNCTION", "PROCEDURE", "ROUTINE", "AGGREGATE"]
+                .iter()
+                .any(|k| is(sql, &toks[start - 1], k));
+        if named
+            || toks[i].kind == TokenKind::Word
+                && KEYWORDS_BEFORE_PAREN.iter().any(|k| is(sql, &toks[i], k))
+        {
+            continue;
+        }
+        let hit = any
+            || name == b"*"
+            || functions.iter().any(|(s, n)| {
+                n.as_bytes() == name.as_slice()
+                    && schema
+                        .as_deref()
+                        .is_none_or(|q| q == s.as_bytes() || q == b"*")
+            });
+        if hit {
+            let schema = schema.map(|q| format!("{}.", String::from_utf8_lossy(&q)));
+            return Some(format!(
+                "{}{}",
+                schema.unwrap_or_default(),
+                String::from_utf8_lossy(&name)
+            ));
+        }
+    }
+    None
+}
+
+/// Words followed by `(` that are syntax, not calls.
+const KEYWORDS_BEFORE_PAREN: &[&str] = &[
+    "IN",
+    "EXISTS",
+    "ANY",
+    "ALL",
+    "SOME",
+    "VALUES",
+    "ARRAY",
+    "ROW",
+    "ON",
+    "USING",
+    "AND",
+    "OR",
+    "NOT",
+    "AS",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "WHERE",
+    "SELECT",
+    "FROM",
+    "JOIN",
+    "INTO",
+    "CONFLICT",
+    "OVER",
+    "FILTER",
+    "WITHIN",
+    "SET",
+    "RETURNING",
+    "TABLE",
+    "INSERT",
+    "BY",
+    "CAST",
+    "COALESCE",
+    "NULLIF",
+    "GREATEST",
+    "LEAST",
+    "EXTRACT",
+    "POSITION",
+    "SUBSTRING",
+    "OVERLAY",
+    "TRIM",
+    "GROUPING",
+    "XMLELEMENT",
+    "XMLFOREST",
+    "XMLPARSE",
+    "XMLPI",
+    "XMLROOT",
+    "XMLSERIALIZE",
+];
 
 /// The value a setting is given, as far as the text shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

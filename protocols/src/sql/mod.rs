@@ -11,9 +11,12 @@
 //! ```
 
 pub mod classify;
+pub mod columns;
 pub mod lexer;
 
-pub use classify::{classify, setting, with_params, Classifier, Flags, Kind, Statement, Value};
+pub use classify::{
+    calls, classify, setting, with_params, Classifier, Flags, Kind, Statement, Value,
+};
 pub use lexer::Dialect;
 
 #[cfg(test)]

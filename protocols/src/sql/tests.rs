@@ -112,7 +112,7 @@ const PG: &[(&str, &str)] = &[
     // DDL and privileges.
     ("CREATE TABLE t (id int)", "create w"),
     ("CREATE INDEX CONCURRENTLY i ON t (a)", "create w"),
-    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ DELETE FROM t; SELECT 1 $$", "create wo"),
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ DELETE FROM t; SELECT 1 $$", "create uwo"),
     ("CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN EXECUTE x; END $$", "create wo"),
     ("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create wo"),
     ("CREATE TABLE functions (id int)", "create w"),
@@ -213,7 +213,7 @@ const PG: &[(&str, &str)] = &[
     ("ANALYZE orders", "vacuum w"),
     ("CHECKPOINT", "vacuum w"),
     // Code the gateway cannot see.
-    ("DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$", "do wo"),
+    ("DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$", "drop wo"),
     ("EXECUTE p", "execute wo"),
     ("CALL cleanup()", "call wo"),
     ("SELECT dblink_exec('dbname=x', 'DROP TABLE t')", "select wo"),
@@ -497,4 +497,79 @@ fn parameters_are_written_in_as_plain_literals_or_left_unknown() {
             .flags
             .bound_setting
     );
+}
+
+#[test]
+fn code_bodies_take_the_kinds_of_what_they_run() {
+    let one = |sql: &str| classify(sql.as_bytes(), Dialect::Postgres)[0];
+    // A DO block is `do` and every statement in it, wherever it starts.
+    let s = one("DO $$ BEGIN DELETE FROM t; END $$");
+    assert_eq!(s.kind, Kind::Do);
+    assert!(
+        s.has(Kind::Delete) && s.flags.unbounded && s.flags.opaque,
+        "{s:?}"
+    );
+    let s =
+        one("DO 'DECLARE n int; BEGIN IF true THEN UPDATE t SET a = 1 WHERE id = 2; END IF; END'");
+    assert!(s.has(Kind::Update) && !s.flags.unbounded, "{s:?}");
+    // `EXECUTE 'literal'` is read; anything computed is opaque.
+    let s = one("DO $$ BEGIN EXECUTE 'drop table t'; END $$");
+    assert!(s.has(Kind::Drop), "{s:?}");
+    let s = one("DO $x$ BEGIN EXECUTE $y$TRUNCATE t$y$; END $x$");
+    assert!(s.has(Kind::Truncate), "{s:?}");
+    let s = one("DO $$ BEGIN EXECUTE 'drop ' || 'table t'; END $$");
+    assert!(s.flags.opaque && !s.has(Kind::Drop), "{s:?}");
+    // A function's body counts at its creation (and creating code stays opaque).
+    let s = one("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ DELETE FROM t $$");
+    assert!(
+        s.has(Kind::Create) && s.has(Kind::Delete) && s.flags.unbounded && s.flags.opaque,
+        "{s:?}"
+    );
+    let s = one(
+        "CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS 'BEGIN GRANT ALL ON t TO public; END'",
+    );
+    assert!(s.has(Kind::Grant), "{s:?}");
+    let s = one("CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN PERFORM dblink_exec('x', 'y'); RETURN 1; END $$");
+    assert!(s.flags.opaque, "{s:?}");
+    // Nesting too deep to follow is opaque, not a stack overflow.
+    let mut sql = "DELETE FROM t".to_string();
+    for depth in 0..64 {
+        sql = format!("DO $d{depth}$ BEGIN EXECUTE $e{depth}${sql}$e{depth}$; END $d{depth}$");
+    }
+    let s = one(&sql);
+    assert!(s.flags.opaque, "{s:?}");
+    // Look-alikes: the words inside plain strings of a SELECT stay data.
+    let s = one("SELECT 'DO $$ BEGIN DELETE FROM t; END $$'");
+    assert!(!s.has(Kind::Delete) && !s.flags.opaque, "{s:?}");
+    let s = one("SELECT table_to_xml('customers', true, false, '')");
+    assert!(s.flags.opaque, "{s:?}");
+}
+
+#[test]
+fn calls_of_listed_functions_are_found() {
+    let f = vec![
+        ("public".to_string(), "wipe".to_string()),
+        ("app".to_string(), "leak".to_string()),
+    ];
+    let c = |sql: &str| calls(sql.as_bytes(), &f);
+    assert_eq!(c("SELECT wipe()").as_deref(), Some("wipe"));
+    assert_eq!(
+        c("SELECT x FROM t WHERE id = public.WIPE(1)").as_deref(),
+        Some("public.wipe")
+    );
+    assert_eq!(c("SELECT \"leak\"(ssn) FROM t").as_deref(), Some("leak"));
+    assert_eq!(c("SELECT * FROM app.leak(1)").as_deref(), Some("app.leak"));
+    assert!(c("SELECT U&\"\\0077ipe\"()").is_some());
+    // Other schemas, other functions, names that are not calls.
+    assert_eq!(c("SELECT other.wipe()"), None);
+    assert_eq!(
+        c("SELECT lower(x), count(*) FROM t WHERE a IN (1, 2)"),
+        None
+    );
+    assert_eq!(c("DROP FUNCTION wipe(int)"), None);
+    assert_eq!(c("SELECT 'wipe()'"), None);
+    // Unknown functions: every call counts.
+    let any = vec![("*".to_string(), "*".to_string())];
+    assert!(calls(b"SELECT lower('A')", &any).is_some());
+    assert_eq!(calls(b"SELECT a FROM t WHERE b IN (1)", &any), None);
 }

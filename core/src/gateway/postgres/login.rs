@@ -18,6 +18,7 @@ use sluice_masking::Style;
 use super::io::{read_more_timeout, Io};
 use super::{sqlstate, Context, LOGIN_TIMEOUT};
 use crate::{debug, warn};
+use sluice_protocols::sql::columns::Protected;
 
 pub enum Upstream {
     Plain(TcpStream),
@@ -32,16 +33,23 @@ pub struct Connected {
     pub pid: u32,
     pub key: u32,
     pub status: u8,
-    /// The masking profile's `table.column` rules resolved on this upstream
-    /// (see [`resolve_table_rules`]).
-    pub table_columns: Option<Rc<TableColumns>>,
+    /// What the target's rules need to know of this upstream's catalog (see
+    /// [`resolve_catalog`]).
+    pub catalog: Option<Rc<Catalog>>,
 }
 
-/// The masking profile's `table.column` rules as resolved on one upstream.
+/// What the target's rules need to know of one upstream's catalog.
 #[derive(Debug, Default)]
-pub struct TableColumns {
-    /// The columns the rules name: (table OID, column number, style).
+pub struct Catalog {
+    /// The columns `table.column` rules name (and every column of a view
+    /// built on a protected column): (table OID, column number, style).
     pub columns: Vec<(u32, i16, Style)>,
+    /// What strict column rules protect here; `None`: they are off.
+    pub protected: Option<Protected>,
+    /// Functions defined in the database (not built in, not from an
+    /// extension) and not allowed by the guardrails: (schema, name),
+    /// lower-cased. A call of one is opaque code.
+    pub user_functions: Vec<(String, String)>,
 }
 
 /// Why the upstream could not be used: what the client is told, and what is logged.
@@ -77,14 +85,14 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
     if target.upstream_tls == UpstreamTls::Disable {
         let mut s = tcp;
         let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
-        let table_columns = resolve_table_rules(ctx, &mut s).await?;
+        let catalog = resolve_catalog(ctx, &mut s).await?;
         return Ok(Connected {
             stream: Upstream::Plain(s),
             greeting,
             pid,
             key,
             status,
-            table_columns,
+            catalog,
         });
     }
     let mut tcp = tcp;
@@ -117,14 +125,14 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
         .await
         .map_err(|e| LoginError::unavailable(ctx, format!("upstream TLS: {e}")))?;
     let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
-    let table_columns = resolve_table_rules(ctx, &mut s).await?;
+    let catalog = resolve_catalog(ctx, &mut s).await?;
     Ok(Connected {
         stream: Upstream::Tls(Box::new(s)),
         greeting,
         pid,
         key,
         status,
-        table_columns,
+        catalog,
     })
 }
 
@@ -320,32 +328,58 @@ async fn authenticate<U: Io>(
     }
 }
 
-/// Resolves the masking profile's `table.column` rules on this upstream with
-/// one catalog query right after login: the columns they name (table OID and
-/// column number, which every `RowDescription` carries), so a rule follows its
-/// column under any alias. Rules keep applying by column name everywhere else
-/// too (another table, a view, a partition, a copy, an expression): a lookup
-/// that is stale or wrong can only ever add masking. `None` when the target
-/// has no such rules, or the lookup fails (by name only then). Every name in
-/// the query is schema-qualified to `pg_catalog`, so objects on the search
-/// path cannot stand in for them; names are compared in Rust. A broken
+/// Resolves what the target's rules need of this upstream's catalog, with
+/// catalog queries right after login:
+///
+/// - `table.column` rules: the columns they name (table OID and column number,
+///   which every `RowDescription` carries), so a rule follows its column under
+///   any alias. Rules keep applying by column name everywhere else too
+///   (another table, a view, a partition, a copy, an expression): a lookup that
+///   is stale or wrong can only ever add masking.
+/// - Under strict column rules: the relations holding a protected column, and
+///   the views built on one (every column of such a view is masked, and
+///   counts as protected in statements that name the view).
+/// - Under guardrails: the functions defined in the database, whose calls are
+///   opaque unless the guardrails name them.
+///
+/// `None` when the target has none of these. A failed lookup leaves the
+/// rules by name, makes every relation count as protected under strict rules,
+/// and every call of a function not built in opaque (fail closed). Every name
+/// in the queries is schema-qualified to `pg_catalog`, so objects on the
+/// search path cannot stand in for them; names are compared in Rust. A broken
 /// upstream is an error like any other at login.
-async fn resolve_table_rules<U: Io>(
+async fn resolve_catalog<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
-) -> Result<Option<Rc<TableColumns>>, LoginError> {
-    let Ok(Some(profile)) = crate::gateway::masking_profile(ctx.config, ctx.target) else {
-        return Ok(None);
-    };
-    let rules: Vec<(&str, &str, Style)> = profile.table_rules().collect();
-    if rules.is_empty() {
+) -> Result<Option<Rc<Catalog>>, LoginError> {
+    let profile = crate::gateway::masking_profile(ctx.config, ctx.target)
+        .ok()
+        .flatten();
+    let strict = profile.as_ref().is_some_and(|p| p.has_column_rules())
+        && ctx
+            .target
+            .masking
+            .as_ref()
+            .and_then(|m| ctx.config.masking.get(m))
+            .is_some_and(|m| m.strict_columns);
+    let rules: Vec<(&str, &str, Style)> = profile
+        .as_ref()
+        .map(|p| p.table_rules().collect())
+        .unwrap_or_default();
+    let guardrails = ctx
+        .target
+        .guardrails
+        .as_ref()
+        .and_then(|g| ctx.config.guardrails.get(g));
+    if rules.is_empty() && !strict && guardrails.is_none() {
         return Ok(None);
     }
     // The answer holds for one server, database and login.
     let t = ctx.target;
     let user = t.credentials.as_ref().and_then(|c| c.user.as_deref());
+    let allowed = guardrails.map(|g| g.functions.as_slice());
     let key = format!(
-        "{}\0{}\0{:?}\0{}\0{:?}",
+        "{}\0{}\0{:?}\0{}\0{:?}\0{strict}\0{allowed:?}",
         t.name, t.upstream, user, ctx.database, rules
     );
     if let Some(hit) = RESOLVED.with(|r| r.borrow().get(&key)) {
@@ -358,19 +392,91 @@ async fn resolve_table_rules<U: Io>(
             error = error
         );
     };
-    // Names go in as string literals; one that would need more than doubled
-    // quotes is left to the by-name fallback.
-    let literal = |name: &str| -> Option<String> {
-        (!name.contains(['\\', '\0'])).then(|| format!("'{}'", name.replace('\'', "''")))
-    };
+    let mut found = Catalog::default();
+    let mut complete = true;
+    if !rules.is_empty() {
+        match table_rules(ctx, up, &rules).await? {
+            Ok(columns) => found.columns = columns,
+            Err(e) => {
+                failed(e);
+                complete = false;
+            }
+        }
+    }
+    if let Some(allowed) = allowed {
+        match user_functions(ctx, up).await? {
+            Ok(all) => {
+                found.user_functions = all
+                    .into_iter()
+                    .filter(|(schema, name)| {
+                        !allowed
+                            .iter()
+                            .any(|a| *a == *name || *a == format!("{schema}.{name}"))
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                warn!(
+                    "user_functions_unresolved",
+                    target = ctx.target.name,
+                    error = e
+                );
+                complete = false;
+                // Unknown: any call of a function that is not built in is opaque.
+                found.user_functions = vec![("*".into(), "*".into())];
+            }
+        }
+    }
+    if let (true, Some(profile)) = (strict, &profile) {
+        let names: Vec<(&str, Style)> = profile.column_names().collect();
+        found.protected = Some(match protected_relations(ctx, up, &names).await? {
+            Ok((protected, view_columns)) => {
+                found.columns.extend(view_columns);
+                protected
+            }
+            Err(e) => {
+                failed(e);
+                complete = false;
+                Protected {
+                    columns: names.iter().map(|(n, _)| n.as_bytes().into()).collect(),
+                    relations: None,
+                    views: Vec::new(),
+                }
+            }
+        });
+    }
+    debug!(
+        "masking_table_rules_resolved",
+        target = ctx.target.name,
+        rules = rules.len(),
+        columns = found.columns.len()
+    );
+    let found = Rc::new(found);
+    if complete {
+        RESOLVED.with(|r| r.borrow_mut().put(key, found.clone()));
+    }
+    Ok(Some(found))
+}
+
+/// A name as a string literal; one that would need more than doubled quotes
+/// is not put in a query.
+fn literal(name: &str) -> Option<String> {
+    (!name.contains(['\\', '\0'])).then(|| format!("'{}'", name.replace('\'', "''")))
+}
+
+/// The columns `table.column` rules name: (table OID, column number, style).
+async fn table_rules<U: Io>(
+    ctx: &Context<'_>,
+    up: &mut U,
+    rules: &[(&str, &str, Style)],
+) -> Result<Result<Vec<(u32, i16, Style)>, String>, LoginError> {
     let (mut tables, mut columns) = (Vec::new(), Vec::new());
-    for (table, column, _) in &rules {
+    for (table, column, _) in rules {
         let relname = table.rsplit('.').next().unwrap_or(table);
         let (Some(t), Some(c)) = (literal(relname), literal(column)) else {
-            failed(format!(
+            return Ok(Err(format!(
                 "rule `{table}.{column}` has a name Sluice does not quote"
-            ));
-            return Ok(None);
+            )));
         };
         tables.push(t);
         columns.push(c);
@@ -389,13 +495,167 @@ async fn resolve_table_rules<U: Io>(
         tables.join(","),
         columns.join(",")
     );
+    let rows = match catalog_query(ctx, up, &sql).await? {
+        Ok(rows) => rows,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut found = Vec::new();
+    let mut matched = vec![false; rules.len()];
+    for v in &rows {
+        let lower = |i: usize| v.get(i).map(|s| s.to_ascii_lowercase());
+        let parsed = (
+            v.first().and_then(|t| t.parse::<u32>().ok()),
+            v.get(1).and_then(|t| t.parse::<i16>().ok()),
+            lower(2),
+            lower(3),
+            lower(4),
+        );
+        let (Some(oid), Some(attnum), Some(ns), Some(rel), Some(col)) = parsed else {
+            return Ok(Err("unexpected catalog row".to_string()));
+        };
+        let names = |t: &str| {
+            *t == *rel
+                || t.strip_prefix(ns.as_str())
+                    .and_then(|r| r.strip_prefix('.'))
+                    == Some(rel.as_str())
+        };
+        if let Some(i) = rules.iter().position(|(t, c, _)| *c == col && names(t)) {
+            matched[i] = true;
+            found.push((oid, attnum, rules[i].2));
+        }
+    }
+    for ((table, column, _), _) in rules.iter().zip(&matched).filter(|(_, m)| !**m) {
+        // A misspelt or missing table: its rule matches by name only.
+        warn!(
+            "masking_table_rule_unmatched",
+            target = ctx.target.name,
+            rule = format!("{table}.{column}")
+        );
+    }
+    Ok(Ok(found))
+}
+
+/// Under strict column rules: the relations holding a column under a rule,
+/// and the views (plain or materialized, over any depth of views) built on
+/// one, each of whose columns is then masked with the strongest style.
+async fn protected_relations<U: Io>(
+    ctx: &Context<'_>,
+    up: &mut U,
+    names: &[(&str, Style)],
+) -> Result<Result<(Protected, Vec<(u32, i16, Style)>), String>, LoginError> {
+    let Some(quoted) = names
+        .iter()
+        .map(|(n, _)| literal(n))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(Err("a column rule has a name Sluice does not quote".into()));
+    };
+    let eq = "OPERATOR(pg_catalog.=)";
+    let sql = format!(
+        "WITH RECURSIVE prot(relid, attnum, via_view) AS ( \
+           SELECT a.attrelid, a.attnum, false FROM pg_catalog.pg_attribute a \
+           WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+           AND pg_catalog.lower(a.attname) {eq} ANY (ARRAY[{}]::pg_catalog.text[]) \
+         UNION \
+           SELECT r.ev_class, v.attnum, true FROM prot p \
+           JOIN pg_catalog.pg_depend d ON d.refobjid {eq} p.relid \
+             AND d.refobjsubid {eq} p.attnum \
+             AND d.classid {eq} 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+           JOIN pg_catalog.pg_rewrite r ON r.oid {eq} d.objid \
+             AND r.rulename {eq} '_RETURN' AND r.ev_class OPERATOR(pg_catalog.<>) p.relid \
+           JOIN pg_catalog.pg_attribute v ON v.attrelid {eq} r.ev_class \
+             AND v.attnum OPERATOR(pg_catalog.>) 0 AND NOT v.attisdropped) \
+         SELECT p.relid::pg_catalog.int8, p.attnum, c.relname, a.attname, p.via_view \
+         FROM prot p JOIN pg_catalog.pg_class c ON c.oid {eq} p.relid \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid {eq} p.relid AND a.attnum {eq} p.attnum",
+        quoted.join(",")
+    );
+    let rows = match catalog_query(ctx, up, &sql).await? {
+        Ok(rows) => rows,
+        Err(e) => return Ok(Err(e)),
+    };
+    // The strongest style of the rules: what a view's columns get.
+    let strongest = names
+        .iter()
+        .map(|(_, s)| *s)
+        .min_by_key(|s| match s {
+            Style::Full => 0,
+            Style::Redact => 1,
+            Style::Hash(_) => 2,
+            Style::Last4 => 3,
+        })
+        .unwrap_or(Style::Full);
+    let mut protected = Protected {
+        columns: names.iter().map(|(n, _)| n.as_bytes().into()).collect(),
+        relations: Some(Vec::new()),
+        views: Vec::new(),
+    };
+    let mut masked = Vec::new();
+    for v in &rows {
+        let (Some(oid), Some(attnum), Some(rel), Some(col), Some(via_view)) = (
+            v.first().and_then(|t| t.parse::<u32>().ok()),
+            v.get(1).and_then(|t| t.parse::<i16>().ok()),
+            v.get(2)
+                .map(|s| s.to_ascii_lowercase().into_bytes().into_boxed_slice()),
+            v.get(3)
+                .map(|s| s.to_ascii_lowercase().into_bytes().into_boxed_slice()),
+            v.get(4).map(|s| s == "t"),
+        ) else {
+            return Ok(Err("unexpected catalog row".to_string()));
+        };
+        let relations = protected.relations.get_or_insert_with(Vec::new);
+        if !relations.contains(&rel) {
+            relations.push(rel.clone());
+        }
+        if via_view {
+            masked.push((oid, attnum, strongest));
+            match protected.views.iter_mut().find(|(v, _)| *v == rel) {
+                Some((_, cols)) => cols.push(col),
+                None => protected.views.push((rel, vec![col])),
+            }
+        }
+    }
+    Ok(Ok((protected, masked)))
+}
+
+/// Functions defined in the database: not built in (`pg_catalog`,
+/// `information_schema`) and not installed by an extension.
+async fn user_functions<U: Io>(
+    ctx: &Context<'_>,
+    up: &mut U,
+) -> Result<Result<Vec<(String, String)>, String>, LoginError> {
+    let (eq, ne) = ("OPERATOR(pg_catalog.=)", "OPERATOR(pg_catalog.<>)");
+    let sql = format!(
+        "SELECT DISTINCT n.nspname, p.proname FROM pg_catalog.pg_proc p \
+         JOIN pg_catalog.pg_namespace n ON n.oid {eq} p.pronamespace \
+         WHERE n.nspname {ne} 'pg_catalog' AND n.nspname {ne} 'information_schema' \
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+           WHERE d.classid {eq} 'pg_catalog.pg_proc'::pg_catalog.regclass \
+           AND d.objid {eq} p.oid AND d.deptype {eq} 'e')"
+    );
+    Ok(catalog_query(ctx, up, &sql).await?.map(|rows| {
+        rows.into_iter()
+            .filter_map(|r| match r.as_slice() {
+                [schema, name] => Some((schema.to_ascii_lowercase(), name.to_ascii_lowercase())),
+                _ => None,
+            })
+            .collect()
+    }))
+}
+
+/// Runs one catalog query; its rows as text (NULL as empty), or the server's
+/// error message. Reads to the ReadyForQuery whatever comes, so the session
+/// starts in step.
+async fn catalog_query<U: Io>(
+    ctx: &Context<'_>,
+    up: &mut U,
+    sql: &str,
+) -> Result<Result<Vec<Vec<String>>, String>, LoginError> {
     let mut out = Vec::with_capacity(sql.len() + 8);
     encode::query(&mut out, sql.as_bytes());
     let (res, _) = up.write_all(out).await;
     res.map_err(|e| LoginError::unavailable(ctx, format!("masking catalog query: {e}")))?;
-    // Read to the ReadyForQuery whatever comes, so the session starts in step.
-    let mut found = TableColumns::default();
-    let mut matched = vec![false; rules.len()];
+    let mut rows = Vec::new();
     let mut error = None;
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -405,37 +665,11 @@ async fn resolve_table_rules<U: Io>(
             LoginError::unavailable(ctx, format!("malformed upstream message: {e}"))
         })?;
         match msg {
-            Backend::DataRow(row) => {
-                let v: Vec<&[u8]> = row
-                    .ranges()
-                    .map(|r| r.map_or(&[][..], |r| &body[r]))
-                    .collect();
-                let text =
-                    |i: usize| std::str::from_utf8(v.get(i).copied().unwrap_or_default()).ok();
-                let lower = |i: usize| text(i).map(str::to_ascii_lowercase);
-                let parsed = (
-                    text(0).and_then(|t| t.parse::<u32>().ok()),
-                    text(1).and_then(|t| t.parse::<i16>().ok()),
-                    lower(2),
-                    lower(3),
-                    lower(4),
-                );
-                let (Some(oid), Some(attnum), Some(ns), Some(rel), Some(col)) = parsed else {
-                    error = Some("unexpected catalog row".to_string());
-                    buf.drain(..f.len);
-                    continue;
-                };
-                let names = |t: &str| {
-                    *t == *rel
-                        || t.strip_prefix(ns.as_str())
-                            .and_then(|r| r.strip_prefix('.'))
-                            == Some(rel.as_str())
-                };
-                if let Some(i) = rules.iter().position(|(t, c, _)| *c == col && names(t)) {
-                    matched[i] = true;
-                    found.columns.push((oid, attnum, rules[i].2));
-                }
-            }
+            Backend::DataRow(row) => rows.push(
+                row.ranges()
+                    .map(|r| String::from_utf8_lossy(r.map_or(&[][..], |r| &body[r])).into_owned())
+                    .collect(),
+            ),
             Backend::ErrorResponse(fields) => {
                 error = Some(
                     String::from_utf8_lossy(fields.get(b'M').unwrap_or_default()).into_owned(),
@@ -447,29 +681,8 @@ async fn resolve_table_rules<U: Io>(
         buf.drain(..f.len);
     }
     Ok(match error {
-        Some(e) => {
-            failed(e);
-            None
-        }
-        None => {
-            for ((table, column, _), _) in rules.iter().zip(&matched).filter(|(_, m)| !**m) {
-                // A misspelt or missing table: its rule matches by name only.
-                warn!(
-                    "masking_table_rule_unmatched",
-                    target = ctx.target.name,
-                    rule = format!("{table}.{column}")
-                );
-            }
-            debug!(
-                "masking_table_rules_resolved",
-                target = ctx.target.name,
-                rules = rules.len(),
-                columns = found.columns.len()
-            );
-            let found = Rc::new(found);
-            RESOLVED.with(|r| r.borrow_mut().put(key, found.clone()));
-            Some(found)
-        }
+        Some(e) => Err(e),
+        None => Ok(rows),
     })
 }
 
@@ -486,20 +699,20 @@ thread_local! {
 }
 
 #[derive(Default)]
-struct Resolved(Vec<(String, Instant, Rc<TableColumns>)>);
+struct Resolved(Vec<(String, Instant, Rc<Catalog>)>);
 
 impl Resolved {
     /// Few targets and databases per gateway: a short list, oldest evicted.
     const MAX: usize = 64;
 
-    fn get(&self, key: &str) -> Option<Rc<TableColumns>> {
+    fn get(&self, key: &str) -> Option<Rc<Catalog>> {
         self.0
             .iter()
             .find(|(k, at, _)| k == key && at.elapsed() < RESOLVED_TTL)
             .map(|(_, _, t)| t.clone())
     }
 
-    fn put(&mut self, key: String, tables: Rc<TableColumns>) {
+    fn put(&mut self, key: String, tables: Rc<Catalog>) {
         self.0
             .retain(|(k, at, _)| *k != key && at.elapsed() < RESOLVED_TTL);
         if self.0.len() >= Self::MAX {
@@ -517,19 +730,20 @@ mod tests {
     fn resolved_rules_are_reused_per_key_and_bounded() {
         let mut r = Resolved::default();
         assert!(r.get("a").is_none());
-        let one = Rc::new(TableColumns {
+        let one = Rc::new(Catalog {
             columns: vec![(16384, 3, Style::Full)],
+            ..Catalog::default()
         });
         r.put("a".into(), one.clone());
         assert!(Rc::ptr_eq(&r.get("a").unwrap(), &one));
         assert!(r.get("b").is_none());
         // A new lookup for the same key replaces the old one.
-        r.put("a".into(), Rc::new(TableColumns::default()));
+        r.put("a".into(), Rc::new(Catalog::default()));
         assert_eq!(r.0.len(), 1);
         assert!(r.get("a").unwrap().columns.is_empty());
         // The oldest entry goes first once the list is full.
         for i in 0..Resolved::MAX {
-            r.put(format!("k{i}"), Rc::new(TableColumns::default()));
+            r.put(format!("k{i}"), Rc::new(Catalog::default()));
         }
         assert_eq!(r.0.len(), Resolved::MAX);
         assert!(r.get("a").is_none() && r.get("k0").is_some());

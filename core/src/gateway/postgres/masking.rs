@@ -15,7 +15,7 @@ use sluice_masking::{Masker, Profile, Style};
 
 use std::rc::Rc;
 
-use super::login::TableColumns;
+use super::login::Catalog;
 use sluice_protocols::postgres::backend::{self, Backend};
 
 /// Text-like type OIDs whose binary form is the text itself.
@@ -68,7 +68,7 @@ enum Binary {
 pub struct RowMasker {
     masker: Masker,
     /// `table.column` rules resolved at login; `None`: match them by name.
-    table_columns: Option<Rc<TableColumns>>,
+    catalog: Option<Rc<Catalog>>,
     columns: Vec<Column>,
     /// The last RowDescription may not describe the rows now arriving.
     stale: bool,
@@ -80,10 +80,10 @@ pub struct RowMasker {
 }
 
 impl RowMasker {
-    pub fn new(profile: Profile, table_columns: Option<Rc<TableColumns>>) -> RowMasker {
+    pub fn new(profile: Profile, catalog: Option<Rc<Catalog>>) -> RowMasker {
         RowMasker {
             masker: Masker::new(profile),
-            table_columns,
+            catalog,
             columns: Vec::new(),
             stale: false,
             described_statement: false,
@@ -109,7 +109,7 @@ impl RowMasker {
                     return Err("malformed RowDescription".into());
                 };
                 let profile = self.masker.profile();
-                let tables = self.table_columns.as_deref();
+                let tables = self.catalog.as_deref();
                 let statement = after_parameters;
                 self.stale = false;
                 self.columns.clear();

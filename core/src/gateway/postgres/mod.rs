@@ -367,7 +367,7 @@ async fn session<C: Io>(
     encode::ready_for_query(&mut hello, upstream.status);
     let (res, _) = client.write_all(hello).await;
     let totals = if res.is_ok() {
-        let tables = upstream.table_columns;
+        let tables = upstream.catalog;
         Some(match upstream.stream {
             login::Upstream::Plain(s) => relay::run(&ctx, client, s, buf, tables).await,
             login::Upstream::Tls(s) => relay::run(&ctx, client, *s, buf, tables).await,

@@ -32,6 +32,7 @@ use sluice_protocols::postgres::encode;
 use sluice_protocols::postgres::frontend::{self, Frontend};
 use sluice_protocols::postgres::session::{Route, Session};
 use sluice_protocols::postgres::{frame, Frame};
+use sluice_protocols::sql::columns::Protected;
 use sluice_protocols::sql::{Kind, Statement};
 
 use super::approval::{self, Hold, Resolution};
@@ -84,6 +85,10 @@ struct Shared {
     statements: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
     portals: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
     next_id: Cell<u64>,
+    /// What strict column rules protect; `None`: no column rules, or not strict.
+    strict: Option<Rc<Protected>>,
+    /// What the rules know of the upstream's catalog.
+    catalog: Option<Rc<super::login::Catalog>>,
     pub commands: Cell<u64>,
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
@@ -199,13 +204,14 @@ pub async fn run<C: Io, U: Io>(
     client: C,
     upstream: U,
     pending: Vec<u8>,
-    table_columns: Option<std::rc::Rc<super::login::TableColumns>>,
+    catalog: Option<std::rc::Rc<super::login::Catalog>>,
 ) -> Totals {
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
     let client_w = Slot::new(client_w);
+    let strict = strict_columns(ctx, catalog.as_ref());
     let masker = match crate::gateway::masking_profile(ctx.config, ctx.target) {
-        Ok(p) => p.map(|p| super::masking::RowMasker::new(p, table_columns)),
+        Ok(p) => p.map(|p| super::masking::RowMasker::new(p, catalog.clone())),
         Err(e) => {
             warn!(
                 "masking_profile_invalid",
@@ -242,6 +248,8 @@ pub async fn run<C: Io, U: Io>(
         statements: RefCell::new(Default::default()),
         portals: RefCell::new(Default::default()),
         next_id: Cell::new(1),
+        strict,
+        catalog,
         commands: Cell::new(0),
         bytes_in: Cell::new(0),
         bytes_out: Cell::new(0),
@@ -255,6 +263,33 @@ pub async fn run<C: Io, U: Io>(
         bytes_in: shared.bytes_in.get(),
         bytes_out: shared.bytes_out.get(),
     }
+}
+
+/// What strict column rules protect in this session: as resolved at login,
+/// or (should the login have resolved nothing) every relation (fail closed).
+fn strict_columns(
+    ctx: &Context<'_>,
+    resolved: Option<&Rc<super::login::Catalog>>,
+) -> Option<Rc<Protected>> {
+    let m = ctx.config.masking.get(ctx.target.masking.as_ref()?)?;
+    if !m.strict_columns || m.columns.is_empty() {
+        return None;
+    }
+    if let Some(p) = resolved.and_then(|t| t.protected.as_ref()) {
+        return Some(Rc::new(p.clone()));
+    }
+    Some(Rc::new(Protected {
+        columns: m
+            .columns
+            .keys()
+            .map(|c| {
+                let name = c.rsplit('.').next().unwrap_or(c);
+                name.to_ascii_lowercase().into_bytes().into_boxed_slice()
+            })
+            .collect(),
+        relations: None,
+        views: Vec::new(),
+    }))
 }
 
 /// Sends a FATAL error to the client and closes its side for good.
@@ -537,15 +572,24 @@ fn judge_message(
         }
         Frontend::FunctionCall { oid, .. } => {
             let st = [crate::policy::function_call(oid)];
-            let v = super::encoding_refusal(ctx.target, &st).unwrap_or_else(|| {
-                crate::policy::judge_statements(
-                    ctx.shard,
-                    ctx.index,
-                    &ctx.identity,
-                    &ctx.resolved,
-                    &st,
-                )
+            // A function can read any column; its result is no result column.
+            let strict = shared.strict.as_ref().map(|_| Verdict::Deny {
+                message: "fast-path function calls are not allowed under strict column rules"
+                    .into(),
+                detail: "call the function in a SELECT".into(),
+                rule: None,
             });
+            let v = strict
+                .or_else(|| super::encoding_refusal(ctx.target, &st))
+                .unwrap_or_else(|| {
+                    crate::policy::judge_statements(
+                        ctx.shard,
+                        ctx.index,
+                        &ctx.identity,
+                        &ctx.resolved,
+                        &st,
+                    )
+                });
             Some(((v, None), body.clone()))
         }
         Frontend::Sync => None,
@@ -773,8 +817,40 @@ fn bind_verdict(
 }
 
 fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
-    let (mut verdict, statements) =
+    let (mut verdict, mut statements) =
         crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, &ctx.resolved, sql);
+    // A function defined in the database runs its body out of sight: calling
+    // one is opaque code, unless the guardrails name it.
+    let user_functions = shared.catalog.as_deref().map(|c| &c.user_functions[..]);
+    if let Some(called) = user_functions.and_then(|f| sluice_protocols::sql::calls(sql, f)) {
+        if statements.iter().any(|s| !s.flags.opaque) {
+            statements = statements
+                .iter()
+                .map(|s| {
+                    let mut s = *s;
+                    s.flags.opaque = true;
+                    s
+                })
+                .collect();
+            verdict = crate::policy::judge_statements(
+                ctx.shard,
+                ctx.index,
+                &ctx.identity,
+                &ctx.resolved,
+                &statements,
+            );
+            if let Verdict::Deny { detail, .. } = &mut verdict {
+                let why = format!(
+                    "`{called}` is a function defined in the database: its body runs out of Sluice's sight (the guardrails' `functions` may name it)"
+                );
+                *detail = if detail.is_empty() {
+                    why
+                } else {
+                    format!("{detail}; {why}")
+                };
+            }
+        }
+    }
     // An approval runs a statement once. SQL `PREPARE` would keep an approved
     // statement around to run again, and SQL `EXECUTE` could run a prepared
     // statement that awaits approval: both are refused in those cases.
@@ -800,6 +876,17 @@ fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<
     if !matches!(verdict, Verdict::Deny { .. }) {
         if let Some(deny) = super::encoding_refusal(ctx.target, &statements) {
             verdict = deny;
+        }
+    }
+    // A protected column leaves only as a plain result column, which the
+    // masker sees (see `sql::columns`).
+    if let (false, Some(p)) = (matches!(verdict, Verdict::Deny { .. }), &shared.strict) {
+        if let Err(refusal) = sluice_protocols::sql::columns::check(sql, p) {
+            verdict = Verdict::Deny {
+                message: refusal.to_string().into(),
+                detail: "a value computed from a protected column would reach the client unmasked; select the column itself (it comes back masked)".into(),
+                rule: None,
+            };
         }
     }
     // A Parse whose setting waits for its Bind's values is not refused here
