@@ -31,6 +31,13 @@
 //! Anything the server sends that the queue does not allow is a [`Violation`]:
 //! the driver ends the session (fail closed) rather than guess.
 //!
+//! The machine also keeps the session's accounts ([`Session::forward`]): which
+//! of the driver's commands each sync group ran. A `Parse` registers its
+//! statement name, a `Bind` the portal it makes from it, a `Close` forgets
+//! them, an `Execute` counts its portal's command in the group, and the
+//! server's `ReadyForQuery` completes the group ([`Session::take_done`]), so
+//! its results are recorded against exactly the commands that produced them.
+//!
 //! ```
 //! use sluice_protocols::postgres::session::{Session, Route};
 //! use sluice_protocols::postgres::Frontend;
@@ -115,6 +122,116 @@ pub struct Forward {
     pub sync_point: bool,
 }
 
+/// How a forwarded client message counts in the session's accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    /// Not a command of its own (`Describe`, `Execute`, `Close`, `Sync`, a
+    /// `Bind` of a statement that needs no judging, ...).
+    None,
+    /// The driver's command with this id, forwarded as sent.
+    Command(u64),
+    /// A command the driver refused: what it forwards instead fails, and
+    /// registers no name.
+    Refused,
+}
+
+/// The commands one sync group ran, complete once the server answers its
+/// sync point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Its sync point, numbered from 1 as [`Forward::sync_point`] counts them.
+    pub seq: u64,
+    /// Command ids, each once, in the order they were counted.
+    pub commands: Vec<u64>,
+    /// The driver's stamp at its sync point (a clock reading; opaque here).
+    pub stamp: u64,
+}
+
+/// Most statement and portal names remembered for the accounts; beyond it they
+/// are forgotten (results are then not attributed to a statement).
+const MAX_NAMES: usize = 4096;
+
+/// The session's accounts (see the module documentation).
+#[derive(Debug, Default)]
+struct Accounts {
+    statements: std::collections::HashMap<Vec<u8>, u64>,
+    portals: std::collections::HashMap<Vec<u8>, u64>,
+    /// Commands of the group being sent.
+    open: Vec<u64>,
+    /// Sent groups awaiting their `ReadyForQuery`, oldest first.
+    groups: VecDeque<Group>,
+    /// Sync points sent.
+    sent: u64,
+    /// The group whose `ReadyForQuery` just arrived.
+    done: Option<Group>,
+}
+
+impl Accounts {
+    fn count(&mut self, id: u64) {
+        if !self.open.contains(&id) {
+            self.open.push(id);
+        }
+    }
+
+    fn name(map: &mut std::collections::HashMap<Vec<u8>, u64>, name: &[u8], id: u64) {
+        if map.len() >= MAX_NAMES && !map.contains_key(name) {
+            map.clear();
+        }
+        map.insert(name.to_vec(), id);
+    }
+
+    fn note(&mut self, msg: &Frontend<'_>, account: Account) {
+        if account == Account::Refused {
+            return;
+        }
+        if let Account::Command(id) = account {
+            self.count(id);
+        }
+        match (msg, account) {
+            (Frontend::Parse { name, .. }, Account::Command(id)) => {
+                Self::name(&mut self.statements, name, id)
+            }
+            (
+                Frontend::Bind {
+                    portal, statement, ..
+                },
+                _,
+            ) => {
+                if let Some(&id) = self.statements.get(*statement) {
+                    Self::name(&mut self.portals, portal, id);
+                }
+            }
+            (Frontend::Close { kind: b'S', name }, _) => {
+                self.statements.remove(*name);
+            }
+            (Frontend::Close { name, .. }, _) => {
+                self.portals.remove(*name);
+            }
+            (Frontend::Execute { portal, .. }, _) => {
+                if let Some(&id) = self.portals.get(*portal) {
+                    self.count(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A sync point the server ignored: its commands run on in the next group.
+    fn void(&mut self, seq: u64) {
+        let Some(i) = self.groups.iter().position(|g| g.seq == seq) else {
+            return;
+        };
+        let g = self.groups.remove(i).expect("found");
+        let mut ids = g.commands;
+        let next = match self.groups.get_mut(i) {
+            Some(next) => &mut next.commands,
+            None => &mut self.open,
+        };
+        ids.append(next);
+        *next = ids;
+    }
+}
+
 /// The session cannot be followed: the driver must end it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
@@ -150,6 +267,7 @@ pub struct Session {
     voided_total: u64,
     /// Sync points voided since the driver last asked ([`Session::take_voided`]).
     voided: Vec<u64>,
+    accounts: Accounts,
 }
 
 impl Session {
@@ -165,7 +283,52 @@ impl Session {
             answered: 0,
             voided_total: 0,
             voided: Vec::new(),
+            accounts: Accounts::default(),
         }
+    }
+
+    /// A client message is about to be forwarded, as `account` says; `stamp`
+    /// is kept with the sync group it ends, if it ends one. What the server
+    /// will owe for it is [`Session::handle_frontend`]'s to count.
+    pub fn forward(
+        &mut self,
+        msg: &Frontend<'_>,
+        account: Account,
+        stamp: u64,
+    ) -> Result<Forward, Violation> {
+        let fwd = self.handle_frontend(msg)?;
+        self.accounts.note(msg, account);
+        if fwd.sync_point {
+            let a = &mut self.accounts;
+            a.sent += 1;
+            let commands = std::mem::take(&mut a.open);
+            a.groups.push_back(Group {
+                seq: a.sent,
+                commands,
+                stamp,
+            });
+        }
+        Ok(fwd)
+    }
+
+    /// The sync point a message forwarded now belongs to.
+    pub fn next_sync(&self) -> u64 {
+        self.accounts.sent + 1
+    }
+
+    /// The sync point the server is answering: the group of the last
+    /// `ReadyForQuery` until [`Session::take_done`], else the oldest open one.
+    pub fn answering(&self) -> u64 {
+        let a = &self.accounts;
+        match (&a.done, a.groups.front()) {
+            (Some(g), _) | (None, Some(g)) => g.seq,
+            (None, None) => a.sent + 1,
+        }
+    }
+
+    /// The group the last `ReadyForQuery` completed, once.
+    pub fn take_done(&mut self) -> Option<Group> {
+        self.accounts.done.take()
     }
 
     /// The sync points (numbered as [`Forward::sync_point`] counts them) the
@@ -267,6 +430,7 @@ impl Session {
         if matches!(tag, b'S' | b'N' | b'A') {
             return Ok(Route::Client);
         }
+        self.accounts.done = None;
         self.settle();
         let head = self.queue.front().copied();
         let unexpected = |owed: &'static str| Err(Violation::Unexpected(tag as char, owed));
@@ -311,6 +475,7 @@ impl Session {
                 self.copy = Copy::None;
                 self.answered += 1;
                 self.pop();
+                self.accounts.done = self.accounts.groups.pop_front();
             }
             (b'E', _) => self.error(head),
             (_, owed) => return unexpected(describe(owed)),
@@ -359,7 +524,9 @@ impl Session {
                         .take(i + 1)
                         .filter(|o| matches!(o, Owed::Sync | Owed::Query | Owed::FunctionCall))
                         .count() as u64;
-                    self.voided.push(self.answered + self.voided_total + queued);
+                    let seq = self.answered + self.voided_total + queued;
+                    self.voided.push(seq);
+                    self.accounts.void(seq);
                     self.voided_total += 1;
                     self.queue.remove(i);
                 }

@@ -860,7 +860,10 @@ mod tests {
 
     #[test]
     fn composite_expansions_are_refused() {
-        for sql in ["SELECT (c).* FROM customers c", "SELECT (c).ssn FROM customers c"] {
+        for sql in [
+            "SELECT (c).* FROM customers c",
+            "SELECT (c).ssn FROM customers c",
+        ] {
             assert!(check(sql.as_bytes(), &protected()).is_err(), "{sql}");
         }
     }

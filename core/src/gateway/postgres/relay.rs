@@ -30,7 +30,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use sluice_protocols::postgres::backend::{self, Backend};
 use sluice_protocols::postgres::encode;
 use sluice_protocols::postgres::frontend::{self, Frontend};
-use sluice_protocols::postgres::session::{Route, Session};
+use sluice_protocols::postgres::session::{Account, Route, Session};
 use sluice_protocols::postgres::{frame, Frame};
 use sluice_protocols::sql::columns::Protected;
 use sluice_protocols::sql::{Kind, Statement};
@@ -58,14 +58,6 @@ struct Denial {
     sync_seq: u64,
 }
 
-/// Commands forwarded up to one sync point, and what came back for them.
-struct ResultGroup {
-    /// Its sync point's number (see `session::Forward::sync_point`).
-    seq: u64,
-    ids: Vec<u64>,
-    started: Instant,
-}
-
 /// State the two pumps share; no borrow is ever held across an `.await`.
 struct Shared {
     /// What the server owes, so every answer is attributed to its message.
@@ -76,14 +68,8 @@ struct Shared {
     /// (nothing else may be written to the client until it is finished).
     mid_message: Cell<bool>,
     denials: RefCell<VecDeque<Denial>>,
-    syncs_sent: Cell<u64>,
-    syncs_done: Cell<u64>,
-    groups: RefCell<VecDeque<ResultGroup>>,
-    open_group: RefCell<Vec<u64>>,
-    /// Prepared statement and portal names → the command that parsed them, so an
-    /// `Execute` in a later sync group is accounted to its statement.
-    statements: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
-    portals: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
+    /// Sync groups are stamped with microseconds since this instant.
+    epoch: Instant,
     next_id: Cell<u64>,
     /// What strict column rules protect; `None`: no column rules, or not strict.
     strict: Option<Rc<Protected>>,
@@ -241,12 +227,7 @@ pub async fn run<C: Io, U: Io>(
         gates: RefCell::new(Gates::default()),
         mid_message: Cell::new(false),
         denials: RefCell::new(VecDeque::new()),
-        syncs_sent: Cell::new(0),
-        syncs_done: Cell::new(0),
-        groups: RefCell::new(VecDeque::new()),
-        open_group: RefCell::new(Vec::new()),
-        statements: RefCell::new(Default::default()),
-        portals: RefCell::new(Default::default()),
+        epoch: Instant::now(),
         next_id: Cell::new(1),
         strict,
         catalog,
@@ -514,7 +495,7 @@ fn judge_message(
         let start = s.as_ptr() as usize - buf.as_ptr() as usize;
         start..start + s.len()
     };
-    let seq = shared.syncs_sent.get() + 1;
+    let seq = shared.session.borrow().next_sync();
     let mut approval = None;
     let mut deny_code = sqlstate::INSUFFICIENT_PRIVILEGE;
     let full =
@@ -593,10 +574,9 @@ fn judge_message(
             Some(((v, None), body.clone()))
         }
         Frontend::Sync => None,
+        // The portal's name is the session machine's to keep (see `forward`).
         Frontend::Bind {
-            portal,
-            statement,
-            rest,
+            statement, rest, ..
         } => {
             let candidates = shared.gates.borrow().candidates(statement, seq);
             let verdict = if candidates.is_empty() {
@@ -637,38 +617,13 @@ fn judge_message(
                 };
                 Some(verdict)
             };
-            if !matches!(verdict, Some(Verdict::Deny { .. })) {
-                if let Some(&id) = shared.statements.borrow().get(statement) {
-                    let mut portals = shared.portals.borrow_mut();
-                    // Accounting only: bounded so a client cannot grow it without limit.
-                    if portals.len() >= 4096 {
-                        portals.clear();
-                    }
-                    portals.insert(portal.to_vec(), id);
-                }
-            }
             // A Bind of a gated statement is a command of its own (recorded,
             // refused by placeholder like any other).
             verdict.map(|v| ((v, None), text_of(statement)))
         }
         Frontend::Close { kind, name } => {
-            let map = if kind == b'S' {
-                &shared.statements
-            } else {
-                &shared.portals
-            };
-            map.borrow_mut().remove(name);
             if kind == b'S' {
                 shared.gates.borrow_mut().close(name, seq).map_err(full)?;
-            }
-            None
-        }
-        Frontend::Execute { portal, .. } => {
-            if let Some(&id) = shared.portals.borrow().get(portal) {
-                let mut open = shared.open_group.borrow_mut();
-                if !open.contains(&id) {
-                    open.push(id);
-                }
             }
             None
         }
@@ -679,6 +634,7 @@ fn judge_message(
         }
         _ => None,
     };
+    let mut account = Account::None;
     if let Some(((mut verdict, statements), text)) = judged {
         // A statement (not a Parse) that needs approval runs only once settled.
         if let (Verdict::Approve { rule, spec, kind }, true) = (&verdict, f.tag != b'P') {
@@ -740,38 +696,22 @@ fn judge_message(
                 sync_seq: seq,
             });
             cmd.marker = Some(marker);
+            account = Account::Refused;
         } else {
-            shared.open_group.borrow_mut().push(id);
-        }
-        if let (Frontend::Parse { name, .. }, Verdict::Allow | Verdict::Approve { .. }) =
-            (&msg, &cmd.verdict)
-        {
-            let mut names = shared.statements.borrow_mut();
-            if names.len() >= 4096 {
-                names.clear();
-            }
-            names.insert(name.to_vec(), id);
+            account = Account::Command(id);
         }
         cmds.push(cmd);
     }
     // The message goes upstream now: the session machine counts what the
-    // server will owe for it.
+    // server will owe for it, and which command its results belong to.
+    let stamp = shared.epoch.elapsed().as_micros() as u64;
     let fwd = shared
         .session
         .borrow_mut()
-        .handle_frontend(&msg)
+        .forward(&msg, account, stamp)
         .map_err(Refusal::Session)?;
     if let (true, Frontend::Execute { portal, .. }) = (fwd.describe_portal, &msg) {
         plan.replace(pos, pos, |out| encode::describe(out, b'P', portal));
-    }
-    if fwd.sync_point {
-        shared.syncs_sent.set(seq);
-        let ids = std::mem::take(&mut *shared.open_group.borrow_mut());
-        shared.groups.borrow_mut().push_back(ResultGroup {
-            seq,
-            ids,
-            started: Instant::now(),
-        });
     }
     Ok(Step::Next)
 }
@@ -1177,33 +1117,8 @@ fn inspect_backend(
     if route == Route::Gateway {
         plan.replace(pos, pos + f.len, |_| {});
     }
-    // A Sync the server ignored (it arrived during COPY IN): its group runs
-    // on to the next sync point, which the next ReadyForQuery answers.
-    let voided = shared.session.borrow_mut().take_voided();
-    for seq in voided {
-        let mut groups = shared.groups.borrow_mut();
-        if let Some(i) = groups.iter().position(|g| g.seq == seq) {
-            let g = groups.remove(i).expect("found");
-            let mut ids = g.ids;
-            match groups.get_mut(i) {
-                Some(next) => {
-                    ids.append(&mut next.ids);
-                    next.ids = ids;
-                }
-                None => {
-                    let mut open = shared.open_group.borrow_mut();
-                    ids.append(&mut open);
-                    *open = ids;
-                }
-            }
-        }
-    }
     // The sync group the server is answering now.
-    let answering = shared
-        .groups
-        .borrow()
-        .front()
-        .map_or(shared.syncs_sent.get() + 1, |g| g.seq);
+    let answering = shared.session.borrow().answering();
     // Denial markers are matched before masking rewrites any text.
     // Only a marker the gateway itself planted counts (a client can put the
     // prefix in any error text to dodge masking otherwise).
@@ -1281,22 +1196,22 @@ fn inspect_backend(
             None => {}
         },
         b'Z' => {
-            let done = answering;
-            shared.syncs_done.set(done);
+            let group = shared.session.borrow_mut().take_done();
+            let done = group.as_ref().map_or(answering, |g| g.seq);
             shared.gates.borrow_mut().ready(done);
             shared.denials.borrow_mut().retain(|d| d.sync_seq > done);
-            let group = shared.groups.borrow_mut().pop_front();
             if let Some(g) = group {
-                let elapsed = g.started.elapsed();
+                let now = shared.epoch.elapsed().as_micros() as u64;
+                let elapsed = std::time::Duration::from_micros(now.saturating_sub(g.stamp));
                 ctx.shard.metrics.command_done(elapsed);
-                if !g.ids.is_empty() {
+                if !g.commands.is_empty() {
                     if let Some(audit) = ctx.shard.audit() {
                         audit.note(|out| {
                             let rec = Rec::begin(out, "result", now_ms())
                                 .str("session", &ctx.session)
                                 .str("target", &ctx.target.name)
                                 .str("subject", &ctx.identity.subject)
-                                .ids("cmds", g.ids.iter().copied())
+                                .ids("cmds", g.commands.iter().copied())
                                 .num("rows", result.rows)
                                 .num("bytes", result.bytes)
                                 .num("duration_us", elapsed.as_micros() as u64)

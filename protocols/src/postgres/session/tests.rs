@@ -449,3 +449,127 @@ fn random_sequences_and_timing_never_misattribute_an_answer() {
     eprintln!("session model: {answers} answers, {violations} sequences refused");
     assert!(violations < 2000, "{violations}");
 }
+
+/// Statement and portal names of a test message.
+fn named(tag: char, statement: &'static [u8], portal: &'static [u8]) -> Frontend<'static> {
+    match tag {
+        'P' => Frontend::Parse {
+            name: statement,
+            sql: b"SELECT 1",
+            param_types: b"",
+        },
+        'B' => Frontend::Bind {
+            portal,
+            statement,
+            rest: b"",
+        },
+        'E' => Frontend::Execute {
+            portal,
+            max_rows: 0,
+        },
+        'C' => Frontend::Close {
+            kind: b'S',
+            name: statement,
+        },
+        'c' => Frontend::Close {
+            kind: b'P',
+            name: portal,
+        },
+        other => fe(other),
+    }
+}
+
+#[test]
+fn results_are_accounted_to_the_commands_that_produced_them() {
+    let mut s = Session::new(true);
+    let mut fwd = |s: &mut Session, m: Frontend<'static>, a: Account| s.forward(&m, a, 7).unwrap();
+    // Round trip 1: two statements prepared, one executed through a portal.
+    assert_eq!(s.next_sync(), 1);
+    fwd(&mut s, named('P', b"a", b""), Account::Command(1));
+    fwd(&mut s, named('P', b"b", b""), Account::Command(2));
+    fwd(&mut s, named('B', b"a", b"pa"), Account::None);
+    fwd(&mut s, named('E', b"", b"pa"), Account::None);
+    fwd(&mut s, fe('S'), Account::None);
+    // Round trip 2: the other statement, through a portal of the same name
+    // as before (rebound), with no Parse in this group.
+    assert_eq!(s.next_sync(), 2);
+    fwd(&mut s, named('B', b"b", b"pa"), Account::None);
+    fwd(&mut s, named('E', b"", b"pa"), Account::None);
+    fwd(&mut s, fe('S'), Account::None);
+    // A refused Parse names nothing; executing the name counts nothing.
+    fwd(&mut s, named('P', b"x", b""), Account::Refused);
+    fwd(&mut s, named('B', b"x", b"px"), Account::None);
+    fwd(&mut s, named('E', b"", b"px"), Account::None);
+    fwd(&mut s, fe('S'), Account::None);
+    // A simple query is a group of its own.
+    fwd(&mut s, fe('Q'), Account::Command(9));
+    for t in b"1 1 2 T D C Z".split(|b| *b == b' ') {
+        s.handle_backend(t[0]).unwrap();
+    }
+    assert_eq!(
+        s.take_done(),
+        Some(Group {
+            seq: 1,
+            commands: vec![1, 2],
+            stamp: 7
+        })
+    );
+    assert_eq!(s.take_done(), None, "once");
+    for t in b"2TDCZ" {
+        s.handle_backend(*t).unwrap();
+    }
+    assert_eq!(s.take_done().map(|g| g.commands), Some(vec![2]));
+    for t in b"E" {
+        s.handle_backend(*t).unwrap();
+    }
+    assert_eq!(s.answering(), 3);
+    s.handle_backend(b'Z').unwrap();
+    assert_eq!(
+        s.take_done().map(|g| (g.seq, g.commands)),
+        Some((3, vec![]))
+    );
+    for t in b"TDC" {
+        s.handle_backend(*t).unwrap();
+    }
+    s.handle_backend(b'Z').unwrap();
+    assert_eq!(
+        s.take_done().map(|g| (g.seq, g.commands)),
+        Some((4, vec![9]))
+    );
+    // Closing a statement forgets it.
+    fwd(&mut s, named('C', b"a", b""), Account::None);
+    fwd(&mut s, named('B', b"a", b"q"), Account::None);
+    fwd(&mut s, named('E', b"", b"q"), Account::None);
+    fwd(&mut s, fe('S'), Account::None);
+    for t in b"3E" {
+        s.handle_backend(*t).unwrap();
+    }
+    s.handle_backend(b'Z').unwrap();
+    assert_eq!(s.take_done().map(|g| g.commands), Some(vec![]));
+    assert!(s.idle());
+}
+
+#[test]
+fn a_group_whose_sync_is_voided_runs_on_into_the_next() {
+    let mut s = Session::new(false);
+    s.forward(&named('P', b"", b""), Account::Command(1), 0)
+        .unwrap();
+    for m in "BES".chars() {
+        s.forward(&fe(m), Account::None, 0).unwrap();
+    }
+    // The server reads COPY data: the Sync already sent is ignored.
+    for t in b"12G" {
+        s.handle_backend(*t).unwrap();
+    }
+    s.forward(&fe('>'), Account::None, 0).unwrap();
+    s.forward(&fe('.'), Account::None, 0).unwrap();
+    s.forward(&fe('S'), Account::None, 0).unwrap();
+    for t in b"CZ" {
+        s.handle_backend(*t).unwrap();
+    }
+    assert_eq!(
+        s.take_done().map(|g| (g.seq, g.commands)),
+        Some((2, vec![1]))
+    );
+    assert!(s.idle());
+}
