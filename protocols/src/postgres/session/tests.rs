@@ -482,7 +482,7 @@ fn named(tag: char, statement: &'static [u8], portal: &'static [u8]) -> Frontend
 #[test]
 fn results_are_accounted_to_the_commands_that_produced_them() {
     let mut s = Session::new(true);
-    let mut fwd = |s: &mut Session, m: Frontend<'static>, a: Account| s.forward(&m, a, 7).unwrap();
+    let fwd = |s: &mut Session, m: Frontend<'static>, a: Account| s.forward(&m, a, 7).unwrap();
     // Round trip 1: two statements prepared, one executed through a portal.
     assert_eq!(s.next_sync(), 1);
     fwd(&mut s, named('P', b"a", b""), Account::Command(1));
