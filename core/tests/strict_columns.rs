@@ -40,7 +40,12 @@ fn setup() -> Setup {
          CREATE TABLE notes (id int, body text);
          -- Made by someone else: renames the protected column, and computes from it.
          CREATE VIEW renamed AS SELECT id, ssn AS x, reverse(ssn) AS y FROM customers;
-         CREATE VIEW deeper AS SELECT id AS n, x AS z FROM renamed",
+         CREATE VIEW deeper AS SELECT id AS n, x AS z FROM renamed;
+         -- Whole rows, which record no dependency on the column itself.
+         CREATE VIEW rows_json AS SELECT c.id, row_to_json(c) AS j FROM customers c;
+         CREATE FUNCTION get_ssn(int) RETURNS text LANGUAGE sql AS $$ SELECT ssn FROM customers WHERE id = $1 $$;
+         ALTER TABLE customers ALTER COLUMN name SET NOT NULL;
+         ANALYZE customers",
     );
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
@@ -100,7 +105,7 @@ fn protected_columns_leave_only_as_masked_result_columns() {
     for ok in [
         "INSERT INTO customers (id, name, ssn) VALUES (3, 'eve', '123-45-6789')",
         "UPDATE customers SET ssn = '987-65-4321' WHERE id = 3",
-        "INSERT INTO customers AS c (id, ssn) VALUES (3, '111-22-3333') ON CONFLICT (id) DO UPDATE SET ssn = EXCLUDED.ssn",
+        "INSERT INTO customers AS c (id, name, ssn) VALUES (3, 'eve', '111-22-3333') ON CONFLICT (id) DO UPDATE SET ssn = EXCLUDED.ssn",
         "SELECT count(*) FROM customers",
         "COPY customers (id, name) TO STDOUT",
         "SELECT ssn FROM customers WHERE id = 3",
@@ -146,6 +151,21 @@ fn protected_columns_leave_only_as_masked_result_columns() {
         "SELECT reverse(z) FROM deeper",
         "SELECT id FROM renamed WHERE x LIKE '078%'",
         "SELECT card || '' FROM customers",
+        // Found in review.
+        "SELECT ARRAY['', ssn, '']::text::bytea FROM customers",
+        "SELECT encode(c::text::bytea, 'base64') FROM notes o JOIN notes p ON true, customers c",
+        "SELECT c::text FROM (customers c CROSS JOIN notes o)",
+        "SELECT row_to_json(no) FROM customers AS no",
+        "INSERT INTO notes (body) SELECT reverse(excluded.ssn) FROM customers excluded RETURNING body",
+        "SELECT c.id FROM customers c NATURAL JOIN (SELECT '078-05-1120' AS ssn) v",
+        "SELECT id, ssn FROM customers ORDER BY 2",
+        "COPY BINARY customers TO STDOUT",
+        "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'customers'",
+        "SELECT j FROM rows_json WHERE id = 1",
+        "SELECT get_ssn(1)",
+        "SELECT query_to_xml('select ssn from customers', true, false, '')",
+        "DO $$ BEGIN RAISE NOTICE '%', (SELECT ssn FROM customers LIMIT 1); END $$",
+        "PREPARE p AS SELECT ssn FROM customers; CREATE TABLE stolen2 AS EXECUTE p",
     ] {
         let err = run(s.strict, &t, sql).expect_err(sql);
         assert!(err.contains("42501"), "{sql}: {err}");
@@ -154,6 +174,17 @@ fn protected_columns_leave_only_as_masked_result_columns() {
             "{sql}: {err}"
         );
     }
+    // Views built on whole rows are masked in every column.
+    let j = run(s.strict, &t, "SELECT j FROM rows_json LIMIT 1").unwrap();
+    assert!(!j.contains("078") && !j.contains("219"), "{j}");
+    // An integrity error's detail ("Failing row contains (...)") is hidden.
+    let err = run(
+        s.strict,
+        &t,
+        "UPDATE customers SET name = NULL WHERE id = 1",
+    )
+    .unwrap_err();
+    assert!(err.contains("23502") && !err.contains("078-05"), "{err}");
     // Nothing was copied or renamed.
     assert_eq!(
         run(s.strict, &t, "SELECT count(*) FROM notes").unwrap(),

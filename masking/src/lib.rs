@@ -104,10 +104,6 @@ impl Profile {
             .map(|(_, s)| *s)
     }
 
-    /// The rules that name a table, as `(table, column, style)` with `table`
-    /// either `table` or `schema.table` (lowercase): the gateway resolves them
-    /// to the table's columns, so they follow a column under any alias and do
-    /// not touch a same-named column of another table.
     /// Every column name under a rule (the last part of `table.column`),
     /// lower-cased, each with its style.
     pub fn column_names(&self) -> impl Iterator<Item = (&str, Style)> {
@@ -116,6 +112,10 @@ impl Profile {
             .map(|(c, s)| (c.rsplit('.').next().unwrap_or(c), *s))
     }
 
+    /// The rules that name a table, as `(table, column, style)` with `table`
+    /// either `table` or `schema.table` (lowercase): the gateway resolves them
+    /// to the table's columns, so they follow a column under any alias and do
+    /// not touch a same-named column of another table.
     pub fn table_rules(&self) -> impl Iterator<Item = (&str, &str, Style)> {
         self.columns
             .iter()

@@ -156,8 +156,9 @@ const MAX_NAMES: usize = 4096;
 struct Accounts {
     statements: std::collections::HashMap<Vec<u8>, u64>,
     portals: std::collections::HashMap<Vec<u8>, u64>,
-    /// Commands of the group being sent.
+    /// Commands of the group being sent, and the same as a set.
     open: Vec<u64>,
+    counted: std::collections::HashSet<u64>,
     /// Sent groups awaiting their `ReadyForQuery`, oldest first.
     groups: VecDeque<Group>,
     /// Sync points sent.
@@ -168,7 +169,7 @@ struct Accounts {
 
 impl Accounts {
     fn count(&mut self, id: u64) {
-        if !self.open.contains(&id) {
+        if self.counted.insert(id) {
             self.open.push(id);
         }
     }
@@ -182,6 +183,11 @@ impl Accounts {
 
     fn note(&mut self, msg: &Frontend<'_>, account: Account) {
         if account == Account::Refused {
+            // What the name held is gone or replaced on the server: a later
+            // Execute of it is no command's.
+            if let Frontend::Parse { name, .. } = msg {
+                self.statements.remove(*name);
+            }
             return;
         }
         if let Account::Command(id) = account {
@@ -223,12 +229,18 @@ impl Accounts {
         };
         let g = self.groups.remove(i).expect("found");
         let mut ids = g.commands;
+        let into_open = i == self.groups.len();
         let next = match self.groups.get_mut(i) {
             Some(next) => &mut next.commands,
             None => &mut self.open,
         };
         ids.append(next);
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
         *next = ids;
+        if into_open {
+            self.counted = seen;
+        }
     }
 }
 
@@ -265,8 +277,6 @@ pub struct Session {
     /// that reached it during COPY IN): together they number the next.
     answered: u64,
     voided_total: u64,
-    /// Sync points voided since the driver last asked ([`Session::take_voided`]).
-    voided: Vec<u64>,
     accounts: Accounts,
 }
 
@@ -282,7 +292,6 @@ impl Session {
             group_open: false,
             answered: 0,
             voided_total: 0,
-            voided: Vec::new(),
             accounts: Accounts::default(),
         }
     }
@@ -302,6 +311,7 @@ impl Session {
             let a = &mut self.accounts;
             a.sent += 1;
             let commands = std::mem::take(&mut a.open);
+            a.counted.clear();
             a.groups.push_back(Group {
                 seq: a.sent,
                 commands,
@@ -331,12 +341,11 @@ impl Session {
         self.accounts.done.take()
     }
 
-    /// The sync points (numbered as [`Forward::sync_point`] counts them) the
-    /// server will never answer on their own, since the driver last asked: a
+    /// How many sync points the server will never answer on their own: a
     /// `Sync` that reaches the server during COPY IN is ignored, and its sync
     /// group runs on to the next one.
-    pub fn take_voided(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.voided)
+    pub fn voided(&self) -> u64 {
+        self.voided_total
     }
 
     /// Nothing is owed: every forwarded message has been answered.
@@ -525,7 +534,6 @@ impl Session {
                         .filter(|o| matches!(o, Owed::Sync | Owed::Query | Owed::FunctionCall))
                         .count() as u64;
                     let seq = self.answered + self.voided_total + queued;
-                    self.voided.push(seq);
                     self.accounts.void(seq);
                     self.voided_total += 1;
                     self.queue.remove(i);

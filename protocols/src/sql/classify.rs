@@ -358,11 +358,23 @@ fn statement(sql: &[u8], toks: &[Token], dialect: Dialect) -> Statement {
     let mut seen_any = false;
     // True while only `(` has been seen: `(SELECT 1)` starts at its first word.
     let mut leading = true;
+    // Each sub-statement is read to its end: past this nesting depth the
+    // reading would cost the square of the text, so deeper ones are opaque.
+    const MAX_NESTING: usize = 32;
+    let mut depth = 0usize;
     for i in 0..toks.len() {
         let kind = toks[i].kind;
+        match kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
         let at_start =
             i == 0 || (toks[i - 1].kind == TokenKind::Punct(b'(') && kind == TokenKind::Word);
-        if at_start && kind == TokenKind::Word {
+        if at_start && kind == TokenKind::Word && depth > MAX_NESTING {
+            st.flags.opaque = true;
+            st.flags.writes = true;
+        } else if at_start && kind == TokenKind::Word {
             if let Some(sub) = sub_statement(sql, toks, i, dialect, leading) {
                 merge(&mut st, sub, !seen_any && leading);
                 seen_any = true;
@@ -657,6 +669,10 @@ fn sub_statement(
             // opaque code holds its creation too.
             flags.opaque = true;
         }
+        // `CREATE TABLE t AS EXECUTE p` runs a prepared statement out of sight.
+        if any_word(sql, s, "EXECUTE") {
+            flags.opaque = true;
+        }
         let routine = object.is_some_and(|t| is(sql, t, "FUNCTION") || is(sql, t, "PROCEDURE"));
         if routine && dialect == Dialect::Postgres {
             // What its body would do when called counts too.
@@ -899,6 +915,32 @@ const BODY_STATEMENTS: &[&str] = &[
     "CLUSTER", "REINDEX", "DISCARD",
 ];
 
+/// PL/pgSQL words that end the SQL statement before them (`FOR r IN DELETE
+/// ... LOOP`, `IF ... THEN UPDATE ...`).
+const BODY_CUTS: &[&str] = &[
+    "LOOP",
+    "THEN",
+    "ELSE",
+    "ELSIF",
+    "END",
+    "BEGIN",
+    "EXCEPTION",
+    "PERFORM",
+    "RETURN",
+    "RAISE",
+    "IF",
+    "EXECUTE",
+    "WHILE",
+    "FOREACH",
+    "EXIT",
+    "CONTINUE",
+    "GET",
+    "OPEN",
+    "FETCH",
+    "CLOSE",
+    "ASSERT",
+];
+
 fn code(text: &[u8]) -> Option<Statement> {
     let mut toks = Vec::new();
     lex(text, Options::new(Dialect::Postgres), &mut toks).ok()?;
@@ -906,12 +948,58 @@ fn code(text: &[u8]) -> Option<Statement> {
         kind: Kind::Other,
         flags: Flags::default(),
     };
+    // A statement starts at the body's start, after `;`, after a PL/pgSQL
+    // word (`THEN`, `LOOP`, `IN`, ...) or after `(` (a CTE's or subquery's
+    // DML), and is read up to the next `;` or PL/pgSQL word, or its `)`. A
+    // statement that loses its `WHERE` to a cut reads as unbounded: the safe
+    // side. Each token is read a bounded number of times (nesting deeper than
+    // a few levels is opaque).
+    const MAX_DEPTH: usize = 8;
+    let starts = |t: &Token| BODY_STATEMENTS.iter().any(|k| is(text, t, k));
+    let plpgsql = |t: &Token| BODY_CUTS.iter().any(|k| is(text, t, k));
+    let mut ends = vec![toks.len(); toks.len()];
+    let mut next = toks.len();
+    for j in (0..toks.len()).rev() {
+        ends[j] = next;
+        if toks[j].kind == TokenKind::Semicolon || plpgsql(&toks[j]) {
+            next = j;
+        }
+    }
+    // A statement after `(` ends at its `)`.
+    let mut open: Vec<usize> = Vec::new();
+    let mut deep = vec![false; toks.len()];
+    for j in 0..toks.len() {
+        deep[j] = open.len() > MAX_DEPTH;
+        match toks[j].kind {
+            TokenKind::Punct(b'(') => {
+                open.push(j);
+                if open.len() > MAX_DEPTH {
+                    st.flags.opaque = true;
+                    st.flags.writes = true;
+                }
+            }
+            TokenKind::Punct(b')') => {
+                if let Some(o) = open.pop() {
+                    if o + 1 < toks.len() {
+                        ends[o + 1] = ends[o + 1].min(j);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let at_start = |j: usize| {
+        j == 0 || {
+            let p = &toks[j - 1];
+            p.kind == TokenKind::Semicolon
+                || p.kind == TokenKind::Punct(b'(')
+                || plpgsql(p)
+                || ["IN", "QUERY", "AS"].iter().any(|k| is(text, p, k))
+        }
+    };
     for (j, t) in toks.iter().enumerate() {
         function_at(text, &toks, j, Dialect::Postgres, &mut st);
-        let end = toks[j..]
-            .iter()
-            .position(|t| t.kind == TokenKind::Semicolon)
-            .map_or(toks.len(), |p| j + p);
+        let end = ends[j];
         if is(text, t, "EXECUTE") {
             match toks.get(j + 1) {
                 // `EXECUTE 'text'`, perhaps `|| 'more'`: only a lone literal is known.
@@ -930,9 +1018,8 @@ fn code(text: &[u8]) -> Option<Statement> {
             }
             continue;
         }
-        if BODY_STATEMENTS.iter().any(|k| is(text, t, k)) {
-            let sub = &toks[j..end];
-            if let Some(inner) = sub_statement(text, sub, 0, Dialect::Postgres, true) {
+        if starts(t) && at_start(j) && !deep[j] {
+            if let Some(inner) = sub_statement(text, &toks[j..end], 0, Dialect::Postgres, true) {
                 merge(&mut st, inner, false);
             }
         }
@@ -966,11 +1053,12 @@ fn string_value(raw: &[u8]) -> Option<Vec<u8>> {
 
 /// The first function of `functions` ((schema, name), lower-cased) that
 /// `sql` calls: `name(`, `schema.name(`, `"Name"(`, and any `U&"..."(`.
+/// `row.name` (attribute notation, which calls `name(row)`) counts too.
 /// `("*", "*")` means the functions are unknown: then every call counts (fail
 /// closed). A name after `FUNCTION`, `PROCEDURE`, `ROUTINE` or `AGGREGATE` is
 /// named, not called (`DROP FUNCTION f(int)`).
 pub fn calls(sql: &[u8], functions: &[(String, String)]) -> Option<String> {
-    if functions.is_empty() || memchr::memchr(b'(', sql).is_none() {
+    if functions.is_empty() || memchr::memchr2(b'(', b'.', sql).is_none() {
         return None;
     }
     let mut toks = Vec::new();
@@ -991,14 +1079,19 @@ pub fn calls(sql: &[u8], functions: &[(String, String)]) -> Option<String> {
         }
     };
     for i in 0..toks.len() {
-        if toks.get(i + 1).map(|t| t.kind) != Some(TokenKind::Punct(b'(')) {
+        let call = toks.get(i + 1).map(|t| t.kind) == Some(TokenKind::Punct(b'('));
+        let qualified = i >= 2
+            && toks[i - 1].kind == TokenKind::Punct(b'.')
+            && matches!(toks[i - 2].kind, TokenKind::Word | TokenKind::QuotedIdent);
+        // `f(...)`, `schema.f(...)`, and `row.f` (attribute notation calls
+        // `f(row)`; a column of that name would win, so this errs safe).
+        if !call && !qualified {
             continue;
         }
         let Some(name) = name_of(&toks[i]) else {
             continue;
         };
-        let qualified = i >= 2 && toks[i - 1].kind == TokenKind::Punct(b'.');
-        let schema = if qualified {
+        let schema = if qualified && call {
             name_of(&toks[i - 2])
         } else {
             None
@@ -1008,13 +1101,13 @@ pub fn calls(sql: &[u8], functions: &[(String, String)]) -> Option<String> {
             && ["FUNCTION", "PROCEDURE", "ROUTINE", "AGGREGATE"]
                 .iter()
                 .any(|k| is(sql, &toks[start - 1], k));
-        if named
-            || toks[i].kind == TokenKind::Word
-                && KEYWORDS_BEFORE_PAREN.iter().any(|k| is(sql, &toks[i], k))
-        {
+        let syntax = !qualified
+            && toks[i].kind == TokenKind::Word
+            && KEYWORDS_BEFORE_PAREN.iter().any(|k| is(sql, &toks[i], k));
+        if named || syntax {
             continue;
         }
-        let hit = any
+        let hit = (any && call)
             || name == b"*"
             || functions.iter().any(|(s, n)| {
                 n.as_bytes() == name.as_slice()

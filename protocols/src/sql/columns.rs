@@ -2,32 +2,36 @@
 //! as itself.
 //!
 //! Masking sees values, not where they came from. `reverse(ssn)`, `ssn || 'x'`,
-//! `encode(ssn::bytea, 'hex')`, a view or `CREATE TABLE AS` that renames the
-//! column, `SELECT t::text` (the whole row as one value): each hands the value
-//! to the client in a form no column rule and no detector recognises. Only the
-//! query side can tell, so under strict column rules a statement may name a
-//! protected column only where its value reaches the client unchanged, as a
-//! result column the masker then masks by name:
+//! `encode(ssn::bytea, 'hex')`, `ARRAY[ssn]`, a view or `CREATE TABLE AS` that
+//! renames the column, `SELECT t::text` (the whole row as one value): each hands
+//! the value to the client in a form no column rule and no detector recognises.
+//! Only the query side can tell.
 //!
-//! - a plain item of the select list of the statement's own query (`SELECT ssn`,
-//!   `SELECT t.ssn`, `SELECT *`, also in `DECLARE ... CURSOR FOR` and `PREPARE
-//!   ... AS`), or of a `RETURNING` list; an alias may only repeat the name;
-//! - where a value is written, not read: an `INSERT` or `COPY ... FROM` column
-//!   list, the target of `SET ssn = ...`, an `ON CONFLICT (...)` target, and
-//!   `EXCLUDED.ssn` (the row the client itself sent).
+//! A statement that names nothing protected (no protected column, no relation
+//! holding one, no view built on one) passes untouched. One that does must have
+//! a shape this module reads completely, and is refused otherwise:
 //!
-//! Anything else is refused: the column in an expression, function call,
-//! condition, ordering or grouping, a subquery or CTE that selects it, a set
-//! operation, `SELECT ... INTO`, `CREATE TABLE/VIEW ... AS`, `COPY ... TO` of a
-//! relation holding it, a whole-row reference to such a relation (`t`, `t.*`
-//! outside the select list), a `*` over one anywhere but the top-level select
-//! list, and column aliases on it (`FROM t AS x(a, b)`). Views built on a
-//! protected column count as protected in every column (the catalogue cannot
-//! say which of their columns carries it).
+//! - a query (`SELECT`, `VALUES`, `TABLE`, behind `WITH`, `DECLARE ... CURSOR
+//!   FOR` and `PREPARE ... AS`) whose own result list may hold a protected column
+//!   as a plain item under its own name (`ssn`, `t.ssn`, `ssn AS ssn`), `*` or
+//!   `t.*`, which the masker then masks by name;
+//! - `INSERT`, `UPDATE`, `DELETE` (with `RETURNING` like a result list) whose
+//!   written columns may be protected (`INSERT INTO t (ssn)`, `SET ssn = $1`,
+//!   `ON CONFLICT (ssn) DO UPDATE SET ssn = EXCLUDED.ssn`);
+//! - `COPY t FROM`, and `COPY t (columns) TO` of unprotected columns;
+//! - statements that only name relations (`DROP`, `TRUNCATE`, `LOCK`, `VACUUM`,
+//!   `GRANT`, `CREATE TABLE (...)`, `CREATE INDEX`, ...).
 //!
-//! The check is lexical and errs towards refusal: identifiers compare without
-//! regard to case, and `U&"..."` identifiers (which can spell any name) are
-//! refused outright.
+//! Everywhere else (an expression, a condition, an ordering, a join's `USING`
+//! or `NATURAL`, a subquery, a CTE, a set operation, `SELECT ... INTO`, `CREATE
+//! ... AS`, `COPY (query)`) a protected column, a whole-row reference to a
+//! relation holding one (`t`, `t.*`, `t::text`), a `*` over one and a column
+//! alias list on one (`FROM t AS x(a, b)`) are refused. Column statistics
+//! (`pg_stats` and kin hold sample values of every column) are refused outright.
+//! Views built on a protected column count as protected in every column.
+//! Names compare without regard to case; `U&"..."` identifiers are refused.
+
+use std::collections::HashSet;
 
 use super::lexer::{lex, Dialect, Options, Token, TokenKind};
 
@@ -66,12 +70,26 @@ impl std::fmt::Display for Refusal {
 const USED: &str = "is a protected column: it may be read only as a plain result column under its own name (strict column rules)";
 const WHOLE_ROW: &str =
     "holds protected columns: a whole-row reference would pass them unmasked (strict column rules)";
-const STAR: &str =
-    "holds protected columns: `*` over it is allowed only in the select list of the query itself (strict column rules)";
+const STAR: &str = "holds protected columns: `*` over it is allowed only in the result list of the statement itself (strict column rules)";
 const RENAMED: &str =
     "holds protected columns: its columns may not be renamed by an alias list (strict column rules)";
-const COPY_TO: &str =
-    "holds protected columns: COPY it with a column list that leaves them out, or SELECT them (strict column rules)";
+const COPY_TO: &str = "holds protected columns: COPY it with a column list that leaves them out, or SELECT them (strict column rules)";
+const COMPARED: &str =
+    "holds protected columns: a NATURAL join would compare them (strict column rules)";
+const ORDINAL: &str =
+    "orders or groups by the position of a protected result column (strict column rules)";
+const STATISTICS: &str =
+    "holds sample values of every column, protected ones included (strict column rules)";
+const UNREAD: &str = "names a protected column or a relation holding one in a statement Sluice cannot read completely (strict column rules)";
+
+/// Catalog relations holding column statistics: sample values of every column.
+const STATISTICS_RELATIONS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
+];
 
 impl Protected {
     /// Whether there is anything to protect.
@@ -88,16 +106,10 @@ impl Protected {
 }
 
 /// Checks `sql` (any number of statements) against strict column rules.
-pub fn check(sql: &[u8], protected: &Protected) -> Result<(), Refusal> {
+pub fn check(sql: &[u8], protected: &Protected) -> std::result::Result<(), Refusal> {
     if protected.is_empty() {
         return Ok(());
     }
-    let unreadable = || {
-        Refusal {
-        name: String::new(),
-        why: "the statement cannot be read exactly, and a protected column might hide in it (strict column rules)",
-    }
-    };
     let mut toks = Vec::new();
     let mut readings = vec![Options::new(Dialect::Postgres)];
     // With standard_conforming_strings off the server reads backslashes in
@@ -109,85 +121,21 @@ pub fn check(sql: &[u8], protected: &Protected) -> Result<(), Refusal> {
         });
     }
     for opts in readings {
-        lex(sql, opts, &mut toks).map_err(|_| unreadable())?;
+        lex(sql, opts, &mut toks).map_err(|_| Refusal {
+            name: String::new(),
+            why: "the statement cannot be read exactly, and a protected column might hide in it (strict column rules)",
+        })?;
         for stmt in toks.split(|t| t.kind == TokenKind::Semicolon) {
             if !stmt.is_empty() {
-                Statement::new(sql, stmt, protected)?.check()?;
+                Check::new(sql, stmt, protected).statement(0, stmt.len())?;
             }
         }
     }
     Ok(())
 }
 
-/// What a statement's main query is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Main {
-    /// A query whose rows go to the client (`SELECT`, `VALUES`, `TABLE`, also
-    /// behind `WITH`, `DECLARE ... FOR` and `PREPARE ... AS`).
-    Query,
-    Insert,
-    Update,
-    Delete,
-    Merge,
-    Copy,
-    Other,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Clause {
-    None,
-    Select,
-    /// Table position: `FROM`, `JOIN`, `USING` (of MERGE/DELETE).
-    From,
-    /// `INTO`, `UPDATE`, `TABLE`, `COPY`: the next name is a relation.
-    Into,
-    /// Conditions, ordering, grouping, values: any expression.
-    Expr,
-    /// `SET a = ...` of UPDATE, MERGE and ON CONFLICT.
-    Set,
-    Returning,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Paren {
-    Top,
-    /// A function's arguments.
-    Call,
-    /// A subquery.
-    Query,
-    /// A list of columns written, not read: `INSERT INTO t (a, b)`,
-    /// `COPY t (a) FROM`, `SET (a, b) =`, `ON CONFLICT (a)`.
-    Columns,
-    Other,
-}
-
-#[derive(Clone, Copy)]
-struct Level {
-    paren: Paren,
-    clause: Clause,
-}
-
-struct Statement<'a> {
-    sql: &'a [u8],
-    toks: &'a [Token],
-    p: &'a Protected,
-    main: Main,
-    /// The select list at depth 0 is the query's own result (no set
-    /// operation, no `SELECT ... INTO`).
-    top_result: bool,
-    /// `COPY ... FROM`.
-    copy_from: bool,
-    /// Protected relations named in table position, and their aliases.
-    names: Vec<Vec<u8>>,
-    /// Whether any relation in table position holds protected columns.
-    any_protected_relation: bool,
-    /// Column names of the views named in it.
-    view_columns: Vec<&'a [u8]>,
-    /// Per token: in table position (a relation's name or its alias).
-    table_pos: Vec<bool>,
-}
-
-/// Words that can follow a relation in `FROM` and so are never its alias.
+/// Words that can follow a relation in `FROM` and so are not its alias unless
+/// `AS` says so.
 const NOT_ALIAS: &[&str] = &[
     "where",
     "join",
@@ -212,67 +160,90 @@ const NOT_ALIAS: &[&str] = &[
     "window",
     "returning",
     "set",
-    "values",
-    "default",
-    "select",
     "tablesample",
-    "with",
-    "do",
-    "when",
-    "then",
+    "from",
+    "into",
+    "default",
+    "values",
+    "select",
     "overriding",
     "lateral",
-    "only",
     "outer",
-    "into",
-    "from",
-    "to",
+    "when",
+    "do",
     "as",
-    "is",
-    "and",
-    "or",
-    "not",
-    "in",
-    "of",
-    "nowait",
-    "skip",
-    "no",
 ];
 
-fn lower(b: &[u8]) -> Vec<u8> {
-    b.to_ascii_lowercase()
+/// Words that start a clause of a `SELECT` after its result list.
+const SELECT_CLAUSES: &[&str] = &[
+    "from", "into", "where", "group", "having", "window", "order", "limit", "offset", "fetch",
+    "for",
+];
+
+/// Statements that name relations without reading their rows.
+const UTILITY: &[&str] = &[
+    "drop", "truncate", "lock", "vacuum", "analyze", "analyse", "reindex", "cluster", "refresh",
+    "alter", "grant", "revoke", "comment", "security",
+];
+
+type Result<T> = std::result::Result<T, Refusal>;
+
+struct Check<'a> {
+    sql: &'a [u8],
+    t: &'a [Token],
+    p: &'a Protected,
+    /// Protected column names here: the profile's, and every column of a
+    /// view built on one that the statement names.
+    cols: HashSet<Vec<u8>>,
+    /// Names standing for a relation holding protected columns here: such
+    /// relations, and their aliases.
+    rels: HashSet<Vec<u8>>,
+    /// Some relation is aliased `excluded`: `excluded.x` is no longer the row
+    /// being inserted.
+    excluded_taken: bool,
+    /// Matching parenthesis or bracket of each opening one.
+    close: Vec<usize>,
 }
 
-impl<'a> Statement<'a> {
-    fn new(sql: &'a [u8], toks: &'a [Token], p: &'a Protected) -> Result<Self, Refusal> {
-        let mut s = Statement {
+impl<'a> Check<'a> {
+    fn new(sql: &'a [u8], t: &'a [Token], p: &'a Protected) -> Self {
+        let mut close = vec![usize::MAX; t.len()];
+        let mut open = Vec::new();
+        for (i, tok) in t.iter().enumerate() {
+            match tok.kind {
+                TokenKind::Punct(b'(' | b'[') => open.push(i),
+                TokenKind::Punct(b')' | b']') => {
+                    if let Some(o) = open.pop() {
+                        close[o] = i;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Check {
             sql,
-            toks,
+            t,
             p,
-            main: Main::Other,
-            top_result: false,
-            copy_from: false,
-            names: Vec::new(),
-            any_protected_relation: false,
-            view_columns: Vec::new(),
-            table_pos: vec![false; toks.len()],
-        };
-        s.main = s.main_query();
-        let depth0 = s.depth0();
-        let has = |kw: &str| depth0.iter().any(|&i| s.is(i, kw));
-        let top_result = s.main == Main::Query
-            && !has("union")
-            && !has("intersect")
-            && !has("except")
-            && !has("into");
-        let copy_from = s.main == Main::Copy && has("from");
-        (s.top_result, s.copy_from) = (top_result, copy_from);
-        s.relations()?;
-        Ok(s)
+            cols: p.columns.iter().map(|c| c.to_vec()).collect(),
+            rels: HashSet::new(),
+            excluded_taken: false,
+            close,
+        }
+    }
+
+    fn refuse<T>(&self, name: &[u8], why: &'static str) -> Result<T> {
+        Err(Refusal {
+            name: String::from_utf8_lossy(name).into_owned(),
+            why,
+        })
+    }
+
+    fn unread<T>(&self) -> Result<T> {
+        self.refuse(b"", UNREAD)
     }
 
     fn word(&self, i: usize) -> Option<&'a [u8]> {
-        self.toks
+        self.t
             .get(i)
             .filter(|t| t.kind == TokenKind::Word)
             .map(|t| &self.sql[t.range()])
@@ -283,18 +254,24 @@ impl<'a> Statement<'a> {
             .is_some_and(|w| w.eq_ignore_ascii_case(kw.as_bytes()))
     }
 
-    fn punct(&self, i: usize, c: u8) -> bool {
-        self.toks
-            .get(i)
-            .is_some_and(|t| t.kind == TokenKind::Punct(c))
+    fn is_any(&self, i: usize, kws: &[&str]) -> bool {
+        kws.iter().any(|k| self.is(i, k))
     }
 
-    /// An identifier's name, lower-cased; `Err` for `U&"..."`.
-    fn ident(&self, i: usize) -> Option<Result<Vec<u8>, Refusal>> {
-        let t = self.toks.get(i)?;
-        let raw = &self.sql[t.range()];
-        match t.kind {
-            TokenKind::Word => Some(Ok(lower(raw))),
+    fn punct(&self, i: usize, c: u8) -> bool {
+        self.t.get(i).is_some_and(|t| t.kind == TokenKind::Punct(c))
+    }
+
+    fn name_like(&self, i: usize) -> bool {
+        self.t
+            .get(i)
+            .is_some_and(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
+    }
+
+    /// An identifier's name, lower-cased (`U&"..."` is refused at the start).
+    fn ident(&self, i: usize) -> Vec<u8> {
+        let raw = &self.sql[self.t[i].range()];
+        match self.t[i].kind {
             TokenKind::QuotedIdent if raw.first() == Some(&b'"') => {
                 let inner = &raw[1..raw.len() - 1];
                 let mut out = Vec::with_capacity(inner.len());
@@ -303,437 +280,866 @@ impl<'a> Statement<'a> {
                     out.push(inner[k].to_ascii_lowercase());
                     k += if inner[k] == b'"' { 2 } else { 1 };
                 }
-                Some(Ok(out))
+                out
             }
-            TokenKind::QuotedIdent => Some(Err(Refusal {
-                name: String::from_utf8_lossy(raw).into_owned(),
-                why: "is a Unicode-escaped identifier, which may spell a protected column (strict column rules)",
-            })),
-            _ => None,
+            _ => raw.to_ascii_lowercase(),
         }
     }
 
-    /// Indexes of the tokens at parenthesis depth 0.
-    fn depth0(&self) -> Vec<usize> {
-        let mut depth = 0i32;
+    /// The index after the group opened at `i`.
+    fn skip_group(&self, i: usize, hi: usize) -> Result<usize> {
+        match self.close.get(i) {
+            Some(&c) if c < hi => Ok(c + 1),
+            _ => self.unread(),
+        }
+    }
+
+    /// Depth-0 positions in `lo..hi` where `pred` holds.
+    fn at_depth0(&self, lo: usize, hi: usize, pred: impl Fn(usize) -> bool) -> Vec<usize> {
         let mut out = Vec::new();
-        for (i, t) in self.toks.iter().enumerate() {
-            match t.kind {
-                TokenKind::Punct(b'(') => depth += 1,
-                TokenKind::Punct(b')') => depth -= 1,
-                _ if depth == 0 => out.push(i),
-                _ => {}
+        let mut i = lo;
+        while i < hi {
+            if self.punct(i, b'(') || self.punct(i, b'[') {
+                i = self.close[i].saturating_add(1).min(hi).max(i + 1);
+                continue;
             }
+            if pred(i) {
+                out.push(i);
+            }
+            i += 1;
         }
         out
     }
 
-    fn main_query(&self) -> Main {
-        let first = self.word(0).map(lower).unwrap_or_default();
-        let query_or_dml = |from: usize| {
-            self.depth0()
-                .into_iter()
-                .filter(|&i| i >= from)
-                .find_map(|i| match self.word(i).map(lower).as_deref() {
-                    Some(b"select" | b"values" | b"table") => Some(Main::Query),
-                    Some(b"insert") => Some(Main::Insert),
-                    Some(b"update") => Some(Main::Update),
-                    Some(b"delete") => Some(Main::Delete),
-                    Some(b"merge") => Some(Main::Merge),
-                    _ => None,
-                })
-                .unwrap_or(Main::Other)
-        };
-        match first.as_slice() {
-            b"select" | b"values" | b"table" => Main::Query,
-            b"insert" => Main::Insert,
-            b"update" => Main::Update,
-            b"delete" => Main::Delete,
-            b"merge" => Main::Merge,
-            b"copy" => Main::Copy,
-            b"with" => query_or_dml(1),
-            b"declare" | b"prepare" => {
-                let kw = if first == b"declare" { "for" } else { "as" };
-                match self.depth0().into_iter().find(|&i| self.is(i, kw)) {
-                    Some(at) => query_or_dml(at + 1),
-                    None => Main::Other,
+    /// Splits `lo..hi` at depth-0 commas.
+    fn split_commas(&self, lo: usize, hi: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut start = lo;
+        for c in self.at_depth0(lo, hi, |i| self.punct(i, b',')) {
+            out.push((start, c));
+            start = c + 1;
+        }
+        out.push((start, hi));
+        out
+    }
+
+    /// The whole statement `lo..hi`.
+    fn statement(&mut self, lo: usize, hi: usize) -> Result<()> {
+        // What it names decides whether it needs reading at all.
+        let mut named = false;
+        for i in lo..hi {
+            let tok = self.t[i];
+            if tok.kind == TokenKind::QuotedIdent && self.sql[tok.start as usize] != b'"' {
+                return self.refuse(
+                    &self.sql[tok.range()],
+                    "is a Unicode-escaped identifier, which may spell a protected name (strict column rules)",
+                );
+            }
+            if !self.name_like(i) {
+                continue;
+            }
+            let name = self.ident(i);
+            if STATISTICS_RELATIONS.iter().any(|s| s.as_bytes() == name) {
+                return self.refuse(&name, STATISTICS);
+            }
+            if let Some((_, cols)) = self.p.views.iter().find(|(v, _)| **v == *name) {
+                self.cols.extend(cols.iter().map(|c| c.to_vec()));
+                named = true;
+            }
+            named |= self.p.columns.iter().any(|c| **c == *name)
+                || self
+                    .p
+                    .relations
+                    .as_ref()
+                    .is_some_and(|r| r.iter().any(|r| **r == *name));
+        }
+        if !named && self.p.relations.is_some() {
+            return Ok(());
+        }
+        let first = self.word(lo).map(|w| w.to_ascii_lowercase());
+        match first.as_deref() {
+            _ if self.punct(lo, b'(') => self.query(lo, hi, true),
+            Some(b"select" | b"with" | b"values" | b"table") => self.query(lo, hi, true),
+            Some(b"insert") => self.insert(lo, hi, true),
+            Some(b"update") => self.update(lo, hi, true),
+            Some(b"delete") => self.delete(lo, hi, true),
+            Some(b"copy") => self.copy(lo, hi),
+            Some(b"declare") => {
+                let Some(&at) = self.at_depth0(lo, hi, |i| self.is(i, "for")).first() else {
+                    return self.unread();
+                };
+                self.query(at + 1, hi, true)
+            }
+            Some(b"prepare") => {
+                let Some(&at) = self.at_depth0(lo, hi, |i| self.is(i, "as")).first() else {
+                    return self.unread();
+                };
+                self.statement(at + 1, hi)
+            }
+            Some(b"create") => self.create(lo, hi),
+            Some(w) if UTILITY.iter().any(|u| u.as_bytes() == w) => {
+                // Naming a relation is fine; a protected column only in
+                // statements about privileges and comments.
+                if self.is_any(lo, &["grant", "revoke", "comment", "security"]) {
+                    return Ok(());
+                }
+                match (lo..hi).find(|&i| self.name_like(i) && self.cols.contains(&self.ident(i))) {
+                    Some(i) => self.refuse(&self.ident(i), USED),
+                    None => Ok(()),
                 }
             }
-            _ => Main::Other,
+            _ if !named => Ok(()),
+            _ => self.unread(),
         }
     }
 
-    /// Walks back over `a.b.` before token `i`: the index of the chain's first name.
-    fn chain_start(&self, mut i: usize) -> usize {
-        while i >= 2
-            && self.punct(i - 1, b'.')
-            && matches!(
-                self.toks[i - 2].kind,
-                TokenKind::Word | TokenKind::QuotedIdent
+    /// `CREATE TABLE name (...)` and `CREATE INDEX` name relations without
+    /// reading them; `CREATE ... AS` and everything else that names
+    /// something protected is refused.
+    fn create(&mut self, lo: usize, hi: usize) -> Result<()> {
+        let copies = !self
+            .at_depth0(lo, hi, |i| self.is_any(i, &["as", "execute", "like"]))
+            .is_empty();
+        let object = (lo + 1..hi).find(|&i| {
+            !self.is_any(
+                i,
+                &[
+                    "or",
+                    "replace",
+                    "global",
+                    "local",
+                    "temp",
+                    "temporary",
+                    "unlogged",
+                    "unique",
+                ],
             )
-        {
-            i -= 2;
+        });
+        match object {
+            Some(i) if self.is(i, "index") => Ok(()),
+            Some(i) if self.is(i, "table") && !copies => Ok(()),
+            _ => self.unread(),
         }
-        i
+    }
+
+    /// A query in `lo..hi`; `top`: its result goes to the client as the
+    /// statement's own (protected columns may be plain items of it).
+    fn query(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
+        if lo >= hi {
+            return self.unread();
+        }
+        // `(query)`, and set operations (their result columns take the first
+        // branch's names): each branch on its own, none the result.
+        let ops = self.at_depth0(lo, hi, |i| {
+            self.is_any(i, &["union", "intersect", "except"])
+        });
+        if !ops.is_empty() {
+            let mut start = lo;
+            for op in ops.into_iter().chain([hi]) {
+                let mut b = start;
+                while self.is_any(b, &["union", "intersect", "except", "all", "distinct"]) {
+                    b += 1;
+                }
+                self.query_branch(b, op)?;
+                start = op;
+            }
+            return Ok(());
+        }
+        if self.punct(lo, b'(') {
+            let end = self.skip_group(lo, hi)?;
+            self.query(lo + 1, end - 1, top)?;
+            // ORDER BY / LIMIT after a parenthesised query.
+            return self.clauses(end, hi, false);
+        }
+        if self.is(lo, "with") {
+            return self.with(lo, hi, top);
+        }
+        if self.is(lo, "values") {
+            return self.expr(lo + 1, hi, false);
+        }
+        if self.is(lo, "table") {
+            let mut i = lo + 1;
+            if self.is(i, "only") {
+                i += 1;
+            }
+            if !self.name_like(i) {
+                return self.unread();
+            }
+            let last = self.chain_end(i);
+            let name = self.ident(last);
+            let mut end = last + 1;
+            if self.punct(end, b'*') {
+                end += 1;
+            }
+            if self.p.relation(&name) && !top {
+                return self.refuse(&name, STAR);
+            }
+            return self.clauses(end, hi, false);
+        }
+        if !self.is(lo, "select") {
+            return self.unread();
+        }
+        let mut i = lo + 1;
+        if self.is(i, "all") {
+            i += 1;
+        } else if self.is(i, "distinct") {
+            i += 1;
+            if self.is(i, "on") && self.punct(i + 1, b'(') {
+                let end = self.skip_group(i + 1, hi)?;
+                self.expr(i + 2, end - 1, false)?;
+                i = end;
+            }
+        }
+        let items_end = self
+            .at_depth0(i, hi, |k| self.is_any(k, SELECT_CLAUSES))
+            .first()
+            .copied()
+            .unwrap_or(hi);
+        // FROM first: it says what the names in the result list stand for.
+        let mut local = false;
+        if self.is(items_end, "from") {
+            let from_end = self
+                .at_depth0(items_end + 1, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]))
+                .first()
+                .copied()
+                .unwrap_or(hi);
+            local = self.sources(items_end + 1, from_end)?;
+        }
+        let mut result_protected = false;
+        for (a, b) in self.split_commas(i, items_end) {
+            result_protected |= self.item(a, b, top, local)?;
+        }
+        let after_from = if self.is(items_end, "from") {
+            self.at_depth0(items_end + 1, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]))
+                .first()
+                .copied()
+                .unwrap_or(hi)
+        } else {
+            items_end
+        };
+        self.clauses(after_from, hi, result_protected)
+    }
+
+    /// One branch of a set operation: never the result itself.
+    fn query_branch(&mut self, lo: usize, hi: usize) -> Result<()> {
+        self.query(lo, hi, false)
+    }
+
+    /// `WITH [RECURSIVE] name [(cols)] AS [NOT] [MATERIALIZED] (body), ... main`.
+    fn with(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
+        let mut i = lo + 1;
+        if self.is(i, "recursive") {
+            i += 1;
+        }
+        loop {
+            if !self.name_like(i) {
+                return self.unread();
+            }
+            i += 1;
+            if self.punct(i, b'(') {
+                i = self.skip_group(i, hi)?;
+            }
+            if !self.is(i, "as") {
+                return self.unread();
+            }
+            i += 1;
+            if self.is(i, "not") {
+                i += 1;
+            }
+            if self.is(i, "materialized") {
+                i += 1;
+            }
+            if !self.punct(i, b'(') {
+                return self.unread();
+            }
+            let end = self.skip_group(i, hi)?;
+            self.body(i + 1, end - 1)?;
+            i = end;
+            // `SEARCH ...` / `CYCLE ...` clauses of recursive CTEs.
+            while i < hi
+                && !self.punct(i, b',')
+                && !self.is_any(
+                    i,
+                    &[
+                        "select", "insert", "update", "delete", "values", "table", "merge",
+                    ],
+                )
+                && !self.punct(i, b'(')
+            {
+                if !self.is_any(
+                    i,
+                    &[
+                        "search", "cycle", "depth", "breadth", "first", "by", "set", "to",
+                        "default", "using",
+                    ],
+                ) && !self.name_like(i)
+                    && !self.punct(i, b',')
+                {
+                    return self.unread();
+                }
+                i += 1;
+            }
+            if self.punct(i, b',') {
+                i += 1;
+                continue;
+            }
+            break;
+        }
+        match self.word(i).map(|w| w.to_ascii_lowercase()).as_deref() {
+            Some(b"insert") => self.insert(i, hi, top),
+            Some(b"update") => self.update(i, hi, top),
+            Some(b"delete") => self.delete(i, hi, top),
+            _ => self.query(i, hi, top),
+        }
+    }
+
+    /// A CTE's body: a query or DML, never the result itself.
+    fn body(&mut self, lo: usize, hi: usize) -> Result<()> {
+        match self.word(lo).map(|w| w.to_ascii_lowercase()).as_deref() {
+            Some(b"insert") => self.insert(lo, hi, false),
+            Some(b"update") => self.update(lo, hi, false),
+            Some(b"delete") => self.delete(lo, hi, false),
+            _ => self.query(lo, hi, false),
+        }
+    }
+
+    /// The clauses after `FROM` (or after a result list without one).
+    fn clauses(&mut self, lo: usize, hi: usize, result_protected: bool) -> Result<()> {
+        let starts = self.at_depth0(lo, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]));
+        if starts.first().is_some_and(|&s| s != lo) || (starts.is_empty() && lo < hi) {
+            return self.unread();
+        }
+        for (n, &s) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).copied().unwrap_or(hi);
+            let kw = self.word(s).unwrap_or_default().to_ascii_lowercase();
+            match kw.as_slice() {
+                b"into" => return self.unread(),
+                b"group" | b"order" => {
+                    let mut a = s + 1;
+                    if self.is(a, "by") {
+                        a += 1;
+                    }
+                    for (x, y) in self.split_commas(a, end) {
+                        let ordinal = self.t.get(x).is_some_and(|t| t.kind == TokenKind::Number);
+                        if ordinal && result_protected {
+                            return self.refuse(b"", ORDINAL);
+                        }
+                        self.expr(x, y, false)?;
+                    }
+                }
+                // `FOR UPDATE OF t`: the names are relations, not values.
+                b"for" => {
+                    if (s + 1..end).any(|k| !self.name_like(k) && !self.punct(k, b',')) {
+                        return self.unread();
+                    }
+                }
+                _ => self.expr(s + 1, end, false)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One item of a result list (or `RETURNING`); whether it returns a
+    /// protected column (plain, or under `*`).
+    fn item(&mut self, lo: usize, hi: usize, top: bool, local: bool) -> Result<bool> {
+        if lo >= hi {
+            return self.unread();
+        }
+        // `*`
+        if hi == lo + 1 && self.punct(lo, b'*') {
+            if local && !top {
+                return self.refuse(b"", STAR);
+            }
+            return Ok(local);
+        }
+        // `a.b.*`
+        if self.name_like(lo) {
+            let last = self.chain_end(lo);
+            if self.punct(last + 1, b'.') && self.punct(last + 2, b'*') && last + 3 == hi {
+                let q = self.ident(last);
+                let protected = self.rels.contains(&q);
+                if protected && !top {
+                    return self.refuse(&q, WHOLE_ROW);
+                }
+                return Ok(protected);
+            }
+            // `a.b.col [[AS] label]`
+            let label = if last + 1 == hi {
+                None
+            } else if self.is(last + 1, "as") && last + 3 == hi && self.name_like(last + 2) {
+                Some(self.ident(last + 2))
+            } else if last + 2 == hi && self.name_like(last + 1) {
+                Some(self.ident(last + 1))
+            } else {
+                return self.expr(lo, hi, false).map(|()| false);
+            };
+            let col = self.ident(last);
+            if self.rels.contains(&col) {
+                return self.refuse(&col, WHOLE_ROW);
+            }
+            if self.cols.contains(&col) {
+                if top && label.as_ref().is_none_or(|l| *l == col) {
+                    return Ok(true);
+                }
+                return self.refuse(&col, USED);
+            }
+            return Ok(false);
+        }
+        self.expr(lo, hi, false).map(|()| false)
     }
 
     /// Follows `a.b.c` from `i`: the index of its last name.
     fn chain_end(&self, mut i: usize) -> usize {
-        while self.punct(i + 1, b'.')
-            && self
-                .toks
-                .get(i + 2)
-                .is_some_and(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
-        {
+        while self.punct(i + 1, b'.') && self.name_like(i + 2) {
             i += 2;
         }
         i
     }
 
-    /// Pre-pass: relations in table position, their aliases, the views named.
-    fn relations(&mut self) -> Result<(), Refusal> {
-        let mut levels = vec![Level {
-            paren: Paren::Top,
-            clause: Clause::None,
-        }];
-        let mut i = 0;
-        while i < self.toks.len() {
-            self.step(&mut levels, i);
-            let clause = levels.last().map_or(Clause::None, |l| l.clause);
-            let t = self.toks[i];
-            let name_like = matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent);
-            let table_slot = matches!(clause, Clause::From | Clause::Into)
-                && i > 0
-                && (self.punct(i - 1, b',')
-                    || [
-                        "from", "join", "only", "into", "update", "using", "table", "lateral",
-                    ]
-                    .iter()
-                    .any(|kw| self.is(i - 1, kw))
-                    || (i == 1 && self.is(0, "copy")));
-            let keyword = self.word(i).is_some_and(|w| {
-                NOT_ALIAS
-                    .iter()
-                    .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
-            });
-            if !(name_like && table_slot) || keyword || self.punct(self.chain_end(i) + 1, b'(') {
+    /// An expression (or list of them) in `lo..hi`: nothing protected may be
+    /// read in it. `excluded_ok`: `EXCLUDED.col` is the row being inserted.
+    fn expr(&mut self, lo: usize, hi: usize, excluded_ok: bool) -> Result<()> {
+        let mut i = lo;
+        while i < hi {
+            let tok = self.t[i];
+            if tok.kind == TokenKind::Punct(b'(')
+                && self.is_any(i + 1, &["select", "with", "values", "table"])
+            {
+                let end = self.skip_group(i, hi)?;
+                self.query(i + 1, end - 1, false)?;
+                i = end;
+                continue;
+            }
+            if tok.kind == TokenKind::Punct(b'(')
+                && self.is_any(i + 1, &["insert", "update", "delete"])
+            {
+                return self.unread();
+            }
+            if !self.name_like(i) {
                 i += 1;
                 continue;
             }
-            let last = self.chain_end(i);
-            for k in (i..=last).step_by(2) {
-                self.table_pos[k] = true;
+            // A type or label after AS, a function's name.
+            if (i > lo && self.is(i - 1, "as")) || self.punct(i + 1, b'(') {
+                i += 1;
+                continue;
             }
-            let name = self.ident(last).expect("a name")?;
-            let at = i;
-            let protected = self.p.relation(&name);
-            if let Some((_, cols)) = self.p.views.iter().find(|(v, _)| **v == *name) {
-                self.view_columns.extend(cols.iter().map(|c| &**c));
-            }
-            // An alias: `t x`, `t AS x`, and then perhaps `x(a, b)`.
-            let mut a = last + 1;
-            if self.is(a, "as") {
-                a += 1;
-            }
-            let alias = match self.toks.get(a).map(|t| t.kind) {
-                Some(TokenKind::Word) => {
-                    let w = self.word(a).unwrap_or_default();
-                    !NOT_ALIAS
-                        .iter()
-                        .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
+            let name = self.ident(i);
+            if self.punct(i + 1, b'.') {
+                // A qualifier: `t.*` is the whole row, `t.col` is decided by col.
+                if self.punct(i + 2, b'*') && self.rels.contains(&name) {
+                    return self.refuse(&name, WHOLE_ROW);
                 }
-                Some(TokenKind::QuotedIdent) => true,
-                _ => false,
-            };
-            if protected {
-                self.any_protected_relation = true;
-                self.names.push(name.clone());
+                i += 1;
+                continue;
             }
-            if alias {
-                self.table_pos[a] = true;
-                let alias_name = self.ident(a).expect("a name")?;
-                // `INSERT INTO t AS x (a, b)`: the list is the columns written.
-                if self.punct(a + 1, b'(') && clause != Clause::Into && protected {
-                    return Err(Refusal {
-                        name: String::from_utf8_lossy(&name).into_owned(),
-                        why: RENAMED,
-                    });
+            let qualifier = (i >= 2 && self.punct(i - 1, b'.') && self.name_like(i - 2))
+                .then(|| self.ident(i - 2));
+            if self.cols.contains(&name) {
+                let excluded = excluded_ok
+                    && !self.excluded_taken
+                    && qualifier.as_deref() == Some(&b"excluded"[..])
+                    && i >= 3
+                    && !self.punct(i - 3, b'.');
+                if !excluded {
+                    return self.refuse(&name, USED);
                 }
-                if protected {
-                    self.names.push(alias_name);
+            } else if self.rels.contains(&name) {
+                return self.refuse(&name, WHOLE_ROW);
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// `FROM` items in `lo..hi`; whether any holds protected columns.
+    fn sources(&mut self, lo: usize, hi: usize) -> Result<bool> {
+        let mut local = false;
+        let mut natural = false;
+        let mut i = lo;
+        loop {
+            local |= self.table_ref(&mut i, hi)?;
+            if i >= hi {
+                break;
+            }
+            if self.punct(i, b',') {
+                i += 1;
+                continue;
+            }
+            // [NATURAL] [INNER | CROSS | LEFT|RIGHT|FULL [OUTER]] JOIN
+            if self.is(i, "natural") {
+                natural = true;
+                i += 1;
+            }
+            if self.is_any(i, &["inner", "cross"]) {
+                i += 1;
+            } else if self.is_any(i, &["left", "right", "full"]) {
+                i += 1;
+                if self.is(i, "outer") {
+                    i += 1;
                 }
-                i = a + 1;
+            }
+            if !self.is(i, "join") {
+                return self.unread();
+            }
+            i += 1;
+            local |= self.table_ref(&mut i, hi)?;
+            if self.is(i, "on") {
+                let end = self
+                    .at_depth0(i + 1, hi, |k| {
+                        self.punct(k, b',')
+                            || self.is_any(
+                                k,
+                                &["join", "natural", "inner", "cross", "left", "right", "full"],
+                            )
+                    })
+                    .first()
+                    .copied()
+                    .unwrap_or(hi);
+                self.expr(i + 1, end, false)?;
+                i = end;
+            } else if self.is(i, "using") && self.punct(i + 1, b'(') {
+                let end = self.skip_group(i + 1, hi)?;
+                for k in i + 2..end - 1 {
+                    if self.name_like(k) && self.cols.contains(&self.ident(k)) {
+                        return self.refuse(&self.ident(k), USED);
+                    }
+                }
+                i = end;
+            }
+            if i >= hi {
+                break;
+            }
+        }
+        if natural && local {
+            return self.refuse(b"", COMPARED);
+        }
+        Ok(local)
+    }
+
+    /// One `FROM` item at `*i`; whether it holds protected columns.
+    fn table_ref(&mut self, i: &mut usize, hi: usize) -> Result<bool> {
+        if self.is(*i, "lateral") {
+            *i += 1;
+        }
+        if self.is(*i, "only") {
+            *i += 1;
+        }
+        let mut protected = false;
+        if self.punct(*i, b'(') {
+            let end = self.skip_group(*i, hi)?;
+            if self.is_any(*i + 1, &["select", "with", "values", "table"]) {
+                self.query(*i + 1, end - 1, false)?;
             } else {
-                i = last + 1;
+                protected = self.sources(*i + 1, end - 1)?;
             }
-            // `TABLE t` is `SELECT * FROM t`: only as the query itself.
-            let table_query = self.is(at - 1, "table")
-                && (at == 1
-                    || self.punct(at - 2, b'(')
-                    || ["union", "intersect", "except", "all", "distinct", "as"]
-                        .iter()
-                        .any(|kw| self.is(at - 2, kw)));
-            if protected && table_query && !(at == 1 && self.top_result) {
-                return Err(Refusal {
-                    name: String::from_utf8_lossy(&name).into_owned(),
-                    why: STAR,
-                });
+            *i = end;
+        } else if self.is(*i, "rows") && self.is(*i + 1, "from") && self.punct(*i + 2, b'(') {
+            let end = self.skip_group(*i + 2, hi)?;
+            self.expr(*i + 3, end - 1, false)?;
+            *i = end;
+        } else if self.name_like(*i) {
+            let last = self.chain_end(*i);
+            if self.punct(last + 1, b'(') {
+                // A function in FROM.
+                let end = self.skip_group(last + 1, hi)?;
+                self.expr(last + 2, end - 1, false)?;
+                *i = end;
+                if self.is(*i, "with") && self.is(*i + 1, "ordinality") {
+                    *i += 2;
+                }
+            } else {
+                let name = self.ident(last);
+                protected = self.p.relation(&name);
+                if protected {
+                    self.rels.insert(name);
+                }
+                *i = last + 1;
+                if self.punct(*i, b'*') {
+                    *i += 1;
+                }
             }
-            if self.main == Main::Copy && protected && !self.copy_from && !self.punct(i, b'(') {
-                return Err(Refusal {
-                    name: String::from_utf8_lossy(&name).into_owned(),
-                    why: COPY_TO,
-                });
-            }
+        } else {
+            return self.unread();
         }
-        Ok(())
-    }
-
-    /// Updates the clause and paren levels for token `i` (before it is judged).
-    fn step(&self, levels: &mut Vec<Level>, i: usize) {
-        let t = self.toks[i];
-        match t.kind {
-            TokenKind::Punct(b'(') => {
-                let prev_name = i > 0
-                    && matches!(
-                        self.toks[i - 1].kind,
-                        TokenKind::Word | TokenKind::QuotedIdent
-                    );
-                let clause = levels.last().map_or(Clause::None, |l| l.clause);
-                let next_query = ["select", "with", "values", "table"]
-                    .iter()
-                    .any(|kw| self.is(i + 1, kw));
-                let paren = if next_query {
-                    Paren::Query
-                } else if self.columns_list(i, clause) {
-                    Paren::Columns
-                } else if prev_name
-                    && ![
-                        "in", "exists", "any", "all", "some", "values", "array", "row", "on",
-                        "using", "and", "or", "not", "as", "when", "then", "else", "where",
-                    ]
-                    .iter()
-                    .any(|kw| self.is(i - 1, kw))
-                {
-                    Paren::Call
-                } else {
-                    Paren::Other
-                };
-                let clause = match paren {
-                    Paren::Query | Paren::Columns => Clause::None,
-                    _ => Clause::Expr,
-                };
-                levels.push(Level { paren, clause });
+        if self.is(*i, "tablesample") {
+            let mut k = *i + 2;
+            if !self.punct(k, b'(') {
+                return self.unread();
             }
-            TokenKind::Punct(b')') if levels.len() > 1 => {
-                levels.pop();
+            k = self.skip_group(k, hi)?;
+            if self.is(k, "repeatable") && self.punct(k + 1, b'(') {
+                k = self.skip_group(k + 1, hi)?;
             }
-            TokenKind::Word => {
-                let Some(level) = levels.last_mut() else {
-                    return;
-                };
-                let w = &self.sql[t.range()];
-                let w = lower(w);
-                let in_from = level.clause == Clause::From;
-                level.clause = match w.as_slice() {
-                    b"select" => Clause::Select,
-                    b"from" | b"join" => Clause::From,
-                    b"using" if in_from && !self.punct(i + 1, b'(') => Clause::From,
-                    b"using" if matches!(self.main, Main::Merge | Main::Delete) => Clause::From,
-                    b"into" | b"update" | b"table" | b"copy" => Clause::Into,
-                    b"set" if matches!(self.main, Main::Update | Main::Merge | Main::Insert) => {
-                        Clause::Set
-                    }
-                    b"returning" => Clause::Returning,
-                    b"where" | b"on" | b"having" | b"group" | b"order" | b"limit" | b"offset"
-                    | b"window" | b"fetch" | b"values" | b"when" | b"then" | b"by" => {
-                        // `ON CONFLICT` and `MERGE ... ON` are conditions too.
-                        Clause::Expr
-                    }
-                    b"union" | b"intersect" | b"except" => Clause::None,
-                    _ => level.clause,
-                };
-            }
-            _ => {}
+            self.expr(*i + 1, k, false)?;
+            *i = k;
         }
-    }
-
-    /// Whether the `(` at `i` opens a list of columns written to.
-    fn columns_list(&self, i: usize, clause: Clause) -> bool {
-        if i == 0 {
-            return false;
-        }
-        if self.is(i - 1, "insert") || self.is(i - 1, "conflict") {
-            return true;
-        }
-        if clause == Clause::Set && (self.is(i - 1, "set") || self.punct(i - 1, b',')) {
-            return true;
-        }
-        // `INTO t (`, `INTO t AS x (`, `COPY t (`.
-        if clause != Clause::Into
-            || !matches!(
-                self.toks[i - 1].kind,
-                TokenKind::Word | TokenKind::QuotedIdent
-            )
-        {
-            return false;
-        }
-        let mut k = self.chain_start(i - 1);
-        if k >= 2 && self.is(k - 1, "as") {
-            k = self.chain_start(k - 2);
-        }
-        k >= 1 && (self.is(k - 1, "into") || (self.is(k - 1, "copy") && self.copy_from))
-    }
-
-    fn check(&self) -> Result<(), Refusal> {
-        let mut levels = vec![Level {
-            paren: Paren::Top,
-            clause: Clause::None,
-        }];
-        for i in 0..self.toks.len() {
-            self.step(&mut levels, i);
-            let depth = levels.len() - 1;
-            let level = *levels.last().expect("the top level");
-            let t = self.toks[i];
-            if t.kind == TokenKind::Punct(b'*') {
-                self.star(i, depth, level)?;
-                continue;
-            }
-            if !matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent) || self.table_pos[i] {
-                continue;
-            }
-            // A function's name, or a qualifier (the name after it decides),
-            // or a keyword with its string (`PASSWORD 'x'`).
-            let next_string = self
-                .toks
-                .get(i + 1)
-                .is_some_and(|n| n.kind == TokenKind::String);
-            if self.punct(i + 1, b'(')
-                || self.punct(i + 1, b'.')
-                || (t.kind == TokenKind::Word && next_string)
-            {
-                continue;
-            }
-            let name = self.ident(i).expect("a name")?;
-            // A name being given (`AS x`, or `ssn ssn` after a plain result).
-            let alias = i > 0
-                && (self.is(i - 1, "as")
-                    || (self.ident(i - 1).and_then(Result::ok).as_deref() == Some(&name[..])
-                        && self.plain_result(i - 1, depth, level, Some(&name))));
-            if alias {
-                continue;
-            }
-            let column = self.p.columns.iter().any(|c| **c == *name)
-                || self.view_columns.iter().any(|c| **c == *name);
-            if column && !self.column_allowed(i, depth, level, &name) {
-                return Err(Refusal {
-                    name: String::from_utf8_lossy(&name).into_owned(),
-                    why: USED,
-                });
-            }
-            // A relation (or alias) used as a value: the whole row.
-            let value = !matches!(level.clause, Clause::None | Clause::From | Clause::Into)
-                && level.paren != Paren::Columns;
-            if value && self.names.contains(&name) {
-                return Err(Refusal {
-                    name: String::from_utf8_lossy(&name).into_owned(),
-                    why: WHOLE_ROW,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// A plain item of the query's own result list: `x`, `t.x`, `*`, `t.*`,
-    /// alone between `SELECT`/`,` and `,`/`FROM`/the end (an alias may only
-    /// repeat the name).
-    fn plain_result(&self, i: usize, depth: usize, level: Level, name: Option<&[u8]>) -> bool {
-        let result_list = depth == 0
-            && ((level.clause == Clause::Select && self.top_result)
-                || level.clause == Clause::Returning);
-        if !result_list {
-            return false;
-        }
-        let start = self.chain_start(i);
-        let before = start.checked_sub(1).is_some_and(|p| {
-            self.punct(p, b',')
-                || ["select", "distinct", "all", "returning"]
-                    .iter()
-                    .any(|kw| self.is(p, kw))
+        // An alias: `AS x` (any word), or a bare name that is no keyword.
+        let explicit = self.is(*i, "as");
+        let a = if explicit { *i + 1 } else { *i };
+        let bare_ok = self.word(a).is_none_or(|w| {
+            !NOT_ALIAS
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
         });
-        let mut next = i + 1;
-        if let Some(name) = name {
-            let alias_at = if self.is(next, "as") { next + 1 } else { next };
-            let same = self
-                .ident(alias_at)
-                .and_then(Result::ok)
-                .is_some_and(|a| a == name);
-            if same {
-                next = alias_at + 1;
+        if self.name_like(a) && (explicit || bare_ok) {
+            let alias = self.ident(a);
+            if alias == b"excluded" {
+                self.excluded_taken = true;
             }
+            if protected {
+                self.rels.insert(alias);
+            }
+            *i = a + 1;
+            if self.punct(*i, b'(') {
+                if protected {
+                    return self.refuse(&self.ident(a), RENAMED);
+                }
+                *i = self.skip_group(*i, hi)?;
+            }
+        } else if explicit {
+            return self.unread();
         }
-        let after = next >= self.toks.len() || self.punct(next, b',') || self.is(next, "from");
-        before && after
+        Ok(protected)
     }
 
-    fn column_allowed(&self, i: usize, depth: usize, level: Level, name: &[u8]) -> bool {
-        if self.plain_result(i, depth, level, Some(name)) {
-            return true;
+    /// The target of INSERT/UPDATE/DELETE at `*i` (`[ONLY] name [*] [[AS] alias]`).
+    fn target(&mut self, i: &mut usize, hi: usize, alias_allowed: bool) -> Result<()> {
+        if self.is(*i, "only") {
+            *i += 1;
         }
-        let start = self.chain_start(i);
-        // Written, not read.
-        if level.paren == Paren::Columns
-            && start == i
-            && (self.punct(i - 1, b'(') || self.punct(i - 1, b','))
-            && (self.punct(i + 1, b',') || self.punct(i + 1, b')'))
-        {
-            return true;
+        if !self.name_like(*i) {
+            return self.unread();
         }
-        if level.clause == Clause::Set
-            && start == i
-            && (self.is(i - 1, "set") || self.punct(i - 1, b','))
-            && self.punct(i + 1, b'=')
-        {
-            return true;
+        let last = self.chain_end(*i);
+        let name = self.ident(last);
+        let protected = self.p.relation(&name);
+        if protected {
+            self.rels.insert(name);
         }
-        // `EXCLUDED.ssn` is the row the client sent in this INSERT.
-        self.main == Main::Insert && start + 2 == i && self.is(start, "excluded")
-    }
-
-    fn star(&self, i: usize, depth: usize, level: Level) -> Result<(), Refusal> {
-        let qualified = i >= 2 && self.punct(i - 1, b'.');
-        let in_list = qualified
-            || i.checked_sub(1).is_some_and(|p| {
-                self.punct(p, b',')
-                    || ["select", "distinct", "all", "returning"]
-                        .iter()
-                        .any(|kw| self.is(p, kw))
+        *i = last + 1;
+        if self.punct(*i, b'*') {
+            *i += 1;
+        }
+        let explicit = self.is(*i, "as");
+        let a = if explicit { *i + 1 } else { *i };
+        let bare_ok = alias_allowed
+            && self.word(a).is_none_or(|w| {
+                !NOT_ALIAS
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
             });
-        if !in_list || self.plain_result(i, depth, level, None) {
-            return Ok(());
-        }
-        if let Some(q) = qualified.then(|| self.ident(i - 2)).flatten() {
-            let q = q?;
-            if self.names.contains(&q) || self.p.relations.is_none() {
-                return Err(Refusal {
-                    name: String::from_utf8_lossy(&q).into_owned(),
-                    why: WHOLE_ROW,
-                });
+        if a < hi && self.name_like(a) && (explicit || bare_ok) {
+            let alias = self.ident(a);
+            if alias == b"excluded" {
+                self.excluded_taken = true;
             }
-            return Ok(());
-        }
-        // `*` or `(expr).*` over the relations of the statement.
-        if self.any_protected_relation || (qualified && self.p.relations.is_none()) {
-            let name = self
-                .names
-                .first()
-                .map(|n| String::from_utf8_lossy(n).into_owned());
-            return Err(Refusal {
-                name: name.unwrap_or_default(),
-                why: STAR,
-            });
+            if protected {
+                self.rels.insert(alias);
+            }
+            *i = a + 1;
         }
         Ok(())
+    }
+
+    /// `INSERT INTO t [AS a] [(cols)] [OVERRIDING ...] source [ON CONFLICT ...] [RETURNING ...]`.
+    fn insert(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
+        if !self.is(lo + 1, "into") {
+            return self.unread();
+        }
+        let mut i = lo + 2;
+        self.target(&mut i, hi, false)?;
+        if self.punct(i, b'(') && !self.is_any(i + 1, &["select", "with", "values", "table"]) {
+            i = self.skip_group(i, hi)?; // the columns written
+        }
+        if self.is(i, "overriding") {
+            i += 3;
+        }
+        let conflict = self
+            .at_depth0(i, hi, |k| self.is(k, "on") && self.is(k + 1, "conflict"))
+            .first()
+            .copied();
+        let returning = self
+            .at_depth0(i, hi, |k| self.is(k, "returning"))
+            .first()
+            .copied();
+        let source_end = conflict.or(returning).unwrap_or(hi);
+        if self.is(i, "default") && self.is(i + 1, "values") {
+            if i + 2 != source_end {
+                return self.unread();
+            }
+        } else if self.is(i, "values") {
+            self.expr(i + 1, source_end, false)?;
+        } else {
+            self.query(i, source_end, false)?;
+        }
+        if let Some(c) = conflict {
+            let end = returning.unwrap_or(hi);
+            let mut k = c + 2;
+            if self.punct(k, b'(') {
+                k = self.skip_group(k, end)?; // the conflict target
+                if self.is(k, "where") {
+                    let w = self
+                        .at_depth0(k, end, |x| self.is(x, "do"))
+                        .first()
+                        .copied()
+                        .unwrap_or(end);
+                    self.expr(k + 1, w, false)?;
+                    k = w;
+                }
+            } else if self.is(k, "on") && self.is(k + 1, "constraint") && self.name_like(k + 2) {
+                k += 3;
+            }
+            if !self.is(k, "do") {
+                return self.unread();
+            }
+            if self.is(k + 1, "nothing") {
+                if k + 2 != end {
+                    return self.unread();
+                }
+            } else if self.is(k + 1, "update") && self.is(k + 2, "set") {
+                let w = self
+                    .at_depth0(k + 3, end, |x| self.is(x, "where"))
+                    .first()
+                    .copied()
+                    .unwrap_or(end);
+                self.assignments(k + 3, w, true)?;
+                if w < end {
+                    self.expr(w + 1, end, true)?;
+                }
+            } else {
+                return self.unread();
+            }
+        }
+        match returning {
+            Some(r) => self.returning(r + 1, hi, top),
+            None => Ok(()),
+        }
+    }
+
+    /// `RETURNING` items: a result list when the statement's own.
+    fn returning(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
+        for (a, b) in self.split_commas(lo, hi) {
+            self.item(a, b, top, true)?;
+        }
+        Ok(())
+    }
+
+    /// `SET a = x, (b, c) = (y, z)`: written columns may be protected, the
+    /// values read nothing protected.
+    fn assignments(&mut self, lo: usize, hi: usize, excluded_ok: bool) -> Result<()> {
+        for (a, b) in self.split_commas(lo, hi) {
+            let Some(&eq) = self.at_depth0(a, b, |k| self.punct(k, b'=')).first() else {
+                return self.unread();
+            };
+            // The target: `col`, `col[1]`, `col.field`, or `(a, b)`.
+            if !(self.name_like(a) || self.punct(a, b'(')) {
+                return self.unread();
+            }
+            self.expr(eq + 1, b, excluded_ok)?;
+        }
+        Ok(())
+    }
+
+    /// `UPDATE [ONLY] t [[AS] a] SET ... [FROM ...] [WHERE ...] [RETURNING ...]`.
+    fn update(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
+        let mut i = lo + 1;
+        self.target(&mut i, hi, true)?;
+        if !self.is(i, "set") {
+            return self.unread();
+        }
+        let clause = |k: usize| self.is_any(k, &["from", "where", "returning"]);
+        let marks = self.at_depth0(i + 1, hi, clause);
+        let end_of = |k: usize| marks.iter().copied().find(|&m| m > k).unwrap_or(hi);
+        // FROM first: it names what SET and WHERE may read.
+        for &m in &marks {
+            if self.is(m, "from") {
+                self.sources(m + 1, end_of(m))?;
+            }
+        }
+        self.assignments(i + 1, end_of(i), false)?;
+        for &m in &marks {
+            let end = end_of(m);
+            if self.is(m, "where") {
+                if !(self.is(m + 1, "current") && self.is(m + 2, "of")) {
+                    self.expr(m + 1, end, false)?;
+                }
+            } else if self.is(m, "returning") {
+                self.returning(m + 1, end, top)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `DELETE FROM [ONLY] t [[AS] a] [USING ...] [WHERE ...] [RETURNING ...]`.
+    fn delete(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
+        if !self.is(lo + 1, "from") {
+            return self.unread();
+        }
+        let mut i = lo + 2;
+        self.target(&mut i, hi, true)?;
+        let clause = |k: usize| self.is_any(k, &["using", "where", "returning"]);
+        let marks = self.at_depth0(i, hi, clause);
+        if marks.first().is_some_and(|&m| m != i) || (marks.is_empty() && i < hi) {
+            return self.unread();
+        }
+        let end_of = |k: usize| marks.iter().copied().find(|&m| m > k).unwrap_or(hi);
+        for &m in &marks {
+            if self.is(m, "using") {
+                self.sources(m + 1, end_of(m))?;
+            }
+        }
+        for &m in &marks {
+            let end = end_of(m);
+            if self.is(m, "where") {
+                if !(self.is(m + 1, "current") && self.is(m + 2, "of")) {
+                    self.expr(m + 1, end, false)?;
+                }
+            } else if self.is(m, "returning") {
+                self.returning(m + 1, end, top)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `COPY [BINARY] t [(cols)] FROM|TO ...`, `COPY (query) TO ...`.
+    fn copy(&mut self, lo: usize, hi: usize) -> Result<()> {
+        let mut i = lo + 1;
+        if self.punct(i, b'(') {
+            let end = self.skip_group(i, hi)?;
+            return self.query(i + 1, end - 1, false);
+        }
+        if self.is(i, "binary") {
+            i += 1;
+        }
+        if !self.name_like(i) {
+            return self.unread();
+        }
+        let last = self.chain_end(i);
+        let name = self.ident(last);
+        let mut k = last + 1;
+        let columns = self.punct(k, b'(').then_some(k);
+        if let Some(c) = columns {
+            k = self.skip_group(c, hi)?;
+        }
+        if self.is(k, "from") {
+            return Ok(());
+        }
+        if !self.is(k, "to") {
+            return self.unread();
+        }
+        match columns {
+            Some(c) => {
+                for x in c + 1..k - 1 {
+                    if self.name_like(x) && self.cols.contains(&self.ident(x)) {
+                        return self.refuse(&self.ident(x), USED);
+                    }
+                }
+                Ok(())
+            }
+            None if self.p.relation(&name) => self.refuse(&name, COPY_TO),
+            None => Ok(()),
+        }
     }
 }
 
@@ -787,6 +1193,20 @@ mod tests {
             "ALTER ROLE app PASSWORD 'card_number'",
             "SELECT t FROM t",
             "SELECT * FROM (SELECT * FROM orders) o",
+            "CREATE INDEX ON customers (ssn)",
+            "VACUUM customers",
+            "DROP TABLE customers",
+            "GRANT SELECT (ssn) ON customers TO auditor",
+            "SELECT ssn FROM customers FOR UPDATE OF customers",
+            "SELECT id FROM customers WHERE id IN (SELECT id FROM customers WHERE name = 'x')",
+            "INSERT INTO notes SELECT id, name FROM customers",
+            "SELECT c.id, o.total FROM customers c JOIN orders o ON o.customer = c.id WHERE c.name LIKE 'j%' ORDER BY c.id LIMIT 10",
+            "SELECT c.ssn, o.total FROM customers AS c LEFT OUTER JOIN orders o ON o.customer = c.id",
+            "WITH o AS (SELECT customer FROM orders) SELECT c.ssn FROM customers c, o WHERE o.customer = c.id",
+            "SELECT ssn FROM customers ORDER BY id DESC LIMIT 5 OFFSET 1",
+            "CREATE TABLE audit_copy (id int, ssn text)",
+            "SELECT count(*) FROM customers TABLESAMPLE SYSTEM (10)",
+            "(SELECT ssn FROM customers)",
             "BEGIN; SELECT ssn FROM customers; COMMIT",
         ] {
             if let Err(e) = check(sql.as_bytes(), &protected()) {
@@ -841,8 +1261,35 @@ mod tests {
             "COPY customers (ssn) TO STDOUT",
             "COPY (SELECT ssn FROM customers) TO STDOUT",
             "ALTER TABLE customers RENAME COLUMN ssn TO x",
-            "CREATE INDEX ON customers (ssn)",
             "SELECT * FROM (TABLE customers) t",
+            // Found in review: brackets, FROM lists, aliases, TABLE, EXCLUDED,
+            // NATURAL joins, ordinals, COPY BINARY, statistics.
+            "SELECT ARRAY['', ssn, '']::text::bytea FROM customers",
+            "SELECT encode(c::text::bytea,'base64') FROM orders o JOIN orders p ON true, customers c",
+            "SELECT c::text FROM (customers c CROSS JOIN orders o)",
+            "SELECT j::text FROM (customers CROSS JOIN orders) AS j",
+            "SELECT row_to_json(no) FROM customers AS no",
+            "SELECT row_to_json(skip) FROM customers skip",
+            "SELECT c::text FROM customers * c",
+            "SELECT reverse(x) FROM orders o JOIN orders p ON true, ssn_view v",
+            "SELECT reverse(x) FROM (WITH q AS (SELECT 1) TABLE customers) s(a,b,x)",
+            "INSERT INTO copy3 TABLE customers",
+            "CREATE TABLE x(a,b,c) AS WITH q AS (SELECT 1) TABLE customers",
+            "INSERT INTO notes(body) SELECT reverse(excluded.ssn) FROM customers excluded RETURNING body",
+            "SELECT c.id, v.g FROM customers c NATURAL JOIN (SELECT 1 AS x, 2 AS g) v",
+            "SELECT id, ssn FROM customers ORDER BY 2",
+            "SELECT * FROM customers GROUP BY 1",
+            "COPY BINARY customers TO STDOUT",
+            "SELECT * FROM pg_stats WHERE attname = 'ssn'",
+            "SELECT most_common_vals FROM pg_catalog.pg_stats",
+            "DELETE FROM customers WHERE ssn = '1'",
+            "UPDATE customers SET name = upper(ssn) WHERE id = 1",
+            "WITH d AS (DELETE FROM customers WHERE id = 1 RETURNING ssn) SELECT reverse(ssn) FROM d",
+            "WITH d AS (DELETE FROM customers WHERE id = 1 RETURNING *) SELECT * FROM d",
+            "SELECT (SELECT ssn FROM customers LIMIT 1) AS ssn",
+            "SELECT id FROM customers c JOIN orders o USING (ssn)",
+            "MERGE INTO notes n USING customers c ON n.id = c.id WHEN NOT MATCHED THEN INSERT VALUES (c.id, c.ssn)",
+            "SELECT ssn FROM customers WHERE id = 1 INTERSECT SELECT '078-05-1120'",
             "SELECT reverse(x) FROM ssn_view",
             "SELECT id FROM ssn_view WHERE x = '1'",
             "SELECT 1; SELECT reverse(ssn) FROM customers",

@@ -116,6 +116,7 @@ const PG: &[(&str, &str)] = &[
     ("CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN EXECUTE x; END $$", "create wo"),
     ("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create wo"),
     ("CREATE TABLE functions (id int)", "create w"),
+    ("CREATE TABLE t2 (x) AS EXECUTE p", "create wo"),
     ("CREATE TABLE t (rule text, program text, trigger int)", "create w"),
     ("CREATE OR REPLACE FUNCTION f() RETURNS int AS 'select 1' LANGUAGE sql", "create wo"),
     ("CREATE CONSTRAINT TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create wo"),
@@ -541,6 +542,19 @@ fn code_bodies_take_the_kinds_of_what_they_run() {
     // Look-alikes: the words inside plain strings of a SELECT stay data.
     let s = one("SELECT 'DO $$ BEGIN DELETE FROM t; END $$'");
     assert!(!s.has(Kind::Delete) && !s.flags.opaque, "{s:?}");
+    // Reading a body costs once per token, however it is built.
+    let body = "a ".repeat(200_000);
+    let s = one(&format!("DO $$ {body} $$"));
+    assert_eq!(s.kind, Kind::Do);
+    let body = "SELECT ".repeat(100_000);
+    let s = one(&format!("DO $$ {body} $$"));
+    assert_eq!(s.kind, Kind::Do);
+    let body = "(SELECT ".repeat(50_000);
+    let s = one(&format!("DO $$ {body} $$"));
+    assert!(s.flags.opaque, "too deep to follow");
+    // A statement ends where PL/pgSQL takes over: the WHERE after LOOP is not the DELETE's.
+    let s = one("DO $$ BEGIN FOR r IN DELETE FROM t RETURNING id LOOP PERFORM 1 FROM u WHERE true; END LOOP; END $$");
+    assert!(s.has(Kind::Delete) && s.flags.unbounded, "{s:?}");
     let s = one("SELECT table_to_xml('customers', true, false, '')");
     assert!(s.flags.opaque, "{s:?}");
 }
@@ -568,8 +582,24 @@ fn calls_of_listed_functions_are_found() {
     );
     assert_eq!(c("DROP FUNCTION wipe(int)"), None);
     assert_eq!(c("SELECT 'wipe()'"), None);
+    // Attribute notation calls the function with the row.
+    assert_eq!(c("SELECT o.wipe FROM orders o").as_deref(), Some("wipe"));
+    assert_eq!(
+        c("SELECT o.leak, o.id FROM orders o").as_deref(),
+        Some("leak")
+    );
+    assert_eq!(c("SELECT o.id FROM orders o"), None);
     // Unknown functions: every call counts.
     let any = vec![("*".to_string(), "*".to_string())];
     assert!(calls(b"SELECT lower('A')", &any).is_some());
     assert_eq!(calls(b"SELECT a FROM t WHERE b IN (1)", &any), None);
+}
+
+#[test]
+fn deep_nesting_costs_once_per_token() {
+    let sql = "SELECT ".to_string() + &"(SELECT ".repeat(50_000);
+    let s = classify(sql.as_bytes(), Dialect::Postgres);
+    assert!(!s.is_empty());
+    let sql = "SELECT 1 WHERE ".to_string() + &"(".repeat(100_000);
+    assert!(!classify(sql.as_bytes(), Dialect::Postgres).is_empty());
 }

@@ -45,7 +45,7 @@ pub struct Catalog {
     /// built on a protected column): (table OID, column number, style).
     pub columns: Vec<(u32, i16, Style)>,
     /// What strict column rules protect here; `None`: they are off.
-    pub protected: Option<Protected>,
+    pub protected: Option<Rc<Protected>>,
     /// Functions defined in the database (not built in, not from an
     /// extension) and not allowed by the guardrails: (schema, name),
     /// lower-cased. A call of one is opaque code.
@@ -355,13 +355,7 @@ async fn resolve_catalog<U: Io>(
     let profile = crate::gateway::masking_profile(ctx.config, ctx.target)
         .ok()
         .flatten();
-    let strict = profile.as_ref().is_some_and(|p| p.has_column_rules())
-        && ctx
-            .target
-            .masking
-            .as_ref()
-            .and_then(|m| ctx.config.masking.get(m))
-            .is_some_and(|m| m.strict_columns);
+    let strict = super::strict_columns(ctx.config, ctx.target);
     let rules: Vec<(&str, &str, Style)> = profile
         .as_ref()
         .map(|p| p.table_rules().collect())
@@ -371,23 +365,34 @@ async fn resolve_catalog<U: Io>(
         .guardrails
         .as_ref()
         .and_then(|g| ctx.config.guardrails.get(g));
-    if rules.is_empty() && !strict && guardrails.is_none() {
+    if rules.is_empty() && strict.is_none() && guardrails.is_none() {
         return Ok(None);
     }
     // The answer holds for one server, database and login.
     let t = ctx.target;
     let user = t.credentials.as_ref().and_then(|c| c.user.as_deref());
-    let allowed = guardrails.map(|g| g.functions.as_slice());
+    // Functions are looked up under guardrails and under strict column rules
+    // (a function can read any column); only the guardrails name exceptions.
+    let allowed = match (guardrails, &strict) {
+        (Some(g), _) => Some(g.functions.as_slice()),
+        (None, Some(_)) => Some(&[][..]),
+        (None, None) => None,
+    };
     let key = format!(
-        "{}\0{}\0{:?}\0{}\0{:?}\0{strict}\0{allowed:?}",
-        t.name, t.upstream, user, ctx.database, rules
+        "{}\0{}\0{:?}\0{}\0{:?}\0{}\0{allowed:?}",
+        t.name,
+        t.upstream,
+        user,
+        ctx.database,
+        rules,
+        strict.is_some()
     );
     if let Some(hit) = RESOLVED.with(|r| r.borrow().get(&key)) {
         return Ok(Some(hit));
     }
     let failed = |error: String| {
         warn!(
-            "masking_table_rules_unresolved",
+            "catalog_lookup_failed",
             target = ctx.target.name,
             error = error
         );
@@ -427,26 +432,24 @@ async fn resolve_catalog<U: Io>(
             }
         }
     }
-    if let (true, Some(profile)) = (strict, &profile) {
+    if let (Some(fallback), Some(profile)) = (strict, &profile) {
         let names: Vec<(&str, Style)> = profile.column_names().collect();
-        found.protected = Some(match protected_relations(ctx, up, &names).await? {
-            Ok((protected, view_columns)) => {
-                found.columns.extend(view_columns);
-                protected
-            }
-            Err(e) => {
-                failed(e);
-                complete = false;
-                Protected {
-                    columns: names.iter().map(|(n, _)| n.as_bytes().into()).collect(),
-                    relations: None,
-                    views: Vec::new(),
+        found.protected = Some(Rc::new(
+            match protected_relations(ctx, up, &names).await? {
+                Ok((protected, view_columns)) => {
+                    found.columns.extend(view_columns);
+                    protected
                 }
-            }
-        });
+                Err(e) => {
+                    failed(e);
+                    complete = false;
+                    fallback
+                }
+            },
+        ));
     }
     debug!(
-        "masking_table_rules_resolved",
+        "catalog_resolved",
         target = ctx.target.name,
         rules = rules.len(),
         columns = found.columns.len()
@@ -537,7 +540,9 @@ async fn table_rules<U: Io>(
 
 /// Under strict column rules: the relations holding a column under a rule,
 /// and the views (plain or materialized, over any depth of views) built on
-/// one, each of whose columns is then masked with the strongest style.
+/// such a relation (on any of its columns, or on its whole row: which view
+/// column carries what is not recorded), each of whose columns is then
+/// masked with the strongest style.
 async fn protected_relations<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
@@ -559,7 +564,6 @@ async fn protected_relations<U: Io>(
          UNION \
            SELECT r.ev_class, v.attnum, true FROM prot p \
            JOIN pg_catalog.pg_depend d ON d.refobjid {eq} p.relid \
-             AND d.refobjsubid {eq} p.attnum \
              AND d.classid {eq} 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
            JOIN pg_catalog.pg_rewrite r ON r.oid {eq} d.objid \
              AND r.rulename {eq} '_RETURN' AND r.ev_class OPERATOR(pg_catalog.<>) p.relid \

@@ -77,6 +77,10 @@ pub struct RowMasker {
     described_statement: bool,
     /// Reused: the value ranges of the message being masked.
     ranges: Vec<std::ops::Range<usize>>,
+    /// Strict column rules: an integrity error's detail (`Failing row
+    /// contains (...)`, `Key (ssn)=(...)`) is hidden whole, since it can hold
+    /// a protected value no detector recognises.
+    strict: bool,
 }
 
 impl RowMasker {
@@ -88,7 +92,14 @@ impl RowMasker {
             stale: false,
             described_statement: false,
             ranges: Vec::new(),
+            strict: false,
         }
+    }
+
+    /// Under strict column rules (see the field).
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
+        self
     }
 
     pub fn profile(&self) -> &Profile {
@@ -221,18 +232,25 @@ impl RowMasker {
             }
             b'E' | b'N' => {
                 self.ranges.clear();
+                let mut hidden = None;
                 match backend::parse(tag, body) {
                     Ok(Backend::ErrorResponse(f)) | Ok(Backend::NoticeResponse(f)) => {
-                        self.ranges.extend(
-                            f.value_ranges()
-                                .filter(|(code, _)| matches!(code, b'M' | b'D' | b'H' | b'W'))
-                                .map(|(_, r)| r),
-                        )
+                        let integrity = f.get(b'C').is_some_and(|c| c.starts_with(b"23"));
+                        for (code, r) in f.value_ranges() {
+                            match code {
+                                b'D' if integrity && self.strict => hidden = Some(r),
+                                b'M' | b'D' | b'H' | b'W' => self.ranges.push(r),
+                                _ => {}
+                            }
+                        }
                     }
                     _ => return Err("malformed error or notice".into()),
                 }
                 for r in &self.ranges {
                     self.masker.mask_value(&mut body[r.clone()], None);
+                }
+                if let Some(r) = hidden {
+                    body[r].fill(b'*');
                 }
             }
             b'd' => {

@@ -720,6 +720,34 @@ pub fn encoding_refusal(target: &Target, statements: &[sql::Statement]) -> Optio
     })
 }
 
+/// Strict column rules on this target: what they protect before the catalog
+/// is read (the profile's column names; every relation counts), or `None`
+/// when the target has no column rules or `strict_columns = false`.
+pub fn strict_columns(
+    config: &sluice_config::Config,
+    target: &Target,
+) -> Option<sluice_protocols::sql::columns::Protected> {
+    let m = config.masking.get(target.masking.as_ref()?)?;
+    if !m.strict_columns || m.columns.is_empty() {
+        return None;
+    }
+    let mut columns: Vec<sluice_protocols::sql::columns::Name> = m
+        .columns
+        .keys()
+        .map(|c| {
+            let name = c.rsplit('.').next().unwrap_or(c);
+            name.to_ascii_lowercase().into_bytes().into_boxed_slice()
+        })
+        .collect();
+    columns.sort();
+    columns.dedup();
+    Some(sluice_protocols::sql::columns::Protected {
+        columns,
+        relations: None,
+        views: Vec::new(),
+    })
+}
+
 /// An `ErrorResponse` (severity ERROR) as bytes.
 pub fn error_bytes(code: &str, message: &str, detail: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + message.len());

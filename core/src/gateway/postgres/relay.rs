@@ -197,7 +197,9 @@ pub async fn run<C: Io, U: Io>(
     let client_w = Slot::new(client_w);
     let strict = strict_columns(ctx, catalog.as_ref());
     let masker = match crate::gateway::masking_profile(ctx.config, ctx.target) {
-        Ok(p) => p.map(|p| super::masking::RowMasker::new(p, catalog.clone())),
+        Ok(p) => {
+            p.map(|p| super::masking::RowMasker::new(p, catalog.clone()).strict(strict.is_some()))
+        }
         Err(e) => {
             warn!(
                 "masking_profile_invalid",
@@ -252,25 +254,12 @@ fn strict_columns(
     ctx: &Context<'_>,
     resolved: Option<&Rc<super::login::Catalog>>,
 ) -> Option<Rc<Protected>> {
-    let m = ctx.config.masking.get(ctx.target.masking.as_ref()?)?;
-    if !m.strict_columns || m.columns.is_empty() {
-        return None;
-    }
-    if let Some(p) = resolved.and_then(|t| t.protected.as_ref()) {
-        return Some(Rc::new(p.clone()));
-    }
-    Some(Rc::new(Protected {
-        columns: m
-            .columns
-            .keys()
-            .map(|c| {
-                let name = c.rsplit('.').next().unwrap_or(c);
-                name.to_ascii_lowercase().into_bytes().into_boxed_slice()
-            })
-            .collect(),
-        relations: None,
-        views: Vec::new(),
-    }))
+    let fallback = super::strict_columns(ctx.config, ctx.target)?;
+    Some(
+        resolved
+            .and_then(|c| c.protected.clone())
+            .unwrap_or_else(|| Rc::new(fallback)),
+    )
 }
 
 /// Sends a FATAL error to the client and closes its side for good.
@@ -554,12 +543,16 @@ fn judge_message(
         Frontend::FunctionCall { oid, .. } => {
             let st = [crate::policy::function_call(oid)];
             // A function can read any column; its result is no result column.
-            let strict = shared.strict.as_ref().map(|_| Verdict::Deny {
-                message: "fast-path function calls are not allowed under strict column rules"
-                    .into(),
-                detail: "call the function in a SELECT".into(),
-                rule: None,
-            });
+            let strict = if shared.strict.is_some() {
+                Some(Verdict::Deny {
+                    message: "fast-path function calls are not allowed under strict column rules"
+                        .into(),
+                    detail: "call the function in a SELECT".into(),
+                    rule: None,
+                })
+            } else {
+                None
+            };
             let v = strict
                 .or_else(|| super::encoding_refusal(ctx.target, &st))
                 .unwrap_or_else(|| {
@@ -819,9 +812,16 @@ fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<
         }
     }
     // A protected column leaves only as a plain result column, which the
-    // masker sees (see `sql::columns`).
+    // masker sees (see `sql::columns`); code Sluice cannot see could read
+    // any column, whatever the guardrails say of it.
     if let (false, Some(p)) = (matches!(verdict, Verdict::Deny { .. }), &shared.strict) {
-        if let Err(refusal) = sluice_protocols::sql::columns::check(sql, p) {
+        if statements.iter().any(|s| s.flags.opaque) {
+            verdict = Verdict::Deny {
+                message: "code Sluice cannot see is not allowed under strict column rules".into(),
+                detail: "DO, CALL, EXECUTE, functions defined in the database and functions that run SQL text could read a protected column".into(),
+                rule: None,
+            };
+        } else if let Err(refusal) = sluice_protocols::sql::columns::check(sql, p) {
             verdict = Verdict::Deny {
                 message: refusal.to_string().into(),
                 detail: "a value computed from a protected column would reach the client unmasked; select the column itself (it comes back masked)".into(),

@@ -173,14 +173,14 @@ fn sync_points_are_numbered_and_a_sync_during_copy_in_is_voided() {
         s.handle_backend(t).unwrap();
     }
     s.handle_backend(b'G').unwrap();
-    assert_eq!(s.take_voided(), [2]);
+    assert_eq!(s.voided(), 1);
     assert!(!f(&mut s, '>'));
     assert!(!f(&mut s, 'S'), "ignored during the copy");
     assert!(!f(&mut s, '.'));
     assert!(f(&mut s, 'S'), "sync point 3");
     s.handle_backend(b'C').unwrap();
     s.handle_backend(b'Z').unwrap();
-    assert!(s.idle() && s.take_voided().is_empty());
+    assert!(s.idle() && s.voided() == 1);
     // A Query or FunctionCall inside an unfinished extended group is refused:
     // after an error the server would discard it without an answer.
     let mut s = Session::new(false);
@@ -439,7 +439,7 @@ fn random_sequences_and_timing_never_misattribute_an_answer() {
                 if server.copy_in.is_none() && !server.skipping {
                     assert!(session.idle(), "{client:?}: {session:?}");
                     // Every sync point forwarded was answered or voided.
-                    let voided = session.take_voided().len() as u64;
+                    let voided = session.voided();
                     assert_eq!(sync_points, readies + voided, "{client:?}");
                 }
             }
