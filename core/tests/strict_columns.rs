@@ -45,6 +45,7 @@ fn setup() -> Setup {
          CREATE VIEW rows_json AS SELECT c.id, row_to_json(c) AS j FROM customers c;
          CREATE FUNCTION get_ssn(int) RETURNS text LANGUAGE sql AS $$ SELECT ssn FROM customers WHERE id = $1 $$;
          ALTER TABLE customers ALTER COLUMN name SET NOT NULL;
+         CREATE UNIQUE INDEX ON customers (ssn);
          ANALYZE customers",
     );
     let dir = tempfile::tempdir().unwrap();
@@ -166,6 +167,14 @@ fn protected_columns_leave_only_as_masked_result_columns() {
         "SELECT query_to_xml('select ssn from customers', true, false, '')",
         "DO $$ BEGIN RAISE NOTICE '%', (SELECT ssn FROM customers LIMIT 1); END $$",
         "PREPARE p AS SELECT ssn FROM customers; CREATE TABLE stolen2 AS EXECUTE p",
+        // Second review.
+        "SELECT c.to_json FROM customers c",
+        "UPDATE customers c SET name = c.to_json::text WHERE id = 1",
+        "TABLE customers ORDER BY 3",
+        "CREATE INDEX ON customers ((reverse(ssn)::int)) WHERE id = 2",
+        "ALTER TABLE customers RENAME TO foo",
+        "ALTER TABLE customers ADD CHECK ((reverse(to_json(customers)->>'ssn'))::int > 0)",
+        "INSERT INTO customers (id, name, ssn) VALUES (101, 'x', '078-05-1120') ON CONFLICT DO NOTHING RETURNING id",
     ] {
         let err = run(s.strict, &t, sql).expect_err(sql);
         assert!(err.contains("42501"), "{sql}: {err}");

@@ -48,6 +48,9 @@ pub struct Protected {
     pub relations: Option<Vec<Name>>,
     /// Views built on a protected column, with all their column names.
     pub views: Vec<(Name, Vec<Name>)>,
+    /// Every column name of each relation in `relations`: `t.x` for another
+    /// `x` is attribute notation, a function of the whole row (`c.to_json`).
+    pub relation_columns: Vec<(Name, Vec<Name>)>,
 }
 
 /// Why a statement was refused: the name it uses and how.
@@ -80,6 +83,9 @@ const ORDINAL: &str =
     "orders or groups by the position of a protected result column (strict column rules)";
 const STATISTICS: &str =
     "holds sample values of every column, protected ones included (strict column rules)";
+const ATTRIBUTE: &str = "holds protected columns: a name that is none of its columns calls a function of the whole row (attribute notation, strict column rules)";
+const MOVED: &str = "holds protected columns: renaming, moving or re-parenting it would take it out of sight (strict column rules)";
+const PROBED: &str = "holds protected columns: ON CONFLICT DO NOTHING on a protected column reports which values exist (strict column rules)";
 const UNREAD: &str = "names a protected column or a relation holding one in a statement Sluice cannot read completely (strict column rules)";
 
 /// Catalog relations holding column statistics: sample values of every column.
@@ -195,9 +201,11 @@ struct Check<'a> {
     /// Protected column names here: the profile's, and every column of a
     /// view built on one that the statement names.
     cols: HashSet<Vec<u8>>,
-    /// Names standing for a relation holding protected columns here: such
-    /// relations, and their aliases.
-    rels: HashSet<Vec<u8>>,
+    /// Names standing for a relation holding protected columns here (such
+    /// relations, and their aliases), each with the relation's name.
+    rels: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// How deep the reading is nested (bounded: the reader recurses).
+    depth: usize,
     /// Some relation is aliased `excluded`: `excluded.x` is no longer the row
     /// being inserted.
     excluded_taken: bool,
@@ -225,7 +233,8 @@ impl<'a> Check<'a> {
             t,
             p,
             cols: p.columns.iter().map(|c| c.to_vec()).collect(),
-            rels: HashSet::new(),
+            rels: std::collections::HashMap::new(),
+            depth: 0,
             excluded_taken: false,
             close,
         }
@@ -271,7 +280,7 @@ impl<'a> Check<'a> {
     /// An identifier's name, lower-cased (`U&"..."` is refused at the start).
     fn ident(&self, i: usize) -> Vec<u8> {
         let raw = &self.sql[self.t[i].range()];
-        match self.t[i].kind {
+        let mut name = match self.t[i].kind {
             TokenKind::QuotedIdent if raw.first() == Some(&b'"') => {
                 let inner = &raw[1..raw.len() - 1];
                 let mut out = Vec::with_capacity(inner.len());
@@ -283,6 +292,41 @@ impl<'a> Check<'a> {
                 out
             }
             _ => raw.to_ascii_lowercase(),
+        };
+        // PostgreSQL cuts names to 63 bytes (at a character boundary).
+        if name.len() > 63 {
+            let mut cut = 63;
+            while cut > 0 && (name[cut] & 0xC0) == 0x80 {
+                cut -= 1;
+            }
+            name.truncate(cut);
+        }
+        name
+    }
+
+    /// `q.x` with `q` standing for a protected relation: `x` must be one of
+    /// its columns (otherwise PostgreSQL calls `x(q)` with the whole row).
+    fn attribute(&self, q: usize, x: usize) -> Result<()> {
+        let Some(relation) = self.rels.get(&self.ident(q)) else {
+            return Ok(());
+        };
+        let x = self.ident(x);
+        let known = self
+            .p
+            .relation_columns
+            .iter()
+            .filter(|(r, _)| **r == **relation)
+            .any(|(_, cols)| cols.iter().any(|c| **c == *x));
+        let view = self
+            .p
+            .views
+            .iter()
+            .filter(|(v, _)| **v == **relation)
+            .any(|(_, cols)| cols.iter().any(|c| **c == *x));
+        if known || view {
+            Ok(())
+        } else {
+            self.refuse(&self.ident(q), ATTRIBUTE)
         }
     }
 
@@ -309,6 +353,22 @@ impl<'a> Check<'a> {
             i += 1;
         }
         out
+    }
+
+    /// The first depth-0 position in `lo..hi` where `pred` holds.
+    fn first_at_depth0(&self, lo: usize, hi: usize, pred: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut i = lo;
+        while i < hi {
+            if self.punct(i, b'(') || self.punct(i, b'[') {
+                i = self.close[i].saturating_add(1).min(hi).max(i + 1);
+                continue;
+            }
+            if pred(i) {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
     }
 
     /// Splits `lo..hi` at depth-0 commas.
@@ -365,13 +425,13 @@ impl<'a> Check<'a> {
             Some(b"delete") => self.delete(lo, hi, true),
             Some(b"copy") => self.copy(lo, hi),
             Some(b"declare") => {
-                let Some(&at) = self.at_depth0(lo, hi, |i| self.is(i, "for")).first() else {
+                let Some(at) = self.first_at_depth0(lo, hi, |i| self.is(i, "for")) else {
                     return self.unread();
                 };
                 self.query(at + 1, hi, true)
             }
             Some(b"prepare") => {
-                let Some(&at) = self.at_depth0(lo, hi, |i| self.is(i, "as")).first() else {
+                let Some(at) = self.first_at_depth0(lo, hi, |i| self.is(i, "as")) else {
                     return self.unread();
                 };
                 self.statement(at + 1, hi)
@@ -383,10 +443,42 @@ impl<'a> Check<'a> {
                 if self.is_any(lo, &["grant", "revoke", "comment", "security"]) {
                     return Ok(());
                 }
-                match (lo..hi).find(|&i| self.name_like(i) && self.cols.contains(&self.ident(i))) {
-                    Some(i) => self.refuse(&self.ident(i), USED),
-                    None => Ok(()),
+                if let Some(i) =
+                    (lo..hi).find(|&i| self.name_like(i) && self.cols.contains(&self.ident(i)))
+                {
+                    return self.refuse(&self.ident(i), USED);
                 }
+                // A protected relation keeps its name and place: the
+                // catalog was read at login under them.
+                let relations: Vec<usize> = (lo..hi)
+                    .filter(|&i| self.name_like(i) && self.p.relation(&self.ident(i)))
+                    .collect();
+                if let Some(&r) = relations.first() {
+                    let moves = ["rename", "schema", "attach", "detach", "inherit", "owner"];
+                    if (lo..hi).any(|i| self.is_any(i, &moves)) && !self.is(lo, "drop") {
+                        return self.refuse(&self.ident(r), MOVED);
+                    }
+                    for &r in &relations {
+                        let name = self.ident(r);
+                        self.rels.insert(name.clone(), name);
+                    }
+                    // Expressions in it (a CHECK, a default, a USING) read
+                    // nothing protected.
+                    let mut i = lo;
+                    while i < hi {
+                        if self.punct(i, b'(') {
+                            let end = self.skip_group(i, hi)?;
+                            self.expr(i + 1, end - 1, false)?;
+                            i = end;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if let Some(u) = (lo..hi).find(|&i| self.is(i, "using")) {
+                        self.expr(u + 1, hi, false)?;
+                    }
+                }
+                Ok(())
             }
             _ if !named => Ok(()),
             _ => self.unread(),
@@ -397,9 +489,8 @@ impl<'a> Check<'a> {
     /// reading them; `CREATE ... AS` and everything else that names
     /// something protected is refused.
     fn create(&mut self, lo: usize, hi: usize) -> Result<()> {
-        let copies = !self
-            .at_depth0(lo, hi, |i| self.is_any(i, &["as", "execute", "like"]))
-            .is_empty();
+        // `AS query`, `AS EXECUTE`, `(LIKE t)`: a copy of what it names.
+        let copies = (lo..hi).any(|i| self.is_any(i, &["as", "execute", "like"]));
         let object = (lo + 1..hi).find(|&i| {
             !self.is_any(
                 i,
@@ -416,15 +507,57 @@ impl<'a> Check<'a> {
             )
         });
         match object {
-            Some(i) if self.is(i, "index") => Ok(()),
+            Some(i) if self.is(i, "index") => self.index(i, hi),
             Some(i) if self.is(i, "table") && !copies => Ok(()),
             _ => self.unread(),
         }
     }
 
+    /// `CREATE INDEX ... ON t [USING m] (elements) [INCLUDE (...)] [WHERE p]`:
+    /// a protected column may be indexed as itself, but an expression over it
+    /// (whose errors would echo values) or a predicate on it may not.
+    fn index(&mut self, at: usize, hi: usize) -> Result<()> {
+        let Some(on) = (at..hi).find(|&i| self.is(i, "on")) else {
+            return self.unread();
+        };
+        let Some(open) = (on..hi).find(|&i| self.punct(i, b'(')) else {
+            return self.unread();
+        };
+        let end = self.skip_group(open, hi)?;
+        for (a, b) in self.split_commas(open + 1, end - 1) {
+            // `col [COLLATE c] [opclass] [ASC|DESC] [NULLS FIRST|LAST]`
+            let plain = self.name_like(a) && !self.punct(a + 1, b'(') && !self.punct(a + 1, b'.');
+            let rest_plain = (a + 1..b).all(|k| self.name_like(k) || self.punct(k, b'.'));
+            if !(plain && rest_plain) {
+                self.expr(a, b, false)?;
+            }
+        }
+        if let Some(w) = (end..hi).find(|&i| self.is(i, "where")) {
+            self.expr(w + 1, hi, false)?;
+        }
+        Ok(())
+    }
+
     /// A query in `lo..hi`; `top`: its result goes to the client as the
     /// statement's own (protected columns may be plain items of it).
     fn query(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
+        self.nested(|c| c.query_in(lo, hi, top))
+    }
+
+    /// Runs `f` one level deeper; past a few dozen levels the statement is
+    /// refused (the reader recurses, and no real statement nests so deep).
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        const MAX_DEPTH: usize = 48;
+        if self.depth >= MAX_DEPTH {
+            return self.unread();
+        }
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
+    fn query_in(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
         if lo >= hi {
             return self.unread();
         }
@@ -449,7 +582,7 @@ impl<'a> Check<'a> {
             let end = self.skip_group(lo, hi)?;
             self.query(lo + 1, end - 1, top)?;
             // ORDER BY / LIMIT after a parenthesised query.
-            return self.clauses(end, hi, false);
+            return self.clauses(end, hi);
         }
         if self.is(lo, "with") {
             return self.with(lo, hi, top);
@@ -474,7 +607,7 @@ impl<'a> Check<'a> {
             if self.p.relation(&name) && !top {
                 return self.refuse(&name, STAR);
             }
-            return self.clauses(end, hi, false);
+            return self.clauses(end, hi);
         }
         if !self.is(lo, "select") {
             return self.unread();
@@ -486,38 +619,34 @@ impl<'a> Check<'a> {
             i += 1;
             if self.is(i, "on") && self.punct(i + 1, b'(') {
                 let end = self.skip_group(i + 1, hi)?;
+                for (x, _) in self.split_commas(i + 2, end - 1) {
+                    self.no_ordinal(x)?;
+                }
                 self.expr(i + 2, end - 1, false)?;
                 i = end;
             }
         }
         let items_end = self
-            .at_depth0(i, hi, |k| self.is_any(k, SELECT_CLAUSES))
-            .first()
-            .copied()
+            .first_at_depth0(i, hi, |k| self.is_any(k, SELECT_CLAUSES))
             .unwrap_or(hi);
         // FROM first: it says what the names in the result list stand for.
         let mut local = false;
         if self.is(items_end, "from") {
             let from_end = self
-                .at_depth0(items_end + 1, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]))
-                .first()
-                .copied()
+                .first_at_depth0(items_end + 1, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]))
                 .unwrap_or(hi);
             local = self.sources(items_end + 1, from_end)?;
         }
-        let mut result_protected = false;
         for (a, b) in self.split_commas(i, items_end) {
-            result_protected |= self.item(a, b, top, local)?;
+            self.item(a, b, top, local)?;
         }
         let after_from = if self.is(items_end, "from") {
-            self.at_depth0(items_end + 1, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]))
-                .first()
-                .copied()
+            self.first_at_depth0(items_end + 1, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]))
                 .unwrap_or(hi)
         } else {
             items_end
         };
-        self.clauses(after_from, hi, result_protected)
+        self.clauses(after_from, hi)
     }
 
     /// One branch of a set operation: never the result itself.
@@ -604,7 +733,7 @@ impl<'a> Check<'a> {
     }
 
     /// The clauses after `FROM` (or after a result list without one).
-    fn clauses(&mut self, lo: usize, hi: usize, result_protected: bool) -> Result<()> {
+    fn clauses(&mut self, lo: usize, hi: usize) -> Result<()> {
         let starts = self.at_depth0(lo, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]));
         if starts.first().is_some_and(|&s| s != lo) || (starts.is_empty() && lo < hi) {
             return self.unread();
@@ -620,10 +749,7 @@ impl<'a> Check<'a> {
                         a += 1;
                     }
                     for (x, y) in self.split_commas(a, end) {
-                        let ordinal = self.t.get(x).is_some_and(|t| t.kind == TokenKind::Number);
-                        if ordinal && result_protected {
-                            return self.refuse(b"", ORDINAL);
-                        }
+                        self.no_ordinal(x)?;
                         self.expr(x, y, false)?;
                     }
                 }
@@ -635,6 +761,16 @@ impl<'a> Check<'a> {
                 }
                 _ => self.expr(s + 1, end, false)?,
             }
+        }
+        Ok(())
+    }
+
+    /// An ordering or grouping by position: which column it is cannot be
+    /// told from the text everywhere (`TABLE t ORDER BY 3`), and ordering by
+    /// a protected one sorts rows the caller inserted among the secret ones.
+    fn no_ordinal(&self, at: usize) -> Result<()> {
+        if self.t.get(at).is_some_and(|t| t.kind == TokenKind::Number) {
+            return self.refuse(b"", ORDINAL);
         }
         Ok(())
     }
@@ -657,7 +793,7 @@ impl<'a> Check<'a> {
             let last = self.chain_end(lo);
             if self.punct(last + 1, b'.') && self.punct(last + 2, b'*') && last + 3 == hi {
                 let q = self.ident(last);
-                let protected = self.rels.contains(&q);
+                let protected = self.rels.contains_key(&q);
                 if protected && !top {
                     return self.refuse(&q, WHOLE_ROW);
                 }
@@ -674,7 +810,10 @@ impl<'a> Check<'a> {
                 return self.expr(lo, hi, false).map(|()| false);
             };
             let col = self.ident(last);
-            if self.rels.contains(&col) {
+            if last > lo {
+                self.attribute(last - 2, last)?;
+            }
+            if self.rels.contains_key(&col) {
                 return self.refuse(&col, WHOLE_ROW);
             }
             if self.cols.contains(&col) {
@@ -727,7 +866,7 @@ impl<'a> Check<'a> {
             let name = self.ident(i);
             if self.punct(i + 1, b'.') {
                 // A qualifier: `t.*` is the whole row, `t.col` is decided by col.
-                if self.punct(i + 2, b'*') && self.rels.contains(&name) {
+                if self.punct(i + 2, b'*') && self.rels.contains_key(&name) {
                     return self.refuse(&name, WHOLE_ROW);
                 }
                 i += 1;
@@ -735,6 +874,9 @@ impl<'a> Check<'a> {
             }
             let qualifier = (i >= 2 && self.punct(i - 1, b'.') && self.name_like(i - 2))
                 .then(|| self.ident(i - 2));
+            if qualifier.is_some() {
+                self.attribute(i - 2, i)?;
+            }
             if self.cols.contains(&name) {
                 let excluded = excluded_ok
                     && !self.excluded_taken
@@ -744,7 +886,7 @@ impl<'a> Check<'a> {
                 if !excluded {
                     return self.refuse(&name, USED);
                 }
-            } else if self.rels.contains(&name) {
+            } else if self.rels.contains_key(&name) {
                 return self.refuse(&name, WHOLE_ROW);
             }
             i += 1;
@@ -754,16 +896,26 @@ impl<'a> Check<'a> {
 
     /// `FROM` items in `lo..hi`; whether any holds protected columns.
     fn sources(&mut self, lo: usize, hi: usize) -> Result<bool> {
+        self.nested(|c| c.sources_in(lo, hi))
+    }
+
+    fn sources_in(&mut self, lo: usize, hi: usize) -> Result<bool> {
         let mut local = false;
         let mut natural = false;
         let mut i = lo;
+        // An item starts the list and follows each comma; joins follow items.
+        let mut item_next = true;
         loop {
-            local |= self.table_ref(&mut i, hi)?;
+            if item_next {
+                local |= self.table_ref(&mut i, hi)?;
+            }
+            item_next = false;
             if i >= hi {
                 break;
             }
             if self.punct(i, b',') {
                 i += 1;
+                item_next = true;
                 continue;
             }
             // [NATURAL] [INNER | CROSS | LEFT|RIGHT|FULL [OUTER]] JOIN
@@ -786,15 +938,13 @@ impl<'a> Check<'a> {
             local |= self.table_ref(&mut i, hi)?;
             if self.is(i, "on") {
                 let end = self
-                    .at_depth0(i + 1, hi, |k| {
+                    .first_at_depth0(i + 1, hi, |k| {
                         self.punct(k, b',')
                             || self.is_any(
                                 k,
                                 &["join", "natural", "inner", "cross", "left", "right", "full"],
                             )
                     })
-                    .first()
-                    .copied()
                     .unwrap_or(hi);
                 self.expr(i + 1, end, false)?;
                 i = end;
@@ -826,6 +976,8 @@ impl<'a> Check<'a> {
             *i += 1;
         }
         let mut protected = false;
+        // What an alias of this item stands for (a join's row: no relation).
+        let mut relation: Vec<u8> = Vec::new();
         if self.punct(*i, b'(') {
             let end = self.skip_group(*i, hi)?;
             if self.is_any(*i + 1, &["select", "with", "values", "table"]) {
@@ -852,8 +1004,9 @@ impl<'a> Check<'a> {
                 let name = self.ident(last);
                 protected = self.p.relation(&name);
                 if protected {
-                    self.rels.insert(name);
+                    self.rels.insert(name.clone(), name.clone());
                 }
+                relation = name;
                 *i = last + 1;
                 if self.punct(*i, b'*') {
                     *i += 1;
@@ -888,7 +1041,7 @@ impl<'a> Check<'a> {
                 self.excluded_taken = true;
             }
             if protected {
-                self.rels.insert(alias);
+                self.rels.insert(alias, relation);
             }
             *i = a + 1;
             if self.punct(*i, b'(') {
@@ -904,7 +1057,8 @@ impl<'a> Check<'a> {
     }
 
     /// The target of INSERT/UPDATE/DELETE at `*i` (`[ONLY] name [*] [[AS] alias]`).
-    fn target(&mut self, i: &mut usize, hi: usize, alias_allowed: bool) -> Result<()> {
+    /// Whether it holds protected columns.
+    fn target(&mut self, i: &mut usize, hi: usize, alias_allowed: bool) -> Result<bool> {
         if self.is(*i, "only") {
             *i += 1;
         }
@@ -915,7 +1069,7 @@ impl<'a> Check<'a> {
         let name = self.ident(last);
         let protected = self.p.relation(&name);
         if protected {
-            self.rels.insert(name);
+            self.rels.insert(name.clone(), name.clone());
         }
         *i = last + 1;
         if self.punct(*i, b'*') {
@@ -935,11 +1089,11 @@ impl<'a> Check<'a> {
                 self.excluded_taken = true;
             }
             if protected {
-                self.rels.insert(alias);
+                self.rels.insert(alias, name);
             }
             *i = a + 1;
         }
-        Ok(())
+        Ok(protected)
     }
 
     /// `INSERT INTO t [AS a] [(cols)] [OVERRIDING ...] source [ON CONFLICT ...] [RETURNING ...]`.
@@ -948,21 +1102,22 @@ impl<'a> Check<'a> {
             return self.unread();
         }
         let mut i = lo + 2;
-        self.target(&mut i, hi, false)?;
+        let protected = self.target(&mut i, hi, false)?;
+        // Which columns are written: the list, or every column.
+        let mut writes_protected = protected;
         if self.punct(i, b'(') && !self.is_any(i + 1, &["select", "with", "values", "table"]) {
-            i = self.skip_group(i, hi)?; // the columns written
+            let end = self.skip_group(i, hi)?;
+            writes_protected =
+                (i + 1..end - 1).any(|k| self.name_like(k) && self.cols.contains(&self.ident(k)));
+            self.subscripts(i + 1, end - 1, false)?;
+            i = end;
         }
         if self.is(i, "overriding") {
             i += 3;
         }
-        let conflict = self
-            .at_depth0(i, hi, |k| self.is(k, "on") && self.is(k + 1, "conflict"))
-            .first()
-            .copied();
-        let returning = self
-            .at_depth0(i, hi, |k| self.is(k, "returning"))
-            .first()
-            .copied();
+        let conflict =
+            self.first_at_depth0(i, hi, |k| self.is(k, "on") && self.is(k + 1, "conflict"));
+        let returning = self.first_at_depth0(i, hi, |k| self.is(k, "returning"));
         let source_end = conflict.or(returning).unwrap_or(hi);
         if self.is(i, "default") && self.is(i + 1, "values") {
             if i + 2 != source_end {
@@ -980,9 +1135,7 @@ impl<'a> Check<'a> {
                 k = self.skip_group(k, end)?; // the conflict target
                 if self.is(k, "where") {
                     let w = self
-                        .at_depth0(k, end, |x| self.is(x, "do"))
-                        .first()
-                        .copied()
+                        .first_at_depth0(k, end, |x| self.is(x, "do"))
                         .unwrap_or(end);
                     self.expr(k + 1, w, false)?;
                     k = w;
@@ -997,11 +1150,14 @@ impl<'a> Check<'a> {
                 if k + 2 != end {
                     return self.unread();
                 }
+                // Which rows were skipped (RETURNING, or the row count)
+                // says which protected values already exist.
+                if writes_protected {
+                    return self.refuse(b"", PROBED);
+                }
             } else if self.is(k + 1, "update") && self.is(k + 2, "set") {
                 let w = self
-                    .at_depth0(k + 3, end, |x| self.is(x, "where"))
-                    .first()
-                    .copied()
+                    .first_at_depth0(k + 3, end, |x| self.is(x, "where"))
                     .unwrap_or(end);
                 self.assignments(k + 3, w, true)?;
                 if w < end {
@@ -1029,14 +1185,27 @@ impl<'a> Check<'a> {
     /// values read nothing protected.
     fn assignments(&mut self, lo: usize, hi: usize, excluded_ok: bool) -> Result<()> {
         for (a, b) in self.split_commas(lo, hi) {
-            let Some(&eq) = self.at_depth0(a, b, |k| self.punct(k, b'=')).first() else {
+            let Some(eq) = self.first_at_depth0(a, b, |k| self.punct(k, b'=')) else {
                 return self.unread();
             };
-            // The target: `col`, `col[1]`, `col.field`, or `(a, b)`.
+            // The target: `col`, `col[1]`, `col.field`, or `(a, b)`; a
+            // subscript is an expression like any other.
             if !(self.name_like(a) || self.punct(a, b'(')) {
                 return self.unread();
             }
+            self.subscripts(a, eq, excluded_ok)?;
             self.expr(eq + 1, b, excluded_ok)?;
+        }
+        Ok(())
+    }
+
+    /// The subscripts (`col[expr]`) among written columns in `lo..hi`.
+    fn subscripts(&mut self, lo: usize, hi: usize, excluded_ok: bool) -> Result<()> {
+        for k in lo..hi {
+            if self.punct(k, b'[') {
+                let end = self.skip_group(k, hi)?;
+                self.expr(k + 1, end - 1, excluded_ok)?;
+            }
         }
         Ok(())
     }
@@ -1049,17 +1218,15 @@ impl<'a> Check<'a> {
             return self.unread();
         }
         let clause = |k: usize| self.is_any(k, &["from", "where", "returning"]);
-        let marks = self.at_depth0(i + 1, hi, clause);
-        let end_of = |k: usize| marks.iter().copied().find(|&m| m > k).unwrap_or(hi);
+        let marks = self.clause_ranges(self.at_depth0(i + 1, hi, clause), hi)?;
         // FROM first: it names what SET and WHERE may read.
-        for &m in &marks {
+        for &(m, end) in &marks {
             if self.is(m, "from") {
-                self.sources(m + 1, end_of(m))?;
+                self.sources(m + 1, end)?;
             }
         }
-        self.assignments(i + 1, end_of(i), false)?;
-        for &m in &marks {
-            let end = end_of(m);
+        self.assignments(i + 1, marks.first().map_or(hi, |m| m.0), false)?;
+        for &(m, end) in &marks {
             if self.is(m, "where") {
                 if !(self.is(m + 1, "current") && self.is(m + 2, "of")) {
                     self.expr(m + 1, end, false)?;
@@ -1071,6 +1238,24 @@ impl<'a> Check<'a> {
         Ok(())
     }
 
+    /// Clause keywords at `marks` as (keyword, end of its clause); a clause
+    /// that comes twice is not SQL Sluice reads.
+    fn clause_ranges(&self, marks: Vec<usize>, hi: usize) -> Result<Vec<(usize, usize)>> {
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        for &m in &marks {
+            let w = self.word(m).unwrap_or_default().to_ascii_lowercase();
+            if seen.contains(&w) {
+                return self.unread();
+            }
+            seen.push(w);
+        }
+        Ok(marks
+            .iter()
+            .enumerate()
+            .map(|(n, &m)| (m, marks.get(n + 1).copied().unwrap_or(hi)))
+            .collect())
+    }
+
     /// `DELETE FROM [ONLY] t [[AS] a] [USING ...] [WHERE ...] [RETURNING ...]`.
     fn delete(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
         if !self.is(lo + 1, "from") {
@@ -1079,18 +1264,16 @@ impl<'a> Check<'a> {
         let mut i = lo + 2;
         self.target(&mut i, hi, true)?;
         let clause = |k: usize| self.is_any(k, &["using", "where", "returning"]);
-        let marks = self.at_depth0(i, hi, clause);
-        if marks.first().is_some_and(|&m| m != i) || (marks.is_empty() && i < hi) {
+        let marks = self.clause_ranges(self.at_depth0(i, hi, clause), hi)?;
+        if marks.first().is_some_and(|m| m.0 != i) || (marks.is_empty() && i < hi) {
             return self.unread();
         }
-        let end_of = |k: usize| marks.iter().copied().find(|&m| m > k).unwrap_or(hi);
-        for &m in &marks {
+        for &(m, end) in &marks {
             if self.is(m, "using") {
-                self.sources(m + 1, end_of(m))?;
+                self.sources(m + 1, end)?;
             }
         }
-        for &m in &marks {
-            let end = end_of(m);
+        for &(m, end) in &marks {
             if self.is(m, "where") {
                 if !(self.is(m + 1, "current") && self.is(m + 2, "of")) {
                     self.expr(m + 1, end, false)?;
@@ -1153,6 +1336,13 @@ mod tests {
             columns: vec![b("ssn"), b("card_number")],
             relations: Some(vec![b("customers"), b("people"), b("ssn_view")]),
             views: vec![(b("ssn_view"), vec![b("id"), b("x")])],
+            relation_columns: vec![
+                (
+                    b("customers"),
+                    vec![b("id"), b("name"), b("ssn"), b("card_number")],
+                ),
+                (b("people"), vec![b("id"), b("ssn")]),
+            ],
         }
     }
 
@@ -1207,6 +1397,12 @@ mod tests {
             "CREATE TABLE audit_copy (id int, ssn text)",
             "SELECT count(*) FROM customers TABLESAMPLE SYSTEM (10)",
             "(SELECT ssn FROM customers)",
+            "SELECT c.id, c.name FROM customers c WHERE c.id = 1",
+            "INSERT INTO customers (id, name) VALUES (1, 'x') ON CONFLICT DO NOTHING",
+            "ALTER TABLE customers ADD COLUMN note text",
+            "ALTER TABLE customers ADD CONSTRAINT pk PRIMARY KEY (id)",
+            "CREATE INDEX ON customers (ssn, id DESC)",
+            "SELECT c.ssn FROM customers c JOIN orders o ON o.customer = c.id LEFT JOIN notes n ON n.id = o.id, people p WHERE p.id = c.id",
             "BEGIN; SELECT ssn FROM customers; COMMIT",
         ] {
             if let Err(e) = check(sql.as_bytes(), &protected()) {
@@ -1290,6 +1486,29 @@ mod tests {
             "SELECT id FROM customers c JOIN orders o USING (ssn)",
             "MERGE INTO notes n USING customers c ON n.id = c.id WHEN NOT MATCHED THEN INSERT VALUES (c.id, c.ssn)",
             "SELECT ssn FROM customers WHERE id = 1 INTERSECT SELECT '078-05-1120'",
+            // Second review: attribute notation, ordinals, index expressions,
+            // ALTER, subscripts, long names, probing upserts.
+            "SELECT c.to_json FROM customers c",
+            "SELECT v.to_jsonb FROM ssn_view v",
+            "SELECT translate(c.to_json::text, '0123456789', 'abcdefghij') FROM customers c",
+            "UPDATE customers c SET name = c.to_json::text WHERE id = 1",
+            "SELECT id FROM customers c WHERE c.row_to_json::text LIKE '%078%'",
+            "TABLE customers ORDER BY 3",
+            "(SELECT * FROM customers) ORDER BY 3",
+            "SELECT DISTINCT ON (3) * FROM customers",
+            "CREATE INDEX ON customers ((reverse(ssn)::int)) WHERE id = 2",
+            "CREATE INDEX ON customers (id) WHERE ssn LIKE '0%'",
+            "ALTER TABLE customers ADD CHECK ((reverse(to_json(customers)->>'card_number'))::int > 0)",
+            "ALTER TABLE customers RENAME TO foo",
+            "ALTER VIEW ssn_view RENAME TO v2",
+            "ALTER TABLE customers SET SCHEMA other",
+            "ALTER TABLE p ATTACH PARTITION customers DEFAULT",
+            "CREATE TABLE p (LIKE customers) PARTITION BY LIST (id)",
+            "UPDATE t SET j[c.ssn] = '1' FROM customers c",
+            "UPDATE t SET j[(SELECT string_agg(ssn, ',') FROM customers)] = '2'",
+            "INSERT INTO t (id, j[(SELECT string_agg(ssn, ',') FROM customers)]) VALUES (2, '3')",
+            "INSERT INTO customers (id, ssn) VALUES (101, '1'), (102, '2') ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO customers VALUES (101, 'x', '1') ON CONFLICT (ssn) DO NOTHING",
             "SELECT reverse(x) FROM ssn_view",
             "SELECT id FROM ssn_view WHERE x = '1'",
             "SELECT 1; SELECT reverse(ssn) FROM customers",
@@ -1388,6 +1607,42 @@ mod tests {
             }
             let _ = check(sql.as_bytes(), &p);
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_followed() {
+        let sql = format!(
+            "SELECT 1 FROM {}\"customers\"{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert!(check(sql.as_bytes(), &protected()).is_err());
+        let sql = format!(
+            "{}1{} UNION (SELECT 1 FROM customers)",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert!(check(sql.as_bytes(), &protected()).is_err());
+        let sql = format!(
+            "SELECT 1 FROM customers{}",
+            " JOIN o ON true".repeat(50_000)
+        );
+        let r = check(sql.as_bytes(), &protected());
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn names_are_cut_to_63_bytes_as_the_server_cuts_them() {
+        let long = "s".repeat(63);
+        let p = Protected {
+            columns: vec![long.as_bytes().into()],
+            relations: Some(vec![b"t".to_vec().into_boxed_slice()]),
+            ..Protected::default()
+        };
+        let sql = format!("SELECT reverse({long}ZZZ) FROM t");
+        assert!(check(sql.as_bytes(), &p).is_err());
+        let sql = format!("SELECT reverse(\"{long}é\") FROM t");
+        assert!(check(sql.as_bytes(), &p).is_err());
     }
 
     #[test]

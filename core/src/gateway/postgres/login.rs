@@ -409,7 +409,7 @@ async fn resolve_catalog<U: Io>(
         }
     }
     if let Some(allowed) = allowed {
-        match user_functions(ctx, up).await? {
+        match user_functions(ctx, up, strict.is_some()).await? {
             Ok(all) => {
                 found.user_functions = all
                     .into_iter()
@@ -592,8 +592,9 @@ async fn protected_relations<U: Io>(
     let mut protected = Protected {
         columns: names.iter().map(|(n, _)| n.as_bytes().into()).collect(),
         relations: Some(Vec::new()),
-        views: Vec::new(),
+        ..Protected::default()
     };
+    let mut oids: Vec<u32> = Vec::new();
     let mut masked = Vec::new();
     for v in &rows {
         let (Some(oid), Some(attnum), Some(rel), Some(col), Some(via_view)) = (
@@ -611,6 +612,9 @@ async fn protected_relations<U: Io>(
         if !relations.contains(&rel) {
             relations.push(rel.clone());
         }
+        if !oids.contains(&oid) {
+            oids.push(oid);
+        }
         if via_view {
             masked.push((oid, attnum, strongest));
             match protected.views.iter_mut().find(|(v, _)| *v == rel) {
@@ -619,23 +623,57 @@ async fn protected_relations<U: Io>(
             }
         }
     }
+    // Every column of those relations: `t.x` for any other `x` calls a
+    // function of the whole row (attribute notation).
+    if !oids.is_empty() {
+        let list: Vec<String> = oids.iter().map(u32::to_string).collect();
+        let sql = format!(
+            "SELECT c.relname, a.attname FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid {eq} a.attrelid \
+             WHERE a.attrelid {eq} ANY (ARRAY[{}]::pg_catalog.oid[]) \
+             AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+            list.join(",")
+        );
+        let rows = match catalog_query(ctx, up, &sql).await? {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(e)),
+        };
+        for r in rows {
+            let [rel, col] = r.as_slice() else {
+                return Ok(Err("unexpected catalog row".to_string()));
+            };
+            let rel = rel.to_ascii_lowercase().into_bytes().into_boxed_slice();
+            let col = col.to_ascii_lowercase().into_bytes().into_boxed_slice();
+            match protected
+                .relation_columns
+                .iter_mut()
+                .find(|(r, _)| *r == rel)
+            {
+                Some((_, cols)) => cols.push(col),
+                None => protected.relation_columns.push((rel, vec![col])),
+            }
+        }
+    }
     Ok(Ok((protected, masked)))
 }
 
 /// Functions defined in the database: not built in (`pg_catalog`,
-/// `information_schema`) and not installed by an extension.
+/// `information_schema`) and, unless `extensions`, not installed by an
+/// extension (under strict column rules they count too: `pageinspect`,
+/// `pgstattuple` and the like read a relation named in a string).
 async fn user_functions<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
+    extensions: bool,
 ) -> Result<Result<Vec<(String, String)>, String>, LoginError> {
     let (eq, ne) = ("OPERATOR(pg_catalog.=)", "OPERATOR(pg_catalog.<>)");
     let sql = format!(
         "SELECT DISTINCT n.nspname, p.proname FROM pg_catalog.pg_proc p \
          JOIN pg_catalog.pg_namespace n ON n.oid {eq} p.pronamespace \
          WHERE n.nspname {ne} 'pg_catalog' AND n.nspname {ne} 'information_schema' \
-         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+         AND ({extensions} OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
            WHERE d.classid {eq} 'pg_catalog.pg_proc'::pg_catalog.regclass \
-           AND d.objid {eq} p.oid AND d.deptype {eq} 'e')"
+           AND d.objid {eq} p.oid AND d.deptype {eq} 'e'))"
     );
     Ok(catalog_query(ctx, up, &sql).await?.map(|rows| {
         rows.into_iter()

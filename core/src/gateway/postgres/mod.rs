@@ -745,6 +745,7 @@ pub fn strict_columns(
         columns,
         relations: None,
         views: Vec::new(),
+        relation_columns: Vec::new(),
     })
 }
 
