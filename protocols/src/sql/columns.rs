@@ -682,7 +682,7 @@ impl<'a> Check<'a> {
                 return self.unread();
             }
             let end = self.skip_group(i, hi)?;
-            self.body(i + 1, end - 1)?;
+            self.query_or_dml(i + 1, end - 1, false)?;
             i = end;
             // `SEARCH ...` / `CYCLE ...` clauses of recursive CTEs.
             while i < hi
@@ -714,21 +714,17 @@ impl<'a> Check<'a> {
             }
             break;
         }
-        match self.word(i).map(|w| w.to_ascii_lowercase()).as_deref() {
-            Some(b"insert") => self.insert(i, hi, top),
-            Some(b"update") => self.update(i, hi, top),
-            Some(b"delete") => self.delete(i, hi, top),
-            _ => self.query(i, hi, top),
-        }
+        self.query_or_dml(i, hi, top)
     }
 
-    /// A CTE's body: a query or DML, never the result itself.
-    fn body(&mut self, lo: usize, hi: usize) -> Result<()> {
+    /// A query or data-modifying statement (a CTE's body, or the statement
+    /// after its CTEs).
+    fn query_or_dml(&mut self, lo: usize, hi: usize, top: bool) -> Result<()> {
         match self.word(lo).map(|w| w.to_ascii_lowercase()).as_deref() {
-            Some(b"insert") => self.insert(lo, hi, false),
-            Some(b"update") => self.update(lo, hi, false),
-            Some(b"delete") => self.delete(lo, hi, false),
-            _ => self.query(lo, hi, false),
+            Some(b"insert") => self.insert(lo, hi, top),
+            Some(b"update") => self.update(lo, hi, top),
+            Some(b"delete") => self.delete(lo, hi, top),
+            _ => self.query(lo, hi, top),
         }
     }
 
