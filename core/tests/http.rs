@@ -175,9 +175,60 @@ fn customers_json() -> String {
     .to_string()
 }
 
+/// The forms a careless upstream echoes a credential in: as received,
+/// percent-encoded, JSON-escaped, and for Basic decoded.
+fn echoed_forms(auth: &str) -> String {
+    let pct: String = auth
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let json = auth.replace('-', "\\u002d").replace('/', "\\/");
+    let mut out = format!("raw={auth}\npct={pct}\njson={json}\n");
+    if let Some(b64) = auth.strip_prefix("Basic ") {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        out.push_str(&format!("basic={}\n", String::from_utf8_lossy(&decoded)));
+    }
+    out
+}
+
 fn route(r: &Seen) -> Vec<u8> {
     let (path, query) = r.target.split_once('?').unwrap_or((&r.target, ""));
+    let auth = r.header("authorization").unwrap_or_default().to_owned();
     match (r.method.as_str(), path) {
+        ("GET", "/v1/echo") => {
+            let headers: serde_json::Map<String, Value> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            response(
+                "200 OK",
+                "application/json",
+                serde_json::json!({ "headers": headers, "target": r.target }).to_string().as_bytes(),
+            )
+        }
+        ("GET", "/v1/echo-forms") => response("200 OK", "text/html", echoed_forms(&auth).as_bytes()),
+        ("GET", "/v1/echo-image") => response("200 OK", "image/png", format!("\u{89}PNG{auth}").as_bytes()),
+        ("GET", "/v1/echo-header") => format!(
+            "HTTP/1.1 200 OK\r\nx-debug-auth: {auth}\r\ncontent-length: 2\r\n\r\nok"
+        )
+        .into_bytes(),
+        ("GET", "/v1/echo-chunked") => {
+            let cut: usize = query
+                .strip_prefix("cut=")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            chunked("text/plain", format!("you sent {auth} ok").as_bytes(), &[cut])
+        }
         ("GET", "/v1/customers") => {
             response("200 OK", "application/json", customers_json().as_bytes())
         }
@@ -268,6 +319,8 @@ struct Setup {
     sluice: Sluice,
     api: SocketAddr,
     admin: SocketAddr,
+    /// No masking, a Basic credential injected.
+    plain: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     _dir: tempfile::TempDir,
 }
@@ -276,22 +329,32 @@ fn setup() -> Setup {
     let (up, seen) = upstream();
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
-    let (api, admin) = (free_addr(), free_addr());
+    let (api, admin, plain) = (free_addr(), free_addr(), free_addr());
     let config = format!(
         "[gateway]\nshards = 2\nadmin = \"{admin}\"\nhead_timeout = \"1s\"\n{}\n[audit]\ndir = \"{}\"\ndurability = \"batched\"\n\
          [approvals]\nmode = \"nowait\"\n\
          [[target]]\nname = \"api\"\nprotocol = \"http\"\nlisten = \"{api}\"\nupstream = \"{up}\"\n\
          access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"api\"\nmasking = \"pii\"\n\
-         credentials = {{ header = \"Authorization\", value_env = \"API_TOKEN\" }}\n{RULES}",
+         credentials = {{ header = \"Authorization\", value_env = \"API_TOKEN\" }}\n\
+         [[target]]\nname = \"plain\"\nprotocol = \"http\"\nlisten = \"{plain}\"\nupstream = \"{up}\"\n\
+         access = [\"agents\"]\ncredentials = {{ header = \"Authorization\", value_env = \"PLAIN_AUTH\" }}\n{RULES}",
         keys.identity_block(),
         dir.path().join("audit").display(),
     );
-    let sluice = Sluice::start_with_env(&config, &[("API_TOKEN", "Bearer upstream-secret-7")]);
+    let sluice = Sluice::start_with_env(
+        &config,
+        &[
+            ("API_TOKEN", "Bearer upstream-secret-7"),
+            // user:s3cr3t-pass
+            ("PLAIN_AUTH", "Basic dXNlcjpzM2NyM3QtcGFzcw=="),
+        ],
+    );
     Setup {
         keys,
         sluice,
         api,
         admin,
+        plain,
         seen,
         _dir: dir,
     }
@@ -811,6 +874,76 @@ fn audit_records(s: &Setup) -> Vec<Value> {
         }
     }
     out
+}
+
+#[test]
+fn the_injected_credential_never_flows_back() {
+    let s = setup();
+    let t = s.agent();
+    let auth = ["-H", &format!("Authorization: Bearer {t}")];
+    let secret = "upstream-secret-7";
+    let leaked = |text: &str| {
+        [
+            "upstream-secret-7",
+            "upstream%2Dsecret%2D7",
+            "upstream\\u002dsecret",
+        ]
+        .iter()
+        .any(|f| text.contains(f))
+    };
+    // JSON (masked by the profile too), HTML, an image, a response header.
+    for path in ["/v1/echo", "/v1/echo-forms", "/v1/echo-image"] {
+        let (body, err) = s.curl(&[&auth[..], &[&s.url(path)]].concat());
+        assert!(err.is_empty(), "{path}: {err}");
+        assert!(!leaked(&body) && body.contains("*****"), "{path}: {body}");
+    }
+    let (head, _) = s.curl(
+        &[
+            &auth[..],
+            &["-D", "-", "-o", "/dev/null", &s.url("/v1/echo-header")],
+        ]
+        .concat(),
+    );
+    assert!(head.contains("x-debug-auth:") && !leaked(&head), "{head}");
+    // Split across chunks at every byte of the secret.
+    let start = "you sent Bearer ".len();
+    for cut in start..start + secret.len() + 1 {
+        let (body, _) =
+            s.curl(&[&auth[..], &[&s.url(&format!("/v1/echo-chunked?cut={cut}"))]].concat());
+        assert!(
+            body.starts_with("you sent ") && !leaked(&body),
+            "cut {cut}: {body}"
+        );
+    }
+    // Without masking, the credential alone is looked for, in every form
+    // and every media type; Basic's decoded password too.
+    let plain = format!("http://{}", s.plain);
+    for path in ["/v1/echo-forms", "/v1/echo-image", "/v1/echo"] {
+        let (body, err) = s.curl(&[&auth[..], &[&format!("{plain}{path}")]].concat());
+        assert!(err.is_empty(), "{path}: {err}");
+        for form in [
+            "s3cr3t-pass",
+            "s3cr3t%2Dpass",
+            "dXNlcjpzM2NyM3QtcGFzcw",
+            "s3cr3t\\u002dpass",
+        ] {
+            assert!(!body.contains(form), "{path}: {form} in {body}");
+        }
+        assert!(body.contains("*****"), "{path}: {body}");
+    }
+    // PII is not masked there: only the credential is looked for.
+    let (body, _) = s.curl(&[&auth[..], &[&format!("{plain}/v1/text")]].concat());
+    assert!(body.contains("jane@example.com"), "{body}");
+    // The response records say how often.
+    let records = audit_records(&s);
+    let hidden: u64 = records
+        .iter()
+        .filter(|r| {
+            r["kind"] == "response" || r["event"] == "response" || r.get("masked").is_some()
+        })
+        .filter_map(|r| r["masked"]["credential"].as_u64())
+        .sum();
+    assert!(hidden >= 5, "{records:?}");
 }
 
 #[test]

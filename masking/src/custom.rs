@@ -31,7 +31,18 @@ pub struct Entity {
     pub name: &'static str,
     re: Regex,
     validator: Validator,
+    /// A secret the gateway itself holds (an injected credential): found
+    /// before the detectors (which would otherwise mask parts of it and hide
+    /// the rest from this pattern), and hidden whole (`Style::Full`).
+    pub secret: bool,
 }
+
+/// Shortest secret worth looking for: shorter ones would mask ordinary text.
+pub const MIN_SECRET_LEN: usize = 6;
+
+/// The longest part of a secret matched: a longer one is matched (and
+/// hidden) by its first bytes, so a pattern stays within the stream window.
+const MAX_SECRET_PREFIX: usize = 160;
 
 impl Entity {
     /// `Err` says what is wrong with the pattern or the validator.
@@ -66,7 +77,55 @@ impl Entity {
             name: intern(name),
             re,
             validator,
+            secret: false,
         })
+    }
+
+    /// Finds any of `secrets` as it might be reflected back: as it is, with
+    /// any of its punctuation percent-encoded (either case) or JSON-escaped
+    /// (`\u002b`, `\/`). Secrets shorter than [`MIN_SECRET_LEN`] are left out
+    /// (`None` when none is left).
+    pub fn secrets(name: &str, secrets: &[&[u8]]) -> Option<Entity> {
+        let mut alternatives = Vec::new();
+        for secret in secrets {
+            if secret.len() < MIN_SECRET_LEN {
+                continue;
+            }
+            let secret = &secret[..secret.len().min(MAX_SECRET_PREFIX)];
+            let mut p = String::new();
+            for &b in secret {
+                if b.is_ascii_alphanumeric() {
+                    p.push(b as char);
+                    continue;
+                }
+                let mut forms = vec![
+                    regex::escape(&(b as char).to_string()),
+                    format!("%{b:02X}"),
+                    format!("%{b:02x}"),
+                    format!(r"\\u00{b:02X}"),
+                    format!(r"\\u00{b:02x}"),
+                ];
+                if b == b'/' {
+                    forms.push(r"\\/".into());
+                }
+                if b >= 0x80 {
+                    // A byte of a multibyte character: as it is only.
+                    forms.truncate(1);
+                    forms[0] = format!(r"\x{b:02x}");
+                }
+                p.push_str(&format!("(?:{})", forms.join("|")));
+            }
+            alternatives.push(p);
+        }
+        if alternatives.is_empty() {
+            return None;
+        }
+        // Longest first, so a secret containing another is hidden whole.
+        alternatives.sort_by_key(|a| std::cmp::Reverse(a.len()));
+        let pattern = format!("(?-u:{})", alternatives.join("|"));
+        let mut e = Entity::new(name, &pattern, "none").ok()?;
+        e.secret = true;
+        Some(e)
     }
 
     /// Appends the ranges of valid matches in `buf`.
@@ -134,6 +193,58 @@ mod tests {
         card.find(b"ACCT12345674 ACCT12345678", &mut out);
         assert_eq!(out, vec![0..12]);
         assert_eq!(intern("acct").as_ptr(), card.name.as_ptr(), "interned once");
+    }
+
+    #[test]
+    fn secrets_are_hidden_whole_in_every_reflected_form_and_split() {
+        let key = b"sk_live/4111111111111111+Zz=";
+        let e = Entity::secrets("credential", &[key, b"short"]).unwrap();
+        // The card inside the secret must not let the detector mask part of
+        // it first and leave the rest in clear.
+        let profile = crate::Profile::new(&["credit_card"], &[])
+            .unwrap()
+            .with_entities(vec![e]);
+        let forms: [&[u8]; 5] = [
+            key,
+            b"sk_live%2F4111111111111111%2BZz%3D",
+            b"sk_live%2f4111111111111111%2bZz%3d",
+            br"sk_live\/4111111111111111\u002BZz\u003d",
+            b"sk_live/4111111111111111+Zz=",
+        ];
+        for form in forms {
+            let text = [b"echo: ".as_slice(), form, b" (short stays)"].concat();
+            let mut whole = text.clone();
+            let mut m = crate::Masker::new(profile.clone());
+            m.mask_value(&mut whole, None);
+            let hidden = "*".repeat(form.len());
+            assert_eq!(
+                String::from_utf8_lossy(&whole),
+                format!("echo: {hidden} (short stays)"),
+                "{}",
+                String::from_utf8_lossy(form)
+            );
+            assert_eq!(m.counts.pairs(), vec![("credential", 1)]);
+            for cut in 0..=text.len() {
+                let mut s = crate::StreamMasker::new(profile.clone());
+                let mut out = Vec::new();
+                s.feed(&text[..cut], &mut out);
+                s.feed(&text[cut..], &mut out);
+                s.finish(&mut out);
+                assert_eq!(out, whole, "split at {cut}");
+            }
+            // Byte by byte.
+            let mut s = crate::StreamMasker::new(profile.clone());
+            let mut out = Vec::new();
+            for b in &text {
+                s.feed(std::slice::from_ref(b), &mut out);
+            }
+            s.finish(&mut out);
+            assert_eq!(out, whole);
+        }
+        assert!(Entity::secrets("credential", &[b"tiny"]).is_none());
+        // A long secret is matched by its first bytes, within the window.
+        let long = vec![b'a'; 4000];
+        assert!(Entity::secrets("credential", &[&long]).is_some());
     }
 
     #[test]

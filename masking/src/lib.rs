@@ -71,6 +71,11 @@ impl Profile {
         })
     }
 
+    /// The custom entities (see [`custom`]).
+    pub fn entities(&self) -> &[Entity] {
+        &self.entities
+    }
+
     /// Adds custom entities (see [`custom`]).
     pub fn with_entities(mut self, entities: impl Into<std::sync::Arc<[Entity]>>) -> Profile {
         self.entities = entities.into();
@@ -184,6 +189,16 @@ impl Masker {
     /// number of values masked.
     pub fn mask_value(&mut self, value: &mut [u8], column_rule: Option<Style>) -> u64 {
         let mut n = 0;
+        // Secrets the gateway holds, hidden whole before anything else.
+        for e in self.profile.entities.iter().filter(|e| e.secret) {
+            self.spans.clear();
+            e.find(value, &mut self.spans);
+            for r in self.spans.drain(..) {
+                mask::apply(value, r, None, Style::Full);
+                self.counts.entity(e.name);
+                n += 1;
+            }
+        }
         if let Some(style) = column_rule {
             let len = value.len();
             mask::apply(value, 0..len, None, style);
@@ -201,7 +216,7 @@ impl Masker {
             self.counts.by_detector[h.detector as usize] += 1;
             n += 1;
         }
-        for e in self.profile.entities.iter() {
+        for e in self.profile.entities.iter().filter(|e| !e.secret) {
             self.spans.clear();
             e.find(value, &mut self.spans);
             for r in self.spans.drain(..) {

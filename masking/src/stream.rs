@@ -83,13 +83,35 @@ impl StreamMasker {
     /// Masks what is final below `cut` (moved back to the start of any value that
     /// straddles it) and releases it.
     fn release(&mut self, cut: usize, out: &mut Vec<u8>) {
+        let mut cut = cut;
+        let at_end = cut == self.buf.len();
+        // Secrets first, hidden whole, before a detector masks part of one
+        // (and so hides the rest from its pattern); one straddling the cut
+        // waits for the rest of its bytes.
+        let entities = self.masker.profile.entities.clone();
+        for e in entities.iter().filter(|e| e.secret) {
+            self.masker.spans.clear();
+            e.find(&self.buf, &mut self.masker.spans);
+            if !at_end {
+                for r in &self.masker.spans {
+                    if r.start < cut && r.end > cut && r.start >= self.context {
+                        cut = r.start;
+                    }
+                }
+            }
+            for r in self.masker.spans.drain(..) {
+                if r.start < self.context || (r.end > cut && !at_end) {
+                    continue;
+                }
+                mask::apply(&mut self.buf, r, None, Style::Full);
+                self.masker.counts.entity(e.name);
+            }
+        }
         detect::scan(
             &self.buf,
             &self.masker.profile.detectors,
             &mut self.masker.hits,
         );
-        let mut cut = cut;
-        let at_end = cut == self.buf.len();
         if !at_end {
             // Finds may overlap: moving the cut back to one can make an earlier
             // one straddle it, so repeat until nothing straddles. A chain of
@@ -133,8 +155,7 @@ impl StreamMasker {
         }
         // Custom entities, after the built-in detectors as for whole values;
         // one straddling the cut waits for the rest of its bytes.
-        let entities = self.masker.profile.entities.clone();
-        for e in entities.iter() {
+        for e in entities.iter().filter(|e| !e.secret) {
             self.masker.spans.clear();
             e.find(&self.buf, &mut self.masker.spans);
             if !at_end {

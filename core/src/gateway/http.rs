@@ -35,7 +35,7 @@ use monoio::net::TcpStream;
 use sluice_config::policy::{ApprovalSpec, Decision};
 use sluice_config::{ApprovalMode, Config, Target, UpstreamTls};
 use sluice_masking::json::{mask_json, FieldRules};
-use sluice_masking::{Masker, Profile, StreamMasker};
+use sluice_masking::{Entity, Masker, Profile, StreamMasker};
 use sluice_protocols::http::{self, ChunkedDecoder, Framing, Header};
 use sluice_protocols::Status;
 
@@ -740,7 +740,9 @@ fn upstream_head(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
             .split(|&b| b == b',')
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
     };
-    let masking = cx.target.masking.is_some();
+    // Masking, or keeping the credential from flowing back, reads the body
+    // as text: no content coding, no partial ranges.
+    let masking = reads_responses(cx.target);
     for h in req.headers {
         if DROPPED.iter().any(|d| d.eq_ignore_ascii_case(h.name))
             || named(h.name)
@@ -1394,42 +1396,122 @@ enum Masking {
     Stream(StreamMasker),
 }
 
-/// The target's masking profile, compiled once per session.
+/// The target's masking profile and the injected credential's patterns,
+/// compiled once per session.
 struct MaskSetup {
-    profile: Profile,
+    /// The masking profile (plus the credential); `None` without masking.
+    profile: Option<Profile>,
     rules: Rc<FieldRules>,
+    /// The injected credential only: for bodies masking does not read (images,
+    /// ...) and targets without masking.
+    secrets: Option<Profile>,
 }
 
-fn mask_setup(cx: &Ctx<'_>, name: &str) -> Result<Rc<MaskSetup>, String> {
-    if let Some(m) = &cx.cache.borrow().masking {
-        return Ok(m.clone());
+/// The value Sluice injects, in the forms an upstream may echo it in: the
+/// whole value, the token after its scheme (`Bearer x`), and for `Basic` the
+/// decoded `user:password` and the password (each also percent-encoded or
+/// JSON-escaped, see [`Entity::secrets`]).
+fn credential_forms(value: &str) -> Vec<Vec<u8>> {
+    let mut forms = vec![value.as_bytes().to_vec()];
+    if let Some((scheme, token)) = value.split_once(' ') {
+        let token = token.trim();
+        forms.push(token.as_bytes().to_vec());
+        if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine as _;
+            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token) {
+                if let Some(i) = decoded.iter().position(|&b| b == b':') {
+                    forms.push(decoded[i + 1..].to_vec());
+                }
+                forms.push(decoded);
+            }
+        }
     }
-    let (Some(p), Some(profile)) = (
-        cx.config.masking.get(name),
-        super::masking_profile(cx.config, cx.target)?,
-    ) else {
-        return Err(format!("masking profile `{name}` is missing"));
+    forms
+}
+
+/// What responses of this target are masked with; `None`: nothing to mask.
+fn mask_setup(cx: &Ctx<'_>) -> Result<Option<Rc<MaskSetup>>, String> {
+    if let Some(m) = &cx.cache.borrow().masking {
+        return Ok(Some(m.clone()));
+    }
+    let secret = cx
+        .target
+        .credentials
+        .as_ref()
+        .and_then(|c| c.value.as_ref())
+        .and_then(|v| {
+            let forms = credential_forms(v.expose());
+            let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
+            Entity::secrets("credential", &forms)
+        });
+    let configured = match &cx.target.masking {
+        Some(name) => {
+            let (Some(p), Some(profile)) = (
+                cx.config.masking.get(name),
+                super::masking_profile(cx.config, cx.target)?,
+            ) else {
+                return Err(format!("masking profile `{name}` is missing"));
+            };
+            Some((p, profile))
+        }
+        None => None,
     };
-    // JSON field paths, and column rules as key names.
-    let rules: Vec<(&str, &str)> = p
-        .fields
-        .iter()
-        .chain(&p.columns)
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    if configured.is_none() && secret.is_none() {
+        return Ok(None);
+    }
+    let with_secret = |profile: Profile| -> Profile {
+        match &secret {
+            Some(e) => {
+                let mut entities = profile.entities().to_vec();
+                entities.push(e.clone());
+                profile.with_entities(entities)
+            }
+            None => profile,
+        }
+    };
+    let (profile, rules) = match configured {
+        Some((p, profile)) => {
+            // JSON field paths, and column rules as key names.
+            let rules: Vec<(&str, &str)> = p
+                .fields
+                .iter()
+                .chain(&p.columns)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            (
+                Some(with_secret(profile)),
+                FieldRules::with_key(&rules, p.hash_key)?,
+            )
+        }
+        None => (None, FieldRules::new(&[])?),
+    };
+    let secrets = match &secret {
+        Some(e) => Some(Profile::new(&[], &[])?.with_entities(vec![e.clone()])),
+        None => None,
+    };
     let setup = Rc::new(MaskSetup {
         profile,
-        rules: Rc::new(FieldRules::with_key(&rules, p.hash_key)?),
+        rules: Rc::new(rules),
+        secrets,
     });
     cx.cache.borrow_mut().masking = Some(setup.clone());
-    Ok(setup)
+    Ok(Some(setup))
+}
+
+/// Whether this target's responses are read at all (masking, or a credential
+/// to keep from flowing back).
+fn reads_responses(target: &sluice_config::Target) -> bool {
+    target.masking.is_some()
+        || target
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.value.is_some())
 }
 
 fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
-    let Some(name) = &cx.target.masking else {
+    let Some(setup) = mask_setup(cx)? else {
         return Ok(Masking::None);
     };
-    let setup = mask_setup(cx, name)?;
     let media = content_type
         .split(|&b| b == b';')
         .next()
@@ -1439,21 +1521,21 @@ fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
         media.len() >= suffix.len()
             && media[media.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
     };
-    if ends(b"/json") || ends(b"+json") {
-        let masker = cx.cache.borrow_mut().json_masker.take();
-        let mut masker = masker.unwrap_or_else(|| Masker::new(setup.profile.clone()));
-        masker.counts = Default::default();
-        return Ok(Masking::Json(masker, setup.rules.clone()));
-    }
-    // Media that cannot carry text are left alone; anything else is masked.
+    // Media that cannot carry text are left to the credential's patterns.
     let binary = [&b"image/"[..], b"audio/", b"video/", b"font/"]
         .iter()
         .any(|p| media.len() >= p.len() && media[..p.len()].eq_ignore_ascii_case(p));
-    Ok(if binary {
-        Masking::None
-    } else {
-        Masking::Stream(StreamMasker::new(setup.profile.clone()))
-    })
+    match (&setup.profile, &setup.secrets) {
+        (Some(profile), _) if ends(b"/json") || ends(b"+json") => {
+            let masker = cx.cache.borrow_mut().json_masker.take();
+            let mut masker = masker.unwrap_or_else(|| Masker::new(profile.clone()));
+            masker.counts = Default::default();
+            Ok(Masking::Json(masker, setup.rules.clone()))
+        }
+        (Some(profile), _) if !binary => Ok(Masking::Stream(StreamMasker::new(profile.clone()))),
+        (_, Some(secrets)) => Ok(Masking::Stream(StreamMasker::new(secrets.clone()))),
+        _ => Ok(Masking::None),
+    }
 }
 
 /// Relays the response to `fwd`; masks it if the target says so.
@@ -1543,12 +1625,15 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
             }
             // 100 Continue was answered by the gateway already; others pass,
             // their header values masked like a final response's.
-            if let (Some(name), true) = (&cx.target.masking, status != 100) {
-                if let Ok(setup) = mask_setup(cx, name) {
+            if status != 100 {
+                let setup = mask_setup(cx).ok().flatten();
+                let profile = setup
+                    .as_ref()
+                    .and_then(|s| s.profile.as_ref().or(s.secrets.as_ref()));
+                if let Some(profile) = profile {
                     let fields =
                         memchr::memchr(b'\n', &ubuf[..head_len]).map_or(head_len, |n| n + 1);
-                    Masker::new(setup.profile.clone())
-                        .mask_value(&mut ubuf[fields..head_len], None);
+                    Masker::new(profile.clone()).mask_value(&mut ubuf[fields..head_len], None);
                 }
             }
             if status != 100 && write_range(client, ubuf, 0..head_len).await.is_err() {
@@ -1621,17 +1706,12 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
         let framing_headers_replaced = !matches!(masking, Masking::None);
         // Header values are masked too (a `Location` or an `X-User` header can
         // carry what the body would not), whatever the body's type.
-        let mut head_masker = match &cx.target.masking {
-            Some(name) => {
-                let cached = cx.cache.borrow_mut().head_masker.take();
-                cached.or_else(|| {
-                    mask_setup(cx, name)
-                        .ok()
-                        .map(|s| Masker::new(s.profile.clone()))
-                })
-            }
-            None => None,
-        };
+        let cached = cx.cache.borrow_mut().head_masker.take();
+        let mut head_masker = cached.or_else(|| {
+            let setup = mask_setup(cx).ok().flatten()?;
+            let profile = setup.profile.as_ref().or(setup.secrets.as_ref())?;
+            Some(Masker::new(profile.clone()))
+        });
         for h in resp.headers {
             let framing_header = h.name.eq_ignore_ascii_case("content-length")
                 || h.name.eq_ignore_ascii_case("transfer-encoding");
