@@ -877,6 +877,39 @@ fn audit_records(s: &Setup) -> Vec<Value> {
 }
 
 #[test]
+fn method_overrides_in_form_bodies_are_refused() {
+    let s = setup();
+    let t = s.agent();
+    let auth = format!("Authorization: Bearer {t}");
+    let url = s.url("/v1/customers/42");
+    let before = s.requests();
+    for form in [
+        &["-d", "_method=DELETE"][..],
+        &["-d", "a=1&%5Fmethod=DELETE"][..],
+        &["-F", "_method=DELETE"][..],
+        &["-F", "x=1", "-F", ".method=DELETE"][..],
+        &["-H", "Transfer-Encoding: chunked", "-F", "_method=DELETE"][..],
+    ] {
+        let (body, _) = s.curl(&[&["-H", &auth, "-X", "POST"][..], form, &[&url]].concat());
+        assert!(body.contains("_method"), "{form:?}: {body}");
+    }
+    assert_eq!(s.requests(), before, "nothing reached the upstream whole");
+    // Forms without an override pass, bodies intact.
+    let (body, _) = s.curl(&[
+        "-H",
+        &auth,
+        "-X",
+        "POST",
+        "-d",
+        "note=_method&method=PUT",
+        &url,
+    ]);
+    assert!(body.contains("\"received\":23"), "{body}");
+    let (body, _) = s.curl(&["-H", &auth, "-X", "POST", "-F", "file=@/dev/null", &url]);
+    assert!(body.contains("received"), "{body}");
+}
+
+#[test]
 fn the_injected_credential_never_flows_back() {
     let s = setup();
     let t = s.agent();

@@ -268,6 +268,8 @@ struct Forward {
     expect_continue: bool,
     identity: Rc<Identity>,
     hold: Option<(u16, std::sync::Arc<ApprovalSpec>)>,
+    /// A form body, which frameworks read `_method` from.
+    form: Option<Form>,
 }
 
 async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C) {
@@ -516,6 +518,7 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
         expect_continue,
         identity,
         hold,
+        form: form_kind(req),
     })
 }
 
@@ -652,57 +655,299 @@ const REWRITE_HEADERS: &[&str] = &[
 /// percent-encoded as `%5Fmethod`, any case), which Rails, Laravel and
 /// Express's method-override run as the request's method?
 fn query_overrides_method(target: &str) -> bool {
-    let Some((_, query)) = target.split_once('?') else {
-        return false;
-    };
-    query.split(['&', ';']).any(|pair| {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n).as_bytes();
-        // Percent-decoded as a framework decodes it (`%5Fmethod`, `_%6Dethod`).
-        let mut decoded = Vec::with_capacity(name.len());
-        let mut i = 0;
-        while i < name.len() {
-            let hex = name
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            match (name[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-                (b'+', _) => {
-                    decoded.push(b' ');
-                    i += 1;
-                }
-                (b'%', Some(b)) => {
-                    decoded.push(b);
-                    i += 3;
-                }
-                (b, _) => {
-                    decoded.push(b);
-                    i += 1;
-                }
+    target
+        .split_once('?')
+        .is_some_and(|(_, query)| form_overrides_method(query.as_bytes()))
+}
+
+/// Does a form (`a=1&b=2`, a query string or an urlencoded body) name a
+/// method override?
+fn form_overrides_method(form: &[u8]) -> bool {
+    form.split(|&b| b == b'&' || b == b';').any(|pair| {
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        overrides_name(&percent_decode_form(name))
+    })
+}
+
+/// A form name as a framework decodes it (`%5Fmethod`, `_%6Dethod`, `+`).
+fn percent_decode_form(name: &[u8]) -> Vec<u8> {
+    let mut decoded = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        let hex = name
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (name[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'+', _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (b'%', Some(b)) => {
+                decoded.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                decoded.push(b);
+                i += 1;
             }
         }
-        // Then as PHP names it: leading spaces dropped, cut at a NUL, and
-        // `.`, space and `[` made `_` (`?.method=`, `?+_method=`); an array
-        // (`_method[]`) is refused too.
-        let start = decoded
+    }
+    decoded
+}
+
+/// Is this decoded field name `_method` as PHP names it: leading spaces
+/// dropped, cut at a NUL, and `.`, space and `[` made `_` (`.method`,
+/// ` _method`); an array (`_method[]`) counts too.
+fn overrides_name(decoded: &[u8]) -> bool {
+    let start = decoded
+        .iter()
+        .position(|&b| b != b' ')
+        .unwrap_or(decoded.len());
+    let end = decoded
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(decoded.len());
+    let php: Vec<u8> = decoded[start..end.max(start)]
+        .iter()
+        .map(|&b| {
+            if matches!(b, b'.' | b' ' | b'[') {
+                b'_'
+            } else {
+                b
+            }
+        })
+        .collect();
+    php.eq_ignore_ascii_case(b"_method")
+        || (php.len() > 7 && php[..7].eq_ignore_ascii_case(b"_method") && php[7] == b'_')
+}
+
+/// A request body frameworks read form fields from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Urlencoded,
+    Multipart,
+}
+
+fn form_kind(req: &http::Request<'_, '_>) -> Option<Form> {
+    let media = req
+        .header("content-type")?
+        .split(|&b| b == b';')
+        .next()?
+        .trim_ascii();
+    if media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") {
+        Some(Form::Urlencoded)
+    } else if media.eq_ignore_ascii_case(b"multipart/form-data") {
+        Some(Form::Multipart)
+    } else {
+        None
+    }
+}
+
+const FORM_OVERRIDE: &str = "`_method` in a form body is not accepted (frameworks run it as the method; guardrails judge the request's own method)";
+
+/// Looks for a method override in a form body as it streams.
+enum FormScan {
+    Urlencoded(UrlencodedScan),
+    Multipart(MultipartScan),
+}
+
+impl FormScan {
+    fn new(form: Form) -> FormScan {
+        match form {
+            Form::Urlencoded => FormScan::Urlencoded(UrlencodedScan::default()),
+            Form::Multipart => FormScan::Multipart(MultipartScan::default()),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        match self {
+            FormScan::Urlencoded(s) => s.feed(data),
+            FormScan::Multipart(s) => s.feed(data),
+        }
+    }
+
+    /// The body ended: its last field counts too.
+    fn finish(&mut self) -> Result<(), &'static str> {
+        match self {
+            FormScan::Urlencoded(s) => s.end_name(),
+            FormScan::Multipart(_) => Ok(()),
+        }
+    }
+}
+
+/// An urlencoded body, field name by field name, in bounded memory: only the
+/// first bytes after a name's leading spaces can make it `_method`.
+#[derive(Default)]
+struct UrlencodedScan {
+    /// The current name's first bytes (decoded, leading spaces dropped).
+    name: Vec<u8>,
+    /// Inside a value (after `=`): skipped up to `&` or `;`.
+    in_value: bool,
+    /// A `%` and the hex digits after it so far.
+    escape: Vec<u8>,
+}
+
+impl UrlencodedScan {
+    /// Bytes of a name that decide it (`_method` and one more).
+    const KEEP: usize = 8;
+
+    fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        for &b in data {
+            match b {
+                b'&' | b';' => {
+                    self.end_name()?;
+                    continue;
+                }
+                _ if self.in_value => continue,
+                b'=' => {
+                    self.end_name()?;
+                    self.in_value = true;
+                    continue;
+                }
+                _ => {}
+            }
+            let decoded = if !self.escape.is_empty() || b == b'%' {
+                self.escape.push(b);
+                if self.escape.len() < 3 {
+                    continue;
+                }
+                let hex = std::str::from_utf8(&self.escape[1..]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        self.escape.clear();
+                        v
+                    }
+                    // Not an escape: the bytes stand for themselves.
+                    None => {
+                        let raw = std::mem::take(&mut self.escape);
+                        for r in raw {
+                            self.push(r);
+                        }
+                        continue;
+                    }
+                }
+            } else if b == b'+' {
+                b' '
+            } else {
+                b
+            };
+            self.push(decoded);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, b: u8) {
+        if (self.name.is_empty() && b == b' ') || self.name.len() >= Self::KEEP {
+            return;
+        }
+        self.name.push(b);
+    }
+
+    /// A name ended (at `=`, `&`, `;` or the body's end).
+    fn end_name(&mut self) -> Result<(), &'static str> {
+        let pending = std::mem::take(&mut self.escape);
+        for r in pending {
+            self.push(r);
+        }
+        let found = !self.in_value && overrides_name(&self.name);
+        self.name.clear();
+        self.in_value = false;
+        if found {
+            return Err(FORM_OVERRIDE);
+        }
+        Ok(())
+    }
+}
+
+/// Looks for a `_method` field in a multipart body as it streams: each part's
+/// `name` (quoted, bare, or RFC 2231 `name*=utf-8''...`) is decoded and named
+/// as PHP names it. A name longer than [`MultipartScan::MAX_NAME`] is refused
+/// too (leading spaces could pad `_method` past any window).
+#[derive(Default)]
+struct MultipartScan {
+    carry: Vec<u8>,
+}
+
+impl MultipartScan {
+    const MAX_NAME: usize = 256;
+    const CARRY: usize = 1024;
+
+    /// `Err` with the reason when the data so far names an override.
+    fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        self.carry.extend_from_slice(data);
+        let found = multipart_names_override(&self.carry);
+        let keep = self.carry.len().saturating_sub(Self::CARRY);
+        self.carry.drain(..keep);
+        found
+    }
+}
+
+/// Whether `buf` holds a part `name` that is a method override (or too long
+/// to tell); a name cut off by the end of `buf` is decided on a later call.
+fn multipart_names_override(buf: &[u8]) -> Result<(), &'static str> {
+    let lower = |b: u8| b.to_ascii_lowercase();
+    let mut i = 0;
+    while i + 4 <= buf.len() {
+        let at_name = buf[i..i + 4].iter().map(|&b| lower(b)).eq(*b"name")
+            && (i == 0 || matches!(buf[i - 1], b';' | b' ' | b'\t'));
+        if !at_name {
+            i += 1;
+            continue;
+        }
+        let mut k = i + 4;
+        let extended = buf.get(k) == Some(&b'*');
+        if extended {
+            k += 1;
+        }
+        while buf.get(k).is_some_and(|b| matches!(b, b' ' | b'\t')) {
+            k += 1;
+        }
+        if buf.get(k) != Some(&b'=') {
+            i += 1;
+            continue;
+        }
+        k += 1;
+        while buf.get(k).is_some_and(|b| matches!(b, b' ' | b'\t')) {
+            k += 1;
+        }
+        let quoted = buf.get(k) == Some(&b'"');
+        if quoted {
+            k += 1;
+        }
+        let start = k;
+        let end = buf[start..]
             .iter()
-            .position(|&b| b != b' ')
-            .unwrap_or(decoded.len());
-        let end = decoded
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(decoded.len());
-        let php: Vec<u8> = decoded[start..end.max(start)]
-            .iter()
-            .map(|&b| {
-                if matches!(b, b'.' | b' ' | b'[') {
-                    b'_'
+            .position(|&b| {
+                if quoted {
+                    b == b'"'
                 } else {
-                    b
+                    matches!(b, b';' | b'\r' | b'\n')
                 }
             })
-            .collect();
-        php.eq_ignore_ascii_case(b"_method")
-            || (php.len() > 7 && php[..7].eq_ignore_ascii_case(b"_method") && php[7] == b'_')
-    })
+            .map(|p| start + p);
+        let Some(end) = end else {
+            if buf.len() - start > MultipartScan::MAX_NAME {
+                return Err("a form field name longer than 256 bytes is not accepted");
+            }
+            return Ok(()); // decided once the rest arrives
+        };
+        if end - start > MultipartScan::MAX_NAME {
+            return Err("a form field name longer than 256 bytes is not accepted");
+        }
+        let raw = &buf[start..end];
+        // `utf-8'lang'value`, percent-encoded.
+        let name = if extended {
+            let value = raw.rsplit(|&b| b == b'\'').next().unwrap_or(raw);
+            percent_decode_form(value)
+        } else {
+            raw.to_vec()
+        };
+        if overrides_name(&name) {
+            return Err(FORM_OVERRIDE);
+        }
+        i = end;
+    }
+    Ok(())
 }
 
 /// Headers that would make the upstream run another method than the one the
@@ -889,6 +1134,17 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         };
         held_body = Some(body);
     }
+    // A method override in a form body: refused like one in the query.
+    // Urlencoded bodies are read whole (they are small); multipart ones are
+    // scanned as they stream.
+    // Form bodies are scanned as they stream (a held one whole, here).
+    let mut scan = fwd.form.map(FormScan::new);
+    if let (Some(sc), Some(body)) = (scan.as_mut(), &held_body) {
+        if let Err(why) = sc.feed(body).and_then(|()| sc.finish()) {
+            refuse(client, Reply::error(400, format!("bad request: {why}"))).await;
+            return Next::Close;
+        }
+    }
     if !record(cx, &fwd, "allow", approval, None).await {
         refuse(client, Reply::error(503, "request refused: the audit log cannot record it; Sluice runs nothing it cannot record")).await;
         return Next::Close;
@@ -940,7 +1196,7 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
                     held_body = Some(back);
                     res.map(|_| ()).map_err(|_| BodyError::Upstream)
                 }
-                None => copy_body(client, buf, fwd.framing, &mut up).await,
+                None => copy_body(client, buf, fwd.framing, &mut up, scan.as_mut()).await,
             },
         };
         match sent {
@@ -1212,12 +1468,32 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
     buf: &mut Vec<u8>,
     framing: Framing,
     up: &mut U,
+    mut scan: Option<&mut FormScan>,
 ) -> Result<(), BodyError> {
+    // What the scan refuses never reaches the upstream whole: the request is
+    // cut short there (before its last bytes) and the connection closed.
+    let mut look = |data: &[u8], last: bool| {
+        let r: Option<Result<(), &'static str>> = scan.as_deref_mut().map(|s| {
+            s.feed(data)?;
+            if last {
+                s.finish()?;
+            }
+            Ok(())
+        });
+        match r {
+            Some(Err(why)) => Err(BodyError::Client(Reply::error(
+                400,
+                format!("bad request: {why}"),
+            ))),
+            _ => Ok(()),
+        }
+    };
     match framing {
         Framing::None | Framing::UntilClose => Ok(()),
         Framing::Length(mut left) => loop {
             let n = (buf.len() as u64).min(left) as usize;
             if n > 0 {
+                look(&buf[..n], n as u64 == left)?;
                 write_range(up, buf, 0..n)
                     .await
                     .map_err(|_| BodyError::Upstream)?;
@@ -1242,6 +1518,7 @@ async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
                     let r = d.decode(&buf[checked..]).map_err(|e| {
                         BodyError::Client(Reply::error(400, format!("bad chunked body: {e}")))
                     })?;
+                    look(&buf[checked + r.data.start..checked + r.data.end], r.done)?;
                     checked += r.consumed;
                     if r.done || r.consumed == 0 {
                         break r.done;
@@ -2103,6 +2380,107 @@ mod override_tests {
             "/_method",
         ] {
             assert!(!super::query_overrides_method(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn multipart_bodies_naming_an_override_are_caught_split_anywhere() {
+        let part = |name: &str| {
+            format!("--b\r\nContent-Disposition: form-data; {name}\r\n\r\nDELETE\r\n--b--\r\n")
+        };
+        for name in [
+            "name=\"_method\"",
+            "name=_method",
+            "NAME = \"_METHOD\"",
+            "name=\".method\"",
+            "name=\" _method\"",
+            "name=\"_method[]\"",
+            "name*=utf-8''%5Fmethod",
+            "name*=UTF-8'en'_%6Dethod",
+        ] {
+            let body = part(name);
+            assert!(
+                super::MultipartScan::default()
+                    .feed(body.as_bytes())
+                    .is_err(),
+                "{name}"
+            );
+            for cut in 0..body.len() {
+                let mut s = super::MultipartScan::default();
+                let first = s.feed(&body.as_bytes()[..cut]);
+                let second = s.feed(&body.as_bytes()[cut..]);
+                assert!(first.is_err() || second.is_err(), "{name} split at {cut}");
+            }
+        }
+        for name in [
+            "name=\"method\"",
+            "filename=\"_method\"; name=\"file\"",
+            "name=\"a\"",
+        ] {
+            assert!(
+                super::MultipartScan::default()
+                    .feed(part(name).as_bytes())
+                    .is_ok(),
+                "{name}"
+            );
+        }
+        // A name padded past the window is refused rather than missed (the
+        // scan reads the whole body: content that spells such a part header
+        // is refused too).
+        let padded = part(&format!("name=\"{}_method\"", " ".repeat(2000)));
+        let mut s = super::MultipartScan::default();
+        let r = padded
+            .as_bytes()
+            .chunks(100)
+            .map(|c| s.feed(c))
+            .find(Result::is_err);
+        assert!(r.is_some());
+    }
+
+    #[test]
+    fn urlencoded_bodies_naming_an_override_are_caught_split_anywhere() {
+        let caught = |body: &[u8], cut: usize| {
+            let mut s = super::FormScan::new(super::Form::Urlencoded);
+            s.feed(&body[..cut])
+                .and_then(|()| s.feed(&body[cut..]))
+                .and_then(|()| s.finish())
+                .is_err()
+        };
+        let padded = format!("{}_method=PUT", "+".repeat(10_000));
+        for body in [
+            &b"a=1&_method=DELETE"[..],
+            b"%5Fmethod=PUT",
+            b"_%6Dethod=PUT",
+            b"x=1;_method",
+            b"a=1&.method=DELETE",
+            b"%20_method=DELETE",
+            b"_method[]=DELETE",
+            b"_method%00x=DELETE",
+            padded.as_bytes(),
+        ] {
+            assert!(super::form_overrides_method(body) || body.len() > 100);
+            for cut in 0..=body.len().min(40) {
+                assert!(
+                    caught(body, cut),
+                    "{} at {cut}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        for body in [
+            &b"method=PUT&note=_method"[..],
+            b"a=_method&b=%5Fmethod",
+            b"\x00\xff%zz&&==;",
+            b"_methodx=1",
+        ] {
+            assert!(!super::form_overrides_method(body));
+            for cut in 0..=body.len() {
+                assert!(
+                    !caught(body, cut),
+                    "{} at {cut}",
+                    String::from_utf8_lossy(body)
+                );
+            }
         }
     }
 }
