@@ -175,6 +175,13 @@ fn protected_columns_leave_only_as_masked_result_columns() {
         "ALTER TABLE customers RENAME TO foo",
         "ALTER TABLE customers ADD CHECK ((reverse(to_json(customers)->>'ssn'))::int > 0)",
         "INSERT INTO customers (id, name, ssn) VALUES (101, 'x', '078-05-1120') ON CONFLICT DO NOTHING RETURNING id",
+        // Third review.
+        "SELECT translate(c::text, '0123456789', 'abcdefghij') AS order FROM customers c",
+        "SELECT c.to_json AS where FROM customers c",
+        "TABLE customers ORDER BY ('x' || translate(row_to_json(customers)->>'ssn', '0', 'a'))::int",
+        "SELECT translate(query, '0123456789', 'abcdefghij') FROM pg_stat_activity",
+        "INSERT INTO customers (id, name, ssn) VALUES (999, 'p', '078-05-1120') ON CONFLICT (ssn) DO UPDATE SET ssn = EXCLUDED.ssn RETURNING id",
+        "CREATE TABLE part_copy (extra int) INHERITS (customers)",
     ] {
         let err = run(s.strict, &t, sql).expect_err(sql);
         assert!(err.contains("42501"), "{sql}: {err}");

@@ -513,6 +513,31 @@ fn sub_statement(
     dialect: Dialect,
     top: bool,
 ) -> Option<Statement> {
+    // `PREPARE a AS PREPARE b AS ...`, `DECLARE c CURSOR FOR DECLARE ...`,
+    // `EXPLAIN ANALYZE EXPLAIN ...` recurse: past a few levels, opaque.
+    const MAX_CHAIN: u8 = 16;
+    let depth = CHAIN_DEPTH.with(|d| d.get());
+    if depth >= MAX_CHAIN {
+        return Some(opaque_other());
+    }
+    CHAIN_DEPTH.with(|d| d.set(depth + 1));
+    let st = sub_statement_in(sql, toks, i, dialect, top);
+    CHAIN_DEPTH.with(|d| d.set(depth));
+    st
+}
+
+thread_local! {
+    /// How deep `sub_statement` is nested right now.
+    static CHAIN_DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+fn sub_statement_in(
+    sql: &[u8],
+    toks: &[Token],
+    i: usize,
+    dialect: Dialect,
+    top: bool,
+) -> Option<Statement> {
     let first = word(sql, toks.get(i))?;
     let up = |kw: &str| first.eq_ignore_ascii_case(kw.as_bytes());
     // Inside parentheses only queries and DML start statements; anything else
@@ -612,12 +637,17 @@ fn sub_statement(
         let program = s
             .windows(2)
             .any(|w| (is(sql, &w[0], "TO") || is(sql, &w[0], "FROM")) && is(sql, &w[1], "PROGRAM"));
+        // `COPY t FROM '/path'`: a file on the database server.
+        let server_file = s.windows(2).any(|w| {
+            (is(sql, &w[0], "TO") || is(sql, &w[0], "FROM")) && w[1].kind == TokenKind::String
+        });
         if program {
             // An operating-system command on the database server.
             flags.opaque = true;
             flags.writes = true;
             Kind::Program
         } else {
+            flags.opaque |= server_file;
             Kind::Copy
         }
     } else if up("CREATE") {
@@ -669,8 +699,14 @@ fn sub_statement(
             // opaque code holds its creation too.
             flags.opaque = true;
         }
-        // `CREATE TABLE t AS EXECUTE p` runs a prepared statement out of sight.
-        if any_word(sql, s, "EXECUTE") {
+        // `CREATE TABLE t AS EXECUTE p` runs a prepared statement out of sight;
+        // a foreign table, server or user mapping reads data through option
+        // strings (another table, another database).
+        if any_word(sql, s, "EXECUTE")
+            || any_word(sql, s, "FOREIGN")
+            || object.is_some_and(|t| is(sql, t, "SERVER"))
+            || any_word(sql, s, "MAPPING")
+        {
             flags.opaque = true;
         }
         let routine = object.is_some_and(|t| is(sql, t, "FUNCTION") || is(sql, t, "PROCEDURE"));
@@ -692,7 +728,11 @@ fn sub_statement(
         Kind::Create
     } else if up("ALTER") {
         flags.writes = true;
-        if eq(second, "SYSTEM") {
+        if eq(second, "SYSTEM")
+            || eq(second, "FOREIGN")
+            || eq(second, "SERVER")
+            || any_word(sql, s, "MAPPING")
+        {
             flags.opaque = true;
         }
         // `ALTER ROLE|USER|DATABASE|FUNCTION ... SET name = value` sets a default
@@ -857,6 +897,8 @@ fn sub_statement(
         Kind::Other
     } else if up("REFRESH") || up("IMPORT") || up("REASSIGN") {
         flags.writes = true;
+        // IMPORT FOREIGN SCHEMA: foreign tables, see CREATE.
+        flags.opaque |= up("IMPORT");
         Kind::Alter
     } else if up("USE") && dialect == Dialect::Mysql {
         Kind::SetSearchPath

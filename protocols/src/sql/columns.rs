@@ -85,8 +85,18 @@ const STATISTICS: &str =
     "holds sample values of every column, protected ones included (strict column rules)";
 const ATTRIBUTE: &str = "holds protected columns: a name that is none of its columns calls a function of the whole row (attribute notation, strict column rules)";
 const MOVED: &str = "holds protected columns: renaming, moving or re-parenting it would take it out of sight (strict column rules)";
-const PROBED: &str = "holds protected columns: ON CONFLICT DO NOTHING on a protected column reports which values exist (strict column rules)";
+const PROBED: &str = "holds protected columns: an upsert on a protected column that reports what it did (DO NOTHING, RETURNING, a WHERE) says which values exist (strict column rules)";
 const UNREAD: &str = "names a protected column or a relation holding one in a statement Sluice cannot read completely (strict column rules)";
+
+/// Views of other sessions' statements, whose text holds the values they sent.
+const OTHER_SESSIONS: &[&str] = &[
+    "pg_stat_activity",
+    "pg_stat_get_activity",
+    "pg_stat_statements",
+    "pg_stat_statements_info",
+];
+
+const SESSIONS: &str = "shows other sessions' statements, values included (strict column rules)";
 
 /// Catalog relations holding column statistics: sample values of every column.
 const STATISTICS_RELATIONS: &[&str] = &[
@@ -267,6 +277,11 @@ impl<'a> Check<'a> {
         kws.iter().any(|k| self.is(i, k))
     }
 
+    /// A clause keyword, not a label (`AS order`) or `WITHIN GROUP`.
+    fn clause_word(&self, i: usize, list: &[&str]) -> bool {
+        self.is_any(i, list) && !(i > 0 && self.is_any(i - 1, &["as", "within"]))
+    }
+
     fn punct(&self, i: usize, c: u8) -> bool {
         self.t.get(i).is_some_and(|t| t.kind == TokenKind::Punct(c))
     }
@@ -402,6 +417,9 @@ impl<'a> Check<'a> {
             if STATISTICS_RELATIONS.iter().any(|s| s.as_bytes() == name) {
                 return self.refuse(&name, STATISTICS);
             }
+            if OTHER_SESSIONS.iter().any(|s| s.as_bytes() == name) {
+                return self.refuse(&name, SESSIONS);
+            }
             if let Some((_, cols)) = self.p.views.iter().find(|(v, _)| **v == *name) {
                 self.cols.extend(cols.iter().map(|c| c.to_vec()));
                 named = true;
@@ -416,6 +434,7 @@ impl<'a> Check<'a> {
         if !named && self.p.relations.is_some() {
             return Ok(());
         }
+        self.register_relations(lo, hi);
         let first = self.word(lo).map(|w| w.to_ascii_lowercase());
         match first.as_deref() {
             _ if self.punct(lo, b'(') => self.query(lo, hi, true),
@@ -434,7 +453,7 @@ impl<'a> Check<'a> {
                 let Some(at) = self.first_at_depth0(lo, hi, |i| self.is(i, "as")) else {
                     return self.unread();
                 };
-                self.statement(at + 1, hi)
+                self.nested(|c| c.statement(at + 1, hi))
             }
             Some(b"create") => self.create(lo, hi),
             Some(w) if UTILITY.iter().any(|u| u.as_bytes() == w) => {
@@ -485,6 +504,60 @@ impl<'a> Check<'a> {
         }
     }
 
+    /// Every name in `lo..hi` that stands for a protected relation, and the
+    /// alias after it, before anything is read: whatever order the reading
+    /// goes in, a whole-row use of one is then recognised. (Without the
+    /// catalog, the names after FROM, JOIN, INTO, UPDATE, TABLE, USING, ONLY
+    /// and a FROM list's commas count.)
+    fn register_relations(&mut self, lo: usize, hi: usize) {
+        let known = self.p.relations.is_some();
+        for i in lo..hi {
+            if !self.name_like(i) || self.punct(i + 1, b'.') || self.punct(i + 1, b'(') {
+                continue;
+            }
+            let start = {
+                let mut k = i;
+                while k >= 2 && self.punct(k - 1, b'.') && self.name_like(k - 2) {
+                    k -= 2;
+                }
+                k
+            };
+            let slot = start > lo
+                && (self.is_any(
+                    start - 1,
+                    &[
+                        "from", "join", "into", "update", "table", "using", "only", "lateral",
+                    ],
+                ) || self.punct(start - 1, b','));
+            let name = self.ident(i);
+            let protected = if known { self.p.relation(&name) } else { slot };
+            if !protected {
+                continue;
+            }
+            self.rels.insert(name.clone(), name.clone());
+            let mut a = i + 1;
+            if self.punct(a, b'*') {
+                a += 1;
+            }
+            let explicit = self.is(a, "as");
+            if explicit {
+                a += 1;
+            }
+            let bare_ok = self.word(a).is_none_or(|w| {
+                !NOT_ALIAS
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
+            });
+            if a < hi && self.name_like(a) && (explicit || bare_ok) {
+                let alias = self.ident(a);
+                if alias == b"excluded" {
+                    self.excluded_taken = true;
+                }
+                self.rels.insert(alias, name);
+            }
+        }
+    }
+
     /// `CREATE TABLE name (...)` and `CREATE INDEX` name relations without
     /// reading them; `CREATE ... AS` and everything else that names
     /// something protected is refused.
@@ -508,7 +581,9 @@ impl<'a> Check<'a> {
         });
         match object {
             Some(i) if self.is(i, "index") => self.index(i, hi),
-            Some(i) if self.is(i, "table") && !copies => Ok(()),
+            // `PARTITION OF t`, `INHERITS (t)` of a protected relation: a new
+            // name for its rows that the catalog read at login does not know.
+            Some(i) if self.is(i, "table") && !copies && self.rels.is_empty() => Ok(()),
             _ => self.unread(),
         }
     }
@@ -627,13 +702,15 @@ impl<'a> Check<'a> {
             }
         }
         let items_end = self
-            .first_at_depth0(i, hi, |k| self.is_any(k, SELECT_CLAUSES))
+            .first_at_depth0(i, hi, |k| self.clause_word(k, SELECT_CLAUSES))
             .unwrap_or(hi);
         // FROM first: it says what the names in the result list stand for.
         let mut local = false;
         if self.is(items_end, "from") {
             let from_end = self
-                .first_at_depth0(items_end + 1, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]))
+                .first_at_depth0(items_end + 1, hi, |k| {
+                    self.clause_word(k, &SELECT_CLAUSES[1..])
+                })
                 .unwrap_or(hi);
             local = self.sources(items_end + 1, from_end)?;
         }
@@ -641,8 +718,10 @@ impl<'a> Check<'a> {
             self.item(a, b, top, local)?;
         }
         let after_from = if self.is(items_end, "from") {
-            self.first_at_depth0(items_end + 1, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]))
-                .unwrap_or(hi)
+            self.first_at_depth0(items_end + 1, hi, |k| {
+                self.clause_word(k, &SELECT_CLAUSES[1..])
+            })
+            .unwrap_or(hi)
         } else {
             items_end
         };
@@ -730,7 +809,15 @@ impl<'a> Check<'a> {
 
     /// The clauses after `FROM` (or after a result list without one).
     fn clauses(&mut self, lo: usize, hi: usize) -> Result<()> {
-        let starts = self.at_depth0(lo, hi, |k| self.is_any(k, &SELECT_CLAUSES[1..]));
+        let starts = self.at_depth0(lo, hi, |k| self.clause_word(k, &SELECT_CLAUSES[1..]));
+        // A FROM that was not read as the FROM clause: nothing here is read
+        // in the right order.
+        if self
+            .first_at_depth0(lo, hi, |k| self.clause_word(k, &["from"]))
+            .is_some()
+        {
+            return self.unread();
+        }
         if starts.first().is_some_and(|&s| s != lo) || (starts.is_empty() && lo < hi) {
             return self.unread();
         }
@@ -1127,8 +1214,14 @@ impl<'a> Check<'a> {
         if let Some(c) = conflict {
             let end = returning.unwrap_or(hi);
             let mut k = c + 2;
+            // Whether the conflict may be on a protected column: then which
+            // rows conflicted says which protected values exist.
+            let mut on_protected = true;
             if self.punct(k, b'(') {
-                k = self.skip_group(k, end)?; // the conflict target
+                let target_end = self.skip_group(k, end)?; // the conflict target
+                on_protected = (k + 1..target_end - 1)
+                    .any(|x| self.name_like(x) && self.cols.contains(&self.ident(x)));
+                k = target_end;
                 if self.is(k, "where") {
                     let w = self
                         .first_at_depth0(k, end, |x| self.is(x, "do"))
@@ -1155,6 +1248,11 @@ impl<'a> Check<'a> {
                 let w = self
                     .first_at_depth0(k + 3, end, |x| self.is(x, "where"))
                     .unwrap_or(end);
+                // RETURNING (which row, `xmax`) or a WHERE (the row count)
+                // would say whether the guess conflicted.
+                if writes_protected && on_protected && (returning.is_some() || w < end) {
+                    return self.refuse(b"", PROBED);
+                }
                 self.assignments(k + 3, w, true)?;
                 if w < end {
                     self.expr(w + 1, end, true)?;
@@ -1398,6 +1496,8 @@ mod tests {
             "ALTER TABLE customers ADD COLUMN note text",
             "ALTER TABLE customers ADD CONSTRAINT pk PRIMARY KEY (id)",
             "CREATE INDEX ON customers (ssn, id DESC)",
+            "INSERT INTO customers (id, name, ssn) VALUES (3, 'eve', '1') ON CONFLICT (id) DO UPDATE SET ssn = EXCLUDED.ssn RETURNING id",
+            "SELECT name AS order FROM customers",
             "SELECT c.ssn FROM customers c JOIN orders o ON o.customer = c.id LEFT JOIN notes n ON n.id = o.id, people p WHERE p.id = c.id",
             "BEGIN; SELECT ssn FROM customers; COMMIT",
         ] {
@@ -1505,6 +1605,17 @@ mod tests {
             "INSERT INTO t (id, j[(SELECT string_agg(ssn, ',') FROM customers)]) VALUES (2, '3')",
             "INSERT INTO customers (id, ssn) VALUES (101, '1'), (102, '2') ON CONFLICT DO NOTHING RETURNING id",
             "INSERT INTO customers VALUES (101, 'x', '1') ON CONFLICT (ssn) DO NOTHING",
+            // Third review.
+            "SELECT translate(c::text,'0123456789','abcdefghij') AS order FROM customers c",
+            "SELECT c.to_json AS where FROM customers c",
+            "SELECT mode() WITHIN GROUP (ORDER BY translate(c::text,'0','a')) FROM customers c GROUP BY c.id",
+            "TABLE customers ORDER BY ('x'||translate(row_to_json(customers)->>'ssn','0','a'))::int",
+            "SELECT translate(query,'0123456789','abcdefghij') FROM pg_stat_activity",
+            "SELECT query FROM pg_stat_statements",
+            "CREATE TABLE x PARTITION OF customers FOR VALUES IN (1)",
+            "CREATE TABLE x (extra int) INHERITS (customers)",
+            "INSERT INTO customers (id,name,ssn) VALUES (999,'p','1') ON CONFLICT (ssn) DO UPDATE SET ssn=EXCLUDED.ssn RETURNING id",
+            "INSERT INTO customers (id,name,ssn) VALUES (999,'p','1') ON CONFLICT (ssn) DO UPDATE SET name='x' WHERE customers.id > 0",
             "SELECT reverse(x) FROM ssn_view",
             "SELECT id FROM ssn_view WHERE x = '1'",
             "SELECT 1; SELECT reverse(ssn) FROM customers",
@@ -1603,6 +1714,15 @@ mod tests {
             }
             let _ = check(sql.as_bytes(), &p);
         }
+    }
+
+    #[test]
+    fn chained_prepares_are_bounded() {
+        let sql = format!(
+            "{}SELECT ssn FROM customers",
+            "PREPARE a AS ".repeat(10_000)
+        );
+        assert!(check(sql.as_bytes(), &protected()).is_err());
     }
 
     #[test]

@@ -117,6 +117,10 @@ const PG: &[(&str, &str)] = &[
     ("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create wo"),
     ("CREATE TABLE functions (id int)", "create w"),
     ("CREATE TABLE t2 (x) AS EXECUTE p", "create wo"),
+    ("CREATE FOREIGN TABLE ft (a text) SERVER loop OPTIONS (table_name 'customers')", "create wo"),
+    ("CREATE USER MAPPING FOR app SERVER loop", "create wo"),
+    ("IMPORT FOREIGN SCHEMA public FROM SERVER loop INTO s", "alter wo"),
+    ("COPY t FROM '/etc/passwd'", "copy wo"),
     ("CREATE TABLE t (rule text, program text, trigger int)", "create w"),
     ("CREATE OR REPLACE FUNCTION f() RETURNS int AS 'select 1' LANGUAGE sql", "create wo"),
     ("CREATE CONSTRAINT TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "create wo"),
@@ -602,4 +606,8 @@ fn deep_nesting_costs_once_per_token() {
     assert!(!s.is_empty());
     let sql = "SELECT 1 WHERE ".to_string() + &"(".repeat(100_000);
     assert!(!classify(sql.as_bytes(), Dialect::Postgres).is_empty());
+    let sql = "PREPARE a AS ".repeat(10_000) + "SELECT 1";
+    assert!(classify(sql.as_bytes(), Dialect::Postgres)[0].flags.opaque);
+    let sql = "DECLARE c CURSOR FOR ".repeat(10_000) + "SELECT 1";
+    assert!(classify(sql.as_bytes(), Dialect::Postgres)[0].flags.opaque);
 }
