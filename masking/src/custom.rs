@@ -40,9 +40,49 @@ pub struct Entity {
 /// Shortest secret worth looking for: shorter ones would mask ordinary text.
 pub const MIN_SECRET_LEN: usize = 6;
 
-/// The longest part of a secret matched: a longer one is matched (and
-/// hidden) by its first bytes, so a pattern stays within the stream window.
-const MAX_SECRET_PREFIX: usize = 160;
+/// The piece a long secret is looked for in (each byte's widest escaped form
+/// is 6 bytes, so a piece's pattern stays well within the stream window).
+pub const SECRET_PIECE: usize = 96;
+
+/// The pattern of one secret (or piece): each byte as it is or in the forms
+/// an echo may carry it in.
+fn secret_pattern(secret: &[u8]) -> String {
+    let mut p = String::new();
+    for &b in secret {
+        if b.is_ascii_alphanumeric() {
+            p.push(b as char);
+            continue;
+        }
+        let mut forms = vec![
+            format!(r"\x{b:02x}"),
+            format!("%{b:02X}"),
+            format!("%{b:02x}"),
+        ];
+        if b < 0x80 {
+            forms.extend([
+                format!(r"\\u00{b:02X}"),
+                format!(r"\\u00{b:02x}"),
+                format!("&#{b};"),
+                format!("&#0{b};"),
+                format!("&#[xX]{b:02x};"),
+                format!("&#[xX]{b:02X};"),
+            ]);
+            let named: &[&str] = match b {
+                b'&' => &["&amp;"],
+                b'"' => &["&quot;", r"\\\x22"],
+                b'\'' => &["&apos;"],
+                b'<' => &["&lt;"],
+                b'>' => &["&gt;"],
+                b'/' => &[r"\\/"],
+                b'\\' => &[r"\\\\"],
+                _ => &[],
+            };
+            forms.extend(named.iter().map(|s| s.to_string()));
+        }
+        p.push_str(&format!("(?:{})", forms.join("|")));
+    }
+    p
+}
 
 impl Entity {
     /// `Err` says what is wrong with the pattern or the validator.
@@ -82,50 +122,49 @@ impl Entity {
     }
 
     /// Finds any of `secrets` as it might be reflected back: as it is, with
-    /// any of its punctuation percent-encoded (either case) or JSON-escaped
-    /// (`\u002b`, `\/`). Secrets shorter than [`MIN_SECRET_LEN`] are left out
-    /// (`None` when none is left).
-    pub fn secrets(name: &str, secrets: &[&[u8]]) -> Option<Entity> {
+    /// any of its other bytes percent-encoded (either case), JSON-escaped
+    /// (`\u002b`, `\/`, `\"`, `\\`) or HTML-escaped (`&#43;`, `&#x2b;`,
+    /// `&quot;`, `&amp;`, ...). Secrets shorter than [`MIN_SECRET_LEN`] are
+    /// left out (`Ok(None)` when none is left). A secret whose pattern would
+    /// not fit the stream window is looked for in pieces of
+    /// [`SECRET_PIECE`] bytes, each hidden where found, so no part of an
+    /// echo stays in clear.
+    pub fn secrets(name: &str, secrets: &[&[u8]]) -> Result<Option<Entity>, String> {
         let mut alternatives = Vec::new();
         for secret in secrets {
             if secret.len() < MIN_SECRET_LEN {
                 continue;
             }
-            let secret = &secret[..secret.len().min(MAX_SECRET_PREFIX)];
-            let mut p = String::new();
-            for &b in secret {
-                if b.is_ascii_alphanumeric() {
-                    p.push(b as char);
-                    continue;
+            let widest: usize = secret
+                .iter()
+                .map(|b| if b.is_ascii_alphanumeric() { 1 } else { 6 })
+                .sum();
+            let pieces: Vec<&[u8]> = if widest <= MAX_ENTITY_LEN {
+                vec![secret]
+            } else {
+                let mut p: Vec<&[u8]> = secret.chunks(SECRET_PIECE).collect();
+                if p.len() > 1 && p.last().is_some_and(|l| l.len() < MIN_SECRET_LEN) {
+                    let n = p.len();
+                    let start = (n - 2) * SECRET_PIECE;
+                    p.truncate(n - 2);
+                    p.push(&secret[start..]);
                 }
-                let mut forms = vec![
-                    regex::escape(&(b as char).to_string()),
-                    format!("%{b:02X}"),
-                    format!("%{b:02x}"),
-                    format!(r"\\u00{b:02X}"),
-                    format!(r"\\u00{b:02x}"),
-                ];
-                if b == b'/' {
-                    forms.push(r"\\/".into());
-                }
-                if b >= 0x80 {
-                    // A byte of a multibyte character: as it is only.
-                    forms.truncate(1);
-                    forms[0] = format!(r"\x{b:02x}");
-                }
-                p.push_str(&format!("(?:{})", forms.join("|")));
+                p
+            };
+            for piece in pieces {
+                alternatives.push(secret_pattern(piece));
             }
-            alternatives.push(p);
         }
         if alternatives.is_empty() {
-            return None;
+            return Ok(None);
         }
         // Longest first, so a secret containing another is hidden whole.
         alternatives.sort_by_key(|a| std::cmp::Reverse(a.len()));
+        alternatives.dedup();
         let pattern = format!("(?-u:{})", alternatives.join("|"));
-        let mut e = Entity::new(name, &pattern, "none").ok()?;
+        let mut e = Entity::new(name, &pattern, "none")?;
         e.secret = true;
-        Some(e)
+        Ok(Some(e))
     }
 
     /// Appends the ranges of valid matches in `buf`.
@@ -198,7 +237,9 @@ mod tests {
     #[test]
     fn secrets_are_hidden_whole_in_every_reflected_form_and_split() {
         let key = b"sk_live/4111111111111111+Zz=";
-        let e = Entity::secrets("credential", &[key, b"short"]).unwrap();
+        let e = Entity::secrets("credential", &[key, b"short"])
+            .unwrap()
+            .unwrap();
         // The card inside the secret must not let the detector mask part of
         // it first and leave the rest in clear.
         let profile = crate::Profile::new(&["credit_card"], &[])
@@ -241,10 +282,48 @@ mod tests {
             s.finish(&mut out);
             assert_eq!(out, whole);
         }
-        assert!(Entity::secrets("credential", &[b"tiny"]).is_none());
-        // A long secret is matched by its first bytes, within the window.
-        let long = vec![b'a'; 4000];
-        assert!(Entity::secrets("credential", &[&long]).is_some());
+        assert!(Entity::secrets("credential", &[b"tiny"]).unwrap().is_none());
+        // HTML and JSON escapes of quotes and backslashes.
+        let tricky = br#"Tr0ub&d"or\3/x"#;
+        let e = Entity::secrets("credential", &[tricky]).unwrap().unwrap();
+        let p = crate::Profile::new(&[], &[])
+            .unwrap()
+            .with_entities(vec![e]);
+        for form in [
+            &br#"Tr0ub&d"or\3/x"#[..],
+            br#"Tr0ub&amp;d&quot;or\3&#x2F;x"#,
+            br#"Tr0ub\u0026d\"or\\3\/x"#,
+            br#"Tr0ub&#38;d&#34;or&#92;3&#47;x"#,
+            b"Tr0ub%26d%22or%5C3%2Fx",
+        ] {
+            let mut v = form.to_vec();
+            crate::Masker::new(p.clone()).mask_value(&mut v, None);
+            assert!(
+                v.iter().all(|&b| b == b'*'),
+                "{}",
+                String::from_utf8_lossy(form)
+            );
+        }
+        // A long secret (a JWT) is looked for in pieces: no part stays in clear,
+        // however it is split.
+        let long: Vec<u8> = (0..700).map(|i| b"abcdefghij-_.XYZ"[i % 16]).collect();
+        let e = Entity::secrets("credential", &[&long]).unwrap().unwrap();
+        let p = crate::Profile::new(&[], &[])
+            .unwrap()
+            .with_entities(vec![e]);
+        let text = [b"token: ".as_slice(), &long, b" end"].concat();
+        for cut in (0..text.len()).step_by(37) {
+            let mut s = crate::StreamMasker::new(p.clone());
+            let mut out = Vec::new();
+            s.feed(&text[..cut], &mut out);
+            s.feed(&text[cut..], &mut out);
+            s.finish(&mut out);
+            assert!(out.starts_with(b"token: ") && out.ends_with(b" end"));
+            assert!(
+                out[7..out.len() - 4].iter().all(|&b| b == b'*'),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]

@@ -184,9 +184,10 @@ impl Masker {
         &self.profile
     }
 
-    /// Masks one value in place: the column rule first (if any), then content
-    /// detection, which column rules add to and never replace. Returns the
-    /// number of values masked.
+    /// Masks one value in place: secrets the gateway holds first (hidden
+    /// whole), then the column rule (if any), then content detection, which
+    /// column rules add to and never replace. Returns the number of values
+    /// masked.
     pub fn mask_value(&mut self, value: &mut [u8], column_rule: Option<Style>) -> u64 {
         let mut n = 0;
         // Secrets the gateway holds, hidden whole before anything else.
