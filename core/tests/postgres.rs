@@ -257,6 +257,19 @@ fn upstream_scram_md5_and_cleartext_logins_with_injected_credentials() {
             .unwrap()
             .get(0);
         assert_eq!(who, user, "the target's credentials were injected");
+        // Should the server ever echo the password Sluice logged in with, the
+        // client never sees it: errors and notices have it hidden (here the
+        // client itself makes the server say it, to show the mechanism).
+        let secret = match user {
+            "app_scram" => "s3cret-scram",
+            "app_md5" => "s3cret-md5",
+            _ => "s3cret-clear",
+        };
+        let err = c
+            .batch_execute(&format!("SELECT '{secret}'::int"))
+            .expect_err("not an integer");
+        let text = format!("{err:?}");
+        assert!(!text.contains(secret) && text.contains("****"), "{text}");
     }
 }
 

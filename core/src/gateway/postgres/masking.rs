@@ -81,6 +81,9 @@ pub struct RowMasker {
     /// contains (...)`, `Key (ssn)=(...)`) is hidden whole, since it can hold
     /// a protected value no detector recognises.
     strict: bool,
+    /// Only errors and notices are read (no masking profile, only the login
+    /// password to keep from the client).
+    errors_only: bool,
 }
 
 impl RowMasker {
@@ -93,7 +96,20 @@ impl RowMasker {
             described_statement: false,
             ranges: Vec::new(),
             strict: false,
+            errors_only: false,
         }
+    }
+
+    /// A masker that reads only errors and notices (see the field).
+    pub fn errors_only(profile: Profile) -> RowMasker {
+        RowMasker {
+            errors_only: true,
+            ..RowMasker::new(profile, None)
+        }
+    }
+
+    pub fn is_errors_only(&self) -> bool {
+        self.errors_only
     }
 
     /// Under strict column rules (see the field).
@@ -108,6 +124,9 @@ impl RowMasker {
 
     /// Masks one complete message in place (`body` is the message body).
     pub fn message(&mut self, tag: u8, body: &mut [u8]) -> Result<(), String> {
+        if self.errors_only && !matches!(tag, b'E' | b'N') {
+            return Ok(());
+        }
         // A notice, parameter status or notification may come between the
         // ParameterDescription and the RowDescription: they keep the flag.
         let after_parameters = self.described_statement;

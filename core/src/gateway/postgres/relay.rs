@@ -196,10 +196,37 @@ pub async fn run<C: Io, U: Io>(
     let (upstream_r, upstream_w) = upstream.into_split();
     let client_w = Slot::new(client_w);
     let strict = strict_columns(ctx, catalog.as_ref());
+    // The password Sluice logs in with never reaches the client, should the
+    // server ever echo it: hidden in errors and notices on any target, and in
+    // everything masked on a masking one.
+    let secret = ctx
+        .target
+        .credentials
+        .as_ref()
+        .and_then(|c| c.password.as_ref())
+        .and_then(|p| {
+            sluice_masking::Entity::secrets("credential", &[p.expose().as_bytes()])
+                .ok()
+                .flatten()
+        });
     let masker = match crate::gateway::masking_profile(ctx.config, ctx.target) {
-        Ok(p) => {
-            p.map(|p| super::masking::RowMasker::new(p, catalog.clone()).strict(strict.is_some()))
+        Ok(Some(p)) => {
+            let p = match &secret {
+                Some(e) => {
+                    let mut entities = p.entities().to_vec();
+                    entities.push(e.clone());
+                    p.with_entities(entities)
+                }
+                None => p,
+            };
+            Some(super::masking::RowMasker::new(p, catalog.clone()).strict(strict.is_some()))
         }
+        Ok(None) => secret.and_then(|e| {
+            let p = sluice_masking::Profile::new(&[], &[]).ok()?;
+            Some(super::masking::RowMasker::errors_only(
+                p.with_entities(vec![e]),
+            ))
+        }),
         Err(e) => {
             warn!(
                 "masking_profile_invalid",
@@ -999,7 +1026,8 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
                 }
             };
             let avail = buf.len() - pos;
-            let streamable = masker.is_none() && matches!(f.tag, b'D' | b'd');
+            let streamable =
+                masker.as_ref().is_none_or(|m| m.is_errors_only()) && matches!(f.tag, b'D' | b'd');
             // What must be held whole is bounded by `max_message`, like client
             // messages: a huge error text or a masked row cannot exhaust memory.
             if !streamable && f.len > ctx.config.gateway.max_message {
@@ -1154,7 +1182,7 @@ fn inspect_backend(
         if f.tag == b'Z' {
             result.masked = m.take_counts();
         }
-        if f.tag == b'S' {
+        if f.tag == b'S' && !m.is_errors_only() {
             if let Ok(Backend::ParameterStatus { name, value }) =
                 backend::parse(f.tag, &buf[pos + 5..pos + f.len])
             {
