@@ -80,33 +80,40 @@ impl StreamMasker {
         self.context = 0;
     }
 
+    /// Masks the finds of the secret (or the other) custom entities below
+    /// `cut`; one straddling the cut moves it back and waits for the rest of
+    /// its bytes. Secrets are hidden whole, other entities redacted.
+    fn entities(&mut self, secret: bool, cut: &mut usize, at_end: bool) {
+        let entities = self.masker.profile.entities.clone();
+        for e in entities.iter().filter(|e| e.secret == secret) {
+            self.masker.spans.clear();
+            e.find(&self.buf, &mut self.masker.spans);
+            if !at_end {
+                for r in &self.masker.spans {
+                    if r.start < *cut && r.end > *cut && r.start >= self.context {
+                        *cut = r.start;
+                    }
+                }
+            }
+            for r in self.masker.spans.drain(..) {
+                if r.start < self.context || (r.end > *cut && !at_end) {
+                    continue;
+                }
+                let style = if secret { Style::Full } else { Style::Redact };
+                mask::apply(&mut self.buf, r, None, style);
+                self.masker.counts.entity(e.name);
+            }
+        }
+    }
+
     /// Masks what is final below `cut` (moved back to the start of any value that
     /// straddles it) and releases it.
     fn release(&mut self, cut: usize, out: &mut Vec<u8>) {
         let mut cut = cut;
         let at_end = cut == self.buf.len();
         // Secrets first, hidden whole, before a detector masks part of one
-        // (and so hides the rest from its pattern); one straddling the cut
-        // waits for the rest of its bytes.
-        let entities = self.masker.profile.entities.clone();
-        for e in entities.iter().filter(|e| e.secret) {
-            self.masker.spans.clear();
-            e.find(&self.buf, &mut self.masker.spans);
-            if !at_end {
-                for r in &self.masker.spans {
-                    if r.start < cut && r.end > cut && r.start >= self.context {
-                        cut = r.start;
-                    }
-                }
-            }
-            for r in self.masker.spans.drain(..) {
-                if r.start < self.context || (r.end > cut && !at_end) {
-                    continue;
-                }
-                mask::apply(&mut self.buf, r, None, Style::Full);
-                self.masker.counts.entity(e.name);
-            }
-        }
+        // (and so hides the rest from its pattern).
+        self.entities(true, &mut cut, at_end);
         detect::scan(
             &self.buf,
             &self.masker.profile.detectors,
@@ -153,26 +160,8 @@ impl StreamMasker {
             );
             self.masker.counts.by_detector[h.detector as usize] += 1;
         }
-        // Custom entities, after the built-in detectors as for whole values;
-        // one straddling the cut waits for the rest of its bytes.
-        for e in entities.iter().filter(|e| !e.secret) {
-            self.masker.spans.clear();
-            e.find(&self.buf, &mut self.masker.spans);
-            if !at_end {
-                for r in &self.masker.spans {
-                    if r.start < cut && r.end > cut && r.start >= self.context {
-                        cut = r.start;
-                    }
-                }
-            }
-            for r in self.masker.spans.drain(..) {
-                if r.start < self.context || (r.end > cut && !at_end) {
-                    continue;
-                }
-                mask::apply(&mut self.buf, r, None, Style::Redact);
-                self.masker.counts.entity(e.name);
-            }
-        }
+        // Custom entities, after the built-in detectors as for whole values.
+        self.entities(false, &mut cut, at_end);
         // An unterminated key that no longer fits: mask it blind from here on.
         if cut <= self.context && self.buf.len() - self.context > MAX_HELD {
             self.in_key = true;

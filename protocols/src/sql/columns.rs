@@ -1314,13 +1314,24 @@ impl<'a> Check<'a> {
         let clause = |k: usize| self.is_any(k, &["from", "where", "returning"]);
         let marks = self.clause_ranges(self.at_depth0(i + 1, hi, clause), hi)?;
         // FROM first: it names what SET and WHERE may read.
-        for &(m, end) in &marks {
-            if self.is(m, "from") {
+        self.sources_at(&marks, "from")?;
+        self.assignments(i + 1, marks.first().map_or(hi, |m| m.0), false)?;
+        self.where_returning(&marks, top)
+    }
+
+    /// The `FROM`/`USING` list among `marks`.
+    fn sources_at(&mut self, marks: &[(usize, usize)], kw: &str) -> Result<()> {
+        for &(m, end) in marks {
+            if self.is(m, kw) {
                 self.sources(m + 1, end)?;
             }
         }
-        self.assignments(i + 1, marks.first().map_or(hi, |m| m.0), false)?;
-        for &(m, end) in &marks {
+        Ok(())
+    }
+
+    /// `WHERE` (or `WHERE CURRENT OF c`) and `RETURNING` among `marks`.
+    fn where_returning(&mut self, marks: &[(usize, usize)], top: bool) -> Result<()> {
+        for &(m, end) in marks {
             if self.is(m, "where") {
                 if !(self.is(m + 1, "current") && self.is(m + 2, "of")) {
                     self.expr(m + 1, end, false)?;
@@ -1362,21 +1373,8 @@ impl<'a> Check<'a> {
         if marks.first().is_some_and(|m| m.0 != i) || (marks.is_empty() && i < hi) {
             return self.unread();
         }
-        for &(m, end) in &marks {
-            if self.is(m, "using") {
-                self.sources(m + 1, end)?;
-            }
-        }
-        for &(m, end) in &marks {
-            if self.is(m, "where") {
-                if !(self.is(m + 1, "current") && self.is(m + 2, "of")) {
-                    self.expr(m + 1, end, false)?;
-                }
-            } else if self.is(m, "returning") {
-                self.returning(m + 1, end, top)?;
-            }
-        }
-        Ok(())
+        self.sources_at(&marks, "using")?;
+        self.where_returning(&marks, top)
     }
 
     /// `COPY [BINARY] t [(cols)] FROM|TO ...`, `COPY (query) TO ...`.
