@@ -270,6 +270,12 @@ fn upstream_scram_md5_and_cleartext_logins_with_injected_credentials() {
             .expect_err("not an integer");
         let text = format!("{err:?}");
         assert!(!text.contains(secret) && text.contains("****"), "{text}");
+        // And in rows (`pg_stat_activity` of an `ALTER ROLE ... PASSWORD`).
+        let row: String = c
+            .query_one(&format!("SELECT 'was {secret}'::text"), &[])
+            .unwrap()
+            .get(0);
+        assert!(!row.contains(secret) && row.starts_with("was *"), "{row}");
     }
 }
 

@@ -41,7 +41,7 @@ pub struct Entity {
 pub const MIN_SECRET_LEN: usize = 6;
 
 /// The piece a long secret is looked for in (each byte's widest escaped form
-/// is 6 bytes, so a piece's pattern stays well within the stream window).
+/// is 7 bytes, `&#0126;`, so a piece's pattern stays within the stream window).
 pub const SECRET_PIECE: usize = 96;
 
 /// The pattern of one secret (or piece): each byte as it is or in the forms
@@ -137,7 +137,7 @@ impl Entity {
             }
             let widest: usize = secret
                 .iter()
-                .map(|b| if b.is_ascii_alphanumeric() { 1 } else { 6 })
+                .map(|b| if b.is_ascii_alphanumeric() { 1 } else { 7 })
                 .sum();
             let pieces: Vec<&[u8]> = if widest <= MAX_ENTITY_LEN {
                 vec![secret]

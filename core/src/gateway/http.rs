@@ -506,7 +506,12 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
     } else {
         has("keep-alive")
     };
-    let form = form_kind(req).map_err(|e| Reply::error(400, format!("bad request: {e}")))?;
+    // Frameworks honour `_method` on POST only.
+    let form = if req.method.eq_ignore_ascii_case("POST") && framing != Framing::None {
+        form_kind(req).map_err(|e| Reply::error(400, format!("bad request: {e}")))?
+    } else {
+        None
+    };
     let expect_continue = req
         .header("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
@@ -770,10 +775,25 @@ fn form_kind(req: &http::Request<'_, '_>) -> Result<Option<Form>, &'static str> 
     let form =
         if media.is_empty() || media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") {
             Some(Form::Urlencoded)
-        } else if media.eq_ignore_ascii_case(b"multipart/form-data") {
+        } else if media.len() > 10 && media[..10].eq_ignore_ascii_case(b"multipart/") {
+            // Rack reads `multipart/mixed` and kin as forms too. Frameworks
+            // find the boundary differently (first, last, inside another
+            // word): one plain `boundary` parameter is the only unambiguous one.
+            let mentions = value
+                .windows(8)
+                .filter(|w| w.eq_ignore_ascii_case(b"boundary"))
+                .count();
+            let plain = |b: &Vec<u8>| {
+                !b.is_empty()
+                    && b.len() <= 200
+                    && mentions == 1
+                    && !b
+                        .iter()
+                        .any(|&c| matches!(c, b';' | b',' | b'"') || c.is_ascii_whitespace())
+            };
             let boundary = parameter(value, b"boundary")
-                .filter(|b| !b.is_empty() && b.len() <= 200)
-                .ok_or("a multipart body needs a boundary of 1 to 200 bytes")?;
+                .filter(plain)
+                .ok_or("a multipart body needs one plain boundary of 1 to 200 bytes")?;
             Some(Form::Multipart(boundary))
         } else {
             None
@@ -855,6 +875,8 @@ struct UrlencodedScan {
     in_value: bool,
     /// A `%` and the hex digits after it so far.
     escape: Vec<u8>,
+    /// The name began with `[` (PHP reads a lone `[` as `_`).
+    bracket: bool,
 }
 
 impl UrlencodedScan {
@@ -907,10 +929,15 @@ impl UrlencodedScan {
     }
 
     fn push(&mut self, b: u8) {
-        if (self.name.is_empty() && b == b' ') || self.name.len() >= Self::KEEP {
+        // The leading run of spaces and brackets is dropped (Rack, qs, PHP),
+        // so it cannot push the name's deciding bytes out of what is kept.
+        if self.name.is_empty() && matches!(b, b' ' | b'[' | b']') {
+            self.bracket |= b == b'[';
             return;
         }
-        self.name.push(b);
+        if self.name.len() < Self::KEEP {
+            self.name.push(b);
+        }
     }
 
     /// A name ended (at `=`, `&`, `;` or the body's end).
@@ -919,9 +946,12 @@ impl UrlencodedScan {
         for r in pending {
             self.push(r);
         }
-        let found = !self.in_value && overrides_name(&self.name);
+        let found = !self.in_value
+            && (overrides_name(&self.name)
+                || (self.bracket && overrides_name(&[&b"["[..], &self.name].concat())));
         self.name.clear();
         self.in_value = false;
+        self.bracket = false;
         if found {
             return Err(FORM_OVERRIDE);
         }
@@ -931,25 +961,32 @@ impl UrlencodedScan {
 
 /// Reads a multipart body's part headers as it streams (the boundary from
 /// `Content-Type`, each part's header block whole, at most 8 KiB), and looks
-/// at each part's name (`Content-Disposition` `name`, quoted with `"` or `'`
-/// and backslash escapes, bare, or RFC 2231 `name*=`; and `Content-ID`, a
+/// at each part's name. Parsers differ (PHP takes bare LF line ends and
+/// folds lines without a colon into the one before; Rack 2 finds `name=` by a
+/// regex across the block; parts after the closing delimiter still count to
+/// PHP), so the reading is the union: delimiters at `LF--boundary`, header
+/// blocks ending at an empty line with or without CR, the body read to its
+/// end, and every `name=` / `name*=` anywhere in a header block, quoted with
+/// `"` or `'` and backslash escapes, bare, or RFC 2231, plus `Content-ID` (a
 /// name to Rack 2). Part data is skipped, never read as headers. Memory stays
 /// bounded: the delimiter's length, or one header block.
 struct MultipartScan {
-    /// `CRLF--boundary`.
+    /// `LF--boundary`.
     delimiter: Vec<u8>,
     state: Part,
     buf: Vec<u8>,
+    /// How much of `buf` has been searched for the end of a header block.
+    searched: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
-    /// Looking for the next delimiter (in the preamble or a part's data).
+    /// Looking for the next delimiter (in the preamble, a part's data, or
+    /// after a closing delimiter).
     Seeking,
-    /// After a delimiter: `--` ends the body, CRLF starts a part.
+    /// After a delimiter: the rest of its line.
     AfterDelimiter,
     Headers,
-    Done,
 }
 
 impl MultipartScan {
@@ -957,17 +994,15 @@ impl MultipartScan {
 
     fn new(boundary: &[u8]) -> Self {
         MultipartScan {
-            delimiter: [&b"\r\n--"[..], boundary].concat(),
+            delimiter: [&b"\n--"[..], boundary].concat(),
             state: Part::Seeking,
-            // The first delimiter may open the body without a CRLF before it.
-            buf: b"\r\n".to_vec(),
+            // The first delimiter may open the body without a line end before it.
+            buf: b"\n".to_vec(),
+            searched: 0,
         }
     }
 
     fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
-        if self.state == Part::Done {
-            return Ok(());
-        }
         self.buf.extend_from_slice(data);
         loop {
             match self.state {
@@ -983,45 +1018,60 @@ impl MultipartScan {
                         return Ok(());
                     }
                 },
-                Part::AfterDelimiter => {
-                    if self.buf.starts_with(b"--") {
-                        self.state = Part::Done;
-                        self.buf.clear();
-                        return Ok(());
-                    }
-                    match memchr::memmem::find(&self.buf, b"\r\n") {
-                        Some(at) => {
-                            self.buf.drain(..at + 2);
+                // `--` (a closing delimiter) or padding, then the line end;
+                // a part may still follow (PHP reads past a closing one).
+                Part::AfterDelimiter => match memchr::memchr(b'\n', &self.buf) {
+                    Some(at) => {
+                        let closing = self.buf.starts_with(b"--");
+                        self.buf.drain(..at + 1);
+                        if closing {
+                            self.buf.splice(0..0, *b"\n");
+                            self.state = Part::Seeking;
+                        } else {
                             self.state = Part::Headers;
+                            self.searched = 0;
                         }
-                        None if self.buf.len() > 256 => {
-                            return Err("a multipart delimiter line is malformed")
-                        }
-                        None => return Ok(()),
                     }
-                }
+                    None if self.buf.len() > 256 => {
+                        return Err("a multipart delimiter line is malformed")
+                    }
+                    None => return Ok(()),
+                },
                 Part::Headers => {
                     let end = if self.buf.starts_with(b"\r\n") {
                         Some((0, 2))
+                    } else if self.buf.starts_with(b"\n") {
+                        Some((0, 1))
                     } else {
-                        memchr::memmem::find(&self.buf, b"\r\n\r\n").map(|at| (at, at + 4))
+                        // An empty line, with or without CR.
+                        let from = self.searched.saturating_sub(2);
+                        let lf = memchr::memmem::find(&self.buf[from..], b"\n\n")
+                            .map(|at| (from + at + 1, from + at + 2));
+                        let crlf = memchr::memmem::find(&self.buf[from..], b"\n\r\n")
+                            .map(|at| (from + at + 1, from + at + 3));
+                        match (lf, crlf) {
+                            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+                            (a, b) => a.or(b),
+                        }
                     };
                     match end {
                         Some((at, skip)) => {
                             part_names_override(&self.buf[..at])?;
                             self.buf.drain(..skip);
-                            // The data starts here; its delimiter has a CRLF
-                            // of its own, which an empty part shares.
-                            self.buf.splice(0..0, *b"\r\n");
+                            // The data starts here; its delimiter brings its
+                            // own line end, which an empty part shares.
+                            self.buf.splice(0..0, *b"\n");
                             self.state = Part::Seeking;
                         }
                         None if self.buf.len() > Self::MAX_HEADERS => {
                             return Err("a multipart part's headers over 8 KiB are not accepted")
                         }
-                        None => return Ok(()),
+                        None => {
+                            self.searched = self.buf.len();
+                            return Ok(());
+                        }
                     }
                 }
-                Part::Done => return Ok(()),
             }
         }
     }
@@ -1035,33 +1085,43 @@ impl MultipartScan {
     }
 }
 
-/// Whether one part's header block names a method override.
+/// Whether one part's header block names a method override: any `name=` or
+/// `name*=` parameter anywhere in it (across folded lines, inside any header,
+/// as Rack 2 finds it), and `Content-ID`.
 fn part_names_override(headers: &[u8]) -> Result<(), &'static str> {
     for line in headers.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"content-id") && overrides_name(value) {
-            return Err(FORM_OVERRIDE);
-        }
-        if !name.eq_ignore_ascii_case(b"content-disposition") {
-            continue;
-        }
-        for (key, v) in disposition_params(value) {
-            let decoded = if key.eq_ignore_ascii_case(b"name*") {
-                // charset'language'percent-encoded
-                let raw = v.rsplit(|&b| b == b'\'').next().unwrap_or(&v);
-                percent_decode_form(raw)
-            } else if key.eq_ignore_ascii_case(b"name") {
-                v
-            } else {
-                continue;
-            };
-            if overrides_name(&decoded) {
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"content-id") && overrides_name(value) {
                 return Err(FORM_OVERRIDE);
             }
+        }
+    }
+    // Every `name` parameter, whatever header or line it is on: the block
+    // read as one run of parameters, after each `;`, `:` or line end.
+    let flat: Vec<u8> = headers
+        .iter()
+        .map(|&b| {
+            if matches!(b, b'\r' | b'\n' | b':') {
+                b';'
+            } else {
+                b
+            }
+        })
+        .collect();
+    for (key, v) in disposition_params(&flat) {
+        let decoded = if key.eq_ignore_ascii_case(b"name*") {
+            // charset'language'percent-encoded
+            let raw = v.rsplit(|&b| b == b'\'').next().unwrap_or(&v);
+            percent_decode_form(raw)
+        } else if key.eq_ignore_ascii_case(b"name") {
+            v
+        } else {
+            continue;
+        };
+        if overrides_name(&decoded) {
+            return Err(FORM_OVERRIDE);
         }
     }
     Ok(())
@@ -2588,6 +2648,9 @@ mod override_tests {
             "Content-Disposition: form-data; name*=utf-8''%5Fmethod",
             "Content-Disposition: form-data; name*=UTF-8'en'_%6Dethod",
             "Content-ID: _method",
+            "Content-Disposition: form-data;\r\n name=\"_method\"",
+            "Content-Disposition: form-data; name=\"x\"\r\n; name=\"_method\"",
+            "X-A: Content-Disposition: form-data; name=_method",
         ] {
             let body = part(headers);
             for cut in 0..=body.len() {
@@ -2603,6 +2666,15 @@ mod override_tests {
             "Content-Disposition: form-data; name=\"_method_x\"",
         ] {
             assert!(scan(part(headers).as_bytes(), 0).is_ok(), "{headers}");
+        }
+        // After a closing delimiter (PHP reads on), and with bare LF line ends.
+        for body in [
+            "--b--\r\n--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+            "--b\nContent-Disposition: form-data; name=\"_method\"\n\nDELETE\n--b--\n",
+        ] {
+            for cut in 0..=body.len() {
+                assert!(scan(body.as_bytes(), cut).is_err(), "{body:?} split at {cut}");
+            }
         }
         // Part data that spells a header is data.
         let data = "--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nname=\"_method\"\r\n--b--\r\n";
@@ -2637,6 +2709,10 @@ mod override_tests {
             b"[_method]=DELETE",
             b"]_method=DELETE",
             b"_method]=DELETE",
+            b"[[_method]=DELETE",
+            b"]]]]]]]]_method=DELETE",
+            b"%5B%5B_method=DELETE",
+            b"[method=DELETE",
             padded.as_bytes(),
         ] {
             assert!(super::form_overrides_method(body) || body.len() > 100);

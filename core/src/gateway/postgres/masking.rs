@@ -81,9 +81,9 @@ pub struct RowMasker {
     /// contains (...)`, `Key (ssn)=(...)`) is hidden whole, since it can hold
     /// a protected value no detector recognises.
     strict: bool,
-    /// Only errors and notices are read (no masking profile, only the login
-    /// password to keep from the client).
-    errors_only: bool,
+    /// No masking profile, only the login password to keep from the client:
+    /// every value is read for it, by content alone.
+    secrets_only: bool,
 }
 
 impl RowMasker {
@@ -96,20 +96,20 @@ impl RowMasker {
             described_statement: false,
             ranges: Vec::new(),
             strict: false,
-            errors_only: false,
+            secrets_only: false,
         }
     }
 
-    /// A masker that reads only errors and notices (see the field).
-    pub fn errors_only(profile: Profile) -> RowMasker {
+    /// A masker for the login password only (see the field).
+    pub fn secrets_only(profile: Profile) -> RowMasker {
         RowMasker {
-            errors_only: true,
+            secrets_only: true,
             ..RowMasker::new(profile, None)
         }
     }
 
-    pub fn is_errors_only(&self) -> bool {
-        self.errors_only
+    pub fn is_secrets_only(&self) -> bool {
+        self.secrets_only
     }
 
     /// Under strict column rules (see the field).
@@ -124,7 +124,8 @@ impl RowMasker {
 
     /// Masks one complete message in place (`body` is the message body).
     pub fn message(&mut self, tag: u8, body: &mut [u8]) -> Result<(), String> {
-        if self.errors_only && !matches!(tag, b'E' | b'N') {
+        // Only the values matter: no row shapes, no column rules.
+        if self.secrets_only && matches!(tag, b'T' | b't') {
             return Ok(());
         }
         // A notice, parameter status or notification may come between the
@@ -258,7 +259,9 @@ impl RowMasker {
                         for (code, r) in f.value_ranges() {
                             match code {
                                 b'D' if integrity && self.strict => hidden = Some(r),
-                                b'M' | b'D' | b'H' | b'W' => self.ranges.push(r),
+                                // Message, detail, hint, context, and the
+                                // internal query (PL/pgSQL's own SQL text).
+                                b'M' | b'D' | b'H' | b'W' | b'q' => self.ranges.push(r),
                                 _ => {}
                             }
                         }

@@ -197,18 +197,37 @@ pub async fn run<C: Io, U: Io>(
     let client_w = Slot::new(client_w);
     let strict = strict_columns(ctx, catalog.as_ref());
     // The password Sluice logs in with never reaches the client, should the
-    // server ever echo it: hidden in errors and notices on any target, and in
-    // everything masked on a masking one.
-    let secret = ctx
+    // server ever echo it (an error, `pg_stat_activity` of an `ALTER ROLE`):
+    // every value is read for it, on any target.
+    let password = ctx
         .target
         .credentials
         .as_ref()
-        .and_then(|c| c.password.as_ref())
-        .and_then(|p| {
-            sluice_masking::Entity::secrets("credential", &[p.expose().as_bytes()])
-                .ok()
-                .flatten()
-        });
+        .and_then(|c| c.password.as_ref());
+    let secret = match password
+        .map(|p| sluice_masking::Entity::secrets("credential", &[p.expose().as_bytes()]))
+        .transpose()
+    {
+        Ok(s) => s.flatten(),
+        Err(e) => {
+            warn!(
+                "credential_pattern_failed",
+                target = ctx.target.name,
+                error = e
+            );
+            fatal_to_client(
+                &client_w,
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "the target's credential cannot be kept from clients",
+            )
+            .await;
+            return Totals {
+                commands: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+            };
+        }
+    };
     let masker = match crate::gateway::masking_profile(ctx.config, ctx.target) {
         Ok(Some(p)) => {
             let p = match &secret {
@@ -223,7 +242,7 @@ pub async fn run<C: Io, U: Io>(
         }
         Ok(None) => secret.and_then(|e| {
             let p = sluice_masking::Profile::new(&[], &[]).ok()?;
-            Some(super::masking::RowMasker::errors_only(
+            Some(super::masking::RowMasker::secrets_only(
                 p.with_entities(vec![e]),
             ))
         }),
@@ -1026,8 +1045,7 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
                 }
             };
             let avail = buf.len() - pos;
-            let streamable =
-                masker.as_ref().is_none_or(|m| m.is_errors_only()) && matches!(f.tag, b'D' | b'd');
+            let streamable = masker.is_none() && matches!(f.tag, b'D' | b'd');
             // What must be held whole is bounded by `max_message`, like client
             // messages: a huge error text or a masked row cannot exhaust memory.
             if !streamable && f.len > ctx.config.gateway.max_message {
@@ -1182,7 +1200,7 @@ fn inspect_backend(
         if f.tag == b'Z' {
             result.masked = m.take_counts();
         }
-        if f.tag == b'S' && !m.is_errors_only() {
+        if f.tag == b'S' && !m.is_secrets_only() {
             if let Ok(Backend::ParameterStatus { name, value }) =
                 backend::parse(f.tag, &buf[pos + 5..pos + f.len])
             {
