@@ -233,6 +233,10 @@ pub struct Target {
     pub database: Option<String>,
     /// Refuse clients that do not use TLS (never downgrade).
     pub require_tls: bool,
+    /// HTTP: an `X-HTTP-Method-Override` header (or kin) or `_method` in the
+    /// query is judged as the method it names (together with the request's
+    /// own: the stricter decision holds) instead of being refused.
+    pub method_override: bool,
     pub upstream_tls: UpstreamTls,
     pub upstream_ca: Option<String>,
 }

@@ -156,6 +156,10 @@ pub struct RawTarget {
     pub database: Option<Spanned<String>>,
     #[serde(default)]
     pub require_tls: Option<Spanned<bool>>,
+    /// HTTP: judge a method override header or `_method` in the query as the
+    /// method the upstream framework will run, instead of refusing it.
+    #[serde(default)]
+    pub method_override: Option<Spanned<bool>>,
     pub upstream_tls: Option<Spanned<UpstreamTls>>,
     pub upstream_ca: Option<Spanned<String>>,
 }

@@ -305,6 +305,12 @@ pub(crate) fn validate(
                 format!("target `{name}`: upstream_tls = \"verify\" needs `upstream_ca` (a PEM file of trusted CA certificates)"),
             );
         }
+        if let (Some(m), false) = (&t.method_override, protocol == Protocol::Http) {
+            c.error(
+                m.span(),
+                format!("`method_override` has no effect on {} target `{name}`: only http targets have methods", protocol.as_str()),
+            );
+        }
         if protocol == Protocol::Tcp {
             for (present, key) in [
                 (t.require_tls.as_ref().map(|s| s.span()), "require_tls"),
@@ -320,6 +326,12 @@ pub(crate) fn validate(
             Some(q) => c.quorum(q),
             None => 1,
         };
+        if let (Some(m), false) = (&t.method_override, protocol == Protocol::Http) {
+            c.error(
+                m.span(),
+                format!("`method_override` has no effect on {} target `{name}`: only http targets have methods", protocol.as_str()),
+            );
+        }
         if protocol == Protocol::Tcp {
             for (present, key) in [
                 (t.quorum.as_ref().map(|s| s.span()), "quorum"),
@@ -382,6 +394,7 @@ pub(crate) fn validate(
                         .and_then(|a| a.get_ref().mode.as_ref().map(|m| *m.get_ref())))
                     .unwrap_or_default(),
                 require_tls,
+                method_override: t.method_override.as_ref().is_some_and(|m| *m.get_ref()),
                 upstream_tls,
                 upstream_ca: t.upstream_ca.as_ref().map(|u| u.get_ref().clone()),
                 name,

@@ -325,6 +325,8 @@ struct Setup {
     admin: SocketAddr,
     /// No masking, a Basic credential injected.
     plain: SocketAddr,
+    /// The api's rules, with `method_override = true`.
+    overridable: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     _dir: tempfile::TempDir,
 }
@@ -333,7 +335,7 @@ fn setup() -> Setup {
     let (up, seen) = upstream();
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
-    let (api, admin, plain) = (free_addr(), free_addr(), free_addr());
+    let (api, admin, plain, overridable) = (free_addr(), free_addr(), free_addr(), free_addr());
     let config = format!(
         "[gateway]\nshards = 2\nadmin = \"{admin}\"\nhead_timeout = \"1s\"\n{}\n[audit]\ndir = \"{}\"\ndurability = \"batched\"\n\
          [approvals]\nmode = \"nowait\"\n\
@@ -341,7 +343,9 @@ fn setup() -> Setup {
          access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"api\"\nmasking = \"pii\"\n\
          credentials = {{ header = \"Authorization\", value_env = \"API_TOKEN\" }}\n\
          [[target]]\nname = \"plain\"\nprotocol = \"http\"\nlisten = \"{plain}\"\nupstream = \"{up}\"\n\
-         access = [\"agents\"]\ncredentials = {{ header = \"Authorization\", value_env = \"PLAIN_AUTH\" }}\n{RULES}",
+         access = [\"agents\"]\ncredentials = {{ header = \"Authorization\", value_env = \"PLAIN_AUTH\" }}\n\
+         [[target]]\nname = \"overridable\"\nprotocol = \"http\"\nlisten = \"{overridable}\"\nupstream = \"{up}\"\n\
+         access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"api\"\nmethod_override = true\n{RULES}",
         keys.identity_block(),
         dir.path().join("audit").display(),
     );
@@ -359,6 +363,7 @@ fn setup() -> Setup {
         api,
         admin,
         plain,
+        overridable,
         seen,
         _dir: dir,
     }
@@ -941,6 +946,95 @@ fn method_overrides_in_form_bodies_are_refused() {
     assert!(body.contains("\"received\":23"), "{body}");
     let (body, _) = s.curl(&["-H", &auth, "-X", "POST", "-F", "file=@/dev/null", &url]);
     assert!(body.contains("received"), "{body}");
+}
+
+#[test]
+fn a_target_may_judge_method_overrides_as_the_method_they_name() {
+    let s = setup();
+    let t = s.agent();
+    let auth = format!("Authorization: Bearer {t}");
+    let base = format!("http://{}", s.overridable);
+    let status = |args: &[&str]| {
+        let (out, _) = s.curl(
+            &[
+                &["-o", "/dev/null", "-w", "%{http_code}", "-H", &auth][..],
+                args,
+            ]
+            .concat(),
+        );
+        out
+    };
+    let before = s.requests();
+    // Judged as DELETE: denied, or held for approval (nowait: 202).
+    let admin = format!("{base}/v1/admin/x");
+    assert_eq!(
+        status(&["-X", "POST", "-H", "X-HTTP-Method-Override: DELETE", &admin]),
+        "403"
+    );
+    assert_eq!(
+        status(&["-X", "POST", "-H", "x_http_method: delete", &admin]),
+        "403"
+    );
+    let (body, _) = s.curl(&[
+        "-H",
+        &auth,
+        "-X",
+        "POST",
+        &format!("{base}/v1/customers/42?_method=DELETE"),
+    ]);
+    assert!(body.contains("\"approval\""), "{body}");
+    assert_eq!(s.requests(), before, "nothing judged DELETE ran");
+    // Overrides that disagree or name no method are refused.
+    let c42 = format!("{base}/v1/customers/42?_method=PUT");
+    assert_eq!(
+        status(&["-X", "POST", "-H", "X-HTTP-Method-Override: DELETE", &c42]),
+        "400"
+    );
+    assert_eq!(
+        status(&[
+            "-X",
+            "POST",
+            "-H",
+            "X-HTTP-Method-Override: DEL ETE",
+            &format!("{base}/v1/customers/42")
+        ]),
+        "400"
+    );
+    // In a form body it is still refused (not read before the decision).
+    assert_eq!(
+        status(&[
+            "-X",
+            "POST",
+            "-d",
+            "_method=GET",
+            &format!("{base}/v1/customers/42")
+        ]),
+        "400"
+    );
+    // An override the rules allow goes through, as sent.
+    assert_eq!(
+        status(&[
+            "-X",
+            "POST",
+            "-H",
+            "X-HTTP-Method-Override: PUT",
+            "-d",
+            "{}",
+            "-H",
+            "content-type: application/json",
+            &format!("{base}/v1/customers/42")
+        ]),
+        "200"
+    );
+    assert_eq!(s.last().header("x-http-method-override"), Some("PUT"));
+    // The audit says what was judged.
+    let records = audit_records(&s);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["method"] == "DELETE" && r["decision"] == "approve"),
+        "{records:?}"
+    );
 }
 
 #[test]

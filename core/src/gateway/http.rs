@@ -270,6 +270,9 @@ struct Forward {
     hold: Option<(u16, std::sync::Arc<ApprovalSpec>)>,
     /// A form body, which frameworks read `_method` from.
     form: Option<Form>,
+    /// The method the rules judged (an override's, when the target judges
+    /// overrides): what approvals bind and records say.
+    judged: String,
 }
 
 async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C) {
@@ -395,33 +398,58 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
         ));
     }
     // CGI, PHP-FPM and WSGI read `X_HTTP_Method_Override` as the same header.
-    let has = |name: &str| {
-        req.headers.iter().any(|h| {
-            h.name.len() == name.len()
-                && h.name
-                    .bytes()
-                    .zip(name.bytes())
-                    .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
-        })
+    let same_header = |a: &str, name: &str| {
+        a.len() == name.len()
+            && a.bytes()
+                .zip(name.bytes())
+                .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
     };
-    if METHOD_OVERRIDES.iter().any(|h| has(h)) {
-        return Err(Reply::error(
-            400,
-            "bad request: method override headers are not accepted (guardrails judge the request's own method)",
-        ));
-    }
+    let has = |name: &str| req.headers.iter().any(|h| same_header(h.name, name));
     if let Some(h) = REWRITE_HEADERS.iter().find(|h| has(h)) {
         return Err(Reply::error(
             400,
             format!("bad request: `{h}` is not accepted (frameworks route on it; guardrails judge the request's own path)"),
         ));
     }
-    if query_overrides_method(req.target) {
-        return Err(Reply::error(
-            400,
-            "bad request: `_method` in the query string is not accepted (frameworks run it as the method; guardrails judge the request's own method)",
-        ));
+    // A method override: refused, or (`method_override = true`) judged as
+    // the method it names.
+    let mut overrides: Vec<Vec<u8>> = req
+        .headers
+        .iter()
+        .filter(|h| METHOD_OVERRIDES.iter().any(|m| same_header(h.name, m)))
+        .map(|h| h.value.trim_ascii().to_vec())
+        .collect();
+    let header_override = !overrides.is_empty();
+    if let Some((_, query)) = req.target.split_once('?') {
+        overrides.extend(form_override_values(query.as_bytes()));
     }
+    let judged = match (overrides.first(), cx.target.method_override) {
+        (None, _) => None,
+        (Some(_), false) if header_override => {
+            return Err(Reply::error(
+                400,
+                "bad request: method override headers are not accepted (guardrails judge the request's own method; a target may judge them with method_override = true)",
+            ))
+        }
+        (Some(_), false) => {
+            return Err(Reply::error(
+                400,
+                "bad request: `_method` in the query string is not accepted (frameworks run it as the method; guardrails judge the request's own method; a target may judge it with method_override = true)",
+            ))
+        }
+        (Some(first), true) => {
+            let valid = !first.is_empty()
+                && first.len() <= 16
+                && first.iter().all(u8::is_ascii_alphabetic);
+            if !valid || overrides.iter().any(|o| !o.eq_ignore_ascii_case(first)) {
+                return Err(Reply::error(
+                    400,
+                    "bad request: method overrides must name one method (letters only) and agree",
+                ));
+            }
+            Some(String::from_utf8_lossy(first).to_ascii_uppercase())
+        }
+    };
     if req.header("upgrade").is_some() || req.method.eq_ignore_ascii_case("CONNECT") {
         return Err(Reply::error(
             501,
@@ -462,14 +490,29 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
             "bad request: invalid percent-encoding in the path",
         ));
     };
-    let hold = match policy.decide_http(t, req.method, &rule_path, groups) {
+    // With an override, both the request's own method and the one it names
+    // are judged: the stricter decision holds (a framework may run either).
+    let mut decision = policy.decide_http(t, req.method, &rule_path, groups);
+    if let Some(m) = &judged {
+        let other = policy.decide_http(t, m, &rule_path, groups);
+        let rank = |d: &Decision| match d {
+            Decision::Allow => 0,
+            Decision::Approve { .. } => 1,
+            Decision::Deny { .. } => 2,
+        };
+        if rank(&other) >= rank(&decision) {
+            decision = other;
+        }
+    }
+    let method = judged.as_deref().unwrap_or(req.method);
+    let hold = match decision {
         Decision::Allow => None,
         Decision::Deny { message, rule } => {
             info!(
                 "request_denied",
                 target = cx.target.name,
                 subject = identity.subject,
-                method = req.method,
+                method = method,
                 path = path,
                 rule = rule + 1
             );
@@ -517,6 +560,7 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
         .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     Ok(Forward {
         method: req.method.to_owned(),
+        judged: method.to_owned(),
         target: req.target.to_owned(),
         head: upstream_head(cx, req),
         framing,
@@ -660,6 +704,7 @@ const REWRITE_HEADERS: &[&str] = &[
 /// Does the query string carry a method override (`_method=DELETE`, also
 /// percent-encoded as `%5Fmethod`, any case), which Rails, Laravel and
 /// Express's method-override run as the request's method?
+#[cfg(test)]
 fn query_overrides_method(target: &str) -> bool {
     target
         .split_once('?')
@@ -668,11 +713,21 @@ fn query_overrides_method(target: &str) -> bool {
 
 /// Does a form (`a=1&b=2`, a query string or an urlencoded body) name a
 /// method override?
+#[cfg(test)]
 fn form_overrides_method(form: &[u8]) -> bool {
-    form.split(|&b| b == b'&' || b == b';').any(|pair| {
-        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-        overrides_name(&percent_decode_form(name))
-    })
+    !form_override_values(form).is_empty()
+}
+
+/// The values of the method overrides a form (a query string) names.
+fn form_override_values(form: &[u8]) -> Vec<Vec<u8>> {
+    form.split(|&b| b == b'&' || b == b';')
+        .filter_map(|pair| {
+            let mut parts = pair.splitn(2, |&b| b == b'=');
+            let name = parts.next().unwrap_or_default();
+            overrides_name(&percent_decode_form(name))
+                .then(|| percent_decode_form(parts.next().unwrap_or_default()))
+        })
+        .collect()
 }
 
 /// A form name as a framework decodes it (`%5Fmethod`, `_%6Dethod`, `+`).
@@ -1504,7 +1559,7 @@ async fn record(
                 .str("target", &cx.target.name)
                 .str("subject", &fwd.identity.subject)
                 .str("protocol", "http")
-                .str("method", &fwd.method)
+                .str("method", &fwd.judged)
                 .text("text", fwd.target.as_bytes())
                 .str("decision", decision);
             if let Some(id) = approval {
@@ -1547,7 +1602,7 @@ async fn hold(
 ) -> Held {
     let approvals = &cx.shard.shared.approvals;
     let fields: [(&[u8], &[u8]); 3] = [
-        (b"method", fwd.method.as_bytes()),
+        (b"method", fwd.judged.as_bytes()),
         (b"target", fwd.target.as_bytes()),
         (b"body", body),
     ];
@@ -1560,17 +1615,17 @@ async fn hold(
         return Held::Approved(r.id);
     }
     let wait = spec.mode == ApprovalMode::Wait;
-    let what = format!("{} {} on {}", fwd.method, fwd.target, cx.target.name);
+    let what = format!("{} {} on {}", fwd.judged, fwd.target, cx.target.name);
     let shown = String::from_utf8_lossy(&body[..body.len().min(16 * 1024)]);
     let text = if shown.is_empty() {
-        format!("{} {}", fwd.method, fwd.target)
+        format!("{} {}", fwd.judged, fwd.target)
     } else {
-        format!("{} {}\n\n{shown}", fwd.method, fwd.target)
+        format!("{} {}\n\n{shown}", fwd.judged, fwd.target)
     };
     let opened = approvals.open(NewRequest {
         key,
         protocol: "http",
-        summary: fwd.method.clone(),
+        summary: fwd.judged.clone(),
         text,
         params: Vec::new(),
         database: String::new(),
