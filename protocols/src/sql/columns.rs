@@ -224,29 +224,55 @@ struct Check<'a> {
 }
 
 impl<'a> Check<'a> {
+    /// Allocates nothing: a statement that names nothing protected is only
+    /// looked over (see [`Check::statement`]).
     fn new(sql: &'a [u8], t: &'a [Token], p: &'a Protected) -> Self {
-        let mut close = vec![usize::MAX; t.len()];
-        let mut open = Vec::new();
-        for (i, tok) in t.iter().enumerate() {
-            match tok.kind {
-                TokenKind::Punct(b'(' | b'[') => open.push(i),
-                TokenKind::Punct(b')' | b']') => {
-                    if let Some(o) = open.pop() {
-                        close[o] = i;
-                    }
-                }
-                _ => {}
-            }
-        }
         Check {
             sql,
             t,
             p,
-            cols: p.columns.iter().map(|c| c.to_vec()).collect(),
+            cols: HashSet::new(),
             rels: std::collections::HashMap::new(),
             depth: 0,
             excluded_taken: false,
-            close,
+            close: Vec::new(),
+        }
+    }
+
+    /// What reading a statement needs: the matching brackets, the protected
+    /// column names.
+    fn prepare_reading(&mut self) {
+        if self.close.len() != self.t.len() {
+            self.close = vec![usize::MAX; self.t.len()];
+            let mut open = Vec::new();
+            for (i, tok) in self.t.iter().enumerate() {
+                match tok.kind {
+                    TokenKind::Punct(b'(' | b'[') => open.push(i),
+                    TokenKind::Punct(b')' | b']') => {
+                        if let Some(o) = open.pop() {
+                            self.close[o] = i;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.cols.extend(self.p.columns.iter().map(|c| c.to_vec()));
+    }
+
+    /// Whether the name at `i` is `name` (lower-cased), as [`Check::ident`]
+    /// reads it; a plain word is compared in place.
+    fn name_is(&self, i: usize, name: &[u8]) -> bool {
+        let raw = &self.sql[self.t[i].range()];
+        match self.t[i].kind {
+            TokenKind::Word => {
+                let mut cut = raw.len().min(63);
+                while cut < raw.len() && cut > 0 && (raw[cut] & 0xC0) == 0x80 {
+                    cut -= 1;
+                }
+                raw[..cut].eq_ignore_ascii_case(name)
+            }
+            _ => self.ident(i) == name,
         }
     }
 
@@ -413,27 +439,33 @@ impl<'a> Check<'a> {
             if !self.name_like(i) {
                 continue;
             }
-            let name = self.ident(i);
-            if STATISTICS_RELATIONS.iter().any(|s| s.as_bytes() == name) {
-                return self.refuse(&name, STATISTICS);
+            if let Some(s) = STATISTICS_RELATIONS
+                .iter()
+                .find(|s| self.name_is(i, s.as_bytes()))
+            {
+                return self.refuse(s.as_bytes(), STATISTICS);
             }
-            if OTHER_SESSIONS.iter().any(|s| s.as_bytes() == name) {
-                return self.refuse(&name, SESSIONS);
+            if let Some(s) = OTHER_SESSIONS
+                .iter()
+                .find(|s| self.name_is(i, s.as_bytes()))
+            {
+                return self.refuse(s.as_bytes(), SESSIONS);
             }
-            if let Some((_, cols)) = self.p.views.iter().find(|(v, _)| **v == *name) {
+            if let Some((_, cols)) = self.p.views.iter().find(|(v, _)| self.name_is(i, v)) {
                 self.cols.extend(cols.iter().map(|c| c.to_vec()));
                 named = true;
             }
-            named |= self.p.columns.iter().any(|c| **c == *name)
+            named |= self.p.columns.iter().any(|c| self.name_is(i, c))
                 || self
                     .p
                     .relations
                     .as_ref()
-                    .is_some_and(|r| r.iter().any(|r| **r == *name));
+                    .is_some_and(|r| r.iter().any(|r| self.name_is(i, r)));
         }
         if !named && self.p.relations.is_some() {
             return Ok(());
         }
+        self.prepare_reading();
         self.register_relations(lo, hi);
         let first = self.word(lo).map(|w| w.to_ascii_lowercase());
         match first.as_deref() {
@@ -666,16 +698,8 @@ impl<'a> Check<'a> {
             return self.expr(lo + 1, hi, false);
         }
         if self.is(lo, "table") {
-            let mut i = lo + 1;
-            if self.is(i, "only") {
-                i += 1;
-            }
-            if !self.name_like(i) {
-                return self.unread();
-            }
-            let last = self.chain_end(i);
-            let name = self.ident(last);
-            let mut end = last + 1;
+            let mut end = lo + 1;
+            let name = self.relation_ref(&mut end, "only")?;
             if self.punct(end, b'*') {
                 end += 1;
             }
@@ -910,6 +934,19 @@ impl<'a> Check<'a> {
         self.expr(lo, hi, false).map(|()| false)
     }
 
+    /// `[prefix] a.b.name` at `*i`: the relation's name; `*i` moves past it.
+    fn relation_ref(&self, i: &mut usize, prefix: &str) -> Result<Vec<u8>> {
+        if self.is(*i, prefix) {
+            *i += 1;
+        }
+        if !self.name_like(*i) {
+            return self.unread();
+        }
+        let last = self.chain_end(*i);
+        *i = last + 1;
+        Ok(self.ident(last))
+    }
+
     /// Follows `a.b.c` from `i`: the index of its last name.
     fn chain_end(&self, mut i: usize) -> usize {
         while self.punct(i + 1, b'.') && self.name_like(i + 2) {
@@ -1142,19 +1179,11 @@ impl<'a> Check<'a> {
     /// The target of INSERT/UPDATE/DELETE at `*i` (`[ONLY] name [*] [[AS] alias]`).
     /// Whether it holds protected columns.
     fn target(&mut self, i: &mut usize, hi: usize, alias_allowed: bool) -> Result<bool> {
-        if self.is(*i, "only") {
-            *i += 1;
-        }
-        if !self.name_like(*i) {
-            return self.unread();
-        }
-        let last = self.chain_end(*i);
-        let name = self.ident(last);
+        let name = self.relation_ref(i, "only")?;
         let protected = self.p.relation(&name);
         if protected {
             self.rels.insert(name.clone(), name.clone());
         }
-        *i = last + 1;
         if self.punct(*i, b'*') {
             *i += 1;
         }
@@ -1384,15 +1413,8 @@ impl<'a> Check<'a> {
             let end = self.skip_group(i, hi)?;
             return self.query(i + 1, end - 1, false);
         }
-        if self.is(i, "binary") {
-            i += 1;
-        }
-        if !self.name_like(i) {
-            return self.unread();
-        }
-        let last = self.chain_end(i);
-        let name = self.ident(last);
-        let mut k = last + 1;
+        let name = self.relation_ref(&mut i, "binary")?;
+        let mut k = i;
         let columns = self.punct(k, b'(').then_some(k);
         if let Some(c) = columns {
             k = self.skip_group(c, hi)?;

@@ -300,12 +300,11 @@ fn strict_columns(
     ctx: &Context<'_>,
     resolved: Option<&Rc<super::login::Catalog>>,
 ) -> Option<Rc<Protected>> {
-    let fallback = super::strict_columns(ctx.config, ctx.target)?;
-    Some(
-        resolved
-            .and_then(|c| c.protected.clone())
-            .unwrap_or_else(|| Rc::new(fallback)),
-    )
+    super::strict_profile(ctx.config, ctx.target)?;
+    match resolved.and_then(|c| c.protected.clone()) {
+        Some(p) => Some(p),
+        None => super::strict_columns(ctx.config, ctx.target).map(Rc::new),
+    }
 }
 
 /// Sends a FATAL error to the client and closes its side for good.
