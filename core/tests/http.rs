@@ -123,6 +123,20 @@ fn serve_upstream(mut s: TcpStream, log: Arc<Mutex<Vec<Seen>>>) {
             _ => {}
         }
         log.lock().unwrap().push(seen.clone());
+        if seen.target == "/v1/sse-live" {
+            // One event, then the rest only once the test has seen it.
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let first = "data: {\"to\":\"jane\\u0040example.com\"}\n\n";
+            let _ = s.write_all(format!("{head}{:x}\r\n{first}\r\n", first.len()).as_bytes());
+            for _ in 0..2000 {
+                if SSE_RELEASED.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            let _ = s.write_all(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n");
+            continue;
+        }
         let out = route(&seen);
         if s.write_all(&out).is_err() {
             return;
@@ -133,6 +147,19 @@ fn serve_upstream(mut s: TcpStream, log: Arc<Mutex<Vec<Seen>>>) {
         }
     }
 }
+
+/// Set once the test has read the first event of `/v1/sse-live`.
+static SSE_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An LLM-style event stream: escapes, JSON across data lines, CR line ends,
+/// a field rule's value as a number, and a text `[DONE]`.
+const SSE: &str = "event: delta\r\ndata: {\"note\":\"jane.doe\\u0040example.com\"}\r\n\r\n\
+data: {\"customers\":[{\"card\":\r\ndata: 4111111111111111}]}\r\rid: 2\n\
+data: {\"tax\":\"123\\u002D45-6789\",\"ok\":\"caf\\u00e9\"}\n\ndata: [DONE]\n\n";
+
+/// JSON lines with escapes.
+const NDJSON: &str =
+    "{\"pan\":\"4111\\u002D1111-1111-1111\"}\n{\"note\":\"jane\\u0040example.com\",\"score\":1}\n";
 
 fn response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
@@ -271,6 +298,22 @@ fn route(r: &Seen) -> Vec<u8> {
             "application/json",
             br#"{"note":"jane.doe\u0040example.com","tax":"123\u002D45-6789","pan":"4111\u002D1111-1111-1111","ok":"caf\u00e9"}"#,
         ),
+        ("GET", "/v1/sse") => {
+            let cuts: Vec<usize> = (1..SSE.len()).step_by(5).collect();
+            chunked("text/event-stream", SSE.as_bytes(), &cuts)
+        }
+        ("GET", "/v1/ndjson") => response("200 OK", "application/x-ndjson", NDJSON.as_bytes()),
+        // A line that is not JSON (Python's parser reads NaN): field rules
+        // cannot apply to it.
+        ("GET", "/v1/ndjson-nan") => chunked(
+            "application/x-ndjson",
+            b"{\"ok\":1}\n{\"customers\":[{\"card\":\"4111 1111 1111 1111\",\"x\":NaN}]}\n{\"after\":2}\n",
+            &[9],
+        ),
+        ("GET", "/v1/sse-release") => {
+            SSE_RELEASED.store(true, std::sync::atomic::Ordering::SeqCst);
+            response("200 OK", "text/plain", b"ok")
+        }
         ("GET", "/v1/image") => response("200 OK", "image/png", b"\x89PNG jane@example.com"),
         ("GET", "/v1/hints") => {
             let mut out = b"HTTP/1.1 103 Early Hints\r\nx-contact: jane@example.com\r\n\r\n".to_vec();
@@ -539,6 +582,124 @@ fn escaped_json_values_are_masked() {
     assert!(
         out.contains(r#""ok":"caf\u00e9""#),
         "unmasked escapes pass as they came: {out}"
+    );
+}
+
+/// Server-Sent Events and JSON lines are read as the client reads them: an
+/// SSE event's data lines joined, JSON escapes decoded, field rules applied.
+#[test]
+fn event_streams_are_masked_as_their_clients_read_them() {
+    let s = setup();
+    let auth = format!("Authorization: Bearer {}", s.agent());
+    let (out, err) = s.curl(&["-H", &auth, &s.url("/v1/sse")]);
+    for clear in ["jane.doe", "4111111111111111", "123\\u002D45", "jane"] {
+        assert!(!out.contains(clear), "{clear} in {out:?} {err}");
+    }
+    assert!(out.contains("data: [DONE]\n\n"), "{out:?}");
+    assert!(
+        out.contains(r#"caf\u00e9"#),
+        "nothing to mask passes as it came: {out:?}"
+    );
+    assert!(out.contains(r#"data: {"customers":[{"card":"#), "{out:?}");
+    // What an EventSource hands the application parses as JSON.
+    let card_event: String = out
+        .split("\r\r")
+        .next()
+        .unwrap()
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_end_matches('\r').strip_prefix("data: ").unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let v: Value =
+        serde_json::from_str(&card_event).unwrap_or_else(|e| panic!("{e}: {card_event:?}"));
+    assert_eq!(v["customers"][0]["card"], "************1111", "{out:?}");
+
+    // JSON lines, sent with a length, come back re-chunked; also to HTTP/1.0.
+    for version in ["--http1.1", "--http1.0"] {
+        let (out, err) = s.curl(&["-H", &auth, version, "-i", &s.url("/v1/ndjson")]);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out} {err}");
+        assert!(!out.contains("4111") && !out.contains("jane"), "{out}");
+        let body = out.split("\r\n\r\n").nth(1).unwrap();
+        assert_eq!(body.lines().count(), 2, "{out}");
+        let first: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+        assert!(
+            first["pan"].as_str().unwrap().chars().all(|c| c == '*'),
+            "{out}"
+        );
+        if version == "--http1.0" {
+            assert!(
+                !out.to_ascii_lowercase().contains("transfer-encoding"),
+                "{out}"
+            );
+        } else {
+            assert!(
+                out.to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked"),
+                "{out}"
+            );
+        }
+    }
+    // A line the field rules cannot read cuts the stream there: the client
+    // sees a truncated body (no last chunk), nothing of that line or after.
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-H",
+            &auth,
+            &s.url("/v1/ndjson-nan"),
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out, "{\"ok\":1}\n");
+    assert_eq!(o.status.code(), Some(18), "partial transfer: {o:?}");
+}
+
+/// A live stream's events reach the client as they come, not when a window
+/// of later bytes has filled: the upstream sends the rest only after the
+/// client has read the first event.
+#[test]
+fn a_live_event_stream_is_not_held_back() {
+    let s = setup();
+    let mut c = TcpStream::connect(s.api).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET /v1/sse-live HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+        s.agent()
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("}\n\n") {
+        let mut chunk = [0u8; 4096];
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => panic!(
+                "first event not delivered: {}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let first = String::from_utf8_lossy(&got).into_owned();
+    assert!(!first.contains("jane"), "{first}");
+    let auth = format!("Authorization: Bearer {}", s.agent());
+    s.curl(&["-H", &auth, &s.url("/v1/sse-release")]);
+    while !String::from_utf8_lossy(&got).ends_with("0\r\n\r\n") {
+        let mut chunk = [0u8; 4096];
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("data: [DONE]"),
+        "{}",
+        String::from_utf8_lossy(&got)
     );
 }
 

@@ -282,6 +282,46 @@ pub fn mask_json(
     Ok(masked)
 }
 
+/// For text that did not parse as JSON but may still be read by a lenient
+/// JSON client (Python's `json` takes `NaN`, some take comments or trailing
+/// commas): every run between unescaped double quotes that holds a backslash
+/// escape is read decoded, and if a detector finds anything in it the run
+/// becomes `*`s (same length). Runs inside and outside strings are treated
+/// alike, so no quoting trick can misalign the scan. Returns values masked.
+pub fn mask_escaped_runs(text: &mut [u8], masker: &mut Masker) -> u64 {
+    let mut masked = 0;
+    let mut start = 0;
+    let mut i = 0;
+    loop {
+        let found = text.get(i..).and_then(|t| memchr::memchr2(b'"', b'\\', t));
+        let Some(k) = found.map(|k| i + k) else {
+            masked += mask_run(&mut text[start..], masker);
+            break;
+        };
+        if text[k] == b'\\' {
+            // An escape: the next byte is part of the run, whatever it is.
+            i = k + 2;
+            continue;
+        }
+        masked += mask_run(&mut text[start..k], masker);
+        start = k + 1;
+        i = k + 1;
+    }
+    masked
+}
+
+fn mask_run(run: &mut [u8], masker: &mut Masker) -> u64 {
+    if memchr::memchr(b'\\', run).is_none() {
+        return 0;
+    }
+    let mut decoded = key_text(run).into_owned();
+    let n = masker.mask_value(&mut decoded, None);
+    if n > 0 {
+        run.fill(b'*');
+    }
+    n
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Frame {
     Object,
@@ -511,6 +551,28 @@ mod tests {
         let mut v = doc.as_bytes().to_vec();
         mask_json(&mut v, &mut m, &rules)?;
         Ok(String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn escaped_runs_in_text_that_is_not_json_are_read_decoded() {
+        let mut m = Masker::new(Profile::new(&["email", "credit_card"], &[]).unwrap());
+        for (text, clear) in [
+            (r#"{"a":"jane\u0040example.com","n":NaN}"#, "jane"),
+            // Quoting tricks do not shift what is read: runs both sides of
+            // every unescaped quote are checked.
+            (r#"{"a":"x\"", b: 4111\u002D1111-1111-1111 // "#, "4111"),
+            (r#"'jane\u0040example.com'"#, "jane"),
+        ] {
+            let mut v = text.as_bytes().to_vec();
+            assert!(mask_escaped_runs(&mut v, &mut m) > 0, "{text}");
+            let out = String::from_utf8(v).unwrap();
+            assert!(!out.contains(clear), "{out}");
+            assert_eq!(out.len(), text.len());
+        }
+        let mut plain = br#"{"a":"caf\u00e9","b":"\"quoted\""}"#.to_vec();
+        let before = plain.clone();
+        assert_eq!(mask_escaped_runs(&mut plain, &mut m), 0);
+        assert_eq!(plain, before);
     }
 
     #[test]

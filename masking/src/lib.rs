@@ -25,12 +25,14 @@
 pub mod classify;
 pub mod custom;
 pub mod detect;
+pub mod events;
 pub mod json;
 pub mod mask;
 pub mod stream;
 
 pub use custom::Entity;
 pub use detect::{Detector, Hit};
+pub use events::{EventMasker, Events};
 pub use mask::{HashKey, Style};
 pub use stream::StreamMasker;
 

@@ -14,8 +14,9 @@
 //!    (a header or a query parameter); hop-by-hop headers are dropped; the body
 //!    streams through with its framing checked.
 //! 5. The response streams back. With masking on, a JSON body is masked by
-//!    field path and detectors (buffered, re-framed), any other text body
-//!    through the streaming masker; an encoded (compressed) body is never
+//!    field path and detectors (buffered, re-framed), Server-Sent Events and
+//!    JSON lines event by event, any other text body through the streaming
+//!    masker; an encoded (compressed) body is never
 //!    passed through unmasked: the request asks for `identity`, and a response
 //!    that is encoded anyway is refused with `502`.
 //!
@@ -34,8 +35,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use sluice_config::policy::{ApprovalSpec, Decision};
 use sluice_config::{ApprovalMode, Config, Target, UpstreamTls};
-use sluice_masking::json::{mask_json, FieldRules};
-use sluice_masking::{Entity, Masker, Profile, StreamMasker};
+use sluice_masking::json::{mask_escaped_runs, mask_json, FieldRules};
+use sluice_masking::{Entity, EventMasker, Events, Masker, Profile, StreamMasker};
 use sluice_protocols::http::{self, ChunkedDecoder, Framing, Header};
 use sluice_protocols::Status;
 
@@ -270,6 +271,8 @@ struct Forward {
     hold: Option<(u16, std::sync::Arc<ApprovalSpec>)>,
     /// A form body, which frameworks read `_method` from.
     form: Option<Form>,
+    /// The client speaks HTTP/1.1 (may be answered chunked).
+    http11: bool,
     /// The method the rules judged (an override's, when the target judges
     /// overrides): what approvals bind and records say.
     judged: String,
@@ -569,6 +572,7 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
         identity,
         hold,
         form,
+        http11: req.version == 1,
     })
 }
 
@@ -1946,6 +1950,8 @@ enum Masking {
     None,
     /// JSON: buffered whole, masked by field path and detectors, re-framed.
     Json(Masker, Rc<FieldRules>),
+    /// Server-Sent Events and JSON lines: masked event by event, re-framed.
+    Events(EventMasker, Rc<FieldRules>),
     /// Any other text: the streaming masker (same length).
     Stream(StreamMasker),
 }
@@ -2095,15 +2101,23 @@ fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
     let binary = [&b"image/"[..], b"audio/", b"video/", b"font/"]
         .iter()
         .any(|p| media.len() >= p.len() && media[..p.len()].eq_ignore_ascii_case(p));
-    match (&setup.profile, &setup.secrets) {
-        (Some(profile), _) if ends(b"/json") || ends(b"+json") => {
+    match (&setup.profile, &setup.secrets, Events::of_media_type(media)) {
+        (Some(profile), _, Some(kind)) => {
+            let masker = EventMasker::new(
+                kind,
+                Masker::new(profile.clone()),
+                cx.config.gateway.max_message,
+            );
+            Ok(Masking::Events(masker, setup.rules.clone()))
+        }
+        (Some(profile), _, _) if ends(b"/json") || ends(b"+json") => {
             let masker = cx.cache.borrow_mut().json_masker.take();
             let mut masker = masker.unwrap_or_else(|| Masker::new(profile.clone()));
             masker.counts = Default::default();
             Ok(Masking::Json(masker, setup.rules.clone()))
         }
-        (Some(profile), _) if !binary => Ok(Masking::Stream(StreamMasker::new(profile.clone()))),
-        (_, Some(secrets)) => Ok(Masking::Stream(StreamMasker::new(secrets.clone()))),
+        (Some(profile), _, _) if !binary => Ok(Masking::Stream(StreamMasker::new(profile.clone()))),
+        (_, Some(secrets), _) => Ok(Masking::Stream(StreamMasker::new(secrets.clone()))),
         _ => Ok(Masking::None),
     }
 }
@@ -2267,7 +2281,12 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
         }
         // The head that goes to the client: the upstream's, minus hop-by-hop
         // and framing headers, plus our own framing.
-        let client_close = !fwd.keep_alive || framing == Framing::UntilClose;
+        // Events change length: re-chunked for HTTP/1.1 clients, else sent
+        // until close.
+        let events_chunked = fwd.http11 && framing != Framing::UntilClose;
+        let client_close = !fwd.keep_alive
+            || framing == Framing::UntilClose
+            || (matches!(masking, Masking::Events(..)) && !events_chunked);
         let mut head = Vec::with_capacity(head_len + 64);
         let framing_headers_replaced = !matches!(masking, Masking::None);
         // Header values are masked too (a `Location` or an `X-User` header can
@@ -2343,6 +2362,9 @@ async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
                 .await;
                 cx.cache.borrow_mut().json_masker = Some(masker);
                 relayed
+            }
+            Masking::Events(m, rules) => {
+                events_body(client, up, ubuf, head, framing, events_chunked, m, &rules).await
             }
             Masking::Stream(m) => stream_body(client, up, ubuf, head, framing, m).await,
         };
@@ -2550,6 +2572,8 @@ async fn json_body<C: AsyncWriteRent, U: AsyncReadRent>(
         s.finish(&mut out);
         body = out;
         masker.counts = s.masker().counts.clone();
+        // A lenient client (NaN, comments) still decodes escapes.
+        mask_escaped_runs(&mut body, &mut masker);
     }
     let _ = write!(head, "content-length: {}\r\n\r\n", body.len());
     let n = (head.len() + body.len()) as u64;
@@ -2645,6 +2669,116 @@ async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
                 return Ok((total, masker.masker().counts.pairs()));
             }
             return Err("the upstream closed the connection mid-body".into());
+        }
+    }
+}
+
+/// An event stream (SSE, JSON lines): each event is released, masked, as soon
+/// as it is complete; the body is re-chunked (`chunked`) or sent until close.
+/// A stream that cannot be masked is cut there: a chunked client sees no
+/// last chunk, and nothing after the cut is passed.
+#[allow(clippy::too_many_arguments)]
+async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
+    client: &mut C,
+    up: &mut U,
+    ubuf: &mut Vec<u8>,
+    mut head: Vec<u8>,
+    framing: Framing,
+    chunked: bool,
+    mut masker: EventMasker,
+    rules: &FieldRules,
+) -> Relayed {
+    head.extend_from_slice(if chunked {
+        b"transfer-encoding: chunked\r\n\r\n"
+    } else {
+        b"\r\n"
+    });
+    let mut total = 0u64;
+    let mut out = head;
+    let mut released = Vec::with_capacity(16 * 1024);
+    let mut decoder = ChunkedDecoder::new(u64::MAX);
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let failed = |e: sluice_masking::events::EventError| {
+        format!("the event stream could not be masked: {e}")
+    };
+    loop {
+        // What arrived is fed; a failure still releases the events before it.
+        let step = 'feed: {
+            match framing {
+                Framing::Length(_) => {
+                    let n = (ubuf.len() as u64).min(left) as usize;
+                    if let Err(e) = masker.feed(&ubuf[..n], rules, &mut released) {
+                        break 'feed Err(failed(e));
+                    }
+                    ubuf.drain(..n);
+                    left -= n as u64;
+                    Ok(left == 0)
+                }
+                Framing::Chunked => loop {
+                    let r = match decoder.decode(ubuf) {
+                        Ok(r) => r,
+                        Err(e) => break 'feed Err(e.to_string()),
+                    };
+                    if let Err(e) = masker.feed(&ubuf[r.data.clone()], rules, &mut released) {
+                        break 'feed Err(failed(e));
+                    }
+                    ubuf.drain(..r.consumed);
+                    if r.done || r.consumed == 0 {
+                        break Ok(r.done);
+                    }
+                },
+                _ => {
+                    if let Err(e) = masker.feed(ubuf, rules, &mut released) {
+                        break 'feed Err(failed(e));
+                    }
+                    ubuf.clear();
+                    Ok(false)
+                }
+            }
+        };
+        let step = match step {
+            Ok(true) => masker
+                .finish(rules, &mut released)
+                .map(|()| true)
+                .map_err(failed),
+            other => other,
+        };
+        let done = step == Ok(true);
+        if !released.is_empty() {
+            if chunked {
+                let _ = write!(out, "{:x}\r\n", released.len());
+                out.extend_from_slice(&released);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&released);
+            }
+            released.clear();
+        }
+        if done && chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !out.is_empty() {
+            total += out.len() as u64;
+            let (res, back) = client.write_all(std::mem::take(&mut out)).await;
+            res.map_err(|e| e.to_string())?;
+            out = back;
+            out.clear();
+        }
+        if step? {
+            return Ok((total, masker.masker().counts.pairs()));
+        }
+        if !fill(up, ubuf).await? {
+            if framing != Framing::UntilClose {
+                return Err("the upstream closed the connection mid-body".into());
+            }
+            let finished = masker.finish(rules, &mut released).map_err(failed);
+            let (res, _) = client.write_all(released).await;
+            res.map_err(|e| e.to_string())?;
+            finished?;
+            return Ok((total, masker.masker().counts.pairs()));
         }
     }
 }
