@@ -1161,17 +1161,37 @@ fn a_target_may_judge_method_overrides_as_the_method_they_name() {
         ]),
         "400"
     );
-    // In a form body it is still refused (not read before the decision).
+    // In a form body it is read before the decision and judged the same.
+    let c42 = format!("{base}/v1/customers/42");
     assert_eq!(
-        status(&[
-            "-X",
-            "POST",
-            "-d",
-            "_method=GET",
-            &format!("{base}/v1/customers/42")
-        ]),
+        status(&["-X", "POST", "-d", "a=1&%5Fmethod=delete", &admin]),
+        "403"
+    );
+    let (body, _) = s.curl(&["-H", &auth, "-d", "note=x&_method=DELETE", &c42]);
+    assert!(body.contains("\"approval\""), "{body}");
+    // Chunked, split anywhere, spelled as PHP reads it: still DELETE.
+    let (body, _) = s.curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "transfer-encoding: chunked",
+        "-d",
+        "[method=DELETE",
+        &c42,
+    ]);
+    assert!(body.contains("\"approval\""), "{body}");
+    assert_eq!(s.requests(), before, "nothing judged DELETE ran");
+    // Disagreeing with the query's, or with itself: refused.
+    assert_eq!(
+        status(&["-d", "_method=DELETE", &format!("{c42}?_method=PUT")]),
         "400"
     );
+    assert_eq!(status(&["-d", "_method=PUT&_method=DELETE", &c42]), "400");
+    // In a multipart body its value is not judged: refused.
+    assert_eq!(status(&["-F", "_method=PUT", &c42]), "400");
+    // Allowed as the method it names: forwarded with the body as sent.
+    assert_eq!(status(&["-d", "x=1&_method=PATCH", &c42]), "200");
+    assert_eq!(s.last().body, b"x=1&_method=PATCH");
     // An override the rules allow goes through, as sent.
     assert_eq!(
         status(&[

@@ -271,6 +271,9 @@ struct Forward {
     hold: Option<(u16, std::sync::Arc<ApprovalSpec>)>,
     /// A form body, which frameworks read `_method` from.
     form: Option<Form>,
+    /// `method_override = true` and a form body: the path the rules see, to
+    /// judge the body's `_method` once it is read.
+    judge_form: Option<String>,
     /// The client speaks HTTP/1.1 (may be answered chunked).
     http11: bool,
     /// The method the rules judged (an override's, when the target judges
@@ -497,15 +500,7 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
     // are judged: the stricter decision holds (a framework may run either).
     let mut decision = policy.decide_http(t, req.method, &rule_path, groups);
     if let Some(m) = &judged {
-        let other = policy.decide_http(t, m, &rule_path, groups);
-        let rank = |d: &Decision| match d {
-            Decision::Allow => 0,
-            Decision::Approve { .. } => 1,
-            Decision::Deny { .. } => 2,
-        };
-        if rank(&other) >= rank(&decision) {
-            decision = other;
-        }
+        decision = stricter(decision, policy.decide_http(t, m, &rule_path, groups));
     }
     let method = judged.as_deref().unwrap_or(req.method);
     let hold = match decision {
@@ -535,6 +530,21 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
             Some((rule, spec))
         }
     };
+    // Frameworks honour `_method` on POST only.
+    let form = if req.method.eq_ignore_ascii_case("POST") && framing != Framing::None {
+        form_kind(req).map_err(|e| Reply::error(400, format!("bad request: {e}")))?
+    } else {
+        None
+    };
+    // On a target that judges overrides, a form body is read whole before it
+    // is judged: its `_method` is one more override.
+    let judge_form = (cx.target.method_override && form.is_some()).then(|| rule_path.into_owned());
+    if judge_form.is_some() && matches!(framing, Framing::Length(n) if n > MAX_HELD_BODY) {
+        return Err(Reply::error(
+            413,
+            format!("a form body on a target that judges method overrides may carry at most {MAX_HELD_BODY} bytes (it is read whole for `_method` before it is judged)"),
+        ));
+    }
     if hold.is_some() && matches!(framing, Framing::Length(n) if n > MAX_HELD_BODY) {
         return Err(Reply::error(
             413,
@@ -552,12 +562,6 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
     } else {
         has("keep-alive")
     };
-    // Frameworks honour `_method` on POST only.
-    let form = if req.method.eq_ignore_ascii_case("POST") && framing != Framing::None {
-        form_kind(req).map_err(|e| Reply::error(400, format!("bad request: {e}")))?
-    } else {
-        None
-    };
     let expect_continue = req
         .header("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
@@ -572,8 +576,23 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
         identity,
         hold,
         form,
+        judge_form,
         http11: req.version == 1,
     })
+}
+
+/// The stricter of two decisions (the later one on a tie).
+fn stricter(a: Decision, b: Decision) -> Decision {
+    let rank = |d: &Decision| match d {
+        Decision::Allow => 0,
+        Decision::Approve { .. } => 1,
+        Decision::Deny { .. } => 2,
+    };
+    if rank(&b) >= rank(&a) {
+        b
+    } else {
+        a
+    }
 }
 
 /// A path without `//`, `.`/`..` segments, backslashes or encoded `/ \ .`,
@@ -1385,13 +1404,43 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
     // to its method, target and body.
     let mut held_body: Option<Vec<u8>> = None;
     let mut approval = None;
-    if let Some((rule, spec)) = fwd.hold.take() {
+    if let Some(rule_path) = fwd.judge_form.take() {
         let body = match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
             Ok(b) => b,
             Err(r) => {
                 refuse(client, r).await;
                 return Next::Close;
             }
+        };
+        if let Err(r) = judge_form_override(cx, &mut fwd, &body, &rule_path) {
+            if r.status == 403 {
+                let said: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                record(cx, &fwd, "deny", None, said["error"].as_str()).await;
+            }
+            return if reply(client, r).await.is_ok() && fwd.keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+        }
+        fwd.framing = if body.is_empty() {
+            Framing::None
+        } else {
+            Framing::Length(body.len() as u64)
+        };
+        fwd.form = None;
+        held_body = Some(body);
+    }
+    if let Some((rule, spec)) = fwd.hold.take() {
+        let body = match held_body.take() {
+            Some(b) => b,
+            None => match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
+                Ok(b) => b,
+                Err(r) => {
+                    refuse(client, r).await;
+                    return Next::Close;
+                }
+            },
         };
         match hold(cx, &fwd, &body, rule, &spec).await {
             Held::Approved(id) => approval = Some(id),
@@ -1541,6 +1590,89 @@ async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         Next::KeepAlive
     } else {
         Next::Close
+    }
+}
+
+/// A form body's `_method` on a target that judges overrides: it must name
+/// one method and agree with any header or query override; the stricter of
+/// the decision so far and the named method's holds (a deny is answered,
+/// an approval held like any other).
+fn judge_form_override(
+    cx: &Ctx<'_>,
+    fwd: &mut Forward,
+    body: &[u8],
+    rule_path: &str,
+) -> Result<(), Reply> {
+    let values = match &fwd.form {
+        Some(Form::Urlencoded) => form_override_values(body),
+        Some(Form::Multipart(boundary)) => {
+            let mut scan = MultipartScan::new(boundary);
+            return scan
+                .feed(body)
+                .and_then(|()| scan.finish())
+                .map_err(|_| Reply::error(400, "bad request: `_method` in a multipart body is not judged (parsers disagree on where its value ends); send it in the query string or an override header"));
+        }
+        None => return Ok(()),
+    };
+    let Some(first) = values.first() else {
+        return Ok(());
+    };
+    let valid = !first.is_empty() && first.len() <= 16 && first.iter().all(u8::is_ascii_alphabetic);
+    let agrees = |m: &[u8]| m.eq_ignore_ascii_case(first);
+    let earlier_override = !fwd.judged.eq_ignore_ascii_case(&fwd.method);
+    if !valid
+        || !values.iter().all(|v| agrees(v))
+        || (earlier_override && !agrees(fwd.judged.as_bytes()))
+    {
+        return Err(Reply::error(
+            400,
+            "bad request: method overrides must name one method (letters only) and agree",
+        ));
+    }
+    let named = String::from_utf8_lossy(first).to_ascii_uppercase();
+    let policy = cx.shard.policy();
+    let t = policy
+        .target_index(&cx.target.name)
+        .ok_or_else(|| Reply::error(503, "target is no longer configured"))?;
+    let groups = policy.groups(&fwd.identity.groups);
+    let mut decision = policy.decide_http(t, &named, rule_path, groups);
+    // What admit decided for the request's own method (and any override):
+    // judged again so the stricter of both holds.
+    decision = stricter(
+        policy.decide_http(t, &fwd.judged, rule_path, groups),
+        decision,
+    );
+    decision = stricter(
+        policy.decide_http(t, &fwd.method, rule_path, groups),
+        decision,
+    );
+    fwd.judged = named;
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny { message, rule } => {
+            info!(
+                "request_denied",
+                target = cx.target.name,
+                subject = fwd.identity.subject,
+                method = fwd.judged,
+                path = rule_path,
+                rule = rule + 1
+            );
+            Err(Reply::json(
+                403,
+                serde_json::json!({ "error": &*message, "rule": rule + 1 }),
+            ))
+        }
+        Decision::Approve { rule } => {
+            let spec = policy.approval(t, rule).cloned().ok_or_else(|| {
+                Reply::error(
+                    403,
+                    "this request needs approval, and nobody may approve it",
+                )
+            })?;
+            fwd.hold = Some((rule, spec));
+            Ok(())
+        }
     }
 }
 
