@@ -24,6 +24,7 @@ pub fn bench_slowdown() {
 pub mod postgres;
 pub mod tcp;
 pub mod tls;
+pub mod upstream;
 
 /// The target's masking profile (detectors and column rules), if it has one.
 pub fn masking_profile(

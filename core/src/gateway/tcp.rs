@@ -29,36 +29,20 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let started = Instant::now();
-    let connect = monoio::time::timeout(
-        config.gateway.connect_timeout,
-        TcpStream::connect(target.upstream.as_str()),
-    )
-    .await;
-    let upstream = match connect {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            shard.metrics.error(ErrorKind::UpstreamConnect);
-            warn!(
-                "upstream_connect_failed",
-                target = target.name,
-                peer = peer,
-                error = e
-            );
-            return;
-        }
-        Err(_) => {
-            shard.metrics.error(ErrorKind::UpstreamConnect);
-            warn!(
-                "upstream_connect_failed",
-                target = target.name,
-                peer = peer,
-                error = "timed out",
-                timeout_ms = config.gateway.connect_timeout.as_millis()
-            );
-            return;
-        }
-    };
-    let _ = upstream.set_nodelay(true);
+    let upstream =
+        match super::upstream::tcp(&target.upstream, config.gateway.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                shard.metrics.error(ErrorKind::UpstreamConnect);
+                warn!(
+                    "upstream_connect_failed",
+                    target = target.name,
+                    peer = peer,
+                    error = e
+                );
+                return;
+            }
+        };
     if let Some(audit) = shard.audit() {
         audit.note(|out| {
             Rec::begin(out, "session_start", now_ms())

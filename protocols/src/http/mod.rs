@@ -21,6 +21,8 @@
 use crate::Status;
 
 mod body;
+pub mod forms;
+pub mod rewrite;
 pub use body::{
     parse_response, request_framing, response_framing, ChunkError, ChunkedDecoder, Decoded,
     Framing, FramingError, Response,

@@ -2,8 +2,6 @@
 //! (never downgraded), then trust, cleartext, MD5 or SCRAM-SHA-256.
 
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
-use monoio_rustls::ClientTlsStream;
 use sluice_config::UpstreamTls;
 use sluice_protocols::postgres::backend::{self, Auth, Backend};
 use sluice_protocols::postgres::scram::{ScramClient, MECHANISM};
@@ -17,13 +15,10 @@ use sluice_masking::Style;
 
 use super::io::{read_more_timeout, Io};
 use super::{sqlstate, Context, LOGIN_TIMEOUT};
+use crate::gateway::upstream::{self, Upstream};
 use crate::{debug, warn};
 use sluice_protocols::sql::columns::Protected;
-
-pub enum Upstream {
-    Plain(TcpStream),
-    Tls(Box<ClientTlsStream<TcpStream>>),
-}
+use std::os::fd::AsRawFd;
 
 /// A logged-in upstream connection.
 pub struct Connected {
@@ -71,23 +66,14 @@ impl LoginError {
 
 pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Connected, LoginError> {
     let target = ctx.target;
-    let tcp = match monoio::time::timeout(
-        ctx.config.gateway.connect_timeout,
-        TcpStream::connect(target.upstream.as_str()),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(LoginError::unavailable(ctx, format!("connect: {e}"))),
-        Err(_) => return Err(LoginError::unavailable(ctx, "connect: timed out".into())),
-    };
-    let _ = tcp.set_nodelay(true);
+    let mut tcp = upstream::tcp(&target.upstream, ctx.config.gateway.connect_timeout)
+        .await
+        .map_err(|e| LoginError::unavailable(ctx, e))?;
     if target.upstream_tls == UpstreamTls::Disable {
-        let mut s = tcp;
-        let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
-        let catalog = resolve_catalog(ctx, &mut s).await?;
+        let (greeting, pid, key, status) = authenticate(ctx, &mut tcp, params).await?;
+        let catalog = resolve_catalog(ctx, &mut tcp).await?;
         return Ok(Connected {
-            stream: Upstream::Plain(s),
+            stream: Upstream::Plain(tcp),
             greeting,
             pid,
             key,
@@ -95,7 +81,7 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
             catalog,
         });
     }
-    let mut tcp = tcp;
+    // PostgreSQL asks first: `SSLRequest`, answered `S` or `N`.
     let mut req = Vec::with_capacity(8);
     encode::ssl_request(&mut req);
     let (res, _) = tcp.write_all(req).await;
@@ -110,24 +96,14 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
             "upstream refused TLS (target requires upstream_tls)".into(),
         ));
     }
-    let config = ctx
-        .shard
-        .shared
-        .upstream_tls
-        .get(&target.name)
-        .cloned()
-        .ok_or_else(|| LoginError::unavailable(ctx, "no upstream TLS configuration".into()))?;
-    let name = crate::gateway::tls::server_name(&target.upstream)
-        .map_err(|e| LoginError::unavailable(ctx, e))?;
-    let connector = monoio_rustls::TlsConnector::from(config);
-    let mut s = connector
-        .connect(name, tcp)
+    let fd = tcp.as_raw_fd();
+    let mut s = upstream::tls_stream(&ctx.shard.shared, target, tcp)
         .await
-        .map_err(|e| LoginError::unavailable(ctx, format!("upstream TLS: {e}")))?;
+        .map_err(|e| LoginError::unavailable(ctx, e))?;
     let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
     let catalog = resolve_catalog(ctx, &mut s).await?;
     Ok(Connected {
-        stream: Upstream::Tls(Box::new(s)),
+        stream: Upstream::Tls(Box::new(s), fd),
         greeting,
         pid,
         key,

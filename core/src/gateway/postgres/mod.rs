@@ -262,12 +262,7 @@ async fn cancel(shard: &Shard, target: &Target, pid: u32, key: u32) {
     t.cancels.fetch_add(1, std::sync::atomic::Ordering::Release);
     let mut out = Vec::with_capacity(16);
     encode::cancel_request(&mut out, t.pid, t.key);
-    if let Ok(Ok(mut up)) = monoio::time::timeout(
-        Duration::from_secs(5),
-        TcpStream::connect(t.upstream.as_str()),
-    )
-    .await
-    {
+    if let Ok(mut up) = crate::gateway::upstream::tcp(&t.upstream, Duration::from_secs(5)).await {
         let _ = up.write_all(out).await;
         info!("cancel_forwarded", target = target.name);
     }
@@ -369,8 +364,12 @@ async fn session<C: Io>(
     let totals = if res.is_ok() {
         let tables = upstream.catalog;
         Some(match upstream.stream {
-            login::Upstream::Plain(s) => relay::run(&ctx, client, s, buf, tables).await,
-            login::Upstream::Tls(s) => relay::run(&ctx, client, *s, buf, tables).await,
+            crate::gateway::upstream::Upstream::Plain(s) => {
+                relay::run(&ctx, client, s, buf, tables).await
+            }
+            crate::gateway::upstream::Upstream::Tls(s, _) => {
+                relay::run(&ctx, client, *s, buf, tables).await
+            }
         })
     } else {
         None

@@ -1,0 +1,649 @@
+//! One request's way through: approval hold, the form-body override check,
+//! the command record, the upstream connection (own, pooled or new), the
+//! body upstream, the response back.
+
+use super::respond::*;
+use super::*;
+
+pub(super) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Forwards one admitted request and relays its response.
+pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
+    cx: &Ctx<'_>,
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    mut fwd: Forward,
+    started: Instant,
+) -> Next {
+    crate::gateway::bench_slowdown();
+    if fwd.expect_continue {
+        // Everything about the request checked out: ask for the body now.
+        if client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await
+            .0
+            .is_err()
+        {
+            return Next::Close;
+        }
+    }
+    // A request that needs approval is read whole first: the approval is bound
+    // to its method, target and body.
+    let mut held_body: Option<Vec<u8>> = None;
+    let mut approval = None;
+    if let Some(rule_path) = fwd.judge_form.take() {
+        let body = match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
+            Ok(b) => b,
+            Err(r) => {
+                refuse(client, r).await;
+                return Next::Close;
+            }
+        };
+        if let Err(r) = judge_form_override(cx, &mut fwd, &body, &rule_path) {
+            if r.status == 403 {
+                let said: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                record(cx, &fwd, "deny", None, said["error"].as_str()).await;
+            }
+            return if reply(client, r).await.is_ok() && fwd.keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+        }
+        fwd.framing = if body.is_empty() {
+            Framing::None
+        } else {
+            Framing::Length(body.len() as u64)
+        };
+        fwd.form = None;
+        held_body = Some(body);
+    }
+    if let Some((rule, spec)) = fwd.hold.take() {
+        let body = match held_body.take() {
+            Some(b) => b,
+            None => match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
+                Ok(b) => b,
+                Err(r) => {
+                    refuse(client, r).await;
+                    return Next::Close;
+                }
+            },
+        };
+        match hold(cx, &fwd, &body, rule, &spec).await {
+            Held::Approved(id) => approval = Some(id),
+            Held::Answer(r) => {
+                let decision = if r.status == 202 { "approve" } else { "deny" };
+                // The record says what the client was told, in words, and
+                // which approval it was about.
+                let said: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                let reason = said["error"].as_str().or(said["message"].as_str());
+                record(cx, &fwd, decision, said["approval"].as_u64(), reason).await;
+                return if reply(client, r).await.is_ok() && fwd.keep_alive {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            }
+            Held::Gone => return Next::Close,
+        }
+        fwd.framing = if body.is_empty() {
+            Framing::None
+        } else {
+            Framing::Length(body.len() as u64)
+        };
+        held_body = Some(body);
+    }
+    // A method override in a form body: refused like one in the query. Form
+    // bodies are scanned as they stream (a held one whole, here).
+    let mut scan = fwd.form.as_ref().map(FormScan::new);
+    if let (Some(sc), Some(body)) = (scan.as_mut(), &held_body) {
+        if let Err(why) = sc.feed(body).and_then(|()| sc.finish()) {
+            refuse(client, Reply::error(400, format!("bad request: {why}"))).await;
+            return Next::Close;
+        }
+    }
+    if !record(cx, &fwd, "allow", approval, None).await {
+        refuse(client, Reply::error(503, "request refused: the audit log cannot record it; Sluice runs nothing it cannot record")).await;
+        return Next::Close;
+    }
+    finish_head(&mut fwd.head, fwd.framing);
+    let mut head = std::mem::take(&mut fwd.head);
+    // A pooled connection the upstream closed just as the request went out is
+    // retried once on a fresh connection, when the request can be sent again
+    // (no body, or a body held in memory) and nothing reached the client.
+    // Only requests that are safe to repeat: GET, HEAD, OPTIONS without a body
+    // (an approved request runs once, whatever happens).
+    let replayable = fwd.framing == Framing::None
+        && held_body.is_none()
+        && approval.is_none()
+        && ["GET", "HEAD", "OPTIONS"]
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&fwd.method));
+    let mut attempt = 0;
+    let (up, outcome) = loop {
+        let (mut up, reused) = match checkout(cx, replayable && attempt == 0, &fwd.identity).await {
+            Ok(u) => u,
+            Err(e) => {
+                cx.shard.metrics.error(ErrorKind::UpstreamConnect);
+                warn!(
+                    "upstream_connect_failed",
+                    target = cx.target.name,
+                    error = e
+                );
+                let r = Reply::error(502, format!("target `{}` is unreachable", cx.target.name));
+                return if reply(client, r).await.is_ok()
+                    && fwd.keep_alive
+                    && fwd.framing == Framing::None
+                {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            }
+        };
+        let may_retry = reused && replayable && attempt == 0;
+        attempt += 1;
+        let (res, back) = up.write_all(head).await;
+        head = back;
+        let sent = match res {
+            Err(_) => Err(BodyError::Upstream),
+            Ok(_) => match held_body.take() {
+                Some(body) => {
+                    let (res, back) = up.write_all(body).await;
+                    held_body = Some(back);
+                    res.map(|_| ()).map_err(|_| BodyError::Upstream)
+                }
+                None => copy_body(client, buf, fwd.framing, &mut up, scan.as_mut()).await,
+            },
+        };
+        match sent {
+            Ok(()) => {}
+            Err(BodyError::Upstream) if may_retry => continue,
+            Err(BodyError::Client(r)) => {
+                // The rest of the body may still be on its way.
+                refuse(client, r).await;
+                return Next::Close;
+            }
+            Err(BodyError::Upstream) => {
+                cx.shard.metrics.error(ErrorKind::UpstreamIo);
+                let _ = reply(
+                    client,
+                    Reply::error(
+                        502,
+                        format!("target `{}` closed the connection", cx.target.name),
+                    )
+                    .closing(),
+                )
+                .await;
+                return Next::Close;
+            }
+        }
+        let outcome = respond(cx, client, &mut up, &fwd, may_retry).await;
+        if outcome.retry {
+            debug!(
+                "upstream_retry",
+                target = cx.target.name,
+                reason = "a reused connection closed"
+            );
+            continue;
+        }
+        break (up, outcome);
+    };
+    let m = cx.shard.metrics.target(cx.index);
+    m.bytes_from_upstream
+        .set(m.bytes_from_upstream.get().wrapping_add(outcome.bytes));
+    let elapsed = started.elapsed();
+    cx.shard.metrics.command_done(elapsed);
+    if let Some(audit) = cx.shard.audit() {
+        audit.note(|out| {
+            let rec = Rec::begin(out, "result", now_ms())
+                .str("session", &cx.session)
+                .str("target", &cx.target.name)
+                .str("subject", &fwd.identity.subject)
+                .num("status", outcome.status as u64)
+                .num("bytes", outcome.bytes)
+                .num("duration_us", elapsed.as_micros() as u64)
+                .counts("masked", &outcome.masked);
+            match &outcome.error {
+                Some(e) => rec.str("error", e).end(),
+                None => rec.end(),
+            }
+        });
+    }
+    if outcome.upstream_reusable {
+        checkin(cx, up, &fwd.identity);
+    }
+    if outcome.client_ok && fwd.keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// A form body's `_method` on a target that judges overrides: it must name
+/// one method and agree with any header or query override; the stricter of
+/// the decision so far and the named method's holds (a deny is answered,
+/// an approval held like any other).
+pub(super) fn judge_form_override(
+    cx: &Ctx<'_>,
+    fwd: &mut Forward,
+    body: &[u8],
+    rule_path: &str,
+) -> Result<(), Reply> {
+    let values = match &fwd.form {
+        Some(Form::Urlencoded) => form_override_values(body),
+        Some(Form::Multipart(boundary)) => {
+            let mut scan = MultipartScan::new(boundary);
+            return scan
+                .feed(body)
+                .and_then(|()| scan.finish())
+                .map_err(|_| Reply::error(400, "bad request: `_method` in a multipart body is not judged (parsers disagree on where its value ends); send it in the query string or an override header"));
+        }
+        None => return Ok(()),
+    };
+    let Some(first) = values.first() else {
+        return Ok(());
+    };
+    let valid = !first.is_empty() && first.len() <= 16 && first.iter().all(u8::is_ascii_alphabetic);
+    let agrees = |m: &[u8]| m.eq_ignore_ascii_case(first);
+    let earlier_override = !fwd.judged.eq_ignore_ascii_case(&fwd.method);
+    if !valid
+        || !values.iter().all(|v| agrees(v))
+        || (earlier_override && !agrees(fwd.judged.as_bytes()))
+    {
+        return Err(Reply::error(
+            400,
+            "bad request: method overrides must name one method (letters only) and agree",
+        ));
+    }
+    let named = String::from_utf8_lossy(first).to_ascii_uppercase();
+    let policy = cx.shard.policy();
+    let t = policy
+        .target_index(&cx.target.name)
+        .ok_or_else(|| Reply::error(503, "target is no longer configured"))?;
+    let groups = policy.groups(&fwd.identity.groups);
+    let mut decision = policy.decide_http(t, &named, rule_path, groups);
+    // What admit decided for the request's own method (and any override):
+    // judged again so the stricter of both holds.
+    decision = stricter(
+        policy.decide_http(t, &fwd.judged, rule_path, groups),
+        decision,
+    );
+    decision = stricter(
+        policy.decide_http(t, &fwd.method, rule_path, groups),
+        decision,
+    );
+    fwd.judged = named;
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny { message, rule } => {
+            info!(
+                "request_denied",
+                target = cx.target.name,
+                subject = fwd.identity.subject,
+                method = fwd.judged,
+                path = rule_path,
+                rule = rule + 1
+            );
+            Err(Reply::json(
+                403,
+                serde_json::json!({ "error": &*message, "rule": rule + 1 }),
+            ))
+        }
+        Decision::Approve { rule } => {
+            let spec = policy.approval(t, rule).cloned().ok_or_else(|| {
+                Reply::error(
+                    403,
+                    "this request needs approval, and nobody may approve it",
+                )
+            })?;
+            fwd.hold = Some((rule, spec));
+            Ok(())
+        }
+    }
+}
+
+/// Writes the command record; in strict durability waits for the disk. `false`
+/// if it could not be recorded (the request must not run).
+pub(super) async fn record(
+    cx: &Ctx<'_>,
+    fwd: &Forward,
+    decision: &str,
+    approval: Option<u64>,
+    reason: Option<&str>,
+) -> bool {
+    let Some(audit) = cx.shard.audit() else {
+        return true;
+    };
+    let pushed = audit
+        .push(|out| {
+            let mut rec = Rec::begin(out, "command", now_ms())
+                .str("session", &cx.session)
+                .str("target", &cx.target.name)
+                .str("subject", &fwd.identity.subject)
+                .str("protocol", "http")
+                .str("method", &fwd.judged)
+                .text("text", fwd.target.as_bytes())
+                .str("decision", decision);
+            if let Some(id) = approval {
+                rec = rec.num("approval", id);
+            }
+            match reason {
+                Some(r) => rec.str("reason", r).end(),
+                None => rec.end(),
+            }
+        })
+        .await;
+    match pushed {
+        Ok(t) if decision == "allow" => audit.wait_durable(t).await.is_ok(),
+        Ok(_) => true,
+        Err(e) => {
+            warn!(
+                "audit_refused_commands",
+                target = cx.target.name,
+                reason = e
+            );
+            cx.shard.metrics.error(ErrorKind::Audit);
+            false
+        }
+    }
+}
+
+pub(super) enum Held {
+    Approved(u64),
+    Answer(Reply),
+    Gone,
+}
+
+/// Opens (or uses) an approval for this exact request.
+pub(super) async fn hold(
+    cx: &Ctx<'_>,
+    fwd: &Forward,
+    body: &[u8],
+    _rule: u16,
+    spec: &std::sync::Arc<ApprovalSpec>,
+) -> Held {
+    let approvals = &cx.shard.shared.approvals;
+    let fields: [(&[u8], &[u8]); 3] = [
+        (b"method", fwd.judged.as_bytes()),
+        (b"target", fwd.target.as_bytes()),
+        (b"body", body),
+    ];
+    let key = Key {
+        requester: fwd.identity.subject.clone(),
+        target: cx.target.name.clone(),
+        hash: crate::approvals::key_hash(&fields, spec),
+    };
+    if let Some(r) = approvals.take_grant(&key) {
+        return Held::Approved(r.id);
+    }
+    let wait = spec.mode == ApprovalMode::Wait;
+    let what = format!("{} {} on {}", fwd.judged, fwd.target, cx.target.name);
+    let shown = String::from_utf8_lossy(&body[..body.len().min(16 * 1024)]);
+    let text = if shown.is_empty() {
+        format!("{} {}", fwd.judged, fwd.target)
+    } else {
+        format!("{} {}\n\n{shown}", fwd.judged, fwd.target)
+    };
+    let opened = approvals.open(NewRequest {
+        key,
+        protocol: "http",
+        summary: fwd.judged.clone(),
+        text,
+        params: Vec::new(),
+        database: String::new(),
+        session: cx.session.clone(),
+        approvers: spec.approvers.clone(),
+        quorum: spec.quorum,
+        ttl_ms: spec.timeout.as_millis() as u64,
+        grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
+        reuse: !wait,
+    });
+    let (request, _) = match opened {
+        Ok(r) => r,
+        Err(e) => {
+            return Held::Answer(Reply::error(
+                503,
+                format!("{what} needs approval, and no request could be opened: {e}"),
+            ))
+        }
+    };
+    let id = request.id;
+    info!(
+        "approval_requested",
+        approval = id,
+        target = cx.target.name,
+        subject = fwd.identity.subject,
+        wait = wait
+    );
+    if !wait {
+        return Held::Answer(Reply::json(
+            202,
+            serde_json::json!({
+                "approval": id,
+                "status": "pending",
+                "message": format!("approval {id} requested for {what}; send the same request again once it is approved"),
+                "approvers": &*request.approvers,
+                "expires_at": request.expires_at,
+            }),
+        ));
+    }
+    let refused = |message: String| {
+        Held::Answer(Reply::json(
+            403,
+            serde_json::json!({ "error": message, "approval": id }),
+        ))
+    };
+    match approvals
+        .wait(id, cx.fd, &cx.shard.stopping, || false)
+        .await
+    {
+        Waited::Approved => Held::Approved(id),
+        Waited::Denied { by, reason } => Held::Answer(Reply::json(
+            403,
+            serde_json::json!({ "error": format!("approval {id} for {what} was denied by {by}"), "reason": reason, "approval": id }),
+        )),
+        Waited::Expired => refused(format!(
+            "approval {id} for {what} timed out after {}s without a decision",
+            spec.timeout.as_secs()
+        )),
+        Waited::Closed(why) => refused(format!("approval {id} for {what} was {why}")),
+        Waited::ShuttingDown | Waited::ClientCancelled => {
+            refused(format!("approval {id} for {what} was cancelled"))
+        }
+        Waited::ClientGone => Held::Gone,
+    }
+}
+
+pub(super) enum BodyError {
+    /// The client's body is malformed or too large: this answer, then close.
+    Client(Reply),
+    Upstream,
+}
+
+/// Reads a whole request body (decoding chunks) into memory.
+pub(super) async fn read_whole_body<C: AsyncReadRent>(
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    max: u64,
+) -> Result<Vec<u8>, Reply> {
+    let mut body = Vec::new();
+    match framing {
+        Framing::None | Framing::UntilClose => {}
+        Framing::Length(n) => {
+            while (buf.len() as u64) < n {
+                if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
+                    return Err(Reply::error(400, "the request body ended early"));
+                }
+            }
+            body.extend(buf.drain(..n as usize));
+        }
+        Framing::Chunked => {
+            let mut d = ChunkedDecoder::new(max);
+            loop {
+                let r = d
+                    .decode(buf)
+                    .map_err(|e| Reply::error(400, format!("bad chunked body: {e}")))?;
+                body.extend_from_slice(&buf[r.data.clone()]);
+                buf.drain(..r.consumed);
+                if r.done {
+                    break;
+                }
+                if r.consumed == 0
+                    && !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0)
+                {
+                    return Err(Reply::error(400, "the request body ended early"));
+                }
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Streams a request body upstream as framed (chunked bytes pass as they are,
+/// after the decoder has checked them).
+pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    up: &mut U,
+    mut scan: Option<&mut FormScan>,
+) -> Result<(), BodyError> {
+    // What the scan refuses never reaches the upstream whole: the request is
+    // cut short there (before its last bytes) and the connection closed.
+    let mut look = |data: &[u8], last: bool| {
+        let r: Option<Result<(), &'static str>> = scan.as_deref_mut().map(|s| {
+            s.feed(data)?;
+            if last {
+                s.finish()?;
+            }
+            Ok(())
+        });
+        match r {
+            Some(Err(why)) => Err(BodyError::Client(Reply::error(
+                400,
+                format!("bad request: {why}"),
+            ))),
+            _ => Ok(()),
+        }
+    };
+    match framing {
+        Framing::None | Framing::UntilClose => Ok(()),
+        Framing::Length(mut left) => loop {
+            let n = (buf.len() as u64).min(left) as usize;
+            if n > 0 {
+                look(&buf[..n], n as u64 == left)?;
+                write_range(up, buf, 0..n)
+                    .await
+                    .map_err(|_| BodyError::Upstream)?;
+                buf.drain(..n);
+                left -= n as u64;
+            }
+            if left == 0 {
+                return Ok(());
+            }
+            if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
+                return Err(BodyError::Client(Reply::error(
+                    400,
+                    "the request body ended early",
+                )));
+            }
+        },
+        Framing::Chunked => {
+            let mut d = ChunkedDecoder::new(u64::MAX);
+            loop {
+                let mut checked = 0;
+                let done = loop {
+                    let r = d.decode(&buf[checked..]).map_err(|e| {
+                        BodyError::Client(Reply::error(400, format!("bad chunked body: {e}")))
+                    })?;
+                    look(&buf[checked + r.data.start..checked + r.data.end], r.done)?;
+                    checked += r.consumed;
+                    if r.done || r.consumed == 0 {
+                        break r.done;
+                    }
+                };
+                // Trailer fields could carry what the gateway strips from heads
+                // (a token, a credential): refused, never forwarded.
+                if d.has_trailers() {
+                    return Err(BodyError::Client(Reply::error(
+                        400,
+                        "bad request: trailer fields in request bodies are not accepted",
+                    )));
+                }
+                if checked > 0 {
+                    write_range(up, buf, 0..checked)
+                        .await
+                        .map_err(|_| BodyError::Upstream)?;
+                    buf.drain(..checked);
+                }
+                if done {
+                    return Ok(());
+                }
+                if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
+                    return Err(BodyError::Client(Reply::error(
+                        400,
+                        "the request body ended early",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// An upstream connection: a pooled one, or a new one (TLS if configured).
+/// An upstream connection, and whether it was reused (a fresh one is not
+/// retried).
+pub(super) async fn checkout(
+    cx: &Ctx<'_>,
+    replayable: bool,
+    who: &Rc<Identity>,
+) -> Result<(Upstream, bool), String> {
+    // Idle connections the upstream has closed meanwhile are dropped, not used.
+    // The one this client used a moment ago, for the same caller, skips that
+    // check (a syscall) for a request that is retried anyway if the connection
+    // turns out closed.
+    let own = cx.cache.borrow_mut().up.take();
+    if let Some((u, idle_since, last)) = own {
+        if replayable && Rc::ptr_eq(&last, who) && idle_since.elapsed() < FRESH {
+            cx.cache.borrow_mut().up_unchecked = true;
+            return Ok((u, true));
+        }
+        if !u.closed() {
+            return Ok((u, true));
+        }
+    }
+    cx.cache.borrow_mut().up_unchecked = false;
+    if let Some(u) = upstream::pooled(&cx.target.name) {
+        return Ok((u, true));
+    }
+    let up = upstream::connect(
+        &cx.shard.shared,
+        cx.target,
+        cx.config.gateway.connect_timeout,
+    )
+    .await?;
+    Ok((up, false))
+}
+
+pub(super) fn checkin(cx: &Ctx<'_>, up: Upstream, who: &Rc<Identity>) {
+    cx.cache.borrow_mut().up = Some((up, Instant::now(), who.clone()));
+}
+
+/// The client left: its upstream connection goes to the shard's pool, unless
+/// it was ever reused unchecked.
+pub(super) fn release(cx: &Ctx<'_>) {
+    let mut cache = cx.cache.borrow_mut();
+    let Some((up, _, _)) = cache.up.take() else {
+        return;
+    };
+    if cache.up_unchecked {
+        return;
+    }
+    drop(cache);
+    upstream::pool(&cx.target.name, up);
+}

@@ -1,0 +1,464 @@
+//! The response: its head (interim responses, framing, hop-by-hop headers,
+//! masked header values) and the choice of how its body is relayed.
+
+use super::bodies::{events_body, json_body, pass_body, stream_body};
+use super::*;
+
+/// How a response body is masked.
+pub(super) enum Masking {
+    None,
+    /// JSON: buffered whole, masked by field path and detectors, re-framed.
+    Json(Masker, Rc<FieldRules>),
+    /// Server-Sent Events and JSON lines: masked event by event, re-framed.
+    Events(EventMasker, Rc<FieldRules>),
+    /// Any other text: the streaming masker (same length).
+    Stream(StreamMasker),
+}
+
+/// The target's masking profile and the injected credential's patterns,
+/// compiled once per session.
+pub(super) struct MaskSetup {
+    /// The masking profile (plus the credential); `None` without masking.
+    profile: Option<Profile>,
+    rules: Rc<FieldRules>,
+    /// The injected credential only: for bodies masking does not read (images,
+    /// ...) and targets without masking.
+    secrets: Option<Profile>,
+}
+
+impl MaskSetup {
+    /// What a response head is masked with: the profile, else the credential.
+    fn any(&self) -> Option<&Profile> {
+        self.profile.as_ref().or(self.secrets.as_ref())
+    }
+}
+
+/// The value Sluice injects, in the forms an upstream may echo it in: the
+/// whole value, the token after its scheme (`Bearer x`), and for `Basic` the
+/// decoded `user:password` and the password (each also percent-encoded or
+/// JSON-escaped, see [`Entity::secrets`]).
+pub(super) fn credential_forms(value: &str) -> Vec<Vec<u8>> {
+    let mut forms = vec![value.as_bytes().to_vec()];
+    if let Some((scheme, token)) = value.split_once(' ') {
+        let token = token.trim();
+        forms.push(token.as_bytes().to_vec());
+        if scheme.eq_ignore_ascii_case("basic") {
+            use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+            use base64::Engine as _;
+            // With or without padding, as servers accept it.
+            let lenient = GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                general_purpose::PAD.with_decode_padding_mode(DecodePaddingMode::Indifferent),
+            );
+            if let Ok(decoded) = lenient.decode(token) {
+                if let Some(i) = decoded.iter().position(|&b| b == b':') {
+                    forms.push(decoded[i + 1..].to_vec());
+                }
+                forms.push(decoded);
+            }
+        }
+    }
+    forms
+}
+
+/// What responses of this target are masked with; `None`: nothing to mask.
+pub(super) fn mask_setup(cx: &Ctx<'_>) -> Result<Option<Rc<MaskSetup>>, String> {
+    if let Some(m) = &cx.cache.borrow().masking {
+        return Ok(Some(m.clone()));
+    }
+    let secret = match cx
+        .target
+        .credentials
+        .as_ref()
+        .and_then(|c| c.value.as_ref())
+    {
+        Some(v) => {
+            let forms = credential_forms(v.expose());
+            let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
+            Entity::secrets("credential", &forms)?
+        }
+        None => None,
+    };
+    let configured = match &cx.target.masking {
+        Some(name) => {
+            let (Some(p), Some(profile)) = (
+                cx.config.masking.get(name),
+                crate::gateway::masking_profile(cx.config, cx.target)?,
+            ) else {
+                return Err(format!("masking profile `{name}` is missing"));
+            };
+            Some((p, profile))
+        }
+        None => None,
+    };
+    if configured.is_none() && secret.is_none() {
+        return Ok(None);
+    }
+    let with_secret = |profile: Profile| -> Profile {
+        match &secret {
+            Some(e) => {
+                let mut entities = profile.entities().to_vec();
+                entities.push(e.clone());
+                profile.with_entities(entities)
+            }
+            None => profile,
+        }
+    };
+    let (profile, rules) = match configured {
+        Some((p, profile)) => {
+            // JSON field paths, and column rules as key names.
+            let rules: Vec<(&str, &str)> = p
+                .fields
+                .iter()
+                .chain(&p.columns)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            (
+                Some(with_secret(profile)),
+                FieldRules::with_key(&rules, p.hash_key)?,
+            )
+        }
+        None => (None, FieldRules::new(&[])?),
+    };
+    let secrets = match &secret {
+        Some(e) => Some(Profile::new(&[], &[])?.with_entities(vec![e.clone()])),
+        None => None,
+    };
+    let setup = Rc::new(MaskSetup {
+        profile,
+        rules: Rc::new(rules),
+        secrets,
+    });
+    cx.cache.borrow_mut().masking = Some(setup.clone());
+    Ok(Some(setup))
+}
+
+/// Whether this target's responses are read at all (masking, or a credential
+/// to keep from flowing back).
+pub(super) fn reads_responses(target: &sluice_config::Target) -> bool {
+    target.masking.is_some()
+        || target
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.value.is_some())
+}
+
+pub(super) fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
+    let Some(setup) = mask_setup(cx)? else {
+        return Ok(Masking::None);
+    };
+    let media = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let ends = |suffix: &[u8]| {
+        media.len() >= suffix.len()
+            && media[media.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    // Media that cannot carry text are left to the credential's patterns.
+    let binary = [&b"image/"[..], b"audio/", b"video/", b"font/"]
+        .iter()
+        .any(|p| media.len() >= p.len() && media[..p.len()].eq_ignore_ascii_case(p));
+    match (&setup.profile, &setup.secrets, Events::of_media_type(media)) {
+        (Some(profile), _, Some(kind)) => {
+            let masker = EventMasker::new(
+                kind,
+                Masker::new(profile.clone()),
+                cx.config.gateway.max_message,
+            );
+            Ok(Masking::Events(masker, setup.rules.clone()))
+        }
+        (Some(profile), _, _) if ends(b"/json") || ends(b"+json") => {
+            let masker = cx.cache.borrow_mut().json_masker.take();
+            let mut masker = masker.unwrap_or_else(|| Masker::new(profile.clone()));
+            masker.counts = Default::default();
+            Ok(Masking::Json(masker, setup.rules.clone()))
+        }
+        (Some(profile), _, _) if !binary => Ok(Masking::Stream(StreamMasker::new(profile.clone()))),
+        (_, Some(secrets), _) => Ok(Masking::Stream(StreamMasker::new(secrets.clone()))),
+        _ => Ok(Masking::None),
+    }
+}
+
+/// Relays the response to `fwd`; masks it if the target says so.
+pub(super) async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
+    cx: &Ctx<'_>,
+    client: &mut C,
+    up: &mut U,
+    fwd: &Forward,
+    may_retry: bool,
+) -> Outcome {
+    // The session's response buffer, reused across requests.
+    let mut ubuf = std::mem::take(&mut cx.cache.borrow_mut().ubuf);
+    ubuf.clear();
+    let outcome = respond_with(cx, client, up, fwd, &mut ubuf, may_retry).await;
+    if ubuf.capacity() <= 256 * 1024 {
+        cx.cache.borrow_mut().ubuf = ubuf;
+    }
+    outcome
+}
+
+pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
+    cx: &Ctx<'_>,
+    client: &mut C,
+    up: &mut U,
+    fwd: &Forward,
+    ubuf: &mut Vec<u8>,
+    may_retry: bool,
+) -> Outcome {
+    loop {
+        // The response head (interim 1xx responses are passed on first).
+        let head = loop {
+            let mut headers = [Header::EMPTY; MAX_HEADERS];
+            match http::parse_response(ubuf, &mut headers, MAX_HEAD) {
+                Ok(Status::Complete(r, n)) => break Ok((r.status, n)),
+                Ok(Status::Partial) => {}
+                Err(e) => break Err(e.to_string()),
+            }
+            match read_more_timeout(up, ubuf, cx.config.gateway.connect_timeout.max(STALL)).await {
+                Ok(0) => break Err("the upstream closed the connection".into()),
+                // A timeout is not a closed connection: never retried.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Outcome::failed(format!("the upstream did not answer: {e}"))
+                }
+                Err(e) => break Err(e.to_string()),
+                Ok(_) => {}
+            }
+        };
+        let (status, head_len) = match head {
+            Ok(h) => h,
+            Err(_) if may_retry && ubuf.is_empty() => {
+                return Outcome {
+                    retry: true,
+                    ..Outcome::failed("a reused connection closed".into())
+                }
+            }
+            Err(e) => {
+                cx.shard.metrics.error(ErrorKind::UpstreamIo);
+                warn!(
+                    "upstream_protocol_error",
+                    target = cx.target.name,
+                    error = e
+                );
+                let _ = reply(
+                    client,
+                    Reply::error(
+                        502,
+                        format!("target `{}` sent an invalid response", cx.target.name),
+                    )
+                    .closing(),
+                )
+                .await;
+                return Outcome::failed(e);
+            }
+        };
+        if (100..200).contains(&status) {
+            if status == 101 {
+                let _ = reply(
+                    client,
+                    Reply::error(
+                        502,
+                        "the upstream switched protocols, which Sluice does not allow",
+                    )
+                    .closing(),
+                )
+                .await;
+                return Outcome::failed("upstream sent 101".into());
+            }
+            // 100 Continue was answered by the gateway already; others pass,
+            // their header values masked like a final response's.
+            if status != 100 {
+                let setup = mask_setup(cx).ok().flatten();
+                if let Some(profile) = setup.as_ref().and_then(|s| s.any()) {
+                    // After `HTTP/1.1 103 `: the reason phrase and the fields.
+                    let fields = head_len.min(13);
+                    Masker::new(profile.clone()).mask_value(&mut ubuf[fields..head_len], None);
+                }
+            }
+            if status != 100 && write_range(client, ubuf, 0..head_len).await.is_err() {
+                return Outcome::failed("client write failed".into());
+            }
+            ubuf.drain(..head_len);
+            continue;
+        }
+        let mut headers = [Header::EMPTY; MAX_HEADERS];
+        let Ok(Status::Complete(resp, _)) = http::parse_response(ubuf, &mut headers, MAX_HEAD)
+        else {
+            return Outcome::failed("response head vanished".into());
+        };
+        let framing = match http::response_framing(&resp, &fwd.method) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = reply(
+                    client,
+                    Reply::error(
+                        502,
+                        format!("target `{}` sent an invalid response: {e}", cx.target.name),
+                    )
+                    .closing(),
+                )
+                .await;
+                return Outcome::failed(e.to_string());
+            }
+        };
+        let upstream_close = resp.header("connection").is_some_and(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        }) || resp.version == 0;
+        let mut masking = match masking_for(cx, resp.header("content-type").unwrap_or_default()) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = reply(
+                    client,
+                    Reply::error(502, "the target's masking profile cannot be applied").closing(),
+                )
+                .await;
+                return Outcome::failed(e);
+            }
+        };
+        if framing == Framing::None {
+            masking = Masking::None;
+        }
+        // Every Content-Encoding field counts, and a text the detectors cannot
+        // read byte by byte (UTF-16/32) is as opaque as a compressed one.
+        let encoded = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("content-encoding")
+                && h.value.split(|&b| b == b',').any(|c| {
+                    !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity")
+                })
+        }) || resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("content-type")
+                && h.value
+                    .windows(6)
+                    .any(|w| w.eq_ignore_ascii_case(b"utf-16") || w.eq_ignore_ascii_case(b"utf-32"))
+        });
+        if encoded && !matches!(masking, Masking::None) {
+            warn!("masking_refused_encoded_body", target = cx.target.name);
+            let _ = reply(client, Reply::error(502, "the target sent a compressed body, which Sluice cannot mask; it was not passed on").closing()).await;
+            return Outcome::failed("encoded body with masking on".into());
+        }
+        // The head that goes to the client: the upstream's, minus hop-by-hop
+        // and framing headers, plus our own framing.
+        // Events change length: re-chunked for HTTP/1.1 clients, else sent
+        // until close.
+        let events_chunked = fwd.http11 && framing != Framing::UntilClose;
+        let client_close = !fwd.keep_alive
+            || framing == Framing::UntilClose
+            || (matches!(masking, Masking::Events(..)) && !events_chunked);
+        let mut head = Vec::with_capacity(head_len + 64);
+        let framing_headers_replaced = !matches!(masking, Masking::None);
+        // Header values are masked too (a `Location` or an `X-User` header can
+        // carry what the body would not), whatever the body's type, and so is
+        // the reason phrase (`401 bad key Bearer ...`).
+        let cached = cx.cache.borrow_mut().head_masker.take();
+        let mut head_masker = cached.or_else(|| {
+            let setup = mask_setup(cx).ok().flatten()?;
+            Some(Masker::new(setup.any()?.clone()))
+        });
+        let _ = write!(head, "HTTP/1.1 {} ", resp.status);
+        let at = head.len();
+        head.extend_from_slice(resp.reason.as_bytes());
+        if let Some(m) = head_masker.as_mut() {
+            m.mask_value(&mut head[at..], None);
+        }
+        head.extend_from_slice(b"\r\n");
+        for h in resp.headers {
+            let framing_header = h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding");
+            if rewrite::RESPONSE_HOP_BY_HOP
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name))
+                || (framing_header && framing_headers_replaced)
+            {
+                continue;
+            }
+            head.extend_from_slice(h.name.as_bytes());
+            head.extend_from_slice(b": ");
+            let at = head.len();
+            head.extend_from_slice(h.value);
+            if let (Some(m), false) = (head_masker.as_mut(), framing_header) {
+                m.mask_value(&mut head[at..], None);
+            }
+            head.extend_from_slice(b"\r\n");
+        }
+        let head_masked = match head_masker {
+            Some(mut m) => {
+                let counts = m.counts.pairs();
+                m.counts = Default::default();
+                cx.cache.borrow_mut().head_masker = Some(m);
+                counts
+            }
+            None => Vec::new(),
+        };
+        if client_close {
+            head.extend_from_slice(b"connection: close\r\n");
+        }
+        ubuf.drain(..head_len);
+        let relayed = match masking {
+            Masking::None => {
+                head.extend_from_slice(b"\r\n");
+                pass_body(client, up, ubuf, head, framing).await
+            }
+            Masking::Json(m, rules) => {
+                let (relayed, masker) = json_body(
+                    client,
+                    up,
+                    ubuf,
+                    head,
+                    framing,
+                    m,
+                    &rules,
+                    cx.config.gateway.max_message as u64,
+                )
+                .await;
+                cx.cache.borrow_mut().json_masker = Some(masker);
+                relayed
+            }
+            Masking::Events(m, rules) => {
+                events_body(client, up, ubuf, head, framing, events_chunked, m, &rules).await
+            }
+            Masking::Stream(m) => stream_body(client, up, ubuf, head, framing, m).await,
+        };
+        return match relayed {
+            Ok((bytes, mut masked)) => Outcome {
+                status,
+                bytes,
+                masked: {
+                    for (name, n) in head_masked {
+                        match masked.iter_mut().find(|(m, _)| *m == name) {
+                            Some((_, total)) => *total += n,
+                            None => masked.push((name, n)),
+                        }
+                    }
+                    masked
+                },
+                error: None,
+                upstream_reusable: !upstream_close
+                    && framing != Framing::UntilClose
+                    && ubuf.is_empty(),
+                client_ok: !client_close,
+                retry: false,
+            },
+            Err(e) => {
+                debug!("response_relay_failed", target = cx.target.name, error = e);
+                cx.shard.metrics.error(ErrorKind::UpstreamIo);
+                Outcome {
+                    status,
+                    ..Outcome::failed(e)
+                }
+            }
+        };
+    }
+}
+
+pub(super) type Relayed = Result<(u64, Vec<(&'static str, u64)>), String>;
+
+/// Reads from the upstream into `ubuf`; `Ok(false)` at EOF.
+pub(super) async fn fill<U: AsyncReadRent>(up: &mut U, ubuf: &mut Vec<u8>) -> Result<bool, String> {
+    match read_more_timeout(up, ubuf, STALL).await {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,165 @@
+//! Connections to upstreams, shared by every driver: TCP within the
+//! configured timeout, the TLS client handshake (`upstream_tls`), and the
+//! shard's pool of idle connections (HTTP reuses them across callers).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+use monoio_rustls::ClientTlsStream;
+use sluice_config::{Target, UpstreamTls};
+
+use crate::runtime::Shared;
+
+/// An upstream connection, plain or TLS.
+pub enum Upstream {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream<TcpStream>>, RawFd),
+}
+
+impl Upstream {
+    /// An idle connection that must not carry another request: the upstream
+    /// closed or reset it, or sent bytes nobody asked for (a late body, a second
+    /// response), which would otherwise be read as the next caller's answer.
+    pub fn closed(&self) -> bool {
+        let fd = match self {
+            Upstream::Plain(s) => s.as_raw_fd(),
+            Upstream::Tls(_, fd) => *fd,
+        };
+        super::poll_now(fd, libc::POLLIN | libc::POLLRDHUP) != 0
+    }
+}
+
+impl AsyncReadRent for Upstream {
+    async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Upstream::Plain(s) => s.read(buf).await,
+            Upstream::Tls(s, _) => s.read(buf).await,
+        }
+    }
+
+    async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Upstream::Plain(s) => s.readv(buf).await,
+            Upstream::Tls(s, _) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for Upstream {
+    async fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Upstream::Plain(s) => s.write(buf).await,
+            Upstream::Tls(s, _) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: monoio::buf::IoVecBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Upstream::Plain(s) => s.writev(buf).await,
+            Upstream::Tls(s, _) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Upstream::Plain(s) => s.flush().await,
+            Upstream::Tls(s, _) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Upstream::Plain(s) => s.shutdown().await,
+            Upstream::Tls(s, _) => s.shutdown().await,
+        }
+    }
+}
+
+thread_local! {
+    /// This shard's idle upstream connections, by target name.
+    static POOL: RefCell<HashMap<String, Vec<Upstream>>> = RefCell::new(HashMap::new());
+}
+
+/// Idle connections kept per target and shard.
+const POOL_PER_TARGET: usize = 64;
+
+/// An idle connection to this target from the shard's pool, still open.
+pub fn pooled(target: &str) -> Option<Upstream> {
+    loop {
+        let u = POOL.with(|p| p.borrow_mut().get_mut(target).and_then(Vec::pop))?;
+        if !u.closed() {
+            return Some(u);
+        }
+    }
+}
+
+/// Keeps an idle connection in the shard's pool (dropped if the pool is full).
+pub fn pool(target: &str, up: Upstream) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.entry(target.to_owned()).or_default();
+        if list.len() < POOL_PER_TARGET {
+            list.push(up);
+        }
+    });
+}
+
+/// A TCP connection to `addr` within `timeout`, Nagle off.
+pub async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    match monoio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(format!("connect: {e}")),
+        Err(_) => Err(format!(
+            "connect: timed out after {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
+/// The TLS client handshake over `tcp`, with the target's `upstream_tls`
+/// configuration (built at start, verified as configured).
+pub async fn tls(shared: &Shared, target: &Target, tcp: TcpStream) -> Result<Upstream, String> {
+    let fd = tcp.as_raw_fd();
+    let s = tls_stream(shared, target, tcp).await?;
+    Ok(Upstream::Tls(Box::new(s), fd))
+}
+
+/// [`tls`], as the bare TLS stream (a driver that wants its own type).
+pub async fn tls_stream(
+    shared: &Shared,
+    target: &Target,
+    tcp: TcpStream,
+) -> Result<ClientTlsStream<TcpStream>, String> {
+    let config = shared
+        .upstream_tls
+        .get(&target.name)
+        .cloned()
+        .ok_or("no upstream TLS configuration")?;
+    let name = super::tls::server_name(&target.upstream)?;
+    monoio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("upstream TLS: {e}"))
+}
+
+/// A new connection to the target's upstream: TCP, then TLS unless the
+/// target says `upstream_tls = "disable"` (a protocol that asks first, such
+/// as PostgreSQL's `SSLRequest`, calls [`tcp`] and [`tls`] itself).
+pub async fn connect(
+    shared: &Shared,
+    target: &Target,
+    timeout: Duration,
+) -> Result<Upstream, String> {
+    let tcp = tcp(&target.upstream, timeout).await?;
+    if target.upstream_tls == UpstreamTls::Disable {
+        return Ok(Upstream::Plain(tcp));
+    }
+    tls(shared, target, tcp).await
+}

@@ -1,0 +1,684 @@
+//! Method overrides in forms: `_method` in a query string or a POST body,
+//! which Rails, Laravel, Express's method-override and PHP frameworks run as
+//! the request's method. Names are read as the laxest of those parsers reads
+//! them (the union), so no spelling steps around the scan; bodies are scanned
+//! as they stream, in bounded memory ([`FormScan`]).
+
+use super::Request;
+
+/// Does the query string carry a method override (`_method=DELETE`, also
+/// percent-encoded as `%5Fmethod`, any case), which Rails, Laravel and
+/// Express's method-override run as the request's method?
+#[cfg(test)]
+fn query_overrides_method(target: &str) -> bool {
+    target
+        .split_once('?')
+        .is_some_and(|(_, query)| form_overrides_method(query.as_bytes()))
+}
+
+/// Does a form (`a=1&b=2`, a query string or an urlencoded body) name a
+/// method override?
+#[cfg(test)]
+fn form_overrides_method(form: &[u8]) -> bool {
+    !form_override_values(form).is_empty()
+}
+
+/// The values of the method overrides a form (a query string) names.
+pub fn form_override_values(form: &[u8]) -> Vec<Vec<u8>> {
+    form.split(|&b| b == b'&' || b == b';')
+        .filter_map(|pair| {
+            let mut parts = pair.splitn(2, |&b| b == b'=');
+            let name = parts.next().unwrap_or_default();
+            overrides_name(&percent_decode_form(name))
+                .then(|| percent_decode_form(parts.next().unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// A form name as a framework decodes it (`%5Fmethod`, `_%6Dethod`, `+`).
+fn percent_decode_form(name: &[u8]) -> Vec<u8> {
+    let mut decoded = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        let hex = name
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (name[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'+', _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (b'%', Some(b)) => {
+                decoded.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    decoded
+}
+
+/// Is this decoded field name `_method` as any of the frameworks that honour
+/// it reads it: leading spaces and brackets dropped (PHP, Rack 2, qs), cut at
+/// a bracket (an array: `_method[]`), NUL or whitespace (PHP's multipart
+/// names), and `.` read as `_` (PHP: `.method`). Refusing a name one of them
+/// reads differently is the safe side.
+pub fn overrides_name(decoded: &[u8]) -> bool {
+    // Rack and qs: leading brackets dropped, the name cut at the first bracket.
+    let dropped = {
+        let start = decoded
+            .iter()
+            .position(|&b| !matches!(b, b' ' | b'[' | b']'))
+            .unwrap_or(decoded.len());
+        decoded[start..].to_vec()
+    };
+    // PHP: a `[` with no `]` after it reads as `_` (`[method`).
+    let php: Vec<u8> = {
+        let start = decoded
+            .iter()
+            .position(|&b| b != b' ')
+            .unwrap_or(decoded.len());
+        let rest = &decoded[start..];
+        let last_close = rest.iter().rposition(|&b| b == b']');
+        let closed = |i: usize| last_close.is_some_and(|c| c > i);
+        rest.iter()
+            .enumerate()
+            .map(|(i, &b)| if b == b'[' && !closed(i) { b'_' } else { b })
+            .collect()
+    };
+    [dropped, php].iter().any(|name| {
+        let end = name
+            .iter()
+            .position(|&b| matches!(b, b'[' | b']' | 0) || b.is_ascii_whitespace())
+            .unwrap_or(name.len());
+        let name = &name[..end];
+        name.len() == 7
+            && name.iter().zip(b"_method").all(|(&a, &b)| {
+                (if a == b'.' {
+                    b'_'
+                } else {
+                    a.to_ascii_lowercase()
+                }) == b
+            })
+    })
+}
+
+/// A request body frameworks read form fields from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Form {
+    Urlencoded,
+    /// With its boundary.
+    Multipart(Vec<u8>),
+}
+
+/// Whether the body may be read as a form, as the laxest framework reads its
+/// `Content-Type` (the media type before any `;`, `,` or space; none at all is
+/// a form to Rack). `Err`: a body Sluice cannot scan.
+pub fn form_kind(req: &Request<'_, '_>) -> Result<Option<Form>, &'static str> {
+    let mut types = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-type"));
+    let value = types.next().map(|h| h.value).unwrap_or_default();
+    if types.next().is_some() {
+        return Err("two Content-Type headers are not accepted");
+    }
+    let value = value.trim_ascii();
+    let media_end = value
+        .iter()
+        .position(|&b| matches!(b, b';' | b',') || b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    let media = &value[..media_end];
+    let form =
+        if media.is_empty() || media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") {
+            Some(Form::Urlencoded)
+        } else if media.len() > 10 && media[..10].eq_ignore_ascii_case(b"multipart/") {
+            // Rack reads `multipart/mixed` and kin as forms too. Frameworks
+            // find the boundary differently (first, last, inside another
+            // word): one plain `boundary` parameter is the only unambiguous one.
+            let mentions = value
+                .windows(8)
+                .filter(|w| w.eq_ignore_ascii_case(b"boundary"))
+                .count();
+            let plain = |b: &Vec<u8>| {
+                !b.is_empty()
+                    && b.len() <= 200
+                    && mentions == 1
+                    && !b
+                        .iter()
+                        .any(|&c| matches!(c, b';' | b',' | b'"') || c.is_ascii_whitespace())
+            };
+            let boundary = parameter(value, b"boundary")
+                .filter(plain)
+                .ok_or("a multipart body needs one plain boundary of 1 to 200 bytes")?;
+            Some(Form::Multipart(boundary))
+        } else {
+            None
+        };
+    // A compressed form would be read by the framework and not by Sluice.
+    let encoded = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-encoding")
+            && !h.value.trim_ascii().eq_ignore_ascii_case(b"identity")
+    });
+    if form.is_some() && encoded {
+        return Err("a compressed form body (or one without a Content-Type) is not accepted: Sluice reads forms for `_method`");
+    }
+    Ok(form)
+}
+
+/// A parameter's value in a header value (`; boundary="x"`), unquoted.
+fn parameter(value: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    let mut i = 0;
+    while i + name.len() < value.len() {
+        let at = value[i..i + name.len()].eq_ignore_ascii_case(name)
+            && value[i + name.len()] == b'='
+            && (i == 0 || matches!(value[i - 1], b';' | b' ' | b'\t' | b','));
+        if !at {
+            i += 1;
+            continue;
+        }
+        let v = &value[i + name.len() + 1..];
+        return Some(if let Some(q) = v.strip_prefix(b"\"") {
+            q.iter().take_while(|&&b| b != b'"').copied().collect()
+        } else {
+            v.iter()
+                .take_while(|&&b| !matches!(b, b';' | b',') && !b.is_ascii_whitespace())
+                .copied()
+                .collect()
+        });
+    }
+    None
+}
+
+const FORM_OVERRIDE: &str = "`_method` in a form body is not accepted (frameworks run it as the method; guardrails judge the request's own method)";
+
+/// Looks for a method override in a form body as it streams.
+pub enum FormScan {
+    Urlencoded(UrlencodedScan),
+    Multipart(MultipartScan),
+}
+
+impl FormScan {
+    pub fn new(form: &Form) -> FormScan {
+        match form {
+            Form::Urlencoded => FormScan::Urlencoded(UrlencodedScan::default()),
+            Form::Multipart(boundary) => FormScan::Multipart(MultipartScan::new(boundary)),
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        match self {
+            FormScan::Urlencoded(s) => s.feed(data),
+            FormScan::Multipart(s) => s.feed(data),
+        }
+    }
+
+    /// The body ended: its last field counts too.
+    pub fn finish(&mut self) -> Result<(), &'static str> {
+        match self {
+            FormScan::Urlencoded(s) => s.end_name(),
+            FormScan::Multipart(s) => s.finish(),
+        }
+    }
+}
+
+/// An urlencoded body, field name by field name, in bounded memory: only the
+/// first bytes after a name's leading spaces can make it `_method`.
+#[derive(Default)]
+pub struct UrlencodedScan {
+    /// The current name's first bytes (decoded, leading spaces dropped).
+    name: Vec<u8>,
+    /// Inside a value (after `=`): skipped up to `&` or `;`.
+    in_value: bool,
+    /// A `%` and the hex digits after it so far.
+    escape: Vec<u8>,
+    /// The name began with `[` (PHP reads a lone `[` as `_`).
+    bracket: bool,
+}
+
+impl UrlencodedScan {
+    /// Bytes of a name that decide it (`_method` and one more).
+    const KEEP: usize = 8;
+
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        for &b in data {
+            match b {
+                b'&' | b';' => {
+                    self.end_name()?;
+                    continue;
+                }
+                _ if self.in_value => continue,
+                b'=' => {
+                    self.end_name()?;
+                    self.in_value = true;
+                    continue;
+                }
+                _ => {}
+            }
+            let decoded = if !self.escape.is_empty() || b == b'%' {
+                self.escape.push(b);
+                if self.escape.len() < 3 {
+                    continue;
+                }
+                let hex = std::str::from_utf8(&self.escape[1..]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        self.escape.clear();
+                        v
+                    }
+                    // Not an escape: the bytes stand for themselves.
+                    None => {
+                        let raw = std::mem::take(&mut self.escape);
+                        for r in raw {
+                            self.push(r);
+                        }
+                        continue;
+                    }
+                }
+            } else if b == b'+' {
+                b' '
+            } else {
+                b
+            };
+            self.push(decoded);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, b: u8) {
+        // The leading run of spaces and brackets is dropped (Rack, qs, PHP),
+        // so it cannot push the name's deciding bytes out of what is kept.
+        if self.name.is_empty() && matches!(b, b' ' | b'[' | b']') {
+            self.bracket |= b == b'[';
+            return;
+        }
+        if self.name.len() < Self::KEEP {
+            self.name.push(b);
+        }
+    }
+
+    /// A name ended (at `=`, `&`, `;` or the body's end).
+    fn end_name(&mut self) -> Result<(), &'static str> {
+        let pending = std::mem::take(&mut self.escape);
+        for r in pending {
+            self.push(r);
+        }
+        let found = !self.in_value
+            && (overrides_name(&self.name)
+                || (self.bracket && overrides_name(&[&b"["[..], &self.name].concat())));
+        self.name.clear();
+        self.in_value = false;
+        self.bracket = false;
+        if found {
+            return Err(FORM_OVERRIDE);
+        }
+        Ok(())
+    }
+}
+
+/// Reads a multipart body's part headers as it streams (the boundary from
+/// `Content-Type`, each part's header block whole, at most 8 KiB), and looks
+/// at each part's name. Parsers differ (PHP takes bare LF line ends and
+/// folds lines without a colon into the one before; Rack 2 finds `name=` by a
+/// regex across the block; parts after the closing delimiter still count to
+/// PHP), so the reading is the union: delimiters at `LF--boundary`, header
+/// blocks ending at an empty line with or without CR, the body read to its
+/// end, and every `name=` / `name*=` anywhere in a header block, quoted with
+/// `"` or `'` and backslash escapes, bare, or RFC 2231, plus `Content-ID` (a
+/// name to Rack 2). Part data is skipped, never read as headers. Memory stays
+/// bounded: the delimiter's length, or one header block.
+pub struct MultipartScan {
+    /// `LF--boundary`.
+    delimiter: Vec<u8>,
+    state: Part,
+    buf: Vec<u8>,
+    /// How much of `buf` has been searched for the end of a header block.
+    searched: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Looking for the next delimiter (in the preamble, a part's data, or
+    /// after a closing delimiter).
+    Seeking,
+    /// After a delimiter: the rest of its line.
+    AfterDelimiter,
+    Headers,
+}
+
+impl MultipartScan {
+    const MAX_HEADERS: usize = 8 * 1024;
+
+    pub fn new(boundary: &[u8]) -> Self {
+        MultipartScan {
+            delimiter: [&b"\n--"[..], boundary].concat(),
+            state: Part::Seeking,
+            // The first delimiter may open the body without a line end before it.
+            buf: b"\n".to_vec(),
+            searched: 0,
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        self.buf.extend_from_slice(data);
+        loop {
+            match self.state {
+                Part::Seeking => match memchr::memmem::find(&self.buf, &self.delimiter) {
+                    Some(at) => {
+                        self.buf.drain(..at + self.delimiter.len());
+                        self.state = Part::AfterDelimiter;
+                    }
+                    None => {
+                        let keep = self.delimiter.len() - 1;
+                        let cut = self.buf.len().saturating_sub(keep);
+                        self.buf.drain(..cut);
+                        return Ok(());
+                    }
+                },
+                // `--` (a closing delimiter) or padding, then the line end;
+                // a part may still follow (PHP reads past a closing one).
+                Part::AfterDelimiter => match memchr::memchr(b'\n', &self.buf) {
+                    Some(at) => {
+                        let closing = self.buf.starts_with(b"--");
+                        self.buf.drain(..at + 1);
+                        if closing {
+                            self.buf.splice(0..0, *b"\n");
+                            self.state = Part::Seeking;
+                        } else {
+                            self.state = Part::Headers;
+                            self.searched = 0;
+                        }
+                    }
+                    None if self.buf.len() > 256 => {
+                        return Err("a multipart delimiter line is malformed")
+                    }
+                    None => return Ok(()),
+                },
+                Part::Headers => {
+                    let end = if self.buf.starts_with(b"\r\n") {
+                        Some((0, 2))
+                    } else if self.buf.starts_with(b"\n") {
+                        Some((0, 1))
+                    } else {
+                        // An empty line, with or without CR.
+                        let from = self.searched.saturating_sub(2);
+                        let lf = memchr::memmem::find(&self.buf[from..], b"\n\n")
+                            .map(|at| (from + at + 1, from + at + 2));
+                        let crlf = memchr::memmem::find(&self.buf[from..], b"\n\r\n")
+                            .map(|at| (from + at + 1, from + at + 3));
+                        match (lf, crlf) {
+                            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+                            (a, b) => a.or(b),
+                        }
+                    };
+                    match end {
+                        Some((at, skip)) => {
+                            part_names_override(&self.buf[..at])?;
+                            self.buf.drain(..skip);
+                            // The data starts here; its delimiter brings its
+                            // own line end, which an empty part shares.
+                            self.buf.splice(0..0, *b"\n");
+                            self.state = Part::Seeking;
+                        }
+                        None if self.buf.len() > Self::MAX_HEADERS => {
+                            return Err("a multipart part's headers over 8 KiB are not accepted")
+                        }
+                        None => {
+                            self.searched = self.buf.len();
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body ended inside a part's headers: they count as they are.
+    pub fn finish(&mut self) -> Result<(), &'static str> {
+        if self.state == Part::Headers {
+            part_names_override(&self.buf)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether one part's header block names a method override: any `name=` or
+/// `name*=` parameter anywhere in it (across folded lines, inside any header,
+/// as Rack 2 finds it), and `Content-ID`.
+fn part_names_override(headers: &[u8]) -> Result<(), &'static str> {
+    for line in headers.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"content-id") && overrides_name(value) {
+                return Err(FORM_OVERRIDE);
+            }
+        }
+    }
+    // Every `name` parameter, whatever header or line it is on: the block
+    // read as one run of parameters, after each `;`, `:` or line end.
+    let flat: Vec<u8> = headers
+        .iter()
+        .map(|&b| {
+            if matches!(b, b'\r' | b'\n' | b':') {
+                b';'
+            } else {
+                b
+            }
+        })
+        .collect();
+    for (key, v) in disposition_params(&flat) {
+        let decoded = if key.eq_ignore_ascii_case(b"name*") {
+            // charset'language'percent-encoded
+            let raw = v.rsplit(|&b| b == b'\'').next().unwrap_or(&v);
+            percent_decode_form(raw)
+        } else if key.eq_ignore_ascii_case(b"name") {
+            v
+        } else {
+            continue;
+        };
+        if overrides_name(&decoded) {
+            return Err(FORM_OVERRIDE);
+        }
+    }
+    Ok(())
+}
+
+/// The `key=value` parameters of a `Content-Disposition` value, with quoted
+/// values (`"..."` or `'...'`) unescaped (`\x` is `x`).
+fn disposition_params(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < value.len() {
+        // The key.
+        while i < value.len() && (value[i] == b';' || value[i].is_ascii_whitespace()) {
+            i += 1;
+        }
+        let k0 = i;
+        while i < value.len() && !matches!(value[i], b'=' | b';') {
+            i += 1;
+        }
+        let key = value[k0..i].trim_ascii().to_vec();
+        if i >= value.len() || value[i] == b';' {
+            continue;
+        }
+        i += 1; // '='
+        while i < value.len() && value[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let mut v = Vec::new();
+        match value.get(i) {
+            Some(&q @ (b'"' | b'\'')) => {
+                i += 1;
+                while i < value.len() && value[i] != q {
+                    if value[i] == b'\\' && i + 1 < value.len() {
+                        i += 1;
+                    }
+                    v.push(value[i]);
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => {
+                while i < value.len() && value[i] != b';' {
+                    v.push(value[i]);
+                    i += 1;
+                }
+            }
+        }
+        out.push((key, v));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn method_overrides_in_the_query_are_found_however_spelled() {
+        for t in [
+            "/v1/c/42?_method=DELETE",
+            "/v1/c/42?a=1&_METHOD=delete",
+            "/v1/c/42?%5Fmethod=DELETE",
+            "/v1/c/42?_%6Dethod=DELETE",
+            "/v1/c/42?x=1;_method",
+            "/v1/c/42?.method=DELETE",
+            "/v1/c/42?%2Emethod=DELETE",
+            "/v1/c/42?[method=DELETE",
+            "/v1/c/42?+_method=DELETE",
+            "/v1/c/42?%20_method=DELETE",
+            "/v1/c/42?_method%00x=DELETE",
+            "/v1/c/42?_method[]=DELETE",
+        ] {
+            assert!(super::query_overrides_method(t), "{t}");
+        }
+        for t in [
+            "/v1/c/42",
+            "/v1/c/42?method=DELETE",
+            "/v1/c/42?a=_method",
+            "/_method",
+        ] {
+            assert!(!super::query_overrides_method(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn multipart_bodies_naming_an_override_are_caught_split_anywhere() {
+        let scan = |body: &[u8], cut: usize| {
+            let mut s = super::MultipartScan::new(b"b");
+            s.feed(&body[..cut])
+                .and_then(|()| s.feed(&body[cut..]))
+                .and_then(|()| s.finish())
+        };
+        let part = |headers: &str| {
+            format!("--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n name=\"\r\n--b\r\n{headers}\r\n\r\nDELETE\r\n--b--\r\n")
+        };
+        for headers in [
+            "Content-Disposition: form-data; name=\"_method\"",
+            "Content-Disposition: form-data; name=_method",
+            "content-disposition: form-data; NAME = \"_METHOD\"",
+            "Content-Disposition: form-data; name=\".method\"",
+            "Content-Disposition: form-data; name=\" _method\"",
+            "Content-Disposition: form-data; name=\"_method[]\"",
+            "Content-Disposition: form-data; name='_method'",
+            "Content-Disposition: form-data; name=\"_meth\\od\"",
+            "Content-Disposition: form-data; name=_method\tx",
+            "Content-Disposition: form-data; name*=utf-8''%5Fmethod",
+            "Content-Disposition: form-data; name*=UTF-8'en'_%6Dethod",
+            "Content-ID: _method",
+            "Content-Disposition: form-data;\r\n name=\"_method\"",
+            "Content-Disposition: form-data; name=\"x\"\r\n; name=\"_method\"",
+            "X-A: Content-Disposition: form-data; name=_method",
+        ] {
+            let body = part(headers);
+            for cut in 0..=body.len() {
+                assert!(
+                    scan(body.as_bytes(), cut).is_err(),
+                    "{headers} split at {cut}"
+                );
+            }
+        }
+        for headers in [
+            "Content-Disposition: form-data; name=\"method\"",
+            "Content-Disposition: form-data; filename=\"_method\"; name=\"file\"",
+            "Content-Disposition: form-data; name=\"_method_x\"",
+        ] {
+            assert!(scan(part(headers).as_bytes(), 0).is_ok(), "{headers}");
+        }
+        // After a closing delimiter (PHP reads on), and with bare LF line ends.
+        for body in [
+            "--b--\r\n--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+            "--b\nContent-Disposition: form-data; name=\"_method\"\n\nDELETE\n--b--\n",
+        ] {
+            for cut in 0..=body.len() {
+                assert!(scan(body.as_bytes(), cut).is_err(), "{body:?} split at {cut}");
+            }
+        }
+        // Part data that spells a header is data.
+        let data = "--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nname=\"_method\"\r\n--b--\r\n";
+        assert!(scan(data.as_bytes(), 10).is_ok());
+        // Headers padded past 8 KiB are refused rather than missed.
+        let padded = part(&format!(
+            "Content-Disposition: form-data; name={}_method",
+            " ".repeat(9000)
+        ));
+        assert!(scan(padded.as_bytes(), 100).is_err());
+    }
+
+    #[test]
+    fn urlencoded_bodies_naming_an_override_are_caught_split_anywhere() {
+        let caught = |body: &[u8], cut: usize| {
+            let mut s = super::FormScan::new(&super::Form::Urlencoded);
+            s.feed(&body[..cut])
+                .and_then(|()| s.feed(&body[cut..]))
+                .and_then(|()| s.finish())
+                .is_err()
+        };
+        let padded = format!("{}_method=PUT", "+".repeat(10_000));
+        for body in [
+            &b"a=1&_method=DELETE"[..],
+            b"%5Fmethod=PUT",
+            b"_%6Dethod=PUT",
+            b"x=1;_method",
+            b"a=1&.method=DELETE",
+            b"%20_method=DELETE",
+            b"_method[]=DELETE",
+            b"_method%00x=DELETE",
+            b"[_method]=DELETE",
+            b"]_method=DELETE",
+            b"_method]=DELETE",
+            b"[[_method]=DELETE",
+            b"]]]]]]]]_method=DELETE",
+            b"%5B%5B_method=DELETE",
+            b"[method=DELETE",
+            padded.as_bytes(),
+        ] {
+            assert!(super::form_overrides_method(body) || body.len() > 100);
+            for cut in 0..=body.len().min(40) {
+                assert!(
+                    caught(body, cut),
+                    "{} at {cut}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        for body in [
+            &b"method=PUT&note=_method"[..],
+            b"a=_method&b=%5Fmethod",
+            b"\x00\xff%zz&&==;",
+            b"_methodx=1",
+            b"_method.x=1&_method_x=2",
+        ] {
+            assert!(!super::form_overrides_method(body));
+            for cut in 0..=body.len() {
+                assert!(
+                    !caught(body, cut),
+                    "{} at {cut}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+}
