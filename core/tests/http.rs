@@ -314,6 +314,36 @@ fn route(r: &Seen) -> Vec<u8> {
             SSE_RELEASED.store(true, std::sync::atomic::Ordering::SeqCst);
             response("200 OK", "text/plain", b"ok")
         }
+        ("GET", "/v1/utf7") => response(
+            "200 OK",
+            "text/plain; charset=utf-7",
+            b"jane+AEA-example.com",
+        ),
+        ("GET", "/v1/utf16") => {
+            let text: Vec<u8> = "\u{feff}{\"e\":\"jane@example.com\"}"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            response("200 OK", "application/json", &text)
+        }
+        ("GET", "/v1/utf16-text") => {
+            let text: Vec<u8> = "jane@example.com"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            chunked("text/plain", &text, &[1, 3])
+        }
+        ("GET", "/v1/two-types") => b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-type: text/plain\r\ncontent-length: 16\r\n\r\njane@example.com".to_vec(),
+        ("GET", "/v1/keys") => response(
+            "200 OK",
+            "application/json",
+            br#"{"users":{"jane@example.com":{"plan":"pro"},"jane\u0040example.org":1}}"#,
+        ),
+        ("GET", "/v1/sse-nan") => chunked(
+            "text/event-stream",
+            b"data: {\"ok\":1}\n\ndata: {\"customers\":[{\"card\":\"4111 1111 1111 1111\",\"x\":NaN}]}\n\ndata: {\"after\":2}\n\n",
+            &[12],
+        ),
         ("GET", "/v1/image") => response("200 OK", "image/png", b"\x89PNG jane@example.com"),
         ("GET", "/v1/hints") => {
             let mut out = b"HTTP/1.1 103 Early Hints\r\nx-contact: jane@example.com\r\n\r\n".to_vec();
@@ -353,6 +383,8 @@ const RULES: &str = r#"
 rules = [
   { methods = ["DELETE"], path = "/v1/admin/**", action = "deny", message = "the admin API is off limits" },
   { methods = ["DELETE"], path = "/v1/customers/*", action = "approve" },
+  { methods = ["PUT"], path = "/v1/orders/*", action = "approve" },
+  { methods = ["PATCH"], path = "/v1/orders/*", action = "approve" },
 ]
 
 [masking.pii]
@@ -566,6 +598,37 @@ fn curl_gets_masked_json_and_the_upstream_gets_only_the_injected_credential() {
     assert!(out.contains("compressed body"), "{out}");
 }
 
+/// Text the detectors cannot read byte by byte is refused, whatever its
+/// headers say; keys holding values are masked like values.
+#[test]
+fn unreadable_text_is_refused_and_keys_are_masked() {
+    let s = setup();
+    let auth = format!("Authorization: Bearer {}", s.agent());
+    for path in ["/v1/utf7", "/v1/utf16", "/v1/two-types"] {
+        let (out, err) = s.curl(&["-H", &auth, "-w", "\n%{http_code}", &s.url(path)]);
+        assert!(out.ends_with("502"), "{path}: {out} {err}");
+        assert!(!out.contains("jane"), "{path}: {out}");
+    }
+    // A stream already under way is cut before the first wide byte.
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-H",
+            &auth,
+            &s.url("/v1/utf16-text"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.stdout.is_empty(), "{:?}", o.stdout);
+    assert_ne!(o.status.code(), Some(0));
+    let (out, _) = s.curl(&["-H", &auth, &s.url("/v1/keys")]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(!out.contains("jane"), "{out}");
+    assert_eq!(v["users"].as_object().unwrap().len(), 2, "{out}");
+}
+
 /// JSON string escapes do not hide values from the detectors: every JSON
 /// client decodes `\u0040` to `@`.
 #[test]
@@ -657,6 +720,21 @@ fn event_streams_are_masked_as_their_clients_read_them() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out, "{\"ok\":1}\n");
+    assert_eq!(o.status.code(), Some(18), "partial transfer: {o:?}");
+    // The same for SSE data that is not JSON but holds fields.
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-H",
+            &auth,
+            &s.url("/v1/sse-nan"),
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out, "data: {\"ok\":1}\n\n");
     assert_eq!(o.status.code(), Some(18), "partial transfer: {o:?}");
 }
 
@@ -1085,6 +1163,20 @@ fn method_overrides_in_form_bodies_are_refused() {
             "content-type: text/plain\r\ncontent-type: application/x-www-form-urlencoded\r\n",
             "a=1",
         ),
+        // Laravel reads a JSON body's top-level keys as form fields.
+        (
+            "content-type: application/json\r\n",
+            r#"{"a":1,"_method":"DELETE"}"#,
+        ),
+        (
+            "content-type: application/vnd.api+json\r\n",
+            r#"{"\u005fmethod":"DELETE"}"#,
+        ),
+        // A charset the scans cannot read `_method` in.
+        (
+            "content-type: application/x-www-form-urlencoded; charset=utf-16\r\n",
+            "a=1",
+        ),
         (
             "content-type: application/x-www-form-urlencoded\r\ncontent-encoding: gzip\r\n",
             "x",
@@ -1107,6 +1199,16 @@ fn method_overrides_in_form_bodies_are_refused() {
     assert!(body.contains("\"received\":23"), "{body}");
     let (body, _) = s.curl(&["-H", &auth, "-X", "POST", "-F", "file=@/dev/null", &url]);
     assert!(body.contains("received"), "{body}");
+    let (body, _) = s.curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"a":{"_method":"DELETE"},"b":"_method"}"#,
+        &url,
+    ]);
+    assert!(body.contains("\"received\":40"), "{body}");
 }
 
 #[test]
@@ -1189,6 +1291,47 @@ fn a_target_may_judge_method_overrides_as_the_method_they_name() {
     assert_eq!(status(&["-d", "_method=PUT&_method=DELETE", &c42]), "400");
     // In a multipart body its value is not judged: refused.
     assert_eq!(status(&["-F", "_method=PUT", &c42]), "400");
+    // A header override the body disagrees with, even one naming the
+    // request's own method: refused.
+    assert_eq!(
+        status(&[
+            "-H",
+            "X-HTTP-Method-Override: POST",
+            "-d",
+            "_method=DELETE",
+            &c42
+        ]),
+        "400"
+    );
+    // JSON bodies are not judged, only scanned: `_method` there is refused.
+    assert_eq!(
+        status(&[
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"_method":"PATCH"}"#,
+            &c42
+        ]),
+        "400"
+    );
+    // Two methods held by different approval rules: neither approval may
+    // stand in for the other.
+    let (body, _) = s.curl(&[
+        "-H",
+        &auth,
+        "-X",
+        "PUT",
+        "-H",
+        "X-HTTP-Method-Override: PATCH",
+        &format!("{base}/v1/orders/7"),
+    ]);
+    assert!(body.contains("different approvals"), "{body}");
+    assert_eq!(s.requests(), before, "nothing judged DELETE ran");
+    // Multipart bodies still stream (not read whole), larger than 1 MiB too.
+    let big = s._dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 3 << 20]).unwrap();
+    let (body, _) = s.curl(&["-H", &auth, "-F", &format!("file=@{}", big.display()), &c42]);
+    assert!(body.contains("\"received\":31"), "{body}");
     // Allowed as the method it names: forwarded with the body as sent.
     assert_eq!(status(&["-d", "x=1&_method=PATCH", &c42]), "200");
     assert_eq!(s.last().body, b"x=1&_method=PATCH");

@@ -4,15 +4,20 @@
 # batched audit), through nginx as a reverse proxy, through haproxy in HTTP mode.
 # Endpoints alternate (A B C D A B C D ...) so drift hits all alike.
 #   loadtest/peers/start.sh && loadtest/peers/http-wrk.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+# Two builds side by side: ENDPOINTS="direct=7100 nginx=7101 haproxy=7102 before=7104 after=7105".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}; secs=${2:-10}; conns=${3:-32}
 state=/tmp/sluice-peers
-token=$(./target/release/sluice token mint --key "$state/dev.key.pem" --sub bench --groups agents \
+sluice=${SLUICE:-./target/release/sluice}
+token=$("$sluice" token mint --key "$state/dev.key.pem" --sub bench --groups agents \
     --iss https://idp.sluice.test/ --ttl 1h)
-declare -A rps lat
-names=(direct sluice nginx haproxy)
-declare -A port=([direct]=7100 [sluice]=7103 [nginx]=7101 [haproxy]=7102)
+declare -A rps lat port
+names=()
+for e in ${ENDPOINTS:-direct=7100 sluice=7103 nginx=7101 haproxy=7102}; do
+    names+=("${e%%=*}")
+    port[${e%%=*}]=${e#*=}
+done
 for r in $(seq "$rounds"); do
     for n in "${names[@]}"; do
         out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -H "Authorization: Bearer $token" \

@@ -4,15 +4,23 @@
 //!
 //! Each event (SSE: up to its blank line; JSON lines: one line) is masked as
 //! soon as its last byte arrives, so a stream is never held back by more than
-//! the event in flight, and memory is bounded by the largest event allowed.
+//! the event in flight. What is held (the event's bytes and its line records)
+//! is bounded by `max`, plus scratch of about three times the event.
 //!
 //! An SSE event's data is what `EventSource` hands the application (its `data:`
 //! lines joined by `\n`), so that is what is read as JSON: field rules apply,
 //! and escapes are decoded before detection (`jane\u0040example.com`). Data
 //! that is not JSON (`[DONE]`, plain tokens) is masked as text, escaped runs
-//! read as a lenient JSON parser would. The other fields (`event`, `id`,
-//! comments) are masked as text. A JSON line that is not JSON is masked as
-//! text, or refused when field rules apply (they could not be).
+//! read as a lenient JSON parser would. Every other line (`event`, `id`,
+//! comments, lines a client splits its own way) is masked the same way. Under
+//! field rules an event clients may read differently (an unknown field, a line
+//! separator other than CR and LF, data that is not JSON but could hold
+//! fields) cuts the stream. A JSON line that is not JSON is masked as text, or
+//! cuts the stream when field rules apply (they could not be).
+//!
+//! Each event is judged on its own: a value an application assembles from
+//! several events (an LLM answer streamed token by token, `"jane"` then
+//! `"@example.com"`) is never whole in any one of them, and is not masked.
 
 use crate::json::{mask_escaped_runs, mask_json, FieldRules};
 use crate::Masker;
@@ -168,34 +176,53 @@ impl EventMasker {
             }
             self.at_start = false;
         }
-        loop {
+        // Events are masked from `at` on; the buffer is drained once, at the
+        // end (a chunk of many tiny events costs one move, not one each).
+        let mut at = 0;
+        let result = loop {
             let end = match self.kind {
                 Events::Sse => self.event_end(at_end),
                 Events::JsonLines => self.line_end(),
             };
+            let held = self.buf.len() - at + self.lines.len() * std::mem::size_of::<Line>();
             let end = match end {
                 Some(n) => n,
-                None if at_end && !self.buf.is_empty() => self.buf.len(),
-                None => {
-                    if self.buf.len() > self.max {
-                        return Err(EventError(format!(
-                            "an event larger than {} bytes cannot be masked",
-                            self.max
-                        )));
-                    }
-                    return Ok(());
-                }
+                None if at_end && at < self.buf.len() => self.buf.len(),
+                None if held > self.max => break Err(self.too_large()),
+                None => break Ok(()),
             };
-            match self.kind {
-                Events::Sse => self.mask_event(end, rules, out),
-                Events::JsonLines => self.mask_line(end, rules, out)?,
+            if end - at > self.max {
+                break Err(self.too_large());
             }
-            self.buf.drain(..end);
-            self.searched = 0;
-            if self.buf.is_empty() {
-                return Ok(());
+            let masked = match self.kind {
+                Events::Sse => self.mask_event(at, end, rules, out),
+                Events::JsonLines => self.mask_line(at, end, rules, out),
+            };
+            if let Err(e) = masked {
+                break Err(e);
             }
+            at = end;
+            self.searched = at;
+            if at == self.buf.len() {
+                break Ok(());
+            }
+        };
+        self.buf.drain(..at);
+        self.searched -= at;
+        for l in &mut self.lines {
+            l.start -= at;
+            l.end -= at;
+            l.next -= at;
+            l.data = l.data.map(|v| v - at);
         }
+        result
+    }
+
+    fn too_large(&self) -> EventError {
+        EventError(format!(
+            "an event larger than {} bytes cannot be masked",
+            self.max
+        ))
     }
 
     /// The end of the next JSON line (after its `\n`).
@@ -213,9 +240,6 @@ impl EventMasker {
     /// lines. Lines end in CRLF, CR or LF; a CR as the last byte held may be
     /// the start of a CRLF, so it waits for the next byte.
     fn event_end(&mut self, at_end: bool) -> Option<usize> {
-        if self.searched == 0 {
-            self.lines.clear();
-        }
         let mut start = self.searched;
         loop {
             let rest = &self.buf[start..];
@@ -241,16 +265,51 @@ impl EventMasker {
         }
     }
 
-    /// Masks one SSE event (`buf[..end]`, lines recorded) into `out`.
-    fn mask_event(&mut self, end: usize, rules: &FieldRules, out: &mut Vec<u8>) {
+    /// Masks one SSE event (`buf[at..end]`, its lines recorded) into `out`.
+    ///
+    /// Under field rules the event must read the same to every client: a
+    /// field other than `data`, `event`, `id` and `retry` (` data`, or a
+    /// line a hand-written client splits differently), a byte some line
+    /// splitters end lines at (VT, FF, FS, GS, RS, NEL, LS, PS), or data
+    /// that is not JSON but could hold fields cuts the stream.
+    fn mask_event(
+        &mut self,
+        at: usize,
+        end: usize,
+        rules: &FieldRules,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EventError> {
         // At the end of the stream, an unterminated last line.
-        let recorded = self.lines.last().map_or(0, |l| l.next);
+        let recorded = self.lines.last().map_or(at, |l| l.next);
         if recorded < end
             && !self.buf[recorded..end]
                 .iter()
                 .all(|&b| b == b'\r' || b == b'\n')
         {
             self.lines.push(Line::new(&self.buf, recorded, end, end));
+        }
+        let strict = !rules.is_empty();
+        if strict {
+            let event = &self.buf[at..end];
+            let splits = event
+                .iter()
+                .any(|&b| matches!(b, 0x0B | 0x0C | 0x1C..=0x1E))
+                || memchr::memmem::find(event, b"\xC2\x85").is_some()
+                || memchr::memmem::find(event, b"\xE2\x80\xA8").is_some()
+                || memchr::memmem::find(event, b"\xE2\x80\xA9").is_some();
+            let unknown = self.lines.iter().any(|l| {
+                let content = &self.buf[l.start..l.end];
+                let field = &content[..memchr::memchr(b':', content).unwrap_or(content.len())];
+                l.data.is_none()
+                    && !field.is_empty()
+                    && !matches!(field, b"event" | b"id" | b"retry")
+            });
+            if splits || unknown {
+                self.lines.clear();
+                return Err(EventError(
+                    "an event that clients may read differently (an unknown field, or a line separator other than CR and LF), so field rules cannot be applied to it".into(),
+                ));
+            }
         }
         // The data as the client sees it, masked as JSON or else as text.
         self.data.clear();
@@ -278,6 +337,20 @@ impl EventMasker {
                 }
                 _ => {
                     self.masker.counts = before;
+                    // What could hold a field (`{"name":"Jane","x":NaN}`, half
+                    // a document) is not passed without its rules.
+                    if strict
+                        && self
+                            .data
+                            .iter()
+                            .any(|b| matches!(b, b'{' | b'"' | b'\'' | b':'))
+                    {
+                        self.lines.clear();
+                        return Err(EventError(
+                            "event data that is not JSON, so its field rules cannot be applied"
+                                .into(),
+                        ));
+                    }
                     self.doc.clear();
                     self.doc.extend_from_slice(&self.data);
                     self.masker.mask_value(&mut self.doc, None);
@@ -286,42 +359,60 @@ impl EventMasker {
             }
         }
         // Text masking keeps lengths, so its lines are cut where the
-        // original's were; JSON's are cut at its own line breaks.
-        let mut at = 0;
+        // original's were; JSON's are cut at its own line breaks. Every
+        // other line is masked as text, escapes read decoded (a client that
+        // splits lines its own way may read one as data).
+        let mut from = 0;
         for l in &self.lines {
             match l.data {
                 Some(v) => {
                     out.extend_from_slice(&self.buf[l.start..v]);
                     let len = if pieces_from_doc {
-                        memchr::memchr(b'\n', &self.doc[at..]).unwrap_or(self.doc.len() - at)
+                        memchr::memchr(b'\n', &self.doc[from..]).unwrap_or(self.doc.len() - from)
                     } else {
                         l.end - v
                     };
-                    out.extend_from_slice(&self.doc[at..at + len]);
-                    at = (at + len + 1).min(self.doc.len());
+                    out.extend_from_slice(&self.doc[from..from + len]);
+                    from = (from + len + 1).min(self.doc.len());
                 }
                 None => {
-                    let from = out.len();
+                    let line = out.len();
                     out.extend_from_slice(&self.buf[l.start..l.end]);
-                    self.masker.mask_value(&mut out[from..], None);
+                    self.masker.mask_value(&mut out[line..], None);
+                    mask_escaped_runs(&mut out[line..], &mut self.masker);
                 }
             }
             out.extend_from_slice(&self.buf[l.end..l.next]);
         }
-        let tail = self.lines.last().map_or(0, |l| l.next);
+        let tail = self.lines.last().map_or(at, |l| l.next);
         out.extend_from_slice(&self.buf[tail..end]);
         self.lines.clear();
+        // A long stream keeps no more scratch than a usual event needs.
+        for v in [&mut self.data, &mut self.doc] {
+            if v.capacity() > SCRATCH {
+                *v = Vec::new();
+            }
+        }
+        if self.lines.capacity() > SCRATCH / std::mem::size_of::<Line>() {
+            self.lines = Vec::new();
+        }
+        Ok(())
     }
 
-    /// Masks one JSON line (`buf[..end]`) into `out`.
+    /// Masks one JSON line (`buf[at..end]`) into `out`.
     fn mask_line(
         &mut self,
+        at: usize,
         end: usize,
         rules: &FieldRules,
         out: &mut Vec<u8>,
     ) -> Result<(), EventError> {
-        let line = &self.buf[..end];
-        let content_end = if line.ends_with(b"\n") { end - 1 } else { end };
+        let line = &self.buf[at..end];
+        let content_end = if line.ends_with(b"\n") {
+            line.len() - 1
+        } else {
+            line.len()
+        };
         let rs = line
             .iter()
             .take_while(|&&b| b == 0x1E)
@@ -351,9 +442,15 @@ impl EventMasker {
         out.extend_from_slice(&line[..rs]);
         out.extend_from_slice(&self.doc);
         out.extend_from_slice(&line[content_end..]);
+        if self.doc.capacity() > SCRATCH {
+            self.doc = Vec::new();
+        }
         Ok(())
     }
 }
+
+/// Scratch kept between events (bytes); more is freed after the event.
+const SCRATCH: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -491,6 +588,52 @@ mod tests {
         assert!(m
             .feed("7".repeat(100).as_bytes(), &no_rules(), &mut out)
             .is_err());
+    }
+
+    #[test]
+    fn lines_other_clients_split_differently_are_read_decoded_or_refused_under_rules() {
+        // A vertical tab (str.splitlines), a bare CR inside what a naive
+        // `split("\n")` client reads as one JSON line, a leading space.
+        let inputs: [&[u8]; 3] = [
+            b"event: x\x0Bdata: {\"e\":\"jane\\u0040example.com\"}\n\n",
+            b"data: {\"a\":\"x\",\r\"e\":\"jane\\u0040example.com\"}\n\n",
+            b" data: {\"e\":\"jane\\u0040example.com\"}\n\n",
+        ];
+        let rules = FieldRules::new(&[("$.ssn", "full")]).unwrap();
+        for input in inputs {
+            let out = run(Events::Sse, input, &no_rules()).unwrap();
+            assert!(
+                !has(&out, "jane\\u0040"),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(
+                run(Events::Sse, input, &rules).is_err(),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Data that is not JSON but could hold fields is refused under rules;
+        // plain tokens such as `[DONE]` pass.
+        let nan = b"data: {\"ssn\":\"123-45-6789\",\"x\":NaN}\n\n";
+        assert!(run(Events::Sse, nan, &rules).is_err());
+        let done = b"id: 1\ndata: [DONE]\n\n";
+        assert_eq!(run(Events::Sse, done, &rules).unwrap(), done);
+    }
+
+    #[test]
+    fn an_event_of_many_lines_counts_its_line_records_against_the_limit() {
+        let mut m = EventMasker::new(Events::Sse, masker(), 64 * 1024);
+        let lines = "a\n".repeat(4000);
+        assert!(m
+            .feed(lines.as_bytes(), &no_rules(), &mut Vec::new())
+            .is_err());
+        // Many tiny events in one chunk are each released.
+        let mut m = EventMasker::new(Events::Sse, masker(), 64 * 1024);
+        let mut out = Vec::new();
+        let tiny = "data: {}\n\n".repeat(20_000);
+        m.feed(tiny.as_bytes(), &no_rules(), &mut out).unwrap();
+        assert_eq!(out, tiny.as_bytes());
     }
 
     #[test]

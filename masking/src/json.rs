@@ -2,8 +2,10 @@
 //! detector on every string value.
 //!
 //! The scanner walks the document once, borrowing it (no tree is built), and
-//! knows the byte range and the path of every scalar. A string is masked in
-//! place when it can be (no escapes inside, so masking cannot break one); a
+//! knows the byte range and the path of every scalar. Keys are read by the
+//! detectors too (`{"jane@example.com": ...}`), before the rules look at
+//! them. A string is masked in place when it can be (no escapes inside, so
+//! masking cannot break one); a
 //! string with escapes that needs masking is replaced by `*`s whole, and a
 //! number, boolean or null under a field rule becomes a masked string. Both of
 //! those change the length, so the caller re-frames the body. A document that
@@ -226,7 +228,14 @@ pub fn mask_json(
             rules.own_style(path, doc)
         }
     };
-    scan_with(doc, own, |doc, r, string, _, style| {
+    scan_keys_with(doc, own, |doc, r, scalar, _, style| {
+        // A key can hold a value too (`{"jane@example.com": {...}}`): masked
+        // as it is read, like a string value (whole, if it has escapes).
+        if scalar == Scalar::Key {
+            masked += mask_run_or_clear(&mut doc[r], masker);
+            return;
+        }
+        let string = scalar == Scalar::String;
         if string {
             let inner = r.start + 1..r.end - 1;
             let escaped = memchr::memchr(b'\\', &doc[inner.clone()]).is_some();
@@ -310,6 +319,15 @@ pub fn mask_escaped_runs(text: &mut [u8], masker: &mut Masker) -> u64 {
     masked
 }
 
+/// A string's bytes (inside the quotes) masked in place: as they are when
+/// they hold no escape, else read decoded and turned into `*`s whole.
+fn mask_run_or_clear(run: &mut [u8], masker: &mut Masker) -> u64 {
+    if memchr::memchr(b'\\', run).is_none() {
+        return masker.mask_value(run, None);
+    }
+    mask_run(run, masker)
+}
+
 fn mask_run(run: &mut [u8], masker: &mut Masker) -> u64 {
     if memchr::memchr(b'\\', run).is_none() {
         return 0;
@@ -348,10 +366,36 @@ fn scan(
 /// per container, so deep documents cost no more per value). `visit` may
 /// rewrite the bytes of the value it is given (the same number of them), not
 /// the structure around it.
+#[cfg(test)]
 fn scan_with(
     doc: &mut [u8],
     rule: impl Fn(&[PathSeg], &[u8]) -> Option<Style>,
     mut visit: impl FnMut(&mut [u8], std::ops::Range<usize>, bool, &[PathSeg], Option<Style>),
+) -> Result<(), NotJson> {
+    scan_keys_with(doc, rule, |doc, r, scalar, path, style| {
+        if scalar != Scalar::Key {
+            visit(doc, r, scalar == Scalar::String, path, style)
+        }
+    })
+}
+
+/// What [`scan_keys_with`] hands its visitor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scalar {
+    /// A key's bytes inside the quotes, as it is read (before the rules
+    /// look at it); the path does not hold it yet.
+    Key,
+    /// A string value, with its quotes.
+    String,
+    /// A number, `true`, `false` or `null`.
+    Other,
+}
+
+/// [`scan_with`], also visiting each key.
+fn scan_keys_with(
+    doc: &mut [u8],
+    rule: impl Fn(&[PathSeg], &[u8]) -> Option<Style>,
+    mut visit: impl FnMut(&mut [u8], std::ops::Range<usize>, Scalar, &[PathSeg], Option<Style>),
 ) -> Result<(), NotJson> {
     let mut stack: Vec<Frame> = Vec::new();
     // The inherited style of each open container.
@@ -380,7 +424,7 @@ fn scan_with(
                         i += 1;
                         want_value = false;
                     } else {
-                        i = key(doc, i, &mut path)?;
+                        i = read_key(doc, i, &mut path, &mut visit)?;
                     }
                     continue;
                 }
@@ -404,13 +448,13 @@ fn scan_with(
                 b'"' => {
                     let end = string_end(doc, i)?;
                     let style = rule(&path, doc).or(inherited(&styles));
-                    visit(doc, i..end, true, &path, style);
+                    visit(doc, i..end, Scalar::String, &path, style);
                     i = end;
                 }
                 _ => {
                     let end = literal_end(doc, i)?;
                     let style = rule(&path, doc).or(inherited(&styles));
-                    visit(doc, i..end, false, &path, style);
+                    visit(doc, i..end, Scalar::Other, &path, style);
                     i = end;
                 }
             }
@@ -429,7 +473,7 @@ fn scan_with(
         match (doc.get(i), frame) {
             (Some(b','), Frame::Object) => {
                 path.pop();
-                i = key(doc, skip_ws(doc, i + 1), &mut path)?;
+                i = read_key(doc, skip_ws(doc, i + 1), &mut path, &mut visit)?;
                 want_value = true;
             }
             (Some(b','), Frame::Array(n)) => {
@@ -449,6 +493,23 @@ fn scan_with(
             _ => return Err(NotJson(i)),
         }
     }
+}
+
+/// [`key`], handing the key's bytes to `visit` first.
+fn read_key<V>(
+    doc: &mut [u8],
+    i: usize,
+    path: &mut Vec<PathSeg>,
+    visit: &mut V,
+) -> Result<usize, NotJson>
+where
+    V: FnMut(&mut [u8], std::ops::Range<usize>, Scalar, &[PathSeg], Option<Style>),
+{
+    if doc.get(i) == Some(&b'"') {
+        let end = string_end(doc, i)?;
+        visit(doc, i + 1..end - 1, Scalar::Key, path, None);
+    }
+    key(doc, i, path)
 }
 
 /// Reads `"key" :` at `i`, pushes the key, returns the position of the value.
@@ -551,6 +612,21 @@ mod tests {
         let mut v = doc.as_bytes().to_vec();
         mask_json(&mut v, &mut m, &rules)?;
         Ok(String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn keys_holding_values_are_masked_like_values() {
+        let out = run(
+            r#"{"users":{"jane@example.com":{"plan":"pro"},"4111\u00201111 1111 1111":1}}"#,
+            &[("plan", "full")],
+        )
+        .unwrap();
+        assert!(!out.contains("jane@") && !out.contains("4111"), "{out}");
+        assert!(out.contains(r#""plan":"***""#), "{out}");
+        assert_eq!(
+            run(r#"{"ssn":1}"#, &[("ssn", "full")]).unwrap(),
+            r#"{"ssn":"*"}"#
+        );
     }
 
     #[test]

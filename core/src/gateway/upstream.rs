@@ -124,10 +124,15 @@ pub async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
 }
 
 /// The TLS client handshake over `tcp`, with the target's `upstream_tls`
-/// configuration (built at start, verified as configured).
-pub async fn tls(shared: &Shared, target: &Target, tcp: TcpStream) -> Result<Upstream, String> {
+/// configuration (built at start, verified as configured), within `timeout`.
+pub async fn tls(
+    shared: &Shared,
+    target: &Target,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<Upstream, String> {
     let fd = tcp.as_raw_fd();
-    let s = tls_stream(shared, target, tcp).await?;
+    let s = tls_stream(shared, target, tcp, timeout).await?;
     Ok(Upstream::Tls(Box::new(s), fd))
 }
 
@@ -136,6 +141,7 @@ pub async fn tls_stream(
     shared: &Shared,
     target: &Target,
     tcp: TcpStream,
+    timeout: Duration,
 ) -> Result<ClientTlsStream<TcpStream>, String> {
     let config = shared
         .upstream_tls
@@ -143,10 +149,16 @@ pub async fn tls_stream(
         .cloned()
         .ok_or("no upstream TLS configuration")?;
     let name = super::tls::server_name(&target.upstream)?;
-    monoio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("upstream TLS: {e}"))
+    let connector = monoio_rustls::TlsConnector::from(config);
+    let handshake = connector.connect(name, tcp);
+    match monoio::time::timeout(timeout, handshake).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("upstream TLS: {e}")),
+        Err(_) => Err(format!(
+            "upstream TLS: no handshake within {} ms",
+            timeout.as_millis()
+        )),
+    }
 }
 
 /// A new connection to the target's upstream: TCP, then TLS unless the
@@ -161,5 +173,5 @@ pub async fn connect(
     if target.upstream_tls == UpstreamTls::Disable {
         return Ok(Upstream::Plain(tcp));
     }
-    tls(shared, target, tcp).await
+    tls(shared, target, tcp, timeout).await
 }

@@ -112,6 +112,9 @@ pub enum Form {
     Urlencoded,
     /// With its boundary.
     Multipart(Vec<u8>),
+    /// Laravel reads a JSON body's top-level keys as the request's fields,
+    /// `_method` included.
+    Json,
 }
 
 /// Whether the body may be read as a form, as the laxest framework reads its
@@ -155,9 +158,19 @@ pub fn form_kind(req: &Request<'_, '_>) -> Result<Option<Form>, &'static str> {
                 .filter(plain)
                 .ok_or("a multipart body needs one plain boundary of 1 to 200 bytes")?;
             Some(Form::Multipart(boundary))
+        } else if ends_with_ignore_case(media, b"/json") || ends_with_ignore_case(media, b"+json") {
+            Some(Form::Json)
         } else {
             None
         };
+    // A form in a charset that is not ASCII-compatible (UTF-16, EBCDIC)
+    // spells `_method` in bytes the scans do not read as it; frameworks that
+    // decode by the declared charset would.
+    if let (Some(_), Some(charset)) = (&form, parameter(value, b"charset")) {
+        if !super::ascii_compatible(&charset) {
+            return Err("a form or JSON body in a charset other than UTF-8, ASCII, ISO-8859 or Windows code pages is not accepted: Sluice reads bodies for `_method` as ASCII-compatible text");
+        }
+    }
     // A compressed form would be read by the framework and not by Sluice.
     let encoded = req.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("content-encoding")
@@ -169,8 +182,12 @@ pub fn form_kind(req: &Request<'_, '_>) -> Result<Option<Form>, &'static str> {
     Ok(form)
 }
 
+fn ends_with_ignore_case(v: &[u8], suffix: &[u8]) -> bool {
+    v.len() >= suffix.len() && v[v.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+}
+
 /// A parameter's value in a header value (`; boundary="x"`), unquoted.
-fn parameter(value: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn parameter(value: &[u8], name: &[u8]) -> Option<Vec<u8>> {
     let mut i = 0;
     while i + name.len() < value.len() {
         let at = value[i..i + name.len()].eq_ignore_ascii_case(name)
@@ -199,6 +216,7 @@ const FORM_OVERRIDE: &str = "`_method` in a form body is not accepted (framework
 pub enum FormScan {
     Urlencoded(UrlencodedScan),
     Multipart(MultipartScan),
+    Json(JsonScan),
 }
 
 impl FormScan {
@@ -206,6 +224,7 @@ impl FormScan {
         match form {
             Form::Urlencoded => FormScan::Urlencoded(UrlencodedScan::default()),
             Form::Multipart(boundary) => FormScan::Multipart(MultipartScan::new(boundary)),
+            Form::Json => FormScan::Json(JsonScan::default()),
         }
     }
 
@@ -213,6 +232,7 @@ impl FormScan {
         match self {
             FormScan::Urlencoded(s) => s.feed(data),
             FormScan::Multipart(s) => s.feed(data),
+            FormScan::Json(s) => s.feed(data),
         }
     }
 
@@ -221,6 +241,107 @@ impl FormScan {
         match self {
             FormScan::Urlencoded(s) => s.end_name(),
             FormScan::Multipart(s) => s.finish(),
+            FormScan::Json(_) => Ok(()),
+        }
+    }
+}
+
+const JSON_OVERRIDE: &str = "`_method` as a top-level key of a JSON body is not accepted (Laravel runs it as the method; guardrails judge the request's own method)";
+
+/// A JSON body's top-level keys, as it streams, in bounded memory: nesting
+/// is counted, strings are skipped, and only the first bytes of a key in the
+/// top-level object are kept (decoded: `"\u005fmethod"` is `_method`).
+#[derive(Default)]
+pub struct JsonScan {
+    depth: u32,
+    /// The top-level value is an object.
+    object: bool,
+    in_string: bool,
+    /// The string being read is a top-level key.
+    in_key: bool,
+    /// A top-level key may start next (after `{` or `,`).
+    key_next: bool,
+    /// After a backslash: the escape read so far (`\`, `\u00`).
+    escape: Vec<u8>,
+    /// The key's first bytes, decoded.
+    key: Vec<u8>,
+}
+
+impl JsonScan {
+    /// Bytes of a key that decide it (`_method` and one more).
+    const KEEP: usize = 8;
+
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        for &b in data {
+            if self.in_string {
+                if !self.escape.is_empty() {
+                    self.escape.push(b);
+                    let done = match self.escape[1] {
+                        b'u' => self.escape.len() == 6,
+                        _ => true,
+                    };
+                    if done {
+                        let escape = std::mem::take(&mut self.escape);
+                        if self.in_key {
+                            self.push_escape(&escape);
+                        }
+                    }
+                    continue;
+                }
+                match b {
+                    b'\\' => self.escape.push(b),
+                    b'"' => {
+                        self.in_string = false;
+                        if std::mem::take(&mut self.in_key) && overrides_name(&self.key) {
+                            return Err(JSON_OVERRIDE);
+                        }
+                    }
+                    _ if self.in_key && self.key.len() < Self::KEEP => self.key.push(b),
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    self.in_key = self.key_next && self.depth == 1 && self.object;
+                    self.key_next = false;
+                    self.key.clear();
+                }
+                b'{' | b'[' => {
+                    if self.depth == 0 {
+                        self.object = b == b'{';
+                    }
+                    self.depth += 1;
+                    self.key_next = b == b'{' && self.depth == 1;
+                }
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                b',' if self.depth == 1 => self.key_next = self.object,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn push_escape(&mut self, escape: &[u8]) {
+        let c = match escape[1] {
+            b'u' => std::str::from_utf8(&escape[2..])
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .and_then(char::from_u32)
+                .unwrap_or('\u{fffd}'),
+            b'n' => '\n',
+            b't' => '\t',
+            b'r' => '\r',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            other => other as char,
+        };
+        let mut utf8 = [0u8; 4];
+        for &b in c.encode_utf8(&mut utf8).as_bytes() {
+            if self.key.len() < Self::KEEP {
+                self.key.push(b);
+            }
         }
     }
 }
@@ -536,6 +657,41 @@ fn disposition_params(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_bodies_naming_an_override_at_the_top_level_are_caught_split_anywhere() {
+        let caught = [
+            &br#"{"_method":"DELETE"}"#[..],
+            br#" { "a": {"_method": 1}, "_method" : "DELETE" }"#,
+            br#"{"\u005fmethod":"DELETE"}"#,
+            br#"{"x":"a\"b,\"_method","_METHOD":1}"#,
+        ];
+        let passed = [
+            &br#"{"a":{"_method":"DELETE"}}"#[..],
+            br#"["_method","DELETE"]"#,
+            br#"{"note":"_method","m":"_method"}"#,
+            br#"{"x":"\"_method\""}"#,
+        ];
+        for (body, want) in caught
+            .iter()
+            .map(|b| (b, true))
+            .chain(passed.iter().map(|b| (b, false)))
+        {
+            for cut in 0..=body.len() {
+                let mut s = super::FormScan::new(&super::Form::Json);
+                let r = s
+                    .feed(&body[..cut])
+                    .and_then(|()| s.feed(&body[cut..]))
+                    .and_then(|()| s.finish());
+                assert_eq!(
+                    r.is_err(),
+                    want,
+                    "{} cut at {cut}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+
     #[test]
     fn method_overrides_in_the_query_are_found_however_spelled() {
         for t in [

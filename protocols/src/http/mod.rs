@@ -28,6 +28,24 @@ pub use body::{
     Framing, FramingError, Response,
 };
 
+/// The `charset` parameter of a `Content-Type` value, unquoted.
+pub fn charset(content_type: &[u8]) -> Option<Vec<u8>> {
+    forms::parameter(content_type, b"charset")
+}
+
+/// Whether text in `charset` spells ASCII as ASCII bytes, one byte each, so
+/// a scan of the raw bytes reads what a decoder reads: UTF-8, ASCII, the
+/// ISO-8859 family and the Windows code pages. UTF-16/32, UTF-7, EBCDIC and
+/// anything unknown are not.
+pub fn ascii_compatible(charset: &[u8]) -> bool {
+    let prefixed = |p: &[u8]| charset.len() > p.len() && charset[..p.len()].eq_ignore_ascii_case(p);
+    [&b"utf-8"[..], b"utf8", b"us-ascii", b"ascii", b"latin1"]
+        .iter()
+        .any(|c| charset.eq_ignore_ascii_case(c))
+        || prefixed(b"iso-8859-")
+        || prefixed(b"windows-")
+}
+
 /// One header field; the value is raw bytes with surrounding whitespace trimmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {

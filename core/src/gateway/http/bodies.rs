@@ -141,6 +141,11 @@ pub(super) async fn json_body<C: AsyncWriteRent, U: AsyncReadRent>(
             return (Err(e), masker);
         }
     };
+    if let Err(e) = WideText::default().check(&body) {
+        let r = Reply::error(502, e.clone()).closing();
+        let _ = client.write_all(r.bytes()).await;
+        return (Err(e), masker);
+    }
     // A UTF-8 byte order mark is not part of the document.
     if body.starts_with(b"\xEF\xBB\xBF") {
         body.drain(..3);
@@ -201,6 +206,7 @@ pub(super) async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
     let mut out = head;
     let mut released = Vec::with_capacity(16 * 1024);
     let mut decoder = ChunkedDecoder::new(u64::MAX);
+    let mut wide = WideText::default();
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,
@@ -209,6 +215,7 @@ pub(super) async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
         let done = match framing {
             Framing::Length(_) => {
                 let n = (ubuf.len() as u64).min(left) as usize;
+                wide.check(&ubuf[..n])?;
                 masker.feed(&ubuf[..n], &mut released);
                 ubuf.drain(..n);
                 left -= n as u64;
@@ -216,6 +223,7 @@ pub(super) async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
             }
             Framing::Chunked => loop {
                 let r = decoder.decode(ubuf).map_err(|e| e.to_string())?;
+                wide.check(&ubuf[r.data.clone()])?;
                 masker.feed(&ubuf[r.data.clone()], &mut released);
                 ubuf.drain(..r.consumed);
                 if r.done || r.consumed == 0 {
@@ -223,6 +231,7 @@ pub(super) async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
                 }
             },
             _ => {
+                wide.check(ubuf)?;
                 masker.feed(ubuf, &mut released);
                 ubuf.clear();
                 false
@@ -286,6 +295,7 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
     let mut out = head;
     let mut released = Vec::with_capacity(16 * 1024);
     let mut decoder = ChunkedDecoder::new(u64::MAX);
+    let mut wide = WideText::default();
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,
@@ -299,6 +309,9 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
             match framing {
                 Framing::Length(_) => {
                     let n = (ubuf.len() as u64).min(left) as usize;
+                    if let Err(e) = wide.check(&ubuf[..n]) {
+                        break 'feed Err(e);
+                    }
                     if let Err(e) = masker.feed(&ubuf[..n], rules, &mut released) {
                         break 'feed Err(failed(e));
                     }
@@ -311,6 +324,9 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
                         Ok(r) => r,
                         Err(e) => break 'feed Err(e.to_string()),
                     };
+                    if let Err(e) = wide.check(&ubuf[r.data.clone()]) {
+                        break 'feed Err(e);
+                    }
                     if let Err(e) = masker.feed(&ubuf[r.data.clone()], rules, &mut released) {
                         break 'feed Err(failed(e));
                     }
@@ -320,6 +336,9 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
                     }
                 },
                 _ => {
+                    if let Err(e) = wide.check(ubuf) {
+                        break 'feed Err(e);
+                    }
                     if let Err(e) = masker.feed(ubuf, rules, &mut released) {
                         break 'feed Err(failed(e));
                     }
@@ -365,5 +384,35 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
             finished?;
             return Ok((total, masker.masker().counts.pairs()));
         }
+    }
+}
+
+/// The first bytes of a masked body. UTF-16/32 text (a byte order mark, or a
+/// NUL among the first four bytes, as browsers and Python's `requests` guess
+/// an encoding) spells every value with bytes between its characters, which
+/// the detectors cannot read: refused, whatever the headers said.
+#[derive(Default)]
+pub(super) struct WideText {
+    seen: usize,
+    first: [u8; 4],
+}
+
+impl WideText {
+    pub(super) fn check(&mut self, data: &[u8]) -> Result<(), String> {
+        if self.seen == 4 {
+            return Ok(());
+        }
+        for &b in data.iter().take(4 - self.seen) {
+            self.first[self.seen] = b;
+            self.seen += 1;
+        }
+        let f = &self.first[..self.seen];
+        if f.contains(&0) || f.starts_with(&[0xFF, 0xFE]) || f.starts_with(&[0xFE, 0xFF]) {
+            return Err(
+                "the target sent UTF-16/32 text, which Sluice cannot mask; it was not passed on"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }

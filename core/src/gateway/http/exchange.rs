@@ -30,11 +30,11 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
             return Next::Close;
         }
     }
-    // A request that needs approval is read whole first: the approval is bound
-    // to its method, target and body.
     let mut held_body: Option<Vec<u8>> = None;
     let mut approval = None;
-    if let Some(rule_path) = fwd.judge_form.take() {
+    // An urlencoded body on a target that judges overrides is read whole
+    // first: its `_method` is judged before anything is forwarded.
+    if let Some(rule_path) = fwd.form_rule_path.take() {
         let body = match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
             Ok(b) => b,
             Err(r) => {
@@ -61,6 +61,8 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         fwd.form = None;
         held_body = Some(body);
     }
+    // A request that needs approval is read whole first: the approval is bound
+    // to its method, target and body.
     if let Some((rule, spec)) = fwd.hold.take() {
         let body = match held_body.take() {
             Some(b) => b,
@@ -233,26 +235,18 @@ pub(super) fn judge_form_override(
     body: &[u8],
     rule_path: &str,
 ) -> Result<(), Reply> {
-    let values = match &fwd.form {
-        Some(Form::Urlencoded) => form_override_values(body),
-        Some(Form::Multipart(boundary)) => {
-            let mut scan = MultipartScan::new(boundary);
-            return scan
-                .feed(body)
-                .and_then(|()| scan.finish())
-                .map_err(|_| Reply::error(400, "bad request: `_method` in a multipart body is not judged (parsers disagree on where its value ends); send it in the query string or an override header"));
-        }
-        None => return Ok(()),
-    };
+    if fwd.form != Some(Form::Urlencoded) {
+        return Ok(());
+    }
+    let values = form_override_values(body);
     let Some(first) = values.first() else {
         return Ok(());
     };
     let valid = !first.is_empty() && first.len() <= 16 && first.iter().all(u8::is_ascii_alphabetic);
     let agrees = |m: &[u8]| m.eq_ignore_ascii_case(first);
-    let earlier_override = !fwd.judged.eq_ignore_ascii_case(&fwd.method);
     if !valid
         || !values.iter().all(|v| agrees(v))
-        || (earlier_override && !agrees(fwd.judged.as_bytes()))
+        || (fwd.overridden && !agrees(fwd.judged.as_bytes()))
     {
         return Err(Reply::error(
             400,
@@ -595,9 +589,8 @@ pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
     }
 }
 
-/// An upstream connection: a pooled one, or a new one (TLS if configured).
-/// An upstream connection, and whether it was reused (a fresh one is not
-/// retried).
+/// An upstream connection (the client's own, a pooled one, or a new one, TLS
+/// if configured), and whether it was reused (a fresh one is not retried).
 pub(super) async fn checkout(
     cx: &Ctx<'_>,
     replayable: bool,

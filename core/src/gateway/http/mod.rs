@@ -36,9 +36,7 @@ use sluice_config::policy::{ApprovalSpec, Decision};
 use sluice_config::{ApprovalMode, Config, Target};
 use sluice_masking::json::{mask_escaped_runs, mask_json, FieldRules};
 use sluice_masking::{Entity, EventMasker, Events, Masker, Profile, StreamMasker};
-use sluice_protocols::http::forms::{
-    form_kind, form_override_values, Form, FormScan, MultipartScan,
-};
+use sluice_protocols::http::forms::{form_kind, form_override_values, Form, FormScan};
 use sluice_protocols::http::rewrite::{
     self, canonical, finish_head, rule_path, METHOD_OVERRIDES, REWRITE_HEADERS,
 };
@@ -214,7 +212,9 @@ struct Forward {
     form: Option<Form>,
     /// `method_override = true` and a form body: the path the rules see, to
     /// judge the body's `_method` once it is read.
-    judge_form: Option<String>,
+    form_rule_path: Option<String>,
+    /// A header or the query named an override (judged as `judged`).
+    overridden: bool,
     /// The client speaks HTTP/1.1 (may be answered chunked).
     http11: bool,
     /// The method the rules judged (an override's, when the target judges
@@ -479,11 +479,14 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
     };
     // On a target that judges overrides, a form body is read whole before it
     // is judged: its `_method` is one more override.
-    let judge_form = (cx.target.method_override && form.is_some()).then(|| rule_path.into_owned());
-    if judge_form.is_some() && matches!(framing, Framing::Length(n) if n > MAX_HELD_BODY) {
+    // Multipart and JSON bodies stream, scanned, and are refused if they
+    // name an override.
+    let form_rule_path = (cx.target.method_override && form == Some(Form::Urlencoded))
+        .then(|| rule_path.into_owned());
+    if form_rule_path.is_some() && matches!(framing, Framing::Length(n) if n > MAX_HELD_BODY) {
         return Err(Reply::error(
             413,
-            format!("a form body on a target that judges method overrides may carry at most {MAX_HELD_BODY} bytes (it is read whole for `_method` before it is judged)"),
+            format!("an urlencoded form on a target that judges method overrides may carry at most {MAX_HELD_BODY} bytes (it is read whole for `_method` before it is judged)"),
         ));
     }
     if hold.is_some() && matches!(framing, Framing::Length(n) if n > MAX_HELD_BODY) {
@@ -517,13 +520,29 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
         identity,
         hold,
         form,
-        judge_form,
+        form_rule_path,
+        overridden: judged.is_some(),
         http11: req.version == 1,
     })
 }
 
-/// The stricter of two decisions (the later one on a tie).
+/// The stricter of two decisions (the later one on a tie). Two different
+/// approval rules are refused: one approval must not stand in for another
+/// rule's approvers or quorum.
 fn stricter(a: Decision, b: Decision) -> Decision {
+    if let (Decision::Approve { rule: x }, Decision::Approve { rule: y }) = (&a, &b) {
+        if x != y {
+            return Decision::Deny {
+                message: format!(
+                    "the request's own method and the override it names need different approvals (rules {} and {}); send it without the override",
+                    x + 1,
+                    y + 1
+                )
+                .into(),
+                rule: *y,
+            };
+        }
+    }
     let rank = |d: &Decision| match d {
         Decision::Allow => 0,
         Decision::Approve { .. } => 1,

@@ -321,22 +321,33 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
             masking = Masking::None;
         }
         // Every Content-Encoding field counts, and a text the detectors cannot
-        // read byte by byte (UTF-16/32) is as opaque as a compressed one.
+        // read byte by byte (UTF-16/32, EBCDIC: any charset that is not
+        // ASCII-compatible) is as opaque as a compressed one. Two
+        // Content-Types are refused: clients differ on which one counts.
         let encoded = resp.headers.iter().any(|h| {
             h.name.eq_ignore_ascii_case("content-encoding")
                 && h.value.split(|&b| b == b',').any(|c| {
                     !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity")
                 })
-        }) || resp.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("content-type")
-                && h.value
-                    .windows(6)
-                    .any(|w| w.eq_ignore_ascii_case(b"utf-16") || w.eq_ignore_ascii_case(b"utf-32"))
         });
-        if encoded && !matches!(masking, Masking::None) {
+        let mut types = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-type"));
+        let first_type = types.next();
+        let unreadable = types.next().is_some()
+            || first_type
+                .and_then(|h| http::charset(h.value))
+                .is_some_and(|c| !http::ascii_compatible(&c));
+        if (encoded || unreadable) && !matches!(masking, Masking::None) {
             warn!("masking_refused_encoded_body", target = cx.target.name);
-            let _ = reply(client, Reply::error(502, "the target sent a compressed body, which Sluice cannot mask; it was not passed on").closing()).await;
-            return Outcome::failed("encoded body with masking on".into());
+            let why = if encoded {
+                "the target sent a compressed body, which Sluice cannot mask; it was not passed on"
+            } else {
+                "the target sent text in a charset Sluice cannot read (UTF-16/32, EBCDIC, ...), or two Content-Types; it was not passed on unmasked"
+            };
+            let _ = reply(client, Reply::error(502, why).closing()).await;
+            return Outcome::failed("unreadable body with masking on".into());
         }
         // The head that goes to the client: the upstream's, minus hop-by-hop
         // and framing headers, plus our own framing.

@@ -97,7 +97,8 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
         ));
     }
     let fd = tcp.as_raw_fd();
-    let mut s = upstream::tls_stream(&ctx.shard.shared, target, tcp)
+    let timeout = ctx.config.gateway.connect_timeout;
+    let mut s = upstream::tls_stream(&ctx.shard.shared, target, tcp, timeout)
         .await
         .map_err(|e| LoginError::unavailable(ctx, e))?;
     let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
