@@ -45,8 +45,20 @@ fi
 
 cargo test --workspace "$@"
 if (($#)); then
-    exit 0 # a filtered run: the conformance run only goes with the whole suite
-elif [ -f "$conformance/pg-regress-15.18.tar.xz" ]; then
+    exit 0 # a filtered run: Miri and the conformance run only go with the whole suite
+fi
+# The audit ring's unsafe code under Miri (Stacked Borrows, data races), on the
+# nightly toolchain, fetched with rustup if it is missing.
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+    rustup component add miri rust-src --toolchain nightly >/dev/null 2>&1 \
+        || rustup toolchain install nightly --profile minimal --component miri,rust-src >/dev/null 2>&1 || true
+fi
+if cargo +nightly miri --version >/dev/null 2>&1; then
+    cargo +nightly miri test -p sluice-ring --lib
+else
+    echo "test.sh: Miri could not be installed (rustup component add miri rust-src --toolchain nightly): the ring's Miri run NOT done" >&2
+fi
+if [ -f "$conformance/pg-regress-15.18.tar.xz" ]; then
     SLUICE_CONFORMANCE_DIR="$conformance" cargo test -p sluice --test conformance -- --ignored --nocapture
 else
     echo "test.sh: PostgreSQL regression suite not found at $conformance: conformance run NOT done" >&2

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use sluice::audit::ring::Ring;
 use sluice::audit::{Audit, Rec, Settings};
 
 fn record(buf: &mut Vec<u8>, i: u64) {
@@ -32,14 +31,14 @@ fn record(buf: &mut Vec<u8>, i: u64) {
 fn push(c: &mut Criterion) {
     let mut g = c.benchmark_group("audit_push");
     g.throughput(Throughput::Elements(1));
-    let ring = Arc::new(Ring::new(4 << 20));
+    let (mut ring, mut rx) = sluice_ring::channel(4 << 20);
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
-        let (ring, stop) = (ring.clone(), stop.clone());
+        let stop = stop.clone();
         std::thread::spawn(move || {
             let mut scratch = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                ring.drain(
+                rx.drain(
                     |r| {
                         black_box(r.len());
                     },
@@ -110,8 +109,8 @@ fn writer(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
                 let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
-                let (audit, _wakes) = Audit::start(settings(dir.path()), 1, key).unwrap();
-                let ring = audit.shared.rings[0].clone();
+                let (audit, mut links) = Audit::start(settings(dir.path()), 1, key).unwrap();
+                let mut ring = links.remove(0).ring;
                 let mut buf = Vec::with_capacity(512);
                 let start = Instant::now();
                 for i in 0..N {

@@ -1,6 +1,7 @@
 //! The tamper-evident audit log.
 //!
-//! Every shard owns a lock-free ring ([`ring`]) and pushes encoded records
+//! Every shard owns the producing half of a lock-free ring (`sluice_ring`) and
+//! pushes encoded records
 //! ([`record`]) into it; one writer thread ([`writer`]) drains all rings, chains
 //! the records with SHA-256 ([`chain`]), appends them to segment files and fsyncs
 //! once per batch. In `strict` durability a command is forwarded only after its
@@ -22,7 +23,6 @@ use crate::runtime::notify::Notify;
 
 pub mod chain;
 pub mod record;
-pub mod ring;
 pub mod verify;
 mod writer;
 
@@ -139,13 +139,13 @@ impl Audit {
         settings: Settings,
         shards: usize,
         key: SigningKey,
-    ) -> Result<(Arc<Audit>, Vec<flume::Receiver<()>>), String> {
+    ) -> Result<(Arc<Audit>, Vec<ShardLink>), String> {
         let (side_tx, side) = flume::unbounded();
         let (wake, wake_rx): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::bounded(1)).unzip();
+        let (producers, consumers): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| sluice_ring::channel(settings.ring_bytes))
+            .unzip();
         let shared = Arc::new(writer::Shared {
-            rings: (0..shards)
-                .map(|_| Arc::new(ring::Ring::new(settings.ring_bytes)))
-                .collect(),
             wake,
             healthy: AtomicBool::new(true),
             stop: AtomicBool::new(false),
@@ -155,7 +155,7 @@ impl Audit {
             thread: std::sync::OnceLock::new(),
         });
         let strict = settings.strict;
-        let w = writer::open(settings.clone(), shared.clone(), key)
+        let w = writer::open(settings.clone(), shared.clone(), consumers, key)
             .map_err(|e| format!("audit log {}: {e}", settings.dir.display()))?;
         let handle = std::thread::Builder::new()
             .name("sluice-audit".into())
@@ -168,7 +168,11 @@ impl Audit {
                 strict,
                 thread: std::sync::Mutex::new(Some(handle)),
             }),
-            wake_rx,
+            producers
+                .into_iter()
+                .zip(wake_rx)
+                .map(|(ring, wake)| ShardLink { ring, wake })
+                .collect(),
         ))
     }
 
@@ -206,10 +210,17 @@ impl std::fmt::Display for Unavailable {
     }
 }
 
+/// What a shard is handed once: its ring's producing half and its wake-up
+/// ("more of your records are durable").
+pub struct ShardLink {
+    pub ring: sluice_ring::Producer,
+    pub wake: flume::Receiver<()>,
+}
+
 /// One shard's side of the pipeline. Single-threaded: lives in its shard.
 pub struct ShardAudit {
     audit: Arc<Audit>,
-    ring: Arc<ring::Ring>,
+    ring: std::cell::RefCell<sluice_ring::Producer>,
     durable: Rc<Notify>,
     scratch: std::cell::RefCell<Vec<u8>>,
 }
@@ -218,7 +229,8 @@ pub struct ShardAudit {
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 impl ShardAudit {
-    pub fn new(audit: Arc<Audit>, shard: usize, wake: flume::Receiver<()>) -> Rc<ShardAudit> {
+    pub fn new(audit: Arc<Audit>, link: ShardLink) -> Rc<ShardAudit> {
+        let ShardLink { ring, wake } = link;
         let durable = Rc::new(Notify::default());
         let n = durable.clone();
         monoio::spawn(async move {
@@ -227,7 +239,7 @@ impl ShardAudit {
             }
         });
         Rc::new(ShardAudit {
-            ring: audit.shared.rings[shard].clone(),
+            ring: std::cell::RefCell::new(ring),
             audit,
             durable,
             scratch: std::cell::RefCell::new(Vec::with_capacity(8192)),
@@ -248,7 +260,7 @@ impl ShardAudit {
         let first = {
             let mut buf = self.scratch.borrow_mut();
             build(&mut buf);
-            self.ring.push(&buf).ok_or_else(|| buf.clone())
+            self.ring.borrow_mut().push(&buf).ok_or_else(|| buf.clone())
         };
         if self.audit.strict {
             // A command is waiting for this record: wake the writer now.
@@ -269,7 +281,7 @@ impl ShardAudit {
                 });
             }
             monoio::time::sleep(Duration::from_millis(2)).await;
-            if let Some(t) = self.ring.push(&pending) {
+            if let Some(t) = self.ring.borrow_mut().push(&pending) {
                 self.audit.shared.kick();
                 return Ok(t);
             }
@@ -282,7 +294,7 @@ impl ShardAudit {
         build(&mut buf);
         // No wake-up: nothing waits on these; the writer picks them up within
         // its flush interval (waking it per record would cost a syscall each).
-        let _ = self.ring.push(&buf);
+        let _ = self.ring.borrow_mut().push(&buf);
     }
 
     /// In strict durability, waits until the record with `ticket` is on disk.
@@ -293,7 +305,7 @@ impl ShardAudit {
         let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let notified = self.durable.notified();
-            if self.ring.durable.load(Ordering::Acquire) >= ticket {
+            if self.ring.borrow().durable() >= ticket {
                 return Ok(());
             }
             if !self.healthy() {

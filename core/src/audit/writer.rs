@@ -16,13 +16,12 @@ use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 
 use super::chain::{self, GENESIS};
-use super::ring::Ring;
 use super::Settings;
 use crate::{error, info, warn};
+use sluice_ring::Consumer;
 
 /// Shared between the writer thread, the shards and the lifecycle.
 pub struct Shared {
-    pub rings: Vec<Arc<Ring>>,
     /// One wake-up channel per shard: "more of your records are durable".
     pub wake: Vec<flume::Sender<()>>,
     pub healthy: AtomicBool,
@@ -46,6 +45,8 @@ impl Shared {
 pub struct Writer {
     settings: Settings,
     shared: Arc<Shared>,
+    /// Each shard's ring, drained in shard order.
+    rings: Vec<Consumer>,
     key: SigningKey,
     file: File,
     path: PathBuf,
@@ -62,7 +63,12 @@ pub struct Writer {
 
 /// Opens the log: recovers the chain from the newest segment, truncating a torn
 /// tail left by a crash.
-pub fn open(settings: Settings, shared: Arc<Shared>, key: SigningKey) -> std::io::Result<Writer> {
+pub fn open(
+    settings: Settings,
+    shared: Arc<Shared>,
+    rings: Vec<Consumer>,
+    key: SigningKey,
+) -> std::io::Result<Writer> {
     std::fs::create_dir_all(&settings.dir)?;
     let mut seq = 0;
     let mut prev = GENESIS.to_owned();
@@ -102,6 +108,7 @@ pub fn open(settings: Settings, shared: Arc<Shared>, key: SigningKey) -> std::io
     Ok(Writer {
         settings,
         shared,
+        rings,
         key,
         file,
         path,
@@ -242,25 +249,26 @@ impl Writer {
     /// The writer thread's loop; returns after a clean drain when `stop` is set.
     pub fn run(mut self) {
         let mut scratch = Vec::with_capacity(8192);
-        let mut drained: Vec<u64> = vec![0; self.shared.rings.len()];
+        let mut drained: Vec<u64> = vec![0; self.rings.len()];
         let mut backoff = Duration::from_millis(50);
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
             // Take new records only while the disk accepts them: a failing disk
             // must fill the rings so shards refuse commands (fail closed).
             if self.batch.is_empty() {
-                let shared = self.shared.clone();
-                for (i, ring) in shared.rings.iter().enumerate() {
+                let mut rings = std::mem::take(&mut self.rings);
+                for (i, ring) in rings.iter_mut().enumerate() {
                     drained[i] = ring.drain(|r| self.append(r), &mut scratch);
                 }
+                self.rings = rings;
                 while let Ok(body) = self.shared.side.try_recv() {
                     self.append(&body);
                 }
                 let due = self.since_checkpoint >= self.settings.checkpoint_every
                     || (self.since_checkpoint > 0
                         && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval);
-                let empty = self.shared.rings.iter().all(|r| r.pending() == 0)
-                    && self.shared.side.is_empty();
+                let empty =
+                    self.rings.iter().all(|r| r.pending() == 0) && self.shared.side.is_empty();
                 if due || (stopping && empty && self.since_checkpoint > 0) {
                     self.checkpoint();
                 }
@@ -271,9 +279,9 @@ impl Writer {
                         info!("audit_recovered", dir = self.settings.dir.display());
                     }
                     backoff = Duration::from_millis(50);
-                    for (i, ring) in self.shared.rings.iter().enumerate() {
-                        if drained[i] > ring.durable.load(Ordering::Relaxed) {
-                            ring.durable.store(drained[i], Ordering::Release);
+                    for (i, ring) in self.rings.iter().enumerate() {
+                        if drained[i] > ring.durable() {
+                            ring.set_durable(drained[i]);
                             let _ = self.shared.wake[i].try_send(());
                         }
                     }
@@ -300,8 +308,7 @@ impl Writer {
                     continue;
                 }
             }
-            let empty =
-                self.shared.rings.iter().all(|r| r.pending() == 0) && self.shared.side.is_empty();
+            let empty = self.rings.iter().all(|r| r.pending() == 0) && self.shared.side.is_empty();
             if stopping && empty && self.batch.is_empty() {
                 info!("audit_closed", last_seq = self.seq.saturating_sub(1));
                 return;

@@ -175,13 +175,13 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     };
     let driver = if uring { "io_uring" } else { "epoll" };
 
-    let (audit, mut audit_wakes) = match &config.audit {
+    let (audit, mut audit_links) = match &config.audit {
         Some(a) => {
             let settings = crate::audit::Settings::from_config(a);
             let key = crate::audit::signing_key(&settings, a.signing_key.as_deref())
                 .map_err(anyhow::Error::msg)?;
-            let (audit, wakes) = Audit::start(settings, shards, key).map_err(anyhow::Error::msg)?;
-            (Some(audit), wakes.into_iter().map(Some).collect::<Vec<_>>())
+            let (audit, links) = Audit::start(settings, shards, key).map_err(anyhow::Error::msg)?;
+            (Some(audit), links.into_iter().map(Some).collect::<Vec<_>>())
         }
         None => (None, (0..shards).map(|_| None).collect()),
     };
@@ -204,7 +204,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     for (id, control) in receivers.into_iter().enumerate() {
         let (shared, config, ready) = (shared.clone(), config.clone(), ready_tx.clone());
         let policy = policy.clone();
-        let audit_wake = audit_wakes[id].take();
+        let audit_link = audit_links[id].take();
         let pin = config.gateway.pin_cores.then_some(id % cores);
         let handle = thread::Builder::new()
             .name(format!("sluice-shard-{id}"))
@@ -213,7 +213,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                     pin_to_core(core);
                 }
                 let shard_main =
-                    Shard::new(id, shared, config, policy).run(control, ready.clone(), audit_wake);
+                    Shard::new(id, shared, config, policy).run(control, ready.clone(), audit_link);
                 let built = if uring {
                     uring_runtime()
                         .or_else(|e| {

@@ -143,10 +143,10 @@ impl Shard {
         self: Rc<Self>,
         control: flume::Receiver<Control>,
         ready: std::sync::mpsc::Sender<Result<(), String>>,
-        audit_wake: Option<flume::Receiver<()>>,
+        audit_link: Option<crate::audit::ShardLink>,
     ) {
-        if let (Some(audit), Some(wake)) = (self.shared.audit.clone(), audit_wake) {
-            let _ = self.audit.set(ShardAudit::new(audit, self.id, wake));
+        if let (Some(audit), Some(link)) = (self.shared.audit.clone(), audit_link) {
+            let _ = self.audit.set(ShardAudit::new(audit, link));
         }
         let config = self.config();
         let mut listeners = Vec::with_capacity(config.targets.len());
