@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -550,4 +551,176 @@ fn segments_rotate_by_size_and_old_ones_are_retired() {
         code, 0,
         "the remaining chain verifies across segments: {out}{err}"
     );
+}
+
+/// A crash is sealed at the next start (the log verifies again, and says so);
+/// a log cut back to an earlier checkpoint, or rewritten and re-signed with a
+/// key of the attacker's, is caught by `--expect` and by the public key kept
+/// beside the signing key, outside the log directory.
+#[test]
+fn crashes_are_sealed_and_anchors_catch_a_log_cut_back_or_re_signed() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let audit = dir.path().join("audit");
+    let (addr, admin) = (free_addr(), free_addr());
+    // Strict: the commands' records are on disk before they run, so the
+    // crash leaves a log to seal.
+    let cfg = config(&keys, addr, &pg, &audit, "strict").replacen(
+        "shards = 2\n",
+        &format!("shards = 2\nadmin = \"{admin}\"\n"),
+        1,
+    );
+    let t = keys.token("alice", &["sre"]);
+    let run = |n: usize| {
+        let mut c = connect(addr, &t, "postgres").unwrap();
+        for i in 0..n {
+            c.batch_execute(&format!("SELECT {i}")).unwrap();
+        }
+    };
+    // The key is created beside the log, not in it.
+    let key = dir.path().join("audit.signing.key");
+    let trusted = dir.path().join("audit.signing.pub");
+    let first = Sluice::start(&cfg);
+    assert!(key.exists() && trusted.exists() && !audit.join("signing.key").exists());
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    run(5);
+    first.signal(libc::SIGKILL);
+    drop(first);
+
+    // Restarted, with no traffic: the log is sealed and verifies at once.
+    let mut second = Sluice::start(&cfg);
+    let (code, out, err) = cli(&["audit", "verify", "--dir", audit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopped without closing the log"), "{out}");
+    let recovered = records(&audit)
+        .into_iter()
+        .find(|r| r["type"] == "recovered")
+        .expect("a recovered record");
+    assert!(recovered["last_seq"].as_u64().is_some(), "{recovered}");
+    // The sealing checkpoint is announced in the log and on the admin API.
+    let (status, body) = http_get(admin, "/api/audit/anchor");
+    assert_eq!(status, 200, "{body}");
+    let early: Value = serde_json::from_str(&body).unwrap();
+    let early = early["anchor"].as_str().unwrap().to_owned();
+    assert!(
+        second.logs().contains(&format!("anchor={early}")),
+        "{}",
+        second.logs()
+    );
+    run(5);
+    stop(&mut second);
+    let logs = second.logs();
+    let last = logs
+        .lines()
+        .rev()
+        .find_map(|l| l.split("event=audit_checkpoint anchor=").nth(1))
+        .expect("the final checkpoint is announced")
+        .trim()
+        .to_owned();
+    let verify_with = |extra: &[&str]| {
+        let mut args = vec!["audit", "verify", "--dir", audit.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    assert_eq!(verify_with(&["--expect", &last]).0, 0);
+    assert_eq!(verify_with(&["--expect", &early]).0, 0);
+
+    // Cut back to the sealing checkpoint: still a valid, signed log, but not
+    // the one the last anchor describes.
+    let segment = sluice::audit::chain::segments(&audit)
+        .unwrap()
+        .pop()
+        .unwrap();
+    let full = std::fs::read(&segment).unwrap();
+    let seq: u64 = early.split(':').next().unwrap().parse().unwrap();
+    let text = String::from_utf8(full.clone()).unwrap();
+    let cut: usize = text
+        .split_inclusive('\n')
+        .take_while(|l| !l.starts_with(&format!("{{\"seq\":{},", seq + 1)))
+        .map(str::len)
+        .sum();
+    std::fs::write(&segment, &full[..cut]).unwrap();
+    assert_eq!(verify_with(&[]).0, 0, "a cut-back log verifies on its own");
+    let (code, out, err) = verify_with(&["--expect", &last]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("cut back") || out.contains("cut back"),
+        "{out}{err}"
+    );
+    std::fs::write(&segment, &full).unwrap();
+
+    // Rewritten and re-signed with a key of the attacker's (all an attacker
+    // who can write the log directory has): the log's own `signing.pub` is
+    // replaced and accepts it; the key kept beside the signing key does not,
+    // and neither does the last anchor.
+    let forged = forge(&audit, &segment);
+    assert_eq!(
+        verify_with(&[]).0,
+        0,
+        "the forgery verifies against its own key"
+    );
+    let (code, out, err) = verify_with(&["--pubkey", trusted.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("signature does not verify"),
+        "{out}{err}"
+    );
+    let (code, out, err) = verify_with(&["--expect", &last]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(forged > 0);
+}
+
+/// Rewrites every record's text of `SELECT` to `SELECT 'x'`, re-chains the
+/// segment and re-signs its checkpoints with a fresh key, whose public half
+/// replaces the log's `signing.pub`. Returns the records changed.
+fn forge(audit: &Path, segment: &Path) -> usize {
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    use ed25519_dalek::Signer;
+    use sluice::audit::chain;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let mut prev = chain::GENESIS.to_owned();
+    let mut out = Vec::new();
+    let mut changed = 0;
+    for line in std::fs::read_to_string(segment).unwrap().lines() {
+        let mut v: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+        let seq = v["seq"].as_u64().unwrap();
+        if seq == 0 {
+            prev = v["prev"].as_str().unwrap().to_owned();
+        }
+        let new_line = if v["type"] == "checkpoint" {
+            let (ts, records) = (v["ts"].as_u64().unwrap(), v["records"].as_u64().unwrap());
+            let sig = key.sign(chain::checkpoint_message(seq, &prev, ts, records).as_bytes());
+            let sig = base64::engine::general_purpose::STANDARD.encode(sig.to_bytes());
+            chain::checkpoint_line(seq, &prev, ts, records, &sig)
+        } else {
+            if v.get("text")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.starts_with("SELECT"))
+            {
+                v.insert("text".into(), Value::String("SELECT 'x'".into()));
+                changed += 1;
+            }
+            v.remove("seq");
+            v.remove("prev");
+            let body = serde_json::to_vec(&Value::Object(v)).unwrap();
+            let mut l = Vec::new();
+            chain::line(seq, prev.as_bytes(), &body, &mut l);
+            l
+        };
+        prev = chain::hash_hex(&new_line);
+        out.extend_from_slice(&new_line);
+        out.push(b'\n');
+    }
+    std::fs::write(segment, out).unwrap();
+    let public = key
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    std::fs::write(audit.join("signing.pub"), public).unwrap();
+    changed
 }

@@ -108,12 +108,13 @@ async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u
             response(200, "OK", "text/plain; version=0.0.4", body.as_bytes())
         }
         ("POST", "/api/reload") => reload(shard, req).await,
+        ("GET", "/api/audit/anchor") => anchor(shard),
         (_, "/api/reload") => json(
             405,
             "Method Not Allowed",
             r#"{"error":"method not allowed; use POST"}"#,
         ),
-        (_, "/healthz" | "/metrics") => json(
+        (_, "/healthz" | "/metrics" | "/api/audit/anchor") => json(
             405,
             "Method Not Allowed",
             r#"{"error":"method not allowed; use GET"}"#,
@@ -172,6 +173,32 @@ pub async fn admin_caller(
         ));
     }
     Ok(identity)
+}
+
+/// The last durable signed checkpoint, for `sluice audit verify --expect`: an
+/// external monitor that keeps these can tell a log cut back or rewritten.
+fn anchor(shard: &Shard) -> Vec<u8> {
+    let Some(audit) = &shard.shared.audit else {
+        return json(
+            404,
+            "Not Found",
+            r#"{"error":"no audit log is configured"}"#,
+        );
+    };
+    let anchor = audit.shared.anchor.lock().ok().and_then(|a| a.clone());
+    match anchor {
+        Some(a) => json(
+            200,
+            "OK",
+            &serde_json::json!({ "seq": a.seq, "hash": a.hash, "anchor": a.to_string() })
+                .to_string(),
+        ),
+        None => json(
+            503,
+            "Service Unavailable",
+            r#"{"error":"no checkpoint has been written yet"}"#,
+        ),
+    }
 }
 
 async fn reload(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {

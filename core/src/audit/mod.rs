@@ -81,12 +81,36 @@ pub struct Audit {
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// Loads the signing key (`audit.signing_key`), or creates `signing.key` in the
-/// audit directory on first start; `signing.pub` is written next to it.
+/// Where the signing key lives when `audit.signing_key` is not set: beside
+/// the audit directory, never in it (`/var/log/sluice/audit` →
+/// `/var/log/sluice/audit.signing.key`), so whoever can rewrite the log cannot
+/// also re-sign it with the key found next to it.
+pub fn default_key_path(dir: &Path) -> PathBuf {
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "audit".into());
+    name.push(".signing.key");
+    dir.with_file_name(name)
+}
+
+/// Loads the signing key (`audit.signing_key`), or creates one on first start
+/// at [`default_key_path`] (mode 0600), with its public half beside it
+/// (`.pub`) and a copy in the audit directory (`signing.pub`). A key left in
+/// the audit directory by an older Sluice is still used, with a warning.
 pub fn signing_key(settings: &Settings, configured: Option<&str>) -> Result<SigningKey, String> {
+    let legacy = settings.dir.join("signing.key");
     let path = match configured {
         Some(p) => PathBuf::from(p),
-        None => settings.dir.join("signing.key"),
+        None if legacy.exists() && !default_key_path(&settings.dir).exists() => {
+            crate::warn!(
+                "audit_key_in_log_directory",
+                key = legacy.display(),
+                action = "move it out of the audit directory and set audit.signing_key: whoever can write the log can re-sign it with this key"
+            );
+            legacy
+        }
+        None => default_key_path(&settings.dir),
     };
     let key = if path.exists() {
         let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -101,6 +125,7 @@ pub fn signing_key(settings: &Settings, configured: Option<&str>) -> Result<Sign
         std::fs::create_dir_all(&settings.dir)
             .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
         let key = SigningKey::generate(&mut rand_core::OsRng);
+        crate::info!("audit_key_created", key = path.display());
         let pem = key
             .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .map_err(|e| e.to_string())?;
@@ -111,11 +136,18 @@ pub fn signing_key(settings: &Settings, configured: Option<&str>) -> Result<Sign
         .verifying_key()
         .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| e.to_string())?;
-    let pub_path = settings.dir.join("signing.pub");
-    if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(public.as_str()) {
-        std::fs::create_dir_all(&settings.dir)
-            .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
-        std::fs::write(&pub_path, public).map_err(|e| format!("{}: {e}", pub_path.display()))?;
+    // Beside the key (the copy to trust: `audit verify --pubkey`), and in the
+    // log directory for convenience.
+    for pub_path in [path.with_extension("pub"), settings.dir.join("signing.pub")] {
+        if pub_path == path {
+            continue;
+        }
+        if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(public.as_str()) {
+            std::fs::create_dir_all(&settings.dir)
+                .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
+            std::fs::write(&pub_path, &public)
+                .map_err(|e| format!("{}: {e}", pub_path.display()))?;
+        }
     }
     Ok(key)
 }
@@ -153,6 +185,7 @@ impl Audit {
             side_tx,
             written: AtomicU64::new(0),
             thread: std::sync::OnceLock::new(),
+            anchor: std::sync::Mutex::new(None),
         });
         let strict = settings.strict;
         let w = writer::open(settings.clone(), shared.clone(), consumers, key)

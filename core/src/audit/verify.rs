@@ -17,6 +17,39 @@ pub struct Report {
     pub checkpoints: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
+    /// Where the gateway stopped without closing the log: the `recovered`
+    /// record's place (`segment:line`) and seq, and the last seq before it.
+    pub crashes: Vec<(String, u64, Option<u64>)>,
+    /// The anchor given was found and matched.
+    pub anchored: bool,
+}
+
+/// A checkpoint the log must still hold (`SEQ:HASH`, as the gateway logs it at
+/// each checkpoint and the admin API serves it): a log cut back to an earlier
+/// checkpoint, or rewritten and re-signed, fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Expect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Expect, String> {
+        let (seq, hash) = s
+            .split_once(':')
+            .ok_or("expected SEQ:HASH (as the gateway logs it at each checkpoint)")?;
+        let seq = seq
+            .parse()
+            .map_err(|_| format!("`{seq}` is not a sequence number"))?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("`{hash}` is not a SHA-256 in hex"));
+        }
+        Ok(Expect {
+            seq,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
 }
 
 /// Loads the public key from `--pubkey`, else `<dir>/signing.pub`.
@@ -32,7 +65,12 @@ pub fn load_pubkey(dir: &Path, pubkey: Option<&Path>) -> Result<(VerifyingKey, b
 }
 
 /// Checks the whole chain. `Err` names the first bad record.
-pub fn verify(dir: &Path, key: &VerifyingKey, allow_open_tail: bool) -> Result<Report, String> {
+pub fn verify(
+    dir: &Path,
+    key: &VerifyingKey,
+    allow_open_tail: bool,
+    expect: Option<&Expect>,
+) -> Result<Report, String> {
     let segments = chain::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if segments.is_empty() {
         return Err(format!("{}: no audit segments", dir.display()));
@@ -130,7 +168,21 @@ pub fn verify(dir: &Path, key: &VerifyingKey, allow_open_tail: bool) -> Result<R
                 })?;
                 r.checkpoints += 1;
             }
-            prev_hash = Some(chain::hash_hex(line));
+            if kind == "recovered" {
+                r.crashes
+                    .push((at.clone(), seq, v.get("last_seq").and_then(Value::as_u64)));
+            }
+            let hash = chain::hash_hex(line);
+            if let Some(e) = expect.filter(|e| e.seq == seq) {
+                if hash != e.hash {
+                    return Err(format!(
+                        "{at}: record seq {seq} is not the expected checkpoint {}:{}: the log was rewritten (and re-signed)",
+                        e.seq, e.hash
+                    ));
+                }
+                r.anchored = true;
+            }
+            prev_hash = Some(hash);
             prev_seq = Some(seq);
             r.records += 1;
             last_type = kind;
@@ -138,6 +190,15 @@ pub fn verify(dir: &Path, key: &VerifyingKey, allow_open_tail: bool) -> Result<R
         }
     }
     r.last_seq = prev_seq;
+    if let Some(e) = expect {
+        if !r.anchored && r.first_seq.is_none_or(|first| first <= e.seq) {
+            return Err(format!(
+                "the log ends at seq {}, before the expected checkpoint seq {}: it was cut back (truncated)",
+                prev_seq.map_or("-".to_owned(), |s| s.to_string()),
+                e.seq
+            ));
+        }
+    }
     if r.records == 0 {
         // A gateway that never recorded anything (the log is created at start).
         return Ok(r);

@@ -31,6 +31,22 @@ pub struct Shared {
     pub side_tx: flume::Sender<Vec<u8>>,
     pub written: AtomicU64,
     pub thread: std::sync::OnceLock<std::thread::Thread>,
+    /// The last durable checkpoint: its seq and the hash of its line, what
+    /// `sluice audit verify --expect SEQ:HASH` checks a log against.
+    pub anchor: std::sync::Mutex<Option<Anchor>>,
+}
+
+/// A checkpoint's place in the chain: `SEQ:HASH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
 }
 
 impl Shared {
@@ -59,10 +75,15 @@ pub struct Writer {
     last_checkpoint: Instant,
     batch: Vec<u8>,
     pending_lines: u64,
+    /// A checkpoint in `batch`, announced once it is durable.
+    pending_anchor: Option<Anchor>,
 }
 
 /// Opens the log: recovers the chain from the newest segment, truncating a torn
-/// tail left by a crash.
+/// tail left by a crash. A log that does not end with a checkpoint (the
+/// gateway crashed, or was killed) is sealed at once: a `recovered` record
+/// says where it stopped and how many torn bytes were dropped, and a signed
+/// checkpoint follows it, so the log verifies again and says a crash happened.
 pub fn open(
     settings: Settings,
     shared: Arc<Shared>,
@@ -72,10 +93,15 @@ pub fn open(
     std::fs::create_dir_all(&settings.dir)?;
     let mut seq = 0;
     let mut prev = GENESIS.to_owned();
+    // `(last seq, torn bytes)` when the log did not end cleanly.
+    let mut unclean: Option<(Option<u64>, u64)> = None;
     let segments = chain::segments(&settings.dir)?;
     let path = match segments.last() {
         Some(last) => {
-            let (s, p, good_len, total) = scan_tail(last)?;
+            let (s, p, good_len, total, sealed) = scan_tail(last)?;
+            if !sealed || good_len < total {
+                unclean = Some((s, total - good_len));
+            }
             if good_len < total {
                 warn!(
                     "audit_torn_tail",
@@ -105,7 +131,7 @@ pub fn open(
     );
     let mut prev_hex = [0u8; 64];
     prev_hex.copy_from_slice(prev.as_bytes());
-    Ok(Writer {
+    let mut w = Writer {
         settings,
         shared,
         rings,
@@ -120,18 +146,45 @@ pub fn open(
         last_checkpoint: Instant::now(),
         batch: Vec::with_capacity(1 << 20),
         pending_lines: 0,
-    })
+        pending_anchor: None,
+    };
+    if let Some((last, torn)) = unclean {
+        let mut body = Vec::with_capacity(128);
+        let rec = super::record::Rec::begin(&mut body, "recovered", super::now_ms())
+            .num("torn_bytes", torn)
+            .str(
+                "reason",
+                "the log did not end with a checkpoint: the gateway stopped without closing it",
+            );
+        match last {
+            Some(s) => rec.num("last_seq", s).end(),
+            None => rec.end(),
+        }
+        w.append(&body);
+        w.checkpoint();
+        w.flush()?;
+        w.announce_anchor();
+        warn!(
+            "audit_sealed_after_crash",
+            last_seq = last.map_or(-1, |s| s as i64),
+            torn_bytes = torn,
+            recovered_seq = w.seq - 2
+        );
+    }
+    Ok(w)
 }
 
 /// The last complete record of a segment: `(seq, its hash, bytes of complete
-/// lines, file size)`. A last line without `\n` or that does not parse is torn.
-fn scan_tail(path: &Path) -> std::io::Result<(Option<u64>, String, u64, u64)> {
+/// lines, file size, whether it is a checkpoint)`. A last line without `\n` or
+/// that does not parse is torn.
+fn scan_tail(path: &Path) -> std::io::Result<(Option<u64>, String, u64, u64, bool)> {
     let mut f = File::open(path)?;
     let total = f.seek(SeekFrom::End(0))?;
     f.seek(SeekFrom::Start(0))?;
     let mut reader = BufReader::new(f);
     let mut line = Vec::new();
     let (mut good, mut seq, mut hash) = (0u64, None, GENESIS.to_owned());
+    let mut sealed = true;
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)?;
@@ -148,8 +201,9 @@ fn scan_tail(path: &Path) -> std::io::Result<(Option<u64>, String, u64, u64)> {
         seq = Some(s);
         hash = chain::hash_hex(body);
         good += n as u64;
+        sealed = v.get("type").and_then(|t| t.as_str()) == Some("checkpoint");
     }
-    Ok((seq, hash, good, total))
+    Ok((seq, hash, good, total, sealed))
 }
 
 impl Writer {
@@ -177,6 +231,23 @@ impl Writer {
         self.append(&body);
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
+        self.pending_anchor = Some(Anchor {
+            seq: self.seq - 1,
+            hash: String::from_utf8_lossy(&self.prev).into_owned(),
+        });
+    }
+
+    /// A checkpoint just became durable: logged (operators keep the last one
+    /// to check the log against, `sluice audit verify --expect`) and kept for
+    /// the admin API.
+    fn announce_anchor(&mut self) {
+        let Some(anchor) = self.pending_anchor.take() else {
+            return;
+        };
+        info!("audit_checkpoint", anchor = anchor);
+        if let Ok(mut a) = self.shared.anchor.lock() {
+            *a = Some(anchor);
+        }
     }
 
     /// Writes and fsyncs the batch. On failure the batch is kept for a retry.
@@ -275,6 +346,7 @@ impl Writer {
             }
             match self.flush().and_then(|_| self.rotate_if_due()) {
                 Ok(()) => {
+                    self.announce_anchor();
                     if !self.shared.healthy.swap(true, Ordering::AcqRel) {
                         info!("audit_recovered", dir = self.settings.dir.display());
                     }

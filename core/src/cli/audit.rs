@@ -20,6 +20,12 @@ pub enum AuditCommand {
         /// or crashed gateway).
         #[arg(long)]
         allow_open_tail: bool,
+        /// A checkpoint the log must still hold, `SEQ:HASH` (the gateway logs
+        /// it at every checkpoint as `audit_checkpoint anchor=...`, and serves
+        /// the latest at `GET /api/audit/anchor`): fails on a log cut back
+        /// before it, or rewritten.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect: Option<verify::Expect>,
     },
     /// Print matching records as JSON lines.
     Search {
@@ -131,6 +137,7 @@ pub fn run(cmd: AuditCommand) -> i32 {
             dir,
             pubkey,
             allow_open_tail,
+            expect,
         } => {
             let (key, explicit) = match verify::load_pubkey(&dir, pubkey.as_deref()) {
                 Ok(k) => k,
@@ -142,7 +149,7 @@ pub fn run(cmd: AuditCommand) -> i32 {
             if !explicit {
                 eprintln!("note: using {}/signing.pub from the log directory; pass --pubkey to check against a key kept elsewhere", dir.display());
             }
-            match verify::verify(&dir, &key, allow_open_tail) {
+            match verify::verify(&dir, &key, allow_open_tail, expect.as_ref()) {
                 Ok(r) if r.records == 0 => {
                     let _ = writeln!(out, "ok: the log holds no records yet");
                     Ok(())
@@ -150,12 +157,24 @@ pub fn run(cmd: AuditCommand) -> i32 {
                 Ok(r) => {
                     let _ = writeln!(
                         out,
-                        "ok: {} records (seq {}..={}), {} signed checkpoints, chain intact",
+                        "ok: {} records (seq {}..={}), {} signed checkpoints, chain intact{}",
                         r.records,
                         r.first_seq.unwrap_or(0),
                         r.last_seq.unwrap_or(0),
-                        r.checkpoints
+                        r.checkpoints,
+                        if r.anchored {
+                            ", the expected checkpoint is in it"
+                        } else {
+                            ""
+                        }
                     );
+                    for (at, seq, last) in &r.crashes {
+                        let before = last.map_or("the start".to_owned(), |s| format!("seq {s}"));
+                        let _ = writeln!(
+                            out,
+                            "note: the gateway stopped without closing the log after {before}; sealed on restart at seq {seq} ({at})"
+                        );
+                    }
                     Ok(())
                 }
                 Err(e) => Err(format!("FAILED: {e}")),
