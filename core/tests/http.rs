@@ -333,6 +333,7 @@ fn route(r: &Seen) -> Vec<u8> {
                 .collect();
             chunked("text/plain", &text, &[1, 3])
         }
+        ("GET", "/v1/comma-type") => response("200 OK", "image/png, text/plain", b"jane@example.com"),
         ("GET", "/v1/two-types") => b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-type: text/plain\r\ncontent-length: 16\r\n\r\njane@example.com".to_vec(),
         ("GET", "/v1/keys") => response(
             "200 OK",
@@ -402,6 +403,8 @@ struct Setup {
     plain: SocketAddr,
     /// The api's rules, with `method_override = true`.
     overridable: SocketAddr,
+    /// Detectors only: no credential, no field rules.
+    bare: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     _dir: tempfile::TempDir,
 }
@@ -411,6 +414,7 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
     let (api, admin, plain, overridable) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let bare = free_addr();
     let config = format!(
         "[gateway]\nshards = 2\nadmin = \"{admin}\"\nhead_timeout = \"1s\"\n{}\n[audit]\ndir = \"{}\"\ndurability = \"batched\"\n\
          [approvals]\nmode = \"nowait\"\n\
@@ -420,7 +424,10 @@ fn setup() -> Setup {
          [[target]]\nname = \"plain\"\nprotocol = \"http\"\nlisten = \"{plain}\"\nupstream = \"{up}\"\n\
          access = [\"agents\"]\ncredentials = {{ header = \"Authorization\", value_env = \"PLAIN_AUTH\" }}\n\
          [[target]]\nname = \"overridable\"\nprotocol = \"http\"\nlisten = \"{overridable}\"\nupstream = \"{up}\"\n\
-         access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"api\"\nmethod_override = true\n{RULES}",
+         access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"api\"\nmethod_override = true\n\
+         [[target]]\nname = \"bare\"\nprotocol = \"http\"\nlisten = \"{bare}\"\nupstream = \"{up}\"\n\
+         access = [\"agents\"]\nmasking = \"detectors\"\n\
+         [masking.detectors]\ndetectors = [\"email\", \"credit_card\"]\n{RULES}",
         keys.identity_block(),
         dir.path().join("audit").display(),
     );
@@ -439,6 +446,7 @@ fn setup() -> Setup {
         admin,
         plain,
         overridable,
+        bare,
         seen,
         _dir: dir,
     }
@@ -604,10 +612,20 @@ fn curl_gets_masked_json_and_the_upstream_gets_only_the_injected_credential() {
 fn unreadable_text_is_refused_and_keys_are_masked() {
     let s = setup();
     let auth = format!("Authorization: Bearer {}", s.agent());
-    for path in ["/v1/utf7", "/v1/utf16", "/v1/two-types"] {
-        let (out, err) = s.curl(&["-H", &auth, "-w", "\n%{http_code}", &s.url(path)]);
-        assert!(out.ends_with("502"), "{path}: {out} {err}");
-        assert!(!out.contains("jane"), "{path}: {out}");
+    // Through a target with a credential and field rules, and one with
+    // detectors only.
+    for base in [format!("http://{}", s.api), format!("http://{}", s.bare)] {
+        for path in ["/v1/utf7", "/v1/utf16", "/v1/two-types", "/v1/comma-type"] {
+            let (out, err) = s.curl(&[
+                "-H",
+                &auth,
+                "-w",
+                "\n%{http_code}",
+                &format!("{base}{path}"),
+            ]);
+            assert!(out.ends_with("502"), "{base}{path}: {out} {err}");
+            assert!(!out.contains("jane"), "{base}{path}: {out}");
+        }
     }
     // A stream already under way is cut before the first wide byte.
     let o = Command::new("curl")
@@ -1171,6 +1189,15 @@ fn method_overrides_in_form_bodies_are_refused() {
         (
             "content-type: application/vnd.api+json\r\n",
             r#"{"\u005fmethod":"DELETE"}"#,
+        ),
+        // Laravel reads JSON wherever the type mentions `/json`.
+        (
+            "content-type: text/plain; x=/json\r\n",
+            r#"{"_method":"DELETE"}"#,
+        ),
+        (
+            "content-type: application/x-www-form-urlencoded; x=+json\r\n",
+            "a=1",
         ),
         // A charset the scans cannot read `_method` in.
         (

@@ -288,12 +288,18 @@ impl EventMasker {
         {
             self.lines.push(Line::new(&self.buf, recorded, end, end));
         }
+        let event = &self.buf[at..end];
+        if memchr::memchr(0, event).is_some() {
+            self.lines.clear();
+            return Err(wide_text());
+        }
         let strict = !rules.is_empty();
         if strict {
-            let event = &self.buf[at..end];
+            // 0x85 alone too: a client decoding the stream as ISO-8859-1
+            // (`requests` does, without a charset) splits lines at it.
             let splits = event
                 .iter()
-                .any(|&b| matches!(b, 0x0B | 0x0C | 0x1C..=0x1E))
+                .any(|&b| matches!(b, 0x0B | 0x0C | 0x1C..=0x1E | 0x85))
                 || memchr::memmem::find(event, b"\xC2\x85").is_some()
                 || memchr::memmem::find(event, b"\xE2\x80\xA8").is_some()
                 || memchr::memmem::find(event, b"\xE2\x80\xA9").is_some();
@@ -337,13 +343,15 @@ impl EventMasker {
                 }
                 _ => {
                     self.masker.counts = before;
-                    // What could hold a field (`{"name":"Jane","x":NaN}`, half
-                    // a document) is not passed without its rules.
+                    // What could hold a field (`{"name":"Jane","x":NaN}`,
+                    // `[NaN,1]`, half a document) is not passed without its
+                    // rules; `[DONE]` is.
                     if strict
+                        && self.data.trim_ascii() != b"[DONE]"
                         && self
                             .data
                             .iter()
-                            .any(|b| matches!(b, b'{' | b'"' | b'\'' | b':'))
+                            .any(|b| matches!(b, b'{' | b'[' | b'"' | b'\'' | b':'))
                     {
                         self.lines.clear();
                         return Err(EventError(
@@ -419,6 +427,9 @@ impl EventMasker {
             .count()
             .min(content_end);
         let content = &line[rs..content_end];
+        if memchr::memchr(0, content).is_some() {
+            return Err(wide_text());
+        }
         if content.iter().all(u8::is_ascii_whitespace) {
             out.extend_from_slice(line);
             return Ok(());
@@ -447,6 +458,13 @@ impl EventMasker {
         }
         Ok(())
     }
+}
+
+/// A NUL never belongs in SSE or JSON text: it is UTF-16/32 that a client
+/// sniffing each line's encoding (`json.loads` on bytes) would decode, and
+/// the detectors cannot read.
+fn wide_text() -> EventError {
+    EventError("an event in UTF-16/32 (a NUL byte), which Sluice cannot mask".into())
 }
 
 /// Scratch kept between events (bytes); more is freed after the event.
@@ -634,6 +652,22 @@ mod tests {
         let tiny = "data: {}\n\n".repeat(20_000);
         m.feed(tiny.as_bytes(), &no_rules(), &mut out).unwrap();
         assert_eq!(out, tiny.as_bytes());
+    }
+
+    #[test]
+    fn a_nul_in_an_event_or_line_is_wide_text_and_cuts_the_stream() {
+        let utf16: Vec<u8> = "{\"e\":\"jane@example.com\"}"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut lines = b"{\"ok\":1}\n".to_vec();
+        lines.extend_from_slice(&utf16);
+        lines.push(b'\n');
+        assert!(run(Events::JsonLines, &lines, &no_rules()).is_err());
+        let mut sse = b"data: ".to_vec();
+        sse.extend_from_slice(&utf16);
+        sse.extend_from_slice(b"\n\n");
+        assert!(run(Events::Sse, &sse, &no_rules()).is_err());
     }
 
     #[test]

@@ -228,11 +228,32 @@ pub fn mask_json(
             rules.own_style(path, doc)
         }
     };
+    // Keys to mask, with what replaces them, applied once the scan is done:
+    // the rules match keys as they were (`{"jane@example.com": ...}` under a
+    // rule on its object is still that key to the rules).
+    let mut keys: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+    let mut scratch = Vec::new();
+    // Where values grew (spliced into `out`): `(doc position, growth so far)`.
+    let mut shifts: Vec<(usize, usize)> = Vec::new();
     scan_keys_with(doc, own, |doc, r, scalar, _, style| {
-        // A key can hold a value too (`{"jane@example.com": {...}}`): masked
-        // as it is read, like a string value (whole, if it has escapes).
+        // A key can hold a value too: read by the detectors like a string
+        // value (whole, if it has escapes). Rules cover values, not the keys
+        // that name them (`$.address` keeps `street`).
         if scalar == Scalar::Key {
-            masked += mask_run_or_clear(&mut doc[r], masker);
+            let raw = &doc[r.clone()];
+            scratch.clear();
+            scratch.extend_from_slice(&key_text(raw));
+            let n = masker.mask_value(&mut scratch, None);
+            if n > 0 {
+                masked += n;
+                let replacement =
+                    if memchr::memchr(b'\\', raw).is_some() || scratch.len() != raw.len() {
+                        vec![b'*'; raw.len()]
+                    } else {
+                        scratch.clone()
+                    };
+                keys.push((r, replacement));
+            }
             return;
         }
         let string = scalar == Scalar::String;
@@ -283,10 +304,24 @@ pub fn mask_json(
         out.extend_from_slice(&v);
         out.push(b'"');
         copied = r.end;
+        let grown = shifts.last().map_or(0, |s| s.1) + v.len() + 2 - r.len();
+        shifts.push((r.end, grown));
     })?;
     if copied > 0 {
         out.extend_from_slice(&doc[copied..]);
         *doc = out;
+    }
+    let mut shift = shifts.iter().peekable();
+    let mut grown = 0;
+    for (k, replacement) in keys {
+        while let Some(&&(at, g)) = shift.peek() {
+            if at > k.start {
+                break;
+            }
+            grown = g;
+            shift.next();
+        }
+        doc[k.start + grown..k.end + grown].copy_from_slice(&replacement);
     }
     Ok(masked)
 }
@@ -317,15 +352,6 @@ pub fn mask_escaped_runs(text: &mut [u8], masker: &mut Masker) -> u64 {
         i = k + 1;
     }
     masked
-}
-
-/// A string's bytes (inside the quotes) masked in place: as they are when
-/// they hold no escape, else read decoded and turned into `*`s whole.
-fn mask_run_or_clear(run: &mut [u8], masker: &mut Masker) -> u64 {
-    if memchr::memchr(b'\\', run).is_none() {
-        return masker.mask_value(run, None);
-    }
-    mask_run(run, masker)
 }
 
 fn mask_run(run: &mut [u8], masker: &mut Masker) -> u64 {
@@ -627,6 +653,19 @@ mod tests {
             run(r#"{"ssn":1}"#, &[("ssn", "full")]).unwrap(),
             r#"{"ssn":"*"}"#
         );
+        // Rules match keys as they were, also where a detector masks the
+        // key itself (a bare-name rule naming it, here).
+        let out = run(
+            r#"{"jane@example.com":{"plan":"pro"},"n":7}"#,
+            &[("jane@example.com", "full"), ("n", "full")],
+        )
+        .unwrap();
+        assert!(out.contains(r#":{"plan":"***"}"#), "{out}");
+        assert!(!out.contains("jane"), "{out}");
+        assert!(out.contains(r#""n":"*""#), "{out}");
+        // A key after a value that grew (a number masked into a string).
+        let out = run(r#"{"n":7,"jane@example.com":1}"#, &[("n", "full")]).unwrap();
+        assert_eq!(out, r#"{"n":"*","j***@*******.com":1}"#);
     }
 
     #[test]

@@ -158,18 +158,24 @@ pub fn form_kind(req: &Request<'_, '_>) -> Result<Option<Form>, &'static str> {
                 .filter(plain)
                 .ok_or("a multipart body needs one plain boundary of 1 to 200 bytes")?;
             Some(Form::Multipart(boundary))
-        } else if ends_with_ignore_case(media, b"/json") || ends_with_ignore_case(media, b"+json") {
-            Some(Form::Json)
         } else {
             None
         };
+    // Laravel reads the body as JSON when the header mentions `/json` or
+    // `+json` anywhere (`text/plain; x=/json` included).
+    let json = contains_ignore_case(value, b"/json") || contains_ignore_case(value, b"+json");
+    let form = match (form, json) {
+        (None, true) => Some(Form::Json),
+        (Some(_), true) => {
+            return Err("a Content-Type that reads as a form and as JSON is not accepted")
+        }
+        (form, false) => form,
+    };
     // A form in a charset that is not ASCII-compatible (UTF-16, EBCDIC)
     // spells `_method` in bytes the scans do not read as it; frameworks that
     // decode by the declared charset would.
-    if let (Some(_), Some(charset)) = (&form, parameter(value, b"charset")) {
-        if !super::ascii_compatible(&charset) {
-            return Err("a form or JSON body in a charset other than UTF-8, ASCII, ISO-8859 or Windows code pages is not accepted: Sluice reads bodies for `_method` as ASCII-compatible text");
-        }
+    if form.is_some() && !super::readable_charset(value) {
+        return Err("a form or JSON body in a charset other than UTF-8, ASCII, ISO-8859 or Windows code pages is not accepted: Sluice reads bodies for `_method` as ASCII-compatible text");
     }
     // A compressed form would be read by the framework and not by Sluice.
     let encoded = req.headers.iter().any(|h| {
@@ -182,8 +188,9 @@ pub fn form_kind(req: &Request<'_, '_>) -> Result<Option<Form>, &'static str> {
     Ok(form)
 }
 
-fn ends_with_ignore_case(v: &[u8], suffix: &[u8]) -> bool {
-    v.len() >= suffix.len() && v[v.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+fn contains_ignore_case(v: &[u8], needle: &[u8]) -> bool {
+    v.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// A parameter's value in a header value (`; boundary="x"`), unquoted.
@@ -312,7 +319,7 @@ impl JsonScan {
                     if self.depth == 0 {
                         self.object = b == b'{';
                     }
-                    self.depth += 1;
+                    self.depth = self.depth.saturating_add(1);
                     self.key_next = b == b'{' && self.depth == 1;
                 }
                 b'}' | b']' => self.depth = self.depth.saturating_sub(1),
@@ -664,8 +671,13 @@ mod tests {
             br#" { "a": {"_method": 1}, "_method" : "DELETE" }"#,
             br#"{"\u005fmethod":"DELETE"}"#,
             br#"{"x":"a\"b,\"_method","_METHOD":1}"#,
+            // An escaped backslash ends before the quote: the string ends.
+            br#"{"a":"\\","_method":1}"#,
         ];
         let passed = [
+            // An escaped quote inside a value does not end it: a scanner that
+            // ignored escapes would read `_method` as a key here.
+            &br#"{"a":"\",\"_method","b":1}"#[..],
             &br#"{"a":{"_method":"DELETE"}}"#[..],
             br#"["_method","DELETE"]"#,
             br#"{"note":"_method","m":"_method"}"#,

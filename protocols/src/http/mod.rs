@@ -28,9 +28,50 @@ pub use body::{
     Framing, FramingError, Response,
 };
 
-/// The `charset` parameter of a `Content-Type` value, unquoted.
-pub fn charset(content_type: &[u8]) -> Option<Vec<u8>> {
-    forms::parameter(content_type, b"charset")
+/// Every `charset` a `Content-Type` value names, as the laxest parser reads
+/// it: any `charset` word followed by `=` (spaces around it allowed), wherever
+/// it stands (a later one, one after a comma, one inside another parameter's
+/// quotes), the value unquoted. A value naming more than one cannot be
+/// trusted to mean the one a scan would read.
+pub fn charsets(content_type: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let v = content_type;
+    let mut i = 0;
+    while i + 7 <= v.len() {
+        if !v[i..i + 7].eq_ignore_ascii_case(b"charset") {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 7;
+        while j < v.len() && (v[j] == b' ' || v[j] == b'\t') {
+            j += 1;
+        }
+        if v.get(j) != Some(&b'=') {
+            i += 7;
+            continue;
+        }
+        j += 1;
+        while j < v.len() && (v[j] == b' ' || v[j] == b'\t' || v[j] == b'"' || v[j] == b'\'') {
+            j += 1;
+        }
+        let end = v[j..]
+            .iter()
+            .position(|&b| matches!(b, b';' | b',' | b'"' | b'\'' | b' ' | b'\t'))
+            .map_or(v.len(), |p| j + p);
+        out.push(v[j..end].to_vec());
+        i = end.max(i + 7);
+    }
+    out
+}
+
+/// Whether a `Content-Type` leaves the body's bytes readable as they are:
+/// no charset, or exactly one that is [`ascii_compatible`].
+pub fn readable_charset(content_type: &[u8]) -> bool {
+    match charsets(content_type).as_slice() {
+        [] => true,
+        [one] => ascii_compatible(one),
+        _ => false,
+    }
 }
 
 /// Whether text in `charset` spells ASCII as ASCII bytes, one byte each, so
@@ -38,12 +79,21 @@ pub fn charset(content_type: &[u8]) -> Option<Vec<u8>> {
 /// ISO-8859 family and the Windows code pages. UTF-16/32, UTF-7, EBCDIC and
 /// anything unknown are not.
 pub fn ascii_compatible(charset: &[u8]) -> bool {
-    let prefixed = |p: &[u8]| charset.len() > p.len() && charset[..p.len()].eq_ignore_ascii_case(p);
+    let numbered = |prefix: &[u8], ok: &dyn Fn(u32) -> bool| {
+        charset.len() > prefix.len()
+            && charset[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && std::str::from_utf8(&charset[prefix.len()..])
+                .ok()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0'))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(ok)
+    };
     [&b"utf-8"[..], b"utf8", b"us-ascii", b"ascii", b"latin1"]
         .iter()
         .any(|c| charset.eq_ignore_ascii_case(c))
-        || prefixed(b"iso-8859-")
-        || prefixed(b"windows-")
+        || numbered(b"iso-8859-", &|n| (1..=16).contains(&n))
+        // Not `windows-1200`/`1201` (UTF-16 in ICU's aliases), nor 12000/12001.
+        || numbered(b"windows-", &|n| n == 874 || (1250..=1258).contains(&n))
 }
 
 /// One header field; the value is raw bytes with surrounding whitespace trimmed.

@@ -263,6 +263,32 @@ mod tests {
     }
 
     #[test]
+    fn charsets_are_read_as_the_laxest_parser_reads_them() {
+        use crate::http::{ascii_compatible, readable_charset};
+        for ok in [
+            &b"text/plain"[..],
+            b"text/plain; charset=utf-8",
+            b"application/json;charset=\"ISO-8859-15\"",
+            b"text/html; charset=windows-1252",
+        ] {
+            assert!(readable_charset(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"text/plain; charset=utf-16"[..],
+            b"text/plain; charset=utf-8; charset=utf-16",
+            b"text/plain; charset = utf-16",
+            b"text/plain;charset=utf-8, text/plain;charset=utf-16",
+            b"text/plain; x=\"a;charset=utf-8;b\"; charset=utf-16",
+            b"text/plain; charset=windows-1200",
+            b"text/plain; charset=iso-8859-17",
+            b"text/plain; charset=utf-7",
+        ] {
+            assert!(!readable_charset(bad), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(!ascii_compatible(b"windows-12001") && ascii_compatible(b"windows-874"));
+    }
+
+    #[test]
     fn paths_rules_see_are_canonical_and_decoded() {
         for bad in [
             "/a//b",

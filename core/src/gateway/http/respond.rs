@@ -306,6 +306,24 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
             v.split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
         }) || resp.version == 0;
+        // Two Content-Types, or one listing several (`image/png, text/plain`):
+        // clients differ on which counts (browsers take the last), so a
+        // target whose responses are read refuses them before choosing how.
+        let mut types = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-type"));
+        let ambiguous =
+            types.next().is_some_and(|h| h.value.contains(&b',')) || types.next().is_some();
+        if ambiguous && framing != Framing::None && reads_responses(cx.target) {
+            warn!("masking_refused_content_type", target = cx.target.name);
+            let _ = reply(
+                client,
+                Reply::error(502, "the target sent more than one Content-Type, which clients read differently; it was not passed on").closing(),
+            )
+            .await;
+            return Outcome::failed("ambiguous content type with masking on".into());
+        }
         let mut masking = match masking_for(cx, resp.header("content-type").unwrap_or_default()) {
             Ok(m) => m,
             Err(e) => {
@@ -330,21 +348,14 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                     !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity")
                 })
         });
-        let mut types = resp
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("content-type"));
-        let first_type = types.next();
-        let unreadable = types.next().is_some()
-            || first_type
-                .and_then(|h| http::charset(h.value))
-                .is_some_and(|c| !http::ascii_compatible(&c));
+        let content_type = resp.header("content-type").unwrap_or_default();
+        let unreadable = !http::readable_charset(content_type);
         if (encoded || unreadable) && !matches!(masking, Masking::None) {
             warn!("masking_refused_encoded_body", target = cx.target.name);
             let why = if encoded {
                 "the target sent a compressed body, which Sluice cannot mask; it was not passed on"
             } else {
-                "the target sent text in a charset Sluice cannot read (UTF-16/32, EBCDIC, ...), or two Content-Types; it was not passed on unmasked"
+                "the target sent text in a charset Sluice cannot read (UTF-16/32, EBCDIC, ...), or named more than one; it was not passed on unmasked"
             };
             let _ = reply(client, Reply::error(502, why).closing()).await;
             return Outcome::failed("unreadable body with masking on".into());
