@@ -283,6 +283,11 @@ impl ShardAudit {
         self.audit.shared.healthy.load(Ordering::Acquire)
     }
 
+    /// Strict durability: commands wait for their records to be on disk.
+    pub fn strict(&self) -> bool {
+        self.audit.strict
+    }
+
     /// Encodes and enqueues a record built by `build` (no allocation once warm).
     /// Returns a ticket to [`wait_durable`](Self::wait_durable) on. A full ring is
     /// retried for a while; then the command must be refused.
@@ -332,7 +337,7 @@ impl ShardAudit {
 
     /// In strict durability, waits until the record with `ticket` is on disk.
     pub async fn wait_durable(&self, ticket: u64) -> Result<(), Unavailable> {
-        if !self.audit.strict {
+        if !self.audit.strict || self.ring.borrow().durable() >= ticket {
             return Ok(());
         }
         let deadline = Instant::now() + WAIT_LIMIT;

@@ -255,6 +255,14 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             bail!(e);
         }
     }
+    // Signals are caught from before `ready` on: a SIGTERM right after it
+    // drains (and seals the audit log) instead of killing the process.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("cannot install signal handlers")?;
     info!(
         "ready",
         shards = shards,
@@ -276,7 +284,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         );
     }
 
-    lifecycle(config_path, config, &shared, handles)
+    lifecycle(config_path, config, &shared, handles, signals)
 }
 
 pub enum Event {
@@ -291,12 +299,11 @@ fn lifecycle(
     mut current: Arc<Config>,
     shared: &Shared,
     handles: Vec<thread::JoinHandle<()>>,
+    mut signals: signal_hook::iterator::Signals,
 ) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::consts::SIGHUP;
     let (tx, rx) = mpsc::channel();
     let _ = shared.lifecycle.set(tx.clone());
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .context("cannot install signal handlers")?;
     let signal_tx = tx.clone();
     thread::Builder::new()
         .name("sluice-signals".into())

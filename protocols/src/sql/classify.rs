@@ -160,6 +160,10 @@ pub struct Flags {
     pub writes: bool,
     /// Contains code the gateway cannot see into.
     pub opaque: bool,
+    /// Calls a function not known to be free of side effects (anything but
+    /// the common read-only built-ins: `count`, `coalesce`, `lower`, ...): a
+    /// user function may write, so the statement is not proven read-only.
+    pub calls: bool,
     /// Every kind of (sub)statement found inside, as [`Kind::bit`]s: `WITH d AS
     /// (DELETE ...) INSERT ...` is an insert that also deletes, `MERGE ... THEN
     /// DELETE` a delete, `SELECT set_config('role', ...)` also sets the role
@@ -195,6 +199,17 @@ impl Statement {
     /// Does it do `kind` anywhere?
     pub fn has(&self, kind: Kind) -> bool {
         (self.flags.kinds | self.kind.bit()) & kind.bit() != 0
+    }
+
+    /// Proven to change nothing: a `SELECT` or `SHOW` (and nothing else
+    /// inside), no write, no opaque code, no function that may write. What
+    /// is not proven is treated as a write.
+    pub fn read_only(&self) -> bool {
+        let reads = Kind::Select.bit() | Kind::Show.bit();
+        (self.flags.kinds | self.kind.bit()) & !reads == 0
+            && !self.flags.writes
+            && !self.flags.opaque
+            && !self.flags.calls
     }
 }
 
@@ -449,8 +464,175 @@ fn function_at(sql: &[u8], toks: &[Token], i: usize, dialect: Dialect, st: &mut 
         if name.eq_ignore_ascii_case(b"set_config") && dialect == Dialect::Postgres {
             merge(st, set_config(sql, &toks[i + 2..]), false);
         }
+        let known = |list: &[&str]| {
+            list.iter()
+                .any(|f| f.len() == name.len() && name.eq_ignore_ascii_case(f.as_bytes()))
+        };
+        if kind == TokenKind::QuotedIdent || !(known(NOT_CALLS) || known(READ_ONLY_FUNCTIONS)) {
+            st.flags.calls = true;
+        }
     }
 }
+
+/// Words a `(` follows that are not function calls.
+const NOT_CALLS: &[&str] = &[
+    "in",
+    "exists",
+    "values",
+    "as",
+    "any",
+    "all",
+    "some",
+    "over",
+    "filter",
+    "within",
+    "cast",
+    "row",
+    "using",
+    "on",
+    "and",
+    "or",
+    "not",
+    "select",
+    "from",
+    "where",
+    "join",
+    "lateral",
+    "with",
+    "by",
+    "then",
+    "else",
+    "when",
+    "case",
+    "is",
+    "like",
+    "ilike",
+    "similar",
+    "between",
+    "limit",
+    "offset",
+    "fetch",
+    "having",
+    "union",
+    "intersect",
+    "except",
+    "distinct",
+    "array",
+    "table",
+    "only",
+    "set",
+    "returning",
+    "into",
+    "current_date",
+    "interval",
+    "timestamp",
+    "date",
+    "time",
+    "numeric",
+    "decimal",
+    "varchar",
+    "char",
+    "character",
+    "bit",
+    "float",
+    "double",
+    "extract",
+    "overlay",
+    "position",
+    "substring",
+    "trim",
+];
+
+/// Built-in functions that read only (the common ones; anything else, a
+/// user function above all, may write).
+const READ_ONLY_FUNCTIONS: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "every",
+    "bool_and",
+    "bool_or",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "octet_length",
+    "abs",
+    "round",
+    "floor",
+    "ceil",
+    "ceiling",
+    "trunc",
+    "mod",
+    "power",
+    "sqrt",
+    "now",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "date_trunc",
+    "date_part",
+    "to_char",
+    "to_date",
+    "to_timestamp",
+    "to_number",
+    "concat",
+    "concat_ws",
+    "replace",
+    "split_part",
+    "substr",
+    "left",
+    "right",
+    "lpad",
+    "rpad",
+    "ltrim",
+    "rtrim",
+    "btrim",
+    "md5",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
+    "generate_series",
+    "unnest",
+    "array_length",
+    "cardinality",
+    "jsonb_build_object",
+    "json_build_object",
+    "jsonb_build_array",
+    "json_build_array",
+    "to_json",
+    "to_jsonb",
+    "jsonb_array_elements",
+    "json_array_elements",
+    "jsonb_each",
+    "json_each",
+    "format",
+    "version",
+    "current_setting",
+    "pg_backend_pid",
+    "random",
+    "age",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+];
 
 /// Folds a sub-statement into the statement: the most dangerous kind wins, flags
 /// accumulate. `top` marks the statement's own leading keyword.
@@ -461,6 +643,7 @@ fn merge(st: &mut Statement, sub: Statement, top: bool) {
     st.flags.unbounded |= sub.flags.unbounded;
     st.flags.writes |= sub.flags.writes;
     st.flags.opaque |= sub.flags.opaque;
+    st.flags.calls |= sub.flags.calls;
     st.flags.kinds |= sub.flags.kinds | sub.kind.bit();
     st.flags.encoding = st.flags.encoding.max(sub.flags.encoding);
     st.flags.bound_setting |= sub.flags.bound_setting;

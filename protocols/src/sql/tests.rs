@@ -611,3 +611,36 @@ fn deep_nesting_costs_once_per_token() {
     let sql = "DECLARE c CURSOR FOR ".repeat(10_000) + "SELECT 1";
     assert!(classify(sql.as_bytes(), Dialect::Postgres)[0].flags.opaque);
 }
+
+#[test]
+fn only_plain_reads_are_proven_read_only() {
+    let mut c = Classifier::new();
+    let mut out = Vec::new();
+    let mut read_only = |sql: &str| {
+        c.classify(sql.as_bytes(), Dialect::Postgres, &mut out);
+        !out.is_empty() && out.iter().all(Statement::read_only)
+    };
+    for sql in [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+        "select count(*), max(x), coalesce(a, b) from t where y in (1, 2) and exists (select 1)",
+        "SHOW work_mem",
+        "SELECT lower(name) FROM t ORDER BY 1 LIMIT 5",
+    ] {
+        assert!(read_only(sql), "{sql}");
+    }
+    for sql in [
+        "SELECT my_function()",
+        "SELECT nextval('s')",
+        "SELECT \"count\"(x) FROM t",
+        "SELECT * FROM t FOR UPDATE; DELETE FROM t WHERE id = 1",
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+        "SELECT set_config('role', 'x', false)",
+        "SELECT pg_terminate_backend(1)",
+        "EXPLAIN ANALYZE DELETE FROM t",
+        "BEGIN",
+        "INSERT INTO t VALUES (1)",
+        "SELECT * FROM generate_series(1, 3) g(x), my_table_function(1)",
+    ] {
+        assert!(!read_only(sql), "{sql}");
+    }
+}

@@ -78,6 +78,10 @@ struct Shared {
     pub commands: Cell<u64>,
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
+    /// In strict durability, the audit ticket of read-only commands that
+    /// went upstream before their records were on disk: nothing more reaches
+    /// the client until the ticket is durable (0: nothing pending).
+    unflushed: Cell<u64>,
 }
 
 /// One judged command of the current read batch.
@@ -282,6 +286,7 @@ pub async fn run<C: Io, U: Io>(
         commands: Cell::new(0),
         bytes_in: Cell::new(0),
         bytes_out: Cell::new(0),
+        unflushed: Cell::new(0),
     };
     monoio::join!(
         client_to_upstream(ctx, &shared, client_r, upstream_w, &client_w, pending),
@@ -977,9 +982,21 @@ async fn record_commands(
     let any_allowed = cmds
         .iter()
         .any(|c| !matches!(c.verdict, Verdict::Deny { .. }));
+    // Proven read-only commands go upstream at once, the flush overlapping
+    // the query: their results wait for the record instead (in
+    // `upstream_to_client`). Anything else waits before it is forwarded.
+    let reads_only = cmds.iter().all(|c| {
+        matches!(c.verdict, Verdict::Deny { .. })
+            || (matches!(c.tag, b'Q' | b'P' | b'B')
+                && c.statements
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(Statement::read_only)))
+    });
     if failed.is_none() && any_allowed {
         if let Some(t) = last {
-            if let Err(e) = audit.wait_durable(t).await {
+            if reads_only && audit.strict() {
+                shared.unflushed.set(shared.unflushed.get().max(t));
+            } else if let Err(e) = audit.wait_durable(t).await {
                 failed = Some(e);
             }
         }
@@ -1089,6 +1106,16 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
             pos += f.len;
         }
         plan.finish(pos);
+        // Results of commands whose records are not on disk yet wait for them.
+        if let Err(e) = results_may_leave(ctx, shared).await {
+            fatal_to_client(
+                client_w,
+                sqlstate::AUDIT_UNAVAILABLE,
+                &format!("Sluice closed the session: {e}; the result was not passed on"),
+            )
+            .await;
+            break;
+        }
         let Some(mut w) = client_w.take().await else {
             return;
         };
@@ -1117,6 +1144,26 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
     if let Some(mut w) = client_w.close().await {
         let _ = w.shutdown().await;
     }
+}
+
+/// Waits until the records of every command forwarded ahead of its record
+/// (proven read-only, strict durability) are durable.
+async fn results_may_leave(
+    ctx: &Context<'_>,
+    shared: &Shared,
+) -> Result<(), crate::audit::Unavailable> {
+    let t = shared.unflushed.get();
+    if t == 0 {
+        return Ok(());
+    }
+    let Some(audit) = ctx.shard.audit() else {
+        return Ok(());
+    };
+    audit.wait_durable(t).await?;
+    if shared.unflushed.get() == t {
+        shared.unflushed.set(0);
+    }
+    Ok(())
 }
 
 /// What came back for the current result group.
