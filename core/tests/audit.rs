@@ -65,8 +65,11 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 fn records(audit: &Path) -> Vec<Value> {
     let mut out = Vec::new();
     for seg in sluice::audit::chain::segments(audit).unwrap() {
+        // A live segment ends in spaces filled ahead of the records.
         for line in std::fs::read_to_string(seg).unwrap().lines() {
-            out.push(serde_json::from_str(line).unwrap());
+            if !line.trim().is_empty() {
+                out.push(serde_json::from_str(line).unwrap());
+            }
         }
     }
     out
@@ -588,6 +591,12 @@ fn crashes_are_sealed_and_anchors_catch_a_log_cut_back_or_re_signed() {
         0o600
     );
     run(5);
+    // The live segment is filled ahead with spaces (data-only flushes).
+    let live = sluice::audit::chain::segments(&audit)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(std::fs::read(&live).unwrap().ends_with(b"    "));
     first.signal(libc::SIGKILL);
     drop(first);
 
@@ -601,6 +610,7 @@ fn crashes_are_sealed_and_anchors_catch_a_log_cut_back_or_re_signed() {
         .find(|r| r["type"] == "recovered")
         .expect("a recovered record");
     assert!(recovered["last_seq"].as_u64().is_some(), "{recovered}");
+    assert_eq!(recovered["torn_bytes"], 0, "the fill is not torn bytes");
     // The sealing checkpoint is announced in the log and on the admin API.
     let (status, body) = http_get(admin, "/api/audit/anchor");
     assert_eq!(status, 200, "{body}");
@@ -613,6 +623,19 @@ fn crashes_are_sealed_and_anchors_catch_a_log_cut_back_or_re_signed() {
     );
     run(5);
     stop(&mut second);
+    // A closed segment holds its records and nothing after them.
+    let closed = std::fs::read(
+        sluice::audit::chain::segments(&audit)
+            .unwrap()
+            .pop()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        closed.ends_with(b"}\n"),
+        "{:?}",
+        &closed[closed.len().saturating_sub(20)..]
+    );
     let logs = second.logs();
     let last = logs
         .lines()

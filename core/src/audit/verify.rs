@@ -1,6 +1,6 @@
 //! `sluice audit verify | search | export | tail`: reading the log.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use base64::Engine as _;
@@ -95,6 +95,10 @@ pub fn verify(
         while !rest.is_empty() {
             line_no += 1;
             let at = format!("{name}:{line_no}");
+            // Spaces after the records: room the writer filled ahead.
+            if rest.iter().all(|&b| b == b' ' || b == 0) {
+                break;
+            }
             let Some(nl) = memchr::memchr(b'\n', rest) else {
                 return Err(format!(
                     "{at}: torn record (no end of line): the file was truncated"
@@ -383,17 +387,22 @@ pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Res
     let mut reader = BufReader::new(file);
     let mut all = Vec::new();
     let mut line = Vec::new();
+    // Where the complete lines end: what follows may be a batch being
+    // written, or the zeros the writer filled ahead, read again later.
+    let mut offset = 0u64;
     while reader
         .read_until(b'\n', &mut line)
         .map_err(|e| e.to_string())?
         > 0
     {
         if line.ends_with(b"\n") {
+            offset += line.len() as u64;
             all.push(std::mem::take(&mut line));
         } else {
             break;
         }
     }
+    line.clear();
     for l in &all[all.len().saturating_sub(lines)..] {
         out.write_all(l).map_err(|e| e.to_string())?;
     }
@@ -407,17 +416,24 @@ pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Res
             .read_until(b'\n', &mut line)
             .map_err(|e| e.to_string())?;
         if n > 0 && line.ends_with(b"\n") {
+            offset += line.len() as u64;
             out.write_all(&line).map_err(|e| e.to_string())?;
             out.flush().map_err(|e| e.to_string())?;
             line.clear();
             continue;
         }
+        // Not a whole line yet: read it again from its start next time.
+        line.clear();
+        reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| e.to_string())?;
         // Rotated? Move to the newest segment.
         if let Some(newest) = chain::segments(dir).ok().and_then(|s| s.last().cloned()) {
             if newest != current {
                 let f = std::fs::File::open(&newest).map_err(|e| e.to_string())?;
                 reader = BufReader::new(f);
                 current = newest;
+                offset = 0;
                 continue;
             }
         }
