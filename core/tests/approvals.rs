@@ -237,8 +237,11 @@ fn psql_bg(addr: SocketAddr, token: &str, sql: &str) -> thread::JoinHandle<std::
 fn records(audit: &std::path::Path) -> Vec<Value> {
     let mut out = Vec::new();
     for seg in sluice::audit::chain::segments(audit).unwrap() {
+        // A live segment ends in spaces filled ahead of the records.
         for line in std::fs::read_to_string(seg).unwrap().lines() {
-            out.push(serde_json::from_str(line).unwrap());
+            if !line.trim().is_empty() {
+                out.push(serde_json::from_str(line).unwrap());
+            }
         }
     }
     out

@@ -184,6 +184,9 @@ pub(super) async fn json_body<C: AsyncWriteRent, U: AsyncReadRent>(
     (relayed, masker)
 }
 
+/// Any other text, through the streaming masker: same length, so a
+/// Content-Length stays true; chunked bodies are re-chunked as masked bytes
+/// are released; close-delimited stay so.
 pub(super) async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
     client: &mut C,
     up: &mut U,
@@ -192,9 +195,6 @@ pub(super) async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
     framing: Framing,
     mut masker: StreamMasker,
 ) -> Relayed {
-    // Same-length masking: a Content-Length stays true; chunked bodies are
-    // re-chunked as masked bytes are released; close-delimited stay so.
-    let chunked = framing == Framing::Chunked;
     match framing {
         Framing::Length(n) => {
             head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes())
@@ -202,79 +202,12 @@ pub(super) async fn stream_body<C: AsyncWriteRent, U: AsyncReadRent>(
         Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
         _ => head.extend_from_slice(b"\r\n"),
     }
-    let mut total = 0u64;
-    let mut out = head;
-    let mut released = Vec::with_capacity(16 * 1024);
-    let mut decoder = ChunkedDecoder::new(u64::MAX);
-    let mut wide = WideText::default();
-    let mut left = match framing {
-        Framing::Length(n) => n,
-        _ => 0,
-    };
-    loop {
-        let done = match framing {
-            Framing::Length(_) => {
-                let n = (ubuf.len() as u64).min(left) as usize;
-                wide.check(&ubuf[..n])?;
-                masker.feed(&ubuf[..n], &mut released);
-                ubuf.drain(..n);
-                left -= n as u64;
-                left == 0
-            }
-            Framing::Chunked => loop {
-                let r = decoder.decode(ubuf).map_err(|e| e.to_string())?;
-                wide.check(&ubuf[r.data.clone()])?;
-                masker.feed(&ubuf[r.data.clone()], &mut released);
-                ubuf.drain(..r.consumed);
-                if r.done || r.consumed == 0 {
-                    break r.done;
-                }
-            },
-            _ => {
-                wide.check(ubuf)?;
-                masker.feed(ubuf, &mut released);
-                ubuf.clear();
-                false
-            }
-        };
-        if done {
-            masker.finish(&mut released);
-        }
-        if chunked {
-            rewrite::push_chunk(&mut out, &released);
-        } else {
-            out.extend_from_slice(&released);
-        }
-        released.clear();
-        if done && chunked {
-            out.extend_from_slice(rewrite::LAST_CHUNK);
-        }
-        if !out.is_empty() {
-            total += out.len() as u64;
-            let (res, back) = client.write_all(std::mem::take(&mut out)).await;
-            res.map_err(|e| e.to_string())?;
-            out = back;
-            out.clear();
-        }
-        if done {
-            return Ok((total, masker.masker().counts.pairs()));
-        }
-        if !fill(up, ubuf).await? {
-            if framing == Framing::UntilClose {
-                masker.finish(&mut released);
-                let (res, _) = client.write_all(released).await;
-                res.map_err(|e| e.to_string())?;
-                return Ok((total, masker.masker().counts.pairs()));
-            }
-            return Err("the upstream closed the connection mid-body".into());
-        }
-    }
+    let chunked = framing == Framing::Chunked;
+    masked_body(client, up, ubuf, head, framing, chunked, &mut masker).await
 }
 
 /// An event stream (SSE, JSON lines): each event is released, masked, as soon
 /// as it is complete; the body is re-chunked (`chunked`) or sent until close.
-/// A stream that cannot be masked is cut there: a chunked client sees no
-/// last chunk, and nothing after the cut is passed.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
     client: &mut C,
@@ -283,7 +216,7 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
     mut head: Vec<u8>,
     framing: Framing,
     chunked: bool,
-    mut masker: EventMasker,
+    masker: EventMasker,
     rules: &FieldRules,
 ) -> Relayed {
     head.extend_from_slice(if chunked {
@@ -291,6 +224,71 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
     } else {
         b"\r\n"
     });
+    let mut events = EventBody { masker, rules };
+    masked_body(client, up, ubuf, head, framing, chunked, &mut events).await
+}
+
+/// What a body streams through: bytes it releases are final (masked).
+pub(super) trait BodyMasker {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String>;
+    /// The body ended: release what is held.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String>;
+    fn counts(&self) -> Vec<(&'static str, u64)>;
+}
+
+impl BodyMasker for StreamMasker {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        StreamMasker::feed(self, data, out);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        StreamMasker::finish(self, out);
+        Ok(())
+    }
+
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        self.masker().counts.pairs()
+    }
+}
+
+struct EventBody<'a> {
+    masker: EventMasker,
+    rules: &'a FieldRules,
+}
+
+impl BodyMasker for EventBody<'_> {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        self.masker.feed(data, self.rules, out).map_err(cut)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        self.masker.finish(self.rules, out).map_err(cut)
+    }
+
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        self.masker.masker().counts.pairs()
+    }
+}
+
+fn cut(e: sluice_masking::events::EventError) -> String {
+    format!("the event stream could not be masked: {e}")
+}
+
+/// Relays a body through `masker` as it arrives, after `head` (which already
+/// holds the framing lines): re-chunked when `chunked`, else as released. A
+/// body that cannot be masked is cut there, after what was released before
+/// it: a chunked client sees no last chunk, and nothing after the cut is
+/// passed.
+async fn masked_body<C: AsyncWriteRent, U: AsyncReadRent, M: BodyMasker>(
+    client: &mut C,
+    up: &mut U,
+    ubuf: &mut Vec<u8>,
+    head: Vec<u8>,
+    framing: Framing,
+    chunked: bool,
+    masker: &mut M,
+) -> Relayed {
     let mut total = 0u64;
     let mut out = head;
     let mut released = Vec::with_capacity(16 * 1024);
@@ -300,20 +298,17 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
         Framing::Length(n) => n,
         _ => 0,
     };
-    let failed = |e: sluice_masking::events::EventError| {
-        format!("the event stream could not be masked: {e}")
+    let mut feed = |masker: &mut M, data: &[u8], released: &mut Vec<u8>| {
+        wide.check(data)?;
+        masker.feed(data, released)
     };
     loop {
-        // What arrived is fed; a failure still releases the events before it.
         let step = 'feed: {
             match framing {
                 Framing::Length(_) => {
                     let n = (ubuf.len() as u64).min(left) as usize;
-                    if let Err(e) = wide.check(&ubuf[..n]) {
+                    if let Err(e) = feed(masker, &ubuf[..n], &mut released) {
                         break 'feed Err(e);
-                    }
-                    if let Err(e) = masker.feed(&ubuf[..n], rules, &mut released) {
-                        break 'feed Err(failed(e));
                     }
                     ubuf.drain(..n);
                     left -= n as u64;
@@ -324,11 +319,8 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
                         Ok(r) => r,
                         Err(e) => break 'feed Err(e.to_string()),
                     };
-                    if let Err(e) = wide.check(&ubuf[r.data.clone()]) {
+                    if let Err(e) = feed(masker, &ubuf[r.data.clone()], &mut released) {
                         break 'feed Err(e);
-                    }
-                    if let Err(e) = masker.feed(&ubuf[r.data.clone()], rules, &mut released) {
-                        break 'feed Err(failed(e));
                     }
                     ubuf.drain(..r.consumed);
                     if r.done || r.consumed == 0 {
@@ -336,11 +328,8 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
                     }
                 },
                 _ => {
-                    if let Err(e) = wide.check(ubuf) {
+                    if let Err(e) = feed(masker, ubuf, &mut released) {
                         break 'feed Err(e);
-                    }
-                    if let Err(e) = masker.feed(ubuf, rules, &mut released) {
-                        break 'feed Err(failed(e));
                     }
                     ubuf.clear();
                     Ok(false)
@@ -348,10 +337,7 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
             }
         };
         let step = match step {
-            Ok(true) => masker
-                .finish(rules, &mut released)
-                .map(|()| true)
-                .map_err(failed),
+            Ok(true) => masker.finish(&mut released).map(|()| true),
             other => other,
         };
         let done = step == Ok(true);
@@ -372,17 +358,17 @@ pub(super) async fn events_body<C: AsyncWriteRent, U: AsyncReadRent>(
             out.clear();
         }
         if step? {
-            return Ok((total, masker.masker().counts.pairs()));
+            return Ok((total, masker.counts()));
         }
         if !fill(up, ubuf).await? {
             if framing != Framing::UntilClose {
                 return Err("the upstream closed the connection mid-body".into());
             }
-            let finished = masker.finish(rules, &mut released).map_err(failed);
+            let finished = masker.finish(&mut released);
             let (res, _) = client.write_all(released).await;
             res.map_err(|e| e.to_string())?;
             finished?;
-            return Ok((total, masker.masker().counts.pairs()));
+            return Ok((total, masker.counts()));
         }
     }
 }
