@@ -282,19 +282,10 @@ pub(super) fn judge_form_override(
                 path = rule_path,
                 rule = rule + 1
             );
-            Err(Reply::json(
-                403,
-                serde_json::json!({ "error": &*message, "rule": rule + 1 }),
-            ))
+            Err(denied(&message, rule))
         }
         Decision::Approve { rule } => {
-            let spec = policy.approval(t, rule).cloned().ok_or_else(|| {
-                Reply::error(
-                    403,
-                    "this request needs approval, and nobody may approve it",
-                )
-            })?;
-            fwd.hold = Some((rule, spec));
+            fwd.hold = Some((rule, approval_spec(&policy, t, rule)?));
             Ok(())
         }
     }

@@ -456,20 +456,9 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
                 rule = rule + 1
             );
             record_denial(cx, &identity, req, &message, Some(rule));
-            return Err(Reply::json(
-                403,
-                serde_json::json!({ "error": &*message, "rule": rule + 1 }),
-            ));
+            return Err(denied(&message, rule));
         }
-        Decision::Approve { rule } => {
-            let spec = policy.approval(t, rule).cloned().ok_or_else(|| {
-                Reply::error(
-                    403,
-                    "this request needs approval, and nobody may approve it",
-                )
-            })?;
-            Some((rule, spec))
-        }
+        Decision::Approve { rule } => Some((rule, approval_spec(&policy, t, rule)?)),
     };
     // Frameworks honour `_method` on POST only.
     let form = if req.method.eq_ignore_ascii_case("POST") && framing != Framing::None {
@@ -523,6 +512,28 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
         form_rule_path,
         overridden: judged.is_some(),
         http11: req.version == 1,
+    })
+}
+
+/// The answer to a request a rule denies.
+fn denied(message: &str, rule: u16) -> Reply {
+    Reply::json(
+        403,
+        serde_json::json!({ "error": message, "rule": rule + 1 }),
+    )
+}
+
+/// Who may approve under `rule`; a rule nobody can satisfy is a refusal.
+fn approval_spec(
+    policy: &sluice_config::policy::CompiledPolicy,
+    t: usize,
+    rule: u16,
+) -> Result<std::sync::Arc<ApprovalSpec>, Reply> {
+    policy.approval(t, rule).cloned().ok_or_else(|| {
+        Reply::error(
+            403,
+            "this request needs approval, and nobody may approve it",
+        )
     })
 }
 
