@@ -95,6 +95,7 @@ fn settings(dir: &std::path::Path) -> Settings {
         checkpoint_every: 100_000,
         checkpoint_interval: Duration::from_secs(10),
         ring_bytes: 32 << 20,
+        anchor_file: None,
     }
 }
 

@@ -695,6 +695,12 @@ fn crashes_are_sealed_and_anchors_catch_a_log_cut_back_or_re_signed() {
     let (code, out, err) = verify_with(&["--expect", &last]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(forged > 0);
+    // Nor does the gateway seal over it: the checkpoint it wrote last (kept
+    // beside its key) is gone, so it refuses to start.
+    let refused = Sluice::try_start(&cfg, &[])
+        .err()
+        .expect("refuses to start");
+    assert!(refused.contains("no longer holds checkpoint"), "{refused}");
 }
 
 /// Rewrites every record's text of `SELECT` to `SELECT 'x'`, re-chains the
@@ -757,6 +763,15 @@ fn forge(audit: &Path, segment: &Path) -> usize {
 fn strict_never_delivers_a_result_or_answers_a_write_without_its_record() {
     let s = setup("strict");
     s.pg.psql("CREATE TABLE kills (id text)");
+    // A SELECT that writes: what the statement's text cannot show.
+    s.pg.psql(
+        "CREATE FUNCTION lower(x text, y text) RETURNS text LANGUAGE sql AS \
+         $$ INSERT INTO kills VALUES (x) RETURNING x $$",
+    );
+    // A database whose sessions the server keeps read-only: there reads go
+    // upstream ahead of their records (their results still wait).
+    s.pg.psql("CREATE DATABASE ro");
+    s.pg.psql("ALTER DATABASE ro SET default_transaction_read_only = on");
     let cfg = std::fs::read_to_string(&s.sluice.config_path).unwrap();
     let mut gateway = Some(s.sluice);
     let mut seen: Vec<String> = Vec::new();
@@ -765,19 +780,20 @@ fn strict_never_delivers_a_result_or_answers_a_write_without_its_record() {
             Some(g) => g,
             None => Sluice::start(&cfg),
         };
-        let clients: Vec<_> = (0..4)
+        let clients: Vec<_> = (0..6)
             .map(|n| {
                 let (addr, t) = (s.addr, s.keys.token("loader", &["agents"]));
                 std::thread::spawn(move || {
                     let mut saw = Vec::new();
-                    let Ok(mut c) = connect(addr, &t, "postgres") else {
+                    let db = if n % 3 == 0 { "ro" } else { "postgres" };
+                    let Ok(mut c) = connect(addr, &t, db) else {
                         return saw;
                     };
                     for i in 0..1_000_000 {
-                        let text = if n % 2 == 0 {
-                            format!("SELECT 'read-{round}-{n}-{i}'")
-                        } else {
-                            format!("INSERT INTO kills VALUES ('write-{round}-{n}-{i}')")
+                        let text = match n % 3 {
+                            0 => format!("SELECT 'read-{round}-{n}-{i}'"),
+                            1 => format!("INSERT INTO kills VALUES ('write-{round}-{n}-{i}')"),
+                            _ => format!("SELECT public.lower('call-{round}-{n}-{i}', '')"),
                         };
                         if c.batch_execute(&text).is_err() {
                             break;
@@ -808,9 +824,55 @@ fn strict_never_delivers_a_result_or_answers_a_write_without_its_record() {
             "answered without a durable record: {text}"
         );
     }
+    // Every row a statement wrote has its statement's record, answered or
+    // not: nothing that writes went upstream before its record.
+    let quoted: std::collections::HashSet<&str> = recorded
+        .iter()
+        .filter_map(|t| t.split('\'').nth(1))
+        .collect();
+    let rows = s.pg.psql("SELECT id FROM kills");
+    for id in rows.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        assert!(
+            quoted.contains(id),
+            "a row was written with no record of its statement: {id}"
+        );
+    }
     // And the log, sealed on the next start, verifies.
     let _last = Sluice::start(&cfg);
     let (code, out, err) = cli(&["audit", "verify", "--dir", s.audit.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("stopped without closing the log"), "{out}");
+}
+
+/// A crash right after a rotation leaves a segment with no record (nothing,
+/// or only the fill): the next start drops it and the chain goes on.
+#[test]
+fn an_empty_last_segment_does_not_restart_the_chain() {
+    let s = setup("batched");
+    let t = s.keys.token("alice", &["sre"]);
+    connect(s.addr, &t, "postgres")
+        .unwrap()
+        .batch_execute("SELECT 1")
+        .unwrap();
+    let cfg = std::fs::read_to_string(&s.sluice.config_path).unwrap();
+    let Setup {
+        mut sluice, audit, ..
+    } = s;
+    stop(&mut sluice);
+    let next = records(&audit).last().unwrap()["seq"].as_u64().unwrap() + 1;
+    let empty = audit.join(sluice::audit::chain::segment_name(next));
+    std::fs::write(&empty, vec![b' '; 4096]).unwrap();
+    let mut again = Sluice::start(&cfg);
+    connect(s.addr, &t, "postgres")
+        .unwrap()
+        .batch_execute("SELECT 2")
+        .unwrap();
+    stop(&mut again);
+    let (code, out, err) = cli(&["audit", "verify", "--dir", audit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let seqs: Vec<u64> = records(&audit)
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }

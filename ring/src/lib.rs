@@ -10,9 +10,8 @@
 //! are monotonically increasing byte counts (positions wrap by masking). A
 //! record never straddles the end: if it does not fit contiguously, a
 //! zero-length marker (or too little room for one) sends the consumer back to
-//! the start. The indices sit on cache lines of their own, and each side
-//! caches the other's index, reloading it only when the ring looks full
-//! (producer) or empty (consumer).
+//! the start. The indices sit on cache lines of their own, and the producer
+//! caches the consumer's index, reloading it only when the ring looks full.
 //!
 //! ```
 //! let (mut tx, mut rx) = sluice_ring::channel(1024);
@@ -88,9 +87,10 @@ impl Inner {
     }
 }
 
-/// A ring of `capacity` bytes (rounded up to a power of two, at least 1 KiB).
+/// A ring of `capacity` bytes (rounded up to a power of two, at least 1 KiB,
+/// at most 1 GiB: a record's length prefix is 32 bits).
 pub fn channel(capacity: usize) -> (Producer, Consumer) {
-    let cap = capacity.next_power_of_two().max(1024);
+    let cap = capacity.clamp(1024, 1 << 30).next_power_of_two();
     let inner = Arc::new(Inner {
         buf: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
         mask: cap as u64 - 1,
@@ -124,13 +124,13 @@ pub struct Producer {
 
 impl Producer {
     /// Appends one record. Returns the `head` position after it (a ticket to
-    /// wait on for durability), or `None` if the ring is full (or the record
-    /// larger than half of it).
+    /// wait on for durability), or `None` if the ring is full, the record is
+    /// larger than half of it, or empty (a zero length marks a skip).
     pub fn push(&mut self, record: &[u8]) -> Option<u64> {
         let inner = &*self.inner;
         let cap = inner.cap();
         let need = HDR + record.len() as u64;
-        if need + HDR > cap / 2 {
+        if record.is_empty() || need + HDR > cap / 2 {
             return None;
         }
         let head = self.head;
@@ -278,10 +278,28 @@ mod tests {
     }
 
     #[test]
-    fn records_longer_than_half_the_ring_are_refused() {
+    fn records_longer_than_half_the_ring_or_empty_are_refused() {
         let (mut tx, _rx) = channel(1024);
         assert!(tx.push(&[1; 500]).is_some());
         assert!(tx.push(&[1; 600]).is_none());
+        assert!(tx.push(&[]).is_none());
+    }
+
+    #[test]
+    fn a_record_that_leaves_less_than_a_header_before_the_end_skips_to_the_start() {
+        let (mut tx, mut rx) = channel(1024);
+        let mut scratch = Vec::new();
+        let mut got = Vec::new();
+        // 1022 bytes used (records of 500, 500 and 10, each after a 4-byte
+        // prefix): 2 left before the end, less than a length prefix.
+        for len in [500, 500, 10] {
+            tx.push(&vec![7; len]).unwrap();
+        }
+        rx.drain(|r| got.push(r.len()), &mut scratch);
+        tx.push(&[9; 100]).unwrap();
+        rx.drain(|r| got.push(r.len()), &mut scratch);
+        assert_eq!(got, [500, 500, 10, 100]);
+        assert_eq!(rx.pending(), 0);
     }
 
     #[test]

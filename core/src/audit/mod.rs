@@ -4,8 +4,10 @@
 //! pushes encoded records
 //! ([`record`]) into it; one writer thread ([`writer`]) drains all rings, chains
 //! the records with SHA-256 ([`chain`]), appends them to segment files and fsyncs
-//! once per batch. In `strict` durability a command is forwarded only after its
-//! record is on disk; in `batched` once it is enqueued. When records cannot be
+//! once per batch. In `strict` durability no write reaches a target, and no
+//! result reaches a client, before the command's record is on disk (reads on a
+//! session the server keeps read-only go upstream at once, their results
+//! held); in `batched` a command is forwarded once its record is enqueued. When records cannot be
 //! written, shards refuse new commands (fail closed). [`verify`] holds the
 //! `sluice audit` commands: verify, search, export, tail.
 
@@ -47,6 +49,9 @@ pub struct Settings {
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     pub ring_bytes: usize,
+    /// Where the last durable checkpoint is kept outside the log (beside the
+    /// key): at start the log must still hold it.
+    pub anchor_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -62,6 +67,7 @@ impl Settings {
             checkpoint_every: a.checkpoint_every,
             checkpoint_interval: a.checkpoint_interval,
             ring_bytes: 4 << 20,
+            anchor_file: None,
         }
     }
 
@@ -99,8 +105,15 @@ pub fn default_key_path(dir: &Path) -> PathBuf {
 /// (`.pub`) and a copy in the audit directory (`signing.pub`). A key left in
 /// the audit directory by an older Sluice is still used, with a warning.
 pub fn signing_key(settings: &Settings, configured: Option<&str>) -> Result<SigningKey, String> {
+    let path = key_path(settings, configured);
+    load_or_create_key(settings, configured, path)
+}
+
+/// The signing key's path: the configured one, a legacy one in the log
+/// directory (with a warning), or [`default_key_path`].
+pub fn key_path(settings: &Settings, configured: Option<&str>) -> PathBuf {
     let legacy = settings.dir.join("signing.key");
-    let path = match configured {
+    match configured {
         Some(p) => PathBuf::from(p),
         None if legacy.exists() && !default_key_path(&settings.dir).exists() => {
             crate::warn!(
@@ -111,7 +124,15 @@ pub fn signing_key(settings: &Settings, configured: Option<&str>) -> Result<Sign
             legacy
         }
         None => default_key_path(&settings.dir),
-    };
+    }
+}
+
+fn load_or_create_key(
+    settings: &Settings,
+    configured: Option<&str>,
+    path: PathBuf,
+) -> Result<SigningKey, String> {
+    let mut created = false;
     let key = if path.exists() {
         let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         SigningKey::from_pkcs8_pem(&pem)
@@ -126,6 +147,7 @@ pub fn signing_key(settings: &Settings, configured: Option<&str>) -> Result<Sign
             .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
         let key = SigningKey::generate(&mut rand_core::OsRng);
         crate::info!("audit_key_created", key = path.display());
+        created = true;
         let pem = key
             .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .map_err(|e| e.to_string())?;
@@ -138,7 +160,10 @@ pub fn signing_key(settings: &Settings, configured: Option<&str>) -> Result<Sign
         .map_err(|e| e.to_string())?;
     // Beside the key (the copy to trust: `audit verify --pubkey`), and in the
     // log directory for convenience.
-    for pub_path in [path.with_extension("pub"), settings.dir.join("signing.pub")] {
+    // The copy beside the key only when the key was made here (a configured
+    // key may sit on a read-only mount, beside someone else's `.pub`).
+    let beside = created.then(|| path.with_extension("pub"));
+    for pub_path in beside.into_iter().chain([settings.dir.join("signing.pub")]) {
         if pub_path == path {
             continue;
         }

@@ -388,7 +388,7 @@ pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Res
     let mut all = Vec::new();
     let mut line = Vec::new();
     // Where the complete lines end: what follows may be a batch being
-    // written, or the zeros the writer filled ahead, read again later.
+    // written, or the fill the writer made ahead, read again later.
     let mut offset = 0u64;
     while reader
         .read_until(b'\n', &mut line)
@@ -403,6 +403,9 @@ pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Res
         }
     }
     line.clear();
+    reader
+        .seek(SeekFrom::Start(offset))
+        .map_err(|e| e.to_string())?;
     for l in &all[all.len().saturating_sub(lines)..] {
         out.write_all(l).map_err(|e| e.to_string())?;
     }
@@ -427,9 +430,20 @@ pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Res
         reader
             .seek(SeekFrom::Start(offset))
             .map_err(|e| e.to_string())?;
-        // Rotated? Move to the newest segment.
+        // Rotated? Move to the newest segment, once the old one has nothing
+        // more (its last batch may have landed just before the rotation).
         if let Some(newest) = chain::segments(dir).ok().and_then(|s| s.last().cloned()) {
             if newest != current {
+                let n = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| e.to_string())?;
+                if n > 0 && line.ends_with(b"\n") {
+                    offset += line.len() as u64;
+                    out.write_all(&line).map_err(|e| e.to_string())?;
+                    line.clear();
+                    continue;
+                }
+                line.clear();
                 let f = std::fs::File::open(&newest).map_err(|e| e.to_string())?;
                 reader = BufReader::new(f);
                 current = newest;

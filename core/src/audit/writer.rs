@@ -77,7 +77,7 @@ pub struct Writer {
     path: PathBuf,
     /// Bytes of records in the current segment (where the next batch goes).
     size: u64,
-    /// Bytes of the current segment that exist (records, then zeros).
+    /// Bytes of the current segment that exist (records, then fill).
     allocated: u64,
     opened: Instant,
     seq: u64,
@@ -107,20 +107,57 @@ pub fn open(
     let mut prev = GENESIS.to_owned();
     // `(last seq, torn bytes)` when the log did not end cleanly.
     let mut unclean: Option<(Option<u64>, u64)> = None;
-    let segments = chain::segments(&settings.dir)?;
+    let mut segments = chain::segments(&settings.dir)?;
+    // A segment holding no record (a crash right after a rotation, before
+    // its first batch) is dropped: the chain goes on from the one before,
+    // never from seq 0.
+    while segments.len() > 1 {
+        let last = &segments[segments.len() - 1];
+        let (s, _, good, _, _) = scan_tail(last, &key)?;
+        if s.is_some() || torn_bytes(last, good)? > 0 {
+            break;
+        }
+        warn!("audit_empty_segment_removed", segment = last.display());
+        std::fs::remove_file(last)?;
+        segments.pop();
+    }
+    // The last checkpoint this gateway made durable, kept beside its key: a
+    // log cut back or rewritten while the gateway was down no longer holds
+    // it, and is not sealed over.
+    if let Some(file) = &settings.anchor_file {
+        if let Some(want) = read_anchor(file) {
+            let found = line_hash(&segments, want.seq)?;
+            if found.as_deref() != Some(want.hash.as_str()) {
+                return Err(std::io::Error::other(format!(
+                    "{}: the log no longer holds checkpoint {want} that this gateway wrote last ({}): it was cut back or rewritten while the gateway was down; run `sluice audit verify --expect {want}` and investigate before starting it again",
+                    settings.dir.display(),
+                    file.display()
+                )));
+            }
+        }
+    }
     let path = match segments.last() {
         Some(last) => {
-            let (s, p, good_len, total, sealed) = scan_tail(last)?;
-            // Zeros after the records are space filled ahead, not torn bytes.
+            let (s, p, good_len, total, sealed) = scan_tail(last, &key)?;
+            // The fill after the records is room made ahead, not torn bytes.
             let torn = torn_bytes(last, good_len)?;
             if !sealed || torn > 0 {
                 unclean = Some((s, torn));
             }
             if torn > 0 {
+                // Kept aside, not just cut: a record torn by a crash is
+                // evidence too, and so is anything appended by hand.
+                let kept = last.with_extension(format!("log.torn-{}", super::now_ms()));
+                let mut f = File::open(last)?;
+                f.seek(SeekFrom::Start(good_len))?;
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, torn), &mut bytes)?;
+                std::fs::write(&kept, &bytes)?;
                 warn!(
                     "audit_torn_tail",
                     segment = last.display(),
                     truncated_bytes = torn,
+                    kept = kept.display(),
                     last_seq = s.map_or(-1, |s| s as i64)
                 );
             }
@@ -130,7 +167,12 @@ pub fn open(
                 f.sync_all()?;
             }
             if let Some(s) = s {
-                seq = s + 1;
+                seq = s.checked_add(1).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "{}: seq {s} is the last there is",
+                        last.display()
+                    ))
+                })?;
                 prev = p;
             }
             last.clone()
@@ -196,6 +238,47 @@ pub fn open(
     Ok(w)
 }
 
+/// The anchor kept in `file`, if there is one that reads.
+fn read_anchor(file: &Path) -> Option<Anchor> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let (seq, hash) = text.trim().split_once(':')?;
+    Some(Anchor {
+        seq: seq.parse().ok()?,
+        hash: hash.to_owned(),
+    })
+}
+
+/// The hash of the record `seq` in the log, if the log holds it.
+fn line_hash(segments: &[PathBuf], seq: u64) -> std::io::Result<Option<String>> {
+    // The segment named for the last first-seq at or below `seq`.
+    let Some(seg) = segments
+        .iter()
+        .rev()
+        .find(|p| first_seq(p).is_some_and(|f| f <= seq))
+    else {
+        return Ok(None);
+    };
+    let reader = BufReader::new(File::open(seg)?);
+    let prefix = format!("{{\"seq\":{seq},");
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if line.starts_with(prefix.as_bytes()) {
+            return Ok(Some(chain::hash_hex(&line)));
+        }
+    }
+    Ok(None)
+}
+
+/// The first seq a segment's name says it holds.
+fn first_seq(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("audit-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
 /// Bytes after `good` up to the last one that is not fill: what a crash left
 /// of a record being written (spaces are filled ahead; zeros, a file system
 /// that lost the fill).
@@ -231,18 +314,32 @@ const FILL_AHEAD: u64 = 4 << 20;
 /// The last complete record of a segment: `(seq, its hash, bytes of complete
 /// lines, file size, whether it is a checkpoint)`. A last line without `\n` or
 /// that does not parse is torn.
-fn scan_tail(path: &Path) -> std::io::Result<(Option<u64>, String, u64, u64, bool)> {
+fn scan_tail(
+    path: &Path,
+    key: &SigningKey,
+) -> std::io::Result<(Option<u64>, String, u64, u64, bool)> {
     let mut f = File::open(path)?;
     let total = f.seek(SeekFrom::End(0))?;
     f.seek(SeekFrom::Start(0))?;
     let mut reader = BufReader::new(f);
     let mut line = Vec::new();
-    let (mut good, mut seq, mut hash) = (0u64, None, GENESIS.to_owned());
+    let (mut good, mut seq, mut hash) = (0u64, None::<u64>, GENESIS.to_owned());
     let mut sealed = true;
+    // What the gateway seals must be what it wrote: the segment's records
+    // chain and its checkpoints carry this key's signature, or the gateway
+    // refuses to start (a log altered while it was down is not signed over).
+    let altered = |at: u64, why: &str| {
+        std::io::Error::other(format!(
+            "{}: record seq {at} {why}: the log was altered while the gateway was down; run `sluice audit verify` and investigate before starting it again",
+            path.display()
+        ))
+    };
+    let verifying = key.verifying_key();
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 || line.last() != Some(&b'\n') {
+        // A record starts with `{` (a line of fill before it is not one).
+        if n == 0 || line.last() != Some(&b'\n') || line.first() != Some(&b'{') {
             break;
         }
         let body = &line[..line.len() - 1];
@@ -252,12 +349,46 @@ fn scan_tail(path: &Path) -> std::io::Result<(Option<u64>, String, u64, u64, boo
         let Some(s) = v.get("seq").and_then(|s| s.as_u64()) else {
             break;
         };
+        if let Some(last) = seq {
+            if Some(s) != last.checked_add(1) {
+                return Err(altered(s, &format!("follows seq {last}")));
+            }
+            if v.get("prev").and_then(|p| p.as_str()) != Some(hash.as_str()) {
+                return Err(altered(s, "does not chain to the record before it"));
+            }
+        }
+        if v.get("type").and_then(|t| t.as_str()) == Some("checkpoint") {
+            let ts = v.get("ts").and_then(|t| t.as_u64()).unwrap_or(0);
+            let records = v.get("records").and_then(|r| r.as_u64()).unwrap_or(0);
+            let prev = v.get("prev").and_then(|p| p.as_str()).unwrap_or("");
+            let sig = v.get("sig").and_then(|p| p.as_str()).unwrap_or("");
+            let signed = base64::engine::general_purpose::STANDARD
+                .decode(sig)
+                .ok()
+                .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+                .is_some_and(|sig| {
+                    chain::checkpoint_line(s, prev, ts, records, sig_text(&v)) == body
+                        && ed25519_dalek::Verifier::verify(
+                            &verifying,
+                            chain::checkpoint_message(s, prev, ts, records).as_bytes(),
+                            &sig,
+                        )
+                        .is_ok()
+                });
+            if !signed {
+                return Err(altered(s, "is a checkpoint this key did not sign"));
+            }
+        }
         seq = Some(s);
         hash = chain::hash_hex(body);
         good += n as u64;
         sealed = v.get("type").and_then(|t| t.as_str()) == Some("checkpoint");
     }
     Ok((seq, hash, good, total, sealed))
+}
+
+fn sig_text(v: &serde_json::Value) -> &str {
+    v.get("sig").and_then(|p| p.as_str()).unwrap_or("")
 }
 
 impl Writer {
@@ -299,6 +430,11 @@ impl Writer {
             return;
         };
         info!("audit_checkpoint", anchor = anchor);
+        if let Some(file) = &self.settings.anchor_file {
+            if let Err(e) = std::fs::write(file, format!("{anchor}\n")) {
+                warn!("audit_anchor_not_kept", file = file.display(), error = e);
+            }
+        }
         if let Ok(mut a) = self.shared.anchor.lock() {
             *a = Some(anchor);
         }
@@ -324,8 +460,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Fills the segment to past `end` (a whole step, at most the segment's
-    /// size ahead) and flushes that with its new size, once, so the batches
+    /// Fills the segment to past `end` (4 MiB at a time, or the segment's size
+    /// when smaller, at least 64 KiB) and flushes that with its new size, once,
+    /// so the batches
     /// written over it are data-only flushes. Short of space for a step, it
     /// fills to `end` alone (the batch still goes to disk if it fits).
     fn fill_ahead(&mut self, end: u64) -> std::io::Result<()> {
@@ -354,9 +491,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Cuts the segment back to its records (a closed segment holds no zeros).
+    /// Cuts the segment back to its records (a closed segment holds no fill),
+    /// by the file's own length: a fill that failed part way left more.
     fn trim(&mut self) -> std::io::Result<()> {
-        if self.allocated > self.size {
+        if self.file.metadata()?.len() > self.size {
             self.file.set_len(self.size)?;
             self.file.sync_all()?;
             self.allocated = self.size;
@@ -374,9 +512,9 @@ impl Writer {
         }
         let path = s.dir.join(chain::segment_name(self.seq));
         self.trim()?;
+        // A new name, never an old segment's: written by offset from 0.
         self.file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .read(true)
             .write(true)
             .open(&path)?;

@@ -101,6 +101,15 @@ pub fn load_config(path: &Path) -> Result<Config, String> {
 
 /// Runs the gateway until it is stopped by a signal.
 pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+    // Signals are caught from the start: one that arrives while the audit log
+    // is opened (and sealed) or the shards start is handled once they run (a
+    // drain), never the default action (a kill).
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("cannot install signal handlers")?;
     crate::log::init();
     let config = Arc::new(load_config(&config_path).map_err(anyhow::Error::msg)?);
     for t in &config.targets {
@@ -178,6 +187,11 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let (audit, mut audit_links) = match &config.audit {
         Some(a) => {
             let settings = crate::audit::Settings::from_config(a);
+            let mut settings = settings;
+            settings.anchor_file = Some(
+                crate::audit::key_path(&settings, a.signing_key.as_deref())
+                    .with_extension("anchor"),
+            );
             let key = crate::audit::signing_key(&settings, a.signing_key.as_deref())
                 .map_err(anyhow::Error::msg)?;
             let (audit, links) = Audit::start(settings, shards, key).map_err(anyhow::Error::msg)?;
@@ -255,14 +269,6 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             bail!(e);
         }
     }
-    // Signals are caught from before `ready` on: a SIGTERM right after it
-    // drains (and seals the audit log) instead of killing the process.
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])
-    .context("cannot install signal handlers")?;
     info!(
         "ready",
         shards = shards,

@@ -468,7 +468,14 @@ fn function_at(sql: &[u8], toks: &[Token], i: usize, dialect: Dialect, st: &mut 
             list.iter()
                 .any(|f| f.len() == name.len() && name.eq_ignore_ascii_case(f.as_bytes()))
         };
-        if kind == TokenKind::QuotedIdent || !(known(NOT_CALLS) || known(READ_ONLY_FUNCTIONS)) {
+        // `evil.lower(x)` is not the built-in: only `pg_catalog.` names are.
+        let qualified = i >= 2
+            && toks[i - 1].kind == TokenKind::Punct(b'.')
+            && !sql[toks[i - 2].range()].eq_ignore_ascii_case(b"pg_catalog");
+        if kind == TokenKind::QuotedIdent
+            || qualified
+            || !(known(NOT_CALLS) || known(READ_ONLY_FUNCTIONS))
+        {
             st.flags.calls = true;
         }
     }
@@ -483,9 +490,6 @@ const NOT_CALLS: &[&str] = &[
     "any",
     "all",
     "some",
-    "over",
-    "filter",
-    "within",
     "cast",
     "row",
     "using",
@@ -499,7 +503,6 @@ const NOT_CALLS: &[&str] = &[
     "join",
     "lateral",
     "with",
-    "by",
     "then",
     "else",
     "when",
@@ -520,13 +523,10 @@ const NOT_CALLS: &[&str] = &[
     "array",
     "table",
     "only",
-    "set",
     "returning",
     "into",
-    "current_date",
     "interval",
     "timestamp",
-    "date",
     "time",
     "numeric",
     "decimal",
@@ -535,7 +535,6 @@ const NOT_CALLS: &[&str] = &[
     "character",
     "bit",
     "float",
-    "double",
     "extract",
     "overlay",
     "position",

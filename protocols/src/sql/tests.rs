@@ -640,6 +640,9 @@ fn only_plain_reads_are_proven_read_only() {
         "BEGIN",
         "INSERT INTO t VALUES (1)",
         "SELECT * FROM generate_series(1, 3) g(x), my_table_function(1)",
+        "SELECT evil.lower('x')",
+        "SELECT \"evil\".lower(x) FROM t",
+        "SELECT date(1)",
     ] {
         assert!(!read_only(sql), "{sql}");
     }

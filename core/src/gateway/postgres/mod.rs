@@ -363,12 +363,13 @@ async fn session<C: Io>(
     let (res, _) = client.write_all(hello).await;
     let totals = if res.is_ok() {
         let tables = upstream.catalog;
+        let ro = relay::greeting_read_only(&upstream.greeting);
         Some(match upstream.stream {
             crate::gateway::upstream::Upstream::Plain(s) => {
-                relay::run(&ctx, client, s, buf, tables).await
+                relay::run(&ctx, client, s, buf, tables, ro).await
             }
             crate::gateway::upstream::Upstream::Tls(s, _) => {
-                relay::run(&ctx, client, *s, buf, tables).await
+                relay::run(&ctx, client, *s, buf, tables, ro).await
             }
         })
     } else {

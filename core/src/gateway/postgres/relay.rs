@@ -3,7 +3,8 @@
 //! **Client → upstream.** Messages are framed in the read buffer and forwarded in
 //! place, in one write per read. `Query`, `Parse` and `FunctionCall` are judged
 //! first and recorded in the audit log (in strict durability the batch waits for
-//! the records to be on disk). A refused one is *replaced* by a placeholder the
+//! the records to be on disk, except reads on a session the server keeps
+//! read-only, whose results wait instead). A refused one is *replaced* by a placeholder the
 //! server rejects with a syntax error naming a random marker
 //! (`sluice_denied_<hex>`): the real statement never reaches the upstream, and the
 //! server itself produces the error, discards until `Sync` and reports the right
@@ -82,6 +83,13 @@ struct Shared {
     /// went upstream before their records were on disk: nothing more reaches
     /// the client until the ticket is durable (0: nothing pending).
     unflushed: Cell<u64>,
+    /// The server enforces read-only for this session, as it reports
+    /// (`default_transaction_read_only` or `in_hot_standby` on).
+    server_read_only: Cell<bool>,
+    /// The session asked for a read-write transaction or changed the
+    /// read-only setting some way the server may not report: no more reads
+    /// go upstream ahead of their records.
+    read_write_asked: Cell<bool>,
 }
 
 /// One judged command of the current read batch.
@@ -195,6 +203,7 @@ pub async fn run<C: Io, U: Io>(
     upstream: U,
     pending: Vec<u8>,
     catalog: Option<std::rc::Rc<super::login::Catalog>>,
+    server_read_only: bool,
 ) -> Totals {
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
@@ -287,6 +296,8 @@ pub async fn run<C: Io, U: Io>(
         bytes_in: Cell::new(0),
         bytes_out: Cell::new(0),
         unflushed: Cell::new(0),
+        server_read_only: Cell::new(server_read_only),
+        read_write_asked: Cell::new(false),
     };
     monoio::join!(
         client_to_upstream(ctx, &shared, client_r, upstream_w, &client_w, pending),
@@ -982,9 +993,18 @@ async fn record_commands(
     let any_allowed = cmds
         .iter()
         .any(|c| !matches!(c.verdict, Verdict::Deny { .. }));
-    // Proven read-only commands go upstream at once, the flush overlapping
-    // the query: their results wait for the record instead (in
-    // `upstream_to_client`). Anything else waits before it is forwarded.
+    // Reads go upstream at once, the flush overlapping the query, only where
+    // the server itself refuses writes (a standby, a read-only role or
+    // database): the text alone cannot prove a statement writes nothing (a
+    // view, an operator or a function shadowing a built-in may). Their
+    // results wait for the record instead (in `upstream_to_client`).
+    // Anything else waits before it is forwarded.
+    let text = |c: &Cmd| &buf[c.text.clone()];
+    let asks_read_write = |t: &[u8]| {
+        [&b"write"[..], b"read_only", b"read only"]
+            .iter()
+            .any(|w| t.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)))
+    };
     let reads_only = cmds.iter().all(|c| {
         matches!(c.verdict, Verdict::Deny { .. })
             || (matches!(c.tag, b'Q' | b'P' | b'B')
@@ -992,9 +1012,13 @@ async fn record_commands(
                     .as_ref()
                     .is_some_and(|s| s.iter().all(Statement::read_only)))
     });
+    if !reads_only && cmds.iter().any(|c| asks_read_write(text(c))) {
+        shared.read_write_asked.set(true);
+    }
+    let server_enforced = shared.server_read_only.get() && !shared.read_write_asked.get();
     if failed.is_none() && any_allowed {
         if let Some(t) = last {
-            if reads_only && audit.strict() {
+            if reads_only && server_enforced && audit.strict() {
                 shared.unflushed.set(shared.unflushed.get().max(t));
             } else if let Err(e) = audit.wait_durable(t).await {
                 failed = Some(e);
@@ -1108,12 +1132,16 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
         plan.finish(pos);
         // Results of commands whose records are not on disk yet wait for them.
         if let Err(e) = results_may_leave(ctx, shared).await {
-            fatal_to_client(
-                client_w,
-                sqlstate::AUDIT_UNAVAILABLE,
-                &format!("Sluice closed the session: {e}; the result was not passed on"),
-            )
-            .await;
+            // Inside a row streaming through, an error message would be read
+            // as its bytes: the session just ends.
+            if !shared.mid_message.get() {
+                fatal_to_client(
+                    client_w,
+                    sqlstate::AUDIT_UNAVAILABLE,
+                    &format!("Sluice closed the session: {e}; the result was not passed on"),
+                )
+                .await;
+            }
             break;
         }
         let Some(mut w) = client_w.take().await else {
@@ -1144,6 +1172,38 @@ async fn upstream_to_client<R: AsyncReadRent, CW: AsyncWriteRent>(
     if let Some(mut w) = client_w.close().await {
         let _ = w.shutdown().await;
     }
+}
+
+/// What a `ParameterStatus` says of the server enforcing read-only: `None`
+/// when it is about something else. (PostgreSQL 14 and later report both.)
+pub fn read_only_status(name: &[u8], value: &[u8]) -> Option<bool> {
+    matches!(name, b"default_transaction_read_only" | b"in_hot_standby")
+        .then(|| value.eq_ignore_ascii_case(b"on"))
+}
+
+/// Whether the `ParameterStatus` messages of a login greeting say the server
+/// enforces read-only.
+pub fn greeting_read_only(greeting: &[u8]) -> bool {
+    let mut read_only = false;
+    let mut i = 0;
+    while i + 5 <= greeting.len() {
+        let len = u32::from_be_bytes([
+            greeting[i + 1],
+            greeting[i + 2],
+            greeting[i + 3],
+            greeting[i + 4],
+        ]) as usize;
+        let Some(body) = greeting.get(i + 5..i + 1 + len) else {
+            break;
+        };
+        if let Ok(Backend::ParameterStatus { name, value }) = backend::parse(greeting[i], body) {
+            if let Some(ro) = read_only_status(name, value) {
+                read_only |= ro;
+            }
+        }
+        i += 1 + len.max(4);
+    }
+    read_only
 }
 
 /// Waits until the records of every command forwarded ahead of its record
@@ -1228,6 +1288,9 @@ fn inspect_backend(
         if let Ok(Backend::ParameterStatus { name, value }) =
             backend::parse(f.tag, &buf[pos + 5..pos + f.len])
         {
+            if let Some(ro) = read_only_status(name, value) {
+                shared.server_read_only.set(ro);
+            }
             if name == b"client_encoding"
                 && sluice_protocols::postgres::encoding::class(value)
                     == sluice_protocols::postgres::encoding::Class::Unsafe
