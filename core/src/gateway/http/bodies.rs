@@ -1,7 +1,6 @@
 //! Response bodies: passed as framed, masked whole (JSON), event by event
 //! (SSE, JSON lines), or through the streaming masker (other text).
 
-use super::respond::{fill, Relayed};
 use super::*;
 
 /// No masking: the body passes as framed (chunked bytes as they are, checked).
@@ -400,5 +399,16 @@ impl WideText {
             );
         }
         Ok(())
+    }
+}
+
+pub(super) type Relayed = Result<(u64, Vec<(&'static str, u64)>), String>;
+
+/// Reads from the upstream into `ubuf`; `Ok(false)` at EOF.
+pub(super) async fn fill<U: AsyncReadRent>(up: &mut U, ubuf: &mut Vec<u8>) -> Result<bool, String> {
+    match read_more_timeout(up, ubuf, STALL).await {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(e.to_string()),
     }
 }

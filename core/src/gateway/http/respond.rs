@@ -473,14 +473,3 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
         };
     }
 }
-
-pub(super) type Relayed = Result<(u64, Vec<(&'static str, u64)>), String>;
-
-/// Reads from the upstream into `ubuf`; `Ok(false)` at EOF.
-pub(super) async fn fill<U: AsyncReadRent>(up: &mut U, ubuf: &mut Vec<u8>) -> Result<bool, String> {
-    match read_more_timeout(up, ubuf, STALL).await {
-        Ok(0) => Ok(false),
-        Ok(_) => Ok(true),
-        Err(e) => Err(e.to_string()),
-    }
-}
