@@ -678,14 +678,16 @@ fn crashes_are_sealed_and_anchors_catch_a_log_cut_back_or_re_signed() {
 
     // Rewritten and re-signed with a key of the attacker's (all an attacker
     // who can write the log directory has): the log's own `signing.pub` is
-    // replaced and accepts it; the key kept beside the signing key does not,
-    // and neither does the last anchor.
+    // replaced and accepts it; the key kept beside the signing key (what
+    // verify uses by default) does not, and neither does the last anchor.
     let forged = forge(&audit, &segment);
+    let in_log = audit.join("signing.pub");
     assert_eq!(
-        verify_with(&[]).0,
+        verify_with(&["--pubkey", in_log.to_str().unwrap()]).0,
         0,
         "the forgery verifies against its own key"
     );
+    assert_eq!(verify_with(&[]).0, 1, "but not by default");
     let (code, out, err) = verify_with(&["--pubkey", trusted.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(

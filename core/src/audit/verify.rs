@@ -52,10 +52,15 @@ impl std::str::FromStr for Expect {
     }
 }
 
-/// Loads the public key from `--pubkey`, else `<dir>/signing.pub`.
+/// Loads the public key from `--pubkey`; else the one beside the default
+/// key, outside the log directory (`DIR.signing.pub`), which counts as kept
+/// elsewhere; else `DIR/signing.pub` (`false`: whoever can rewrite the log
+/// can replace it too).
 pub fn load_pubkey(dir: &Path, pubkey: Option<&Path>) -> Result<(VerifyingKey, bool), String> {
+    let beside = super::default_key_path(dir).with_extension("pub");
     let (path, explicit) = match pubkey {
         Some(p) => (p.to_path_buf(), true),
+        None if beside.exists() => (beside, true),
         None => (dir.join("signing.pub"), false),
     };
     let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;

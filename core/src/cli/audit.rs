@@ -13,7 +13,8 @@ pub enum AuditCommand {
     Verify {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        /// The gateway's audit public key (default: DIR/signing.pub).
+        /// The gateway's audit public key (default: DIR.signing.pub beside the
+        /// log directory, where Sluice keeps it, else DIR/signing.pub).
         #[arg(long, value_name = "FILE")]
         pubkey: Option<PathBuf>,
         /// Accept a log whose last records follow the last checkpoint (a running
