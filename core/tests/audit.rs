@@ -878,34 +878,3 @@ fn an_empty_last_segment_does_not_restart_the_chain() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
-
-/// A statement prepared once and executed many times leaves a record per
-/// execution (the first is the Parse's), each with the text it runs.
-#[test]
-fn every_execution_of_a_prepared_statement_is_recorded() {
-    let s = setup("batched");
-    s.pg.psql("CREATE TABLE runs (id int)");
-    let t = s.keys.token("alice", &["sre"]);
-    let mut c = connect(s.addr, &t, "postgres").unwrap();
-    let st = c.prepare("INSERT INTO runs VALUES ($1)").unwrap();
-    for i in 0..5 {
-        c.execute(&st, &[&i]).unwrap();
-    }
-    drop(c);
-    let Setup {
-        mut sluice, audit, ..
-    } = s;
-    stop(&mut sluice);
-    let runs: Vec<Value> = records(&audit)
-        .into_iter()
-        .filter(|r| r["type"] == "command" && r["text"] == "INSERT INTO runs VALUES ($1)")
-        .collect();
-    let parses = runs.iter().filter(|r| r["message"] == "parse").count();
-    let binds = runs.iter().filter(|r| r["message"] == "bind").count();
-    assert_eq!((parses, binds), (1, 4), "{runs:?}");
-    assert!(
-        runs.iter()
-            .all(|r| r["writes"] == true && r["kinds"][0] == "insert"),
-        "{runs:?}"
-    );
-}

@@ -30,15 +30,13 @@ struct Op {
     close: bool,
 }
 
-/// A text a name may hold, tagged with the operation that put it there, and
-/// whether executing it needs approval.
-type Candidate = (u64, Rc<[u8]>, bool);
+/// A text needing approval, tagged with the operation that put it there.
+type Candidate = (u64, Rc<[u8]>);
 
 #[derive(Default)]
 pub struct Gates {
-    /// Name → texts that may be prepared under it (each execution is
-    /// recorded with its text; those needing approval are held), each tagged
-    /// with the operation that put it there.
+    /// Name → texts that need approval and may be prepared under it, each
+    /// tagged with the operation that put it there.
     names: HashMap<Vec<u8>, Vec<Candidate>>,
     ops: VecDeque<Op>,
     next: u64,
@@ -49,21 +47,23 @@ pub struct Gates {
 pub struct Full;
 
 impl Gates {
-    /// A `Parse` of `name` with `text` is forwarded in sync group `seq`;
-    /// `gated` when executing it needs approval.
-    pub fn parse(&mut self, name: &[u8], text: &[u8], gated: bool, seq: u64) -> Result<(), Full> {
+    /// A `Parse` of `name` is forwarded in sync group `seq`; `gated` is its text
+    /// when executing it needs approval.
+    pub fn parse(&mut self, name: &[u8], gated: Option<&[u8]>, seq: u64) -> Result<(), Full> {
         if self.ops.len() >= MAX_IN_FLIGHT {
             return Err(Full);
         }
         self.next += 1;
         let id = self.next;
-        if !self.names.contains_key(name) && self.names.len() >= MAX_NAMES {
-            return Err(Full);
+        if let Some(text) = gated {
+            if !self.names.contains_key(name) && self.names.len() >= MAX_NAMES {
+                return Err(Full);
+            }
+            self.names
+                .entry(name.to_vec())
+                .or_default()
+                .push((id, text.into()));
         }
-        self.names
-            .entry(name.to_vec())
-            .or_default()
-            .push((id, text.into(), gated));
         self.ops.push_back(Op {
             id,
             seq,
@@ -93,43 +93,24 @@ impl Gates {
     /// group decides alone: if it fails, the server skips the rest of the
     /// group, the `Bind` included, so only its outcome can ever be bound.
     pub fn candidates(&self, name: &[u8], seq: u64) -> Vec<Rc<[u8]>> {
-        self.possible(name, seq)
-            .filter(|(_, _, gated)| *gated)
-            .map(|(_, t, _)| t.clone())
-            .collect()
+        let all = self.names.get(name);
+        if let Some(op) = self.ops.iter().rev().find(|o| o.name == name) {
+            if op.seq == seq {
+                if op.close {
+                    return Vec::new();
+                }
+                return all
+                    .and_then(|c| c.iter().find(|(id, _)| *id == op.id))
+                    .map(|(_, t)| vec![t.clone()])
+                    .unwrap_or_default();
+            }
+        }
+        all.map(|c| c.iter().map(|(_, t)| t.clone()).collect())
+            .unwrap_or_default()
     }
 
-    /// Every text `name` may hold for a `Bind` in sync group `seq`, gated or
-    /// not: what an execution of it runs, for its record.
-    pub fn texts(&self, name: &[u8], seq: u64) -> Vec<Rc<[u8]>> {
-        self.possible(name, seq)
-            .map(|(_, t, _)| t.clone())
-            .collect()
-    }
-
-    fn possible<'a>(&'a self, name: &[u8], seq: u64) -> impl Iterator<Item = &'a Candidate> {
-        let all = self.names.get(name).map(Vec::as_slice).unwrap_or_default();
-        // A `Parse` or `Close` of the name earlier in the same group decides
-        // alone (see `candidates`).
-        let decided = self
-            .ops
-            .iter()
-            .rev()
-            .find(|o| o.name == name)
-            .filter(|op| op.seq == seq)
-            .map(|op| (!op.close).then_some(op.id));
-        all.iter().filter(move |(id, _, _)| match decided {
-            None => true,
-            Some(Some(op)) => *id == op,
-            Some(None) => false,
-        })
-    }
-
-    /// Whether any name may hold a text that needs approval.
     pub fn any(&self) -> bool {
-        self.names
-            .values()
-            .any(|c| c.iter().any(|(_, _, gated)| *gated))
+        !self.names.is_empty()
     }
 
     /// `ParseComplete`: the oldest queued Parse succeeded; its text is now the
@@ -173,7 +154,7 @@ impl Gates {
 
     fn keep_only(&mut self, name: &[u8], id: Option<u64>) {
         if let Some(c) = self.names.get_mut(name) {
-            c.retain(|(op, _, _)| Some(*op) == id);
+            c.retain(|(op, _)| Some(*op) == id);
             if c.is_empty() {
                 self.names.remove(name);
             }
@@ -185,7 +166,7 @@ impl Gates {
             return;
         }
         if let Some(c) = self.names.get_mut(&op.name[..]) {
-            c.retain(|(id, _, _)| *id != op.id);
+            c.retain(|(id, _)| *id != op.id);
             if c.is_empty() {
                 self.names.remove(&op.name[..]);
             }
@@ -207,17 +188,17 @@ mod tests {
     #[test]
     fn a_gate_is_set_at_once_and_cleared_only_when_the_server_confirms() {
         let mut g = Gates::default();
-        g.parse(b"s", b"DELETE 1", true, 1).unwrap();
+        g.parse(b"s", Some(b"DELETE 1"), 1).unwrap();
         assert_eq!(texts(&g, "s"), ["DELETE 1"], "held before ParseComplete");
         g.parse_complete();
         // A second Parse to the same name: the server refuses it (42P05).
-        g.parse(b"s", b"SELECT 1", false, 2).unwrap();
+        g.parse(b"s", None, 2).unwrap();
         assert_eq!(texts(&g, "s"), ["DELETE 1"]);
         g.error(2);
         g.ready(2);
         assert_eq!(texts(&g, "s"), ["DELETE 1"], "still the DELETE");
         // A Close skipped after an error in its group changes nothing.
-        g.parse(b"x", b"SELECT 1", false, 3).unwrap();
+        g.parse(b"x", None, 3).unwrap();
         g.close(b"s", 3).unwrap();
         g.error(3);
         g.ready(3);
@@ -232,16 +213,16 @@ mod tests {
     #[test]
     fn unconfirmed_replacements_keep_every_candidate() {
         let mut g = Gates::default();
-        g.parse(b"", b"DELETE 1", true, 1).unwrap();
+        g.parse(b"", Some(b"DELETE 1"), 1).unwrap();
         g.parse_complete();
         g.ready(1);
         // Pipelined: replace the unnamed statement with another gated text.
-        g.parse(b"", b"UPDATE 2", true, 2).unwrap();
+        g.parse(b"", Some(b"UPDATE 2"), 2).unwrap();
         assert_eq!(texts(&g, ""), ["DELETE 1", "UPDATE 2"], "either may run");
         g.parse_complete();
         assert_eq!(texts(&g, ""), ["UPDATE 2"]);
         // Replaced by a plain statement: cleared on confirmation only.
-        g.parse(b"", b"SELECT 1", false, 3).unwrap();
+        g.parse(b"", None, 3).unwrap();
         assert_eq!(texts(&g, ""), ["UPDATE 2"]);
         g.parse_complete();
         assert!(texts(&g, "").is_empty());
@@ -251,12 +232,12 @@ mod tests {
     #[test]
     fn a_parse_earlier_in_the_same_group_decides_alone() {
         let mut g = Gates::default();
-        g.parse(b"", b"set_config('client_encoding', $1, false)", true, 1)
+        g.parse(b"", Some(b"set_config('client_encoding', $1, false)"), 1)
             .unwrap();
         g.parse_complete();
         g.ready(1);
         // Pipelined: the unnamed statement replaced, then bound, in group 2.
-        g.parse(b"", b"SELECT 1", false, 2).unwrap();
+        g.parse(b"", None, 2).unwrap();
         assert!(
             g.candidates(b"", 2).is_empty(),
             "only the new text can be bound"
@@ -266,13 +247,13 @@ mod tests {
         g.parse_complete();
         assert!(g.candidates(b"", 3).is_empty());
         // A Close earlier in the group: nothing to bind.
-        g.parse(b"s", b"DELETE 1", true, 4).unwrap();
+        g.parse(b"s", Some(b"DELETE 1"), 4).unwrap();
         g.parse_complete();
         g.close(b"s", 5).unwrap();
         assert!(g.candidates(b"s", 5).is_empty());
         assert_eq!(g.candidates(b"s", 6).len(), 1);
         // A gated Parse in the same group is the one candidate.
-        g.parse(b"s", b"UPDATE 2", true, 6).unwrap();
+        g.parse(b"s", Some(b"UPDATE 2"), 6).unwrap();
         let c = g.candidates(b"s", 6);
         assert_eq!(c.len(), 1);
         assert_eq!(&*c[0], b"UPDATE 2");
@@ -281,8 +262,8 @@ mod tests {
     #[test]
     fn responses_of_later_groups_are_not_confused() {
         let mut g = Gates::default();
-        g.parse(b"a", b"DELETE a", true, 1).unwrap();
-        g.parse(b"b", b"DELETE b", true, 2).unwrap();
+        g.parse(b"a", Some(b"DELETE a"), 1).unwrap();
+        g.parse(b"b", Some(b"DELETE b"), 2).unwrap();
         // Group 1's Parse fails; group 2's is untouched.
         g.error(1);
         g.ready(1);

@@ -2,8 +2,7 @@
 //!
 //! **Client → upstream.** Messages are framed in the read buffer and forwarded in
 //! place, in one write per read. `Query`, `Parse` and `FunctionCall` are judged
-//! first and recorded in the audit log, and so is every execution (`Bind`) of a
-//! prepared statement after its first, with the text it runs (in strict durability the batch waits for
+//! first and recorded in the audit log (in strict durability the batch waits for
 //! the records to be on disk, except reads on a session the server keeps
 //! read-only, whose results wait instead). A refused one is *replaced* by a placeholder the
 //! server rejects with a syntax error naming a random marker
@@ -87,17 +86,11 @@ struct Shared {
     /// The server enforces read-only for this session, as it reports
     /// (`default_transaction_read_only` or `in_hot_standby` on).
     server_read_only: Cell<bool>,
-    /// The statement the last allowed `Parse` prepared: its first `Bind`
-    /// runs what the Parse's record already says.
-    fresh_parse: RefCell<Option<Vec<u8>>>,
     /// The session asked for a read-write transaction or changed the
     /// read-only setting some way the server may not report: no more reads
     /// go upstream ahead of their records.
     read_write_asked: Cell<bool>,
 }
-
-/// A command's classified statements (`None`: not SQL the classifier read).
-type Statements = Option<Rc<[Statement]>>;
 
 /// One judged command of the current read batch.
 struct Cmd {
@@ -114,17 +107,6 @@ struct Cmd {
     sync_seq: u64,
     /// The approval this command runs under.
     approval: Option<u64>,
-    /// The SQL an execution (`Bind`) runs, when it is not in the read buffer.
-    owned_text: Option<Rc<[u8]>>,
-}
-
-impl Cmd {
-    /// The command's text: in the read buffer, or the statement a `Bind` runs.
-    fn text<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
-        self.owned_text
-            .as_deref()
-            .unwrap_or(&buf[self.text.clone()])
-    }
 }
 
 /// What the client pump does after judging a message.
@@ -316,7 +298,6 @@ pub async fn run<C: Io, U: Io>(
         unflushed: Cell::new(0),
         server_read_only: Cell::new(server_read_only),
         read_write_asked: Cell::new(false),
-        fresh_parse: RefCell::new(None),
     };
     monoio::join!(
         client_to_upstream(ctx, &shared, client_r, upstream_w, &client_w, pending),
@@ -566,9 +547,6 @@ fn judge_message(
     };
     let seq = shared.session.borrow().next_sync();
     let mut approval = None;
-    // A `Bind` of a prepared statement no rule gates: the text it runs.
-    let mut bind_run: Option<(Rc<[u8]>, Statements)> = None;
-    let mut owned_text: Option<Rc<[u8]>> = None;
     let mut deny_code = sqlstate::INSUFFICIENT_PRIVILEGE;
     let full =
         |_| sluice_protocols::postgres::Error::Malformed("too many prepared statements in flight");
@@ -603,19 +581,23 @@ fn judge_message(
             // Parsing runs nothing: a statement that needs approval is prepared,
             // and each execution of it (`Bind`) waits for its own approval. The
             // server's answer decides what the name holds (see `gates`).
-            let gated = match &judged.0 {
-                Verdict::Deny { .. } => None,
-                Verdict::Allow if bound => Some(true),
-                Verdict::Approve { .. } => Some(true),
-                Verdict::Allow => Some(false),
-            };
-            if let Some(gated) = gated {
-                shared
+            match &judged.0 {
+                Verdict::Deny { .. } => {}
+                Verdict::Allow if bound => shared
                     .gates
                     .borrow_mut()
-                    .parse(name, sql, gated, seq)
-                    .map_err(full)?;
-                *shared.fresh_parse.borrow_mut() = Some(name.to_vec());
+                    .parse(name, Some(sql), seq)
+                    .map_err(full)?,
+                Verdict::Approve { .. } => shared
+                    .gates
+                    .borrow_mut()
+                    .parse(name, Some(sql), seq)
+                    .map_err(full)?,
+                Verdict::Allow => shared
+                    .gates
+                    .borrow_mut()
+                    .parse(name, None, seq)
+                    .map_err(full)?,
             }
             Some((judged, text_of(sql)))
         }
@@ -651,29 +633,7 @@ fn judge_message(
             statement, rest, ..
         } => {
             let candidates = shared.gates.borrow().candidates(statement, seq);
-            // The first execution after its Parse is what the Parse's record
-            // says; every other one is a command of its own, recorded with
-            // the text it runs (a statement prepared once and executed many
-            // times leaves a record per execution).
-            let fresh = {
-                let mut f = shared.fresh_parse.borrow_mut();
-                let fresh = f.as_deref() == Some(statement);
-                if fresh {
-                    *f = None;
-                }
-                fresh
-            };
             let verdict = if candidates.is_empty() {
-                let texts = shared.gates.borrow().texts(statement, seq);
-                if !fresh && !texts.is_empty() {
-                    let text: Rc<[u8]> = if texts.len() == 1 {
-                        texts[0].clone()
-                    } else {
-                        texts.join(&b";\n"[..]).into()
-                    };
-                    let statements = judge(ctx, shared, &text).1;
-                    bind_run = Some((text, statements));
-                }
                 None
             } else {
                 // Judged again under the policy in force now.
@@ -713,14 +673,7 @@ fn judge_message(
             };
             // A Bind of a gated statement is a command of its own (recorded,
             // refused by placeholder like any other).
-            match (verdict, bind_run.take()) {
-                (Some(v), _) => Some(((v, None), text_of(statement))),
-                (None, Some((text, statements))) => {
-                    owned_text = Some(text);
-                    Some(((Verdict::Allow, statements), text_of(statement)))
-                }
-                (None, None) => None,
-            }
+            verdict.map(|v| ((v, None), text_of(statement)))
         }
         Frontend::Close { kind, name } => {
             if kind == b'S' {
@@ -782,7 +735,6 @@ fn judge_message(
             marker: None,
             sync_seq: seq,
             approval,
-            owned_text: owned_text.take(),
         };
         if let Verdict::Deny {
             message, detail, ..
@@ -1004,7 +956,7 @@ async fn record_commands(
                             _ => "function_call",
                         },
                     )
-                    .text("text", c.text(buf))
+                    .text("text", &buf[c.text.clone()])
                     .strs("kinds", kinds)
                     .bool("writes", writes)
                     .bool("opaque", opaque)
@@ -1047,9 +999,7 @@ async fn record_commands(
     // view, an operator or a function shadowing a built-in may). Their
     // results wait for the record instead (in `upstream_to_client`).
     // Anything else waits before it is forwarded.
-    fn text<'a>(c: &'a Cmd, buf: &'a [u8]) -> &'a [u8] {
-        c.text(buf)
-    }
+    let text = |c: &Cmd| &buf[c.text.clone()];
     let asks_read_write = |t: &[u8]| {
         [&b"write"[..], b"read_only", b"read only"]
             .iter()
@@ -1062,7 +1012,7 @@ async fn record_commands(
                     .as_ref()
                     .is_some_and(|s| s.iter().all(Statement::read_only)))
     });
-    if !reads_only && cmds.iter().any(|c| asks_read_write(text(c, buf))) {
+    if !reads_only && cmds.iter().any(|c| asks_read_write(text(c))) {
         shared.read_write_asked.set(true);
     }
     let server_enforced = shared.server_read_only.get() && !shared.read_write_asked.get();
