@@ -878,3 +878,68 @@ fn an_empty_last_segment_does_not_restart_the_chain() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
+
+/// `audit tail -f` on a live log (filled ahead of its records) prints each
+/// new record as it is written.
+#[test]
+fn tail_follows_a_live_log() {
+    let s = setup("batched");
+    let t = s.keys.token("alice", &["sre"]);
+    let mut c = connect(s.addr, &t, "postgres").unwrap();
+    c.batch_execute("SELECT 'before'").unwrap();
+    // The first batch is on disk (and the fill after it).
+    assert!(
+        wait_for(Duration::from_secs(10), || records_lenient(&s.audit)
+            .iter()
+            .any(|l| l.contains("before"))
+            .then_some(()))
+        .is_some()
+    );
+    let mut tail = std::process::Command::new(sluice_bin())
+        .args([
+            "audit",
+            "tail",
+            "-f",
+            "-n",
+            "1000",
+            "--dir",
+            s.audit.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tail.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("after-3") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    for i in 0..4 {
+        c.batch_execute(&format!("SELECT 'after-{i}'")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = wait_for(Duration::from_secs(15), || {
+        reader.is_finished().then_some(())
+    });
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert!(
+        seen.is_some(),
+        "tail -f did not print the new records in time"
+    );
+    let text = reader.join().unwrap();
+    for i in 0..4 {
+        assert!(text.contains(&format!("after-{i}")), "{text}");
+    }
+    assert!(text.contains("before"), "{text}");
+    assert!(!text.contains("    "), "no fill is printed");
+}

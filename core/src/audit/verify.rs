@@ -383,6 +383,23 @@ pub fn csv_row(v: &Value, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 /// Prints new records of the newest segment as they are written (`tail -f`).
+/// The next whole line at the reader's position into `line`; `false` if there
+/// is none yet: the end of the file, a batch still being written, or the fill
+/// the writer made ahead (no record starts with a space), which is not read
+/// through on every poll.
+fn next_line(reader: &mut BufReader<std::fs::File>, line: &mut Vec<u8>) -> Result<bool, String> {
+    let first = reader
+        .fill_buf()
+        .map_err(|e| e.to_string())?
+        .first()
+        .copied();
+    if matches!(first, None | Some(b' ' | 0)) {
+        return Ok(false);
+    }
+    let n = reader.read_until(b'\n', line).map_err(|e| e.to_string())?;
+    Ok(n > 0 && line.ends_with(b"\n"))
+}
+
 pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Result<(), String> {
     let segments = chain::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let Some(last) = segments.last().cloned() else {
@@ -420,10 +437,7 @@ pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Res
     }
     let mut current = last;
     loop {
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| e.to_string())?;
-        if n > 0 && line.ends_with(b"\n") {
+        if next_line(&mut reader, &mut line)? {
             offset += line.len() as u64;
             out.write_all(&line).map_err(|e| e.to_string())?;
             out.flush().map_err(|e| e.to_string())?;
@@ -439,12 +453,10 @@ pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Res
         // more (its last batch may have landed just before the rotation).
         if let Some(newest) = chain::segments(dir).ok().and_then(|s| s.last().cloned()) {
             if newest != current {
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| e.to_string())?;
-                if n > 0 && line.ends_with(b"\n") {
+                if next_line(&mut reader, &mut line)? {
                     offset += line.len() as u64;
                     out.write_all(&line).map_err(|e| e.to_string())?;
+                    out.flush().map_err(|e| e.to_string())?;
                     line.clear();
                     continue;
                 }
