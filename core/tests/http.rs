@@ -457,15 +457,28 @@ impl Setup {
         self.keys.token("agent-7", &["agents"])
     }
 
-    fn curl(&self, args: &[&str]) -> (String, String) {
-        let o = Command::new("curl")
+    fn run_curl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("curl")
             .args(["-sS", "--max-time", "20"])
             .args(args)
             .output()
-            .expect("run curl");
+            .expect("run curl")
+    }
+
+    fn curl(&self, args: &[&str]) -> (String, String) {
+        let o = self.run_curl(args);
         (
             String::from_utf8_lossy(&o.stdout).into_owned(),
             String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// curl's output and exit status (18: a body cut short).
+    fn curl_status(&self, args: &[&str]) -> (String, Option<i32>) {
+        let o = self.run_curl(args);
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            o.status.code(),
         )
     }
 
@@ -628,17 +641,7 @@ fn unreadable_text_is_refused_and_keys_are_masked() {
         }
     }
     // A stream already under way is cut before the first wide byte.
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-H",
-            &auth,
-            &s.url("/v1/utf16-text"),
-        ])
-        .output()
-        .unwrap();
+    let o = s.run_curl(&["-H", &auth, &s.url("/v1/utf16-text")]);
     assert!(o.stdout.is_empty(), "{:?}", o.stdout);
     assert_ne!(o.status.code(), Some(0));
     let (out, _) = s.curl(&["-H", &auth, &s.url("/v1/keys")]);
@@ -725,35 +728,13 @@ fn event_streams_are_masked_as_their_clients_read_them() {
     }
     // A line the field rules cannot read cuts the stream there: the client
     // sees a truncated body (no last chunk), nothing of that line or after.
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-H",
-            &auth,
-            &s.url("/v1/ndjson-nan"),
-        ])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    let (out, code) = s.curl_status(&["-H", &auth, &s.url("/v1/ndjson-nan")]);
     assert_eq!(out, "{\"ok\":1}\n");
-    assert_eq!(o.status.code(), Some(18), "partial transfer: {o:?}");
+    assert_eq!(code, Some(18), "partial transfer: {out}");
     // The same for SSE data that is not JSON but holds fields.
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-H",
-            &auth,
-            &s.url("/v1/sse-nan"),
-        ])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    let (out, code) = s.curl_status(&["-H", &auth, &s.url("/v1/sse-nan")]);
     assert_eq!(out, "data: {\"ok\":1}\n\n");
-    assert_eq!(o.status.code(), Some(18), "partial transfer: {o:?}");
+    assert_eq!(code, Some(18), "partial transfer: {out}");
 }
 
 /// A live stream's events reach the client as they come, not when a window

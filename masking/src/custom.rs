@@ -212,6 +212,18 @@ fn intern(name: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    /// `text` fed in two pieces, cut at every byte, streams out as `whole`.
+    fn assert_every_split_masks_as(profile: &crate::Profile, text: &[u8], whole: &[u8]) {
+        for cut in 0..=text.len() {
+            let mut s = crate::StreamMasker::new(profile.clone());
+            let mut out = Vec::new();
+            s.feed(&text[..cut], &mut out);
+            s.feed(&text[cut..], &mut out);
+            s.finish(&mut out);
+            assert_eq!(out, whole, "split at {cut}");
+        }
+    }
+
     #[test]
     fn patterns_are_bounded_and_validated() {
         assert!(Entity::new("e", "EMP-[0-9]{6}", "none").is_ok());
@@ -265,14 +277,7 @@ mod tests {
                 String::from_utf8_lossy(form)
             );
             assert_eq!(m.counts.pairs(), vec![("credential", 1)]);
-            for cut in 0..=text.len() {
-                let mut s = crate::StreamMasker::new(profile.clone());
-                let mut out = Vec::new();
-                s.feed(&text[..cut], &mut out);
-                s.feed(&text[cut..], &mut out);
-                s.finish(&mut out);
-                assert_eq!(out, whole, "split at {cut}");
-            }
+            assert_every_split_masks_as(&profile, &text, &whole);
             // Byte by byte.
             let mut s = crate::StreamMasker::new(profile.clone());
             let mut out = Vec::new();
@@ -347,14 +352,7 @@ mod tests {
             m.counts.pairs(),
             vec![("email", 1), ("employee_id", 2), ("account", 1)]
         );
-        for cut in 0..=text.len() {
-            let mut s = crate::StreamMasker::new(profile.clone());
-            let mut out = Vec::new();
-            s.feed(&text[..cut], &mut out);
-            s.feed(&text[cut..], &mut out);
-            s.finish(&mut out);
-            assert_eq!(out, whole, "split at {cut}");
-        }
+        assert_every_split_masks_as(&profile, text, &whole);
         // Longer than the window, fed in chunks of many sizes: values cross
         // the points where the stream releases bytes.
         let long: Vec<u8> = text.repeat(40);

@@ -361,8 +361,7 @@ impl EventMasker {
                     }
                     self.doc.clear();
                     self.doc.extend_from_slice(&self.data);
-                    self.masker.mask_value(&mut self.doc, None);
-                    mask_escaped_runs(&mut self.doc, &mut self.masker);
+                    mask_as_text(&mut self.masker, &mut self.doc);
                 }
             }
         }
@@ -386,8 +385,7 @@ impl EventMasker {
                 None => {
                     let line = out.len();
                     out.extend_from_slice(&self.buf[l.start..l.end]);
-                    self.masker.mask_value(&mut out[line..], None);
-                    mask_escaped_runs(&mut out[line..], &mut self.masker);
+                    mask_as_text(&mut self.masker, &mut out[line..]);
                 }
             }
             out.extend_from_slice(&self.buf[l.end..l.next]);
@@ -447,8 +445,7 @@ impl EventMasker {
             }
             self.doc.clear();
             self.doc.extend_from_slice(content);
-            self.masker.mask_value(&mut self.doc, None);
-            mask_escaped_runs(&mut self.doc, &mut self.masker);
+            mask_as_text(&mut self.masker, &mut self.doc);
         }
         out.extend_from_slice(&line[..rs]);
         out.extend_from_slice(&self.doc);
@@ -458,6 +455,13 @@ impl EventMasker {
         }
         Ok(())
     }
+}
+
+/// Text that is not JSON, masked in place: the detectors, then escaped runs
+/// read decoded (a lenient JSON client may still decode them).
+fn mask_as_text(masker: &mut Masker, text: &mut [u8]) {
+    masker.mask_value(text, None);
+    mask_escaped_runs(text, masker);
 }
 
 /// A NUL never belongs in SSE or JSON text: it is UTF-16/32 that a client

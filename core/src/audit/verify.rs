@@ -407,28 +407,26 @@ pub fn tail(dir: &Path, follow: bool, lines: usize, out: &mut impl Write) -> Res
     };
     let file = std::fs::File::open(&last).map_err(|e| format!("{}: {e}", last.display()))?;
     let mut reader = BufReader::new(file);
-    let mut all = Vec::new();
+    // The last `lines` whole lines, and where they end: what follows may be
+    // a batch being written, or the fill the writer made ahead.
+    let mut last_lines = std::collections::VecDeque::with_capacity(lines.min(1024));
     let mut line = Vec::new();
-    // Where the complete lines end: what follows may be a batch being
-    // written, or the fill the writer made ahead, read again later.
     let mut offset = 0u64;
-    while reader
-        .read_until(b'\n', &mut line)
-        .map_err(|e| e.to_string())?
-        > 0
-    {
-        if line.ends_with(b"\n") {
-            offset += line.len() as u64;
-            all.push(std::mem::take(&mut line));
-        } else {
-            break;
+    while next_line(&mut reader, &mut line)? {
+        offset += line.len() as u64;
+        if lines > 0 {
+            if last_lines.len() == lines {
+                last_lines.pop_front();
+            }
+            last_lines.push_back(std::mem::take(&mut line));
         }
+        line.clear();
     }
     line.clear();
     reader
         .seek(SeekFrom::Start(offset))
         .map_err(|e| e.to_string())?;
-    for l in &all[all.len().saturating_sub(lines)..] {
+    for l in &last_lines {
         out.write_all(l).map_err(|e| e.to_string())?;
     }
     out.flush().map_err(|e| e.to_string())?;

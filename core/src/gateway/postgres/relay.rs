@@ -1012,7 +1012,11 @@ async fn record_commands(
                     .as_ref()
                     .is_some_and(|s| s.iter().all(Statement::read_only)))
     });
-    if !reads_only && cmds.iter().any(|c| asks_read_write(text(c))) {
+    // Once asked, the shortcut is gone for the session: no more scanning.
+    if !shared.read_write_asked.get()
+        && !reads_only
+        && cmds.iter().any(|c| asks_read_write(text(c)))
+    {
         shared.read_write_asked.set(true);
     }
     let server_enforced = shared.server_read_only.get() && !shared.read_write_asked.get();
