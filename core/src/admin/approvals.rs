@@ -17,7 +17,7 @@ use sluice_protocols::http;
 use super::{caller, is_admin, json};
 use crate::approvals::{Decision, Request, State, VoteError, Voter};
 use crate::identity::Identity;
-use crate::runtime::Shard;
+use crate::shard::Shard;
 
 pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u8> {
     let rest = req.path().trim_start_matches("/api/approvals");

@@ -15,7 +15,7 @@ use monoio::net::TcpStream;
 use sluice_protocols::{http, Status};
 
 use crate::metrics::{render, ErrorKind};
-use crate::runtime::Shard;
+use crate::shard::Shard;
 
 pub mod approvals;
 
@@ -146,7 +146,7 @@ pub async fn caller(
 
 /// Is this caller in one of `identity.admin_groups`?
 pub fn is_admin(shard: &Shard, identity: &crate::identity::Identity) -> bool {
-    let config = shard.config();
+    let config = shard.generation().config.clone();
     config
         .identity
         .as_ref()
@@ -159,7 +159,7 @@ pub async fn admin_caller(
     req: &http::Request<'_, '_>,
 ) -> Result<std::rc::Rc<crate::identity::Identity>, Vec<u8>> {
     let identity = caller(shard, req).await?;
-    let config = shard.config();
+    let config = shard.generation().config.clone();
     let admins = config
         .identity
         .as_ref()
@@ -210,7 +210,7 @@ async fn reload(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
         return json(503, "Service Unavailable", r#"{"error":"not ready"}"#);
     };
     let (tx, rx) = flume::bounded(1);
-    if lifecycle.send(crate::runtime::Event::Reload(tx)).is_err() {
+    if lifecycle.send(crate::shard::Event::Reload(tx)).is_err() {
         return json(503, "Service Unavailable", r#"{"error":"shutting down"}"#);
     }
     let outcome = match monoio::time::timeout(Duration::from_secs(30), rx.recv_async()).await {

@@ -262,7 +262,7 @@ impl Approvals {
         &self,
         id: u64,
         client_fd: std::os::fd::RawFd,
-        stopping: &crate::runtime::notify::Latch,
+        stopping: &crate::notify::Latch,
         cancelled: impl Fn() -> bool,
     ) -> Waited {
         struct CancelOnDrop<'a> {
@@ -332,8 +332,7 @@ impl Approvals {
 /// Has the peer closed its side (or reset) the connection? A waiting client
 /// sends nothing, so a hang-up shows as `POLLRDHUP`/`POLLHUP` without reading.
 pub fn hung_up(fd: std::os::fd::RawFd) -> bool {
-    crate::gateway::poll_now(fd, libc::POLLRDHUP)
-        & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)
+    crate::net::poll_now(fd, libc::POLLRDHUP) & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)
         != 0
 }
 

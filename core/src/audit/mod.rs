@@ -21,7 +21,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
 use sluice_config::Durability;
 
-use crate::runtime::notify::Notify;
+use crate::notify::Notify;
 
 pub mod chain;
 pub mod record;

@@ -215,7 +215,7 @@ fn check(path: PathBuf) -> i32 {
     let loaded = crate::runtime::load_config(&path).and_then(|c| {
         // What the gateway would refuse at start-up beyond the file's own rules.
         for t in &c.targets {
-            crate::gateway::masking_profile(&c, t)
+            crate::shard::generation::masking_profile(&c, t)
                 .map_err(|e| format!("{}: target `{}`: masking: {e}", path.display(), t.name))?;
         }
         Ok(c)

@@ -5,9 +5,14 @@
 //! - [`http`]: HTTP/1.1 APIs behind bearer tokens (`protocol = "http"`).
 //! - [`postgres`]: PostgreSQL protocol 3.0 (`protocol = "postgres"`).
 //! - [`tcp`]: plain L4 pass-through (`protocol = "tcp"`).
-//! - [`tls`]: rustls configurations for clients and upstreams.
+
+use sluice_config::Target;
+
+use crate::shard::Shard;
 
 pub mod http;
+pub mod postgres;
+pub mod tcp;
 
 /// Extra work per request or read, only in a deliberately slowed build
 /// (`--features bench-slowdown`): it proves the load-test gate catches a
@@ -21,45 +26,30 @@ pub fn bench_slowdown() {
     }
 }
 
-pub mod postgres;
-pub mod tcp;
-pub mod tls;
-pub mod upstream;
-
-/// The target's masking profile (detectors and column rules), if it has one.
-pub fn masking_profile(
-    config: &sluice_config::Config,
-    target: &sluice_config::Target,
-) -> Result<Option<sluice_masking::Profile>, String> {
-    let Some(name) = &target.masking else {
-        return Ok(None);
+/// The server side of a client's TLS handshake with `[tls]`, within `limit`;
+/// `None` (logged and counted) if there is no `[tls]`, or it fails or times out.
+pub async fn accept_tls(
+    shard: &Shard,
+    target: &Target,
+    tcp: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    limit: std::time::Duration,
+) -> Option<monoio_rustls::ServerTlsStream<monoio::net::TcpStream>> {
+    let tls = shard.shared.tls.clone()?;
+    let acceptor = monoio_rustls::TlsAcceptor::from(tls);
+    let error = match monoio::time::timeout(limit, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(e)) => {
+            shard.metrics.error(crate::metrics::ErrorKind::ClientIo);
+            e.to_string()
+        }
+        Err(_) => "timed out".to_owned(),
     };
-    let Some(p) = config.masking.get(name) else {
-        return Ok(None);
-    };
-    let detectors: Vec<&str> = p.detectors.iter().map(String::as_str).collect();
-    let columns: Vec<(&str, &str)> = p
-        .columns
-        .iter()
-        .map(|(c, s)| (c.as_str(), s.as_str()))
-        .collect();
-    sluice_masking::Profile::with_key(&detectors, &columns, p.hash_key)
-        .map(|profile| Some(profile.with_entities(p.entities.clone())))
-}
-
-/// The events (of `events`, plus hang-up and error) a socket has right now,
-/// without waiting: how an idle session notices its peer without reading.
-pub fn poll_now(fd: std::os::fd::RawFd, events: i16) -> i16 {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout; the caller owns the fd.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    if n > 0 {
-        p.revents
-    } else {
-        0
-    }
+    crate::info!(
+        "tls_handshake_failed",
+        target = target.name,
+        peer = peer,
+        error = error
+    );
+    None
 }

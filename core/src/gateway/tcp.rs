@@ -17,7 +17,7 @@ use sluice_config::{Config, Target};
 
 use crate::audit::{now_ms, Rec};
 use crate::metrics::ErrorKind;
-use crate::runtime::Shard;
+use crate::shard::Shard;
 use crate::{debug, warn};
 
 pub async fn serve(
@@ -30,7 +30,7 @@ pub async fn serve(
 ) {
     let started = Instant::now();
     let upstream =
-        match super::upstream::tcp(&target.upstream, config.gateway.connect_timeout).await {
+        match crate::upstream::tcp(&target.upstream, config.gateway.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
                 shard.metrics.error(ErrorKind::UpstreamConnect);

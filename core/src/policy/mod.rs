@@ -4,18 +4,16 @@
 //! statement is refused.
 
 use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use sluice_config::policy::{
     ApprovalSpec, CompiledPolicy, Decision, GroupSet, Statement as PolicyStatement,
 };
-use sluice_protocols::sql::{Dialect, Kind, Statement};
+use sluice_protocols::sql::{Kind, Statement};
 
 pub mod cache;
 
 use crate::identity::Identity;
-use crate::runtime::Shard;
 
 /// What the driver does with a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,22 +32,6 @@ pub enum Verdict {
         /// The statement kind that needs approval, e.g. `DELETE`.
         kind: Kind,
     },
-}
-
-/// Judges the SQL of a `Query` or `Parse` for the caller on target `index`;
-/// also returns the classification (for the audit record).
-pub fn judge(
-    shard: &Shard,
-    index: usize,
-    identity: &Identity,
-    resolved: &Resolved,
-    sql: &[u8],
-) -> (Verdict, Rc<[Statement]>) {
-    let statements = shard.classify(sql, Dialect::Postgres);
-    (
-        decide(shard, index, identity, resolved, &statements),
-        statements,
-    )
 }
 
 /// What a session derives from the policy once per policy generation: its
@@ -72,17 +54,10 @@ impl Default for Resolved {
 }
 
 impl Resolved {
-    fn get(
-        &self,
-        shard: &Shard,
-        policy: &CompiledPolicy,
-        index: usize,
-        identity: &Identity,
-    ) -> (Option<usize>, GroupSet) {
-        let generation = shard.policy_generation();
+    fn get(&self, judge: &Judge<'_>, identity: &Identity) -> (Option<usize>, GroupSet) {
+        let (policy, generation) = (judge.policy, judge.generation);
         if self.generation.get() != generation {
-            self.target
-                .set(policy.target_index(&shard.metrics.targets[index].0));
+            self.target.set(policy.target_index(judge.target));
             self.groups.set(policy.groups(&identity.groups));
             self.generation.set(generation);
         }
@@ -90,16 +65,13 @@ impl Resolved {
     }
 }
 
-/// Judges statements the driver built itself (a startup parameter is judged as
-/// the `SET` it amounts to, see [`sluice_protocols::sql::setting`]).
-pub fn judge_statements(
-    shard: &Shard,
-    index: usize,
-    identity: &Identity,
-    resolved: &Resolved,
-    statements: &[Statement],
-) -> Verdict {
-    decide(shard, index, identity, resolved, statements)
+/// The policy a statement is judged by: the tables in force, which load of
+/// the configuration they come from, and the target's name.
+pub struct Judge<'a> {
+    pub policy: &'a CompiledPolicy,
+    /// Changes with every reload: what a session resolved before is stale.
+    pub generation: u64,
+    pub target: &'a str,
 }
 
 /// `set_config(text, text, boolean)` in every PostgreSQL catalog (`pg_proc.dat`).
@@ -125,16 +97,17 @@ pub fn function_call(oid: u32) -> Statement {
     }
 }
 
-fn decide(
-    shard: &Shard,
-    index: usize,
+/// Judges classified statements for the caller: a `Query`'s or `Parse`'s, or
+/// ones the driver built itself (a startup parameter is judged as the `SET` it
+/// amounts to, see [`sluice_protocols::sql::setting`]).
+pub fn decide(
+    judge: &Judge<'_>,
     identity: &Identity,
     resolved: &Resolved,
     statements: &[Statement],
 ) -> Verdict {
-    let policy = shard.policy();
-    let name = &shard.metrics.targets[index].0;
-    let (target, groups) = resolved.get(shard, &policy, index, identity);
+    let (policy, name) = (judge.policy, judge.target);
+    let (target, groups) = resolved.get(judge, identity);
     let Some(t) = target else {
         return Verdict::Deny {
             message: "target is no longer configured".into(),
@@ -149,7 +122,7 @@ fn decide(
         // inside it (`WITH d AS (DELETE ...) INSERT`, `MERGE ... THEN DELETE`,
         // `SELECT set_config('role', ...)`).
         for kind in st.kinds() {
-            if let Some(deny) = judge_kind(&policy, t, name, groups, st, kind, &mut approve) {
+            if let Some(deny) = judge_kind(policy, t, name, groups, st, kind, &mut approve) {
                 return deny;
             }
         }

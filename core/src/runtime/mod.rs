@@ -12,7 +12,6 @@
 //!   every shard swaps its copy between sessions, otherwise the running
 //!   configuration stays and the errors are logged.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -25,69 +24,11 @@ use sluice_config::{Config, IoDriver, Protocol};
 use crate::audit::{Audit, Rec};
 use crate::identity::jwks::{KeyStore, Source};
 use crate::identity::VerifierConfig;
-use crate::metrics::Snapshot;
+use crate::shard::{CancelRegistry, Control, Event, Generation, Shard, Shared};
 use crate::{error, info, warn};
-use sluice_config::policy::CompiledPolicy;
 
-mod cancel;
 mod catch;
-pub mod notify;
-pub mod shard;
-
-pub use cancel::{CancelRegistry, CancelTarget};
-pub use shard::Shard;
-
-/// Messages a shard accepts from other threads.
-pub enum Control {
-    Shutdown,
-    Reload(Arc<Config>, Arc<CompiledPolicy>),
-    Scrape(flume::Sender<Snapshot>),
-}
-
-/// What every shard shares: handles to each other and read-mostly state that is
-/// touched per connection at most (keys, TLS configs, cancel keys), never per message.
-pub struct Shared {
-    pub controls: Vec<flume::Sender<Control>>,
-    pub started: Instant,
-    pub driver: &'static str,
-    /// The pinned JWKS, when any target authenticates callers.
-    pub keys: Option<Arc<KeyStore>>,
-    pub verifier: Option<VerifierConfig>,
-    /// Presented to clients that ask for TLS (`[tls]`).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Per target name: how to reach its upstream over TLS.
-    pub upstream_tls: HashMap<String, Arc<rustls::ClientConfig>>,
-    pub cancels: CancelRegistry,
-    /// The audit pipeline, when `[audit]` is configured.
-    pub audit: Option<Arc<Audit>>,
-    /// Approval requests, shared by every shard and the admin API.
-    pub approvals: Arc<crate::approvals::Approvals>,
-    /// To the main thread's lifecycle loop (admin-triggered reloads).
-    pub lifecycle: std::sync::OnceLock<mpsc::Sender<Event>>,
-}
-
-impl Shared {
-    /// Asks every shard for its metrics; shards that do not answer within a second
-    /// (stuck or stopped) are left out rather than stalling the scrape.
-    pub async fn scrape(&self) -> Vec<Snapshot> {
-        let mut replies = Vec::with_capacity(self.controls.len());
-        for c in &self.controls {
-            let (tx, rx) = flume::bounded(1);
-            if c.send(Control::Scrape(tx)).is_ok() {
-                replies.push(rx);
-            }
-        }
-        let mut out = Vec::with_capacity(replies.len());
-        for rx in replies {
-            let reply = monoio::time::timeout(std::time::Duration::from_secs(1), rx.recv_async());
-            if let Ok(Ok(s)) = reply.await {
-                out.push(s);
-            }
-        }
-        out.sort_by_key(|s| s.shard);
-        out
-    }
-}
+mod loops;
 
 /// Reads and validates a configuration file, resolving secrets from the environment.
 pub fn load_config(path: &Path) -> Result<Config, String> {
@@ -121,10 +62,8 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             );
         }
     }
-    let policy = Arc::new(CompiledPolicy::compile(&config).map_err(anyhow::Error::msg)?);
+    let generation = Arc::new(Generation::compile(config.clone(), 0).map_err(anyhow::Error::msg)?);
     for t in &config.targets {
-        crate::gateway::masking_profile(&config, t)
-            .map_err(|e| anyhow::anyhow!("target `{}`: masking: {e}", t.name))?;
         let profile = t.masking.as_ref().and_then(|m| config.masking.get(m));
         if let Some(m) = profile.filter(|m| !m.strict_columns && !m.columns.is_empty()) {
             if t.protocol == Protocol::Postgres {
@@ -149,17 +88,9 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let tls = config
         .tls
         .as_ref()
-        .map(crate::gateway::tls::server_config)
+        .map(crate::tls::server_config)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let mut upstream_tls = HashMap::new();
-    for t in &config.targets {
-        if let Some(c) = crate::gateway::tls::upstream_config(t)
-            .map_err(|e| anyhow::anyhow!("target `{}`: {e}", t.name))?
-        {
-            upstream_tls.insert(t.name.clone(), c);
-        }
-    }
     raise_fd_limit();
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let shards = match config.gateway.shards {
@@ -207,7 +138,6 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         keys,
         verifier,
         tls,
-        upstream_tls,
         cancels: CancelRegistry::default(),
         approvals: crate::approvals::Approvals::start(&config, audit.clone()),
         audit,
@@ -216,8 +146,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(shards);
     for (id, control) in receivers.into_iter().enumerate() {
-        let (shared, config, ready) = (shared.clone(), config.clone(), ready_tx.clone());
-        let policy = policy.clone();
+        let (shared, generation, ready) = (shared.clone(), generation.clone(), ready_tx.clone());
         let audit_link = audit_links[id].take();
         let pin = config.gateway.pin_cores.then_some(id % cores);
         let handle = thread::Builder::new()
@@ -226,8 +155,8 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                 if let Some(core) = pin {
                     pin_to_core(core);
                 }
-                let shard_main =
-                    Shard::new(id, shared, config, policy).run(control, ready.clone(), audit_link);
+                let shard = Shard::new(id, shared, &generation);
+                let shard_main = loops::run(shard, control, ready.clone(), audit_link);
                 let built = if uring {
                     uring_runtime()
                         .or_else(|e| {
@@ -290,19 +219,12 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         );
     }
 
-    lifecycle(config_path, config, &shared, handles, signals)
-}
-
-pub enum Event {
-    Signal(i32),
-    Drained,
-    /// `POST /api/reload`: reload and answer with the errors, if any.
-    Reload(flume::Sender<Result<(), String>>),
+    lifecycle(config_path, generation, &shared, handles, signals)
 }
 
 fn lifecycle(
     config_path: PathBuf,
-    mut current: Arc<Config>,
+    mut current: Arc<Generation>,
     shared: &Shared,
     handles: Vec<thread::JoinHandle<()>>,
     mut signals: signal_hook::iterator::Signals,
@@ -339,7 +261,7 @@ fn lifecycle(
                     info!(
                         "stopping",
                         signal = signal_name(sig),
-                        drain_timeout_ms = current.gateway.drain_timeout.as_millis()
+                        drain_timeout_ms = current.config.gateway.drain_timeout.as_millis()
                     );
                     for c in &shared.controls {
                         let _ = c.send(Control::Shutdown);
@@ -374,8 +296,11 @@ fn lifecycle(
     Ok(())
 }
 
-/// Validates the file again; on success hands every shard the new configuration.
-fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<Arc<Config>, String> {
+/// Validates and compiles the file again; on success hands every shard the
+/// new generation.
+fn reload(path: &Path, current: &Generation, shared: &Shared) -> Result<Arc<Generation>, String> {
+    let number = current.number + 1;
+    let current = &*current.config;
     match load_config(path) {
         Err(errors) => {
             error!(
@@ -403,8 +328,9 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<Arc<Config>,
                     detail = "targets, listen addresses and the admin listener change only on restart; other settings apply now"
                 );
             }
-            let policy = match CompiledPolicy::compile(&new) {
-                Ok(p) => Arc::new(p),
+            let new = Arc::new(new);
+            let generation = match Generation::compile(new.clone(), number) {
+                Ok(g) => Arc::new(g),
                 Err(e) => {
                     error!(
                         "reload_failed",
@@ -430,10 +356,9 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<Arc<Config>,
                     detail = "identity settings change only on restart"
                 );
             }
-            let new = Arc::new(new);
             shared.approvals.reconfigure(&new);
             for c in &shared.controls {
-                let _ = c.send(Control::Reload(new.clone(), policy.clone()));
+                let _ = c.send(Control::Reload(generation.clone()));
             }
             info!(
                 "reloaded",
@@ -441,7 +366,7 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<Arc<Config>,
                 targets = new.targets.len()
             );
             audit_reload(shared, path, None);
-            Ok(new)
+            Ok(generation)
         }
     }
 }

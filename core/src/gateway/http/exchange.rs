@@ -254,7 +254,8 @@ pub(super) fn judge_form_override(
         ));
     }
     let named = String::from_utf8_lossy(first).to_ascii_uppercase();
-    let policy = cx.shard.policy();
+    let generation = cx.shard.generation();
+    let policy = &generation.policy;
     let t = policy
         .target_index(&cx.target.name)
         .ok_or_else(|| Reply::error(503, "target is no longer configured"))?;
@@ -285,7 +286,7 @@ pub(super) fn judge_form_override(
             Err(denied(&message, rule))
         }
         Decision::Approve { rule } => {
-            fwd.hold = Some((rule, approval_spec(&policy, t, rule)?));
+            fwd.hold = Some((rule, approval_spec(policy, t, rule)?));
             Ok(())
         }
     }
@@ -602,11 +603,11 @@ pub(super) async fn checkout(
         }
     }
     cx.cache.borrow_mut().up_unchecked = false;
-    if let Some(u) = upstream::pooled(&cx.target.name) {
+    if let Some(u) = cx.shard.pool.borrow_mut().take(&cx.target.name) {
         return Ok((u, true));
     }
     let up = upstream::connect(
-        &cx.shard.shared,
+        cx.plan.upstream_tls.as_ref(),
         cx.target,
         cx.config.gateway.connect_timeout,
     )
@@ -629,5 +630,5 @@ pub(super) fn release(cx: &Ctx<'_>) {
         return;
     }
     drop(cache);
-    upstream::pool(&cx.target.name, up);
+    cx.shard.pool.borrow_mut().put(&cx.target.name, up);
 }

@@ -28,6 +28,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -35,7 +36,7 @@ use monoio::net::TcpStream;
 use sluice_config::policy::{ApprovalSpec, Decision};
 use sluice_config::{ApprovalMode, Config, Target};
 use sluice_masking::json::{mask_escaped_runs, mask_json, FieldRules};
-use sluice_masking::{Entity, EventMasker, Events, Masker, Profile, StreamMasker};
+use sluice_masking::{EventMasker, Events, Masker, Profile, StreamMasker};
 use sluice_protocols::http::forms::{form_kind, form_override_values, Form, FormScan};
 use sluice_protocols::http::rewrite::{
     self, canonical, finish_head, rule_path, METHOD_OVERRIDES, REWRITE_HEADERS,
@@ -46,10 +47,10 @@ use sluice_protocols::Status;
 use crate::approvals::{Key, NewRequest, Waited};
 use crate::audit::{now_ms, Rec};
 use crate::gateway::postgres::io::{linger, read_more_timeout, write_range};
-use crate::gateway::upstream::{self, Upstream};
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
-use crate::runtime::Shard;
+use crate::shard::{Shard, TargetPlan};
+use crate::upstream::{self, Upstream};
 use crate::{debug, info, warn};
 
 const MAX_HEAD: usize = 32 * 1024;
@@ -72,13 +73,15 @@ mod exchange;
 mod respond;
 
 use exchange::{exchange, release, Next};
-use respond::{reads_responses, MaskSetup};
+use respond::reads_responses;
 
 /// What a session knows once a request's caller is known.
 struct Ctx<'a> {
     shard: &'a Shard,
     index: usize,
     target: &'a Target,
+    /// What the target's sessions use, compiled with the configuration.
+    plan: &'a TargetPlan,
     config: &'a Config,
     peer: SocketAddr,
     /// The caller's address as `X-Forwarded-For` gives it.
@@ -93,7 +96,6 @@ struct Ctx<'a> {
 struct SessionCache {
     /// The last token and the identity it proved.
     identity: Option<(String, Rc<Identity>)>,
-    masking: Option<Rc<MaskSetup>>,
     /// A JSON masker kept between responses (its counts reset each time).
     json_masker: Option<Masker>,
     /// The masker for response header values, kept the same way.
@@ -112,6 +114,7 @@ pub async fn serve(
     shard: &Shard,
     index: usize,
     target: &Target,
+    plan: &TargetPlan,
     config: &Config,
     tcp: TcpStream,
     peer: SocketAddr,
@@ -122,6 +125,7 @@ pub async fn serve(
         shard,
         index,
         target,
+        plan,
         config,
         peer,
         peer_ip: peer.ip().to_string(),
@@ -136,7 +140,7 @@ pub async fn serve(
         session(&cx, tcp).await;
         return release(&cx);
     }
-    if let Some(stream) = super::tls::accept(shard, target, tcp, peer, STALL).await {
+    if let Some(stream) = super::accept_tls(shard, target, tcp, peer, STALL).await {
         session(&cx, stream).await;
         release(&cx);
     }
@@ -410,7 +414,8 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
         ));
     }
     let identity = authenticate(cx, req).await?;
-    let policy = cx.shard.policy();
+    let generation = cx.shard.generation();
+    let policy = &generation.policy;
     let t = policy
         .target_index(&cx.target.name)
         .ok_or_else(|| Reply::error(503, "target is no longer configured"))?;
@@ -458,7 +463,7 @@ async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Rep
             record_denial(cx, &identity, req, &message, Some(rule));
             return Err(denied(&message, rule));
         }
-        Decision::Approve { rule } => Some((rule, approval_spec(&policy, t, rule)?)),
+        Decision::Approve { rule } => Some((rule, approval_spec(policy, t, rule)?)),
     };
     // Frameworks honour `_method` on POST only.
     let form = if req.method.eq_ignore_ascii_case("POST") && framing != Framing::None {

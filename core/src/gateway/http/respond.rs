@@ -8,129 +8,17 @@ use super::*;
 pub(super) enum Masking {
     None,
     /// JSON: buffered whole, masked by field path and detectors, re-framed.
-    Json(Masker, Rc<FieldRules>),
+    Json(Masker, Arc<FieldRules>),
     /// Server-Sent Events and JSON lines: masked event by event, re-framed.
-    Events(EventMasker, Rc<FieldRules>),
+    Events(EventMasker, Arc<FieldRules>),
     /// Any other text: the streaming masker (same length).
     Stream(StreamMasker),
 }
 
-/// The target's masking profile and the injected credential's patterns,
-/// compiled once per session.
-pub(super) struct MaskSetup {
-    /// The masking profile (plus the credential); `None` without masking.
-    profile: Option<Profile>,
-    rules: Rc<FieldRules>,
-    /// The injected credential only: for bodies masking does not read (images,
-    /// ...) and targets without masking.
-    secrets: Option<Profile>,
-}
-
-impl MaskSetup {
-    /// What a response head is masked with: the profile, else the credential.
-    fn any(&self) -> Option<&Profile> {
-        self.profile.as_ref().or(self.secrets.as_ref())
-    }
-}
-
-/// The value Sluice injects, in the forms an upstream may echo it in: the
-/// whole value, the token after its scheme (`Bearer x`), and for `Basic` the
-/// decoded `user:password` and the password (each also percent-encoded or
-/// JSON-escaped, see [`Entity::secrets`]).
-pub(super) fn credential_forms(value: &str) -> Vec<Vec<u8>> {
-    let mut forms = vec![value.as_bytes().to_vec()];
-    if let Some((scheme, token)) = value.split_once(' ') {
-        let token = token.trim();
-        forms.push(token.as_bytes().to_vec());
-        if scheme.eq_ignore_ascii_case("basic") {
-            use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
-            use base64::Engine as _;
-            // With or without padding, as servers accept it.
-            let lenient = GeneralPurpose::new(
-                &base64::alphabet::STANDARD,
-                general_purpose::PAD.with_decode_padding_mode(DecodePaddingMode::Indifferent),
-            );
-            if let Ok(decoded) = lenient.decode(token) {
-                if let Some(i) = decoded.iter().position(|&b| b == b':') {
-                    forms.push(decoded[i + 1..].to_vec());
-                }
-                forms.push(decoded);
-            }
-        }
-    }
-    forms
-}
-
-/// What responses of this target are masked with; `None`: nothing to mask.
-pub(super) fn mask_setup(cx: &Ctx<'_>) -> Result<Option<Rc<MaskSetup>>, String> {
-    if let Some(m) = &cx.cache.borrow().masking {
-        return Ok(Some(m.clone()));
-    }
-    let secret = match cx
-        .target
-        .credentials
-        .as_ref()
-        .and_then(|c| c.value.as_ref())
-    {
-        Some(v) => {
-            let forms = credential_forms(v.expose());
-            let forms: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
-            Entity::secrets("credential", &forms)?
-        }
-        None => None,
-    };
-    let configured = match &cx.target.masking {
-        Some(name) => {
-            let (Some(p), Some(profile)) = (
-                cx.config.masking.get(name),
-                crate::gateway::masking_profile(cx.config, cx.target)?,
-            ) else {
-                return Err(format!("masking profile `{name}` is missing"));
-            };
-            Some((p, profile))
-        }
-        None => None,
-    };
-    if configured.is_none() && secret.is_none() {
-        return Ok(None);
-    }
-    let with_secret = |profile: Profile| -> Profile {
-        match &secret {
-            Some(e) => {
-                let mut entities = profile.entities().to_vec();
-                entities.push(e.clone());
-                profile.with_entities(entities)
-            }
-            None => profile,
-        }
-    };
-    let (profile, rules) = match configured {
-        Some((p, profile)) => {
-            // JSON field paths, and column rules as key names.
-            let rules: Vec<(&str, &str)> = p
-                .fields
-                .iter()
-                .chain(&p.columns)
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            (
-                Some(with_secret(profile)),
-                FieldRules::with_key(&rules, p.hash_key)?,
-            )
-        }
-        None => (None, FieldRules::new(&[])?),
-    };
-    let secrets = match &secret {
-        Some(e) => Some(Profile::new(&[], &[])?.with_entities(vec![e.clone()])),
-        None => None,
-    };
-    let setup = Rc::new(MaskSetup {
-        profile,
-        rules: Rc::new(rules),
-        secrets,
-    });
-    cx.cache.borrow_mut().masking = Some(setup.clone());
-    Ok(Some(setup))
+/// What a response head is masked with: the profile, else the credential's
+/// patterns alone (both compiled with the configuration).
+fn head_profile<'p>(cx: &Ctx<'p>) -> Option<&'p Profile> {
+    cx.plan.masking.as_ref().or(cx.plan.secrets.as_ref())
 }
 
 /// Whether this target's responses are read at all (masking, or a credential
@@ -144,9 +32,7 @@ pub(super) fn reads_responses(target: &sluice_config::Target) -> bool {
 }
 
 pub(super) fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
-    let Some(setup) = mask_setup(cx)? else {
-        return Ok(Masking::None);
-    };
+    let plan = cx.plan;
     let media = content_type
         .split(|&b| b == b';')
         .next()
@@ -160,20 +46,20 @@ pub(super) fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, 
     let binary = [&b"image/"[..], b"audio/", b"video/", b"font/"]
         .iter()
         .any(|p| media.len() >= p.len() && media[..p.len()].eq_ignore_ascii_case(p));
-    match (&setup.profile, &setup.secrets, Events::of_media_type(media)) {
+    match (&plan.masking, &plan.secrets, Events::of_media_type(media)) {
         (Some(profile), _, Some(kind)) => {
             let masker = EventMasker::new(
                 kind,
                 Masker::new(profile.clone()),
                 cx.config.gateway.max_message,
             );
-            Ok(Masking::Events(masker, setup.rules.clone()))
+            Ok(Masking::Events(masker, plan.fields.clone()))
         }
         (Some(profile), _, _) if ends(b"/json") || ends(b"+json") => {
             let masker = cx.cache.borrow_mut().json_masker.take();
             let mut masker = masker.unwrap_or_else(|| Masker::new(profile.clone()));
             masker.counts = Default::default();
-            Ok(Masking::Json(masker, setup.rules.clone()))
+            Ok(Masking::Json(masker, plan.fields.clone()))
         }
         (Some(profile), _, _) if !binary => Ok(Masking::Stream(StreamMasker::new(profile.clone()))),
         (_, Some(secrets), _) => Ok(Masking::Stream(StreamMasker::new(secrets.clone()))),
@@ -269,8 +155,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
             // 100 Continue was answered by the gateway already; others pass,
             // their header values masked like a final response's.
             if status != 100 {
-                let setup = mask_setup(cx).ok().flatten();
-                if let Some(profile) = setup.as_ref().and_then(|s| s.any()) {
+                if let Some(profile) = head_profile(cx) {
                     // After `HTTP/1.1 103 `: the reason phrase and the fields.
                     let fields = head_len.min(13);
                     Masker::new(profile.clone()).mask_value(&mut ubuf[fields..head_len], None);
@@ -374,10 +259,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
         // carry what the body would not), whatever the body's type, and so is
         // the reason phrase (`401 bad key Bearer ...`).
         let cached = cx.cache.borrow_mut().head_masker.take();
-        let mut head_masker = cached.or_else(|| {
-            let setup = mask_setup(cx).ok().flatten()?;
-            Some(Masker::new(setup.any()?.clone()))
-        });
+        let mut head_masker = cached.or_else(|| Some(Masker::new(head_profile(cx)?.clone())));
         let _ = write!(head, "HTTP/1.1 {} ", resp.status);
         let at = head.len();
         head.extend_from_slice(resp.reason.as_bytes());

@@ -21,7 +21,7 @@ use sluice_protocols::sql::Kind;
 
 use super::Context;
 use crate::approvals::{Key, NewRequest, OpenError, Waited};
-use crate::runtime::notify::Slot;
+use crate::notify::Slot;
 
 /// Longest statement text (all candidates together) that can be put to an
 /// approver; a longer one is refused rather than shown cut.

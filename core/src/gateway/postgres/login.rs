@@ -7,15 +7,14 @@ use sluice_protocols::postgres::backend::{self, Auth, Backend};
 use sluice_protocols::postgres::scram::{ScramClient, MECHANISM};
 use sluice_protocols::postgres::{encode, frame, Frame};
 
-use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use sluice_masking::Style;
 
 use super::io::{read_more_timeout, Io};
 use super::{sqlstate, Context, LOGIN_TIMEOUT};
-use crate::gateway::upstream::{self, Upstream};
+use crate::shard::catalogs::Catalog;
+use crate::upstream::{self, Upstream};
 use crate::{debug, warn};
 use sluice_protocols::sql::columns::Protected;
 use std::os::fd::AsRawFd;
@@ -31,20 +30,6 @@ pub struct Connected {
     /// What the target's rules need to know of this upstream's catalog (see
     /// [`resolve_catalog`]).
     pub catalog: Option<Rc<Catalog>>,
-}
-
-/// What the target's rules need to know of one upstream's catalog.
-#[derive(Debug, Default)]
-pub struct Catalog {
-    /// The columns `table.column` rules name (and every column of a view
-    /// built on a protected column): (table OID, column number, style).
-    pub columns: Vec<(u32, i16, Style)>,
-    /// What strict column rules protect here; `None`: they are off.
-    pub protected: Option<Rc<Protected>>,
-    /// Functions defined in the database (not built in, not from an
-    /// extension) and not allowed by the guardrails: (schema, name),
-    /// lower-cased. A call of one is opaque code.
-    pub user_functions: Vec<(String, String)>,
 }
 
 /// Why the upstream could not be used: what the client is told, and what is logged.
@@ -98,7 +83,7 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
     }
     let fd = tcp.as_raw_fd();
     let timeout = ctx.config.gateway.connect_timeout;
-    let mut s = upstream::tls_stream(&ctx.shard.shared, target, tcp, timeout)
+    let mut s = upstream::tls_stream(ctx.plan.upstream_tls.as_ref(), target, tcp, timeout)
         .await
         .map_err(|e| LoginError::unavailable(ctx, e))?;
     let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
@@ -329,9 +314,7 @@ async fn resolve_catalog<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
 ) -> Result<Option<Rc<Catalog>>, LoginError> {
-    let profile = crate::gateway::masking_profile(ctx.config, ctx.target)
-        .ok()
-        .flatten();
+    let profile = ctx.plan.masking.as_ref();
     let strict = super::strict_columns(ctx.config, ctx.target);
     let rules: Vec<(&str, &str, Style)> = profile
         .as_ref()
@@ -364,7 +347,7 @@ async fn resolve_catalog<U: Io>(
         rules,
         strict.is_some()
     );
-    if let Some(hit) = RESOLVED.with(|r| r.borrow().get(&key)) {
+    if let Some(hit) = ctx.shard.catalogs.borrow().get(&key) {
         return Ok(Some(hit));
     }
     let failed = |error: String| {
@@ -409,7 +392,7 @@ async fn resolve_catalog<U: Io>(
             }
         }
     }
-    if let (Some(fallback), Some(profile)) = (strict, &profile) {
+    if let (Some(fallback), Some(profile)) = (strict, profile) {
         let names: Vec<(&str, Style)> = profile.column_names().collect();
         found.protected = Some(Rc::new(
             match protected_relations(ctx, up, &names).await? {
@@ -433,7 +416,7 @@ async fn resolve_catalog<U: Io>(
     );
     let found = Rc::new(found);
     if complete {
-        RESOLVED.with(|r| r.borrow_mut().put(key, found.clone()));
+        ctx.shard.catalogs.borrow_mut().put(key, found.clone());
     }
     Ok(Some(found))
 }
@@ -703,68 +686,4 @@ async fn catalog_query<U: Io>(
         Some(e) => Err(e),
         None => Ok(rows),
     })
-}
-
-/// How long resolved table rules are reused: the catalog query scans
-/// `pg_attribute`, too slow on a large schema to repeat at every login. Within
-/// it, a table created after the lookup is unknown to it and so keeps its table
-/// rules by name (fail safe), as within one session.
-const RESOLVED_TTL: Duration = Duration::from_secs(30);
-
-thread_local! {
-    /// Resolved table rules by (target, database, rules). Each shard is one
-    /// thread, so this is per shard and needs no lock.
-    static RESOLVED: RefCell<Resolved> = RefCell::new(Resolved::default());
-}
-
-#[derive(Default)]
-struct Resolved(Vec<(String, Instant, Rc<Catalog>)>);
-
-impl Resolved {
-    /// Few targets and databases per gateway: a short list, oldest evicted.
-    const MAX: usize = 64;
-
-    fn get(&self, key: &str) -> Option<Rc<Catalog>> {
-        self.0
-            .iter()
-            .find(|(k, at, _)| k == key && at.elapsed() < RESOLVED_TTL)
-            .map(|(_, _, t)| t.clone())
-    }
-
-    fn put(&mut self, key: String, tables: Rc<Catalog>) {
-        self.0
-            .retain(|(k, at, _)| *k != key && at.elapsed() < RESOLVED_TTL);
-        if self.0.len() >= Self::MAX {
-            self.0.remove(0);
-        }
-        self.0.push((key, Instant::now(), tables));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolved_rules_are_reused_per_key_and_bounded() {
-        let mut r = Resolved::default();
-        assert!(r.get("a").is_none());
-        let one = Rc::new(Catalog {
-            columns: vec![(16384, 3, Style::Full)],
-            ..Catalog::default()
-        });
-        r.put("a".into(), one.clone());
-        assert!(Rc::ptr_eq(&r.get("a").unwrap(), &one));
-        assert!(r.get("b").is_none());
-        // A new lookup for the same key replaces the old one.
-        r.put("a".into(), Rc::new(Catalog::default()));
-        assert_eq!(r.0.len(), 1);
-        assert!(r.get("a").unwrap().columns.is_empty());
-        // The oldest entry goes first once the list is full.
-        for i in 0..Resolved::MAX {
-            r.put(format!("k{i}"), Rc::new(Catalog::default()));
-        }
-        assert_eq!(r.0.len(), Resolved::MAX);
-        assert!(r.get("a").is_none() && r.get("k0").is_some());
-    }
 }

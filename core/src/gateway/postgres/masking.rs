@@ -15,7 +15,7 @@ use sluice_masking::{Masker, Profile, Style};
 
 use std::rc::Rc;
 
-use super::login::Catalog;
+use crate::shard::catalogs::Catalog;
 use sluice_protocols::postgres::backend::{self, Backend};
 
 /// Text-like type OIDs whose binary form is the text itself.

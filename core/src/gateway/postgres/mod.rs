@@ -32,7 +32,7 @@ use crate::audit::{now_ms, Rec};
 use crate::identity::{AuthError, Identity};
 use crate::metrics::ErrorKind;
 use crate::policy::Verdict;
-use crate::runtime::{CancelTarget, Shard};
+use crate::shard::{CancelTarget, Shard, TargetPlan};
 use crate::{debug, info, warn};
 
 mod approval;
@@ -90,6 +90,8 @@ pub struct Context<'a> {
     pub shard: &'a Shard,
     pub index: usize,
     pub target: &'a Target,
+    /// What the target's sessions use, compiled with the configuration.
+    pub plan: &'a TargetPlan,
     pub config: &'a Config,
     pub identity: Rc<Identity>,
     pub peer: SocketAddr,
@@ -111,6 +113,7 @@ pub async fn serve(
     shard: &Shard,
     index: usize,
     target: &Target,
+    plan: &TargetPlan,
     config: &Config,
     mut tcp: TcpStream,
     peer: SocketAddr,
@@ -121,12 +124,12 @@ pub async fn serve(
         monoio::time::timeout(LOGIN_TIMEOUT, open(shard, target, &mut tcp, &mut buf)).await;
     match opening {
         Ok(Some(true)) => {
-            let accepted = crate::gateway::tls::accept(shard, target, tcp, peer, LOGIN_TIMEOUT);
+            let accepted = crate::gateway::accept_tls(shard, target, tcp, peer, LOGIN_TIMEOUT);
             if let Some(stream) = accepted.await {
                 session(
                     shard,
                     index,
-                    target,
+                    (target, plan),
                     config,
                     stream,
                     fd,
@@ -137,7 +140,10 @@ pub async fn serve(
                 .await
             }
         }
-        Ok(Some(false)) => session(shard, index, target, config, tcp, fd, peer, false, buf).await,
+        Ok(Some(false)) => {
+            let target = (target, plan);
+            session(shard, index, target, config, tcp, fd, peer, false, buf).await
+        }
         Ok(None) => {}
         Err(_) => debug!("startup_timeout", target = target.name, peer = peer),
     }
@@ -262,7 +268,7 @@ async fn cancel(shard: &Shard, target: &Target, pid: u32, key: u32) {
     t.cancels.fetch_add(1, std::sync::atomic::Ordering::Release);
     let mut out = Vec::with_capacity(16);
     encode::cancel_request(&mut out, t.pid, t.key);
-    if let Ok(mut up) = crate::gateway::upstream::tcp(&t.upstream, Duration::from_secs(5)).await {
+    if let Ok(mut up) = crate::upstream::tcp(&t.upstream, Duration::from_secs(5)).await {
         let _ = up.write_all(out).await;
         info!("cancel_forwarded", target = target.name);
     }
@@ -272,7 +278,7 @@ async fn cancel(shard: &Shard, target: &Target, pid: u32, key: u32) {
 async fn session<C: Io>(
     shard: &Shard,
     index: usize,
-    target: &Target,
+    (target, plan): (&Target, &TargetPlan),
     config: &Config,
     mut client: C,
     client_fd: std::os::fd::RawFd,
@@ -294,6 +300,7 @@ async fn session<C: Io>(
         shard,
         index,
         target,
+        plan,
         config,
         identity,
         peer,
@@ -365,10 +372,10 @@ async fn session<C: Io>(
         let tables = upstream.catalog;
         let ro = relay::greeting_read_only(&upstream.greeting);
         Some(match upstream.stream {
-            crate::gateway::upstream::Upstream::Plain(s) => {
+            crate::upstream::Upstream::Plain(s) => {
                 relay::run(&ctx, client, s, buf, tables, ro).await
             }
-            crate::gateway::upstream::Upstream::Tls(s, _) => {
+            crate::upstream::Upstream::Tls(s, _) => {
                 relay::run(&ctx, client, *s, buf, tables, ro).await
             }
         })
@@ -562,7 +569,8 @@ async fn client_login<C: Io>(
             return None;
         }
     };
-    let policy = shard.policy();
+    let generation = shard.generation();
+    let policy = &generation.policy;
     let allowed = policy
         .target_index(&target.name)
         .is_some_and(|t| policy.may_connect(t, policy.groups(&identity.groups)));
@@ -608,7 +616,7 @@ async fn client_login<C: Io>(
         let verdict = match encoding_refusal(target, &[st]) {
             Some(deny) => deny,
             None if driver_default => Verdict::Allow,
-            None => crate::policy::judge_statements(shard, index, &identity, &resolved, &[st]),
+            None => shard.judge_statements(index, &identity, &resolved, &[st]),
         };
         let why = match verdict {
             Verdict::Allow => continue,

@@ -42,8 +42,9 @@ use super::io::{linger, read_more, write_range, Io};
 use super::{error_bytes, sqlstate, Context};
 use crate::audit::{now_ms, Rec};
 use crate::metrics::ErrorKind;
+use crate::notify::Slot;
 use crate::policy::Verdict;
-use crate::runtime::notify::Slot;
+use crate::shard::catalogs::Catalog;
 use crate::{info, warn};
 
 /// Messages larger than this that need no inspection stream through.
@@ -75,7 +76,7 @@ struct Shared {
     /// What strict column rules protect; `None`: no column rules, or not strict.
     strict: Option<Rc<Protected>>,
     /// What the rules know of the upstream's catalog.
-    catalog: Option<Rc<super::login::Catalog>>,
+    catalog: Option<Rc<Catalog>>,
     pub commands: Cell<u64>,
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
@@ -202,7 +203,7 @@ pub async fn run<C: Io, U: Io>(
     client: C,
     upstream: U,
     pending: Vec<u8>,
-    catalog: Option<std::rc::Rc<super::login::Catalog>>,
+    catalog: Option<std::rc::Rc<Catalog>>,
     server_read_only: bool,
 ) -> Totals {
     let (client_r, client_w) = client.into_split();
@@ -211,72 +212,14 @@ pub async fn run<C: Io, U: Io>(
     let strict = strict_columns(ctx, catalog.as_ref());
     // The password Sluice logs in with never reaches the client, should the
     // server ever echo it (an error, `pg_stat_activity` of an `ALTER ROLE`):
-    // every value is read for it, on any target.
-    let password = ctx
-        .target
-        .credentials
-        .as_ref()
-        .and_then(|c| c.password.as_ref());
-    let secret = match password
-        .map(|p| sluice_masking::Entity::secrets("credential", &[p.expose().as_bytes()]))
-        .transpose()
-    {
-        Ok(s) => s.flatten(),
-        Err(e) => {
-            warn!(
-                "credential_pattern_failed",
-                target = ctx.target.name,
-                error = e
-            );
-            fatal_to_client(
-                &client_w,
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "the target's credential cannot be kept from clients",
-            )
-            .await;
-            return Totals {
-                commands: 0,
-                bytes_in: 0,
-                bytes_out: 0,
-            };
-        }
-    };
-    let masker = match crate::gateway::masking_profile(ctx.config, ctx.target) {
-        Ok(Some(p)) => {
-            let p = match &secret {
-                Some(e) => {
-                    let mut entities = p.entities().to_vec();
-                    entities.push(e.clone());
-                    p.with_entities(entities)
-                }
-                None => p,
-            };
-            Some(super::masking::RowMasker::new(p, catalog.clone()).strict(strict.is_some()))
-        }
-        Ok(None) => secret.and_then(|e| {
-            let p = sluice_masking::Profile::new(&[], &[]).ok()?;
-            Some(super::masking::RowMasker::secrets_only(
-                p.with_entities(vec![e]),
-            ))
-        }),
-        Err(e) => {
-            warn!(
-                "masking_profile_invalid",
-                target = ctx.target.name,
-                error = e
-            );
-            fatal_to_client(
-                &client_w,
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "the target's masking profile cannot be applied",
-            )
-            .await;
-            return Totals {
-                commands: 0,
-                bytes_in: 0,
-                bytes_out: 0,
-            };
-        }
+    // every value is read for it, on any target. Both profiles were compiled
+    // with the configuration.
+    let masker = match (&ctx.plan.masking, &ctx.plan.secrets) {
+        (Some(p), _) => Some(
+            super::masking::RowMasker::new(p.clone(), catalog.clone()).strict(strict.is_some()),
+        ),
+        (None, Some(secrets)) => Some(super::masking::RowMasker::secrets_only(secrets.clone())),
+        (None, None) => None,
     };
     // Column rules need every result's exact columns and formats: each
     // Execute then gets a Describe of its portal (see `session`).
@@ -312,10 +255,7 @@ pub async fn run<C: Io, U: Io>(
 
 /// What strict column rules protect in this session: as resolved at login,
 /// or (should the login have resolved nothing) every relation (fail closed).
-fn strict_columns(
-    ctx: &Context<'_>,
-    resolved: Option<&Rc<super::login::Catalog>>,
-) -> Option<Rc<Protected>> {
+fn strict_columns(ctx: &Context<'_>, resolved: Option<&Rc<Catalog>>) -> Option<Rc<Protected>> {
     super::strict_profile(ctx.config, ctx.target)?;
     match resolved.and_then(|c| c.protected.clone()) {
         Some(p) => Some(p),
@@ -617,13 +557,8 @@ fn judge_message(
             let v = strict
                 .or_else(|| super::encoding_refusal(ctx.target, &st))
                 .unwrap_or_else(|| {
-                    crate::policy::judge_statements(
-                        ctx.shard,
-                        ctx.index,
-                        &ctx.identity,
-                        &ctx.resolved,
-                        &st,
-                    )
+                    ctx.shard
+                        .judge_statements(ctx.index, &ctx.identity, &ctx.resolved, &st)
                 });
             Some(((v, None), body.clone()))
         }
@@ -812,7 +747,8 @@ fn bind_verdict(
 
 fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<[Statement]>>) {
     let (mut verdict, mut statements) =
-        crate::policy::judge(ctx.shard, ctx.index, &ctx.identity, &ctx.resolved, sql);
+        ctx.shard
+            .judge(ctx.index, &ctx.identity, &ctx.resolved, sql);
     // A function defined in the database runs its body out of sight: calling
     // one is opaque code, unless the guardrails name it.
     let user_functions = shared.catalog.as_deref().map(|c| &c.user_functions[..]);
@@ -826,13 +762,9 @@ fn judge(ctx: &Context<'_>, shared: &Shared, sql: &[u8]) -> (Verdict, Option<Rc<
                     s
                 })
                 .collect();
-            verdict = crate::policy::judge_statements(
-                ctx.shard,
-                ctx.index,
-                &ctx.identity,
-                &ctx.resolved,
-                &statements,
-            );
+            verdict =
+                ctx.shard
+                    .judge_statements(ctx.index, &ctx.identity, &ctx.resolved, &statements);
             if let Verdict::Deny { detail, .. } = &mut verdict {
                 let why = format!(
                     "`{called}` is a function defined in the database: its body runs out of Sluice's sight (the guardrails' `functions` may name it)"

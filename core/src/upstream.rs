@@ -1,18 +1,16 @@
 //! Connections to upstreams, shared by every driver: TCP within the
-//! configured timeout, the TLS client handshake (`upstream_tls`), and the
+//! configured timeout, the TLS client handshake (`upstream_tls`), and a
 //! shard's pool of idle connections (HTTP reuses them across callers).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio_rustls::ClientTlsStream;
 use sluice_config::{Target, UpstreamTls};
-
-use crate::runtime::Shared;
 
 /// An upstream connection, plain or TLS.
 pub enum Upstream {
@@ -29,7 +27,7 @@ impl Upstream {
             Upstream::Plain(s) => s.as_raw_fd(),
             Upstream::Tls(_, fd) => *fd,
         };
-        super::poll_now(fd, libc::POLLIN | libc::POLLRDHUP) != 0
+        crate::net::poll_now(fd, libc::POLLIN | libc::POLLRDHUP) != 0
     }
 }
 
@@ -79,33 +77,31 @@ impl AsyncWriteRent for Upstream {
     }
 }
 
-thread_local! {
-    /// This shard's idle upstream connections, by target name.
-    static POOL: RefCell<HashMap<String, Vec<Upstream>>> = RefCell::new(HashMap::new());
-}
+/// One shard's idle upstream connections, by target name.
+#[derive(Default)]
+pub struct Pool(HashMap<String, Vec<Upstream>>);
 
 /// Idle connections kept per target and shard.
 const POOL_PER_TARGET: usize = 64;
 
-/// An idle connection to this target from the shard's pool, still open.
-pub fn pooled(target: &str) -> Option<Upstream> {
-    loop {
-        let u = POOL.with(|p| p.borrow_mut().get_mut(target).and_then(Vec::pop))?;
-        if !u.closed() {
-            return Some(u);
+impl Pool {
+    /// An idle connection to this target, still open.
+    pub fn take(&mut self, target: &str) -> Option<Upstream> {
+        loop {
+            let u = self.0.get_mut(target).and_then(Vec::pop)?;
+            if !u.closed() {
+                return Some(u);
+            }
         }
     }
-}
 
-/// Keeps an idle connection in the shard's pool (dropped if the pool is full).
-pub fn pool(target: &str, up: Upstream) {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let list = p.entry(target.to_owned()).or_default();
+    /// Keeps an idle connection (dropped if the pool is full).
+    pub fn put(&mut self, target: &str, up: Upstream) {
+        let list = self.0.entry(target.to_owned()).or_default();
         if list.len() < POOL_PER_TARGET {
             list.push(up);
         }
-    });
+    }
 }
 
 /// A TCP connection to `addr` within `timeout`, Nagle off.
@@ -124,31 +120,28 @@ pub async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
 }
 
 /// The TLS client handshake over `tcp`, with the target's `upstream_tls`
-/// configuration (built at start, verified as configured), within `timeout`.
+/// configuration (compiled with the generation, verified as configured),
+/// within `timeout`.
 pub async fn tls(
-    shared: &Shared,
+    config: Option<&Arc<rustls::ClientConfig>>,
     target: &Target,
     tcp: TcpStream,
     timeout: Duration,
 ) -> Result<Upstream, String> {
     let fd = tcp.as_raw_fd();
-    let s = tls_stream(shared, target, tcp, timeout).await?;
+    let s = tls_stream(config, target, tcp, timeout).await?;
     Ok(Upstream::Tls(Box::new(s), fd))
 }
 
 /// [`tls`], as the bare TLS stream (a driver that wants its own type).
 pub async fn tls_stream(
-    shared: &Shared,
+    config: Option<&Arc<rustls::ClientConfig>>,
     target: &Target,
     tcp: TcpStream,
     timeout: Duration,
 ) -> Result<ClientTlsStream<TcpStream>, String> {
-    let config = shared
-        .upstream_tls
-        .get(&target.name)
-        .cloned()
-        .ok_or("no upstream TLS configuration")?;
-    let name = super::tls::server_name(&target.upstream)?;
+    let config = config.cloned().ok_or("no upstream TLS configuration")?;
+    let name = crate::tls::server_name(&target.upstream)?;
     let connector = monoio_rustls::TlsConnector::from(config);
     let handshake = connector.connect(name, tcp);
     match monoio::time::timeout(timeout, handshake).await {
@@ -165,7 +158,7 @@ pub async fn tls_stream(
 /// target says `upstream_tls = "disable"` (a protocol that asks first, such
 /// as PostgreSQL's `SSLRequest`, calls [`tcp`] and [`tls`] itself).
 pub async fn connect(
-    shared: &Shared,
+    config: Option<&Arc<rustls::ClientConfig>>,
     target: &Target,
     timeout: Duration,
 ) -> Result<Upstream, String> {
@@ -173,5 +166,5 @@ pub async fn connect(
     if target.upstream_tls == UpstreamTls::Disable {
         return Ok(Upstream::Plain(tcp));
     }
-    tls(shared, target, tcp, timeout).await
+    tls(config, target, tcp, timeout).await
 }

@@ -63,34 +63,6 @@ pub fn upstream_config(target: &Target) -> Result<Option<Arc<ClientConfig>>, Str
 }
 
 /// The server name to check an upstream certificate against (the host of `host:port`).
-/// The server side of a client's TLS handshake with `[tls]`, within `limit`;
-/// `None` (logged and counted) if there is no `[tls]`, or it fails or times out.
-pub async fn accept(
-    shard: &crate::runtime::Shard,
-    target: &Target,
-    tcp: monoio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    limit: std::time::Duration,
-) -> Option<monoio_rustls::ServerTlsStream<monoio::net::TcpStream>> {
-    let tls = shard.shared.tls.clone()?;
-    let acceptor = monoio_rustls::TlsAcceptor::from(tls);
-    let error = match monoio::time::timeout(limit, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => return Some(stream),
-        Ok(Err(e)) => {
-            shard.metrics.error(crate::metrics::ErrorKind::ClientIo);
-            e.to_string()
-        }
-        Err(_) => "timed out".to_owned(),
-    };
-    crate::info!(
-        "tls_handshake_failed",
-        target = target.name,
-        peer = peer,
-        error = error
-    );
-    None
-}
-
 pub fn server_name(upstream: &str) -> Result<ServerName<'static>, String> {
     let host = upstream.rsplit_once(':').map_or(upstream, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
