@@ -1,0 +1,222 @@
+//! The sections about Sluice itself: `[gateway]`, `[identity]` and `[approvals]`
+//! (with its webhook URLs).
+
+use std::time::Duration;
+
+use crate::schema::*;
+use crate::*;
+
+use super::{is_host_port, Checker};
+
+pub(super) fn approvals(c: &mut Checker, a: &RawApprovals) -> Approvals {
+    let d = Approvals::default();
+    let timeout = c.duration(&a.timeout, "approvals.timeout", d.timeout);
+    let grant_ttl = c.duration(&a.grant_ttl, "approvals.grant_ttl", d.grant_ttl);
+    for (v, key, value) in [
+        (&a.timeout, "timeout", timeout),
+        (&a.grant_ttl, "grant_ttl", grant_ttl),
+    ] {
+        if let Some(v) = v {
+            if value.is_zero() || value > Duration::from_secs(7 * 24 * 3600) {
+                c.error(
+                    v.span(),
+                    format!("`approvals.{key}` must be between 1s and 7 days"),
+                );
+            }
+        }
+    }
+    for url in &a.notify {
+        if let Err(e) = check_webhook_url(url.get_ref()) {
+            c.error(url.span(), e);
+        }
+    }
+    let max_pending = match &a.max_pending {
+        Some(n) if !(1..=1_000_000).contains(n.get_ref()) => {
+            c.error(
+                n.span(),
+                "`approvals.max_pending` must be between 1 and 1000000",
+            );
+            d.max_pending
+        }
+        Some(n) => *n.get_ref() as usize,
+        None => d.max_pending,
+    };
+    Approvals {
+        timeout,
+        grant_ttl,
+        mode: a.mode.as_ref().map_or(d.mode, |m| *m.get_ref()),
+        notify: a.notify.iter().map(|u| u.get_ref().clone()).collect(),
+        max_pending,
+    }
+}
+
+/// A webhook URL: `http://host:port/path` (the port may be omitted).
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "invalid webhook `{url}`: expected an http:// URL (for https, point it at a local relay such as a sidecar proxy)"
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let with_port = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    if authority.is_empty() || !is_host_port(&with_port) || authority.contains('@') {
+        return Err(format!(
+            "invalid webhook `{url}`: expected http://host[:port]/path"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
+    let shards = match &g.shards {
+        Some(s) if !(0..=1024).contains(s.get_ref()) => {
+            c.error(
+                s.span(),
+                format!(
+                    "`shards` must be between 0 (one per core) and 1024, not {}",
+                    s.get_ref()
+                ),
+            );
+            0
+        }
+        Some(s) => *s.get_ref() as usize,
+        None => 0,
+    };
+    let buffer_size = match &g.buffer_size {
+        Some(s) if !(4096..=16 << 20).contains(s.get_ref()) => {
+            c.error(
+                s.span(),
+                "`buffer_size` must be between 4096 and 16777216 bytes",
+            );
+            64 << 10
+        }
+        Some(s) => *s.get_ref() as usize,
+        None => 64 << 10,
+    };
+    let max_message = match &g.max_message {
+        Some(s) if !(1024..=1 << 30).contains(s.get_ref()) => {
+            c.error(
+                s.span(),
+                "`max_message` must be between 1024 and 1073741824 bytes",
+            );
+            64 << 20
+        }
+        Some(s) => *s.get_ref() as usize,
+        None => 64 << 20,
+    };
+    Gateway {
+        max_message,
+        shards,
+        admin: g
+            .admin
+            .as_ref()
+            .and_then(|a| c.socket_addr(a, "admin address")),
+        drain_timeout: c.duration(&g.drain_timeout, "drain_timeout", Duration::from_secs(30)),
+        connect_timeout: c.duration(
+            &g.connect_timeout,
+            "connect_timeout",
+            Duration::from_secs(5),
+        ),
+        head_timeout: {
+            let t = c.duration(&g.head_timeout, "head_timeout", Duration::from_secs(30));
+            if let (true, Some(h)) = (t.is_zero(), &g.head_timeout) {
+                c.error(h.span(), "`head_timeout` must be more than 0s");
+            }
+            t
+        },
+        pin_cores: g.pin_cores,
+        io: g.io.as_ref().map_or(IoDriver::Auto, |i| *i.get_ref()),
+        buffer_size,
+    }
+}
+
+pub(super) fn identity(
+    c: &mut Checker,
+    id: &RawIdentity,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Identity {
+    for (v, key) in [(&id.issuer, "issuer"), (&id.audience, "audience")] {
+        if v.get_ref().is_empty() {
+            c.error(v.span(), format!("`identity.{key}` must not be empty"));
+        }
+    }
+    if let Some(j) = &id.jwks {
+        let jwks = j.get_ref();
+        let known_scheme = ["file:", "https://", "http://"]
+            .iter()
+            .any(|p| jwks.starts_with(p));
+        if !known_scheme || jwks == "file:" {
+            c.error(
+                j.span(),
+                format!("invalid jwks `{jwks}`: expected \"file:PATH\" or an http(s) URL (omit it to use OIDC discovery)"),
+            );
+        }
+    }
+    let algorithms: Vec<String> = match &id.algorithms {
+        Some(list) => {
+            if list.is_empty() {
+                c.error(
+                    id.audience.span(),
+                    "`identity.algorithms` must not be empty",
+                );
+            }
+            for a in list {
+                if !JWT_ALGORITHMS.contains(&a.get_ref().as_str()) {
+                    c.error(
+                        a.span(),
+                        format!(
+                            "unknown or refused token algorithm `{}`: expected one of {}",
+                            a.get_ref(),
+                            JWT_ALGORITHMS.join(", ")
+                        ),
+                    );
+                }
+            }
+            list.iter().map(|a| a.get_ref().clone()).collect()
+        }
+        None => DEFAULT_JWT_ALGORITHMS
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+    };
+    let hmac_secret = c.env_secret(&id.hmac_secret_env, "hmac_secret_env", env);
+    if hmac_secret.is_none() && id.hmac_secret_env.is_none() {
+        if let Some(a) = id
+            .algorithms
+            .iter()
+            .flatten()
+            .find(|a| a.get_ref().starts_with("HS"))
+        {
+            c.error(
+                a.span(),
+                format!(
+                    "`{}` needs a shared secret: set `hmac_secret_env`",
+                    a.get_ref()
+                ),
+            );
+        }
+    }
+    Identity {
+        issuer: id.issuer.get_ref().clone(),
+        audience: id.audience.get_ref().clone(),
+        jwks: id.jwks.as_ref().map(|j| j.get_ref().clone()),
+        jwks_refresh: c.duration(&id.jwks_refresh, "jwks_refresh", Duration::from_secs(300)),
+        groups_claim: id
+            .groups_claim
+            .as_ref()
+            .map_or_else(|| "groups".to_owned(), |g| g.get_ref().clone()),
+        leeway: c.duration(&id.leeway, "leeway", Duration::from_secs(30)),
+        algorithms,
+        hmac_secret,
+        require_typ: id.require_typ.as_ref().map(|t| t.get_ref().clone()),
+        admin_groups: id
+            .admin_groups
+            .iter()
+            .map(|g| g.get_ref().clone())
+            .collect(),
+    }
+}
