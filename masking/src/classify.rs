@@ -1,11 +1,15 @@
 //! The detectors' prefilter: byte classes of 64 bytes at a time as bit masks,
 //! with an AVX-512 VBMI table lookup, AVX-512 or AVX2 compares where the CPU
-//! has them (checked at run time) and a portable loop elsewhere.
+//! has them (the [`Isa`] a masker picked once) and a portable loop elsewhere.
 //!
 //! Windows overlap so the detectors' bit logic can look one byte back and seven
 //! ahead without carrying state: the window for the bytes `b..b + STRIDE` covers
 //! `b - 1..b + 63`, and bit `k` of each mask is byte `b - 1 + k` (the byte
 //! before the buffer and those after it read as zero, which is in no class).
+
+#[cfg(target_arch = "x86_64")]
+use crate::isa::Kind;
+use crate::Isa;
 
 /// Bytes reported per window.
 pub const STRIDE: usize = 56;
@@ -420,26 +424,32 @@ unsafe fn window_scalar(p: *const u8) -> Window {
     classify_scalar(unsafe { &*p.cast::<[u8; 64]>() }).window()
 }
 
-/// Classifies `buf` window by window with the best instructions the CPU has.
+/// Classifies `buf` window by window with the best instructions the CPU has
+/// ([`Isa::detect`], memoised); a masker holds its own [`Isa`] and calls
+/// [`for_each_window_on`].
 #[inline(always)]
 pub fn for_each_window<F: FnMut(usize, &Window)>(buf: &[u8], f: F) {
+    for_each_window_on(Isa::detect(), buf, f)
+}
+
+/// Classifies `buf` window by window with the instructions of `isa` (no CPU
+/// feature detection here: the token says what the CPU has).
+#[inline(always)]
+pub fn for_each_window_on<F: FnMut(usize, &Window)>(isa: Isa, buf: &[u8], f: F) {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512vbmi")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-        {
-            // SAFETY: the CPU has AVX-512 BW and VBMI.
-            return unsafe { windows_vbmi(buf, f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx512bw") {
-            // SAFETY: the CPU has AVX-512 BW.
-            return unsafe { windows_avx512(buf, f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { windows_avx2(buf, f) };
-        }
+    match isa.kind() {
+        // An `Isa` other than the portable one is only ever made for an
+        // instruction set the CPU has (see `crate::isa`).
+        // SAFETY: the CPU has AVX-512 BW and VBMI.
+        Kind::Avx512Vbmi => return unsafe { windows_vbmi(buf, f) },
+        // SAFETY: the CPU has AVX-512 BW.
+        Kind::Avx512Bw => return unsafe { windows_avx512(buf, f) },
+        // SAFETY: the CPU has AVX2.
+        Kind::Avx2 => return unsafe { windows_avx2(buf, f) },
+        Kind::Portable => {}
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     window_loop!(buf, f, window_scalar)
 }
 
@@ -478,21 +488,22 @@ mod tests {
             let block: [u8; 64] = ext[1..65].try_into().unwrap();
             let want = classify_scalar(&block);
             #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: checked above; `p - 1..p + 67` is `ext`.
-                    let w = unsafe { x86::window_avx2(ext.as_ptr().add(1)) };
-                    assert_eq!(w, want.window());
-                }
-                if std::arch::is_x86_feature_detected!("avx512bw") {
-                    // SAFETY: checked above; 64 bytes.
-                    assert_eq!(unsafe { x86::classify_avx512(block.as_ptr()) }, want);
-                }
-                if std::arch::is_x86_feature_detected!("avx512vbmi")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                {
-                    // SAFETY: checked above; 64 bytes.
-                    assert_eq!(unsafe { x86::classify_vbmi(block.as_ptr()) }, want);
+            for isa in Isa::available() {
+                match isa.kind() {
+                    // SAFETY: available; `p - 1..p + 67` is `ext`.
+                    Kind::Avx2 => assert_eq!(
+                        unsafe { x86::window_avx2(ext.as_ptr().add(1)) },
+                        want.window()
+                    ),
+                    // SAFETY: available; 64 bytes.
+                    Kind::Avx512Bw => {
+                        assert_eq!(unsafe { x86::classify_avx512(block.as_ptr()) }, want)
+                    }
+                    // SAFETY: available; 64 bytes.
+                    Kind::Avx512Vbmi => {
+                        assert_eq!(unsafe { x86::classify_vbmi(block.as_ptr()) }, want)
+                    }
+                    Kind::Portable => {}
                 }
             }
         }
@@ -501,11 +512,11 @@ mod tests {
     /// The AVX2 triggers look at neighbour bytes through overlapping loads:
     /// checked against the portable classes on random windows dense in the
     /// bytes the triggers pair up (two capitals, `e?re`, a separator after a
-    /// lowercase letter), whichever classifier `for_each_window` picks here.
+    /// lowercase letter), when this CPU has AVX2.
     #[test]
     fn avx2_neighbours_match_scalar() {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if Isa::from_name("avx2").is_ok() {
             let mut x = 0x2545_f491_4f6c_dd1du64;
             let mut ext = [0u8; 68];
             for _ in 0..20_000 {
@@ -524,10 +535,11 @@ mod tests {
         }
     }
 
-    /// The portable path gives the same windows as the one this CPU runs, so
-    /// the detectors behave alike on machines without AVX2.
+    /// The portable path gives the same windows as every path this CPU runs,
+    /// so the detectors behave alike on machines without AVX2.
     #[test]
     fn portable_windows_match() {
+        let isas = Isa::available();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for n in [
             0, 1, 2, 7, 56, 57, 64, 65, 66, 67, 100, 122, 333, 1000, 20_000,
@@ -541,10 +553,13 @@ mod tests {
                     set[(x % set.len() as u64) as usize]
                 })
                 .collect();
-            let (mut fast, mut portable) = (Vec::new(), Vec::new());
-            for_each_window(&buf, |b, m| fast.push((b, *m)));
+            let mut portable = Vec::new();
             window_loop!(&buf, |b, w: &Window| portable.push((b, *w)), window_scalar);
-            assert_eq!(fast, portable, "n = {n}");
+            for &isa in &isas {
+                let mut fast = Vec::new();
+                for_each_window_on(isa, &buf, |b, m| fast.push((b, *m)));
+                assert_eq!(fast, portable, "{isa}, n = {n}");
+            }
         }
     }
 
@@ -565,15 +580,24 @@ mod tests {
         }
     }
 
-    /// Every byte is reported once, with its window's bit `k` at `b - 1 + k`.
+    /// Every byte is reported once, with its window's bit `k` at `b - 1 + k`,
+    /// on every path.
     #[test]
     fn windows_cover_every_byte_once() {
+        for isa in Isa::available() {
+            windows_cover_every_byte_once_on(isa);
+        }
+        // The memoised best path.
+        for_each_window(b"0123", |b, m| assert_eq!((b, m.digit), (0, 0b11110)));
+    }
+
+    fn windows_cover_every_byte_once_on(isa: Isa) {
         for n in [0, 1, 55, 56, 57, 63, 64, 65, 112, 119, 120, 200, 1000] {
             let buf: Vec<u8> = (0..n)
                 .map(|i| if i % 3 == 0 { b'7' } else { b'x' })
                 .collect();
             let mut seen = vec![0; n];
-            for_each_window(&buf, |b, m| {
+            for_each_window_on(isa, &buf, |b, m| {
                 for k in 1..=STRIDE {
                     let i = b + k - 1;
                     if i < n {
@@ -587,7 +611,7 @@ mod tests {
                     assert_eq!(m.digit & 1, 0);
                 }
             });
-            assert!(seen.iter().all(|&s| s == 1), "n = {n}");
+            assert!(seen.iter().all(|&s| s == 1), "{isa}, n = {n}");
         }
     }
 }

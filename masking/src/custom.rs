@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::detect::{iban_mod97, luhn};
+use crate::Error;
 
 /// Longest value a custom entity may match: the streaming masker's window.
 pub const MAX_ENTITY_LEN: usize = crate::stream::WINDOW;
@@ -86,33 +87,36 @@ fn secret_pattern(secret: &[u8]) -> String {
 
 impl Entity {
     /// `Err` says what is wrong with the pattern or the validator.
-    pub fn new(name: &str, pattern: &str, validator: &str) -> Result<Entity, String> {
+    pub fn new(name: &str, pattern: &str, validator: &str) -> Result<Entity, Error> {
         let validator = match validator {
             "none" => Validator::None,
             "luhn" => Validator::Luhn,
             "mod97" => Validator::Mod97,
-            v => {
-                return Err(format!(
-                    "unknown validator `{v}`: expected none, luhn or mod97"
-                ))
-            }
+            v => return Err(Error::UnknownValidator(v.to_owned())),
         };
-        let hir = regex_syntax::parse(pattern).map_err(|e| format!("invalid pattern: {e}"))?;
+        let invalid = |reason: &dyn std::fmt::Display| Error::InvalidPattern {
+            pattern: pattern.to_owned(),
+            reason: reason.to_string(),
+        };
+        let hir = regex_syntax::parse(pattern).map_err(|e| invalid(&e))?;
         match hir.properties().maximum_len() {
             Some(n) if n <= MAX_ENTITY_LEN => {}
             _ => {
-                return Err(format!(
-                    "pattern can match more than {MAX_ENTITY_LEN} bytes: bound its repetitions (e.g. `{{1,64}}` instead of `+`)"
-                ))
+                return Err(Error::UnboundedPattern {
+                    pattern: pattern.to_owned(),
+                    max: MAX_ENTITY_LEN,
+                })
             }
         }
         if hir.properties().minimum_len() == Some(0) {
-            return Err("pattern can match the empty string".into());
+            return Err(Error::EmptyMatch {
+                pattern: pattern.to_owned(),
+            });
         }
         let re = RegexBuilder::new(pattern)
             .size_limit(1 << 22)
             .build()
-            .map_err(|e| format!("invalid pattern: {e}"))?;
+            .map_err(|e| invalid(&e))?;
         Ok(Entity {
             name: intern(name),
             re,
@@ -128,8 +132,9 @@ impl Entity {
     /// left out (`Ok(None)` when none is left). A secret whose pattern would
     /// not fit the stream window is looked for in pieces of
     /// [`SECRET_PIECE`] bytes, each hidden where found, so no part of an
-    /// echo stays in clear.
-    pub fn secrets(name: &str, secrets: &[&[u8]]) -> Result<Option<Entity>, String> {
+    /// echo stays in clear. An `Err` does not carry the pattern (it spells
+    /// the secrets).
+    pub fn secrets(name: &str, secrets: &[&[u8]]) -> Result<Option<Entity>, Error> {
         let mut alternatives = Vec::new();
         for secret in secrets {
             if secret.len() < MIN_SECRET_LEN {
@@ -162,7 +167,7 @@ impl Entity {
         alternatives.sort_by_key(|a| std::cmp::Reverse(a.len()));
         alternatives.dedup();
         let pattern = format!("(?-u:{})", alternatives.join("|"));
-        let mut e = Entity::new(name, &pattern, "none")?;
+        let mut e = Entity::new(name, &pattern, "none").map_err(without_pattern)?;
         e.secret = true;
         Ok(Some(e))
     }
@@ -192,6 +197,24 @@ impl Entity {
                 chars.len() >= 5 && iban_mod97(&chars)
             }
         }
+    }
+}
+
+/// `e` with the pattern it carries blanked: a secret's pattern spells the
+/// secret, which no log may show (the messages never include it).
+fn without_pattern(e: Error) -> Error {
+    let hidden = || "(secret)".to_owned();
+    match e {
+        Error::InvalidPattern { reason, .. } => Error::InvalidPattern {
+            pattern: hidden(),
+            reason,
+        },
+        Error::UnboundedPattern { max, .. } => Error::UnboundedPattern {
+            pattern: hidden(),
+            max,
+        },
+        Error::EmptyMatch { .. } => Error::EmptyMatch { pattern: hidden() },
+        other => other,
     }
 }
 
@@ -228,16 +251,31 @@ mod tests {
     fn patterns_are_bounded_and_validated() {
         assert!(Entity::new("e", "EMP-[0-9]{6}", "none").is_ok());
         let e = Entity::new("e", "EMP-[0-9]+", "none").unwrap_err();
-        assert!(e.contains("more than 1024 bytes"), "{e}");
-        assert!(Entity::new("e", "x?", "none")
-            .unwrap_err()
-            .contains("empty"));
-        assert!(Entity::new("e", "(", "none")
-            .unwrap_err()
-            .starts_with("invalid pattern"));
-        assert!(Entity::new("e", "a", "crc")
-            .unwrap_err()
-            .contains("unknown validator"));
+        assert_eq!(
+            e.to_string(),
+            "pattern can match more than 1024 bytes: bound its repetitions (e.g. `{1,64}` instead of `+`)"
+        );
+        assert!(
+            matches!(e, Error::UnboundedPattern { pattern, max: 1024 } if pattern == "EMP-[0-9]+")
+        );
+        assert_eq!(
+            Entity::new("e", "x?", "none").unwrap_err().to_string(),
+            "pattern can match the empty string"
+        );
+        let e = Entity::new("e", "(", "none").unwrap_err();
+        assert!(e.to_string().starts_with("invalid pattern: "), "{e}");
+        assert!(matches!(e, Error::InvalidPattern { pattern, .. } if pattern == "("));
+        assert_eq!(
+            Entity::new("e", "a", "crc").unwrap_err(),
+            Error::UnknownValidator("crc".into())
+        );
+        assert_eq!(
+            Entity::new("e", "a", "crc").unwrap_err().to_string(),
+            "unknown validator `crc`: expected none, luhn or mod97"
+        );
+        // A secret's pattern never shows, not even in `Debug`.
+        let e = without_pattern(Entity::new("e", "hunter2{2000}", "none").unwrap_err());
+        assert!(!format!("{e:?}").contains("hunter"), "{e:?}");
         let card = Entity::new("acct", r"ACCT[0-9]{8}", "luhn").unwrap();
         let mut out = Vec::new();
         // 79927398713 style: 12345674 passes Luhn, 12345678 does not.

@@ -20,19 +20,27 @@
 //! [`StreamMasker`] does the same for a stream that arrives in chunks: a value
 //! split across chunks is found exactly as if it came whole.
 //!
+//! The prefilter's instruction set ([`Isa`]: portable, AVX2, AVX-512 BW or
+//! AVX-512 VBMI) is detected once per process and held by each [`Masker`]
+//! from its construction ([`Masker::with_isa`] forces one).
+//!
 //! Pure: no I/O, no clock. The gateway wires it into its drivers.
 
 pub mod classify;
 pub mod custom;
 pub mod detect;
+mod error;
 pub mod events;
+mod isa;
 pub mod json;
 pub mod mask;
 pub mod stream;
 
 pub use custom::Entity;
 pub use detect::{Detector, Hit};
+pub use error::Error;
 pub use events::{EventMasker, Events};
+pub use isa::Isa;
 pub use mask::{HashKey, Style};
 pub use stream::StreamMasker;
 
@@ -48,7 +56,7 @@ pub struct Profile {
 
 impl Profile {
     /// From the `[masking.NAME]` settings; `Err` names an unknown detector or style.
-    pub fn new(detectors: &[&str], columns: &[(&str, &str)]) -> Result<Profile, String> {
+    pub fn new(detectors: &[&str], columns: &[(&str, &str)]) -> Result<Profile, Error> {
         Profile::with_key(detectors, columns, None)
     }
 
@@ -57,10 +65,10 @@ impl Profile {
         detectors: &[&str],
         columns: &[(&str, &str)],
         hash_key: Option<HashKey>,
-    ) -> Result<Profile, String> {
+    ) -> Result<Profile, Error> {
         let detectors = detectors
             .iter()
-            .map(|d| Detector::from_name(d).ok_or_else(|| format!("unknown detector `{d}`")))
+            .map(|d| Detector::from_name(d).ok_or_else(|| Error::UnknownDetector(d.to_string())))
             .collect::<Result<_, _>>()?;
         let columns = columns
             .iter()
@@ -166,6 +174,8 @@ impl Counts {
 /// Applies a profile to values; reuses its scratch space.
 pub struct Masker {
     pub(crate) profile: Profile,
+    /// The prefilter's instruction set, chosen when the masker is built.
+    pub(crate) isa: Isa,
     /// Scratch, reused (also by [`StreamMasker`]).
     pub(crate) hits: Vec<Hit>,
     pub(crate) spans: Vec<std::ops::Range<usize>>,
@@ -173,9 +183,17 @@ pub struct Masker {
 }
 
 impl Masker {
+    /// A masker on the best instruction set this CPU has ([`Isa::detect`]).
     pub fn new(profile: Profile) -> Masker {
+        Masker::with_isa(profile, Isa::detect())
+    }
+
+    /// A masker whose prefilter runs on `isa` (tests and benchmarks force a
+    /// path this way; every path masks alike).
+    pub fn with_isa(profile: Profile, isa: Isa) -> Masker {
         Masker {
             profile,
+            isa,
             hits: Vec::new(),
             spans: Vec::new(),
             counts: Counts::default(),
@@ -184,6 +202,11 @@ impl Masker {
 
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// The instruction set its prefilter runs on.
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// Masks one value in place: secrets the gateway holds first (hidden
@@ -213,7 +236,7 @@ impl Masker {
                 return n;
             }
         }
-        detect::scan(value, &self.profile.detectors, &mut self.hits);
+        detect::scan_on(self.isa, value, &self.profile.detectors, &mut self.hits);
         for h in self.hits.drain(..) {
             mask::apply(value, h.range, Some(h.detector), Style::Redact);
             self.counts.by_detector[h.detector as usize] += 1;

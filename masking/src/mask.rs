@@ -8,6 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::detect::Detector;
+use crate::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -74,12 +75,11 @@ impl Style {
     }
 
     /// Any style by name; `hash` takes `key`. `Err` says what is missing.
-    pub fn parse(name: &str, key: Option<HashKey>) -> Result<Style, String> {
+    pub fn parse(name: &str, key: Option<HashKey>) -> Result<Style, Error> {
         match (name, key) {
             ("hash", Some(k)) => Ok(Style::Hash(k)),
-            ("hash", None) => Err("mask style `hash` needs a key (hash_key_env)".into()),
-            _ => Style::from_name(name)
-                .ok_or_else(|| format!("mask style `{name}` is not available")),
+            ("hash", None) => Err(Error::HashWithoutKey),
+            _ => Style::from_name(name).ok_or_else(|| Error::UnknownStyle(name.to_owned())),
         }
     }
 }
@@ -243,7 +243,17 @@ mod tests {
         let mut long = [7u8; 70];
         key.scramble(&mut long);
         assert_ne!(long[..32], long[32..64]);
-        assert!(Style::parse("hash", None).is_err());
-        assert!(Style::parse("bogus", None).is_err());
+        assert_eq!(
+            Style::parse("hash", None).unwrap_err().to_string(),
+            "mask style `hash` needs a key (hash_key_env)"
+        );
+        assert_eq!(
+            Style::parse("bogus", None),
+            Err(Error::UnknownStyle("bogus".into()))
+        );
+        assert_eq!(
+            Style::parse("bogus", None).unwrap_err().to_string(),
+            "mask style `bogus` is not available"
+        );
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::detect::{self, Detector};
 use crate::mask::{self, Style};
-use crate::{Masker, Profile};
+use crate::{Isa, Masker, Profile};
 
 /// Bytes held back: longer than any entity the detectors find.
 pub const WINDOW: usize = 1024;
@@ -29,9 +29,16 @@ pub struct StreamMasker {
 }
 
 impl StreamMasker {
+    /// A stream masker on the best instruction set this CPU has
+    /// ([`Isa::detect`]).
     pub fn new(profile: Profile) -> StreamMasker {
+        StreamMasker::with_isa(profile, Isa::detect())
+    }
+
+    /// A stream masker whose prefilter runs on `isa`.
+    pub fn with_isa(profile: Profile, isa: Isa) -> StreamMasker {
         StreamMasker {
-            masker: Masker::new(profile),
+            masker: Masker::with_isa(profile, isa),
             buf: Vec::with_capacity(2 * WINDOW),
             context: 0,
             in_key: false,
@@ -114,7 +121,8 @@ impl StreamMasker {
         // Secrets first, hidden whole, before a detector masks part of one
         // (and so hides the rest from its pattern).
         self.entities(true, &mut cut, at_end);
-        detect::scan(
+        detect::scan_on(
+            self.masker.isa,
             &self.buf,
             &self.masker.profile.detectors,
             &mut self.masker.hits,

@@ -219,8 +219,9 @@ pub(super) fn masking_profile(
             match sluice_masking::Entity::new(name, e.pattern.get_ref(), validator) {
                 Ok(entity) => entities.push(entity),
                 Err(why) => {
-                    let span = match (&e.validator, why.contains("validator")) {
-                        (Some(v), true) => v.span(),
+                    // Point at the part of the entry that is wrong.
+                    let span = match (&e.validator, &why) {
+                        (Some(v), sluice_masking::Error::UnknownValidator(_)) => v.span(),
                         _ => e.pattern.span(),
                     };
                     c.error(span, format!("custom entity `{name}`: {why}"));
