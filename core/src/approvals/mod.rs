@@ -17,7 +17,10 @@ use sluice_config::Config;
 use crate::audit::{now_ms, Audit, Rec};
 use crate::warn;
 
+mod hold;
 pub mod store;
+
+pub use hold::{Hold, Opened, Pending, Refusal, Settled};
 
 pub use store::{
     ApprovalStore, Decision, Key, MemoryStore, NewRequest, OpenError, Request, State, VoteError,
@@ -228,105 +231,6 @@ pub fn key_hash(fields: &[(&[u8], &[u8])], spec: &sluice_config::policy::Approva
     }
     field(b"quorum", &[spec.quorum]);
     h.finalize().into()
-}
-
-/// How waiting for a decision ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Waited {
-    /// Approved, and this wait used the approval.
-    Approved,
-    Denied {
-        by: String,
-        reason: Option<String>,
-    },
-    Expired,
-    /// Cancelled elsewhere, unknown, or already used.
-    Closed(&'static str),
-    /// The client hung up; the request was cancelled.
-    ClientGone,
-    /// The client asked to cancel; the request was cancelled.
-    ClientCancelled,
-    /// The gateway is stopping; the request was cancelled.
-    ShuttingDown,
-}
-
-/// How often a waiting session checks on its client.
-const CHECK_EVERY: Duration = Duration::from_millis(200);
-
-impl Approvals {
-    /// Waits (without holding the shard) for request `id` to be decided, while
-    /// the client on `client_fd` stays connected and `cancelled()` stays false.
-    /// A wait that ends without using the approval cancels the request, also
-    /// when this future is dropped.
-    pub async fn wait(
-        &self,
-        id: u64,
-        client_fd: std::os::fd::RawFd,
-        stopping: &crate::notify::Latch,
-        cancelled: impl Fn() -> bool,
-    ) -> Waited {
-        struct CancelOnDrop<'a> {
-            approvals: &'a Approvals,
-            id: u64,
-            armed: bool,
-        }
-        impl Drop for CancelOnDrop<'_> {
-            fn drop(&mut self) {
-                if self.armed {
-                    self.approvals.cancel(self.id);
-                }
-            }
-        }
-        let mut guard = CancelOnDrop {
-            approvals: self,
-            id,
-            armed: true,
-        };
-        let changed = self.watch(id);
-        let outcome = loop {
-            let Some(r) = self.get(id) else {
-                break Waited::Closed("no longer known");
-            };
-            match r.state {
-                State::Pending => {}
-                State::Approved => {
-                    break match self.consume(id) {
-                        Some(_) => Waited::Approved,
-                        None => Waited::Closed("already used"),
-                    }
-                }
-                State::Denied => {
-                    break Waited::Denied {
-                        by: r.denied_by.unwrap_or_else(|| "an approver".into()),
-                        reason: r.reason,
-                    }
-                }
-                State::Expired => break Waited::Expired,
-                State::Cancelled => break Waited::Closed("cancelled"),
-            }
-            if stopping.is_set() {
-                self.cancel(id);
-                break Waited::ShuttingDown;
-            }
-            monoio::select! {
-                _ = changed.recv_async() => {}
-                _ = monoio::time::sleep(CHECK_EVERY) => {
-                    if hung_up(client_fd) {
-                        self.cancel(id);
-                        crate::info!("approval_cancelled", approval = id, reason = "client disconnected");
-                        break Waited::ClientGone;
-                    }
-                    if cancelled() {
-                        self.cancel(id);
-                        crate::info!("approval_cancelled", approval = id, reason = "client cancel request");
-                        break Waited::ClientCancelled;
-                    }
-                }
-            }
-        };
-        guard.armed = false;
-        outcome
-    }
 }
 
 /// Has the peer closed its side (or reset) the connection? A waiting client

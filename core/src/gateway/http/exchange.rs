@@ -352,7 +352,6 @@ pub(super) async fn hold(
     _rule: u16,
     spec: &std::sync::Arc<ApprovalSpec>,
 ) -> Held {
-    let approvals = &cx.shard.shared.approvals;
     let fields: [(&[u8], &[u8]); 3] = [
         (b"method", fwd.judged.as_bytes()),
         (b"target", fwd.target.as_bytes()),
@@ -361,12 +360,8 @@ pub(super) async fn hold(
     let key = Key {
         requester: fwd.identity.subject.clone(),
         target: cx.target.name.clone(),
-        hash: crate::approvals::key_hash(&fields, spec),
+        hash: approvals::key_hash(&fields, spec),
     };
-    if let Some(r) = approvals.take_grant(&key) {
-        return Held::Approved(r.id);
-    }
-    let wait = spec.mode == ApprovalMode::Wait;
     let what = format!("{} {} on {}", fwd.judged, fwd.target, cx.target.name);
     let shown = String::from_utf8_lossy(&body[..body.len().min(16 * 1024)]);
     let text = if shown.is_empty() {
@@ -374,73 +369,54 @@ pub(super) async fn hold(
     } else {
         format!("{} {}\n\n{shown}", fwd.judged, fwd.target)
     };
-    let opened = approvals.open(NewRequest {
+    let held = approvals::Hold {
         key,
+        spec: spec.clone(),
         protocol: "http",
+        what: what.clone(),
         summary: fwd.judged.clone(),
         text,
         params: Vec::new(),
         database: String::new(),
         session: cx.session.clone(),
-        approvers: spec.approvers.clone(),
-        quorum: spec.quorum,
-        ttl_ms: spec.timeout.as_millis() as u64,
-        grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
-        reuse: !wait,
-    });
-    let (request, _) = match opened {
-        Ok(r) => r,
-        Err(e) => {
-            return Held::Answer(Reply::error(
-                503,
-                format!("{what} needs approval, and no request could be opened: {e}"),
+    };
+    let pending = match cx.shard.shared.approvals.hold(held) {
+        Opened::Granted(id) => return Held::Approved(id),
+        Opened::Failed(message) => return Held::Answer(Reply::error(503, message)),
+        Opened::Later {
+            id,
+            approvers,
+            expires_at,
+            ..
+        } => {
+            return Held::Answer(Reply::json(
+                202,
+                serde_json::json!({
+                    "approval": id,
+                    "status": "pending",
+                    "message": format!("approval {id} requested for {what}; send the same request again once it is approved"),
+                    "approvers": &*approvers,
+                    "expires_at": expires_at,
+                }),
+            ));
+        }
+        Opened::Waiting(pending) => pending,
+    };
+    let settled = pending.wait(cx.fd, &cx.shard.stopping, || false).await;
+    let message = settled.message();
+    match settled {
+        Settled::Approved(id) => Held::Approved(id),
+        Settled::Gone => Held::Gone,
+        Settled::Refused { id, why, .. } => {
+            let reason = match why {
+                Refusal::Denied { reason, .. } => reason,
+                _ => None,
+            };
+            Held::Answer(Reply::json(
+                403,
+                serde_json::json!({ "error": message, "reason": reason, "approval": id }),
             ))
         }
-    };
-    let id = request.id;
-    info!(
-        "approval_requested",
-        approval = id,
-        target = cx.target.name,
-        subject = fwd.identity.subject,
-        wait = wait
-    );
-    if !wait {
-        return Held::Answer(Reply::json(
-            202,
-            serde_json::json!({
-                "approval": id,
-                "status": "pending",
-                "message": format!("approval {id} requested for {what}; send the same request again once it is approved"),
-                "approvers": &*request.approvers,
-                "expires_at": request.expires_at,
-            }),
-        ));
-    }
-    let refused = |message: String| {
-        Held::Answer(Reply::json(
-            403,
-            serde_json::json!({ "error": message, "approval": id }),
-        ))
-    };
-    match approvals
-        .wait(id, cx.fd, &cx.shard.stopping, || false)
-        .await
-    {
-        Waited::Approved => Held::Approved(id),
-        Waited::Denied { by, reason } => Held::Answer(Reply::json(
-            403,
-            serde_json::json!({ "error": format!("approval {id} for {what} was denied by {by}"), "reason": reason, "approval": id }),
-        )),
-        Waited::Expired => refused(format!(
-            "approval {id} for {what} timed out after {}s without a decision",
-            spec.timeout.as_secs()
-        )),
-        Waited::Closed(why) => refused(format!("approval {id} for {what} was {why}")),
-        Waited::ShuttingDown | Waited::ClientCancelled => {
-            refused(format!("approval {id} for {what} was cancelled"))
-        }
-        Waited::ClientGone => Held::Gone,
     }
 }
 

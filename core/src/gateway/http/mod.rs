@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use sluice_config::policy::{ApprovalSpec, Decision};
-use sluice_config::{ApprovalMode, Config, Target};
+use sluice_config::{Config, Target};
 use sluice_masking::json::{mask_escaped_runs, mask_json, FieldRules};
 use sluice_masking::{EventMasker, Events, Masker, Profile, StreamMasker};
 use sluice_protocols::http::forms::{form_kind, form_override_values, Form, FormScan};
@@ -44,7 +44,7 @@ use sluice_protocols::http::rewrite::{
 use sluice_protocols::http::{self, ChunkedDecoder, Framing, Header};
 use sluice_protocols::Status;
 
-use crate::approvals::{Key, NewRequest, Waited};
+use crate::approvals::{self, Key, Opened, Refusal, Settled};
 use crate::audit::{now_ms, Rec};
 use crate::gateway::postgres::io::{linger, read_more_timeout, write_range};
 use crate::identity::Identity;

@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use sluice_config::policy::ApprovalSpec;
-use sluice_config::ApprovalMode;
 use sluice_protocols::postgres::encode::{self, Report};
 use sluice_protocols::sql::Kind;
 
 use super::Context;
-use crate::approvals::{Key, NewRequest, OpenError, Waited};
+use crate::approvals::{self, Key, Opened, Refusal, Settled};
 use crate::notify::Slot;
 
 /// Longest statement text (all candidates together) that can be put to an
@@ -80,11 +79,7 @@ impl Hold {
     }
 
     fn what(&self, ctx: &Context<'_>) -> String {
-        format!(
-            "{} on {}",
-            self.kind.as_str().to_uppercase(),
-            ctx.target.name
-        )
+        hold_what(ctx, self.kind)
     }
 }
 
@@ -162,101 +157,92 @@ pub async fn resolve<W: AsyncWriteRent>(
     mid_message: &std::cell::Cell<bool>,
     hold: Hold,
 ) -> Resolution {
-    let approvals = &ctx.shard.shared.approvals;
-    let key = hold.key(ctx);
     let what = hold.what(ctx);
     if hold.text.len() > MAX_TEXT {
         return refused(format!(
             "{what} needs approval, and its text is longer than an approver can be shown ({MAX_TEXT} bytes)"
         ));
     }
-    if let Some(r) = approvals.take_grant(&key) {
-        return Resolution::Approved(r.id);
-    }
-    let wait = hold.spec.mode == ApprovalMode::Wait;
-    let timeout = hold.spec.timeout;
-    let opened = approvals.open(NewRequest {
-        key,
+    let held = approvals::Hold {
+        key: hold.key(ctx),
+        spec: hold.spec.clone(),
         protocol: "postgres",
+        what,
         summary: hold.kind.as_str().to_uppercase(),
         text: hold.text,
         params: hold.params,
         database: hold.database,
         session: ctx.session.clone(),
-        approvers: hold.spec.approvers.clone(),
-        quorum: hold.spec.quorum,
-        ttl_ms: timeout.as_millis() as u64,
-        grant_ttl_ms: hold.spec.grant_ttl.as_millis() as u64,
-        reuse: !wait,
-    });
-    let request = match opened {
-        Ok((r, _)) => r,
-        Err(e @ (OpenError::TooMany(_) | OpenError::TooManyFor(..))) => {
-            return refused(format!(
-                "{what} needs approval, and no request could be opened: {e}"
-            ))
-        }
     };
-    let id = request.id;
-    let approvers = request.approvers.join(", ");
-    crate::info!(
-        "approval_requested",
-        approval = id,
-        target = ctx.target.name,
-        subject = ctx.identity.subject,
-        wait = wait
-    );
-    if !wait {
-        return Resolution::Refused {
-            code: INSUFFICIENT_PRIVILEGE,
-            message: format!(
-                "approval {id} requested for {what}; run the same statement again once it is approved"
-            ),
-            detail: format!(
-                "an approver in {approvers} runs: sluice approvals approve {id}; the approval can be used once, within {}s",
-                hold.spec.grant_ttl.as_secs()
-            ),
-        };
-    }
+    let pending = match ctx.shard.shared.approvals.hold(held) {
+        Opened::Granted(id) => return Resolution::Approved(id),
+        Opened::Failed(message) => return refused(message),
+        Opened::Later {
+            id,
+            approvers,
+            grant_ttl,
+            ..
+        } => {
+            return Resolution::Refused {
+                code: INSUFFICIENT_PRIVILEGE,
+                message: format!(
+                    "approval {id} requested for {}; run the same statement again once it is approved",
+                    hold_what(ctx, hold.kind)
+                ),
+                detail: format!(
+                    "an approver in {} runs: sluice approvals approve {id}; the approval can be used once, within {}s",
+                    approvers.join(", "),
+                    grant_ttl.as_secs()
+                ),
+            }
+        }
+        Opened::Waiting(pending) => pending,
+    };
+    let id = pending.id;
     notice(
         client_w,
         mid_message,
         &format!(
-            "approval {id} requested for {what}; waiting up to {}s",
-            timeout.as_secs()
+            "approval {id} requested for {}; waiting up to {}s",
+            pending.what,
+            pending.timeout.as_secs()
         ),
     )
     .await;
     let cancels = ctx.cancels.load(Ordering::Acquire);
-    let waited = approvals
-        .wait(id, ctx.client_fd, &ctx.shard.stopping, || {
+    let settled = pending
+        .wait(ctx.client_fd, &ctx.shard.stopping, || {
             ctx.cancels.load(Ordering::Acquire) != cancels
         })
         .await;
-    match waited {
-        Waited::Approved => Resolution::Approved(id),
-        Waited::Denied { by, reason } => Resolution::Refused {
-            code: INSUFFICIENT_PRIVILEGE,
-            message: format!("approval {id} for {what} was denied by {by}"),
-            detail: reason.map(|x| format!("reason: {x}")).unwrap_or_default(),
-        },
-        Waited::Expired => refused(format!(
-            "approval {id} for {what} timed out after {}s without a decision",
-            timeout.as_secs()
-        )),
-        Waited::Closed(why) => refused(format!("approval {id} for {what} was {why}")),
-        Waited::ShuttingDown => refused(format!(
-            "approval {id} for {what} was cancelled: the gateway is shutting down"
-        )),
-        Waited::ClientGone => Resolution::Gone,
+    let message = settled.message();
+    match settled {
+        Settled::Approved(id) => Resolution::Approved(id),
+        Settled::Gone => Resolution::Gone,
         // The client's CancelRequest (e.g. Ctrl-C in psql) ends the wait as
         // PostgreSQL ends a running statement.
-        Waited::ClientCancelled => Resolution::Refused {
+        Settled::Refused {
+            why: Refusal::ClientCancelled,
+            ..
+        } => Resolution::Refused {
             code: QUERY_CANCELED,
             message: "canceling statement due to user request".into(),
-            detail: format!("approval {id} for {what} was cancelled"),
+            detail: message,
         },
+        Settled::Refused {
+            why: Refusal::Denied { reason, .. },
+            ..
+        } => Resolution::Refused {
+            code: INSUFFICIENT_PRIVILEGE,
+            message,
+            detail: reason.map(|x| format!("reason: {x}")).unwrap_or_default(),
+        },
+        Settled::Refused { .. } => refused(message),
     }
+}
+
+fn hold_what(ctx: &Context<'_>, kind: Kind) -> String {
+    format!("{} on {}", kind.as_str().to_uppercase(), ctx.target.name)
 }
 
 const INSUFFICIENT_PRIVILEGE: &str = super::sqlstate::INSUFFICIENT_PRIVILEGE;

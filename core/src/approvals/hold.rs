@@ -1,0 +1,294 @@
+//! The approval hold flow, one for every driver: a command that needs a second
+//! person is [`Approvals::hold`]-ed, which spends an earlier approval of exactly
+//! this command, or opens a request; in `wait` mode the session then waits on
+//! it ([`Pending::wait`]) until it is decided, expires, or the client leaves.
+//! The driver only says what is held and renders the outcome in its own
+//! protocol (a SQLSTATE, an HTTP status).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_config::policy::ApprovalSpec;
+use sluice_config::ApprovalMode;
+
+use super::{Approvals, Key, NewRequest, State};
+
+/// A command held for approval, as the driver describes it.
+pub struct Hold {
+    /// Who asks, where, and the hash binding the approval to the exact command.
+    pub key: Key,
+    pub spec: Arc<ApprovalSpec>,
+    pub protocol: &'static str,
+    /// What is held, as clients are told: `DELETE on orders`, `POST /x on api`.
+    pub what: String,
+    /// A short label for approvers' lists (`DELETE`, `POST`).
+    pub summary: String,
+    /// The command, for approvers to read.
+    pub text: String,
+    pub params: Vec<String>,
+    pub database: String,
+    pub session: String,
+}
+
+/// What holding a command did.
+pub enum Opened<'a> {
+    /// An earlier approval of exactly this command, spent now: run it.
+    Granted(u64),
+    /// `wait` mode: request open; wait on it.
+    Waiting(Pending<'a>),
+    /// `nowait` mode: request open (or the requester's pending one found); the
+    /// client is told to send the same command again once it is approved.
+    Later {
+        id: u64,
+        approvers: Arc<[String]>,
+        expires_at: u64,
+        /// How long the approval can be used once granted.
+        grant_ttl: Duration,
+    },
+    /// No request could be opened (too many pending): refuse, with this message.
+    Failed(String),
+}
+
+/// An open request a session waits on.
+pub struct Pending<'a> {
+    approvals: &'a Approvals,
+    pub id: u64,
+    pub what: String,
+    pub timeout: Duration,
+}
+
+/// How a wait ended.
+pub enum Settled {
+    /// Approved, and this wait used the approval: run the command.
+    Approved(u64),
+    /// Not approved: refuse, with [`Refusal::message`].
+    Refused { id: u64, why: Refusal, what: String },
+    /// The client hung up; the request was cancelled.
+    Gone,
+}
+
+/// Why a held command will not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Denied {
+        by: String,
+        reason: Option<String>,
+    },
+    Expired {
+        after: Duration,
+    },
+    /// Cancelled elsewhere, unknown, or already used.
+    Closed(&'static str),
+    /// The gateway is stopping; the request was cancelled.
+    ShuttingDown,
+    /// The client asked to cancel (a PostgreSQL `CancelRequest`).
+    ClientCancelled,
+}
+
+impl Settled {
+    /// The client-facing message of a refusal (empty otherwise).
+    pub fn message(&self) -> String {
+        let Settled::Refused { id, why, what } = self else {
+            return String::new();
+        };
+        match why {
+            Refusal::Denied { by, .. } => format!("approval {id} for {what} was denied by {by}"),
+            Refusal::Expired { after } => format!(
+                "approval {id} for {what} timed out after {}s without a decision",
+                after.as_secs()
+            ),
+            Refusal::Closed(why) => format!("approval {id} for {what} was {why}"),
+            Refusal::ShuttingDown => {
+                format!("approval {id} for {what} was cancelled: the gateway is shutting down")
+            }
+            Refusal::ClientCancelled => format!("approval {id} for {what} was cancelled"),
+        }
+    }
+}
+
+impl Approvals {
+    /// Holds a command: spends a grant of exactly it, or opens a request.
+    pub fn hold(&self, hold: Hold) -> Opened<'_> {
+        if let Some(r) = self.take_grant(&hold.key) {
+            return Opened::Granted(r.id);
+        }
+        let wait = hold.spec.mode == ApprovalMode::Wait;
+        let spec = &hold.spec;
+        let opened = self.open(NewRequest {
+            key: hold.key,
+            protocol: hold.protocol,
+            summary: hold.summary,
+            text: hold.text,
+            params: hold.params,
+            database: hold.database,
+            session: hold.session,
+            approvers: spec.approvers.clone(),
+            quorum: spec.quorum,
+            ttl_ms: spec.timeout.as_millis() as u64,
+            grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
+            reuse: !wait,
+        });
+        let what = hold.what;
+        let request = match opened {
+            Ok((r, _)) => r,
+            Err(e) => {
+                return Opened::Failed(format!(
+                    "{what} needs approval, and no request could be opened: {e}"
+                ))
+            }
+        };
+        crate::info!(
+            "approval_requested",
+            approval = request.id,
+            target = request.target,
+            subject = request.requester,
+            wait = wait
+        );
+        if !wait {
+            return Opened::Later {
+                id: request.id,
+                approvers: request.approvers,
+                expires_at: request.expires_at,
+                grant_ttl: spec.grant_ttl,
+            };
+        }
+        Opened::Waiting(Pending {
+            approvals: self,
+            id: request.id,
+            what,
+            timeout: spec.timeout,
+        })
+    }
+}
+
+impl Pending<'_> {
+    /// Waits (without holding the shard) for the request to be decided, while
+    /// the client on `client_fd` stays connected and `cancelled()` stays false.
+    pub async fn wait(
+        self,
+        client_fd: std::os::fd::RawFd,
+        stopping: &crate::notify::Latch,
+        cancelled: impl Fn() -> bool,
+    ) -> Settled {
+        let id = self.id;
+        let why = match self
+            .approvals
+            .wait(id, client_fd, stopping, cancelled)
+            .await
+        {
+            Waited::Approved => return Settled::Approved(id),
+            Waited::ClientGone => return Settled::Gone,
+            Waited::Denied { by, reason } => Refusal::Denied { by, reason },
+            Waited::Expired => Refusal::Expired {
+                after: self.timeout,
+            },
+            Waited::Closed(why) => Refusal::Closed(why),
+            Waited::ShuttingDown => Refusal::ShuttingDown,
+            Waited::ClientCancelled => Refusal::ClientCancelled,
+        };
+        Settled::Refused {
+            id,
+            why,
+            what: self.what,
+        }
+    }
+}
+
+/// How waiting for a decision ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Waited {
+    /// Approved, and this wait used the approval.
+    Approved,
+    Denied {
+        by: String,
+        reason: Option<String>,
+    },
+    Expired,
+    /// Cancelled elsewhere, unknown, or already used.
+    Closed(&'static str),
+    /// The client hung up; the request was cancelled.
+    ClientGone,
+    /// The client asked to cancel; the request was cancelled.
+    ClientCancelled,
+    /// The gateway is stopping; the request was cancelled.
+    ShuttingDown,
+}
+
+/// How often a waiting session checks on its client.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+impl Approvals {
+    /// Waits (without holding the shard) for request `id` to be decided, while
+    /// the client on `client_fd` stays connected and `cancelled()` stays false.
+    /// A wait that ends without using the approval cancels the request, also
+    /// when this future is dropped.
+    async fn wait(
+        &self,
+        id: u64,
+        client_fd: std::os::fd::RawFd,
+        stopping: &crate::notify::Latch,
+        cancelled: impl Fn() -> bool,
+    ) -> Waited {
+        struct CancelOnDrop<'a> {
+            approvals: &'a Approvals,
+            id: u64,
+            armed: bool,
+        }
+        impl Drop for CancelOnDrop<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    self.approvals.cancel(self.id);
+                }
+            }
+        }
+        let mut guard = CancelOnDrop {
+            approvals: self,
+            id,
+            armed: true,
+        };
+        let changed = self.watch(id);
+        let outcome = loop {
+            let Some(r) = self.get(id) else {
+                break Waited::Closed("no longer known");
+            };
+            match r.state {
+                State::Pending => {}
+                State::Approved => {
+                    break match self.consume(id) {
+                        Some(_) => Waited::Approved,
+                        None => Waited::Closed("already used"),
+                    }
+                }
+                State::Denied => {
+                    break Waited::Denied {
+                        by: r.denied_by.unwrap_or_else(|| "an approver".into()),
+                        reason: r.reason,
+                    }
+                }
+                State::Expired => break Waited::Expired,
+                State::Cancelled => break Waited::Closed("cancelled"),
+            }
+            if stopping.is_set() {
+                self.cancel(id);
+                break Waited::ShuttingDown;
+            }
+            monoio::select! {
+                _ = changed.recv_async() => {}
+                _ = monoio::time::sleep(CHECK_EVERY) => {
+                    if super::hung_up(client_fd) {
+                        self.cancel(id);
+                        crate::info!("approval_cancelled", approval = id, reason = "client disconnected");
+                        break Waited::ClientGone;
+                    }
+                    if cancelled() {
+                        self.cancel(id);
+                        crate::info!("approval_cancelled", approval = id, reason = "client cancel request");
+                        break Waited::ClientCancelled;
+                    }
+                }
+            }
+        };
+        guard.armed = false;
+        outcome
+    }
+}
