@@ -8,14 +8,14 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use sluice_protocols::http::{self, ChunkedDecoder, Header};
 use sluice_protocols::postgres::backend::{self, Backend};
 use sluice_protocols::postgres::encode::{self, Report};
-use sluice_protocols::postgres::{frame, frontend};
+use sluice_protocols::postgres::{frame, frontend, Framed};
 
 const BACKEND: &[u8] = include_bytes!("../../protocols/testdata/psql.backend.bin");
 const FRONTEND: &[u8] = include_bytes!("../../protocols/testdata/pgbench.frontend.bin");
 
 fn decode_backend(mut rest: &[u8]) -> usize {
     let mut cols = 0;
-    while let Ok(Some(f)) = frame(rest, 1 << 30) {
+    while let Ok(Framed::Complete(f)) = frame(rest, 1 << 30) {
         if let Ok(Backend::DataRow(row)) = backend::parse(f.tag, &rest[f.body()]) {
             cols += row.ranges().count();
         }
@@ -26,7 +26,7 @@ fn decode_backend(mut rest: &[u8]) -> usize {
 
 fn messages(mut rest: &[u8]) -> u64 {
     let mut n = 0;
-    while let Ok(Some(f)) = frame(rest, 1 << 30) {
+    while let Ok(Framed::Complete(f)) = frame(rest, 1 << 30) {
         n += 1;
         rest = &rest[f.len..];
     }
@@ -40,7 +40,7 @@ fn frontend_messages(data: &[u8]) -> &[u8] {
 
 fn decode_frontend(mut rest: &[u8]) -> usize {
     let mut n = 0;
-    while let Ok(Some(f)) = frame(rest, 1 << 30) {
+    while let Ok(Framed::Complete(f)) = frame(rest, 1 << 30) {
         n += frontend::parse(f.tag, &rest[f.body()]).is_ok() as usize;
         rest = &rest[f.len..];
     }

@@ -38,6 +38,16 @@ impl ErrorKind {
         ErrorKind::Audit,
     ];
 
+    /// Whose fault errors of this kind are: `client`, `upstream` or
+    /// `internal` (as `error::Source` names them).
+    pub fn source_label(self) -> &'static str {
+        match self {
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamIo => "upstream",
+            ErrorKind::ClientIo | ErrorKind::AdminRequest => "client",
+            ErrorKind::Accept | ErrorKind::Panic | ErrorKind::Audit => "internal",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             ErrorKind::Accept => "accept",
@@ -230,14 +240,15 @@ pub fn render(snapshots: &[Snapshot], uptime: Duration) -> String {
     }
     let _ = writeln!(
         o,
-        "# HELP sluice_errors_total Errors, by kind.\n# TYPE sluice_errors_total counter"
+        "# HELP sluice_errors_total Errors, by kind and whose fault they are (client, upstream, internal).\n# TYPE sluice_errors_total counter"
     );
     for s in snapshots {
         for k in ErrorKind::ALL {
             let _ = writeln!(
                 o,
-                "sluice_errors_total{{kind=\"{}\",shard=\"{}\"}} {}",
+                "sluice_errors_total{{kind=\"{}\",source=\"{}\",shard=\"{}\"}} {}",
                 k.label(),
+                k.source_label(),
                 s.shard,
                 s.errors[k as usize]
             );

@@ -74,31 +74,30 @@ fn named_modules(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(i) = rest.find("crate::") {
         let after = &rest[i + "crate::".len()..];
+        // A log macro is `crate::info!(...)`, or a bare name in a `use` group;
+        // a module is followed by `::`.
+        let mut add = |item: &str, in_group: bool| {
+            let name = ident(item);
+            let tail = &item[name.len()..];
+            let macro_call = tail.starts_with('!') || (in_group && !tail.starts_with("::"));
+            if name.is_empty() {
+            } else if LOG_MACROS.contains(&name.as_str()) && macro_call {
+                out.insert("log".to_owned());
+            } else {
+                out.insert(name);
+            }
+        };
         if let Some(group) = after.strip_prefix('{') {
             let end = group.find('}').unwrap_or(group.len());
             for item in group[..end].split(',') {
-                let name = ident(item.trim());
-                if !name.is_empty() {
-                    out.insert(name);
-                }
+                add(item.trim(), true);
             }
         } else {
-            let name = ident(after);
-            if !name.is_empty() {
-                out.insert(name);
-            }
+            add(after, false);
         }
         rest = after;
     }
-    out.into_iter()
-        .map(|n| {
-            if LOG_MACROS.contains(&n.as_str()) {
-                "log".to_owned()
-            } else {
-                n
-            }
-        })
-        .collect()
+    out
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {

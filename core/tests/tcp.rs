@@ -183,7 +183,7 @@ fn unreachable_upstream_closes_the_client_and_counts_an_error() {
     assert_eq!(
         metric(
             &m,
-            "sluice_errors_total{kind=\"upstream_connect\",shard=\"0\"}"
+            "sluice_errors_total{kind=\"upstream_connect\",source=\"upstream\",shard=\"0\"}"
         ),
         Some(1.0)
     );

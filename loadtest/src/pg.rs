@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use sluice_protocols::postgres::backend::{self, Auth, Backend};
 use sluice_protocols::postgres::scram::{ScramClient, MECHANISM};
-use sluice_protocols::postgres::{encode, frame};
+use sluice_protocols::postgres::{encode, frame, Framed};
 
 pub struct Conn {
     stream: TcpStream,
@@ -102,12 +102,10 @@ impl Conn {
     /// The next whole message.
     fn next(&mut self) -> Result<(u8, Vec<u8>)> {
         loop {
-            if let Some(f) = frame(&self.buf, 1 << 30)? {
-                if self.buf.len() >= f.len {
-                    let body = self.buf[f.body()].to_vec();
-                    self.buf.drain(..f.len);
-                    return Ok((f.tag, body));
-                }
+            if let Framed::Complete(f) = frame(&self.buf, 1 << 30)? {
+                let body = self.buf[f.body()].to_vec();
+                self.buf.drain(..f.len);
+                return Ok((f.tag, body));
             }
             let mut chunk = [0u8; 32 * 1024];
             let n = self.stream.read(&mut chunk)?;

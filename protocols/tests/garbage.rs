@@ -3,7 +3,8 @@
 //! every range handed out must stay in bounds. (`fuzz/` has the libFuzzer targets.)
 
 use sluice_protocols::postgres::backend::{self, Backend};
-use sluice_protocols::postgres::{frame, frontend};
+use sluice_protocols::postgres::frontend::{Frontend, Param};
+use sluice_protocols::postgres::{frame, frontend, Framed};
 use sluice_protocols::sql::{classify, Dialect};
 use sluice_protocols::{http, Status};
 
@@ -25,16 +26,33 @@ fn pg_all(data: &[u8]) {
     if let Ok(Status::Complete(_, n)) = frontend::parse_startup(rest, 10_000) {
         rest = &rest[n..];
     }
-    while let Ok(Some(f)) = frame(rest, 1 << 20) {
-        if rest.len() < f.len {
-            break;
-        }
+    let in_body = |body: &[u8], v: &[u8]| {
+        let at = v.as_ptr() as usize - body.as_ptr() as usize;
+        assert!(at + v.len() <= body.len());
+    };
+    while let Ok(Framed::Complete(f)) = frame(rest, 1 << 20) {
         let body = &rest[f.body()];
-        let _ = frontend::parse(f.tag, body);
-        if let Ok(Backend::DataRow(row)) = backend::parse(f.tag, body) {
-            for r in row.ranges().flatten() {
-                assert!(r.end <= body.len());
+        if let Ok(Frontend::Bind(bind)) = frontend::parse(f.tag, body) {
+            for p in bind.params() {
+                match p {
+                    Ok(Param::Text(v) | Param::Binary(v)) => in_body(body, v),
+                    Ok(Param::Null) => {}
+                    Err(_) => break,
+                }
             }
+        }
+        match backend::parse(f.tag, body) {
+            Ok(Backend::DataRow(row)) => {
+                for r in row.ranges().flatten() {
+                    assert!(r.end <= body.len());
+                }
+            }
+            Ok(Backend::FunctionCallResponse(r)) => {
+                if let Some(v) = r.value() {
+                    in_body(body, v);
+                }
+            }
+            _ => {}
         }
         rest = &rest[f.len..];
     }

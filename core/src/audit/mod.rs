@@ -82,7 +82,7 @@ impl Settings {
 
 /// The running audit pipeline.
 pub struct Audit {
-    pub shared: Arc<writer::Shared>,
+    pub shared: Arc<writer::Pipeline>,
     pub strict: bool,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -202,7 +202,7 @@ impl Audit {
         let (producers, consumers): (Vec<_>, Vec<_>) = (0..shards)
             .map(|_| sluice_ring::channel(settings.ring_bytes))
             .unzip();
-        let shared = Arc::new(writer::Shared {
+        let shared = Arc::new(writer::Pipeline {
             wake,
             healthy: AtomicBool::new(true),
             stop: AtomicBool::new(false),

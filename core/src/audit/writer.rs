@@ -29,8 +29,8 @@ use super::Settings;
 use crate::{error, info, warn};
 use sluice_ring::Consumer;
 
-/// Shared between the writer thread, the shards and the lifecycle.
-pub struct Shared {
+/// Pipeline between the writer thread, the shards and the lifecycle.
+pub struct Pipeline {
     /// One wake-up channel per shard: "more of your records are durable".
     pub wake: Vec<flume::Sender<()>>,
     pub healthy: AtomicBool,
@@ -58,7 +58,7 @@ impl std::fmt::Display for Anchor {
     }
 }
 
-impl Shared {
+impl Pipeline {
     /// Wakes the writer (cheap when it is already awake).
     pub fn kick(&self) {
         if let Some(t) = self.thread.get() {
@@ -69,7 +69,7 @@ impl Shared {
 
 pub struct Writer {
     settings: Settings,
-    shared: Arc<Shared>,
+    shared: Arc<Pipeline>,
     /// Each shard's ring, drained in shard order.
     rings: Vec<Consumer>,
     key: SigningKey,
@@ -98,7 +98,7 @@ pub struct Writer {
 /// checkpoint follows it, so the log verifies again and says a crash happened.
 pub fn open(
     settings: Settings,
-    shared: Arc<Shared>,
+    shared: Arc<Pipeline>,
     rings: Vec<Consumer>,
     key: SigningKey,
 ) -> std::io::Result<Writer> {

@@ -16,6 +16,7 @@ use monoio::net::TcpStream;
 use sluice_config::{Config, Target};
 
 use crate::audit::{now_ms, Rec};
+use crate::error::Error;
 use crate::metrics::ErrorKind;
 use crate::shard::Shard;
 use crate::{debug, warn};
@@ -33,12 +34,14 @@ pub async fn serve(
         match crate::upstream::tcp(&target.upstream, config.gateway.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
-                shard.metrics.error(ErrorKind::UpstreamConnect);
+                // Plain TCP has no way to tell the client why: it is closed.
+                let e = Error::unreachable(&target.name, e);
+                shard.failed(&e);
                 warn!(
                     "upstream_connect_failed",
                     target = target.name,
                     peer = peer,
-                    error = e
+                    error = e.detail
                 );
                 return;
             }

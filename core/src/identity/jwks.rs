@@ -70,7 +70,7 @@ impl KeySet {
 
 /// Where the keys come from.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub enum KeySource {
     File(PathBuf),
     Url(String),
     /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
@@ -79,34 +79,34 @@ pub enum Source {
 
 /// In the words of the config file: `file:PATH`, the URL, or the issuer's
 /// discovery document.
-impl std::fmt::Display for Source {
+impl std::fmt::Display for KeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::File(p) => write!(f, "file:{}", p.display()),
-            Source::Url(u) => f.write_str(u),
-            Source::Discovery(issuer) => write!(f, "{issuer} (OIDC discovery)"),
+            KeySource::File(p) => write!(f, "file:{}", p.display()),
+            KeySource::Url(u) => f.write_str(u),
+            KeySource::Discovery(issuer) => write!(f, "{issuer} (OIDC discovery)"),
         }
     }
 }
 
-impl Source {
+impl KeySource {
     /// From the `jwks` setting (`file:PATH` or a URL), or discovery when unset.
-    pub fn parse(jwks: Option<&str>, issuer: &str) -> Source {
+    pub fn parse(jwks: Option<&str>, issuer: &str) -> KeySource {
         match jwks {
-            Some(j) if j.starts_with("file:") => Source::File(PathBuf::from(&j[5..])),
-            Some(url) => Source::Url(url.to_owned()),
-            None => Source::Discovery(issuer.to_owned()),
+            Some(j) if j.starts_with("file:") => KeySource::File(PathBuf::from(&j[5..])),
+            Some(url) => KeySource::Url(url.to_owned()),
+            None => KeySource::Discovery(issuer.to_owned()),
         }
     }
 
     /// Fetches the JWKS; returns the document and how long it may be cached.
     fn fetch(&self) -> Result<(Vec<u8>, Option<Duration>), String> {
         match self {
-            Source::File(p) => std::fs::read(p)
+            KeySource::File(p) => std::fs::read(p)
                 .map(|d| (d, None))
                 .map_err(|e| format!("{}: {e}", p.display())),
-            Source::Url(u) => http_get(u),
-            Source::Discovery(issuer) => {
+            KeySource::Url(u) => http_get(u),
+            KeySource::Discovery(issuer) => {
                 let url = format!(
                     "{}/.well-known/openid-configuration",
                     issuer.trim_end_matches('/')
@@ -160,7 +160,7 @@ pub struct KeyStore {
 
 impl KeyStore {
     /// Loads the keys once (an error here fails start-up) and starts the refresher.
-    pub fn start(source: Source, interval: Duration) -> Result<Arc<KeyStore>, String> {
+    pub fn start(source: KeySource, interval: Duration) -> Result<Arc<KeyStore>, String> {
         let (doc, max_age) = source.fetch()?;
         let first = KeySet::from_json(&doc, 1)?;
         info!("jwks_loaded", source = source, keys = first.keys.len());

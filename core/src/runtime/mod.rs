@@ -22,7 +22,7 @@ use anyhow::{bail, Context as _};
 use sluice_config::{Config, IoDriver, Protocol};
 
 use crate::audit::{Audit, Rec};
-use crate::identity::jwks::{KeyStore, Source};
+use crate::identity::jwks::{KeySource, KeyStore};
 use crate::identity::VerifierConfig;
 use crate::shard::{CancelRegistry, Control, Event, Generation, Shard, Shared};
 use crate::{error, info, warn};
@@ -78,7 +78,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     }
     let (keys, verifier) = match &config.identity {
         Some(id) => {
-            let source = Source::parse(id.jwks.as_deref(), &id.issuer);
+            let source = KeySource::parse(id.jwks.as_deref(), &id.issuer);
             let store = KeyStore::start(source, id.jwks_refresh)
                 .map_err(|e| anyhow::anyhow!("identity: cannot load the JWKS: {e}"))?;
             (Some(store), Some(verifier_config(id)?))

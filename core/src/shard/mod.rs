@@ -173,6 +173,13 @@ impl Shard {
         Ok(id)
     }
 
+    /// Counts a data-path error under its kind (if it is one that counts).
+    pub fn failed(&self, e: &crate::error::Error) {
+        if let Some(kind) = e.metric() {
+            self.metrics.error(kind);
+        }
+    }
+
     /// Counts a session open until the guard drops.
     pub fn session_opened(&self, index: usize) -> SessionGuard<'_> {
         self.sessions.set(self.sessions.get() + 1);

@@ -177,10 +177,8 @@ impl RawPg {
         use std::io::Read;
         let mut out = Vec::new();
         loop {
-            while let Ok(Some(f)) = sluice_protocols::postgres::frame(&self.buf, 1 << 30) {
-                if self.buf.len() < f.len {
-                    break;
-                }
+            use sluice_protocols::postgres::{frame, Framed};
+            while let Ok(Framed::Complete(f)) = frame(&self.buf, 1 << 30) {
                 let body = self.buf[5..f.len].to_vec();
                 self.buf.drain(..f.len);
                 out.push((f.tag, body));

@@ -4,6 +4,72 @@ use std::ops::Range;
 
 use super::{Error, Reader};
 
+/// The type byte of each server message, named as in PostgreSQL's protocol
+/// documentation.
+pub mod tag {
+    /// Every `Authentication*` request and `AuthenticationOk`.
+    pub const AUTHENTICATION: u8 = b'R';
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const DATA_ROW: u8 = b'D';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+    pub const COPY_OUT_RESPONSE: u8 = b'H';
+    pub const COPY_BOTH_RESPONSE: u8 = b'W';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const NO_DATA: u8 = b'n';
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+}
+
+/// The field codes of an `ErrorResponse` or `NoticeResponse`, named as in
+/// PostgreSQL's documentation of them.
+pub mod field {
+    /// Localized severity.
+    pub const SEVERITY: u8 = b'S';
+    /// Severity, never localized.
+    pub const SEVERITY_NONLOCALIZED: u8 = b'V';
+    /// The SQLSTATE.
+    pub const CODE: u8 = b'C';
+    pub const MESSAGE: u8 = b'M';
+    pub const DETAIL: u8 = b'D';
+    pub const HINT: u8 = b'H';
+    pub const POSITION: u8 = b'P';
+    pub const INTERNAL_POSITION: u8 = b'p';
+    /// The text of an internally generated command (such as PL/pgSQL's).
+    pub const INTERNAL_QUERY: u8 = b'q';
+    /// Where the error occurred: a call stack of PL functions and the like.
+    pub const WHERE: u8 = b'W';
+    pub const SCHEMA_NAME: u8 = b's';
+    pub const TABLE_NAME: u8 = b't';
+    pub const COLUMN_NAME: u8 = b'c';
+    pub const DATA_TYPE_NAME: u8 = b'd';
+    pub const CONSTRAINT_NAME: u8 = b'n';
+    pub const FILE: u8 = b'F';
+    pub const LINE: u8 = b'L';
+    pub const ROUTINE: u8 = b'R';
+}
+
+/// The transaction status a `ReadyForQuery` reports.
+pub mod status {
+    pub const IDLE: u8 = b'I';
+    pub const IN_TRANSACTION: u8 = b'T';
+    /// In a failed transaction block.
+    pub const FAILED: u8 = b'E';
+}
+
 /// A tagged message from the server, borrowing from the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend<'a> {
@@ -40,7 +106,7 @@ pub enum Backend<'a> {
     NoData,
     PortalSuspended,
     ParameterDescription(&'a [u8]),
-    FunctionCallResponse(&'a [u8]),
+    FunctionCallResponse(FunctionCallResponse<'a>),
     NegotiateProtocolVersion {
         minor: u32,
         options: &'a [u8],
@@ -73,7 +139,7 @@ impl<'a> Auth<'a> {
 /// Decodes the body of a backend message with tag `tag`.
 pub fn parse(tag: u8, body: &[u8]) -> Result<Backend<'_>, Error> {
     Ok(match tag {
-        b'R' => {
+        tag::AUTHENTICATION => {
             let mut r = Reader::new(body, "Authentication");
             let auth = match r.i32()? {
                 0 => Auth::Ok,
@@ -91,40 +157,43 @@ pub fn parse(tag: u8, body: &[u8]) -> Result<Backend<'_>, Error> {
             };
             Backend::Authentication(auth)
         }
-        b'K' => {
+        tag::BACKEND_KEY_DATA => {
             let mut r = Reader::new(body, "BackendKeyData");
             let pid = r.u32()?;
             let key = r.u32()?;
             r.finish()?;
             Backend::BackendKeyData { pid, key }
         }
-        b'S' => {
+        tag::PARAMETER_STATUS => {
             let mut r = Reader::new(body, "ParameterStatus");
             let name = r.cstr()?;
             let value = r.cstr()?;
             r.finish()?;
             Backend::ParameterStatus { name, value }
         }
-        b'Z' => {
+        tag::READY_FOR_QUERY => {
             let mut r = Reader::new(body, "ReadyForQuery");
             let status = r.u8()?;
             r.finish()?;
-            if !matches!(status, b'I' | b'T' | b'E') {
+            if !matches!(
+                status,
+                status::IDLE | status::IN_TRANSACTION | status::FAILED
+            ) {
                 return Err(Error::Malformed("ReadyForQuery"));
             }
             Backend::ReadyForQuery(status)
         }
-        b'T' => Backend::RowDescription(RowDescription::new(body)?),
-        b'D' => Backend::DataRow(DataRow::new(body)?),
-        b'C' => {
+        tag::ROW_DESCRIPTION => Backend::RowDescription(RowDescription::new(body)?),
+        tag::DATA_ROW => Backend::DataRow(DataRow::new(body)?),
+        tag::COMMAND_COMPLETE => {
             let mut r = Reader::new(body, "CommandComplete");
             let tag = r.cstr()?;
             r.finish()?;
             Backend::CommandComplete(tag)
         }
-        b'E' => Backend::ErrorResponse(Fields::new(body)?),
-        b'N' => Backend::NoticeResponse(Fields::new(body)?),
-        b'A' => {
+        tag::ERROR_RESPONSE => Backend::ErrorResponse(Fields::new(body)?),
+        tag::NOTICE_RESPONSE => Backend::NoticeResponse(Fields::new(body)?),
+        tag::NOTIFICATION_RESPONSE => {
             let mut r = Reader::new(body, "NotificationResponse");
             let pid = r.u32()?;
             let channel = r.cstr()?;
@@ -136,20 +205,22 @@ pub fn parse(tag: u8, body: &[u8]) -> Result<Backend<'_>, Error> {
                 payload,
             }
         }
-        b'G' => Backend::CopyInResponse(body),
-        b'H' => Backend::CopyOutResponse(body),
-        b'W' => Backend::CopyBothResponse(body),
-        b'd' => Backend::CopyData(body),
-        b'c' => empty(body, Backend::CopyDone)?,
-        b'I' => empty(body, Backend::EmptyQueryResponse)?,
-        b'1' => empty(body, Backend::ParseComplete)?,
-        b'2' => empty(body, Backend::BindComplete)?,
-        b'3' => empty(body, Backend::CloseComplete)?,
-        b'n' => empty(body, Backend::NoData)?,
-        b's' => empty(body, Backend::PortalSuspended)?,
-        b't' => Backend::ParameterDescription(body),
-        b'V' => Backend::FunctionCallResponse(body),
-        b'v' => {
+        tag::COPY_IN_RESPONSE => Backend::CopyInResponse(body),
+        tag::COPY_OUT_RESPONSE => Backend::CopyOutResponse(body),
+        tag::COPY_BOTH_RESPONSE => Backend::CopyBothResponse(body),
+        tag::COPY_DATA => Backend::CopyData(body),
+        tag::COPY_DONE => empty(body, Backend::CopyDone)?,
+        tag::EMPTY_QUERY_RESPONSE => empty(body, Backend::EmptyQueryResponse)?,
+        tag::PARSE_COMPLETE => empty(body, Backend::ParseComplete)?,
+        tag::BIND_COMPLETE => empty(body, Backend::BindComplete)?,
+        tag::CLOSE_COMPLETE => empty(body, Backend::CloseComplete)?,
+        tag::NO_DATA => empty(body, Backend::NoData)?,
+        tag::PORTAL_SUSPENDED => empty(body, Backend::PortalSuspended)?,
+        tag::PARAMETER_DESCRIPTION => Backend::ParameterDescription(body),
+        tag::FUNCTION_CALL_RESPONSE => {
+            Backend::FunctionCallResponse(FunctionCallResponse::new(body)?)
+        }
+        tag::NEGOTIATE_PROTOCOL_VERSION => {
             let mut r = Reader::new(body, "NegotiateProtocolVersion");
             let minor = r.u32()?;
             Backend::NegotiateProtocolVersion {
@@ -170,7 +241,7 @@ fn empty(body: &[u8], m: Backend<'static>) -> Result<Backend<'static>, Error> {
 }
 
 /// Fields of an `ErrorResponse`/`NoticeResponse`: `(code, value)` pairs, e.g.
-/// `(b'C', b"42501")`, `(b'M', b"permission denied")`.
+/// `(field::CODE, b"42501")`, `(field::MESSAGE, b"permission denied")`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fields<'a>(&'a [u8]);
 
@@ -346,5 +417,38 @@ impl<'a> DataRow<'a> {
     pub fn ranges(&self) -> impl Iterator<Item = Option<Range<usize>>> + 'a {
         self.ranges_unchecked()
             .map(|r| r.map(|(range, _)| range).unwrap_or(None))
+    }
+}
+
+/// A `FunctionCallResponse`: the result of a fast-path function call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionCallResponse<'a> {
+    body: &'a [u8],
+    null: bool,
+}
+
+impl<'a> FunctionCallResponse<'a> {
+    /// A length (-1: NULL) and exactly that many bytes.
+    fn new(body: &'a [u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body, "FunctionCallResponse");
+        let len = r.i32()?;
+        let null = len == -1;
+        if null {
+            r.finish()?;
+        } else if len < 0 || len as usize != r.remaining() {
+            return Err(Error::Malformed("FunctionCallResponse"));
+        }
+        Ok(FunctionCallResponse { body, null })
+    }
+
+    /// The result value; `None` for SQL NULL.
+    pub fn value(&self) -> Option<&'a [u8]> {
+        (!self.null).then(|| &self.body[4..])
+    }
+
+    /// The value's byte range within the message body (for masking it in
+    /// place); `None` for SQL NULL.
+    pub fn value_range(&self) -> Option<Range<usize>> {
+        (!self.null).then_some(4..self.body.len())
     }
 }

@@ -1,6 +1,8 @@
 //! Builders for the messages the gateway writes itself. Each appends one complete
 //! message to `out`, so several can be batched into one write.
 
+use super::backend::{field, tag as be};
+use super::frontend::tag as fe;
 use super::{CANCEL_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE};
 
 /// Appends a tagged message whose body is written by `body`.
@@ -59,12 +61,12 @@ impl<'a> Report<'a> {
 fn report(out: &mut Vec<u8>, tag: u8, r: &Report) {
     message(out, tag, |o| {
         for (code, value) in [
-            (b'S', Some(r.severity)),
-            (b'V', Some(r.severity)),
-            (b'C', Some(r.code)),
-            (b'M', Some(r.message)),
-            (b'D', r.detail),
-            (b'H', r.hint),
+            (field::SEVERITY, Some(r.severity)),
+            (field::SEVERITY_NONLOCALIZED, Some(r.severity)),
+            (field::CODE, Some(r.code)),
+            (field::MESSAGE, Some(r.message)),
+            (field::DETAIL, r.detail),
+            (field::HINT, r.hint),
         ] {
             if let Some(v) = value {
                 o.push(code);
@@ -76,34 +78,38 @@ fn report(out: &mut Vec<u8>, tag: u8, r: &Report) {
 }
 
 pub fn error_response(out: &mut Vec<u8>, r: &Report) {
-    report(out, b'E', r);
+    report(out, be::ERROR_RESPONSE, r);
 }
 
 pub fn notice_response(out: &mut Vec<u8>, r: &Report) {
-    report(out, b'N', r);
+    report(out, be::NOTICE_RESPONSE, r);
 }
 
 pub fn ready_for_query(out: &mut Vec<u8>, status: u8) {
-    message(out, b'Z', |o| o.push(status));
+    message(out, be::READY_FOR_QUERY, |o| o.push(status));
 }
 
 pub fn auth_ok(out: &mut Vec<u8>) {
-    message(out, b'R', |o| o.extend_from_slice(&0i32.to_be_bytes()));
+    message(out, be::AUTHENTICATION, |o| {
+        o.extend_from_slice(&0i32.to_be_bytes())
+    });
 }
 
 pub fn auth_cleartext_password(out: &mut Vec<u8>) {
-    message(out, b'R', |o| o.extend_from_slice(&3i32.to_be_bytes()));
+    message(out, be::AUTHENTICATION, |o| {
+        o.extend_from_slice(&3i32.to_be_bytes())
+    });
 }
 
 pub fn backend_key_data(out: &mut Vec<u8>, pid: u32, key: u32) {
-    message(out, b'K', |o| {
+    message(out, be::BACKEND_KEY_DATA, |o| {
         o.extend_from_slice(&pid.to_be_bytes());
         o.extend_from_slice(&key.to_be_bytes());
     });
 }
 
 pub fn parameter_status(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    message(out, b'S', |o| {
+    message(out, be::PARAMETER_STATUS, |o| {
         cstr(o, name);
         cstr(o, value);
     });
@@ -111,7 +117,7 @@ pub fn parameter_status(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// `NegotiateProtocolVersion`: we speak 3.0 and none of these `_pq_.` options.
 pub fn negotiate_protocol_version(out: &mut Vec<u8>, unrecognized: &[&str]) {
-    message(out, b'v', |o| {
+    message(out, be::NEGOTIATE_PROTOCOL_VERSION, |o| {
         o.extend_from_slice(&0u32.to_be_bytes());
         o.extend_from_slice(&(unrecognized.len() as u32).to_be_bytes());
         for name in unrecognized {
@@ -148,11 +154,11 @@ pub fn cancel_request(out: &mut Vec<u8>, pid: u32, key: u32) {
 
 /// `PasswordMessage` with a cleartext or MD5-hashed password.
 pub fn password(out: &mut Vec<u8>, password: &[u8]) {
-    message(out, b'p', |o| cstr(o, password));
+    message(out, fe::PASSWORD, |o| cstr(o, password));
 }
 
 pub fn sasl_initial_response(out: &mut Vec<u8>, mechanism: &str, data: &[u8]) {
-    message(out, b'p', |o| {
+    message(out, fe::PASSWORD, |o| {
         cstr(o, mechanism.as_bytes());
         o.extend_from_slice(&(data.len() as i32).to_be_bytes());
         o.extend_from_slice(data);
@@ -160,15 +166,15 @@ pub fn sasl_initial_response(out: &mut Vec<u8>, mechanism: &str, data: &[u8]) {
 }
 
 pub fn sasl_response(out: &mut Vec<u8>, data: &[u8]) {
-    message(out, b'p', |o| o.extend_from_slice(data));
+    message(out, fe::PASSWORD, |o| o.extend_from_slice(data));
 }
 
 pub fn query(out: &mut Vec<u8>, sql: &[u8]) {
-    message(out, b'Q', |o| cstr(o, sql));
+    message(out, fe::QUERY, |o| cstr(o, sql));
 }
 
 pub fn parse(out: &mut Vec<u8>, name: &[u8], sql: &[u8], param_types: &[u8]) {
-    message(out, b'P', |o| {
+    message(out, fe::PARSE, |o| {
         cstr(o, name);
         cstr(o, sql);
         o.extend_from_slice(&((param_types.len() / 4) as i16).to_be_bytes());
@@ -176,9 +182,9 @@ pub fn parse(out: &mut Vec<u8>, name: &[u8], sql: &[u8], param_types: &[u8]) {
     });
 }
 
-/// `Describe` of a statement (`kind` `S`) or portal (`P`).
+/// `Describe` of a statement or portal (`kind`: a [`frontend::kind`](super::frontend::kind)).
 pub fn describe(out: &mut Vec<u8>, kind: u8, name: &[u8]) {
-    message(out, b'D', |b| {
+    message(out, fe::DESCRIBE, |b| {
         b.push(kind);
         b.extend_from_slice(name);
         b.push(0);
@@ -186,7 +192,7 @@ pub fn describe(out: &mut Vec<u8>, kind: u8, name: &[u8]) {
 }
 
 pub fn terminate(out: &mut Vec<u8>) {
-    message(out, b'X', |_| {});
+    message(out, fe::TERMINATE, |_| {});
 }
 
 /// The MD5 password response: `"md5" + md5(md5(password + user) + salt)`.

@@ -4,6 +4,33 @@
 use super::{Error, Reader, CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
 use crate::Status;
 
+/// The type byte of each tagged client message, named as in PostgreSQL's
+/// protocol documentation.
+pub mod tag {
+    pub const QUERY: u8 = b'Q';
+    pub const PARSE: u8 = b'P';
+    pub const BIND: u8 = b'B';
+    pub const EXECUTE: u8 = b'E';
+    pub const DESCRIBE: u8 = b'D';
+    pub const SYNC: u8 = b'S';
+    pub const FLUSH: u8 = b'H';
+    pub const CLOSE: u8 = b'C';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const COPY_FAIL: u8 = b'f';
+    pub const FUNCTION_CALL: u8 = b'F';
+    pub const TERMINATE: u8 = b'X';
+    /// `PasswordMessage`, `SASLInitialResponse`, `SASLResponse` and
+    /// `GSSResponse` share it.
+    pub const PASSWORD: u8 = b'p';
+}
+
+/// What a `Describe` or `Close` names.
+pub mod kind {
+    pub const STATEMENT: u8 = b'S';
+    pub const PORTAL: u8 = b'P';
+}
+
 /// The first packet of a connection (it has no tag byte).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Startup<'a> {
@@ -111,12 +138,7 @@ pub enum Frontend<'a> {
         sql: &'a [u8],
         param_types: &'a [u8],
     },
-    Bind {
-        portal: &'a [u8],
-        statement: &'a [u8],
-        /// Formats, parameter values and result formats, as sent.
-        rest: &'a [u8],
-    },
+    Bind(Bind<'a>),
     Describe {
         kind: u8,
         name: &'a [u8],
@@ -144,7 +166,16 @@ pub enum Frontend<'a> {
     Password(&'a [u8]),
 }
 
-/// Decodes the body of a frontend message with tag `tag`.
+/// A `Bind`: a portal made from a prepared statement and parameter values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bind<'a> {
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
+    /// Parameter format codes, parameter values and result format codes, as
+    /// sent (what an approval is bound to); [`Bind::params`] reads them.
+    pub rest: &'a [u8],
+}
+
 /// One parameter value of a `Bind`, as far as the gateway can read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Param<'a> {
@@ -156,65 +187,117 @@ pub enum Param<'a> {
     Binary(&'a [u8]),
 }
 
-/// The parameter values of a `Bind` (its body after the portal and statement
-/// names, `Frontend::Bind::rest`).
-pub fn bind_params(rest: &[u8]) -> Result<Vec<Param<'_>>, Error> {
-    let bad = || Error::Malformed("Bind");
-    let mut at = 0usize;
-    let i16_at = |at: &mut usize| -> Result<i16, Error> {
-        let v = rest.get(*at..*at + 2).ok_or_else(bad)?;
-        *at += 2;
-        Ok(i16::from_be_bytes([v[0], v[1]]))
-    };
-    let nformats = i16_at(&mut at)?;
-    if nformats < 0 {
-        return Err(bad());
-    }
-    let mut formats = Vec::with_capacity(nformats as usize);
-    for _ in 0..nformats {
-        formats.push(i16_at(&mut at)?);
-    }
-    let nparams = i16_at(&mut at)?;
-    if nparams < 0 || (nformats > 1 && nformats != nparams) {
-        return Err(bad());
-    }
-    let mut out = Vec::with_capacity(nparams as usize);
-    for k in 0..nparams as usize {
-        let len = rest.get(at..at + 4).ok_or_else(bad)?;
-        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-        at += 4;
-        let format = match formats.len() {
-            0 => 0,
-            1 => formats[0],
-            _ => formats[k],
-        };
-        if len == -1 {
-            out.push(Param::Null);
-            continue;
+impl<'a> Bind<'a> {
+    /// The parameter values in order, each with its format, borrowed from the
+    /// message. A malformed body yields one error, then nothing: a truncated
+    /// value, a negative count or length other than NULL's -1, or several
+    /// format codes that are not one per parameter.
+    pub fn params(&self) -> BindParams<'a> {
+        let mut r = Reader::new(self.rest, "Bind");
+        let header = (|| {
+            let nformats = r.i16()?;
+            if nformats < 0 {
+                return Err(r.err());
+            }
+            let formats = r.bytes(nformats as usize * 2)?;
+            let count = r.i16()?;
+            if count < 0 || (nformats > 1 && nformats != count) {
+                return Err(r.err());
+            }
+            Ok((formats, count as usize))
+        })();
+        match header {
+            Ok((formats, count)) => BindParams {
+                formats,
+                values: r,
+                index: 0,
+                count,
+                error: None,
+            },
+            Err(e) => BindParams {
+                formats: &[],
+                values: Reader::new(&[], "Bind"),
+                index: 0,
+                count: 0,
+                error: Some(e),
+            },
         }
-        if len < 0 {
-            return Err(bad());
-        }
-        let value = rest.get(at..at + len as usize).ok_or_else(bad)?;
-        at += len as usize;
-        out.push(if format == 0 {
-            Param::Text(value)
-        } else {
-            Param::Binary(value)
-        });
     }
-    Ok(out)
 }
 
+/// The parameter values of a [`Bind`]; see [`Bind::params`].
+pub struct BindParams<'a> {
+    /// Two bytes per format code: none (all text), one (for all) or one each.
+    formats: &'a [u8],
+    /// The values, from the next one's length on.
+    values: Reader<'a>,
+    index: usize,
+    count: usize,
+    /// A malformed header, reported by the first `next`.
+    error: Option<Error>,
+}
+
+impl<'a> BindParams<'a> {
+    fn format(&self) -> i16 {
+        let at = match self.formats.len() {
+            0 => return 0,
+            2 => 0,
+            _ => self.index * 2,
+        };
+        match self.formats.get(at..at + 2) {
+            Some(f) => i16::from_be_bytes([f[0], f[1]]),
+            None => 0,
+        }
+    }
+}
+
+impl<'a> Iterator for BindParams<'a> {
+    type Item = Result<Param<'a>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
+        if self.index == self.count {
+            return None;
+        }
+        let format = self.format();
+        let values = &mut self.values;
+        let value = (|| {
+            let len = values.i32()?;
+            if len == -1 {
+                return Ok(Param::Null);
+            }
+            if len < 0 {
+                return Err(values.err());
+            }
+            let v = values.bytes(len as usize)?;
+            Ok(if format == 0 {
+                Param::Text(v)
+            } else {
+                Param::Binary(v)
+            })
+        })();
+        // After an error nothing more is read.
+        self.index = if value.is_ok() {
+            self.index + 1
+        } else {
+            self.count
+        };
+        Some(value)
+    }
+}
+
+/// Decodes the body of a frontend message with tag `tag`.
 pub fn parse(tag: u8, body: &[u8]) -> Result<Frontend<'_>, Error> {
     Ok(match tag {
-        b'Q' => {
+        tag::QUERY => {
             let mut r = Reader::new(body, "Query");
             let sql = r.cstr()?;
             r.finish()?;
             Frontend::Query(sql)
         }
-        b'P' => {
+        tag::PARSE => {
             let mut r = Reader::new(body, "Parse");
             let name = r.cstr()?;
             let sql = r.cstr()?;
@@ -228,59 +311,63 @@ pub fn parse(tag: u8, body: &[u8]) -> Result<Frontend<'_>, Error> {
                 param_types: r.rest(),
             }
         }
-        b'B' => {
+        tag::BIND => {
             let mut r = Reader::new(body, "Bind");
             let portal = r.cstr()?;
             let statement = r.cstr()?;
             let rest = r.rest();
             validate_bind(rest)?;
-            Frontend::Bind {
+            Frontend::Bind(Bind {
                 portal,
                 statement,
                 rest,
-            }
+            })
         }
-        b'D' | b'C' => {
-            let what = if tag == b'D' { "Describe" } else { "Close" };
+        tag::DESCRIBE | tag::CLOSE => {
+            let what = if tag == tag::DESCRIBE {
+                "Describe"
+            } else {
+                "Close"
+            };
             let mut r = Reader::new(body, what);
             let kind = r.u8()?;
-            if kind != b'S' && kind != b'P' {
+            if kind != kind::STATEMENT && kind != kind::PORTAL {
                 return Err(Error::Malformed(what));
             }
             let name = r.cstr()?;
             r.finish()?;
-            if tag == b'D' {
+            if tag == tag::DESCRIBE {
                 Frontend::Describe { kind, name }
             } else {
                 Frontend::Close { kind, name }
             }
         }
-        b'E' => {
+        tag::EXECUTE => {
             let mut r = Reader::new(body, "Execute");
             let portal = r.cstr()?;
             let max_rows = r.i32()?;
             r.finish()?;
             Frontend::Execute { portal, max_rows }
         }
-        b'S' | b'H' | b'c' | b'X' => {
+        tag::SYNC | tag::FLUSH | tag::COPY_DONE | tag::TERMINATE => {
             if !body.is_empty() {
                 return Err(Error::Malformed("Sync/Flush/CopyDone/Terminate"));
             }
             match tag {
-                b'S' => Frontend::Sync,
-                b'H' => Frontend::Flush,
-                b'c' => Frontend::CopyDone,
+                tag::SYNC => Frontend::Sync,
+                tag::FLUSH => Frontend::Flush,
+                tag::COPY_DONE => Frontend::CopyDone,
                 _ => Frontend::Terminate,
             }
         }
-        b'd' => Frontend::CopyData(body),
-        b'f' => {
+        tag::COPY_DATA => Frontend::CopyData(body),
+        tag::COPY_FAIL => {
             let mut r = Reader::new(body, "CopyFail");
             let msg = r.cstr()?;
             r.finish()?;
             Frontend::CopyFail(msg)
         }
-        b'F' => {
+        tag::FUNCTION_CALL => {
             let mut r = Reader::new(body, "FunctionCall");
             let oid = r.u32()?;
             Frontend::FunctionCall {
@@ -288,7 +375,7 @@ pub fn parse(tag: u8, body: &[u8]) -> Result<Frontend<'_>, Error> {
                 rest: r.rest(),
             }
         }
-        b'p' => Frontend::Password(body),
+        tag::PASSWORD => Frontend::Password(body),
         other => return Err(Error::UnknownMessage(other as char)),
     })
 }

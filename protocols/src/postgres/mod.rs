@@ -1,22 +1,28 @@
 //! PostgreSQL frontend/backend protocol 3.0, both directions, sans-IO.
 //!
 //! The gateway reads bytes into a buffer and asks this module what they are:
-//! [`frame`] finds the next message's tag and length, [`frontend::parse`] and
-//! [`backend::parse`] give a borrowed view of its body (SQL text, statement names,
-//! `DataRow` column ranges, error fields) without copying, and [`encode`] builds
-//! the few messages the gateway writes itself (errors, notices, authentication
-//! requests, its own startup). [`scram`] is the SCRAM-SHA-256 client used to log in
-//! to the upstream with the target's credentials.
+//! [`frame`] says whether a whole message is buffered (and, once its header is,
+//! how long it is), [`frontend::parse`] and [`backend::parse`] give a borrowed
+//! view of its body (SQL text, statement names, `Bind` parameters, `DataRow`
+//! column ranges, error fields) without copying, and [`encode`] builds the few
+//! messages the gateway writes itself (errors, notices, authentication
+//! requests, its own startup). [`scram`] is the SCRAM-SHA-256 client used to log
+//! in to the upstream with the target's credentials. Message types are named by
+//! [`frontend::tag`] and [`backend::tag`], error and notice fields by
+//! [`backend::field`].
 //!
 //! Limits are part of parsing: a length field above the configured maximum is an
 //! error before any of the body is buffered.
 //!
 //! ```
-//! use sluice_protocols::postgres::{frame, frontend, Frontend};
+//! use sluice_protocols::postgres::{frame, frontend, Frame, Framed, Frontend};
 //! let msg = b"Q\0\0\0\x0dSELECT 1\0";
-//! let f = frame(msg, 1 << 20).unwrap().unwrap();
-//! assert_eq!((f.tag, f.len), (b'Q', msg.len()));
-//! let Frontend::Query(sql) = frontend::parse(f.tag, &msg[5..f.len]).unwrap() else { panic!() };
+//! // An incomplete message is a normal outcome, not an error.
+//! let header = Frame { tag: frontend::tag::QUERY, len: msg.len() };
+//! assert_eq!(frame(&msg[..7], 1 << 20), Ok(Framed::Partial { header: Some(header) }));
+//! let Ok(Framed::Complete(f)) = frame(msg, 1 << 20) else { panic!() };
+//! assert_eq!((f.tag, f.len), (frontend::tag::QUERY, msg.len()));
+//! let Frontend::Query(sql) = frontend::parse(f.tag, &msg[f.body()]).unwrap() else { panic!() };
 //! assert_eq!(sql, b"SELECT 1");
 //! ```
 
@@ -41,6 +47,12 @@ pub const PROTOCOL_3_0: u32 = 196_608;
 pub const SSL_REQUEST_CODE: u32 = 80_877_103;
 pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
+
+/// The one-byte answer to an `SSLRequest` when the server will do TLS.
+pub const SSL_WILLING: u8 = b'S';
+/// The one-byte answer to an `SSLRequest` or `GSSENCRequest` when the server
+/// will not encrypt.
+pub const ENCRYPTION_UNWILLING: u8 = b'N';
 
 /// Why bytes could not be decoded as PostgreSQL protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,13 +83,24 @@ impl Frame {
     }
 }
 
-/// Reads the header of the tagged message at the front of `buf`.
+/// What [`frame`] found at the front of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framed {
+    /// The next message is not all buffered yet. Once its five header bytes
+    /// are, `header` gives its tag and whole length: a driver can reserve the
+    /// rest at once, or stream a large message through.
+    Partial { header: Option<Frame> },
+    /// A whole message is buffered: `buf[..frame.len]`.
+    Complete(Frame),
+}
+
+/// Frames the tagged message at the front of `buf`.
 ///
-/// `Ok(None)` means fewer than five bytes are buffered. The message may still be
-/// incomplete: compare `len` with what is buffered.
-pub fn frame(buf: &[u8], max: usize) -> Result<Option<Frame>, Error> {
+/// A length above `max` (or below the length field's own four bytes) is an
+/// error as soon as the header is buffered, before any of the body is.
+pub fn frame(buf: &[u8], max: usize) -> Result<Framed, Error> {
     let Some(header) = buf.get(..5) else {
-        return Ok(None);
+        return Ok(Framed::Partial { header: None });
     };
     let declared = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
     if declared < 4 {
@@ -87,10 +110,15 @@ pub fn frame(buf: &[u8], max: usize) -> Result<Option<Frame>, Error> {
     if len > max {
         return Err(Error::TooLarge { len, max });
     }
-    Ok(Some(Frame {
+    let f = Frame {
         tag: header[0],
         len,
-    }))
+    };
+    Ok(if buf.len() < len {
+        Framed::Partial { header: Some(f) }
+    } else {
+        Framed::Complete(f)
+    })
 }
 
 /// A cursor over a message body; every read is bounds-checked.

@@ -39,23 +39,28 @@
 //! its results are recorded against exactly the commands that produced them.
 //!
 //! ```
+//! use sluice_protocols::postgres::backend::tag;
+//! use sluice_protocols::postgres::frontend::Bind;
 //! use sluice_protocols::postgres::session::{Session, Route};
 //! use sluice_protocols::postgres::Frontend;
 //! let mut s = Session::new(true);
-//! s.handle_frontend(&Frontend::Bind { portal: b"", statement: b"s1", rest: b"" }).unwrap();
+//! s.handle_frontend(&Frontend::Bind(Bind { portal: b"", statement: b"s1", rest: b"" })).unwrap();
 //! let e = s.handle_frontend(&Frontend::Execute { portal: b"", max_rows: 0 }).unwrap();
 //! assert!(e.describe_portal, "a Describe goes before the Execute");
 //! s.handle_frontend(&Frontend::Sync).unwrap();
-//! assert_eq!(s.handle_backend(b'2').unwrap(), Route::Client);
-//! assert_eq!(s.handle_backend(b'T').unwrap(), Route::Gateway); // the injected answer
-//! assert_eq!(s.handle_backend(b'D').unwrap(), Route::Client);
-//! assert_eq!(s.handle_backend(b'C').unwrap(), Route::Client);
-//! assert_eq!(s.handle_backend(b'Z').unwrap(), Route::Client);
+//! assert_eq!(s.handle_backend(tag::BIND_COMPLETE).unwrap(), Route::Client);
+//! // The answer to the injected Describe:
+//! assert_eq!(s.handle_backend(tag::ROW_DESCRIPTION).unwrap(), Route::Gateway);
+//! assert_eq!(s.handle_backend(tag::DATA_ROW).unwrap(), Route::Client);
+//! assert_eq!(s.handle_backend(tag::COMMAND_COMPLETE).unwrap(), Route::Client);
+//! assert_eq!(s.handle_backend(tag::READY_FOR_QUERY).unwrap(), Route::Client);
 //! assert!(s.idle());
 //! ```
 
 use std::collections::VecDeque;
 
+use super::backend::tag;
+use super::frontend::{self, Bind};
 use super::Frontend;
 
 /// Most forwarded messages awaiting the server's answers (two bytes each; a
@@ -198,16 +203,22 @@ impl Accounts {
                 Self::name(&mut self.statements, name, id)
             }
             (
-                Frontend::Bind {
+                Frontend::Bind(Bind {
                     portal, statement, ..
-                },
+                }),
                 _,
             ) => {
                 if let Some(&id) = self.statements.get(*statement) {
                     Self::name(&mut self.portals, portal, id);
                 }
             }
-            (Frontend::Close { kind: b'S', name }, _) => {
+            (
+                Frontend::Close {
+                    kind: frontend::kind::STATEMENT,
+                    name,
+                },
+                _,
+            ) => {
                 self.statements.remove(*name);
             }
             (Frontend::Close { name, .. }, _) => {
@@ -396,9 +407,12 @@ impl Session {
                 return Ok(fwd);
             }
             Frontend::Parse { .. } => Owed::Parse,
-            Frontend::Bind { .. } => Owed::Bind,
+            Frontend::Bind(_) => Owed::Bind,
             Frontend::Close { .. } => Owed::Close,
-            Frontend::Describe { kind: b'S', .. } => Owed::DescribeStatement { described: false },
+            Frontend::Describe {
+                kind: frontend::kind::STATEMENT,
+                ..
+            } => Owed::DescribeStatement { described: false },
             Frontend::Describe { .. } => Owed::DescribePortal { injected: false },
             Frontend::Execute { .. } => {
                 if self.describe_executes {
@@ -436,14 +450,17 @@ impl Session {
     /// A server message with this tag arrived; where it goes.
     pub fn handle_backend(&mut self, tag: u8) -> Result<Route, Violation> {
         // Asynchronous messages may come at any time.
-        if matches!(tag, b'S' | b'N' | b'A') {
+        if matches!(
+            tag,
+            tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NOTIFICATION_RESPONSE
+        ) {
             return Ok(Route::Client);
         }
         self.accounts.done = None;
         self.settle();
         let head = self.queue.front().copied();
         let unexpected = |owed: &'static str| Err(Violation::Unexpected(tag as char, owed));
-        if self.copy == Copy::Out && matches!(tag, b'd' | b'c') {
+        if self.copy == Copy::Out && matches!(tag, tag::COPY_DATA | tag::COPY_DONE) {
             return Ok(Route::Client);
         }
         let Some(head) = head else {
@@ -451,42 +468,54 @@ impl Session {
             // the session itself (terminated by an administrator, idle
             // timeout); it closes the connection after a FATAL.
             return match tag {
-                b'E' => Ok(Route::Client),
+                tag::ERROR_RESPONSE => Ok(Route::Client),
                 _ => unexpected("nothing"),
             };
         };
         let mut route = Route::Client;
         match (tag, head) {
-            (b'1', Owed::Parse) | (b'2', Owed::Bind) | (b'3', Owed::Close) => self.pop(),
-            (b't', Owed::DescribeStatement { described: false }) => {
+            (tag::PARSE_COMPLETE, Owed::Parse)
+            | (tag::BIND_COMPLETE, Owed::Bind)
+            | (tag::CLOSE_COMPLETE, Owed::Close) => self.pop(),
+            (tag::PARAMETER_DESCRIPTION, Owed::DescribeStatement { described: false }) => {
                 self.queue[0] = Owed::DescribeStatement { described: true };
             }
-            (b'T' | b'n', Owed::DescribeStatement { described: true }) => self.pop(),
-            (b'T' | b'n', Owed::DescribePortal { injected }) => {
+            (tag::ROW_DESCRIPTION | tag::NO_DATA, Owed::DescribeStatement { described: true }) => {
+                self.pop()
+            }
+            (tag::ROW_DESCRIPTION | tag::NO_DATA, Owed::DescribePortal { injected }) => {
                 if injected {
                     route = Route::Gateway;
                 }
                 self.pop();
             }
-            (b'T', Owed::Query) => {}
-            (b'D', Owed::Execute | Owed::Query) if self.copy == Copy::None => {}
-            (b'C', Owed::Execute) => {
+            (tag::ROW_DESCRIPTION, Owed::Query) => {}
+            (tag::DATA_ROW, Owed::Execute | Owed::Query) if self.copy == Copy::None => {}
+            (tag::COMMAND_COMPLETE, Owed::Execute) => {
                 self.end_copy();
                 self.pop();
             }
-            (b'I' | b's', Owed::Execute) if self.copy == Copy::None => self.pop(),
-            (b'C', Owed::Query) => self.end_copy(),
-            (b'I', Owed::Query) if self.copy == Copy::None => {}
-            (b'G', Owed::Execute | Owed::Query) if self.copy == Copy::None => self.copy_in()?,
-            (b'H', Owed::Execute | Owed::Query) if self.copy == Copy::None => self.copy = Copy::Out,
-            (b'V', Owed::FunctionCall) => {}
-            (b'Z', Owed::Sync | Owed::Query | Owed::FunctionCall) => {
+            (tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED, Owed::Execute)
+                if self.copy == Copy::None =>
+            {
+                self.pop()
+            }
+            (tag::COMMAND_COMPLETE, Owed::Query) => self.end_copy(),
+            (tag::EMPTY_QUERY_RESPONSE, Owed::Query) if self.copy == Copy::None => {}
+            (tag::COPY_IN_RESPONSE, Owed::Execute | Owed::Query) if self.copy == Copy::None => {
+                self.copy_in()?
+            }
+            (tag::COPY_OUT_RESPONSE, Owed::Execute | Owed::Query) if self.copy == Copy::None => {
+                self.copy = Copy::Out
+            }
+            (tag::FUNCTION_CALL_RESPONSE, Owed::FunctionCall) => {}
+            (tag::READY_FOR_QUERY, Owed::Sync | Owed::Query | Owed::FunctionCall) => {
                 self.copy = Copy::None;
                 self.answered += 1;
                 self.pop();
                 self.accounts.done = self.accounts.groups.pop_front();
             }
-            (b'E', _) => self.error(head),
+            (tag::ERROR_RESPONSE, _) => self.error(head),
             (_, owed) => return unexpected(describe(owed)),
         }
         self.settle();
@@ -589,7 +618,7 @@ fn tag_of(msg: &Frontend<'_>) -> char {
     match msg {
         Frontend::Query(_) => 'Q',
         Frontend::Parse { .. } => 'P',
-        Frontend::Bind { .. } => 'B',
+        Frontend::Bind(_) => 'B',
         Frontend::Describe { .. } => 'D',
         Frontend::Execute { .. } => 'E',
         Frontend::Close { .. } => 'C',

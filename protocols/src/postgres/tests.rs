@@ -50,15 +50,29 @@ impl Decoder {
                     Status::Partial => return,
                 }
             }
-            let Some(f) = frame(&self.buf, DEFAULT_MAX_MESSAGE).unwrap() else {
-                return;
+            let f = match frame(&self.buf, DEFAULT_MAX_MESSAGE).unwrap() {
+                Framed::Complete(f) => f,
+                Framed::Partial { header } => {
+                    // Once the header is in, it says what the whole message needs.
+                    if let Some(h) = header {
+                        assert!(h.len > self.buf.len());
+                    } else {
+                        assert!(self.buf.len() < 5);
+                    }
+                    return;
+                }
             };
-            if self.buf.len() < f.len {
-                return;
-            }
             let body = &self.buf[f.body()];
             let text = if self.frontend {
                 let m = frontend::parse(f.tag, body).unwrap();
+                if let Frontend::Bind(bind) = &m {
+                    // Every recorded Bind's parameters read in bounds.
+                    for p in bind.params() {
+                        if let frontend::Param::Text(v) | frontend::Param::Binary(v) = p.unwrap() {
+                            assert!(body.as_ptr_range().contains(&v.as_ptr()) || v.is_empty());
+                        }
+                    }
+                }
                 self.text.as_ref().map(|_| format!("{m:?}"))
             } else {
                 let m = backend::parse(f.tag, body).unwrap();
@@ -194,6 +208,11 @@ fn limits_and_malformed_input_give_typed_errors() {
             max: 1 << 20
         })
     );
+    assert_eq!(
+        frame(b"Q\x7f\xff\xff\xff", 1 << 20),
+        frame(b"Q\x7f\xff\xff\xffbody", 1 << 20),
+        "too large before any of the body is buffered"
+    );
     assert_eq!(frame(b"Q\0\0\0\x03", 1 << 20), Err(Error::BadLength(3)));
     assert_eq!(
         frame(b"Q\xff\xff\xff\xff", 1 << 20),
@@ -238,13 +257,15 @@ fn limits_and_malformed_input_give_typed_errors() {
 fn encoders_round_trip_through_the_decoders() {
     let mut out = Vec::new();
     encode::error_response(&mut out, &encode::Report::error("42501", "no\0pe"));
-    let f = frame(&out, 1 << 20).unwrap().unwrap();
+    let Ok(Framed::Complete(f)) = frame(&out, 1 << 20) else {
+        panic!()
+    };
     let Backend::ErrorResponse(fields) = backend::parse(f.tag, &out[f.body()]).unwrap() else {
         panic!()
     };
-    assert_eq!(fields.get(b'C'), Some(&b"42501"[..]));
+    assert_eq!(fields.get(backend::field::CODE), Some(&b"42501"[..]));
     assert_eq!(
-        fields.get(b'M'),
+        fields.get(backend::field::MESSAGE),
         Some(&b"no pe"[..]),
         "NUL inside a field cannot shift the others"
     );
@@ -263,24 +284,148 @@ fn encoders_round_trip_through_the_decoders() {
 }
 
 #[test]
-fn bind_parameters_are_read_with_their_formats() {
-    use super::frontend::{bind_params, Param};
-    let mut rest = Vec::new();
-    rest.extend_from_slice(&2i16.to_be_bytes()); // two format codes
-    rest.extend_from_slice(&0i16.to_be_bytes());
-    rest.extend_from_slice(&1i16.to_be_bytes());
-    rest.extend_from_slice(&2i16.to_be_bytes()); // two values
-    rest.extend_from_slice(&4i32.to_be_bytes());
-    rest.extend_from_slice(b"UTF8");
-    rest.extend_from_slice(&(-1i32).to_be_bytes());
-    rest.extend_from_slice(&0i16.to_be_bytes()); // result formats
-    assert_eq!(
-        bind_params(&rest).unwrap(),
-        [Param::Text(b"UTF8"), Param::Null]
-    );
-    // Every truncation is an error, never a panic.
-    for cut in 0..rest.len() - 2 {
-        let _ = bind_params(&rest[..cut]);
+fn frame_is_partial_until_the_whole_message_is_buffered() {
+    let msg = b"Q\0\0\0\x0dSELECT 1\0";
+    let header = Frame {
+        tag: frontend::tag::QUERY,
+        len: msg.len(),
+    };
+    for cut in 0..msg.len() {
+        let want = Framed::Partial {
+            header: (cut >= 5).then_some(header),
+        };
+        assert_eq!(frame(&msg[..cut], 1 << 20), Ok(want), "cut at {cut}");
     }
-    assert!(bind_params(&rest[..9]).is_err());
+    assert_eq!(frame(msg, 1 << 20), Ok(Framed::Complete(header)));
+    let two = [&msg[..], &msg[..]].concat();
+    assert_eq!(frame(&two, 1 << 20), Ok(Framed::Complete(header)));
+    assert_eq!(
+        frame(msg, msg.len() - 1),
+        Err(Error::TooLarge {
+            len: msg.len(),
+            max: msg.len() - 1
+        })
+    );
+}
+
+/// A Bind body after its names: format codes, values, result formats.
+fn bind_rest(formats: &[i16], values: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut rest = Vec::new();
+    rest.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+    for f in formats {
+        rest.extend_from_slice(&f.to_be_bytes());
+    }
+    rest.extend_from_slice(&(values.len() as i16).to_be_bytes());
+    for v in values {
+        match v {
+            Some(v) => {
+                rest.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                rest.extend_from_slice(v);
+            }
+            None => rest.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    rest.extend_from_slice(&0i16.to_be_bytes()); // result formats
+    rest
+}
+
+fn params(rest: &[u8]) -> Result<Vec<frontend::Param<'_>>, Error> {
+    let bind = frontend::Bind {
+        portal: b"",
+        statement: b"",
+        rest,
+    };
+    bind.params().collect()
+}
+
+#[test]
+fn bind_parameters_are_read_with_their_formats() {
+    use super::frontend::Param;
+    let rest = bind_rest(&[0, 1], &[Some(b"UTF8"), None]);
+    assert_eq!(params(&rest).unwrap(), [Param::Text(b"UTF8"), Param::Null]);
+    // One format code applies to every value; none means text.
+    let rest = bind_rest(&[1], &[Some(b"a"), Some(b"")]);
+    assert_eq!(
+        params(&rest).unwrap(),
+        [Param::Binary(b"a"), Param::Binary(b"")]
+    );
+    let rest = bind_rest(&[], &[Some(b"a"), None]);
+    assert_eq!(params(&rest).unwrap(), [Param::Text(b"a"), Param::Null]);
+    assert_eq!(params(&bind_rest(&[], &[])).unwrap(), []);
+    // Through the parser, borrowed from the message.
+    let mut body = b"portal\0stmt\0".to_vec();
+    body.extend_from_slice(&bind_rest(&[0], &[Some(b"x")]));
+    let Frontend::Bind(bind) = frontend::parse(frontend::tag::BIND, &body).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (bind.portal, bind.statement),
+        (&b"portal"[..], &b"stmt"[..])
+    );
+    let Some(Ok(Param::Text(v))) = bind.params().next() else {
+        panic!()
+    };
+    assert_eq!(v.as_ptr(), body[body.len() - 3..].as_ptr(), "zero-copy");
+}
+
+#[test]
+fn malformed_bind_parameters_are_errors_never_panics() {
+    let rest = bind_rest(&[0, 1], &[Some(b"UTF8"), None]);
+    // Every truncation is an error, never a panic (the result formats are
+    // not read: cutting them off leaves the values readable).
+    for cut in 0..rest.len() - 2 {
+        assert_eq!(
+            params(&rest[..cut]),
+            Err(Error::Malformed("Bind")),
+            "cut at {cut}"
+        );
+    }
+    let bad = Err(Error::Malformed("Bind"));
+    // Format codes neither none, one, nor one per value.
+    assert_eq!(params(&bind_rest(&[0, 0], &[Some(b"a")])), bad);
+    // A negative count of formats or values.
+    assert_eq!(params(b"\xff\xff\0\0\0\0"), bad);
+    assert_eq!(params(b"\0\0\xff\xff\0\0"), bad);
+    // A negative length other than NULL's.
+    assert_eq!(params(b"\0\0\0\x01\xff\xff\xff\xfe\0\0"), bad);
+    // A length past the end.
+    assert_eq!(params(b"\0\0\0\x01\0\0\0\x09x\0\0"), bad);
+    // After the error, nothing more.
+    let bind = frontend::Bind {
+        portal: b"",
+        statement: b"",
+        rest: b"\0\0\0\x02\0\0\0\x01a\xff\xff\xff\xfe",
+    };
+    let mut it = bind.params();
+    assert_eq!(it.next(), Some(Ok(frontend::Param::Text(b"a"))));
+    assert_eq!(it.next(), Some(Err(Error::Malformed("Bind"))));
+    assert_eq!(it.next(), None);
+    let mut it = frontend::Bind { rest: b"", ..bind }.params();
+    assert!(matches!(it.next(), Some(Err(_))));
+    assert_eq!(it.next(), None);
+}
+
+#[test]
+fn function_call_response_value_is_read_in_bounds() {
+    #[allow(clippy::type_complexity)]
+    fn parse(body: &[u8]) -> Result<(Option<&[u8]>, Option<std::ops::Range<usize>>), Error> {
+        match backend::parse(backend::tag::FUNCTION_CALL_RESPONSE, body)? {
+            Backend::FunctionCallResponse(r) => Ok((r.value(), r.value_range())),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(parse(b"\0\0\0\x03abc"), Ok((Some(&b"abc"[..]), Some(4..7))));
+    assert_eq!(parse(b"\0\0\0\0"), Ok((Some(&b""[..]), Some(4..4))));
+    assert_eq!(parse(b"\xff\xff\xff\xff"), Ok((None, None)), "NULL");
+    let bad = Err(Error::Malformed("FunctionCallResponse"));
+    for body in [
+        &b""[..],
+        b"\0\0\0",
+        b"\0\0\0\x04abc",
+        b"\0\0\0\x02abc",
+        b"\xff\xff\xff\xffx",
+        b"\xff\xff\xff\xfe",
+    ] {
+        assert_eq!(parse(body), bad, "{body:?}");
+    }
 }

@@ -12,7 +12,7 @@ pub(super) enum Next {
 
 /// Forwards one admitted request and relays its response.
 pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
-    cx: &Ctx<'_>,
+    cx: &Context<'_>,
     client: &mut C,
     buf: &mut Vec<u8>,
     mut fwd: Forward,
@@ -37,8 +37,8 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
     if let Some(rule_path) = fwd.form_rule_path.take() {
         let body = match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
             Ok(b) => b,
-            Err(r) => {
-                refuse(client, r).await;
+            Err(e) => {
+                refuse(client, Reply::failure(&e)).await;
                 return Next::Close;
             }
         };
@@ -68,8 +68,8 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
             Some(b) => b,
             None => match read_whole_body(client, buf, fwd.framing, MAX_HELD_BODY).await {
                 Ok(b) => b,
-                Err(r) => {
-                    refuse(client, r).await;
+                Err(e) => {
+                    refuse(client, Reply::failure(&e)).await;
                     return Next::Close;
                 }
             },
@@ -103,12 +103,17 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
     let mut scan = fwd.form.as_ref().map(FormScan::new);
     if let (Some(sc), Some(body)) = (scan.as_mut(), &held_body) {
         if let Err(why) = sc.feed(body).and_then(|()| sc.finish()) {
-            refuse(client, Reply::error(400, format!("bad request: {why}"))).await;
+            refuse(client, Reply::failure(&bad_request(why))).await;
             return Next::Close;
         }
     }
     if !record(cx, &fwd, "allow", approval, None).await {
-        refuse(client, Reply::error(503, "request refused: the audit log cannot record it; Sluice runs nothing it cannot record")).await;
+        let e = Error::new(
+            Kind::AuditUnavailable,
+            "request refused: the audit log cannot record it; Sluice runs nothing it cannot record",
+            "",
+        );
+        refuse(client, Reply::failure(&e)).await;
         return Next::Close;
     }
     finish_head(&mut fwd.head, fwd.framing);
@@ -129,14 +134,18 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         let (mut up, reused) = match checkout(cx, replayable && attempt == 0, &fwd.identity).await {
             Ok(u) => u,
             Err(e) => {
-                cx.shard.metrics.error(ErrorKind::UpstreamConnect);
+                let e = Error::new(
+                    Kind::Unreachable,
+                    format!("target `{}` is unreachable", cx.target.name),
+                    e,
+                );
+                cx.shard.failed(&e);
                 warn!(
                     "upstream_connect_failed",
                     target = cx.target.name,
-                    error = e
+                    error = e.detail
                 );
-                let r = Reply::error(502, format!("target `{}` is unreachable", cx.target.name));
-                return if reply(client, r).await.is_ok()
+                return if reply(client, Reply::failure(&e)).await.is_ok()
                     && fwd.keep_alive
                     && fwd.framing == Framing::None
                 {
@@ -150,36 +159,29 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         attempt += 1;
         let (res, back) = up.write_all(head).await;
         head = back;
+        let name = &cx.target.name;
         let sent = match res {
-            Err(_) => Err(BodyError::Upstream),
+            Err(e) => Err(upstream_broken(name, e)),
             Ok(_) => match held_body.take() {
                 Some(body) => {
                     let (res, back) = up.write_all(body).await;
                     held_body = Some(back);
-                    res.map(|_| ()).map_err(|_| BodyError::Upstream)
+                    res.map(|_| ()).map_err(|e| upstream_broken(name, e))
                 }
-                None => copy_body(client, buf, fwd.framing, &mut up, scan.as_mut()).await,
+                None => copy_body(client, buf, fwd.framing, &mut up, scan.as_mut(), name).await,
             },
         };
         match sent {
             Ok(()) => {}
-            Err(BodyError::Upstream) if may_retry => continue,
-            Err(BodyError::Client(r)) => {
-                // The rest of the body may still be on its way.
-                refuse(client, r).await;
+            Err(e) if e.source() == Source::Upstream && may_retry => continue,
+            Err(e) if e.source() == Source::Upstream => {
+                cx.shard.failed(&e);
+                let _ = reply(client, Reply::failure(&e).closing()).await;
                 return Next::Close;
             }
-            Err(BodyError::Upstream) => {
-                cx.shard.metrics.error(ErrorKind::UpstreamIo);
-                let _ = reply(
-                    client,
-                    Reply::error(
-                        502,
-                        format!("target `{}` closed the connection", cx.target.name),
-                    )
-                    .closing(),
-                )
-                .await;
+            Err(e) => {
+                // The rest of the body may still be on its way.
+                refuse(client, Reply::failure(&e)).await;
                 return Next::Close;
             }
         }
@@ -230,7 +232,7 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
 /// the decision so far and the named method's holds (a deny is answered,
 /// an approval held like any other).
 pub(super) fn judge_form_override(
-    cx: &Ctx<'_>,
+    cx: &Context<'_>,
     fwd: &mut Forward,
     body: &[u8],
     rule_path: &str,
@@ -295,7 +297,7 @@ pub(super) fn judge_form_override(
 /// Writes the command record; in strict durability waits for the disk. `false`
 /// if it could not be recorded (the request must not run).
 pub(super) async fn record(
-    cx: &Ctx<'_>,
+    cx: &Context<'_>,
     fwd: &Forward,
     decision: &str,
     approval: Option<u64>,
@@ -346,7 +348,7 @@ pub(super) enum Held {
 
 /// Opens (or uses) an approval for this exact request.
 pub(super) async fn hold(
-    cx: &Ctx<'_>,
+    cx: &Context<'_>,
     fwd: &Forward,
     body: &[u8],
     _rule: u16,
@@ -420,10 +422,25 @@ pub(super) async fn hold(
     }
 }
 
-pub(super) enum BodyError {
-    /// The client's body is malformed or too large: this answer, then close.
-    Client(Reply),
-    Upstream,
+fn bad_request(why: &str) -> Error {
+    Error::new(Kind::BadRequest, format!("bad request: {why}"), "")
+}
+
+fn bad_chunked(e: impl std::fmt::Display) -> Error {
+    Error::new(Kind::BadRequest, format!("bad chunked body: {e}"), "")
+}
+
+fn ended_early() -> Error {
+    Error::new(Kind::BadRequest, "the request body ended early", "")
+}
+
+/// The upstream connection of target `name` failed while the request went out.
+fn upstream_broken(name: &str, e: std::io::Error) -> Error {
+    Error::new(
+        Kind::UpstreamBroken,
+        format!("target `{name}` closed the connection"),
+        e.to_string(),
+    )
 }
 
 /// Reads a whole request body (decoding chunks) into memory.
@@ -432,14 +449,14 @@ pub(super) async fn read_whole_body<C: AsyncReadRent>(
     buf: &mut Vec<u8>,
     framing: Framing,
     max: u64,
-) -> Result<Vec<u8>, Reply> {
+) -> Result<Vec<u8>, Error> {
     let mut body = Vec::new();
     match framing {
         Framing::None | Framing::UntilClose => {}
         Framing::Length(n) => {
             while (buf.len() as u64) < n {
                 if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
-                    return Err(Reply::error(400, "the request body ended early"));
+                    return Err(ended_early());
                 }
             }
             body.extend(buf.drain(..n as usize));
@@ -447,9 +464,7 @@ pub(super) async fn read_whole_body<C: AsyncReadRent>(
         Framing::Chunked => {
             let mut d = ChunkedDecoder::new(max);
             loop {
-                let r = d
-                    .decode(buf)
-                    .map_err(|e| Reply::error(400, format!("bad chunked body: {e}")))?;
+                let r = d.decode(buf).map_err(bad_chunked)?;
                 body.extend_from_slice(&buf[r.data.clone()]);
                 buf.drain(..r.consumed);
                 if r.done {
@@ -458,7 +473,7 @@ pub(super) async fn read_whole_body<C: AsyncReadRent>(
                 if r.consumed == 0
                     && !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0)
                 {
-                    return Err(Reply::error(400, "the request body ended early"));
+                    return Err(ended_early());
                 }
             }
         }
@@ -474,7 +489,8 @@ pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
     framing: Framing,
     up: &mut U,
     mut scan: Option<&mut FormScan>,
-) -> Result<(), BodyError> {
+    cx_name: &str,
+) -> Result<(), Error> {
     // What the scan refuses never reaches the upstream whole: the request is
     // cut short there (before its last bytes) and the connection closed.
     let mut look = |data: &[u8], last: bool| {
@@ -486,10 +502,7 @@ pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
             Ok(())
         });
         match r {
-            Some(Err(why)) => Err(BodyError::Client(Reply::error(
-                400,
-                format!("bad request: {why}"),
-            ))),
+            Some(Err(why)) => Err(bad_request(why)),
             _ => Ok(()),
         }
     };
@@ -501,7 +514,7 @@ pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
                 look(&buf[..n], n as u64 == left)?;
                 write_range(up, buf, 0..n)
                     .await
-                    .map_err(|_| BodyError::Upstream)?;
+                    .map_err(|e| upstream_broken(cx_name, e))?;
                 buf.drain(..n);
                 left -= n as u64;
             }
@@ -509,10 +522,7 @@ pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
                 return Ok(());
             }
             if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
-                return Err(BodyError::Client(Reply::error(
-                    400,
-                    "the request body ended early",
-                )));
+                return Err(ended_early());
             }
         },
         Framing::Chunked => {
@@ -520,9 +530,7 @@ pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
             loop {
                 let mut checked = 0;
                 let done = loop {
-                    let r = d.decode(&buf[checked..]).map_err(|e| {
-                        BodyError::Client(Reply::error(400, format!("bad chunked body: {e}")))
-                    })?;
+                    let r = d.decode(&buf[checked..]).map_err(bad_chunked)?;
                     look(&buf[checked + r.data.start..checked + r.data.end], r.done)?;
                     checked += r.consumed;
                     if r.done || r.consumed == 0 {
@@ -532,25 +540,21 @@ pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
                 // Trailer fields could carry what the gateway strips from heads
                 // (a token, a credential): refused, never forwarded.
                 if d.has_trailers() {
-                    return Err(BodyError::Client(Reply::error(
-                        400,
-                        "bad request: trailer fields in request bodies are not accepted",
-                    )));
+                    return Err(bad_request(
+                        "trailer fields in request bodies are not accepted",
+                    ));
                 }
                 if checked > 0 {
                     write_range(up, buf, 0..checked)
                         .await
-                        .map_err(|_| BodyError::Upstream)?;
+                        .map_err(|e| upstream_broken(cx_name, e))?;
                     buf.drain(..checked);
                 }
                 if done {
                     return Ok(());
                 }
                 if !matches!(read_more_timeout(client, buf, STALL).await, Ok(k) if k > 0) {
-                    return Err(BodyError::Client(Reply::error(
-                        400,
-                        "the request body ended early",
-                    )));
+                    return Err(ended_early());
                 }
             }
         }
@@ -560,7 +564,7 @@ pub(super) async fn copy_body<C: AsyncReadRent, U: AsyncWriteRent>(
 /// An upstream connection (the client's own, a pooled one, or a new one, TLS
 /// if configured), and whether it was reused (a fresh one is not retried).
 pub(super) async fn checkout(
-    cx: &Ctx<'_>,
+    cx: &Context<'_>,
     replayable: bool,
     who: &Rc<Identity>,
 ) -> Result<(Upstream, bool), String> {
@@ -591,13 +595,13 @@ pub(super) async fn checkout(
     Ok((up, false))
 }
 
-pub(super) fn checkin(cx: &Ctx<'_>, up: Upstream, who: &Rc<Identity>) {
+pub(super) fn checkin(cx: &Context<'_>, up: Upstream, who: &Rc<Identity>) {
     cx.cache.borrow_mut().up = Some((up, Instant::now(), who.clone()));
 }
 
 /// The client left: its upstream connection goes to the shard's pool, unless
 /// it was ever reused unchecked.
-pub(super) fn release(cx: &Ctx<'_>) {
+pub(super) fn release(cx: &Context<'_>) {
     let mut cache = cx.cache.borrow_mut();
     let Some((up, _, _)) = cache.up.take() else {
         return;

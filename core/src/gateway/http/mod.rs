@@ -46,9 +46,10 @@ use sluice_protocols::Status;
 
 use crate::approvals::{self, Key, Opened, Refusal, Settled};
 use crate::audit::{now_ms, Rec};
-use crate::gateway::postgres::io::{linger, read_more_timeout, write_range};
+use crate::error::{Error, Kind, Source};
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
+use crate::net::{linger, read_more_timeout, write_range};
 use crate::shard::{Shard, TargetPlan};
 use crate::upstream::{self, Upstream};
 use crate::{debug, info, warn};
@@ -76,7 +77,7 @@ use exchange::{exchange, release, Next};
 use respond::reads_responses;
 
 /// What a session knows once a request's caller is known.
-struct Ctx<'a> {
+struct Context<'a> {
     shard: &'a Shard,
     index: usize,
     target: &'a Target,
@@ -121,7 +122,7 @@ pub async fn serve(
 ) {
     let mut sid = [0u8; 8];
     getrandom::fill(&mut sid).expect("the OS random source is available");
-    let cx = Ctx {
+    let cx = Context {
         shard,
         index,
         target,
@@ -166,6 +167,11 @@ impl Reply {
 
     fn error(status: u16, message: impl Into<String>) -> Reply {
         Reply::json(status, serde_json::json!({ "error": message.into() }))
+    }
+
+    /// A gateway error as its HTTP status and message (never its detail).
+    fn failure(e: &Error) -> Reply {
+        Reply::error(e.http_status(), e.message.clone())
     }
 
     fn closing(mut self) -> Reply {
@@ -226,7 +232,7 @@ struct Forward {
     judged: String,
 }
 
-async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Ctx<'_>, mut client: C) {
+async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Context<'_>, mut client: C) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         // The next request head (pipelined ones may already be buffered),
@@ -319,7 +325,7 @@ async fn reply<C: AsyncWriteRent>(client: &mut C, r: Reply) -> std::io::Result<(
 }
 
 /// Checks a request head and builds the upstream head; `Err` is the answer.
-async fn admit(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Reply> {
+async fn admit(cx: &Context<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Reply> {
     let framing =
         http::request_framing(req, cx.config.gateway.max_message as u64).map_err(|e| match e {
             http::FramingError::TooLarge(_) => {
@@ -571,7 +577,10 @@ fn stricter(a: Decision, b: Decision) -> Decision {
     }
 }
 
-async fn authenticate(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Rc<Identity>, Reply> {
+async fn authenticate(
+    cx: &Context<'_>,
+    req: &http::Request<'_, '_>,
+) -> Result<Rc<Identity>, Reply> {
     let unauthorized = |msg: String| Reply {
         extra: "www-authenticate: Bearer realm=\"sluice\"\r\n",
         ..Reply::error(401, msg)
@@ -612,7 +621,7 @@ async fn authenticate(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Result<Rc<Id
 }
 
 /// The head that goes upstream (see [`rewrite::request_head`]).
-fn upstream_head(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
+fn upstream_head(cx: &Context<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
     let cred = cx.target.credentials.as_ref();
     rewrite::request_head(
         req,
@@ -628,7 +637,7 @@ fn upstream_head(cx: &Ctx<'_>, req: &http::Request<'_, '_>) -> Vec<u8> {
 }
 
 fn record_denial(
-    cx: &Ctx<'_>,
+    cx: &Context<'_>,
     identity: &Identity,
     req: &http::Request<'_, '_>,
     reason: &str,
@@ -654,7 +663,7 @@ fn record_denial(
 }
 
 /// How relaying a response went.
-struct Outcome {
+struct Relayed {
     /// A reused upstream connection failed before any response byte: the
     /// request may be sent again on a fresh one (nothing reached the client).
     retry: bool,
@@ -666,9 +675,9 @@ struct Outcome {
     client_ok: bool,
 }
 
-impl Outcome {
-    fn failed(error: String) -> Outcome {
-        Outcome {
+impl Relayed {
+    fn failed(error: String) -> Relayed {
+        Relayed {
             status: 502,
             bytes: 0,
             masked: Vec::new(),

@@ -17,7 +17,7 @@ pub(super) enum Masking {
 
 /// What a response head is masked with: the profile, else the credential's
 /// patterns alone (both compiled with the configuration).
-fn head_profile<'p>(cx: &Ctx<'p>) -> Option<&'p Profile> {
+fn head_profile<'p>(cx: &Context<'p>) -> Option<&'p Profile> {
     cx.plan.masking.as_ref().or(cx.plan.secrets.as_ref())
 }
 
@@ -31,7 +31,7 @@ pub(super) fn reads_responses(target: &sluice_config::Target) -> bool {
             .is_some_and(|c| c.value.is_some())
 }
 
-pub(super) fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, String> {
+pub(super) fn masking_for(cx: &Context<'_>, content_type: &[u8]) -> Result<Masking, String> {
     let plan = cx.plan;
     let media = content_type
         .split(|&b| b == b';')
@@ -69,12 +69,12 @@ pub(super) fn masking_for(cx: &Ctx<'_>, content_type: &[u8]) -> Result<Masking, 
 
 /// Relays the response to `fwd`; masks it if the target says so.
 pub(super) async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
-    cx: &Ctx<'_>,
+    cx: &Context<'_>,
     client: &mut C,
     up: &mut U,
     fwd: &Forward,
     may_retry: bool,
-) -> Outcome {
+) -> Relayed {
     // The session's response buffer, reused across requests.
     let mut ubuf = std::mem::take(&mut cx.cache.borrow_mut().ubuf);
     ubuf.clear();
@@ -86,13 +86,13 @@ pub(super) async fn respond<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent
 }
 
 pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWriteRent>(
-    cx: &Ctx<'_>,
+    cx: &Context<'_>,
     client: &mut C,
     up: &mut U,
     fwd: &Forward,
     ubuf: &mut Vec<u8>,
     may_retry: bool,
-) -> Outcome {
+) -> Relayed {
     loop {
         // The response head (interim 1xx responses are passed on first).
         let head = loop {
@@ -106,7 +106,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                 Ok(0) => break Err("the upstream closed the connection".into()),
                 // A timeout is not a closed connection: never retried.
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Outcome::failed(format!("the upstream did not answer: {e}"))
+                    return Relayed::failed(format!("the upstream did not answer: {e}"))
                 }
                 Err(e) => break Err(e.to_string()),
                 Ok(_) => {}
@@ -115,9 +115,9 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
         let (status, head_len) = match head {
             Ok(h) => h,
             Err(_) if may_retry && ubuf.is_empty() => {
-                return Outcome {
+                return Relayed {
                     retry: true,
-                    ..Outcome::failed("a reused connection closed".into())
+                    ..Relayed::failed("a reused connection closed".into())
                 }
             }
             Err(e) => {
@@ -136,7 +136,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                     .closing(),
                 )
                 .await;
-                return Outcome::failed(e);
+                return Relayed::failed(e);
             }
         };
         if (100..200).contains(&status) {
@@ -150,7 +150,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                     .closing(),
                 )
                 .await;
-                return Outcome::failed("upstream sent 101".into());
+                return Relayed::failed("upstream sent 101".into());
             }
             // 100 Continue was answered by the gateway already; others pass,
             // their header values masked like a final response's.
@@ -162,7 +162,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                 }
             }
             if status != 100 && write_range(client, ubuf, 0..head_len).await.is_err() {
-                return Outcome::failed("client write failed".into());
+                return Relayed::failed("client write failed".into());
             }
             ubuf.drain(..head_len);
             continue;
@@ -170,7 +170,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
         let mut headers = [Header::EMPTY; MAX_HEADERS];
         let Ok(Status::Complete(resp, _)) = http::parse_response(ubuf, &mut headers, MAX_HEAD)
         else {
-            return Outcome::failed("response head vanished".into());
+            return Relayed::failed("response head vanished".into());
         };
         let framing = match http::response_framing(&resp, &fwd.method) {
             Ok(f) => f,
@@ -184,7 +184,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                     .closing(),
                 )
                 .await;
-                return Outcome::failed(e.to_string());
+                return Relayed::failed(e.to_string());
             }
         };
         let upstream_close = resp.header("connection").is_some_and(|v| {
@@ -207,7 +207,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                 Reply::error(502, "the target sent more than one Content-Type, which clients read differently; it was not passed on").closing(),
             )
             .await;
-            return Outcome::failed("ambiguous content type with masking on".into());
+            return Relayed::failed("ambiguous content type with masking on".into());
         }
         let mut masking = match masking_for(cx, resp.header("content-type").unwrap_or_default()) {
             Ok(m) => m,
@@ -217,7 +217,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                     Reply::error(502, "the target's masking profile cannot be applied").closing(),
                 )
                 .await;
-                return Outcome::failed(e);
+                return Relayed::failed(e);
             }
         };
         if framing == Framing::None {
@@ -243,7 +243,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
                 "the target sent text in a charset Sluice cannot read (UTF-16/32, EBCDIC, ...), or named more than one; it was not passed on unmasked"
             };
             let _ = reply(client, Reply::error(502, why).closing()).await;
-            return Outcome::failed("unreadable body with masking on".into());
+            return Relayed::failed("unreadable body with masking on".into());
         }
         // The head that goes to the client: the upstream's, minus hop-by-hop
         // and framing headers, plus our own framing.
@@ -325,7 +325,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
             Masking::Stream(m) => stream_body(client, up, ubuf, head, framing, m).await,
         };
         return match relayed {
-            Ok((bytes, mut masked)) => Outcome {
+            Ok((bytes, mut masked)) => Relayed {
                 status,
                 bytes,
                 masked: {
@@ -347,9 +347,9 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
             Err(e) => {
                 debug!("response_relay_failed", target = cx.target.name, error = e);
                 cx.shard.metrics.error(ErrorKind::UpstreamIo);
-                Outcome {
+                Relayed {
                     status,
-                    ..Outcome::failed(e)
+                    ..Relayed::failed(e)
                 }
             }
         };

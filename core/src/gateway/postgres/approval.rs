@@ -16,6 +16,7 @@ use std::time::Duration;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use sluice_config::policy::ApprovalSpec;
 use sluice_protocols::postgres::encode::{self, Report};
+use sluice_protocols::postgres::frontend::{Bind, Param};
 use sluice_protocols::sql::Kind;
 
 use super::Context;
@@ -27,7 +28,7 @@ use crate::notify::Slot;
 pub const MAX_TEXT: usize = 64 * 1024;
 
 /// A statement that needs a second person before it runs.
-pub struct Hold {
+pub struct HeldStatement {
     pub kind: Kind,
     pub spec: Arc<ApprovalSpec>,
     pub hash: [u8; 32],
@@ -38,7 +39,7 @@ pub struct Hold {
     pub database: String,
 }
 
-impl Hold {
+impl HeldStatement {
     /// A statement bound to its exact text(s), the database, the `Bind`'s
     /// parameters (formats and values, as sent) and the approval rule in
     /// force: changing any of them needs a new approval.
@@ -46,13 +47,13 @@ impl Hold {
         kind: Kind,
         spec: Arc<ApprovalSpec>,
         texts: &[Rc<[u8]>],
-        bind: Option<&[u8]>,
+        bind: Option<&Bind<'_>>,
         database: &str,
-    ) -> Hold {
+    ) -> HeldStatement {
         let mut fields: Vec<(&[u8], &[u8])> = vec![(b"database", database.as_bytes())];
         fields.extend(texts.iter().map(|t| (&b"sql"[..], &t[..])));
-        if let Some(rest) = bind {
-            fields.push((b"bind", rest));
+        if let Some(bind) = bind {
+            fields.push((b"bind", bind.rest));
         }
         let hash = crate::approvals::key_hash(&fields, &spec);
         let text = texts
@@ -60,7 +61,7 @@ impl Hold {
             .map(|t| String::from_utf8_lossy(t))
             .collect::<Vec<_>>()
             .join("\n-- or, if the server still holds the earlier text --\n");
-        Hold {
+        HeldStatement {
             kind,
             spec,
             hash,
@@ -83,58 +84,31 @@ impl Hold {
     }
 }
 
-/// The parameter values of a `Bind` body after its two names, for display: text
-/// values as they are, binary ones in hex, NULL as `NULL`, each cut at 1 KiB.
-fn params(rest: &[u8]) -> Vec<String> {
-    let mut r = rest;
-    let u16_ = |r: &mut &[u8]| -> Option<usize> {
-        let (v, tail) = r.split_first_chunk::<2>()?;
-        *r = tail;
-        Some(u16::from_be_bytes(*v) as usize)
-    };
-    let Some(nformats) = u16_(&mut r) else {
-        return Vec::new();
-    };
-    let mut formats = Vec::with_capacity(nformats);
-    for _ in 0..nformats {
-        formats.push(u16_(&mut r).unwrap_or(0));
-    }
-    let Some(n) = u16_(&mut r) else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let Some((len, tail)) = r.split_first_chunk::<4>() else {
-            break;
-        };
-        r = tail;
-        let len = i32::from_be_bytes(*len);
-        if len < 0 {
-            out.push("NULL".to_owned());
-            continue;
-        }
-        let Some((v, tail)) = r.split_at_checked(len as usize) else {
-            break;
-        };
-        r = tail;
-        let binary = match formats.len() {
-            0 => false,
-            1 => formats[0] == 1,
-            _ => formats.get(i) == Some(&1),
-        };
-        let cut = &v[..v.len().min(1024)];
-        let mut shown = if binary {
-            let hex: String = cut.iter().map(|b| format!("{b:02x}")).collect();
-            format!("\\x{hex}")
-        } else {
-            String::from_utf8_lossy(cut).into_owned()
-        };
-        if cut.len() < v.len() {
-            shown.push_str(&format!("... ({} bytes)", v.len()));
-        }
-        out.push(shown);
-    }
-    out
+/// A `Bind`'s parameter values, for display: text values as they are, binary
+/// ones in hex, NULL as `NULL`, each cut at 1 KiB (what the codec can read of
+/// a malformed `Bind`; the server refuses it anyway).
+fn params(bind: &Bind<'_>) -> Vec<String> {
+    bind.params()
+        .map_while(Result::ok)
+        .map(|p| {
+            let (v, binary) = match p {
+                Param::Null => return "NULL".to_owned(),
+                Param::Text(v) => (v, false),
+                Param::Binary(v) => (v, true),
+            };
+            let cut = &v[..v.len().min(1024)];
+            let mut shown = if binary {
+                let hex: String = cut.iter().map(|b| format!("{b:02x}")).collect();
+                format!("\\x{hex}")
+            } else {
+                String::from_utf8_lossy(cut).into_owned()
+            };
+            if cut.len() < v.len() {
+                shown.push_str(&format!("... ({} bytes)", v.len()));
+            }
+            shown
+        })
+        .collect()
 }
 
 /// How a held statement was settled.
@@ -155,7 +129,7 @@ pub async fn resolve<W: AsyncWriteRent>(
     ctx: &Context<'_>,
     client_w: &Slot<W>,
     mid_message: &std::cell::Cell<bool>,
-    hold: Hold,
+    hold: HeldStatement,
 ) -> Resolution {
     let what = hold.what(ctx);
     if hold.text.len() > MAX_TEXT {

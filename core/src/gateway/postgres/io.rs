@@ -1,55 +1,93 @@
-//! Small I/O helpers shared by the Postgres session phases.
+//! Stream helpers of the Postgres session phases: reading one whole message
+//! (or startup packet) with its limit and timeout, and the FATAL goodbye. The
+//! generic reads and writes live in [`crate::net`].
 
 use std::time::Duration;
 
-use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use sluice_protocols::postgres::encode::{self, Report};
+use sluice_protocols::postgres::frontend::{self, Startup};
+use sluice_protocols::postgres::{self as pg, Frame, Framed};
+use sluice_protocols::Status;
+
+use crate::net::{read_more, read_more_timeout};
 
 /// Everything a session's phases need to know about a stream.
 pub trait Io: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static {}
 impl<T: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static> Io for T {}
 
-/// Reads more bytes, appending to `buf` (growing it when full). `Ok(0)` is EOF.
-pub async fn read_more<R: AsyncReadRent>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(buf.capacity().max(8192));
-    }
-    let len = buf.len();
-    let owned = std::mem::take(buf);
-    let (res, slice) = r.read(owned.slice_mut(len..)).await;
-    *buf = slice.into_inner();
-    res
+/// Why no whole message could be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed the stream before a whole message arrived.
+    Closed,
+    /// A read failed or timed out.
+    Io(std::io::Error),
+    /// The bytes are not a message, or announce one above the limit.
+    Malformed(pg::Error),
 }
 
-/// Like [`read_more`] but gives up after `timeout` (a timeout reads as an error).
-pub async fn read_more_timeout<R: AsyncReadRent>(
+/// Reads until a whole tagged message is at the front of `buf` and frames it
+/// (the caller drains it). Each read waits at most `timeout`; a message
+/// announced above `max` is refused from its header, before its body is read.
+/// Once the header is in, room for the whole message is reserved at once.
+pub async fn read_message<R: AsyncReadRent>(
     r: &mut R,
     buf: &mut Vec<u8>,
+    max: usize,
     timeout: Duration,
-) -> std::io::Result<usize> {
-    match monoio::time::timeout(timeout, read_more(r, buf)).await {
-        Ok(res) => res,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "timed out",
-        )),
+) -> Result<Frame, ReadError> {
+    loop {
+        match pg::frame(buf, max).map_err(ReadError::Malformed)? {
+            Framed::Complete(f) => return Ok(f),
+            Framed::Partial { header } => {
+                if let Some(h) = header {
+                    // At least a read's worth, so `read_more` does not grow it again.
+                    buf.reserve((h.len - buf.len()).max(4096));
+                }
+                read_into(r, buf, Some(timeout)).await?;
+            }
+        }
     }
 }
 
-/// Writes `buf[range]` without copying it; the buffer is handed back.
-pub async fn write_range<W: AsyncWriteRent>(
-    w: &mut W,
-    buf: &mut Vec<u8>,
-    range: std::ops::Range<usize>,
-) -> std::io::Result<()> {
-    if range.is_empty() {
-        return Ok(());
+/// Reads until a whole startup packet (untagged: `SSLRequest`,
+/// `GSSENCRequest`, `CancelRequest` or the startup message) is at the front of
+/// `buf`; returns it and its length (the caller drains it). Each read waits at
+/// most `timeout`, if given.
+pub async fn read_startup<'b, R: AsyncReadRent>(
+    r: &mut R,
+    buf: &'b mut Vec<u8>,
+    timeout: Option<Duration>,
+) -> Result<(Startup<'b>, usize), ReadError> {
+    let max = pg::DEFAULT_MAX_STARTUP;
+    // Parsed again once whole: returning the borrowed packet from inside the
+    // loop would keep `buf` borrowed across the reads.
+    while let Status::Partial = frontend::parse_startup(buf, max).map_err(ReadError::Malformed)? {
+        read_into(r, buf, timeout).await?;
     }
-    let owned = std::mem::take(buf);
-    let (res, slice) = w.write_all(owned.slice(range)).await;
-    *buf = slice.into_inner();
-    res.map(|_| ())
+    match frontend::parse_startup(buf, max).map_err(ReadError::Malformed)? {
+        Status::Complete(startup, n) => Ok((startup, n)),
+        // The same bytes were whole a moment ago.
+        Status::Partial => Err(ReadError::Closed),
+    }
+}
+
+/// One read into `buf`; end of stream is [`ReadError::Closed`].
+async fn read_into<R: AsyncReadRent>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    timeout: Option<Duration>,
+) -> Result<(), ReadError> {
+    let n = match timeout {
+        Some(t) => read_more_timeout(r, buf, t).await,
+        None => read_more(r, buf).await,
+    };
+    match n {
+        Ok(0) => Err(ReadError::Closed),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ReadError::Io(e)),
+    }
 }
 
 /// Sends a FATAL `ErrorResponse` and shuts the stream down.
@@ -58,21 +96,4 @@ pub async fn fatal<W: AsyncWriteRent>(w: &mut W, code: &str, message: &str) {
     encode::error_response(&mut out, &Report::fatal(code, message));
     let _ = w.write_all(out).await;
     let _ = w.shutdown().await;
-}
-
-/// After a fatal error, reads and drops what the client is still sending (for up
-/// to five seconds), so closing does not reset the connection before the client
-/// has read the error.
-pub async fn linger<R: AsyncReadRent>(client: &mut R) {
-    let mut sink = Vec::with_capacity(64 * 1024);
-    let drain = async {
-        loop {
-            sink.clear();
-            match read_more(client, &mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = monoio::time::timeout(Duration::from_secs(5), drain).await;
 }

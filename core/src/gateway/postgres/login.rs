@@ -3,21 +3,26 @@
 
 use monoio::io::AsyncWriteRentExt;
 use sluice_config::UpstreamTls;
-use sluice_protocols::postgres::backend::{self, Auth, Backend};
+use sluice_protocols::postgres::backend::{self, field, Auth, Backend};
 use sluice_protocols::postgres::scram::{ScramClient, MECHANISM};
-use sluice_protocols::postgres::{encode, frame, Frame};
+use sluice_protocols::postgres::{encode, Frame, SSL_WILLING};
 
 use std::rc::Rc;
 
 use sluice_masking::Style;
 
-use super::io::{read_more_timeout, Io};
-use super::{sqlstate, Context, LOGIN_TIMEOUT};
+use super::io::{read_message, Io, ReadError};
+use super::{Context, LOGIN_TIMEOUT};
+use crate::error::{Error, Kind as ErrorKind};
+use crate::net::read_more_timeout;
 use crate::shard::catalogs::Catalog;
 use crate::upstream::{self, Upstream};
 use crate::{debug, warn};
 use sluice_protocols::sql::columns::Protected;
 use std::os::fd::AsRawFd;
+
+/// Longest upstream message read during login and the catalog queries.
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 
 /// A logged-in upstream connection.
 pub struct Connected {
@@ -32,28 +37,18 @@ pub struct Connected {
     pub catalog: Option<Rc<Catalog>>,
 }
 
-/// Why the upstream could not be used: what the client is told, and what is logged.
-pub struct LoginError {
-    pub code: std::borrow::Cow<'static, str>,
-    pub client: String,
-    pub log: String,
-}
-
-impl LoginError {
-    fn unavailable(ctx: &Context, log: String) -> Self {
-        LoginError {
-            code: sqlstate::CONNECTION_FAILURE.into(),
-            client: format!("target `{}` is unavailable", ctx.target.name),
-            log,
-        }
+impl Context<'_> {
+    /// The upstream cannot be reached or answered nonsense (`log`: why).
+    fn unavailable(&self, log: String) -> Error {
+        Error::unreachable(&self.target.name, log)
     }
 }
 
-pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Connected, LoginError> {
+pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Connected, Error> {
     let target = ctx.target;
     let mut tcp = upstream::tcp(&target.upstream, ctx.config.gateway.connect_timeout)
         .await
-        .map_err(|e| LoginError::unavailable(ctx, e))?;
+        .map_err(|e| ctx.unavailable(e))?;
     if target.upstream_tls == UpstreamTls::Disable {
         let (greeting, pid, key, status) = authenticate(ctx, &mut tcp, params).await?;
         let catalog = resolve_catalog(ctx, &mut tcp).await?;
@@ -70,22 +65,19 @@ pub async fn connect(ctx: &Context<'_>, params: &[(&str, &str)]) -> Result<Conne
     let mut req = Vec::with_capacity(8);
     encode::ssl_request(&mut req);
     let (res, _) = tcp.write_all(req).await;
-    res.map_err(|e| LoginError::unavailable(ctx, format!("SSLRequest: {e}")))?;
+    res.map_err(|e| ctx.unavailable(format!("SSLRequest: {e}")))?;
     let mut answer = Vec::with_capacity(1);
     let n = read_more_timeout(&mut tcp, &mut answer, LOGIN_TIMEOUT)
         .await
-        .map_err(|e| LoginError::unavailable(ctx, format!("SSLRequest: {e}")))?;
-    if n != 1 || answer[0] != b'S' {
-        return Err(LoginError::unavailable(
-            ctx,
-            "upstream refused TLS (target requires upstream_tls)".into(),
-        ));
+        .map_err(|e| ctx.unavailable(format!("SSLRequest: {e}")))?;
+    if n != 1 || answer[0] != SSL_WILLING {
+        return Err(ctx.unavailable("upstream refused TLS (target requires upstream_tls)".into()));
     }
     let fd = tcp.as_raw_fd();
     let timeout = ctx.config.gateway.connect_timeout;
     let mut s = upstream::tls_stream(ctx.plan.upstream_tls.as_ref(), target, tcp, timeout)
         .await
-        .map_err(|e| LoginError::unavailable(ctx, e))?;
+        .map_err(|e| ctx.unavailable(e))?;
     let (greeting, pid, key, status) = authenticate(ctx, &mut s, params).await?;
     let catalog = resolve_catalog(ctx, &mut s).await?;
     Ok(Connected {
@@ -105,35 +97,24 @@ async fn next_frame<U: Io>(
     up: &mut U,
     buf: &mut Vec<u8>,
     what: &str,
-) -> Result<Frame, LoginError> {
-    loop {
-        match frame(buf, 1 << 20) {
-            Ok(Some(f)) if buf.len() >= f.len => return Ok(f),
-            Ok(_) => match read_more_timeout(up, buf, LOGIN_TIMEOUT).await {
-                Ok(0) => {
-                    return Err(LoginError::unavailable(
-                        ctx,
-                        format!("{what}: upstream closed"),
-                    ))
-                }
-                Err(e) => return Err(LoginError::unavailable(ctx, format!("{what}: {e}"))),
-                Ok(_) => {}
-            },
-            Err(e) => {
-                return Err(LoginError::unavailable(
-                    ctx,
-                    format!("malformed upstream message: {e}"),
-                ))
-            }
-        }
-    }
+) -> Result<Frame, Error> {
+    read_message(up, buf, MAX_LOGIN_MESSAGE, LOGIN_TIMEOUT)
+        .await
+        .map_err(|e| {
+            let log = match e {
+                ReadError::Closed => format!("{what}: upstream closed"),
+                ReadError::Io(e) => format!("{what}: {e}"),
+                ReadError::Malformed(e) => format!("malformed upstream message: {e}"),
+            };
+            ctx.unavailable(log)
+        })
 }
 
 async fn authenticate<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
     params: &[(&str, &str)],
-) -> Result<(Vec<u8>, u32, u32, u8), LoginError> {
+) -> Result<(Vec<u8>, u32, u32, u8), Error> {
     let creds = ctx.target.credentials.as_ref();
     let user = creds.and_then(|c| c.user.as_deref()).unwrap_or("postgres");
     let password = creds.and_then(|c| c.password.as_ref()).map(|p| p.expose());
@@ -145,12 +126,14 @@ async fn authenticate<U: Io>(
     let mut out = Vec::with_capacity(256);
     encode::startup_message(&mut out, &startup);
     let (res, _) = up.write_all(out).await;
-    res.map_err(|e| LoginError::unavailable(ctx, format!("startup: {e}")))?;
+    res.map_err(|e| ctx.unavailable(format!("startup: {e}")))?;
 
-    let denied = |log: String| LoginError {
-        code: sqlstate::CONNECTION_FAILURE.into(),
-        client: format!("Sluice could not log in to target `{}`", ctx.target.name),
-        log,
+    let denied = |log: String| {
+        Error::new(
+            ErrorKind::UpstreamRefused,
+            format!("Sluice could not log in to target `{}`", ctx.target.name),
+            log,
+        )
     };
     let need_password = || {
         password.ok_or_else(|| {
@@ -164,9 +147,8 @@ async fn authenticate<U: Io>(
     let mut key = None;
     loop {
         let f = next_frame(ctx, up, &mut buf, "login").await?;
-        let msg = backend::parse(f.tag, &buf[f.body()]).map_err(|e| {
-            LoginError::unavailable(ctx, format!("malformed upstream message: {e}"))
-        })?;
+        let msg = backend::parse(f.tag, &buf[f.body()])
+            .map_err(|e| ctx.unavailable(format!("malformed upstream message: {e}")))?;
         let mut reply = Vec::new();
         match msg {
             Backend::Authentication(Auth::Ok) => {}
@@ -216,10 +198,10 @@ async fn authenticate<U: Io>(
                 )));
             }
             Backend::ErrorResponse(fields) => {
-                let text =
-                    String::from_utf8_lossy(fields.get(b'M').unwrap_or_default()).into_owned();
-                let code =
-                    String::from_utf8_lossy(fields.get(b'C').unwrap_or_default()).into_owned();
+                let text = String::from_utf8_lossy(fields.get(field::MESSAGE).unwrap_or_default())
+                    .into_owned();
+                let code = String::from_utf8_lossy(fields.get(field::CODE).unwrap_or_default())
+                    .into_owned();
                 // The client hears the upstream's own reason where it is about
                 // what the client asked for or can act on (no such database or
                 // role, a refused setting, too many connections, the server
@@ -234,14 +216,15 @@ async fn authenticate<U: Io>(
                 if !told {
                     return Err(denied(log));
                 }
-                return Err(LoginError {
-                    code: code.clone().into(),
-                    client: format!(
+                return Err(Error::new(
+                    ErrorKind::UpstreamRefused,
+                    format!(
                         "Sluice could not log in to target `{}`: {text}",
                         ctx.target.name
                     ),
                     log,
-                });
+                )
+                .with_code(code.clone()));
             }
             Backend::ParameterStatus { name, value } if name == b"client_encoding" => {
                 // A role's or database's default (`ALTER ROLE ... SET
@@ -254,15 +237,15 @@ async fn authenticate<U: Io>(
                     Class::Unsafe => false,
                 };
                 if !ok {
-                    return Err(LoginError {
-                        code: sqlstate::FEATURE_NOT_SUPPORTED.into(),
-                        client: format!(
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
                             "the session on target `{}` would start with client_encoding {}, which Sluice cannot read safely: set PGCLIENTENCODING=UTF8",
                             ctx.target.name,
                             String::from_utf8_lossy(value)
                         ),
-                        log: "upstream default client_encoding refused".into(),
-                    });
+                        "upstream default client_encoding refused",
+                    ));
                 }
                 greeting.extend_from_slice(&buf[..f.len]);
             }
@@ -276,16 +259,15 @@ async fn authenticate<U: Io>(
                 return Ok((greeting, pid, k, status));
             }
             other => {
-                return Err(LoginError::unavailable(
-                    ctx,
-                    format!("unexpected upstream message during login: {other:?}"),
-                ))
+                return Err(ctx.unavailable(format!(
+                    "unexpected upstream message during login: {other:?}"
+                )))
             }
         }
         buf.drain(..f.len);
         if !reply.is_empty() {
             let (res, _) = up.write_all(reply).await;
-            res.map_err(|e| LoginError::unavailable(ctx, format!("login: {e}")))?;
+            res.map_err(|e| ctx.unavailable(format!("login: {e}")))?;
         }
     }
 }
@@ -313,7 +295,7 @@ async fn authenticate<U: Io>(
 async fn resolve_catalog<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
-) -> Result<Option<Rc<Catalog>>, LoginError> {
+) -> Result<Option<Rc<Catalog>>, Error> {
     let profile = ctx.plan.masking.as_ref();
     let strict = super::strict_columns(ctx.config, ctx.target);
     let rules: Vec<(&str, &str, Style)> = profile
@@ -432,7 +414,7 @@ async fn table_rules<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
     rules: &[(&str, &str, Style)],
-) -> Result<Result<Vec<(u32, i16, Style)>, String>, LoginError> {
+) -> Result<Result<Vec<(u32, i16, Style)>, String>, Error> {
     let (mut tables, mut columns) = (Vec::new(), Vec::new());
     for (table, column, _) in rules {
         let relname = table.rsplit('.').next().unwrap_or(table);
@@ -507,7 +489,7 @@ async fn protected_relations<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
     names: &[(&str, Style)],
-) -> Result<Result<(Protected, Vec<(u32, i16, Style)>), String>, LoginError> {
+) -> Result<Result<(Protected, Vec<(u32, i16, Style)>), String>, Error> {
     let Some(quoted) = names
         .iter()
         .map(|(n, _)| literal(n))
@@ -625,7 +607,7 @@ async fn user_functions<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
     extensions: bool,
-) -> Result<Result<Vec<(String, String)>, String>, LoginError> {
+) -> Result<Result<Vec<(String, String)>, String>, Error> {
     let (eq, ne) = ("OPERATOR(pg_catalog.=)", "OPERATOR(pg_catalog.<>)");
     let sql = format!(
         "SELECT DISTINCT n.nspname, p.proname FROM pg_catalog.pg_proc p \
@@ -652,20 +634,19 @@ async fn catalog_query<U: Io>(
     ctx: &Context<'_>,
     up: &mut U,
     sql: &str,
-) -> Result<Result<Vec<Vec<String>>, String>, LoginError> {
+) -> Result<Result<Vec<Vec<String>>, String>, Error> {
     let mut out = Vec::with_capacity(sql.len() + 8);
     encode::query(&mut out, sql.as_bytes());
     let (res, _) = up.write_all(out).await;
-    res.map_err(|e| LoginError::unavailable(ctx, format!("masking catalog query: {e}")))?;
+    res.map_err(|e| ctx.unavailable(format!("masking catalog query: {e}")))?;
     let mut rows = Vec::new();
     let mut error = None;
     let mut buf = Vec::with_capacity(4096);
     loop {
         let f = next_frame(ctx, up, &mut buf, "masking catalog query").await?;
         let body = &buf[f.body()];
-        let msg = backend::parse(f.tag, body).map_err(|e| {
-            LoginError::unavailable(ctx, format!("malformed upstream message: {e}"))
-        })?;
+        let msg = backend::parse(f.tag, body)
+            .map_err(|e| ctx.unavailable(format!("malformed upstream message: {e}")))?;
         match msg {
             Backend::DataRow(row) => rows.push(
                 row.ranges()
@@ -674,7 +655,8 @@ async fn catalog_query<U: Io>(
             ),
             Backend::ErrorResponse(fields) => {
                 error = Some(
-                    String::from_utf8_lossy(fields.get(b'M').unwrap_or_default()).into_owned(),
+                    String::from_utf8_lossy(fields.get(field::MESSAGE).unwrap_or_default())
+                        .into_owned(),
                 );
             }
             Backend::ReadyForQuery(_) => break,

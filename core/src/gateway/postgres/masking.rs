@@ -16,7 +16,7 @@ use sluice_masking::{Masker, Profile, Style};
 use std::rc::Rc;
 
 use crate::shard::catalogs::Catalog;
-use sluice_protocols::postgres::backend::{self, Backend};
+use sluice_protocols::postgres::backend::{self, field, tag, Backend};
 
 /// Text-like type OIDs whose binary form is the text itself.
 const TEXT_OIDS: &[u32] = &[25, 1043, 1042, 19, 114, 142, 705, 18, 17, 3802];
@@ -47,7 +47,7 @@ enum Format {
 }
 
 /// What a value in a DataRow is, as far as the masker can tell.
-enum Kind {
+enum Reading {
     Text,
     Binary,
     Either,
@@ -125,17 +125,20 @@ impl RowMasker {
     /// Masks one complete message in place (`body` is the message body).
     pub fn message(&mut self, tag: u8, body: &mut [u8]) -> Result<(), String> {
         // Only the values matter: no row shapes, no column rules.
-        if self.secrets_only && matches!(tag, b'T' | b't') {
+        if self.secrets_only && matches!(tag, tag::ROW_DESCRIPTION | tag::PARAMETER_DESCRIPTION) {
             return Ok(());
         }
         // A notice, parameter status or notification may come between the
         // ParameterDescription and the RowDescription: they keep the flag.
         let after_parameters = self.described_statement;
-        if !matches!(tag, b'N' | b'S' | b'A') {
-            self.described_statement = tag == b't';
+        if !matches!(
+            tag,
+            tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS | tag::NOTIFICATION_RESPONSE
+        ) {
+            self.described_statement = tag == tag::PARAMETER_DESCRIPTION;
         }
         match tag {
-            b'T' => {
+            tag::ROW_DESCRIPTION => {
                 let Ok(Backend::RowDescription(desc)) = backend::parse(tag, body) else {
                     return Err("malformed RowDescription".into());
                 };
@@ -181,7 +184,7 @@ impl RowMasker {
                     }
                 }));
             }
-            b'D' => {
+            tag::DATA_ROW => {
                 // Column positions are collected first (the row borrows `body`),
                 // then masked; `None` columns (NULL) keep an empty range.
                 self.ranges.clear();
@@ -208,10 +211,10 @@ impl RowMasker {
                     // What the value is: text, binary, or possibly either.
                     let text_type = col.text_type && !stale;
                     let kind = match format {
-                        Format::Text => Kind::Text,
-                        _ if text_type => Kind::Text,
-                        Format::Binary => Kind::Binary,
-                        Format::Unknown if !looks_like_text(v) => Kind::Binary,
+                        Format::Text => Reading::Text,
+                        _ if text_type => Reading::Text,
+                        Format::Binary => Reading::Binary,
+                        Format::Unknown if !looks_like_text(v) => Reading::Binary,
                         // Reads as text, yet may be the binary form of a
                         // fixed-width type (whose length it then has).
                         Format::Unknown => {
@@ -220,27 +223,27 @@ impl RowMasker {
                                 _ => false,
                             };
                             if fixed_width || (stale && v.len() <= 16) {
-                                Kind::Either
+                                Reading::Either
                             } else {
-                                Kind::Text
+                                Reading::Text
                             }
                         }
                     };
                     match (kind, col.rule) {
-                        (Kind::Text, rule) => {
+                        (Reading::Text, rule) => {
                             self.masker.mask_value(v, rule);
                         }
-                        (Kind::Binary, Some(style)) if !stale => {
+                        (Reading::Binary, Some(style)) if !stale => {
                             mask_binary(v, style, col.binary, i)?;
                             self.masker.counts.by_column_rule += 1;
                         }
                         // The type is unknown (stale) or the value could be
                         // either form: only hiding every byte is safe for both.
-                        (Kind::Binary | Kind::Either, Some(_)) => {
+                        (Reading::Binary | Reading::Either, Some(_)) => {
                             v.fill(b'*');
                             self.masker.counts.by_column_rule += 1;
                         }
-                        (Kind::Binary, None) | (Kind::Either, None) => {
+                        (Reading::Binary, None) | (Reading::Either, None) => {
                             // A value whose format is unknown still goes
                             // through the detectors; a binary one has no text.
                             if format == Format::Unknown {
@@ -250,18 +253,22 @@ impl RowMasker {
                     }
                 }
             }
-            b'E' | b'N' => {
+            tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
                 self.ranges.clear();
                 let mut hidden = None;
                 match backend::parse(tag, body) {
                     Ok(Backend::ErrorResponse(f)) | Ok(Backend::NoticeResponse(f)) => {
-                        let integrity = f.get(b'C').is_some_and(|c| c.starts_with(b"23"));
+                        let integrity = f.get(field::CODE).is_some_and(|c| c.starts_with(b"23"));
                         for (code, r) in f.value_ranges() {
                             match code {
-                                b'D' if integrity && self.strict => hidden = Some(r),
+                                field::DETAIL if integrity && self.strict => hidden = Some(r),
                                 // Message, detail, hint, context, and the
                                 // internal query (PL/pgSQL's own SQL text).
-                                b'M' | b'D' | b'H' | b'W' | b'q' => self.ranges.push(r),
+                                field::MESSAGE
+                                | field::DETAIL
+                                | field::HINT
+                                | field::WHERE
+                                | field::INTERNAL_QUERY => self.ranges.push(r),
                                 _ => {}
                             }
                         }
@@ -275,24 +282,28 @@ impl RowMasker {
                     body[r].fill(b'*');
                 }
             }
-            b'd' => {
+            tag::COPY_DATA => {
                 self.masker.mask_value(body, None);
             }
-            // The result of a fast-path FunctionCall: a length and the value
-            // (-1: NULL), masked as text whatever format the call asked for.
-            b'V' => match body.split_first_chunk_mut::<4>() {
-                Some((len, value)) if i32::from_be_bytes(*len) as i64 == value.len() as i64 => {
-                    self.masker.mask_value(value, None);
+            // The result of a fast-path FunctionCall, masked as text whatever
+            // format the call asked for.
+            tag::FUNCTION_CALL_RESPONSE => match backend::parse(tag, body) {
+                Ok(Backend::FunctionCallResponse(r)) => {
+                    if let Some(value) = r.value_range() {
+                        self.masker.mask_value(&mut body[value], None);
+                    }
                 }
-                Some((len, [])) if i32::from_be_bytes(*len) == -1 => {}
                 _ => return Err("malformed FunctionCallResponse".into()),
             },
             // A row shape holds for one result: after it, the next Execute may run
             // a statement described earlier (column rules by position still
             // apply) or a different one, so every column is masked as text until
             // a new RowDescription arrives (fail safe).
-            b'C' | b'Z' | b's' | b'I' => self.stale = true,
-            b'A' => {
+            tag::COMMAND_COMPLETE
+            | tag::READY_FOR_QUERY
+            | tag::PORTAL_SUSPENDED
+            | tag::EMPTY_QUERY_RESPONSE => self.stale = true,
+            tag::NOTIFICATION_RESPONSE => {
                 if let Ok(Backend::NotificationResponse { payload, .. }) = backend::parse(tag, body)
                 {
                     let start = payload.as_ptr() as usize - body.as_ptr() as usize;

@@ -6,13 +6,14 @@
 //!    `N`, `GSSENCRequest` always `N`; a `CancelRequest` is looked up in the
 //!    gateway's cancel keys and forwarded. Bytes sent after `SSLRequest` before the
 //!    handshake are refused, and a target with `require_tls` refuses plaintext.
-//! 2. **Login** ([`session`]): the client's password is its access token; the
-//!    startup `user` is informational only. Once the token is verified and the
-//!    caller's groups may reach the target, Sluice logs in upstream with the
-//!    target's own credentials ([`login`]) and hands the client the upstream's
-//!    parameters and a cancel key of its own.
+//! 2. **Login** ([`session`], [`startup`]): the client's password is its access
+//!    token; the startup `user` is informational only. Once the token is
+//!    verified and the caller's groups may reach the target, Sluice logs in
+//!    upstream with the target's own credentials ([`login`]) and hands the
+//!    client the upstream's parameters and a cancel key of its own.
 //! 3. **Relay** ([`relay`]): every `Query`, `Parse` and `FunctionCall` is judged
-//!    before it is forwarded; results flow back through the masking hook.
+//!    before it is forwarded ([`forward`], [`record`]); results flow back through
+//!    the masking hook ([`results`], [`masking`]).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -21,28 +22,32 @@ use std::time::Duration;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use sluice_config::{Config, Target};
+use sluice_protocols::postgres as pg;
 use sluice_protocols::postgres::encode::{self, Report};
 use sluice_protocols::postgres::encoding::Class;
-use sluice_protocols::postgres::frontend::{self, Startup};
-use sluice_protocols::postgres::{self as pg, DEFAULT_MAX_STARTUP};
+use sluice_protocols::postgres::frontend::Startup;
 use sluice_protocols::sql;
-use sluice_protocols::Status;
 
 use crate::audit::{now_ms, Rec};
-use crate::identity::{AuthError, Identity};
+use crate::identity::Identity;
 use crate::metrics::ErrorKind;
 use crate::policy::Verdict;
 use crate::shard::{CancelTarget, Shard, TargetPlan};
 use crate::{debug, info, warn};
 
 mod approval;
+mod forward;
 mod gates;
-pub(crate) mod io;
+mod io;
 mod login;
 pub mod masking;
+mod record;
 mod relay;
+mod results;
+mod startup;
 
-use io::{fatal, read_more_timeout, Io};
+use io::{fatal, read_startup, Io, ReadError};
+use startup::client_login;
 
 /// How long a client has to finish TLS, startup and authentication.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,29 +66,6 @@ pub mod sqlstate {
     /// `disk_full`: the audit log cannot take records, so nothing runs.
     pub const AUDIT_UNAVAILABLE: &str = "53100";
 }
-
-/// Startup parameters that belong to the protocol rather than naming a setting.
-/// `user` is informational (the upstream login is the target's), `database` is
-/// passed unless the target fixes it, `options` is read setting by setting,
-/// `replication` is refused unless off, and `_pq_.*` extensions are declined
-/// with `NegotiateProtocolVersion`.
-const PROTOCOL_PARAMS: &[&str] = &["user", "database", "options", "replication"];
-
-/// Settings drivers send at every login (libpq, JDBC, npgsql, node-postgres,
-/// psycopg): passed without consulting rules on kind `set`.
-const DRIVER_DEFAULTS: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "datestyle",
-    "timezone",
-    "extra_float_digits",
-    "intervalstyle",
-    "geqo",
-    "lc_monetary",
-    "lc_numeric",
-    "bytea_output",
-    "standard_conforming_strings",
-];
 
 /// What the session knows about its caller and target once logged in.
 pub struct Context<'a> {
@@ -174,19 +156,16 @@ pub async fn refuse_removed_target(shard: &Shard, target: &Target, mut tcp: TcpS
 /// Reads opening packets, declining TLS, until a startup message (`true`).
 async fn open_plain(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     loop {
-        match frontend::parse_startup(buf, DEFAULT_MAX_STARTUP) {
-            Ok(Status::Complete(Startup::Ssl | Startup::GssEnc, n)) => {
+        match read_startup(tcp, buf, None).await {
+            Ok((Startup::Ssl | Startup::GssEnc, n)) => {
                 buf.drain(..n);
-                if tcp.write_all(vec![b'N']).await.0.is_err() {
+                let (res, _) = tcp.write_all(vec![pg::ENCRYPTION_UNWILLING]).await;
+                if res.is_err() {
                     return false;
                 }
             }
-            Ok(Status::Complete(Startup::Message { .. }, _)) => return true,
-            Ok(Status::Complete(Startup::Cancel { .. }, _)) | Err(_) => return false,
-            Ok(Status::Partial) => match io::read_more(tcp, buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
-            },
+            Ok((Startup::Message { .. }, _)) => return true,
+            Ok((Startup::Cancel { .. }, _)) | Err(_) => return false,
         }
     }
 }
@@ -200,8 +179,8 @@ async fn open(
     buf: &mut Vec<u8>,
 ) -> Option<bool> {
     loop {
-        match frontend::parse_startup(buf, DEFAULT_MAX_STARTUP) {
-            Ok(Status::Complete(Startup::Ssl, n)) => {
+        match read_startup(tcp, buf, None).await {
+            Ok((Startup::Ssl, n)) => {
                 if buf.len() > n {
                     // Anything sent before the handshake could be injected by a
                     // man in the middle (CVE-2021-23214): refuse, as PostgreSQL does.
@@ -215,13 +194,18 @@ async fn open(
                 }
                 buf.clear();
                 let yes = shard.shared.tls.is_some();
-                let (res, _) = tcp.write_all(vec![if yes { b'S' } else { b'N' }]).await;
+                let answer = if yes {
+                    pg::SSL_WILLING
+                } else {
+                    pg::ENCRYPTION_UNWILLING
+                };
+                let (res, _) = tcp.write_all(vec![answer]).await;
                 res.ok()?;
                 if yes {
                     return Some(true);
                 }
             }
-            Ok(Status::Complete(Startup::GssEnc, n)) => {
+            Ok((Startup::GssEnc, n)) => {
                 if buf.len() > n {
                     fatal(
                         tcp,
@@ -232,19 +216,16 @@ async fn open(
                     return None;
                 }
                 buf.clear();
-                let (res, _) = tcp.write_all(vec![b'N']).await;
+                let (res, _) = tcp.write_all(vec![pg::ENCRYPTION_UNWILLING]).await;
                 res.ok()?;
             }
-            Ok(Status::Complete(Startup::Cancel { pid, key }, _)) => {
+            Ok((Startup::Cancel { pid, key }, _)) => {
                 cancel(shard, target, pid, key).await;
                 return None;
             }
-            Ok(Status::Complete(Startup::Message { .. }, _)) => return Some(false),
-            Ok(Status::Partial) => match io::read_more(tcp, buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            },
-            Err(e) => {
+            Ok((Startup::Message { .. }, _)) => return Some(false),
+            Err(ReadError::Closed | ReadError::Io(_)) => return None,
+            Err(ReadError::Malformed(e)) => {
                 shard.metrics.error(ErrorKind::ClientIo);
                 fatal(
                     tcp,
@@ -322,14 +303,14 @@ async fn session<C: Io>(
     let upstream = match connected {
         Ok(u) => u,
         Err(e) => {
-            shard.metrics.error(ErrorKind::UpstreamConnect);
+            shard.failed(&e);
             warn!(
                 "upstream_login_failed",
                 target = target.name,
                 subject = ctx.identity.subject,
-                error = e.log
+                error = e.detail
             );
-            fatal(&mut client, &e.code, &e.client).await;
+            fatal(&mut client, e.sqlstate(), &e.message).await;
             return;
         }
     };
@@ -370,7 +351,7 @@ async fn session<C: Io>(
     let (res, _) = client.write_all(hello).await;
     let totals = if res.is_ok() {
         let tables = upstream.catalog;
-        let ro = relay::greeting_read_only(&upstream.greeting);
+        let ro = record::greeting_read_only(&upstream.greeting);
         Some(match upstream.stream {
             crate::upstream::Upstream::Plain(s) => {
                 relay::run(&ctx, client, s, buf, tables, ro).await
@@ -407,304 +388,6 @@ async fn session<C: Io>(
         subject = ctx.identity.subject,
         peer = peer
     );
-}
-
-/// Reads the startup message, asks for the password (the token) and checks it.
-/// Returns the caller and the startup parameters to pass upstream.
-#[allow(clippy::too_many_arguments)]
-async fn client_login<C: Io>(
-    shard: &Shard,
-    index: usize,
-    target: &Target,
-    client: &mut C,
-    buf: &mut Vec<u8>,
-    peer: SocketAddr,
-    tls: bool,
-) -> Option<(Rc<Identity>, Vec<(String, String)>)> {
-    let (n, params) = loop {
-        match frontend::parse_startup(buf, DEFAULT_MAX_STARTUP) {
-            Ok(Status::Complete(Startup::Message { minor, params, .. }, n)) => {
-                let unknown: Vec<&str> = params
-                    .iter()
-                    .map(|(k, _)| k)
-                    .filter(|k| k.starts_with("_pq_."))
-                    .collect();
-                if minor > 0 || !unknown.is_empty() {
-                    let mut out = Vec::new();
-                    encode::negotiate_protocol_version(&mut out, &unknown);
-                    let (res, _) = client.write_all(out).await;
-                    res.ok()?;
-                }
-                let owned: Vec<(String, String)> = params
-                    .iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect();
-                break (n, owned);
-            }
-            Ok(Status::Complete(_, _)) => {
-                fatal(
-                    client,
-                    sqlstate::PROTOCOL_VIOLATION,
-                    "unexpected request after TLS negotiation",
-                )
-                .await;
-                return None;
-            }
-            Ok(Status::Partial) => match read_more_timeout(client, buf, LOGIN_TIMEOUT).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            },
-            Err(e) => {
-                fatal(
-                    client,
-                    sqlstate::PROTOCOL_VIOLATION,
-                    &format!("invalid startup packet: {e}"),
-                )
-                .await;
-                return None;
-            }
-        }
-    };
-    buf.drain(..n);
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-
-    if target.require_tls && !tls {
-        fatal(
-            client,
-            sqlstate::INVALID_AUTHORIZATION,
-            &format!(
-                "target `{}` requires TLS: connect with sslmode=require",
-                target.name
-            ),
-        )
-        .await;
-        return None;
-    }
-    if get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
-        fatal(
-            client,
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            "replication connections are not allowed through Sluice",
-        )
-        .await;
-        return None;
-    }
-    let settings = match startup_settings(&params) {
-        Ok(s) => s,
-        Err(e) => {
-            fatal(client, sqlstate::FEATURE_NOT_SUPPORTED, &e).await;
-            return None;
-        }
-    };
-    // The password is the caller's access token.
-    let mut out = Vec::with_capacity(16);
-    encode::auth_cleartext_password(&mut out);
-    let (res, _) = client.write_all(out).await;
-    res.ok()?;
-    let token = loop {
-        match pg::frame(buf, 64 * 1024) {
-            Ok(Some(f)) if buf.len() >= f.len => {
-                if f.tag != b'p' {
-                    fatal(
-                        client,
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "expected a password message",
-                    )
-                    .await;
-                    return None;
-                }
-                let body = &buf[5..f.len];
-                let token = body.strip_suffix(&[0]).unwrap_or(body);
-                let token = String::from_utf8_lossy(token).into_owned();
-                buf.drain(..f.len);
-                break token;
-            }
-            Ok(_) => match read_more_timeout(client, buf, LOGIN_TIMEOUT).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            },
-            Err(e) => {
-                fatal(
-                    client,
-                    sqlstate::PROTOCOL_VIOLATION,
-                    &format!("invalid password message: {e}"),
-                )
-                .await;
-                return None;
-            }
-        }
-    };
-    let user = get("user").unwrap_or("");
-    let identity = match shard.authenticate(&token).await {
-        Ok(id) => id,
-        Err(e) => {
-            warn!(
-                "auth_failed",
-                target = target.name,
-                peer = peer,
-                startup_user = user,
-                reason = e
-            );
-            if let Some(audit) = shard.audit() {
-                audit.note(|out| {
-                    Rec::begin(out, "auth_failure", now_ms())
-                        .str("target", &target.name)
-                        .str("protocol", "postgres")
-                        .str("client", &peer.to_string())
-                        .str("startup_user", user)
-                        .str("reason", &e.to_string())
-                        .end()
-                });
-            }
-            let code = match e {
-                AuthError::Missing => sqlstate::INVALID_AUTHORIZATION,
-                _ => sqlstate::INVALID_PASSWORD,
-            };
-            fatal(client, code, &format!("Sluice refused the token: {e}")).await;
-            return None;
-        }
-    };
-    let generation = shard.generation();
-    let policy = &generation.policy;
-    let allowed = policy
-        .target_index(&target.name)
-        .is_some_and(|t| policy.may_connect(t, policy.groups(&identity.groups)));
-    if !allowed {
-        warn!(
-            "access_denied",
-            target = target.name,
-            subject = identity.subject,
-            peer = peer,
-            groups = identity.groups.join(",")
-        );
-        if let Some(audit) = shard.audit() {
-            audit.note(|out| {
-                Rec::begin(out, "access_denied", now_ms())
-                    .str("target", &target.name)
-                    .str("protocol", "postgres")
-                    .str("client", &peer.to_string())
-                    .str("subject", &identity.subject)
-                    .strs("groups", &identity.groups)
-                    .end()
-            });
-        }
-        fatal(
-            client,
-            sqlstate::INVALID_AUTHORIZATION,
-            &format!(
-                "`{}` may not connect to target `{}`",
-                identity.subject, target.name
-            ),
-        )
-        .await;
-        return None;
-    }
-    // Each setting is judged like the `SET` it amounts to.
-    let resolved = crate::policy::Resolved::default();
-    for (name, value) in &settings {
-        let st = sql::setting(name.as_bytes(), sql::Value::Text(value.as_bytes()));
-        // What drivers send at every login is not held to rules on `set`
-        // (a rule denying `set` would refuse every JDBC or libpq client).
-        let driver_default = st.kind == sql::Kind::Set
-            && st.flags == sql::Flags::default()
-            && DRIVER_DEFAULTS.contains(&name.as_str());
-        let verdict = match encoding_refusal(target, &[st]) {
-            Some(deny) => deny,
-            None if driver_default => Verdict::Allow,
-            None => shard.judge_statements(index, &identity, &resolved, &[st]),
-        };
-        let why = match verdict {
-            Verdict::Allow => continue,
-            Verdict::Deny { message, .. } => message.to_string(),
-            Verdict::Approve { .. } => {
-                "it needs approval, which a login cannot wait for: connect without it and SET it in the session".into()
-            }
-        };
-        warn!(
-            "startup_parameter_refused",
-            target = target.name,
-            subject = identity.subject,
-            parameter = name,
-            reason = why
-        );
-        fatal(
-            client,
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            &format!("startup parameter {name}={value} is not allowed through Sluice: {why}"),
-        )
-        .await;
-        return None;
-    }
-    // The settings in the order the server applies them (`options` first, the
-    // last of a name wins), then the database.
-    let mut pass: Vec<(String, String)> = Vec::with_capacity(settings.len() + 2);
-    for (name, value) in settings {
-        pass.retain(|(k, _)| *k != name);
-        pass.push((name, value));
-    }
-    if target.masking.is_some() {
-        // Masking reads UTF-8 (any other encoding was refused above).
-        pass.retain(|(k, _)| k != "client_encoding");
-        pass.push(("client_encoding".into(), "UTF8".into()));
-    }
-    match (&target.database, get("database")) {
-        (Some(db), _) => pass.push(("database".into(), db.clone())),
-        (None, Some(db)) => pass.push(("database".into(), db.to_owned())),
-        (None, None) => {}
-    }
-    if let Some(r) = get("replication") {
-        pass.push(("replication".into(), r.to_owned()));
-    }
-    Some((identity, pass))
-}
-
-/// The settings a startup packet makes, in the order the server applies them:
-/// those in `options` first, then every other parameter, names lower-cased
-/// (PostgreSQL matches them without regard to case). Nothing is dropped: a
-/// parameter is a setting, a protocol parameter, or an error.
-pub fn startup_settings(params: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
-    // PostgreSQL matches the protocol parameters by exact spelling and every
-    // setting without regard to case: `User` or `-c user=...`, lower-cased
-    // and passed on as a parameter of its own, would become the login user.
-    // Such a look-alike is refused, never passed.
-    let protocol_like = |name: &str| {
-        let lower = name.to_ascii_lowercase();
-        PROTOCOL_PARAMS.contains(&lower.as_str()) || lower.starts_with("_pq_.")
-    };
-    let mut out = Vec::new();
-    for (k, v) in params {
-        if k == "options" {
-            for (name, value) in pg::options::parse(v).map_err(|e| e.to_string())? {
-                if protocol_like(&name) {
-                    return Err(format!(
-                        "startup option -c {name} is not a setting and is not allowed through Sluice"
-                    ));
-                }
-                out.push((name, value));
-            }
-        }
-    }
-    for (k, v) in params {
-        if PROTOCOL_PARAMS.contains(&k.as_str()) || k.starts_with("_pq_.") {
-            continue;
-        }
-        if k.is_empty() {
-            return Err("empty startup parameter name".into());
-        }
-        if protocol_like(k) {
-            return Err(format!(
-                "startup parameter `{k}` is not allowed through Sluice (the protocol's own is `{}`)",
-                k.to_ascii_lowercase()
-            ));
-        }
-        out.push((k.to_ascii_lowercase(), v.clone()));
-    }
-    Ok(out)
 }
 
 /// Why setting the client encoding as these statements do is refused, if it
@@ -775,49 +458,4 @@ pub fn error_bytes(code: &str, message: &str, detail: Option<&str>) -> Vec<u8> {
         },
     );
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::startup_settings;
-
-    fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn settings_come_from_options_first_then_parameters_lower_cased() {
-        let got = startup_settings(&params(&[
-            ("user", "x"),
-            ("database", "d"),
-            ("TimeZone", "UTC"),
-            ("options", "-c geqo=off --search-path=a"),
-            ("replication", "false"),
-            ("_pq_.ext", "1"),
-        ]))
-        .unwrap();
-        assert_eq!(
-            got,
-            params(&[("geqo", "off"), ("search_path", "a"), ("timezone", "UTC")])
-        );
-    }
-
-    #[test]
-    fn protocol_parameter_look_alikes_are_refused() {
-        for p in [
-            ("User", "postgres"),
-            ("DATABASE", "x"),
-            ("Options", "-c role=admin"),
-            ("Replication", "database"),
-            ("_PQ_.x", "1"),
-            ("options", "-c user=postgres"),
-            ("options", "--options=-c\\ role=x"),
-            ("options", "-c Replication=database"),
-            ("options", "-c _pq_.x=1"),
-        ] {
-            assert!(startup_settings(&params(&[p])).is_err(), "{p:?}");
-        }
-    }
 }

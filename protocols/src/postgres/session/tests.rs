@@ -12,11 +12,11 @@ fn fe(tag: char) -> Frontend<'static> {
             sql: b"SELECT 1",
             param_types: b"",
         },
-        'B' => Frontend::Bind {
+        'B' => Frontend::Bind(Bind {
             portal: b"",
             statement: b"s",
             rest: b"",
-        },
+        }),
         'D' => Frontend::Describe {
             kind: b'S',
             name: b"s",
@@ -458,11 +458,11 @@ fn named(tag: char, statement: &'static [u8], portal: &'static [u8]) -> Frontend
             sql: b"SELECT 1",
             param_types: b"",
         },
-        'B' => Frontend::Bind {
+        'B' => Frontend::Bind(Bind {
             portal,
             statement,
             rest: b"",
-        },
+        }),
         'E' => Frontend::Execute {
             portal,
             max_rows: 0,
