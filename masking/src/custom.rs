@@ -36,6 +36,8 @@ pub struct Entity {
     /// before the detectors (which would otherwise mask parts of it and hide
     /// the rest from this pattern), and hidden whole (`Style::Full`).
     pub secret: bool,
+    /// The longest match the pattern can have (at most [`MAX_ENTITY_LEN`]).
+    max_len: usize,
 }
 
 /// Shortest secret worth looking for: shorter ones would mask ordinary text.
@@ -99,15 +101,15 @@ impl Entity {
             reason: reason.to_string(),
         };
         let hir = regex_syntax::parse(pattern).map_err(|e| invalid(&e))?;
-        match hir.properties().maximum_len() {
-            Some(n) if n <= MAX_ENTITY_LEN => {}
+        let max_len = match hir.properties().maximum_len() {
+            Some(n) if n <= MAX_ENTITY_LEN => n,
             _ => {
                 return Err(Error::UnboundedPattern {
                     pattern: pattern.to_owned(),
                     max: MAX_ENTITY_LEN,
                 })
             }
-        }
+        };
         if hir.properties().minimum_len() == Some(0) {
             return Err(Error::EmptyMatch {
                 pattern: pattern.to_owned(),
@@ -122,6 +124,7 @@ impl Entity {
             re,
             validator,
             secret: false,
+            max_len,
         })
     }
 
@@ -170,6 +173,12 @@ impl Entity {
         let mut e = Entity::new(name, &pattern, "none").map_err(without_pattern)?;
         e.secret = true;
         Ok(Some(e))
+    }
+
+    /// The longest match the pattern can have, in bytes: a match starting
+    /// this far before the end of a stream's held bytes is final.
+    pub fn max_len(&self) -> usize {
+        self.max_len
     }
 
     /// Appends the ranges of valid matches in `buf`.
