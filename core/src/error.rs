@@ -39,8 +39,6 @@ pub enum Kind {
     UpstreamRefused,
     /// An established upstream connection failed or broke the protocol.
     UpstreamBroken,
-    /// The client's connection failed.
-    ClientGone,
     /// The client sent a malformed request (it may send a better one).
     BadRequest,
     /// The client broke the protocol: the session cannot go on.
@@ -51,8 +49,6 @@ pub enum Kind {
     Unsupported,
     /// The audit log cannot record commands: nothing runs.
     AuditUnavailable,
-    /// Sluice cannot apply the target's settings (masking, credentials).
-    Misconfigured,
 }
 
 /// A failure on the data path.
@@ -100,12 +96,10 @@ impl Error {
     pub fn source(&self) -> Source {
         match self.kind {
             Kind::Unreachable | Kind::UpstreamRefused | Kind::UpstreamBroken => Source::Upstream,
-            Kind::ClientGone
-            | Kind::BadRequest
-            | Kind::ProtocolViolation
-            | Kind::TooLarge
-            | Kind::Unsupported => Source::Client,
-            Kind::AuditUnavailable | Kind::Misconfigured => Source::Internal,
+            Kind::BadRequest | Kind::ProtocolViolation | Kind::TooLarge | Kind::Unsupported => {
+                Source::Client
+            }
+            Kind::AuditUnavailable => Source::Internal,
         }
     }
 
@@ -125,9 +119,9 @@ impl Error {
         }
         match self.kind {
             Kind::Unreachable | Kind::UpstreamRefused | Kind::UpstreamBroken => "08006",
-            Kind::ClientGone | Kind::BadRequest | Kind::ProtocolViolation => "08P01",
+            Kind::BadRequest | Kind::ProtocolViolation => "08P01",
             Kind::TooLarge => "54000",
-            Kind::Unsupported | Kind::Misconfigured => "0A000",
+            Kind::Unsupported => "0A000",
             Kind::AuditUnavailable => "53100",
         }
     }
@@ -136,12 +130,9 @@ impl Error {
     pub fn http_status(&self) -> u16 {
         match self.kind {
             Kind::Unreachable | Kind::UpstreamRefused | Kind::UpstreamBroken => 502,
-            Kind::ClientGone | Kind::BadRequest | Kind::ProtocolViolation | Kind::Unsupported => {
-                400
-            }
+            Kind::BadRequest | Kind::ProtocolViolation | Kind::Unsupported => 400,
             Kind::TooLarge => 413,
             Kind::AuditUnavailable => 503,
-            Kind::Misconfigured => 500,
         }
     }
 
@@ -151,9 +142,9 @@ impl Error {
         match self.kind {
             Kind::Unreachable => Some(ErrorKind::UpstreamConnect),
             Kind::UpstreamRefused | Kind::UpstreamBroken => Some(ErrorKind::UpstreamIo),
-            Kind::ClientGone | Kind::ProtocolViolation => Some(ErrorKind::ClientIo),
+            Kind::ProtocolViolation => Some(ErrorKind::ClientIo),
             Kind::AuditUnavailable => Some(ErrorKind::Audit),
-            Kind::BadRequest | Kind::TooLarge | Kind::Unsupported | Kind::Misconfigured => None,
+            Kind::BadRequest | Kind::TooLarge | Kind::Unsupported => None,
         }
     }
 }

@@ -77,18 +77,23 @@ impl AsyncWriteRent for Upstream {
     }
 }
 
-/// One shard's idle upstream connections, by target name.
+/// One shard's idle upstream connections, by target name and the
+/// configuration generation they were opened under (a reload may change the
+/// upstream's address or TLS settings: older connections are not reused).
 #[derive(Default)]
-pub struct Pool(HashMap<String, Vec<Upstream>>);
+pub struct Pool(HashMap<(String, u64), Vec<Upstream>>);
 
 /// Idle connections kept per target and shard.
 const POOL_PER_TARGET: usize = 64;
 
 impl Pool {
-    /// An idle connection to this target, still open.
-    pub fn take(&mut self, target: &str) -> Option<Upstream> {
+    /// An idle connection to this target opened under `generation`, still open.
+    pub fn take(&mut self, target: &str, generation: u64) -> Option<Upstream> {
         loop {
-            let u = self.0.get_mut(target).and_then(Vec::pop)?;
+            let u = self
+                .0
+                .get_mut(&(target.to_owned(), generation))
+                .and_then(Vec::pop)?;
             if !u.closed() {
                 return Some(u);
             }
@@ -96,11 +101,16 @@ impl Pool {
     }
 
     /// Keeps an idle connection (dropped if the pool is full).
-    pub fn put(&mut self, target: &str, up: Upstream) {
-        let list = self.0.entry(target.to_owned()).or_default();
+    pub fn put(&mut self, target: &str, generation: u64, up: Upstream) {
+        let list = self.0.entry((target.to_owned(), generation)).or_default();
         if list.len() < POOL_PER_TARGET {
             list.push(up);
         }
+    }
+
+    /// Closes the connections of every generation but `generation`.
+    pub fn retain_generation(&mut self, generation: u64) {
+        self.0.retain(|(_, g), _| *g == generation);
     }
 }
 

@@ -319,6 +319,44 @@ fn policy_reload_applies_to_open_sessions_and_broken_config_keeps_the_old() {
         .expect("session still up");
 }
 
+/// Taking a group off a target's `access` ends what its open sessions may
+/// do: their next statement is refused, not only their next login.
+#[test]
+fn access_withdrawn_by_a_reload_stops_open_sessions() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let addr = free_addr();
+    let config = |access: &str| {
+        let target = pg_target("db", addr, pg.addr(), "").replace(
+            "access = [\"sre\", \"agents\"]",
+            &format!("access = [{access}]"),
+        );
+        format!("[gateway]\nshards = 1\n{}{target}", keys.identity_block())
+    };
+    let sluice = Sluice::start(&config(r#""sre", "agents""#));
+    pg.psql("CREATE TABLE w (id int); INSERT INTO w VALUES (1), (2)");
+    let mut c = connect(addr, &keys.token("alice", &["sre"]), "postgres").unwrap();
+    c.execute("DELETE FROM w WHERE id = 1", &[])
+        .expect("allowed at first");
+
+    sluice.rewrite_config(&config(r#""agents""#));
+    sluice.signal(libc::SIGHUP);
+    assert!(sluice.wait_log("event=reloaded", Duration::from_secs(10)));
+    let err = c
+        .execute("DELETE FROM w WHERE id = 2", &[])
+        .expect_err("refused once access is withdrawn");
+    assert_eq!(sqlstate(&err), "42501");
+    assert_eq!(message(&err), "access to target `db` was withdrawn");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM w"),
+        "1",
+        "the second delete never ran"
+    );
+    // New logins are refused too.
+    assert!(connect(addr, &keys.token("alice", &["sre"]), "postgres").is_err());
+}
+
 #[test]
 fn admin_reload_needs_an_admin_token_and_reports_errors() {
     let pg = PgCluster::start();

@@ -88,9 +88,22 @@ fn named_modules(text: &str) -> BTreeSet<String> {
             }
         };
         if let Some(group) = after.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                add(item.trim(), true);
+            // Top-level items of the group (nested groups belong to an item).
+            let (mut depth, mut start) = (0usize, 0usize);
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        add(group[start..i].trim(), true);
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        add(group[start..i].trim(), true);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
             }
         } else {
             add(after, false);
@@ -187,6 +200,30 @@ fn modules_form_floors_without_circles() {
         wrong.push(format!("the modules form a circle: {}", c.join(" -> ")));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Paths the checker cannot follow would hide an import: the crate root
+/// re-exports nothing, `crate` is never renamed, and no module reaches its
+/// parent's siblings through `super::super`.
+#[test]
+fn no_import_hides_from_the_checker() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let lib = code(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
+    assert!(
+        !lib.contains("pub use"),
+        "lib.rs must not re-export (it hides edges)"
+    );
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    for file in files {
+        let text = code(&std::fs::read_to_string(&file).unwrap());
+        let shown = file.strip_prefix(&src).unwrap().display().to_string();
+        assert!(!text.contains("crate as "), "{shown}: `crate` renamed");
+        assert!(
+            !text.contains("super::super"),
+            "{shown}: name the module with crate:: instead of super::super"
+        );
+    }
 }
 
 #[test]

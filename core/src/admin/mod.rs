@@ -185,7 +185,7 @@ fn anchor(shard: &Shard) -> Vec<u8> {
             r#"{"error":"no audit log is configured"}"#,
         );
     };
-    let anchor = audit.shared.anchor.lock().ok().and_then(|a| a.clone());
+    let anchor = audit.pipeline.anchor.lock().ok().and_then(|a| a.clone());
     match anchor {
         Some(a) => json(
             200,

@@ -82,7 +82,7 @@ impl Settings {
 
 /// The running audit pipeline.
 pub struct Audit {
-    pub shared: Arc<writer::Pipeline>,
+    pub pipeline: Arc<writer::Pipeline>,
     pub strict: bool,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -202,7 +202,7 @@ impl Audit {
         let (producers, consumers): (Vec<_>, Vec<_>) = (0..shards)
             .map(|_| sluice_ring::channel(settings.ring_bytes))
             .unzip();
-        let shared = Arc::new(writer::Pipeline {
+        let pipeline = Arc::new(writer::Pipeline {
             wake,
             healthy: AtomicBool::new(true),
             stop: AtomicBool::new(false),
@@ -213,16 +213,16 @@ impl Audit {
             anchor: std::sync::Mutex::new(None),
         });
         let strict = settings.strict;
-        let w = writer::open(settings.clone(), shared.clone(), consumers, key)
+        let w = writer::open(settings.clone(), pipeline.clone(), consumers, key)
             .map_err(|e| format!("audit log {}: {e}", settings.dir.display()))?;
         let handle = std::thread::Builder::new()
             .name("sluice-audit".into())
             .spawn(move || w.run())
             .map_err(|e| e.to_string())?;
-        let _ = shared.thread.set(handle.thread().clone());
+        let _ = pipeline.thread.set(handle.thread().clone());
         Ok((
             Arc::new(Audit {
-                shared,
+                pipeline,
                 strict,
                 thread: std::sync::Mutex::new(Some(handle)),
             }),
@@ -236,14 +236,14 @@ impl Audit {
 
     /// A record from outside the shards (reload, admin action); written in order.
     pub fn side_record(&self, body: Vec<u8>) {
-        let _ = self.shared.side_tx.send(body);
-        self.shared.kick();
+        let _ = self.pipeline.side_tx.send(body);
+        self.pipeline.kick();
     }
 
     /// Drains every ring, writes the final checkpoint and waits for the writer.
     pub fn close(&self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.kick();
+        self.pipeline.stop.store(true, Ordering::Release);
+        self.pipeline.kick();
         if let Some(h) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = h.join();
         }
@@ -305,7 +305,7 @@ impl ShardAudit {
     }
 
     pub fn healthy(&self) -> bool {
-        self.audit.shared.healthy.load(Ordering::Acquire)
+        self.audit.pipeline.healthy.load(Ordering::Acquire)
     }
 
     /// Strict durability: commands wait for their records to be on disk.
@@ -327,7 +327,7 @@ impl ShardAudit {
         };
         if self.audit.strict {
             // A command is waiting for this record: wake the writer now.
-            self.audit.shared.kick();
+            self.audit.pipeline.kick();
         }
         let pending = match first {
             Ok(ticket) => return Ok(ticket),
@@ -345,7 +345,7 @@ impl ShardAudit {
             }
             monoio::time::sleep(Duration::from_millis(2)).await;
             if let Some(t) = self.ring.borrow_mut().push(&pending) {
-                self.audit.shared.kick();
+                self.audit.pipeline.kick();
                 return Ok(t);
             }
         }

@@ -69,7 +69,7 @@ impl Pipeline {
 
 pub struct Writer {
     settings: Settings,
-    shared: Arc<Pipeline>,
+    pipeline: Arc<Pipeline>,
     /// Each shard's ring, drained in shard order.
     rings: Vec<Consumer>,
     key: SigningKey,
@@ -98,7 +98,7 @@ pub struct Writer {
 /// checkpoint follows it, so the log verifies again and says a crash happened.
 pub fn open(
     settings: Settings,
-    shared: Arc<Pipeline>,
+    pipeline: Arc<Pipeline>,
     rings: Vec<Consumer>,
     key: SigningKey,
 ) -> std::io::Result<Writer> {
@@ -196,7 +196,7 @@ pub fn open(
     prev_hex.copy_from_slice(prev.as_bytes());
     let mut w = Writer {
         settings,
-        shared,
+        pipeline,
         rings,
         key,
         file,
@@ -435,7 +435,7 @@ impl Writer {
                 warn!("audit_anchor_not_kept", file = file.display(), error = e);
             }
         }
-        if let Ok(mut a) = self.shared.anchor.lock() {
+        if let Ok(mut a) = self.pipeline.anchor.lock() {
             *a = Some(anchor);
         }
     }
@@ -452,7 +452,7 @@ impl Writer {
         self.file.write_all_at(&self.batch, self.size)?;
         self.file.sync_data()?;
         self.size = end;
-        self.shared
+        self.pipeline
             .written
             .fetch_add(self.pending_lines, Ordering::Relaxed);
         self.batch.clear();
@@ -566,7 +566,7 @@ impl Writer {
         let mut drained: Vec<u64> = vec![0; self.rings.len()];
         let mut backoff = Duration::from_millis(50);
         loop {
-            let stopping = self.shared.stop.load(Ordering::Acquire);
+            let stopping = self.pipeline.stop.load(Ordering::Acquire);
             // Take new records only while the disk accepts them: a failing disk
             // must fill the rings so shards refuse commands (fail closed).
             if self.batch.is_empty() {
@@ -575,14 +575,14 @@ impl Writer {
                     drained[i] = ring.drain(|r| self.append(r), &mut scratch);
                 }
                 self.rings = rings;
-                while let Ok(body) = self.shared.side.try_recv() {
+                while let Ok(body) = self.pipeline.side.try_recv() {
                     self.append(&body);
                 }
                 let due = self.since_checkpoint >= self.settings.checkpoint_every
                     || (self.since_checkpoint > 0
                         && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval);
                 let empty =
-                    self.rings.iter().all(|r| r.pending() == 0) && self.shared.side.is_empty();
+                    self.rings.iter().all(|r| r.pending() == 0) && self.pipeline.side.is_empty();
                 if due || (stopping && empty && self.since_checkpoint > 0) {
                     self.checkpoint();
                 }
@@ -590,19 +590,19 @@ impl Writer {
             match self.flush().and_then(|_| self.rotate_if_due()) {
                 Ok(()) => {
                     self.announce_anchor();
-                    if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+                    if !self.pipeline.healthy.swap(true, Ordering::AcqRel) {
                         info!("audit_recovered", dir = self.settings.dir.display());
                     }
                     backoff = Duration::from_millis(50);
                     for (i, ring) in self.rings.iter().enumerate() {
                         if drained[i] > ring.durable() {
                             ring.set_durable(drained[i]);
-                            let _ = self.shared.wake[i].try_send(());
+                            let _ = self.pipeline.wake[i].try_send(());
                         }
                     }
                 }
                 Err(e) => {
-                    if self.shared.healthy.swap(false, Ordering::AcqRel) {
+                    if self.pipeline.healthy.swap(false, Ordering::AcqRel) {
                         error!(
                             "audit_write_failed",
                             dir = self.settings.dir.display(),
@@ -614,7 +614,7 @@ impl Writer {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     if stopping
                         && backoff >= Duration::from_secs(1)
-                        && self.shared.stop.load(Ordering::Acquire)
+                        && self.pipeline.stop.load(Ordering::Acquire)
                     {
                         // Still failing while stopping: keep trying a little, then give up loudly.
                         error!("audit_unflushed_at_exit", records = self.pending_lines);
@@ -623,7 +623,8 @@ impl Writer {
                     continue;
                 }
             }
-            let empty = self.rings.iter().all(|r| r.pending() == 0) && self.shared.side.is_empty();
+            let empty =
+                self.rings.iter().all(|r| r.pending() == 0) && self.pipeline.side.is_empty();
             if stopping && empty && self.batch.is_empty() {
                 if let Err(e) = self.trim() {
                     warn!("audit_trim_failed", error = e);

@@ -213,11 +213,12 @@ fn policy_warnings(c: &sluice_config::Config) -> Vec<String> {
 
 fn check(path: PathBuf) -> i32 {
     let loaded = crate::runtime::load_config(&path).and_then(|c| {
-        // What the gateway would refuse at start-up beyond the file's own rules.
-        for t in &c.targets {
-            crate::shard::generation::masking_profile(&c, t)
-                .map_err(|e| format!("{}: target `{}`: masking: {e}", path.display(), t.name))?;
-        }
+        // What the gateway would refuse at start-up beyond the file's own
+        // rules: compiled exactly as `serve` compiles it (policy tables,
+        // masking profiles, the credentials' patterns, upstream TLS files).
+        let c = std::sync::Arc::new(c);
+        crate::shard::Generation::compile(c.clone(), 0)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(c)
     });
     match loaded {

@@ -115,6 +115,15 @@ pub fn decide(
             rule: None,
         };
     };
+    // Access is judged again at every statement: a reload that takes the
+    // caller's groups off `access` ends what open sessions may do.
+    if !policy.may_connect(t, groups) {
+        return Verdict::Deny {
+            message: format!("access to target `{name}` was withdrawn").into(),
+            detail: "the configuration in force no longer lets your groups connect".into(),
+            rule: None,
+        };
+    }
     // A deny anywhere in the message wins over an approval elsewhere in it.
     let mut approve: Option<Verdict> = None;
     for st in statements {

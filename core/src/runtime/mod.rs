@@ -8,9 +8,12 @@
 //! - `SIGTERM`/`SIGINT`: every shard stops accepting, open sessions get
 //!   `gateway.drain_timeout` to finish, then the process exits 0. A second signal
 //!   exits at once.
-//! - `SIGHUP`: the configuration file is read and validated again; if it is valid
-//!   every shard swaps its copy between sessions, otherwise the running
-//!   configuration stays and the errors are logged.
+//! - `SIGHUP`: the configuration file is read, validated and compiled again (a
+//!   [`crate::shard::Generation`]); if it is valid every shard installs its own
+//!   copy, otherwise the running configuration stays and the errors are
+//!   logged. Decisions (access, guardrails, approvals) use the new generation
+//!   at open sessions' next statement; what a session set up at its start
+//!   (masking, the injected credential, upstream TLS) stays until it ends.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -10,10 +10,10 @@ use sluice_config::policy::CompiledPolicy;
 use sluice_config::{Config, Protocol, Target};
 use sluice_masking::json::FieldRules;
 use sluice_masking::{Entity, Profile};
+use sluice_protocols::sql::columns::Protected;
 
-/// One compiled configuration. Each shard holds its own copy (`Clone` copies
-/// the policy tables; the large read-only parts are shared).
-#[derive(Clone)]
+/// One compiled configuration, built once per load. Each shard installs its
+/// own copy ([`Generation::for_shard`]).
 pub struct Generation {
     /// Counts loads: 0 at start, then one more per successful reload.
     pub number: u64,
@@ -24,7 +24,10 @@ pub struct Generation {
 }
 
 /// What one target's sessions use, compiled from its settings.
+#[derive(Clone)]
 pub struct TargetPlan {
+    /// The configuration load this plan was compiled in ([`Generation::number`]).
+    pub generation: u64,
     /// The masking profile, with the injected credential among its entities;
     /// `None` when the target has no profile.
     pub masking: Option<Profile>,
@@ -33,6 +36,10 @@ pub struct TargetPlan {
     pub secrets: Option<Profile>,
     /// JSON field rules (the profile's fields, and its columns as key names).
     pub fields: Arc<FieldRules>,
+    /// PostgreSQL: what strict column rules protect before a login reads the
+    /// catalog (the profile's column names; every relation counts), or
+    /// `None` when the target has no column rules or `strict_columns = false`.
+    pub strict: Option<Arc<Protected>>,
     /// How to reach the upstream over TLS; `None` for plain TCP.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -45,7 +52,8 @@ impl Generation {
             .targets
             .iter()
             .map(|t| {
-                TargetPlan::compile(&config, t).map_err(|e| format!("target `{}`: {e}", t.name))
+                TargetPlan::compile(&config, t, number)
+                    .map_err(|e| format!("target `{}`: {e}", t.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Generation {
@@ -56,6 +64,18 @@ impl Generation {
         })
     }
 
+    /// This shard's own copy: the policy tables, and the profiles with their
+    /// own pattern caches (a regex shared between threads would take a lock
+    /// on every search from all but its first user).
+    pub fn for_shard(&self) -> Generation {
+        Generation {
+            number: self.number,
+            config: self.config.clone(),
+            policy: self.policy.clone(),
+            targets: self.targets.iter().map(TargetPlan::for_shard).collect(),
+        }
+    }
+
     /// A target by name, with its plan.
     pub fn target(&self, name: &str) -> Option<(&Target, &TargetPlan)> {
         let i = self.config.targets.iter().position(|t| t.name == name)?;
@@ -64,7 +84,16 @@ impl Generation {
 }
 
 impl TargetPlan {
-    fn compile(config: &Config, target: &Target) -> Result<TargetPlan, String> {
+    fn for_shard(&self) -> TargetPlan {
+        let own = |p: &Profile| p.clone().with_entities(p.entities().to_vec());
+        TargetPlan {
+            masking: self.masking.as_ref().map(own),
+            secrets: self.secrets.as_ref().map(own),
+            ..self.clone()
+        }
+    }
+
+    fn compile(config: &Config, target: &Target, generation: u64) -> Result<TargetPlan, String> {
         let profile = masking_profile(config, target).map_err(|e| format!("masking: {e}"))?;
         let secret = credential_entity(target)
             .map_err(|e| format!("the injected credential cannot be kept from clients: {e}"))?;
@@ -100,9 +129,11 @@ impl TargetPlan {
             None => None,
         };
         Ok(TargetPlan {
+            generation,
             masking: profile.map(with_secret),
             secrets,
             fields: Arc::new(fields),
+            strict: strict_columns(config, target).map(Arc::new),
             upstream_tls: crate::tls::upstream_config(target)?,
         })
     }
@@ -174,4 +205,40 @@ pub fn credential_forms(value: &str) -> Vec<Vec<u8>> {
         }
     }
     forms
+}
+
+/// The target's masking profile, if it has strict column rules (column rules,
+/// and `strict_columns` not turned off).
+fn strict_profile<'c>(
+    config: &'c sluice_config::Config,
+    target: &Target,
+) -> Option<&'c sluice_config::MaskingProfile> {
+    let m = config.masking.get(target.masking.as_ref()?)?;
+    (m.strict_columns && !m.columns.is_empty()).then_some(m)
+}
+
+/// Strict column rules on this target: what they protect before the catalog
+/// is read (the profile's column names; every relation counts), or `None`
+/// when the target has no column rules or `strict_columns = false`.
+fn strict_columns(
+    config: &sluice_config::Config,
+    target: &Target,
+) -> Option<sluice_protocols::sql::columns::Protected> {
+    let m = strict_profile(config, target)?;
+    let mut columns: Vec<sluice_protocols::sql::columns::Name> = m
+        .columns
+        .keys()
+        .map(|c| {
+            let name = c.rsplit('.').next().unwrap_or(c);
+            name.to_ascii_lowercase().into_bytes().into_boxed_slice()
+        })
+        .collect();
+    columns.sort();
+    columns.dedup();
+    Some(sluice_protocols::sql::columns::Protected {
+        columns,
+        relations: None,
+        views: Vec::new(),
+        relation_columns: Vec::new(),
+    })
 }

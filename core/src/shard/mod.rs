@@ -39,9 +39,9 @@ pub struct Shard {
     tokens: RefCell<TokenCache>,
     sql_cache: RefCell<SqlCache>,
     /// Idle upstream connections (HTTP reuses them across callers).
-    pub pool: RefCell<Pool>,
+    pool: RefCell<Pool>,
     /// What PostgreSQL logins learned from each database's catalog.
-    pub catalogs: RefCell<catalogs::Catalogs>,
+    catalogs: RefCell<catalogs::Catalogs>,
     /// This shard's side of the audit pipeline (set when the shard starts).
     pub audit: std::cell::OnceCell<Rc<ShardAudit>>,
     /// The generation the shard started with: one listener per target.
@@ -54,7 +54,7 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, generation: &Generation) -> Rc<Self> {
-        let generation = Rc::new(generation.clone());
+        let generation = Rc::new(generation.for_shard());
         let metrics = ShardMetrics::new(generation.config.targets.iter().map(|t| t.name.clone()));
         let verifier = shared.verifier.clone().map(Verifier::new);
         Rc::new(Shard {
@@ -82,14 +82,27 @@ impl Shard {
         self.generation.borrow().clone()
     }
 
+    /// Idle upstream connections, by target and generation.
+    pub fn pool(&self) -> std::cell::RefMut<'_, Pool> {
+        self.pool.borrow_mut()
+    }
+
+    /// Catalogs PostgreSQL logins resolved, by target, database and rules.
+    pub fn catalogs(&self) -> std::cell::RefMut<'_, catalogs::Catalogs> {
+        self.catalogs.borrow_mut()
+    }
+
     /// The generation the shard started with (its listeners are for its targets).
     pub fn startup(&self) -> &Rc<Generation> {
         &self.startup
     }
 
     /// Installs a newly compiled generation: this shard's own copy of it.
+    /// Idle upstream connections of earlier generations are closed: the new
+    /// one may name another upstream or other TLS settings.
     pub fn install(&self, generation: &Generation) {
-        *self.generation.borrow_mut() = Rc::new(generation.clone());
+        *self.generation.borrow_mut() = Rc::new(generation.for_shard());
+        self.pool.borrow_mut().retain_generation(generation.number);
     }
 
     /// This shard's audit handle, if auditing is on.

@@ -173,7 +173,7 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
         };
         match sent {
             Ok(()) => {}
-            Err(e) if e.source() == Source::Upstream && may_retry => continue,
+            Err(e) if e.retryable() && may_retry => continue,
             Err(e) if e.source() == Source::Upstream => {
                 cx.shard.failed(&e);
                 let _ = reply(client, Reply::failure(&e).closing()).await;
@@ -583,7 +583,7 @@ pub(super) async fn checkout(
         }
     }
     cx.cache.borrow_mut().up_unchecked = false;
-    if let Some(u) = cx.shard.pool.borrow_mut().take(&cx.target.name) {
+    if let Some(u) = cx.shard.pool().take(&cx.target.name, cx.plan.generation) {
         return Ok((u, true));
     }
     let up = upstream::connect(
@@ -610,5 +610,5 @@ pub(super) fn release(cx: &Context<'_>) {
         return;
     }
     drop(cache);
-    cx.shard.pool.borrow_mut().put(&cx.target.name, up);
+    cx.shard.pool().put(&cx.target.name, cx.plan.generation, up);
 }

@@ -328,10 +328,16 @@ async fn reply<C: AsyncWriteRent>(client: &mut C, r: Reply) -> std::io::Result<(
 async fn admit(cx: &Context<'_>, req: &http::Request<'_, '_>) -> Result<Forward, Reply> {
     let framing =
         http::request_framing(req, cx.config.gateway.max_message as u64).map_err(|e| match e {
-            http::FramingError::TooLarge(_) => {
-                Reply::error(413, format!("request body too large: {e}"))
-            }
-            e => Reply::error(400, format!("bad request: {e}")),
+            http::FramingError::TooLarge(_) => Reply::failure(&Error::new(
+                Kind::TooLarge,
+                format!("request body too large: {e}"),
+                "",
+            )),
+            e => Reply::failure(&Error::new(
+                Kind::BadRequest,
+                format!("bad request: {e}"),
+                "",
+            )),
         })?;
     if !req.target.starts_with('/') {
         return Err(Reply::error(
@@ -484,16 +490,18 @@ async fn admit(cx: &Context<'_>, req: &http::Request<'_, '_>) -> Result<Forward,
     let form_rule_path = (cx.target.method_override && form == Some(Form::Urlencoded))
         .then(|| rule_path.into_owned());
     if form_rule_path.is_some() && matches!(framing, Framing::Length(n) if n > MAX_HELD_BODY) {
-        return Err(Reply::error(
-            413,
+        return Err(Reply::failure(&Error::new(
+            Kind::TooLarge,
             format!("an urlencoded form on a target that judges method overrides may carry at most {MAX_HELD_BODY} bytes (it is read whole for `_method` before it is judged)"),
-        ));
+            "",
+        )));
     }
     if hold.is_some() && matches!(framing, Framing::Length(n) if n > MAX_HELD_BODY) {
-        return Err(Reply::error(
-            413,
+        return Err(Reply::failure(&Error::new(
+            Kind::TooLarge,
             format!("a request that needs approval may carry at most {MAX_HELD_BODY} bytes"),
-        ));
+            "",
+        )));
     }
     let connection = req.header("connection").unwrap_or_default();
     let has = |token: &str| {

@@ -31,7 +31,7 @@ pub(super) fn reads_responses(target: &sluice_config::Target) -> bool {
             .is_some_and(|c| c.value.is_some())
 }
 
-pub(super) fn masking_for(cx: &Context<'_>, content_type: &[u8]) -> Result<Masking, String> {
+pub(super) fn masking_for(cx: &Context<'_>, content_type: &[u8]) -> Masking {
     let plan = cx.plan;
     let media = content_type
         .split(|&b| b == b';')
@@ -53,17 +53,17 @@ pub(super) fn masking_for(cx: &Context<'_>, content_type: &[u8]) -> Result<Maski
                 Masker::new(profile.clone()),
                 cx.config.gateway.max_message,
             );
-            Ok(Masking::Events(masker, plan.fields.clone()))
+            Masking::Events(masker, plan.fields.clone())
         }
         (Some(profile), _, _) if ends(b"/json") || ends(b"+json") => {
             let masker = cx.cache.borrow_mut().json_masker.take();
             let mut masker = masker.unwrap_or_else(|| Masker::new(profile.clone()));
             masker.counts = Default::default();
-            Ok(Masking::Json(masker, plan.fields.clone()))
+            Masking::Json(masker, plan.fields.clone())
         }
-        (Some(profile), _, _) if !binary => Ok(Masking::Stream(StreamMasker::new(profile.clone()))),
-        (_, Some(secrets), _) => Ok(Masking::Stream(StreamMasker::new(secrets.clone()))),
-        _ => Ok(Masking::None),
+        (Some(profile), _, _) if !binary => Masking::Stream(StreamMasker::new(profile.clone())),
+        (_, Some(secrets), _) => Masking::Stream(StreamMasker::new(secrets.clone())),
+        _ => Masking::None,
     }
 }
 
@@ -209,17 +209,7 @@ pub(super) async fn respond_with<C: AsyncWriteRent, U: AsyncReadRent + AsyncWrit
             .await;
             return Relayed::failed("ambiguous content type with masking on".into());
         }
-        let mut masking = match masking_for(cx, resp.header("content-type").unwrap_or_default()) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = reply(
-                    client,
-                    Reply::error(502, "the target's masking profile cannot be applied").closing(),
-                )
-                .await;
-                return Relayed::failed(e);
-            }
-        };
+        let mut masking = masking_for(cx, resp.header("content-type").unwrap_or_default());
         if framing == Framing::None {
             masking = Masking::None;
         }

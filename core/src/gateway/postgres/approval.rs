@@ -114,7 +114,12 @@ fn params(bind: &Bind<'_>) -> Vec<String> {
 /// How a held statement was settled.
 pub enum Resolution {
     /// Approved (request `id`): forward it.
-    Approved(u64),
+    Approved {
+        id: u64,
+        /// The rule it was approved under: a reload that changed the rule
+        /// while the statement waited means the approval does not count.
+        spec: Arc<ApprovalSpec>,
+    },
     /// Refused: answer with this SQLSTATE and message.
     Refused {
         code: &'static str,
@@ -137,6 +142,7 @@ pub async fn resolve<W: AsyncWriteRent>(
             "{what} needs approval, and its text is longer than an approver can be shown ({MAX_TEXT} bytes)"
         ));
     }
+    let spec = hold.spec.clone();
     let held = approvals::Hold {
         key: hold.key(ctx),
         spec: hold.spec.clone(),
@@ -149,7 +155,7 @@ pub async fn resolve<W: AsyncWriteRent>(
         session: ctx.session.clone(),
     };
     let pending = match ctx.shard.shared.approvals.hold(held) {
-        Opened::Granted(id) => return Resolution::Approved(id),
+        Opened::Granted(id) => return Resolution::Approved { id, spec },
         Opened::Failed(message) => return refused(message),
         Opened::Later {
             id,
@@ -191,7 +197,7 @@ pub async fn resolve<W: AsyncWriteRent>(
         .await;
     let message = settled.message();
     match settled {
-        Settled::Approved(id) => Resolution::Approved(id),
+        Settled::Approved(id) => Resolution::Approved { id, spec },
         Settled::Gone => Resolution::Gone,
         // The client's CancelRequest (e.g. Ctrl-C in psql) ends the wait as
         // PostgreSQL ends a running statement.

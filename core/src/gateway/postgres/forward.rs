@@ -176,6 +176,12 @@ async fn protocol_violation<R: AsyncReadRent, W: AsyncWriteRent, CW: AsyncWriteR
     linger(client).await;
 }
 
+/// A held statement's client went away (the pump stops before judging
+/// again; this only keeps a late arrival from running unjudged).
+fn client_left() -> Error {
+    Error::protocol_violation("the client left while its statement waited for approval")
+}
+
 /// The session machine refuses what the client sent: the session ends.
 fn session_violation(e: sluice_protocols::postgres::session::Violation) -> Error {
     Error::protocol_violation(format!("Sluice closed the session: {e}"))
@@ -289,7 +295,13 @@ fn judge_message(
                 // Judged again under the policy in force now.
                 let verdict = match bind_verdict(ctx, shared, &candidates, &bind) {
                     Ok(Some((kind, spec))) => match settled.take() {
-                        None => {
+                        Some(Resolution::Approved { id, spec: approved }) if *approved == *spec => {
+                            approval = Some(id);
+                            Verdict::Allow
+                        }
+                        // Not yet held, or approved under a rule a reload has
+                        // changed since: held (again) under the rule in force.
+                        None | Some(Resolution::Approved { .. }) => {
                             return Ok(Step::Hold(HeldStatement::new(
                                 kind,
                                 spec,
@@ -297,10 +309,6 @@ fn judge_message(
                                 Some(&bind),
                                 &ctx.database,
                             )))
-                        }
-                        Some(Resolution::Approved(id)) => {
-                            approval = Some(id);
-                            Verdict::Allow
                         }
                         Some(Resolution::Refused {
                             code,
@@ -314,7 +322,7 @@ fn judge_message(
                                 rule: None,
                             }
                         }
-                        Some(Resolution::Gone) => return Ok(Step::Next),
+                        Some(Resolution::Gone) => return Err(client_left()),
                     },
                     Ok(None) => Verdict::Allow,
                     Err(deny) => deny,
@@ -341,7 +349,13 @@ fn judge_message(
         // A statement (not a Parse) that needs approval runs only once settled.
         if let (Verdict::Approve { rule, spec, kind }, true) = (&verdict, f.tag != tag::PARSE) {
             match settled.take() {
-                None => {
+                Some(Resolution::Approved { id, spec: approved }) if *approved == **spec => {
+                    approval = Some(id);
+                    verdict = Verdict::Allow;
+                }
+                // Not yet held, or approved under a rule a reload has changed
+                // since: held (again) under the rule in force.
+                None | Some(Resolution::Approved { .. }) => {
                     return Ok(Step::Hold(HeldStatement::new(
                         *kind,
                         spec.clone(),
@@ -349,10 +363,6 @@ fn judge_message(
                         None,
                         &ctx.database,
                     )))
-                }
-                Some(Resolution::Approved(id)) => {
-                    approval = Some(id);
-                    verdict = Verdict::Allow;
                 }
                 Some(Resolution::Refused {
                     code,
@@ -366,7 +376,7 @@ fn judge_message(
                         rule: Some(*rule),
                     };
                 }
-                Some(Resolution::Gone) => return Ok(Step::Next),
+                Some(Resolution::Gone) => return Err(client_left()),
             }
         }
         let id = shared.next_id.get();

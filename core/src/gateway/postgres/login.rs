@@ -297,7 +297,7 @@ async fn resolve_catalog<U: Io>(
     up: &mut U,
 ) -> Result<Option<Rc<Catalog>>, Error> {
     let profile = ctx.plan.masking.as_ref();
-    let strict = super::strict_columns(ctx.config, ctx.target);
+    let strict = ctx.plan.strict.as_deref().cloned();
     let rules: Vec<(&str, &str, Style)> = profile
         .as_ref()
         .map(|p| p.table_rules().collect())
@@ -329,7 +329,7 @@ async fn resolve_catalog<U: Io>(
         rules,
         strict.is_some()
     );
-    if let Some(hit) = ctx.shard.catalogs.borrow().get(&key) {
+    if let Some(hit) = ctx.shard.catalogs().get(&key) {
         return Ok(Some(hit));
     }
     let failed = |error: String| {
@@ -398,7 +398,7 @@ async fn resolve_catalog<U: Io>(
     );
     let found = Rc::new(found);
     if complete {
-        ctx.shard.catalogs.borrow_mut().put(key, found.clone());
+        ctx.shard.catalogs().put(key, found.clone());
     }
     Ok(Some(found))
 }

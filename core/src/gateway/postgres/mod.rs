@@ -411,42 +411,6 @@ pub fn encoding_refusal(target: &Target, statements: &[sql::Statement]) -> Optio
     })
 }
 
-/// The target's masking profile, if it has strict column rules (column rules,
-/// and `strict_columns` not turned off).
-pub fn strict_profile<'c>(
-    config: &'c sluice_config::Config,
-    target: &Target,
-) -> Option<&'c sluice_config::MaskingProfile> {
-    let m = config.masking.get(target.masking.as_ref()?)?;
-    (m.strict_columns && !m.columns.is_empty()).then_some(m)
-}
-
-/// Strict column rules on this target: what they protect before the catalog
-/// is read (the profile's column names; every relation counts), or `None`
-/// when the target has no column rules or `strict_columns = false`.
-pub fn strict_columns(
-    config: &sluice_config::Config,
-    target: &Target,
-) -> Option<sluice_protocols::sql::columns::Protected> {
-    let m = strict_profile(config, target)?;
-    let mut columns: Vec<sluice_protocols::sql::columns::Name> = m
-        .columns
-        .keys()
-        .map(|c| {
-            let name = c.rsplit('.').next().unwrap_or(c);
-            name.to_ascii_lowercase().into_bytes().into_boxed_slice()
-        })
-        .collect();
-    columns.sort();
-    columns.dedup();
-    Some(sluice_protocols::sql::columns::Protected {
-        columns,
-        relations: None,
-        views: Vec::new(),
-        relation_columns: Vec::new(),
-    })
-}
-
 /// An `ErrorResponse` (severity ERROR) as bytes.
 pub fn error_bytes(code: &str, message: &str, detail: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + message.len());

@@ -253,10 +253,10 @@ pub async fn run<C: Io, U: Io>(
 /// What strict column rules protect in this session: as resolved at login,
 /// or (should the login have resolved nothing) every relation (fail closed).
 fn strict_columns(ctx: &Context<'_>, resolved: Option<&Rc<Catalog>>) -> Option<Rc<Protected>> {
-    super::strict_profile(ctx.config, ctx.target)?;
+    let fallback = ctx.plan.strict.as_ref()?;
     match resolved.and_then(|c| c.protected.clone()) {
         Some(p) => Some(p),
-        None => super::strict_columns(ctx.config, ctx.target).map(Rc::new),
+        None => Some(Rc::new((**fallback).clone())),
     }
 }
 
