@@ -239,6 +239,10 @@ pub struct Target {
     pub method_override: bool,
     pub upstream_tls: UpstreamTls,
     pub upstream_ca: Option<String>,
+    /// SSH: the upstream's pinned host key, an OpenSSH public key line.
+    pub upstream_host_key: Option<String>,
+    /// SSH: Sluice's own host key file.
+    pub host_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +255,8 @@ pub struct Credentials {
     pub param: Option<String>,
     /// Resolved from `value_env`.
     pub value: Option<Secret>,
+    /// SSH: the private key file Sluice logs in to the upstream with.
+    pub key_file: Option<String>,
 }
 
 /// A credential value that never prints itself.
@@ -280,11 +286,43 @@ pub struct Guardrails {
     /// function defined in the database (not built in, not from an extension)
     /// counts as `opaque`: its body runs out of the gateway's sight.
     pub functions: Vec<String>,
+    /// SSH sessions: what besides `exec` commands may happen.
+    pub ssh: SshRules,
+}
+
+/// What an SSH session may do besides running `exec` commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SshRules {
+    /// Interactive shells: default `allow`, or `deny` when a rule of the set
+    /// denies or holds a command (a shell would step around it).
+    pub shell: Action,
+    /// The sftp subsystem (and so modern `scp`): default `deny`.
+    pub sftp: Action,
+    /// `-L`/`-R`/`-D` forwarding: default `deny`.
+    pub port_forwarding: Action,
+    /// `-A`: default `deny`.
+    pub agent_forwarding: Action,
+    /// `-X`/`-Y`: default `deny`.
+    pub x11: Action,
+}
+
+impl Default for SshRules {
+    fn default() -> Self {
+        SshRules {
+            shell: Action::Allow,
+            sftp: Action::Deny,
+            port_forwarding: Action::Deny,
+            agent_forwarding: Action::Deny,
+            x11: Action::Deny,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub kinds: Vec<String>,
+    /// SSH: globs on whole command lines and on each command they run.
+    pub commands: Vec<String>,
     pub methods: Vec<String>,
     pub path: Option<String>,
     pub unbounded: bool,

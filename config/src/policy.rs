@@ -97,6 +97,17 @@ pub struct TargetPolicy {
     kinds: Vec<Vec<Entry>>,
     /// HTTP rules, in rule order.
     http: Vec<HttpEntry>,
+    /// SSH command rules, in rule order.
+    commands: Vec<CommandEntry>,
+    /// SSH: what besides commands a session may do.
+    pub ssh: crate::SshRules,
+}
+
+/// A compiled SSH command rule: any of its globs matches.
+#[derive(Debug, Clone)]
+struct CommandEntry {
+    globs: Vec<String>,
+    entry: Entry,
 }
 
 /// A compiled HTTP rule.
@@ -198,6 +209,7 @@ impl CompiledPolicy {
             }
             let mut kinds: Vec<Vec<Entry>> = vec![Vec::new(); STATEMENT_KINDS.len()];
             let mut http = Vec::new();
+            let mut commands = Vec::new();
             let mut approvals = Vec::new();
             if let Some(set) = t.guardrails.as_ref().and_then(|g| config.guardrails.get(g)) {
                 for (i, rule) in set.rules.iter().enumerate() {
@@ -252,6 +264,18 @@ impl CompiledPolicy {
                             },
                         });
                     }
+                    if !rule.commands.is_empty() {
+                        commands.push(CommandEntry {
+                            globs: rule.commands.clone(),
+                            entry: Entry {
+                                groups: mask,
+                                unbounded_only: false,
+                                action: rule.action,
+                                rule: i as u16,
+                                message: message.clone(),
+                            },
+                        });
+                    }
                     for k in &rule.kinds {
                         let Some(ki) = kind_index(k) else { continue };
                         kinds[ki].push(Entry {
@@ -273,6 +297,13 @@ impl CompiledPolicy {
                 approvals,
                 kinds,
                 http,
+                commands,
+                ssh: t
+                    .guardrails
+                    .as_ref()
+                    .and_then(|g| config.guardrails.get(g))
+                    .map(|g| g.ssh)
+                    .unwrap_or_default(),
             });
         }
         for g in &config
@@ -370,6 +401,65 @@ impl CompiledPolicy {
                 Decision::Approve { rule: h.entry.rule }
             }
             _ => Decision::Allow,
+        }
+    }
+
+    /// The decision for one SSH `exec` command line: every rule is matched
+    /// against the whole line (whitespace normalised) and against each simple
+    /// command it runs (`a; sudo b | c`, `$(d)`, `sh -c 'e'`: see
+    /// [`sluice_protocols::shell`]); the strictest decision over all of them
+    /// holds, as for the statements of one SQL message. A line the gateway
+    /// cannot read (a program named by a variable, `eval`) is refused where
+    /// any rule would deny or hold a command for this caller.
+    pub fn decide_command(&self, target: usize, line: &str, groups: GroupSet) -> Decision {
+        let rules = &self.targets[target].commands;
+        let applies = |c: &&CommandEntry| c.entry.groups == 0 || groups.intersects(c.entry.groups);
+        let mut candidates = vec![sluice_protocols::shell::normalise(line)];
+        match sluice_protocols::shell::simple_commands(line) {
+            Ok(found) => candidates.extend(found),
+            Err(why) => {
+                if let Some(c) = rules
+                    .iter()
+                    .filter(applies)
+                    .find(|c| c.entry.action != Action::Allow)
+                {
+                    return Decision::Deny {
+                        message: format!(
+                            "this command line cannot be judged ({why}); send the commands themselves"
+                        )
+                        .into(),
+                        rule: c.entry.rule,
+                    };
+                }
+            }
+        }
+        let mut approve = None;
+        for text in &candidates {
+            let matching = || {
+                rules.iter().filter(applies).filter(|c| {
+                    c.globs
+                        .iter()
+                        .any(|g| sluice_protocols::shell::glob(g, text))
+                })
+            };
+            if let Some(c) = matching().find(|c| c.entry.action == Action::Deny) {
+                return Decision::Deny {
+                    message: c.entry.message.clone(),
+                    rule: c.entry.rule,
+                };
+            }
+            let chosen = matching()
+                .find(|c| c.entry.groups != 0)
+                .or_else(|| matching().next());
+            if let (Some(c), None) = (chosen, approve) {
+                if c.entry.action == Action::Approve {
+                    approve = Some(c.entry.rule);
+                }
+            }
+        }
+        match approve {
+            Some(rule) => Decision::Approve { rule },
+            None => Decision::Allow,
         }
     }
 

@@ -162,6 +162,10 @@ pub struct RawTarget {
     pub method_override: Option<Spanned<bool>>,
     pub upstream_tls: Option<Spanned<UpstreamTls>>,
     pub upstream_ca: Option<Spanned<String>>,
+    /// SSH: the upstream's host key, pinned (`ssh-ed25519 AAAA...`).
+    pub upstream_host_key: Option<Spanned<String>>,
+    /// SSH: Sluice's own host key file (created 0600 on first start).
+    pub host_key: Option<Spanned<String>>,
 }
 
 /// How the gateway secures its connection to the upstream.
@@ -185,6 +189,7 @@ pub enum Protocol {
     Mysql,
     Http,
     Tcp,
+    Ssh,
 }
 
 impl Protocol {
@@ -194,6 +199,7 @@ impl Protocol {
             Protocol::Mysql => "mysql",
             Protocol::Http => "http",
             Protocol::Tcp => "tcp",
+            Protocol::Ssh => "ssh",
         }
     }
 }
@@ -207,6 +213,8 @@ pub struct RawCredentials {
     /// HTTP: inject the credential as this query parameter instead of a header.
     pub param: Option<Spanned<String>>,
     pub value_env: Option<Spanned<String>>,
+    /// SSH: the private key Sluice logs in to the upstream with.
+    pub key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,12 +226,21 @@ pub struct RawGuardrails {
     /// them rather than as opaque code.
     #[serde(default)]
     pub functions: Vec<Spanned<String>>,
+    /// SSH: interactive shells (`allow`, `deny`, `approve`).
+    pub shell: Option<Spanned<Action>>,
+    /// SSH: the sftp subsystem (`allow` or `deny`; default deny).
+    pub sftp: Option<Spanned<Action>>,
+    pub port_forwarding: Option<Spanned<Action>>,
+    pub agent_forwarding: Option<Spanned<Action>>,
+    pub x11: Option<Spanned<Action>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub kinds: Option<Vec<Spanned<String>>>,
+    /// SSH: globs on command lines (`rm -rf *`, `systemctl restart *`).
+    pub commands: Option<Vec<Spanned<String>>>,
     pub methods: Option<Vec<Spanned<String>>>,
     pub path: Option<Spanned<String>>,
     pub unbounded: Option<bool>,

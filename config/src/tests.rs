@@ -333,7 +333,7 @@ fn rule_needs_something_to_match() {
     let src = format!("{IDENTITY}{PG}[guardrails.prod]\nrules = [{{ action = \"deny\" }}]\n");
     assert_error(
         &src,
-        "t.toml:13:10: a rule needs `kinds` (SQL) or `methods`/`path` (HTTP)",
+        "t.toml:13:10: a rule needs `kinds` (SQL), `methods`/`path` (HTTP) or `commands` (SSH)",
     );
 }
 
@@ -833,4 +833,97 @@ rules = [
             "t.toml:11:26: invalid name `Bad Name`",
         );
     }
+}
+
+const SSH_OK: &str = r#"[identity]
+issuer = "https://idp.example.com/"
+audience = "sluice"
+jwks = "file:dev.jwks.json"
+
+[[target]]
+name = "web1"
+protocol = "ssh"
+listen = "127.0.0.1:2222"
+upstream = "127.0.0.1:22"
+upstream_host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMx3example0000000000000000000000000000 web1"
+credentials = { user = "deploy", key_file = "/etc/sluice/web1.key" }
+access = ["agents", "sre"]
+approvers = ["leads"]
+guardrails = "web"
+
+[guardrails.web]
+rules = [
+  { commands = ["rm -rf *", "shutdown*", "mkfs*"], action = "deny", message = "destructive commands are blocked" },
+  { commands = ["systemctl restart *"], action = "approve" },
+]
+"#;
+
+#[test]
+fn ssh_targets_pin_the_host_key_and_judge_every_command_a_line_runs() {
+    use crate::policy::{CompiledPolicy, Decision};
+    let c = parse(SSH_OK, "t.toml", env).unwrap();
+    let t = &c.targets[0];
+    assert_eq!(t.protocol, Protocol::Ssh);
+    assert!(t
+        .upstream_host_key
+        .as_deref()
+        .unwrap()
+        .starts_with("ssh-ed25519 "));
+    let g = &c.guardrails["web"];
+    // A rule denies commands, so a shell (which would step around it) is off.
+    assert_eq!(g.ssh.shell, Action::Deny);
+    assert_eq!(g.ssh.sftp, Action::Deny);
+    let p = CompiledPolicy::compile(&c).unwrap();
+    let agent = p.groups(&["agents"]);
+    let deny = |line: &str| matches!(p.decide_command(0, line, agent), Decision::Deny { .. });
+    assert_eq!(p.decide_command(0, "uptime", agent), Decision::Allow);
+    for line in [
+        "rm -rf /",
+        "rm   -rf   /srv",
+        "uptime; /bin/rm -rf /",
+        "sudo -- rm -r'f' /",
+        "echo $(shutdown -h now)",
+        "bash -c 'mkfs.ext4 /dev/sda'",
+        "nice -n 5 rm -rf /",
+        "$CMD -rf /",
+        "eval 'rm -rf /'",
+    ] {
+        assert!(deny(line), "{line}");
+    }
+    assert_eq!(
+        p.decide_command(0, "systemctl restart nginx", agent),
+        Decision::Approve { rule: 1 }
+    );
+    // The strictest decision of all the commands holds.
+    assert!(deny("systemctl restart nginx && shutdown now"));
+}
+
+#[test]
+fn ssh_target_errors() {
+    assert_error(
+        &SSH_OK.replace("upstream_host_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMx3example0000000000000000000000000000 web1\"\n", ""),
+        "t.toml:7:8: ssh target `web1` needs `upstream_host_key`",
+    );
+    assert_error(
+        &SSH_OK.replace(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMx3example0000000000000000000000000000 web1",
+            "AAAA",
+        ),
+        "t.toml:11:21: `upstream_host_key` must be an OpenSSH public key line",
+    );
+    assert_error(
+        &SSH_OK.replace(", key_file = \"/etc/sluice/web1.key\"", ""),
+        "t.toml:12:15: ssh target `web1` needs credentials.key_file",
+    );
+    assert_error(
+        &SSH_OK.replace(
+            "action = \"approve\" }",
+            "action = \"approve\", kinds = [\"delete\"] }",
+        ),
+        "t.toml:20:3: a rule matches one of SQL `kinds`",
+    );
+    assert_error(
+        &format!("{SSH_OK}sftp = \"approve\"\n"),
+        "t.toml:22:8: `sftp` is \"allow\" or \"deny\"",
+    );
 }

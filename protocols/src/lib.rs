@@ -13,6 +13,7 @@
 
 pub mod http;
 pub mod postgres;
+pub mod shell;
 pub mod sql;
 
 /// Outcome of parsing a message from the front of a buffer.

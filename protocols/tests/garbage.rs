@@ -117,3 +117,29 @@ fn random_bytes_never_panic_any_parser() {
         }
     }
 }
+
+/// Shell lines as an SSH client may send them: any bytes, with the shell's
+/// own syntax dense among them. Reading them never panics or loops.
+#[test]
+fn random_shell_lines_never_panic() {
+    let mut rng = Rng(0x5eed_5e11);
+    let alphabet =
+        b"rm -rf / ; && || | & $( ) ` ' \" \\ < > << <( 2>&1 { } = sudo sh -c eval * ? \n";
+    for _ in 0..20_000 {
+        let len = rng.below(48);
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                if rng.below(4) == 0 {
+                    rng.next() as u8
+                } else {
+                    alphabet[rng.below(alphabet.len())]
+                }
+            })
+            .collect();
+        let line = String::from_utf8_lossy(&bytes);
+        if let Ok(commands) = sluice_protocols::shell::simple_commands(&line) {
+            assert!(commands.len() <= line.len() + 1);
+        }
+        let _ = sluice_protocols::shell::glob("a*b?c*", &line);
+    }
+}

@@ -13,6 +13,7 @@ use crate::*;
 
 mod rules;
 mod service;
+mod ssh;
 
 use rules::{guardrail_set, masking_profile};
 use service::{approvals, gateway, identity};
@@ -287,10 +288,16 @@ pub(crate) fn validate(
                 header: cr.header.as_ref().map(|h| h.get_ref().clone()),
                 param: cr.param.as_ref().map(|h| h.get_ref().clone()),
                 value: c.env_secret(&cr.value_env, "value_env", env),
+                key_file: cr.key_file.as_ref().map(|k| k.get_ref().clone()),
             }
         });
         if protocol == Protocol::Http {
             http_target(&mut c, t, &name);
+        }
+        if protocol == Protocol::Ssh {
+            ssh::target(&mut c, t, &name);
+        } else {
+            ssh::not_ssh(&mut c, t, &name, protocol);
         }
         let require_tls = t.require_tls.as_ref().is_some_and(|r| *r.get_ref());
         if require_tls && raw.tls.is_none() {
@@ -403,6 +410,11 @@ pub(crate) fn validate(
                 method_override: t.method_override.as_ref().is_some_and(|m| *m.get_ref()),
                 upstream_tls,
                 upstream_ca: t.upstream_ca.as_ref().map(|u| u.get_ref().clone()),
+                upstream_host_key: t
+                    .upstream_host_key
+                    .as_ref()
+                    .map(|k| k.get_ref().trim().to_owned()),
+                host_key: t.host_key.as_ref().map(|k| k.get_ref().clone()),
                 name,
                 protocol,
                 listen,

@@ -7,7 +7,7 @@ use crate::*;
 use super::{is_valid_name, Checker};
 
 pub(super) fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
-    let rules = g
+    let rules: Vec<Rule> = g
         .rules
         .iter()
         .map(|r| {
@@ -48,17 +48,23 @@ pub(super) fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
                     );
                 }
             }
+            for g in r.commands.iter().flatten() {
+                if g.get_ref().trim().is_empty() {
+                    c.error(g.span(), "an empty command pattern matches nothing");
+                }
+            }
             let sql = r.kinds.is_some();
             let http = r.methods.is_some() || r.path.is_some();
-            if sql && http {
+            let ssh = r.commands.is_some();
+            if [sql, http, ssh].iter().filter(|x| **x).count() > 1 {
                 c.error(
                     span,
-                    "a rule matches either SQL `kinds` or HTTP `methods`/`path`, not both",
+                    "a rule matches one of SQL `kinds`, HTTP `methods`/`path` or SSH `commands`, not several",
                 );
-            } else if !sql && !http {
+            } else if !sql && !http && !ssh {
                 c.error(
                     span,
-                    "a rule needs `kinds` (SQL) or `methods`/`path` (HTTP) to match on",
+                    "a rule needs `kinds` (SQL), `methods`/`path` (HTTP) or `commands` (SSH) to match on",
                 );
             }
             for g in r
@@ -96,6 +102,12 @@ pub(super) fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
                     .iter()
                     .flatten()
                     .map(|k| k.get_ref().clone())
+                    .collect(),
+                commands: r
+                    .commands
+                    .iter()
+                    .flatten()
+                    .map(|k| sluice_protocols::shell::normalise(k.get_ref()))
                     .collect(),
                 methods: r
                     .methods
@@ -142,7 +154,44 @@ pub(super) fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
             ok.then(|| name.to_ascii_lowercase())
         })
         .collect();
-    Guardrails { rules, functions }
+    let holds_commands = rules
+        .iter()
+        .any(|r: &Rule| !r.commands.is_empty() && r.action != Action::Allow);
+    let mut ssh = SshRules {
+        shell: if holds_commands {
+            Action::Deny
+        } else {
+            Action::Allow
+        },
+        ..SshRules::default()
+    };
+    for (value, key, slot) in [
+        (&g.shell, "shell", &mut ssh.shell),
+        (&g.sftp, "sftp", &mut ssh.sftp),
+        (
+            &g.port_forwarding,
+            "port_forwarding",
+            &mut ssh.port_forwarding,
+        ),
+        (
+            &g.agent_forwarding,
+            "agent_forwarding",
+            &mut ssh.agent_forwarding,
+        ),
+        (&g.x11, "x11", &mut ssh.x11),
+    ] {
+        if let Some(v) = value {
+            if *v.get_ref() == Action::Approve && key != "shell" {
+                c.error(v.span(), format!("`{key}` is \"allow\" or \"deny\""));
+            }
+            *slot = *v.get_ref();
+        }
+    }
+    Guardrails {
+        rules,
+        functions,
+        ssh,
+    }
 }
 
 pub(super) fn masking_profile(

@@ -57,7 +57,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     crate::log::init();
     let config = Arc::new(load_config(&config_path).map_err(anyhow::Error::msg)?);
     for t in &config.targets {
-        if t.protocol == Protocol::Mysql {
+        if matches!(t.protocol, Protocol::Mysql | Protocol::Ssh) {
             bail!(
                 "target `{}`: protocol {} is not available in this build yet",
                 t.name,
