@@ -17,6 +17,10 @@ command -v runuser >/dev/null || need+=(util-linux)
 # key with openssl.
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
+# The SSH tests start a throw-away sshd and drive it with ssh, sftp and sshpass.
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v sshpass >/dev/null || need+=(sshpass)
 # PostgreSQL's own regression suite runs through the gateway when it is beside the
 # checkout (../shared/conformance); pg_regress comes with the server-dev package.
 conformance="${SLUICE_CONFORMANCE_DIR:-$PWD/../shared/conformance}"

@@ -161,21 +161,27 @@ impl Approvals {
     }
 }
 
+/// What a waiting session watches besides the request, in whichever runtime
+/// it runs (the monoio shards, the SSH endpoint's tokio runtime).
+pub struct Waiting<Stop, Cancel, Sleep> {
+    /// The gateway is stopping: give up (the request is cancelled).
+    pub stopping: Stop,
+    /// The client asked to cancel (a PostgreSQL `CancelRequest`).
+    pub cancelled: Cancel,
+    /// The runtime's timer.
+    pub sleep: Sleep,
+}
+
 impl Pending<'_> {
     /// Waits (without holding the shard) for the request to be decided, while
-    /// the client on `client_fd` stays connected and `cancelled()` stays false.
-    pub async fn wait(
+    /// the client on `client_fd` stays connected and `waiting` says go on.
+    pub async fn wait<S: std::future::Future<Output = ()>>(
         self,
         client_fd: std::os::fd::RawFd,
-        stopping: &crate::notify::Latch,
-        cancelled: impl Fn() -> bool,
+        waiting: Waiting<impl Fn() -> bool, impl Fn() -> bool, impl Fn(Duration) -> S>,
     ) -> Settled {
         let id = self.id;
-        let why = match self
-            .approvals
-            .wait(id, client_fd, stopping, cancelled)
-            .await
-        {
+        let why = match self.approvals.wait(id, client_fd, &waiting).await {
             Waited::Approved => return Settled::Approved(id),
             Waited::ClientGone => return Settled::Gone,
             Waited::Denied { by, reason } => Refusal::Denied { by, reason },
@@ -222,12 +228,11 @@ impl Approvals {
     /// the client on `client_fd` stays connected and `cancelled()` stays false.
     /// A wait that ends without using the approval cancels the request, also
     /// when this future is dropped.
-    async fn wait(
+    async fn wait<S: std::future::Future<Output = ()>>(
         &self,
         id: u64,
         client_fd: std::os::fd::RawFd,
-        stopping: &crate::notify::Latch,
-        cancelled: impl Fn() -> bool,
+        waiting: &Waiting<impl Fn() -> bool, impl Fn() -> bool, impl Fn(Duration) -> S>,
     ) -> Waited {
         struct CancelOnDrop<'a> {
             approvals: &'a Approvals,
@@ -268,23 +273,29 @@ impl Approvals {
                 State::Expired => break Waited::Expired,
                 State::Cancelled => break Waited::Closed("cancelled"),
             }
-            if stopping.is_set() {
+            if (waiting.stopping)() {
                 self.cancel(id);
                 break Waited::ShuttingDown;
             }
-            monoio::select! {
-                _ = changed.recv_async() => {}
-                _ = monoio::time::sleep(CHECK_EVERY) => {
-                    if super::hung_up(client_fd) {
-                        self.cancel(id);
-                        crate::info!("approval_cancelled", approval = id, reason = "client disconnected");
-                        break Waited::ClientGone;
-                    }
-                    if cancelled() {
-                        self.cancel(id);
-                        crate::info!("approval_cancelled", approval = id, reason = "client cancel request");
-                        break Waited::ClientCancelled;
-                    }
+            let woken = crate::notify::race(changed.recv_async(), (waiting.sleep)(CHECK_EVERY));
+            if let crate::notify::Either::Right(()) = woken.await {
+                if super::hung_up(client_fd) {
+                    self.cancel(id);
+                    crate::info!(
+                        "approval_cancelled",
+                        approval = id,
+                        reason = "client disconnected"
+                    );
+                    break Waited::ClientGone;
+                }
+                if (waiting.cancelled)() {
+                    self.cancel(id);
+                    crate::info!(
+                        "approval_cancelled",
+                        approval = id,
+                        reason = "client cancel request"
+                    );
+                    break Waited::ClientCancelled;
                 }
             }
         };

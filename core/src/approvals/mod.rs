@@ -20,7 +20,7 @@ use crate::warn;
 mod hold;
 pub mod store;
 
-pub use hold::{Hold, Opened, Pending, Refusal, Settled};
+pub use hold::{Hold, Opened, Pending, Refusal, Settled, Waiting};
 
 pub use store::{
     ApprovalStore, Decision, Key, MemoryStore, NewRequest, OpenError, Request, State, VoteError,

@@ -236,8 +236,34 @@ impl Audit {
 
     /// A record from outside the shards (reload, admin action); written in order.
     pub fn side_record(&self, body: Vec<u8>) {
-        let _ = self.pipeline.side_tx.send(body);
+        let record = writer::SideRecord {
+            body,
+            durable: None,
+        };
+        let _ = self.pipeline.side_tx.send(record);
         self.pipeline.kick();
+    }
+
+    /// A record from outside the shards that a command waits for: the
+    /// receiver hears once it is on disk (in any runtime: `recv_async`).
+    /// `Err` when the log cannot be written (the command must not run).
+    pub fn record_durable(&self, body: Vec<u8>) -> Result<flume::Receiver<()>, Unavailable> {
+        if !self.pipeline.healthy.load(Ordering::Acquire) {
+            return Err(Unavailable::Failing);
+        }
+        let (tx, rx) = flume::bounded(1);
+        let record = writer::SideRecord {
+            body,
+            durable: Some(tx),
+        };
+        let _ = self.pipeline.side_tx.send(record);
+        self.pipeline.kick();
+        Ok(rx)
+    }
+
+    /// Strict durability: commands wait for their records to be on disk.
+    pub fn strict(&self) -> bool {
+        self.strict
     }
 
     /// Drains every ring, writes the final checkpoint and waits for the writer.

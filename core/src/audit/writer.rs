@@ -29,15 +29,23 @@ use super::Settings;
 use crate::{error, info, warn};
 use sluice_ring::Consumer;
 
-/// Pipeline between the writer thread, the shards and the lifecycle.
+/// A record from outside the shards.
+pub struct SideRecord {
+    pub body: Vec<u8>,
+    /// Told (once) when the record is on disk.
+    pub durable: Option<flume::Sender<()>>,
+}
+
+/// What the writer thread, the shards and the lifecycle share.
 pub struct Pipeline {
     /// One wake-up channel per shard: "more of your records are durable".
     pub wake: Vec<flume::Sender<()>>,
     pub healthy: AtomicBool,
     pub stop: AtomicBool,
-    /// Records from outside the shards (reloads, admin actions).
-    pub side: flume::Receiver<Vec<u8>>,
-    pub side_tx: flume::Sender<Vec<u8>>,
+    /// Records from outside the shards (reloads, admin actions, the SSH
+    /// endpoint), each with whom to tell once it is durable.
+    pub side: flume::Receiver<SideRecord>,
+    pub side_tx: flume::Sender<SideRecord>,
     pub written: AtomicU64,
     pub thread: std::sync::OnceLock<std::thread::Thread>,
     /// The last durable checkpoint: its seq and the hash of its line, what
@@ -564,6 +572,8 @@ impl Writer {
     pub fn run(mut self) {
         let mut scratch = Vec::with_capacity(8192);
         let mut drained: Vec<u64> = vec![0; self.rings.len()];
+        // Side records waiting for the flush that makes them durable.
+        let mut acks: Vec<flume::Sender<()>> = Vec::new();
         let mut backoff = Duration::from_millis(50);
         loop {
             let stopping = self.pipeline.stop.load(Ordering::Acquire);
@@ -575,8 +585,9 @@ impl Writer {
                     drained[i] = ring.drain(|r| self.append(r), &mut scratch);
                 }
                 self.rings = rings;
-                while let Ok(body) = self.pipeline.side.try_recv() {
-                    self.append(&body);
+                while let Ok(side) = self.pipeline.side.try_recv() {
+                    self.append(&side.body);
+                    acks.extend(side.durable);
                 }
                 let due = self.since_checkpoint >= self.settings.checkpoint_every
                     || (self.since_checkpoint > 0
@@ -594,6 +605,9 @@ impl Writer {
                         info!("audit_recovered", dir = self.settings.dir.display());
                     }
                     backoff = Duration::from_millis(50);
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(());
+                    }
                     for (i, ring) in self.rings.iter().enumerate() {
                         if drained[i] > ring.durable() {
                             ring.set_durable(drained[i]);

@@ -4,6 +4,7 @@
 //!
 //! - [`http`]: HTTP/1.1 APIs behind bearer tokens (`protocol = "http"`).
 //! - [`postgres`]: PostgreSQL protocol 3.0 (`protocol = "postgres"`).
+//! - [`ssh`]: SSH hosts (`protocol = "ssh"`), on a tokio runtime of its own.
 //! - [`tcp`]: plain L4 pass-through (`protocol = "tcp"`).
 
 use sluice_config::Target;
@@ -12,6 +13,7 @@ use crate::shard::Shard;
 
 pub mod http;
 pub mod postgres;
+pub mod ssh;
 pub mod tcp;
 
 /// Extra work per request or read, only in a deliberately slowed build

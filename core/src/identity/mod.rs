@@ -39,3 +39,28 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// Verifies `token` against the pinned key set; a token naming an unknown key
+/// triggers one (rate-limited) JWKS refresh, waited for with the runtime's
+/// `sleep` (without blocking it), and a second try.
+pub async fn verify_fresh<S: std::future::Future<Output = ()>>(
+    verifier: &Verifier,
+    keys: &jwks::KeyStore,
+    token: &str,
+    now: u64,
+    sleep: impl Fn(std::time::Duration) -> S,
+) -> Result<Identity, AuthError> {
+    let set = keys.keys();
+    let result = verifier.verify(token, &set, now);
+    if !(matches!(result, Err(AuthError::UnknownKid(_))) && keys.request_refresh()) {
+        return result;
+    }
+    let before = set.generation;
+    for _ in 0..100 {
+        sleep(std::time::Duration::from_millis(20)).await;
+        if keys.generation() != before {
+            break;
+        }
+    }
+    verifier.verify(token, &keys.keys(), now)
+}

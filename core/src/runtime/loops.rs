@@ -31,6 +31,10 @@ pub async fn run(
     let config = &generation.config;
     let mut listeners = Vec::with_capacity(config.targets.len());
     for (index, t) in config.targets.iter().enumerate() {
+        if t.protocol == Protocol::Ssh {
+            // Served by the SSH endpoint's own runtime.
+            continue;
+        }
         match bind(t.listen) {
             Ok(l) => listeners.push((index, l)),
             Err(e) => {

@@ -57,7 +57,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     crate::log::init();
     let config = Arc::new(load_config(&config_path).map_err(anyhow::Error::msg)?);
     for t in &config.targets {
-        if matches!(t.protocol, Protocol::Mysql | Protocol::Ssh) {
+        if t.protocol == Protocol::Mysql {
             bail!(
                 "target `{}`: protocol {} is not available in this build yet",
                 t.name,
@@ -146,6 +146,13 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         audit,
         lifecycle: std::sync::OnceLock::new(),
     });
+    // SSH targets run on the SSH endpoint's own runtime, beside the shards.
+    let base = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let ssh = crate::gateway::ssh::start(shared.clone(), generation.clone(), &base)
+        .map_err(anyhow::Error::msg)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(shards);
     for (id, control) in receivers.into_iter().enumerate() {
@@ -222,7 +229,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         );
     }
 
-    lifecycle(config_path, generation, &shared, handles, signals)
+    lifecycle(config_path, generation, &shared, handles, ssh, signals)
 }
 
 fn lifecycle(
@@ -230,6 +237,7 @@ fn lifecycle(
     mut current: Arc<Generation>,
     shared: &Shared,
     handles: Vec<thread::JoinHandle<()>>,
+    mut ssh: Option<crate::gateway::ssh::SshEndpoint>,
     mut signals: signal_hook::iterator::Signals,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::SIGHUP;
@@ -252,11 +260,19 @@ fn lifecycle(
         match event {
             Event::Signal(SIGHUP) => {
                 if let Ok(new) = reload(&config_path, &current, shared) {
+                    if let Some(s) = &ssh {
+                        s.reload(new.clone());
+                    }
                     current = new;
                 }
             }
             Event::Reload(reply) => {
-                let outcome = reload(&config_path, &current, shared).map(|new| current = new);
+                let outcome = reload(&config_path, &current, shared).map(|new| {
+                    if let Some(s) = &ssh {
+                        s.reload(new.clone());
+                    }
+                    current = new;
+                });
                 let _ = reply.send(outcome);
             }
             Event::Signal(sig) => match handles.take() {
@@ -270,7 +286,11 @@ fn lifecycle(
                         let _ = c.send(Control::Shutdown);
                     }
                     let tx = tx.clone();
+                    let (ssh, drain) = (ssh.take(), current.config.gateway.drain_timeout);
                     thread::spawn(move || {
+                        if let Some(s) = ssh {
+                            s.stop(drain);
+                        }
                         for h in handles {
                             if h.join().is_err() {
                                 error!("shard_panicked");

@@ -164,23 +164,12 @@ impl Shard {
             return Err(AuthError::Missing);
         };
         let now = crate::identity::unix_now();
-        let mut set = keys.keys();
-        if let Some(id) = self.tokens.borrow_mut().get(token, now, set.generation) {
+        let generation = keys.keys().generation;
+        if let Some(id) = self.tokens.borrow_mut().get(token, now, generation) {
             return Ok(id);
         }
-        let mut result = verifier.verify(token, &set, now);
-        if matches!(result, Err(AuthError::UnknownKid(_))) && keys.request_refresh() {
-            // Wait (without blocking the shard) for the refresher to publish.
-            let before = set.generation;
-            for _ in 0..100 {
-                monoio::time::sleep(std::time::Duration::from_millis(20)).await;
-                if keys.generation() != before {
-                    break;
-                }
-            }
-            set = keys.keys();
-            result = verifier.verify(token, &set, now);
-        }
+        let result =
+            crate::identity::verify_fresh(verifier, keys, token, now, monoio::time::sleep).await;
         let id = Rc::new(result?);
         self.tokens.borrow_mut().insert(token, id.clone(), now);
         Ok(id)

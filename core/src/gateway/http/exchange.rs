@@ -404,7 +404,12 @@ pub(super) async fn hold(
         }
         Opened::Waiting(pending) => pending,
     };
-    let settled = pending.wait(cx.fd, &cx.shard.stopping, || false).await;
+    let waiting = approvals::Waiting {
+        stopping: || cx.shard.stopping.is_set(),
+        cancelled: || false,
+        sleep: monoio::time::sleep,
+    };
+    let settled = pending.wait(cx.fd, waiting).await;
     let message = settled.message();
     match settled {
         Settled::Approved(id) => Held::Approved(id),

@@ -190,11 +190,12 @@ pub async fn resolve<W: AsyncWriteRent>(
     )
     .await;
     let cancels = ctx.cancels.load(Ordering::Acquire);
-    let settled = pending
-        .wait(ctx.client_fd, &ctx.shard.stopping, || {
-            ctx.cancels.load(Ordering::Acquire) != cancels
-        })
-        .await;
+    let waiting = approvals::Waiting {
+        stopping: || ctx.shard.stopping.is_set(),
+        cancelled: || ctx.cancels.load(Ordering::Acquire) != cancels,
+        sleep: monoio::time::sleep,
+    };
+    let settled = pending.wait(ctx.client_fd, waiting).await;
     let message = settled.message();
     match settled {
         Settled::Approved(id) => Resolution::Approved { id, spec },

@@ -1,0 +1,113 @@
+//! Session recordings: one asciicast v2 file per channel (`o` output, `i`
+//! input, `r` resize, `m` markers for decisions), in `AUDIT_DIR/sessions/`.
+//! The recording's size and SHA-256 go into the audit log's hash chain when
+//! the channel closes, so `sluice audit verify` can prove it untouched.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+/// Largest recording of one channel; output beyond it is counted, not kept
+/// (a marker says so).
+const MAX_BYTES: u64 = 256 << 20;
+
+pub(super) struct Recording {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    hash: Sha256,
+    bytes: u64,
+    started: Instant,
+    full: bool,
+}
+
+/// What the audit log keeps of a finished recording.
+pub(super) struct Sealed {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl Recording {
+    /// Starts `DIR/ID.cast` with its asciicast header.
+    pub fn create(
+        dir: &std::path::Path,
+        id: &str,
+        width: u32,
+        height: u32,
+        title: &str,
+    ) -> std::io::Result<Recording> {
+        let path = dir.join(format!("{id}.cast"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut r = Recording {
+            path,
+            file: std::io::BufWriter::with_capacity(64 * 1024, file),
+            hash: Sha256::new(),
+            bytes: 0,
+            started: Instant::now(),
+            full: false,
+        };
+        let header = serde_json::json!({
+            "version": 2,
+            "width": width.max(1),
+            "height": height.max(1),
+            "timestamp": crate::identity::unix_now(),
+            "title": title,
+        });
+        r.line(header.to_string().as_bytes())?;
+        Ok(r)
+    }
+
+    fn line(&mut self, text: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(text)?;
+        self.file.write_all(b"\n")?;
+        self.hash.update(text);
+        self.hash.update(b"\n");
+        self.bytes += text.len() as u64 + 1;
+        Ok(())
+    }
+
+    /// One event: `kind` is `o`, `i`, `r` or `m`.
+    pub fn event(&mut self, kind: &str, data: &[u8]) {
+        if self.full {
+            return;
+        }
+        if self.bytes > MAX_BYTES {
+            self.full = true;
+            let note = serde_json::json!([
+                self.elapsed(),
+                "m",
+                "recording limit reached; later output not kept"
+            ]);
+            let _ = self.line(note.to_string().as_bytes());
+            return;
+        }
+        let text = String::from_utf8_lossy(data);
+        let event = serde_json::json!([self.elapsed(), kind, text]);
+        let _ = self.line(event.to_string().as_bytes());
+    }
+
+    fn elapsed(&self) -> f64 {
+        (self.started.elapsed().as_micros() as f64 / 1e6 * 1e6).round() / 1e6
+    }
+
+    /// Flushes and syncs the file; its size and hash.
+    pub fn seal(mut self) -> std::io::Result<Sealed> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()?;
+        Ok(Sealed {
+            path: self.path,
+            bytes: self.bytes,
+            sha256: self
+                .hash
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        })
+    }
+}

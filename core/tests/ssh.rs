@@ -1,0 +1,500 @@
+//! SSH targets end to end: a throw-away OpenSSH `sshd` (own host key, a
+//! generated client key in `authorized_keys`, a free port), the real `ssh`,
+//! `sftp` and `sshpass` clients, and the real `sluice` binary between them.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use support::pg::Keys;
+use support::*;
+
+/// A throw-away sshd on a free loopback port, logging in the current user
+/// with a key this harness generated.
+struct Sshd {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (openssh-client) is installed");
+    assert!(ok.success());
+}
+
+fn user() -> String {
+    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("client_key"));
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            // sshd started as root wants its privilege separation directory.
+            let _ = std::fs::create_dir_all("/run/sshd");
+        }
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
+             UsePAM no\nSubsystem sftp internal-sftp\nMaxStartups 300\nMaxSessions 300\nLogLevel ERROR\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd (openssh-server) is installed; ./test.sh installs it");
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .ok())
+            .is_some(),
+            "sshd did not start"
+        );
+        Sshd { child, port, dir }
+    }
+
+    fn host_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host_key.pub"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client_key")
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    sshd: Sshd,
+    keys: Keys,
+    sluice: Sluice,
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    audit: PathBuf,
+    work: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(guardrails: &str, extra_targets: &str) -> Setup {
+    let sshd = Sshd::start();
+    let extra_targets = &extra_targets.replace("{SSHD_PORT}", &sshd.port.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let (addr, admin) = (free_addr(), free_addr());
+    let audit = dir.path().join("audit");
+    let config = format!(
+        "[gateway]\nshards = 1\nadmin = \"{admin}\"\n{identity}admin_groups = [\"platform\"]\n\n\
+         [audit]\ndir = \"{audit}\"\ndurability = \"strict\"\n\n\
+         [[target]]\nname = \"web1\"\nprotocol = \"ssh\"\nlisten = \"{addr}\"\nupstream = \"127.0.0.1:{port}\"\n\
+         upstream_host_key = \"{host_key}\"\ncredentials = {{ user = \"{user}\", key_file = \"{key}\" }}\n\
+         access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"web\"\n\n{extra_targets}\n\
+         [guardrails.web]\n{guardrails}\n",
+        identity = keys.identity_block(),
+        audit = audit.display(),
+        port = sshd.port,
+        host_key = sshd.host_key(),
+        user = user(),
+        key = sshd.client_key().display(),
+    );
+    let sluice = Sluice::start(&config);
+    Setup {
+        sshd,
+        keys,
+        sluice,
+        addr,
+        admin,
+        audit,
+        work: tempfile::tempdir().unwrap(),
+        _dir: dir,
+    }
+}
+
+const RULES: &str = r#"rules = [
+  { commands = ["rm *", "shutdown*"], action = "deny", message = "destructive commands are blocked" },
+  { commands = ["touch *"], action = "approve" },
+]
+shell = "allow"
+"#;
+
+impl Setup {
+    fn token(&self, sub: &str) -> String {
+        self.keys.token(sub, &["agents"])
+    }
+
+    /// `sshpass -p TOKEN ssh ... ARGS` through the gateway.
+    fn ssh(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        self.ssh_to(self.addr, token, args, stdin)
+    }
+
+    fn ssh_to(
+        &self,
+        addr: std::net::SocketAddr,
+        token: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
+        let mut cmd = Command::new("sshpass");
+        cmd.arg("-p")
+            .arg(token)
+            .arg("ssh")
+            .args(ssh_options(addr))
+            .args(args);
+        run(cmd, stdin)
+    }
+}
+
+fn ssh_options(addr: std::net::SocketAddr) -> Vec<String> {
+    vec![
+        "-p".into(),
+        addr.port().to_string(),
+        "-o".into(),
+        "StrictHostKeyChecking=no".into(),
+        "-o".into(),
+        "UserKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+        "-o".into(),
+        "PubkeyAuthentication=no".into(),
+        "-o".into(),
+        "PreferredAuthentications=password,keyboard-interactive".into(),
+        "-o".into(),
+        "ConnectTimeout=10".into(),
+        format!("anyone@{}", addr.ip()),
+    ]
+}
+
+fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("sshpass and ssh are installed; ./test.sh installs them");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Every record of the audit log (live segments may end in fill).
+fn records(audit: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(audit)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+fn wait_record(audit: &Path, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    wait_for(Duration::from_secs(10), || {
+        records(audit).into_iter().find(|r| f(r))
+    })
+    .expect("the record reached the audit log")
+}
+
+#[test]
+fn exec_runs_with_the_injected_key_and_denied_commands_never_reach_the_host() {
+    let s = setup(RULES, "");
+    let token = s.token("alice");
+
+    // Output, stderr and the exit status come back as from the host itself.
+    let o = s.ssh(&token, &["echo out; echo err >&2; exit 3"], None);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "out\n");
+    assert!(text(&o.stderr).contains("err"));
+    // stdin is piped through.
+    let o = s.ssh(&token, &["tr a-z A-Z"], Some("hello through sluice\n"));
+    assert_eq!(
+        text(&o.stdout),
+        "HELLO THROUGH SLUICE\n",
+        "{}",
+        text(&o.stderr)
+    );
+
+    // A denied command: a clear message, status 126, the file untouched.
+    let victim = s.work.path().join("keep-me");
+    std::fs::write(&victim, "x").unwrap();
+    for line in [
+        format!("rm -f {}", victim.display()),
+        format!("true;  /bin/rm -f {}", victim.display()),
+        format!("sh -c 'r''m -f {}'", victim.display()),
+        format!("X=1 sudo -- rm -f {}", victim.display()),
+    ] {
+        let o = s.ssh(&token, &[&line], None);
+        assert_eq!(o.status.code(), Some(126), "{line}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("sluice: destructive commands are blocked"),
+            "{line}: {}",
+            text(&o.stderr)
+        );
+        assert!(victim.exists(), "{line} reached the host");
+    }
+    // A line the gateway cannot read is refused where rules deny commands.
+    let o = s.ssh(&token, &["$(echo rm) -f /tmp/nothing"], None);
+    assert_eq!(o.status.code(), Some(126));
+    assert!(
+        text(&o.stderr).contains("cannot be judged"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // Every command is in the audit log, with its decision.
+    let denied = wait_record(&s.audit, |r| {
+        r["type"] == "command" && r["protocol"] == "ssh" && r["decision"] == "deny"
+    });
+    assert_eq!(denied["subject"], "alice");
+    wait_record(&s.audit, |r| {
+        r["type"] == "command"
+            && r["decision"] == "allow"
+            && r["text"].as_str().is_some_and(|t| t.contains("exit 3"))
+    });
+}
+
+#[test]
+fn a_refused_token_a_forward_and_a_wrong_host_key_are_refused() {
+    let wrong = free_addr();
+    let s = setup(
+        RULES,
+        &format!(
+            "[[target]]\nname = \"impostor\"\nprotocol = \"ssh\"\nlisten = \"{wrong}\"\nupstream = \"127.0.0.1:{{PORT}}\"\n\
+             upstream_host_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOf3vEtSlyF30sj5rBqxHhxG6yY2e+bLbhUvGrYVGDbB\"\n\
+             credentials = {{ user = \"nobody\", key_file = \"/nonexistent\" }}\naccess = [\"agents\"]\n"
+        )
+        .replace("{PORT}", "{SSHD_PORT}"),
+    );
+    // A token that does not verify: asked again, no session (sshpass exits
+    // 5 when the password it gave is refused).
+    let o = s.ssh("not-a-token", &["echo ran"], None);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).is_empty());
+    // A token of a group without access: no session either.
+    let o = s.ssh(&s.keys.token("eve", &["interns"]), &["echo ran"], None);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(text(&o.stdout).is_empty());
+    wait_record(&s.audit, |r| {
+        r["type"] == "auth_failure" && r["protocol"] == "ssh"
+    });
+    wait_record(&s.audit, |r| {
+        r["type"] == "access_denied" && r["subject"] == "eve"
+    });
+
+    // Port forwarding (`-W` opens a direct-tcpip channel) is refused.
+    let token = s.token("alice");
+    let target = format!("127.0.0.1:{}", s.sshd.port);
+    let o = s.ssh(&token, &["-W", &target], Some(""));
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("forwarding failed")
+            || text(&o.stderr).contains("administratively prohibited"),
+        "{}",
+        text(&o.stderr)
+    );
+    wait_record(&s.audit, |r| {
+        r["request"]
+            .as_str()
+            .is_some_and(|x| x.starts_with("port forwarding"))
+    });
+
+    // sftp is off unless the guardrails allow it.
+    let mut cmd = Command::new("sshpass");
+    cmd.arg("-p").arg(&token).arg("sftp");
+    let mut opts = ssh_options(s.addr);
+    let host = opts.pop().unwrap();
+    opts[0] = "-P".into();
+    cmd.args(&opts).arg(host);
+    let o = run(cmd, Some("ls\n"));
+    assert_ne!(o.status.code(), Some(0), "sftp must be refused");
+    wait_record(&s.audit, |r| {
+        r["request"] == "subsystem sftp" && r["decision"] == "deny"
+    });
+
+    // An upstream whose host key is not the pinned one is never used.
+    let o = s.ssh_to(wrong, &token, &["true"], None);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("target `impostor` is unavailable"));
+    assert!(
+        s.sluice
+            .wait_log("is not the pinned one", Duration::from_secs(5)),
+        "{}",
+        s.sluice.logs()
+    );
+}
+
+#[test]
+fn sftp_runs_where_the_guardrails_allow_it() {
+    let s = setup(&format!("{RULES}sftp = \"allow\"\n"), "");
+    let file = s.work.path().join("listed.txt");
+    std::fs::write(&file, "x").unwrap();
+    let mut cmd = Command::new("sshpass");
+    // Commands on stdin (`-b` would turn password logins off).
+    cmd.arg("-p").arg(s.token("alice")).arg("sftp");
+    let mut opts = ssh_options(s.addr);
+    let host = opts.pop().unwrap();
+    opts[0] = "-P".into();
+    cmd.args(&opts).arg(host);
+    let o = run(cmd, Some(&format!("ls {}\n", s.work.path().display())));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("listed.txt"),
+        "{}",
+        text(&o.stdout)
+    );
+    wait_record(&s.audit, |r| {
+        r["type"] == "command" && r["request"] == "sftp" && r["decision"] == "allow"
+    });
+}
+
+#[test]
+fn a_held_command_runs_once_after_a_second_person_approves() {
+    let s = setup(RULES, "");
+    let marker = s.work.path().join("approved");
+    let line = format!("touch {}", marker.display());
+    let token = s.token("alice");
+    let (addr, line2) = (s.addr, line.clone());
+    let waiting = std::thread::spawn(move || {
+        let mut cmd = Command::new("sshpass");
+        cmd.arg("-p")
+            .arg(&token)
+            .arg("ssh")
+            .args(ssh_options(addr))
+            .arg(&line2);
+        run(cmd, None)
+    });
+    let request = wait_record(&s.audit, |r| {
+        r["type"] == "approval" && r["action"] == "requested"
+    });
+    let id = request["approval"].as_u64().unwrap();
+    assert!(!marker.exists(), "nothing runs before the approval");
+    // The requester cannot approve their own command.
+    let own = Command::new(sluice_bin())
+        .args(["approvals", "approve", &id.to_string(), "--admin"])
+        .arg(format!("http://{}", s.admin))
+        .args(["--token", &s.keys.token("alice", &["leads"])])
+        .output()
+        .unwrap();
+    assert!(!own.status.success());
+    let o = Command::new(sluice_bin())
+        .args(["approvals", "approve", &id.to_string(), "--admin"])
+        .arg(format!("http://{}", s.admin))
+        .args(["--token", &s.keys.token("bob", &["leads"])])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = waiting.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("approval {id} requested")));
+    assert!(marker.exists(), "the approved command ran");
+    let ran = wait_record(&s.audit, |r| {
+        r["type"] == "command" && r["decision"] == "allow" && r["approval"] == id
+    });
+    assert_eq!(ran["subject"], "alice");
+}
+
+#[test]
+fn a_pty_session_is_recorded_and_its_hash_is_in_the_chain() {
+    let s = setup(RULES, "");
+    let token = s.token("alice");
+    let o = s.ssh(&token, &["-tt"], Some("echo hello-from-pty\nexit\n"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("hello-from-pty"));
+    let rec = wait_record(&s.audit, |r| r["type"] == "recording");
+    let file = PathBuf::from(rec["file"].as_str().unwrap());
+    let cast = std::fs::read(&file).unwrap();
+    assert_eq!(rec["bytes"].as_u64().unwrap(), cast.len() as u64);
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&cast)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(rec["sha256"], sha, "the chain holds the recording's hash");
+    let cast = String::from_utf8(cast).unwrap();
+    let mut lines = cast.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(events
+        .iter()
+        .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains("hello-from-pty")));
+    assert!(events.iter().any(|e| e[1] == "i"));
+}
+
+#[test]
+fn a_hundred_concurrent_sessions() {
+    let s = setup(RULES, "");
+    let token = s.token("alice");
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let (addr, token) = (s.addr, token.clone());
+            std::thread::spawn(move || {
+                let mut cmd = Command::new("sshpass");
+                cmd.arg("-p")
+                    .arg(&token)
+                    .arg("ssh")
+                    .args(ssh_options(addr))
+                    .arg(format!("echo session-{i}"));
+                (i, run(cmd, None))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, o) = h.join().unwrap();
+        assert_eq!(o.status.code(), Some(0), "session {i}: {}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), format!("session-{i}\n"));
+    }
+}
