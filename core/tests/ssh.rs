@@ -472,6 +472,54 @@ fn a_pty_session_is_recorded_and_its_hash_is_in_the_chain() {
         .iter()
         .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains("hello-from-pty")));
     assert!(events.iter().any(|e| e[1] == "i"));
+
+    // The recording replays in a terminal.
+    let id = file.file_stem().unwrap().to_str().unwrap().to_owned();
+    let listed = Command::new(sluice_bin())
+        .args(["sessions", "list", "--dir"])
+        .arg(&s.audit)
+        .output()
+        .unwrap();
+    assert!(
+        text(&listed.stdout).contains(&id),
+        "{}",
+        text(&listed.stdout)
+    );
+    let played = Command::new(sluice_bin())
+        .args(["sessions", "play", &id, "--speed", "0", "--dir"])
+        .arg(&s.audit)
+        .output()
+        .unwrap();
+    assert!(played.status.success(), "{}", text(&played.stderr));
+    assert!(text(&played.stdout).contains("hello-from-pty"));
+
+    // `audit verify` proves the recording untouched, and catches an edit.
+    let mut s = s;
+    s.sluice.signal(libc::SIGTERM);
+    assert!(s.sluice.wait_exit(Duration::from_secs(15)).is_some());
+    let verify = || {
+        Command::new(sluice_bin())
+            .args(["audit", "verify", "--dir"])
+            .arg(&s.audit)
+            .output()
+            .unwrap()
+    };
+    let o = verify();
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("1 session recordings"),
+        "{}",
+        text(&o.stdout)
+    );
+    let edited = cast.replace("hello-from-pty", "hello-from-PTY");
+    std::fs::write(&file, edited).unwrap();
+    let o = verify();
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("is not the one recorded"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]

@@ -22,6 +22,8 @@ pub struct Report {
     pub crashes: Vec<(String, u64, Option<u64>)>,
     /// The anchor given was found and matched.
     pub anchored: bool,
+    /// Session recordings whose size and SHA-256 matched their records.
+    pub recordings: u64,
 }
 
 /// A checkpoint the log must still hold (`SEQ:HASH`, as the gateway logs it at
@@ -177,6 +179,10 @@ pub fn verify(
                 })?;
                 r.checkpoints += 1;
             }
+            if kind == "recording" {
+                check_recording(dir, &v).map_err(|e| format!("{at}: record seq {seq}: {e}"))?;
+                r.recordings += 1;
+            }
             if kind == "recovered" {
                 r.crashes
                     .push((at.clone(), seq, v.get("last_seq").and_then(Value::as_u64)));
@@ -219,6 +225,41 @@ pub fn verify(
         ));
     }
     Ok(r)
+}
+
+/// A session recording named by a `recording` record must still be the file
+/// that was recorded: same size, same SHA-256. It is looked for where it was
+/// written, else in `DIR/sessions/` (a log directory moved elsewhere).
+fn check_recording(dir: &Path, v: &Value) -> Result<(), String> {
+    use sha2::Digest;
+    let bad = || "malformed recording record: altered".to_owned();
+    let file = v.get("file").and_then(Value::as_str).ok_or_else(bad)?;
+    let bytes = v.get("bytes").and_then(Value::as_u64).ok_or_else(bad)?;
+    let sha = v.get("sha256").and_then(Value::as_str).ok_or_else(bad)?;
+    let written = Path::new(file);
+    let path = if written.exists() {
+        written.to_path_buf()
+    } else {
+        dir.join("sessions")
+            .join(written.file_name().ok_or_else(bad)?)
+    };
+    let data = std::fs::read(&path).map_err(|e| {
+        format!(
+            "the recording {} cannot be read ({e}): removed",
+            path.display()
+        )
+    })?;
+    let actual: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if data.len() as u64 != bytes || actual != sha {
+        return Err(format!(
+            "the recording {} is not the one recorded (size or SHA-256 differs): altered",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Search filters; all given ones must match.

@@ -158,11 +158,12 @@ pub fn run(cmd: AuditCommand) -> i32 {
                 Ok(r) => {
                     let _ = writeln!(
                         out,
-                        "ok: {} records (seq {}..={}), {} signed checkpoints, chain intact{}",
+                        "ok: {} records (seq {}..={}), {} signed checkpoints, {} session recordings, chain intact{}",
                         r.records,
                         r.first_seq.unwrap_or(0),
                         r.last_seq.unwrap_or(0),
                         r.checkpoints,
+                        r.recordings,
                         if r.anchored {
                             ", the expected checkpoint is in it"
                         } else {

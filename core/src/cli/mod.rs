@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod approvals;
 mod audit;
 mod demo;
+mod sessions;
 
 /// Sluice: an access gateway between the people, CI jobs and AI agents that ask for
 /// work and the databases and APIs that do it.
@@ -58,6 +59,9 @@ enum Command {
     /// Act on approval requests through a running gateway (as yourself).
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Recorded SSH sessions: list them, replay one in the terminal.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +120,7 @@ pub fn main() -> i32 {
         Command::Token(cmd) => token(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Approvals(cmd) => approvals::run(cmd),
+        Command::Sessions(cmd) => sessions::run(cmd),
         Command::Demo { dir, any_ports } => demo::run(dir, any_ports),
     }
 }
