@@ -8,6 +8,13 @@
 //! the stream's size. A PEM private key longer than the window is masked from
 //! its `BEGIN` line on until its `END` line (fail closed).
 //!
+//! JWTs, bearer tokens and API tokens have no length limit: a token run that
+//! the buffer ends in, and that a detector may still find once more bytes
+//! arrive (`eyJ` and base64url before its dots, `Bearer ` and token bytes, a
+//! known prefix and token bytes), holds the release point at its start until
+//! it ends. One longer than [`MAX_HELD`] is masked blind from its start to the
+//! first byte that cannot continue it, across chunks (fail closed).
+//!
 //! Every decision is made on the text as it arrived: the held bytes and the
 //! left context stay unmasked (but for the gateway's own secrets, which
 //! [`Masker::mask_value`] also hides before anything else looks), and masks are
@@ -19,11 +26,13 @@
 
 use std::ops::Range;
 
-use crate::detect::{self, Detector, Hit};
+use crate::detect::{self, Detector, Hit, API_PREFIXES};
 use crate::mask::{self, Style};
 use crate::{Isa, Masker, Profile};
 
-/// Bytes held back: longer than any entity the detectors find.
+/// Bytes held back: longer than any value the detectors find but private keys
+/// and tokens, which are held from their start (see `open_token`) until they
+/// end or outgrow [`MAX_HELD`].
 pub const WINDOW: usize = 1024;
 /// Most released bytes kept as left context for the next scan: it starts at
 /// the last separator (see `separator`) at most this far before the release
@@ -34,8 +43,8 @@ pub const CONTEXT: usize = 128;
 /// Fewest released bytes kept when the profile has custom entities (unless the
 /// stream has fewer): a pattern may look further back than a detector.
 pub const MIN_CONTEXT: usize = 64;
-/// Largest buffered private key before it is masked blind.
-const MAX_HELD: usize = 64 * 1024;
+/// Largest buffered private key or token before it is masked blind.
+pub const MAX_HELD: usize = 64 * 1024;
 /// An AWS secret key is looked for within 200 bytes after its 20-byte key id,
 /// whose left boundary is one byte before it.
 const AWS_SECRET_REACH: usize = 200 + 20 + 1;
@@ -61,6 +70,122 @@ pub struct StreamMasker {
     found: Vec<(Range<usize>, &'static str)>,
     /// Inside a private key whose end has not arrived: mask until `-----END`.
     in_key: bool,
+    /// Inside a token too long to hold: mask until a byte that cannot
+    /// continue it.
+    blind: Option<Run>,
+    /// The release point is held at the start of a token run, which the held
+    /// bytes (from `context`) are, up to `held_to` (read so far) or to
+    /// `hold_end` (the first byte that cannot continue it, once arrived).
+    /// While it goes on nothing more can be released; once it has ended, the
+    /// next release waits for a window's bytes after it, so it releases the
+    /// token whole instead of reading it once more.
+    hold: Option<Run>,
+    held_to: usize,
+    hold_end: Option<usize>,
+    /// The token detectors in the profile.
+    tokens: Tokens,
+}
+
+/// Which token detectors are on (they decide what a token run may be).
+#[derive(Clone, Copy)]
+struct Tokens {
+    jwt: bool,
+    bearer: bool,
+    api_key: bool,
+}
+
+/// The bytes that continue a token: a bearer token's, a JWT's (its base64url
+/// parts and their dots) or an API token's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Run {
+    Bearer,
+    Jwt,
+    ApiKey,
+}
+
+/// Bit `1 << run` of `RUN_BYTES[b]` is set if `b` continues that run. An API
+/// token's bytes are all a JWT's, and a JWT's all a bearer token's.
+static RUN_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let alnum = b.is_ascii_alphanumeric();
+        if alnum || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=') {
+            t[c] |= 1 << Run::Bearer as u8;
+        }
+        if alnum || matches!(b, b'-' | b'_' | b'=' | b'.') {
+            t[c] |= 1 << Run::Jwt as u8;
+        }
+        if alnum || matches!(b, b'-' | b'_') {
+            t[c] |= 1 << Run::ApiKey as u8;
+        }
+        c += 1;
+    }
+    t
+};
+
+impl Run {
+    #[inline]
+    fn continues(self, b: u8) -> bool {
+        RUN_BYTES[b as usize] & (1 << self as u8) != 0
+    }
+
+    fn detector(self) -> Detector {
+        match self {
+            Run::Bearer => Detector::Bearer,
+            Run::Jwt => Detector::Jwt,
+            Run::ApiKey => Detector::ApiKey,
+        }
+    }
+}
+
+/// A token run the buffer ends in, in which a detector may still find a
+/// value: the detector reads from `anchor` (`Bearer `, or the value itself),
+/// the value starts at `start`, `run` is what continues it (a JWT's bytes if
+/// one may start in it, as they take in an API token's).
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    anchor: usize,
+    start: usize,
+    run: Run,
+    detector: Detector,
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Where the run of `run` bytes that `buf[..t]` ends in starts.
+#[inline]
+fn run_start(buf: &[u8], mut t: usize, run: Run) -> usize {
+    while t > 0 && run.continues(buf[t - 1]) {
+        t -= 1;
+    }
+    t
+}
+
+/// Can `buf[i..]`, all JWT bytes (base64url and dots), still become a JWT
+/// from `i` (as `secrets::jwt_at` reads one: a header of ten or more bytes, a
+/// dot, a payload starting `eyJ`, a dot, a signature) once more bytes arrive?
+fn jwt_open(buf: &[u8], i: usize) -> bool {
+    let n = buf.len();
+    let dot = |from: usize| memchr::memchr(b'.', &buf[from..]).map_or(n, |p| from + p);
+    let h = dot(i);
+    if h == n {
+        return true;
+    }
+    if h - i < 10 {
+        return false;
+    }
+    let q = h + 1;
+    let have = (n - q).min(3);
+    if buf[q..q + have] != b"eyJ"[..have] {
+        return false;
+    }
+    let p = dot(q);
+    // The signature (after the second dot) runs to the end.
+    p == n || dot(p + 1) == n
 }
 
 /// Detectors that read before the value they find (see `anchor_before`).
@@ -111,6 +236,12 @@ impl StreamMasker {
 
     /// A stream masker whose prefilter runs on `isa`.
     pub fn with_isa(profile: Profile, isa: Isa) -> StreamMasker {
+        let on = |d| profile.detectors.contains(&d);
+        let tokens = Tokens {
+            jwt: on(Detector::Jwt),
+            bearer: on(Detector::Bearer),
+            api_key: on(Detector::ApiKey),
+        };
         StreamMasker {
             masker: Masker::with_isa(profile, isa),
             buf: Vec::with_capacity(2 * WINDOW),
@@ -120,6 +251,11 @@ impl StreamMasker {
             work: Vec::new(),
             found: Vec::new(),
             in_key: false,
+            blind: None,
+            hold: None,
+            held_to: 0,
+            hold_end: None,
+            tokens,
         }
     }
 
@@ -127,7 +263,8 @@ impl StreamMasker {
         &self.masker
     }
 
-    /// Bytes held right now (bounded by the window, the left context and one chunk).
+    /// Bytes held right now (bounded by the window, the left context and one
+    /// chunk, or by [`MAX_HELD`] and one chunk while a key or token is held).
     pub fn held(&self) -> usize {
         self.buf.len()
     }
@@ -138,15 +275,42 @@ impl StreamMasker {
         if self.in_key {
             self.continue_key(out);
         }
+        if self.blind.is_some() {
+            self.continue_token(out);
+            if self.blind.is_some() {
+                return;
+            }
+        }
         let held = self.buf.len() - self.context;
         if held <= WINDOW {
             return;
+        }
+        // Held at the start of a token run: while the new bytes continue it
+        // nothing more is final, and once it ends, releasing after a window's
+        // bytes more lets one release take the whole token (either way, the
+        // held bytes need no second look).
+        if let Some(run) = self.hold {
+            if self.hold_end.is_none() {
+                let new = &self.buf[self.held_to..];
+                self.hold_end = new
+                    .iter()
+                    .position(|&b| !run.continues(b))
+                    .map(|p| self.held_to + p);
+                self.held_to = self.buf.len();
+            }
+            let after = self.hold_end.map_or(0, |e| self.buf.len() - e);
+            if held <= MAX_HELD && after < WINDOW {
+                return;
+            }
         }
         self.release(self.buf.len() - WINDOW, false, out);
     }
 
     /// The stream ended: masks and releases everything held.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.blind.is_some() {
+            self.continue_token(out);
+        }
         if self.in_key {
             let start = self.context;
             let n = self.buf.len();
@@ -164,6 +328,8 @@ impl StreamMasker {
         self.context = 0;
         self.veil.clear();
         self.in_key = false;
+        self.blind = None;
+        self.hold = None;
     }
 
     /// Where a find's detector starts reading, if that is before `cut`: a
@@ -185,6 +351,82 @@ impl StreamMasker {
             _ => s,
         };
         (a < cut).then_some(a)
+    }
+
+    /// The token run the buffer ends in, if a detector may still find a value
+    /// in it once more bytes arrive (it has no length limit) and reads it from
+    /// before `cut`: a `Bearer ` and token bytes, a JWT's `eyJ` at a word
+    /// boundary and base64url with at most its two dots, or a known API token
+    /// prefix at a word boundary and token bytes. The earliest such anchor.
+    fn open_token(&self, cut: usize) -> Option<Open> {
+        let on = self.tokens;
+        if !(on.jwt || on.bearer || on.api_key) {
+            return None;
+        }
+        let buf = &self.buf;
+        let n = buf.len();
+        // The run of bearer token bytes the buffer ends in takes in the JWT
+        // and API token runs (bytes of fewer kinds); most start a few bytes
+        // before its end.
+        let tb = run_start(buf, n, Run::Bearer);
+        if tb >= cut + 7 {
+            return None;
+        }
+        if on.bearer && tb >= 7 && matches!(&buf[tb - 7..tb], b"Bearer " | b"bearer ") {
+            return Some(Open {
+                anchor: tb - 7,
+                start: tb,
+                run: Run::Bearer,
+                detector: Detector::Bearer,
+            });
+        }
+        let boundary = |k: usize| k == 0 || !is_word(buf[k - 1]);
+        let ta = run_start(buf, n, Run::ApiKey);
+        let tj = run_start(buf, ta, Run::Jwt);
+        let mut open = None;
+        if on.jwt {
+            let mut k = tj.max(self.context);
+            let hi = (cut + 2).min(n);
+            while k < cut {
+                let Some(p) = memchr::memmem::find(&buf[k..hi], b"eyJ") else {
+                    break;
+                };
+                k += p;
+                if boundary(k) && jwt_open(buf, k) {
+                    open = Some(Open {
+                        anchor: k,
+                        start: k,
+                        run: Run::Jwt,
+                        detector: Detector::Jwt,
+                    });
+                    break;
+                }
+                k += 1;
+            }
+        }
+        if on.api_key {
+            // A token starts at the run's start or after a dash in it (its
+            // other bytes are word bytes).
+            let hi = open.map_or(cut, |o| o.anchor);
+            let mut k = ta.max(self.context);
+            while k < hi {
+                if boundary(k) && API_PREFIXES.iter().any(|p| buf[k..].starts_with(p)) {
+                    // A JWT may start later in the run: mask what continues it.
+                    let run = open.map_or(Run::ApiKey, |o| o.run);
+                    return Some(Open {
+                        anchor: k,
+                        start: k,
+                        run,
+                        detector: Detector::ApiKey,
+                    });
+                }
+                match memchr::memchr(b'-', &buf[k..hi]) {
+                    Some(p) => k += p + 1,
+                    None => break,
+                }
+            }
+        }
+        open
     }
 
     /// Hides the gateway's secrets in place, before the detectors look (as
@@ -257,7 +499,9 @@ impl StreamMasker {
     /// Decides what lies below `cut` (moved back to the start of any value
     /// that straddles it, unless `fixed`), masks it and releases it.
     fn release(&mut self, cut: usize, fixed: bool, out: &mut Vec<u8>) {
+        self.hold = None;
         let mut cut = cut;
+        let mut open = None;
         // Secrets first, hidden whole, before a detector masks part of one
         // (and so hides the rest from its pattern).
         self.secrets(cut == self.buf.len());
@@ -275,6 +519,12 @@ impl StreamMasker {
             // overlapping finds longer than half the window (no real value
             // is) stops at a floor: what straddles it is decided now.
             let floor = cut.saturating_sub(WINDOW / 2).max(self.context);
+            // A token the buffer ends in, which may go on, waits from where
+            // its detector reads (however long it is: no floor).
+            open = self.open_token(cut);
+            if let Some(o) = open {
+                cut = o.anchor.max(self.context);
+            }
             loop {
                 let before = cut;
                 for h in &self.masker.hits {
@@ -299,6 +549,17 @@ impl StreamMasker {
         }
         // Custom entities, after the built-in detectors as for whole values.
         self.entities(&mut cut, fixed);
+        // The token holds the cut (nothing before it does).
+        let open = open.filter(|o| cut == o.anchor.max(self.context));
+        // A token that no longer fits: release up to it, then mask it blind
+        // to its end.
+        if let Some(o) = open.filter(|_| self.buf.len() - cut > MAX_HELD) {
+            self.release(o.start.max(cut), true, out);
+            self.blind = Some(o.run);
+            self.masker.counts.by_detector[o.detector as usize] += 1;
+            self.continue_token(out);
+            return;
+        }
         // An unterminated key that no longer fits: release up to its body,
         // then mask it blind until its END line.
         if !fixed && cut <= self.context && self.buf.len() - self.context > MAX_HELD {
@@ -317,6 +578,11 @@ impl StreamMasker {
             return;
         }
         self.emit(cut, out);
+        if let Some(o) = open {
+            self.hold = Some(o.run);
+            self.held_to = self.buf.len();
+            self.hold_end = None;
+        }
     }
 
     /// Releases `buf[context..cut]` with every value decided at this cut
@@ -373,8 +639,12 @@ impl StreamMasker {
             self.hide(range, None, Style::Redact, cut, base, out);
             self.masker.counts.entity(name);
         }
-        // Keep a little released context, as it arrived, for the next scan,
-        // from a separator if there is one.
+        self.keep_context(cut);
+    }
+
+    /// Keeps a little released context below `cut`, as it arrived, for the
+    /// next scan, from a separator if there is one.
+    fn keep_context(&mut self, cut: usize) {
         let min = match self.masker.profile.entities.is_empty() {
             true => 1,
             false => MIN_CONTEXT,
@@ -434,6 +704,35 @@ impl StreamMasker {
             if *b == b'*' {
                 *v = b'*';
             }
+        }
+    }
+
+    /// Masks held bytes while they continue the token masked blind, releasing
+    /// them; the first byte that cannot ends it.
+    fn continue_token(&mut self, out: &mut Vec<u8>) {
+        let Some(run) = self.blind else {
+            return;
+        };
+        let start = self.context;
+        let end = self.buf[start..]
+            .iter()
+            .position(|&b| !run.continues(b))
+            .map(|p| start + p);
+        let stop = end.unwrap_or(self.buf.len());
+        let base = out.len();
+        out.extend_from_slice(&self.buf[start..stop]);
+        let used = (stop - start).min(self.veil.len());
+        for (o, v) in out[base..].iter_mut().zip(&self.veil[..used]) {
+            if *v == b'*' {
+                *o = b'*';
+            }
+        }
+        self.veil.drain(..used);
+        let n = out.len();
+        mask::apply(out, base..n, Some(run.detector()), Style::Redact);
+        self.keep_context(stop);
+        if end.is_some() {
+            self.blind = None;
         }
     }
 

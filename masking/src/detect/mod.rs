@@ -30,6 +30,7 @@ pub(crate) use email::email_at;
 pub use iban::iban_mod97;
 pub use numbers::luhn;
 pub use scan::{scan, scan_on, scan_reference};
+pub(crate) use secrets::API_PREFIXES;
 
 /// The built-in detectors (`[masking.NAME] detectors = [...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -115,7 +115,7 @@ pub(super) fn bearer_at(buf: &[u8], b: usize, out: &mut Vec<Hit>) {
 }
 
 /// Well-known API token prefixes; the first that matches at a position wins.
-const API_PREFIXES: &[&[u8]] = &[
+pub(crate) const API_PREFIXES: &[&[u8]] = &[
     b"sk_live_",
     b"sk_test_",
     b"rk_live_",
