@@ -117,16 +117,16 @@ fn writer(c: &mut Criterion) {
                 for i in 0..N {
                     record(&mut buf, i);
                     while ring.push(&buf).is_none() {
-                        audit.shared.kick();
+                        audit.pipeline.kick();
                         std::hint::spin_loop();
                     }
                     if i % 256 == 0 {
-                        audit.shared.kick();
+                        audit.pipeline.kick();
                     }
                 }
                 audit.close();
                 total += start.elapsed();
-                assert!(audit.shared.written.load(Ordering::Relaxed) >= N);
+                assert!(audit.pipeline.written.load(Ordering::Relaxed) >= N);
             }
             total
         })

@@ -546,3 +546,38 @@ fn a_hundred_concurrent_sessions() {
         assert_eq!(text(&o.stdout), format!("session-{i}\n"));
     }
 }
+
+/// Where shells are off, a command with a terminal is a shell in all but
+/// name (`ssh -t host sudo -i`), and `sftp-server` or `scp` run by `exec`
+/// is file transfer: both are judged by those rules, not only by commands.
+#[test]
+fn shells_and_transfers_by_another_name_follow_their_rules() {
+    let s = setup(
+        r#"rules = [{ commands = ["rm *"], action = "deny" }]
+shell = "deny"
+"#,
+        "",
+    );
+    let token = s.token("alice");
+    let o = s.ssh(&token, &["-tt", "bash", "-i"], Some("exit\n"));
+    assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    assert!(
+        format!("{}{}", text(&o.stdout), text(&o.stderr)).contains("count as interactive shells"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = s.ssh(&token, &["-tt"], Some("exit\n"));
+    assert_eq!(o.status.code(), Some(126));
+    let o = s.ssh(&token, &["/usr/lib/openssh/sftp-server"], Some(""));
+    assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("file transfer"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = s.ssh(&token, &["scp", "-f", "/etc/hostname"], Some(""));
+    assert_eq!(o.status.code(), Some(126));
+    // Without a terminal, plain commands still run.
+    let o = s.ssh(&token, &["echo fine"], None);
+    assert_eq!(text(&o.stdout), "fine\n", "{}", text(&o.stderr));
+}

@@ -29,22 +29,111 @@ pub fn normalise(line: &str) -> String {
 
 /// Every simple command `line` would run, each normalised (`rm -rf /`).
 pub fn simple_commands(line: &str) -> Result<Vec<String>, Opaque> {
+    if line.len() > MAX_LINE {
+        return Err(Opaque("the command line is too long to judge"));
+    }
     let mut out = Vec::new();
     collect(line, 0, &mut out)?;
     Ok(out)
 }
 
 /// Programs that run the rest of their words as a command.
+/// Programs that run some of their words as a command (which ones depends on
+/// their options); an argument with spaces in it may be a whole command line
+/// (`su -c 'a b'`, `watch 'a b'`, `flock f -c 'a b'`, `env -S'a b'`).
 const WRAPPERS: &[&str] = &[
-    "sudo", "doas", "env", "nice", "nohup", "time", "command", "exec", "builtin", "stdbuf",
-    "ionice", "chrt", "taskset", "setsid", "timeout", "xargs", "watch", "su",
+    "sudo",
+    "doas",
+    "env",
+    "nice",
+    "nohup",
+    "time",
+    "command",
+    "exec",
+    "builtin",
+    "stdbuf",
+    "ionice",
+    "chrt",
+    "taskset",
+    "setsid",
+    "timeout",
+    "xargs",
+    "watch",
+    "su",
+    "runuser",
+    "flock",
+    "script",
+    "find",
+    "parallel",
+    "busybox",
+    "toybox",
+    "ssh",
+    "unbuffer",
+    "chroot",
+    "nsenter",
+    "unshare",
+    "systemd-run",
+    "strace",
+    "ltrace",
+    "gdb",
+    "valgrind",
+    "caffeinate",
 ];
 
-/// Shells whose `-c` argument is a command line.
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
+/// Shells: only `-c LINE` is read; a shell reading a script file, stdin or a
+/// terminal runs what the gateway cannot see.
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "fish", "csh", "tcsh",
+];
 
-/// Builtins that run text the gateway cannot see.
-const OPAQUE_PROGRAMS: &[&str] = &["eval", "source", ".", "trap"];
+/// Builtins that run text the gateway cannot see, or change how later
+/// commands are found or run.
+const OPAQUE_PROGRAMS: &[&str] = &[
+    "eval",
+    "source",
+    ".",
+    "trap",
+    "alias",
+    "hash",
+    "enable",
+    "let",
+    "mapfile",
+    "readarray",
+    "coproc",
+    "[[",
+    "fc",
+    "complete",
+    "bind",
+];
+
+/// Shell keywords before the command they run (`if rm ...`, `do rm ...`).
+const KEYWORDS: &[&str] = &[
+    "if", "then", "else", "elif", "do", "while", "until", "!", "time", "fi", "done", "esac",
+];
+
+/// Variables that make the shell run code or find other programs.
+const DANGEROUS_VARIABLES: &[&str] = &[
+    "PS1",
+    "PS2",
+    "PS3",
+    "PS4",
+    "PROMPT_COMMAND",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PATH",
+    "IFS",
+    "CDPATH",
+    "GLOBIGNORE",
+    "BASH_FUNC",
+    "PERL5OPT",
+    "PYTHONSTARTUP",
+];
+
+/// Longest line read (longer: opaque), and most commands one line may yield.
+const MAX_LINE: usize = 64 * 1024;
+const MAX_COMMANDS: usize = 512;
 
 fn collect(line: &str, depth: usize, out: &mut Vec<String>) -> Result<(), Opaque> {
     if depth > MAX_DEPTH {
@@ -60,7 +149,7 @@ fn collect(line: &str, depth: usize, out: &mut Vec<String>) -> Result<(), Opaque
 /// came from an unquoted expansion (`$X`, a glob) the shell would change.
 #[derive(Debug, Default)]
 struct Word {
-    text: String,
+    text: Vec<u8>,
     dynamic: bool,
 }
 
@@ -89,12 +178,20 @@ fn split(line: &str, depth: usize, out: &mut Vec<String>) -> Result<Vec<Vec<Word
                 commands.push(std::mem::take(&mut words));
                 i += 1;
             }
+            b'(' if b.get(i + 1) == Some(&b'(') => {
+                return Err(Opaque("arithmetic commands"));
+            }
             b'(' | b')' => {
                 end_word(&mut word, &mut words);
                 commands.push(std::mem::take(&mut words));
                 i += 1;
             }
-            b'{' | b'}' if word.is_none() => {
+            // `{ a; }` groups (a brace then a blank); `{a,b}` is an expansion.
+            b'{' | b'}'
+                if word.is_none()
+                    && b.get(i + 1)
+                        .is_none_or(|n| matches!(n, b' ' | b'\t' | b'\n' | b';')) =>
+            {
                 // Subshells and groups: their contents are commands like any.
                 end_word(&mut word, &mut words);
                 commands.push(std::mem::take(&mut words));
@@ -109,10 +206,7 @@ fn split(line: &str, depth: usize, out: &mut Vec<String>) -> Result<Vec<Vec<Word
                 }
                 // A redirection: its target is a word, not part of the command,
                 // and so is a file descriptor number written right before it.
-                if word
-                    .as_ref()
-                    .is_some_and(|w| !w.dynamic && w.text.bytes().all(|c| c.is_ascii_digit()))
-                {
+                if word.as_ref().is_some_and(is_fd_word) {
                     word = None;
                 }
                 end_word(&mut word, &mut words);
@@ -149,7 +243,7 @@ fn read_word_part(
     out: &mut Vec<String>,
     redirect: bool,
 ) -> Result<usize, Opaque> {
-    let push = |w: &mut Word, bytes: &[u8]| w.text.push_str(&String::from_utf8_lossy(bytes));
+    let push = |w: &mut Word, bytes: &[u8]| w.text.extend_from_slice(bytes);
     while i < b.len() {
         match b[i] {
             b' ' | b'\t' | b';' | b'&' | b'|' | b'\n' | b'\r' | b'<' | b'>' => break,
@@ -210,6 +304,19 @@ fn read_word_part(
                     }
                 }
             }
+            b'$' if b.get(i + 1) == Some(&b'{') => {
+                // `${a[x]}` evaluates `x` as arithmetic, which can run commands.
+                let close = b[i..]
+                    .iter()
+                    .position(|&c| c == b'}')
+                    .map_or(b.len(), |k| i + k);
+                if b[i..close].contains(&b'[') {
+                    return Err(Opaque("array subscripts in expansions"));
+                }
+                w.dynamic = true;
+                push(w, &b[i..(close + 1).min(b.len())]);
+                i = close + 1;
+            }
             b'$' if b.get(i + 1) == Some(&b'(') => {
                 if b.get(i + 2) == Some(&b'(') {
                     return Err(Opaque("arithmetic expansion"));
@@ -221,7 +328,7 @@ fn read_word_part(
                 i = backticks(b, i + 1, depth, out)?;
                 w.dynamic = true;
             }
-            c @ (b'$' | b'*' | b'?' | b'[' | b'~') => {
+            c @ (b'$' | b'*' | b'?' | b'[' | b'~' | b'{' | b'}') => {
                 w.dynamic = true;
                 push(w, &[c]);
                 i += 1;
@@ -274,67 +381,115 @@ fn backticks(b: &[u8], i: usize, depth: usize, out: &mut Vec<String>) -> Result<
     Ok(i + close + 1)
 }
 
-/// One simple command: leading assignments and the program's path dropped;
-/// `sh -c LINE` read as the line it runs. A wrapper (`sudo`, `nice -n 5`,
-/// `timeout 5`) runs one of its later words as a program; which one depends
-/// on the wrapper's options, so every later word that is not an option is
-/// read as a possible program (each position once): over-reading can only
-/// make a rule match more.
+/// One simple command: leading assignments and keywords and the program's
+/// path dropped; `sh -c LINE` read as the line it runs. A wrapper (`sudo`,
+/// `nice -n 5`, `timeout 5`, `find -exec`) runs one of its later words as a
+/// program; which one depends on its options, so every later word that is
+/// not an option is read as a possible program (each position once), and
+/// every argument with a blank in it as a possible command line: over-reading
+/// can only make a rule match more.
 fn simple(words: Vec<Word>, depth: usize, out: &mut Vec<String>) -> Result<(), Opaque> {
-    let skip_assignments = |mut k: usize| {
-        while words.get(k).is_some_and(|w| is_assignment(&w.text)) {
+    let words: Vec<(String, bool)> = words
+        .into_iter()
+        .map(|w| (String::from_utf8_lossy(&w.text).into_owned(), w.dynamic))
+        .collect();
+    for (text, _) in &words {
+        if let Some((name, _)) = text.split_once('=') {
+            if DANGEROUS_VARIABLES.contains(&name)
+                || name.starts_with("LD_")
+                || name.starts_with("BASH_FUNC")
+            {
+                return Err(Opaque("it sets a variable that changes how commands run"));
+            }
+        }
+    }
+    let skip = |mut k: usize| {
+        while words
+            .get(k)
+            .is_some_and(|(t, _)| is_assignment(t) || KEYWORDS.contains(&t.as_str()))
+        {
             k += 1;
         }
         k
     };
     let mut seen = vec![false; words.len()];
-    let mut starts = vec![skip_assignments(0)];
+    let mut starts = vec![skip(0)];
     while let Some(s) = starts.pop() {
         if s >= words.len() || std::mem::replace(&mut seen[s], true) {
             continue;
         }
         let rest = &words[s..];
-        let first = &rest[0];
-        if first.dynamic {
+        let (first, dynamic) = &rest[0];
+        if *dynamic {
             return Err(Opaque("the program is named by an expansion"));
         }
-        let program = first.text.rsplit('/').next().unwrap_or(&first.text);
+        let program = first.rsplit('/').next().unwrap_or(first);
         if OPAQUE_PROGRAMS.contains(&program) {
             return Err(Opaque(
-                "eval, source and trap run text the gateway cannot read",
+                "eval, source, alias and kin run or change text the gateway cannot read",
             ));
         }
         if SHELLS.contains(&program) {
-            // `sh -c LINE`, `bash -lc LINE`: the line is what runs.
-            let flag = rest[1..].iter().position(|w| {
-                w.text.starts_with('-') && !w.text.starts_with("--") && w.text.contains('c')
-            });
-            if let Some(k) = flag {
-                let Some(line) = rest.get(k + 2) else {
-                    return Err(Opaque("sh -c without a command"));
-                };
-                collect(&line.text, depth + 1, out)?;
-                continue;
-            }
-            if rest[1..].iter().all(|w| w.text.starts_with('-')) {
-                return Err(Opaque(
-                    "an interactive shell reads commands the gateway cannot see",
-                ));
-            }
+            shell(&rest[1..], depth, out)?;
+            continue;
         }
-        push_command(program, &rest[1..], out);
+        push_command(program, &rest[1..], out)?;
         if WRAPPERS.contains(&program) {
-            if rest[1..].iter().any(|w| w.dynamic) {
+            if rest[1..].iter().any(|(_, d)| *d) {
                 return Err(Opaque("a wrapper runs a command built from expansions"));
             }
-            for (k, w) in words.iter().enumerate().skip(s + 1) {
-                if !w.text.starts_with('-') {
-                    starts.push(skip_assignments(k));
+            for (k, (text, _)) in words.iter().enumerate().skip(s + 1) {
+                if !text.starts_with('-') {
+                    starts.push(skip(k));
+                }
+                // `su -c 'a b'`, `watch 'a b'`, `env -S'a b'`, `--command='a b'`.
+                if text.contains([' ', '\t', ';', '\n']) {
+                    let line = text
+                        .trim_start_matches("--command=")
+                        .trim_start_matches("--split-string=")
+                        .trim_start_matches("-S");
+                    collect(line, depth + 1, out)?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A shell's arguments: only `-c LINE` can be read (with options before it,
+/// `--` ending them); a script file, stdin or a terminal is opaque.
+fn shell(args: &[(String, bool)], depth: usize, out: &mut Vec<String>) -> Result<(), Opaque> {
+    let mut command = false;
+    let mut k = 0;
+    while let Some((text, _)) = args.get(k) {
+        if text == "--" {
+            k += 1;
+            break;
+        }
+        if text.starts_with("--") {
+            return Err(Opaque(
+                "a shell with long options reads files the gateway cannot see",
+            ));
+        }
+        if !(text.starts_with('-') || text.starts_with('+')) || text.len() < 2 {
+            break;
+        }
+        if text[1..].contains('c') {
+            command = true;
+        }
+        if matches!(&text[1..], "o" | "O") {
+            k += 1; // the option's argument
+        }
+        k += 1;
+    }
+    match (command, args.get(k)) {
+        (true, Some((_, true))) => Err(Opaque("sh -c runs a line built from expansions")),
+        (true, Some((line, false))) => collect(line, depth + 1, out),
+        (true, None) => Err(Opaque("sh -c without a command")),
+        (false, _) => Err(Opaque(
+            "a shell reading a script, stdin or a terminal runs commands the gateway cannot see",
+        )),
+    }
 }
 
 fn is_assignment(word: &str) -> bool {
@@ -345,18 +500,48 @@ fn is_assignment(word: &str) -> bool {
     })
 }
 
-fn push_command(program: &str, args: &[Word], out: &mut Vec<String>) {
+/// A word written right before a redirection that names its descriptor:
+/// `2>`, bash's `{fd}>`.
+fn is_fd_word(w: &Word) -> bool {
+    let t = &w.text[..];
+    t.iter().all(u8::is_ascii_digit)
+        || (t.len() > 2
+            && t[0] == b'{'
+            && t[t.len() - 1] == b'}'
+            && t[1..t.len() - 1]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'_'))
+}
+
+fn push_command(
+    program: &str,
+    args: &[(String, bool)],
+    out: &mut Vec<String>,
+) -> Result<(), Opaque> {
+    if out.len() >= MAX_COMMANDS {
+        return Err(Opaque("the line runs too many commands to judge"));
+    }
     let mut line = program.to_owned();
-    for w in args {
+    for (w, _) in args {
         line.push(' ');
-        line.push_str(&w.text);
+        line.push_str(w);
+        if line.len() > MAX_LINE {
+            return Err(Opaque("the command line is too long to judge"));
+        }
     }
     out.push(normalise(&line));
+    Ok(())
 }
 
 /// Whether `pattern` (a glob: `*` any run of characters, `?` one) matches
 /// the whole of `text`.
 pub fn glob(pattern: &str, text: &str) -> bool {
+    // `rm *` also names `rm` with no arguments (`xargs rm` adds them later).
+    if let Some(bare) = pattern.strip_suffix(" *") {
+        if bare == text {
+            return true;
+        }
+    }
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
@@ -447,6 +632,64 @@ mod tests {
         }
     }
 
+    /// Spellings a shell runs that a rule for `rm *` must still meet: each is
+    /// either read as `rm ...` or refused as unreadable.
+    #[test]
+    fn what_bash_would_run_is_seen_or_refused() {
+        let meets_rm = |line: &str| match simple_commands(line) {
+            Ok(c) => c.iter().any(|c| glob("rm *", c)),
+            Err(_) => true,
+        };
+        for line in [
+            "sh -c \"$(printf 'rm -rf x')\"",
+            "sh -c `echo rm -rf x`",
+            "bash -c -- 'rm -rf x'",
+            "sh -c -e 'rm -rf x'",
+            "sh -e -c 'rm -rf x'",
+            "if rm -rf x; then :; fi",
+            "for i in 1; do rm -rf x; done",
+            "while rm -rf x; do :; done",
+            "! rm -rf x",
+            "coproc rm -rf x",
+            "{rm,-rf,x}",
+            "r{m,} -rf x",
+            "{fd}>f rm -rf x",
+            "su -c 'rm -rf /tmp/x'",
+            "watch 'rm -rf /tmp/x'",
+            "env -S'rm -rf x'",
+            "flock /tmp/l -c 'rm -rf x'",
+            "busybox rm -rf x",
+            "busybox sh",
+            "printf 'rm -rf x' > /tmp/s; sh /tmp/s",
+            "bash /dev/stdin",
+            "bash --init-file f",
+            "echo 'rm -rf x' | xargs -I{} sh -c {}",
+            "PS4='$(rm -rf x)'; set -x; :",
+            "BASH_ENV=/tmp/s bash -c true",
+            "hash -p /bin/rm ls; ls -rf x",
+            "alias ls=rm; ls -rf x",
+            "v='a[$(rm -rf x)]'; (( v ))",
+            "echo ${a[$(rm -rf x)]}",
+            "echo x | xargs rm",
+            "find x -exec rm -rf {} +",
+            "ssh localhost rm -rf x",
+            "export PATH=/tmp/evil; ls",
+        ] {
+            assert!(meets_rm(line), "{line}");
+        }
+        // Plain commands stay readable.
+        assert_eq!(cmds("ls -la /srv && df -h"), ["ls -la /srv", "df -h"]);
+        assert_eq!(cmds("cat x 2>&1 | grep é"), ["cat x", "grep é"]);
+    }
+
+    #[test]
+    fn lines_that_would_cost_too_much_are_refused_not_read() {
+        let long = format!("sudo {}", "a ".repeat(100_000));
+        assert!(simple_commands(&long).is_err());
+        let many = "sudo a ".repeat(2_000);
+        assert!(simple_commands(&many).is_err());
+    }
+
     #[test]
     fn globs_match_whole_lines() {
         assert!(glob("rm -rf *", "rm -rf /"));
@@ -455,5 +698,6 @@ mod tests {
         assert!(!glob("systemctl restart *", "systemctl status nginx"));
         assert!(glob("a?c", "abc") && !glob("a?c", "ac"));
         assert!(glob("*", "") && !glob("x", ""));
+        assert!(glob("rm *", "rm") && glob("rm -rf *", "rm -rf"));
     }
 }

@@ -236,7 +236,9 @@ pub fn key_hash(fields: &[(&[u8], &[u8])], spec: &sluice_config::policy::Approva
 /// Has the peer closed its side (or reset) the connection? A waiting client
 /// sends nothing, so a hang-up shows as `POLLRDHUP`/`POLLHUP` without reading.
 pub fn hung_up(fd: std::os::fd::RawFd) -> bool {
-    crate::net::poll_now(fd, libc::POLLRDHUP) & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)
+    // POLLNVAL: the descriptor is already closed (the connection is gone).
+    crate::net::poll_now(fd, libc::POLLRDHUP)
+        & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL)
         != 0
 }
 

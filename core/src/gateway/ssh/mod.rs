@@ -26,6 +26,7 @@ use crate::identity::Verifier;
 use crate::shard::{Generation, Shared};
 use crate::{info, warn};
 
+mod channel;
 mod recording;
 mod session;
 mod upstream;
@@ -79,7 +80,11 @@ pub fn start(
         .as_ref()
         .map(|a| PathBuf::from(&a.dir).join("sessions"));
     if let Some(dir) = &recordings {
-        std::fs::create_dir_all(dir)
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| format!("ssh: cannot create {}: {e}", dir.display()))?;
     }
     let endpoint = Arc::new(Endpoint {

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-/// Largest recording of one channel; output beyond it is counted, not kept
-/// (a marker says so).
+/// Largest recording of one channel: a session that would outgrow it is
+/// ended (nothing runs unrecorded).
 const MAX_BYTES: u64 = 256 << 20;
 
 pub(super) struct Recording {
@@ -39,9 +39,12 @@ impl Recording {
         title: &str,
     ) -> std::io::Result<Recording> {
         let path = dir.join(format!("{id}.cast"));
+        use std::os::unix::fs::OpenOptionsExt;
+        // Keystrokes can hold passwords typed to the host: owner only.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)?;
         let mut r = Recording {
             path,
@@ -71,28 +74,36 @@ impl Recording {
         Ok(())
     }
 
-    /// One event: `kind` is `o`, `i`, `r` or `m`.
-    pub fn event(&mut self, kind: &str, data: &[u8]) {
+    /// One event: `kind` is `o`, `i`, `r` or `m`. `Err`: it could not be
+    /// recorded (the disk, or the size limit), so the session must end.
+    pub fn event(&mut self, kind: &str, data: &[u8]) -> Result<(), String> {
         if self.full {
-            return;
+            return Err("the recording is closed".into());
         }
         if self.bytes > MAX_BYTES {
             self.full = true;
             let note = serde_json::json!([
                 self.elapsed(),
                 "m",
-                "recording limit reached; later output not kept"
+                "recording limit reached; session ended"
             ]);
             let _ = self.line(note.to_string().as_bytes());
-            return;
+            return Err(format!(
+                "the session outgrew its recording ({} MiB)",
+                MAX_BYTES >> 20
+            ));
         }
         let text = String::from_utf8_lossy(data);
         let event = serde_json::json!([self.elapsed(), kind, text]);
-        let _ = self.line(event.to_string().as_bytes());
+        self.line(event.to_string().as_bytes()).map_err(|e| {
+            self.full = true;
+            format!("the recording cannot be written: {e}")
+        })
     }
 
+    /// The time since the recording started, in seconds (microsecond precision).
     fn elapsed(&self) -> f64 {
-        (self.started.elapsed().as_micros() as f64 / 1e6 * 1e6).round() / 1e6
+        self.started.elapsed().as_micros() as f64 / 1e6
     }
 
     /// Flushes and syncs the file; its size and hash.
