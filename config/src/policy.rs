@@ -103,6 +103,26 @@ pub struct TargetPolicy {
     pub ssh: crate::SshRules,
 }
 
+/// How the entries that match one request or command decide: any `deny`
+/// wins; otherwise the first entry scoped to one of the caller's groups (a
+/// group exemption beats a general rule); otherwise the first unscoped one;
+/// no match allows.
+fn combine<'e, I: Iterator<Item = &'e Entry>>(matching: impl Fn() -> I) -> Decision {
+    if let Some(e) = matching().find(|e| e.action == Action::Deny) {
+        return Decision::Deny {
+            message: e.message.clone(),
+            rule: e.rule,
+        };
+    }
+    match matching()
+        .find(|e| e.groups != 0)
+        .or_else(|| matching().next())
+    {
+        Some(e) if e.action == Action::Approve => Decision::Approve { rule: e.rule },
+        _ => Decision::Allow,
+    }
+}
+
 /// A compiled SSH command rule: any of its globs matches.
 #[derive(Debug, Clone)]
 struct CommandEntry {
@@ -380,28 +400,17 @@ impl CompiledPolicy {
             .iter()
             .position(|m| m.eq_ignore_ascii_case(method))
             .map_or(0, |i| 1u16 << i);
-        let matching = || {
-            self.targets[target].http.iter().filter(move |h| {
-                (h.methods == 0 || h.methods & bit != 0)
-                    && h.path.as_ref().is_none_or(|p| p.matches(path))
-                    && (h.entry.groups == 0 || groups.intersects(h.entry.groups))
-            })
-        };
-        if let Some(h) = matching().find(|h| h.entry.action == Action::Deny) {
-            return Decision::Deny {
-                message: h.entry.message.clone(),
-                rule: h.entry.rule,
-            };
-        }
-        let chosen = matching()
-            .find(|h| h.entry.groups != 0)
-            .or_else(|| matching().next());
-        match chosen {
-            Some(h) if h.entry.action == Action::Approve => {
-                Decision::Approve { rule: h.entry.rule }
-            }
-            _ => Decision::Allow,
-        }
+        combine(|| {
+            self.targets[target]
+                .http
+                .iter()
+                .filter(move |h| {
+                    (h.methods == 0 || h.methods & bit != 0)
+                        && h.path.as_ref().is_none_or(|p| p.matches(path))
+                        && (h.entry.groups == 0 || groups.intersects(h.entry.groups))
+                })
+                .map(|h| &h.entry)
+        })
     }
 
     /// The decision for one SSH `exec` command line: every rule is matched
@@ -435,26 +444,23 @@ impl CompiledPolicy {
         }
         let mut approve = None;
         for text in &candidates {
-            let matching = || {
-                rules.iter().filter(applies).filter(|c| {
-                    c.globs
-                        .iter()
-                        .any(|g| sluice_protocols::shell::glob(g, text))
-                })
-            };
-            if let Some(c) = matching().find(|c| c.entry.action == Action::Deny) {
-                return Decision::Deny {
-                    message: c.entry.message.clone(),
-                    rule: c.entry.rule,
-                };
-            }
-            let chosen = matching()
-                .find(|c| c.entry.groups != 0)
-                .or_else(|| matching().next());
-            if let (Some(c), None) = (chosen, approve) {
-                if c.entry.action == Action::Approve {
-                    approve = Some(c.entry.rule);
+            let decision = combine(|| {
+                rules
+                    .iter()
+                    .filter(applies)
+                    .filter(|c| {
+                        c.globs
+                            .iter()
+                            .any(|g| sluice_protocols::shell::glob(g, text))
+                    })
+                    .map(|c| &c.entry)
+            });
+            match decision {
+                Decision::Deny { .. } => return decision,
+                Decision::Approve { rule } => {
+                    approve.get_or_insert(rule);
                 }
+                Decision::Allow => {}
             }
         }
         match approve {

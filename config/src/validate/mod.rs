@@ -339,12 +339,6 @@ pub(crate) fn validate(
             Some(q) => c.quorum(q),
             None => 1,
         };
-        if let (Some(m), false) = (&t.method_override, protocol == Protocol::Http) {
-            c.error(
-                m.span(),
-                format!("`method_override` has no effect on {} target `{name}`: only http targets have methods", protocol.as_str()),
-            );
-        }
         if protocol == Protocol::Tcp {
             for (present, key) in [
                 (t.quorum.as_ref().map(|s| s.span()), "quorum"),
