@@ -373,7 +373,15 @@ pub(super) async fn run(
     }
     // Text streams are recorded; sftp is a binary protocol: counted only.
     let text_stream = !matches!(work, Work::Sftp);
-    relay(rx, tx, upch, recording.clone(), text_stream).await;
+    relay(
+        rx,
+        tx,
+        upch,
+        recording.clone(),
+        text_stream,
+        caller.handle.clone(),
+    )
+    .await;
     let sealed = recording
         .lock()
         .ok()
@@ -432,6 +440,7 @@ async fn relay(
     upch: Channel<russh::client::Msg>,
     recording: Arc<Mutex<Option<Recording>>>,
     text: bool,
+    handle: Option<russh::server::Handle>,
 ) {
     let (mut up_rx, up_tx) = upch.split();
     let up_tx = Arc::new(up_tx);
@@ -502,6 +511,26 @@ async fn relay(
                 tx.extended_data_bytes(ext, data).await
             }
             ChannelMsg::ExitStatus { exit_status } => tx.exit_status(exit_status).await,
+            // A command killed by a signal: the client hears which.
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                if let Some(h) = &handle {
+                    let _ = h
+                        .exit_signal_request(
+                            tx.id(),
+                            signal_name,
+                            core_dumped,
+                            error_message,
+                            lang_tag,
+                        )
+                        .await;
+                }
+                Ok(())
+            }
             ChannelMsg::Eof => {
                 eof = true;
                 tx.eof().await

@@ -40,6 +40,22 @@ pub(crate) struct Endpoint {
     pub stopping: AtomicBool,
     /// Where recordings go (`AUDIT_DIR/sessions`); `None` without `[audit]`.
     pub recordings: Option<PathBuf>,
+    /// Open connections, logged in or not.
+    open: std::sync::atomic::AtomicUsize,
+}
+
+/// Most connections the endpoint keeps open; more are closed at accept.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long a connection may take to log in.
+const LOGIN_GRACE: Duration = Duration::from_secs(60);
+
+/// One of the endpoint's open connections, released when dropped.
+pub(crate) struct Slot(Arc<Endpoint>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The running SSH endpoint; dropping it stops it.
@@ -93,6 +109,7 @@ pub fn start(
         current: ArcSwap::new(generation.clone()),
         stopping: AtomicBool::new(false),
         recordings,
+        open: Default::default(),
     });
     for t in targets {
         let path = t.host_key.as_ref().map_or_else(
@@ -146,17 +163,48 @@ async fn accept(
                 continue;
             }
         };
+        if endpoint.open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            endpoint.open.fetch_sub(1, Ordering::AcqRel);
+            warn!(
+                "ssh_connection_refused",
+                target = target,
+                peer = peer,
+                reason = "too many open connections"
+            );
+            continue;
+        }
+        let slot = Slot(endpoint.clone());
         let _ = stream.set_nodelay(true);
-        let handler = session::Connection::new(endpoint.clone(), target.clone(), peer, &stream);
+        let handler =
+            session::Connection::new(endpoint.clone(), target.clone(), peer, &stream, slot);
+        let logged_in = handler.logged_in.clone();
         let server = server.clone();
         tokio::spawn(async move {
-            match russh::server::run_stream(server, stream, handler).await {
-                Ok(running) => {
-                    if let Err(e) = running.await {
-                        crate::debug!("ssh_session_ended", peer = peer, error = e);
-                    }
+            // The version exchange and the login get LOGIN_GRACE in all.
+            let started = tokio::time::timeout(
+                LOGIN_GRACE,
+                russh::server::run_stream(server, stream, handler),
+            );
+            let running = match started.await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return crate::debug!("ssh_handshake_failed", peer = peer, error = e),
+                Err(_) => return crate::debug!("ssh_login_timeout", peer = peer),
+            };
+            let handle = running.handle();
+            tokio::spawn(async move {
+                tokio::time::sleep(LOGIN_GRACE).await;
+                if !logged_in.load(Ordering::Acquire) {
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "no login in time".into(),
+                            String::new(),
+                        )
+                        .await;
                 }
-                Err(e) => crate::debug!("ssh_handshake_failed", peer = peer, error = e),
+            });
+            if let Err(e) = running.await {
+                crate::debug!("ssh_session_ended", peer = peer, error = e);
             }
         });
     }

@@ -63,6 +63,8 @@ pub(super) struct Caller {
     pub(super) identity: Arc<Identity>,
     pub(super) fd: RawFd,
     pub(super) upstream: Arc<tokio::sync::Mutex<Option<Arc<Upstream>>>>,
+    /// To send what a channel's write half cannot (an exit signal).
+    pub(super) handle: Option<server::Handle>,
 }
 
 pub(super) struct Connection {
@@ -77,6 +79,10 @@ pub(super) struct Connection {
     /// Sluice's login to the upstream, made once for the connection's channels.
     upstream: Arc<tokio::sync::Mutex<Option<Arc<Upstream>>>>,
     counter: u32,
+    /// Set once the caller has logged in (the accept loop's grace timer reads it).
+    pub logged_in: Arc<std::sync::atomic::AtomicBool>,
+    /// Counts this connection among the endpoint's open ones until dropped.
+    _slot: super::Slot,
 }
 
 impl Connection {
@@ -85,6 +91,7 @@ impl Connection {
         target: String,
         peer: SocketAddr,
         stream: &tokio::net::TcpStream,
+        slot: super::Slot,
     ) -> Connection {
         let mut sid = [0u8; 8];
         getrandom::fill(&mut sid).expect("the OS random source is available");
@@ -99,6 +106,8 @@ impl Connection {
             ptys: HashMap::new(),
             upstream: Arc::default(),
             counter: 0,
+            logged_in: Arc::default(),
+            _slot: slot,
         }
     }
 
@@ -176,6 +185,8 @@ impl Connection {
                 .end()
         });
         self.identity = Some(Arc::new(identity));
+        self.logged_in
+            .store(true, std::sync::atomic::Ordering::Release);
         Auth::Accept
     }
 
@@ -187,6 +198,7 @@ impl Connection {
             identity: self.identity.clone()?,
             fd: self.fd,
             upstream: self.upstream.clone(),
+            handle: None,
         })
     }
 
@@ -225,10 +237,11 @@ impl Connection {
     }
 
     /// Starts a channel's relay task, which owns the client's channel from now on.
-    fn spawn(&mut self, id: ChannelId, what: Work) -> bool {
-        let (Some(channel), Some(caller)) = (self.channels.remove(&id), self.caller()) else {
+    fn spawn(&mut self, id: ChannelId, what: Work, session: &Session) -> bool {
+        let (Some(channel), Some(mut caller)) = (self.channels.remove(&id), self.caller()) else {
             return false;
         };
+        caller.handle = Some(session.handle());
         self.counter += 1;
         let pty = self.ptys.remove(&id);
         let name = format!("{}-{}", self.session, self.counter);
@@ -391,7 +404,7 @@ impl server::Handler for Connection {
         // Success first: the decision is told on the channel (stderr and an
         // exit status), which every client shows.
         session.channel_success(channel)?;
-        if !self.spawn(channel, Work::Exec(line)) {
+        if !self.spawn(channel, Work::Exec(line), session) {
             session.close(channel)?;
         }
         Ok(())
@@ -403,7 +416,7 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
-        if !self.spawn(channel, Work::Shell) {
+        if !self.spawn(channel, Work::Shell, session) {
             session.close(channel)?;
         }
         Ok(())
@@ -420,7 +433,7 @@ impl server::Handler for Connection {
             return session.channel_failure(channel);
         }
         session.channel_success(channel)?;
-        if !self.spawn(channel, Work::Sftp) {
+        if !self.spawn(channel, Work::Sftp, session) {
             session.close(channel)?;
         }
         Ok(())
