@@ -473,6 +473,19 @@ fn a_pty_session_is_recorded_and_its_hash_is_in_the_chain() {
         .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains("hello-from-pty")));
     assert!(events.iter().any(|e| e[1] == "i"));
 
+    // `audit search --type session` lists the session and its recording.
+    let found = Command::new(sluice_bin())
+        .args(["audit", "search", "--type", "session", "--dir"])
+        .arg(&s.audit)
+        .output()
+        .unwrap();
+    let found = text(&found.stdout);
+    assert!(
+        found.contains("\"session_start\"") && found.contains("\"recording\""),
+        "{found}"
+    );
+    assert!(!found.contains("\"command\""), "{found}");
+
     // The recording replays in a terminal.
     let id = file.file_stem().unwrap().to_str().unwrap().to_owned();
     let listed = Command::new(sluice_bin())

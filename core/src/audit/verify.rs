@@ -305,12 +305,13 @@ impl Filter {
         {
             return false;
         }
-        if self
-            .record_type
-            .as_deref()
-            .is_some_and(|d| s("type") != Some(d))
-        {
-            return false;
+        if let Some(wanted) = self.record_type.as_deref() {
+            // `session`: a session's start, end and recording records.
+            let t = s("type").unwrap_or_default();
+            let session = matches!(t, "session_start" | "session_end" | "recording");
+            if t != wanted && !(wanted == "session" && session) {
+                return false;
+            }
         }
         if let Some(k) = &self.kind {
             let kinds = v.get("kinds").and_then(Value::as_array);

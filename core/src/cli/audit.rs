@@ -68,7 +68,8 @@ pub struct FilterArgs {
     /// allow, deny, approve.
     #[arg(long)]
     decision: Option<String>,
-    /// Record type (command, result, session_start, auth_failure, reload, ...).
+    /// Record type (command, result, session_start, auth_failure, reload, ...);
+    /// `session` lists sessions' start, end and recording records.
     #[arg(long = "type")]
     record_type: Option<String>,
     /// RFC 3339 time (2026-11-26T22:00:00Z) or an age like 1h, 30m.
