@@ -231,7 +231,6 @@ pub fn verify(
 /// that was recorded: same size, same SHA-256. It is looked for where it was
 /// written, else in `DIR/sessions/` (a log directory moved elsewhere).
 fn check_recording(dir: &Path, v: &Value) -> Result<(), String> {
-    use sha2::Digest;
     let bad = || "malformed recording record: altered".to_owned();
     let file = v.get("file").and_then(Value::as_str).ok_or_else(bad)?;
     let bytes = v.get("bytes").and_then(Value::as_u64).ok_or_else(bad)?;
@@ -249,10 +248,7 @@ fn check_recording(dir: &Path, v: &Value) -> Result<(), String> {
             path.display()
         )
     })?;
-    let actual: String = sha2::Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let actual = chain::hash_hex(&data);
     if data.len() as u64 != bytes || actual != sha {
         return Err(format!(
             "the recording {} is not the one recorded (size or SHA-256 differs): altered",

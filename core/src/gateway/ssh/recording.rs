@@ -113,12 +113,7 @@ impl Recording {
         Ok(Sealed {
             path: self.path,
             bytes: self.bytes,
-            sha256: self
-                .hash
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: crate::approvals::store::hex(&self.hash.finalize()),
         })
     }
 }
