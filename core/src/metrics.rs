@@ -1,9 +1,12 @@
 //! Per-shard metrics: plain `Cell` counters and hdrhistogram latencies owned by one
 //! shard (no atomics, no locks on the data path), snapshotted and merged only when
-//! `/metrics` is scraped.
+//! `/metrics` is scraped. The SSH endpoint, on threads of its own, counts in
+//! atomics ([`SshMetrics`]).
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -290,4 +293,124 @@ pub fn render(snapshots: &[Snapshot], uptime: Duration) -> String {
         let _ = writeln!(o, "{name}_count {}", merged.len());
     }
     out
+}
+
+/// The SSH endpoint's metrics: it runs on its own threads beside the shards,
+/// so its counters are atomics, one set per target, found once per connection.
+#[derive(Default)]
+pub struct SshMetrics {
+    targets: std::sync::Mutex<std::collections::BTreeMap<String, Arc<SshTarget>>>,
+}
+
+/// What the SSH endpoint asked of a channel, for `sluice_ssh_requests_total`.
+pub const SSH_REQUESTS: [&str; 5] = ["exec", "shell", "sftp", "forward", "shell-line"];
+/// What became of it (`observed`: a command read off a shell's screen).
+pub const SSH_DECISIONS: [&str; 4] = ["allow", "deny", "approve", "observed"];
+
+#[derive(Default)]
+pub struct SshTarget {
+    pub open: AtomicU64,
+    pub total: AtomicU64,
+    pub refused_logins: AtomicU64,
+    pub bytes_from_client: AtomicU64,
+    pub bytes_from_upstream: AtomicU64,
+    requests: [[AtomicU64; SSH_DECISIONS.len()]; SSH_REQUESTS.len()],
+}
+
+impl SshTarget {
+    /// Counts one request; names outside the lists above are not counted.
+    pub fn request(&self, request: &str, decision: &str) {
+        let r = SSH_REQUESTS.iter().position(|x| *x == request);
+        let d = SSH_DECISIONS.iter().position(|x| *x == decision);
+        if let (Some(r), Some(d)) = (r, d) {
+            self.requests[r][d].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn bytes(&self, from_client: u64, from_upstream: u64) {
+        if from_client > 0 {
+            self.bytes_from_client
+                .fetch_add(from_client, Ordering::Relaxed);
+        }
+        if from_upstream > 0 {
+            self.bytes_from_upstream
+                .fetch_add(from_upstream, Ordering::Relaxed);
+        }
+    }
+}
+
+impl SshMetrics {
+    /// The target's counters, made on first use.
+    pub fn target(&self, name: &str) -> Arc<SshTarget> {
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Appends the SSH series to a `/metrics` page.
+    pub fn render(&self, o: &mut String) {
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        type Field = fn(&SshTarget) -> &AtomicU64;
+        let series: [(&str, &str, &str, Field); 3] = [
+            (
+                "sluice_ssh_connections_open",
+                "gauge",
+                "Open SSH client connections.",
+                |t| &t.open,
+            ),
+            (
+                "sluice_ssh_connections_total",
+                "counter",
+                "SSH client connections accepted.",
+                |t| &t.total,
+            ),
+            (
+                "sluice_ssh_logins_refused_total",
+                "counter",
+                "SSH logins refused (a bad token, a refused certificate, no access).",
+                |t| &t.refused_logins,
+            ),
+        ];
+        for (name, kind, help, field) in series {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (target, t) in targets.iter() {
+                let _ = writeln!(o, "{name}{{target=\"{target}\"}} {}", load(field(t)));
+            }
+        }
+        let name = "sluice_ssh_bytes_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Bytes relayed on SSH channels, by direction.\n# TYPE {name} counter"
+        );
+        for (target, t) in targets.iter() {
+            for (dir, v) in [
+                ("client_to_upstream", &t.bytes_from_client),
+                ("upstream_to_client", &t.bytes_from_upstream),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "{name}{{target=\"{target}\",direction=\"{dir}\"}} {}",
+                    load(v)
+                );
+            }
+        }
+        let name = "sluice_ssh_requests_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} SSH channel requests (exec, shell, sftp, forwarding) and commands read off shells, by decision.\n# TYPE {name} counter"
+        );
+        for (target, t) in targets.iter() {
+            for (r, request) in SSH_REQUESTS.iter().enumerate() {
+                for (d, decision) in SSH_DECISIONS.iter().enumerate() {
+                    let v = load(&t.requests[r][d]);
+                    if v > 0 {
+                        let _ = writeln!(
+                            o,
+                            "{name}{{target=\"{target}\",request=\"{request}\",decision=\"{decision}\"}} {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -109,6 +109,12 @@ struct Setup {
 }
 
 fn setup(guardrails: &str, extra_targets: &str) -> Setup {
+    setup_with(guardrails, extra_targets, "", "")
+}
+
+/// `target_extra`: more settings of the `web1` target; `sections`: more of
+/// the file (masking profiles).
+fn setup_with(guardrails: &str, extra_targets: &str, target_extra: &str, sections: &str) -> Setup {
     let sshd = Sshd::start();
     let extra_targets = &extra_targets.replace("{SSHD_PORT}", &sshd.port.to_string());
     let dir = tempfile::tempdir().unwrap();
@@ -120,8 +126,8 @@ fn setup(guardrails: &str, extra_targets: &str) -> Setup {
          [audit]\ndir = \"{audit}\"\ndurability = \"strict\"\n\n\
          [[target]]\nname = \"web1\"\nprotocol = \"ssh\"\nlisten = \"{addr}\"\nupstream = \"127.0.0.1:{port}\"\n\
          upstream_host_key = \"{host_key}\"\ncredentials = {{ user = \"{user}\", key_file = \"{key}\" }}\n\
-         access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"web\"\n\n{extra_targets}\n\
-         [guardrails.web]\n{guardrails}\n",
+         access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"web\"\n{target_extra}\n{extra_targets}\n\
+         [guardrails.web]\n{guardrails}\n{sections}",
         identity = keys.identity_block(),
         audit = audit.display(),
         port = sshd.port,
@@ -346,9 +352,7 @@ fn a_refused_token_a_forward_and_a_wrong_host_key_are_refused() {
         text(&o.stderr)
     );
     wait_record(&s.audit, |r| {
-        r["request"]
-            .as_str()
-            .is_some_and(|x| x.starts_with("port forwarding"))
+        r["request"] == "forward" && r["text"] == target.as_str() && r["decision"] == "deny"
     });
 
     // sftp is off unless the guardrails allow it.
@@ -472,6 +476,15 @@ fn a_pty_session_is_recorded_and_its_hash_is_in_the_chain() {
         .iter()
         .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains("hello-from-pty")));
     assert!(events.iter().any(|e| e[1] == "i"));
+    // The command typed in the shell is read off the terminal's screen and
+    // recorded as such (the shell ran it: observed, with what the rules say).
+    let line = wait_record(&s.audit, |r| {
+        r["type"] == "command" && r["request"] == "shell-line"
+    });
+    assert_eq!(line["text"], "echo hello-from-pty", "{line}");
+    assert_eq!(line["decision"], "observed");
+    assert_eq!(line["rules"], "allow");
+    assert_eq!(line["source"], "screen");
 
     // `audit search --type session` lists the session and its recording.
     let found = Command::new(sluice_bin())
@@ -593,4 +606,82 @@ shell = "deny"
     // Without a terminal, plain commands still run.
     let o = s.ssh(&token, &["echo fine"], None);
     assert_eq!(text(&o.stdout), "fine\n", "{}", text(&o.stderr));
+}
+
+/// A masking profile on an SSH target masks what commands and shells print,
+/// in what the client sees and in the recording alike.
+#[test]
+fn output_is_masked_where_the_target_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets.txt");
+    // A card number and an email, and a card number split across two writes.
+    std::fs::write(
+        &secrets,
+        "card 4111 1111 1111 1111 mail jane.doe@example.com\n",
+    )
+    .unwrap();
+    let s = setup_with(
+        RULES,
+        "",
+        "masking = \"pii\"\n",
+        "[masking.pii]\ndetectors = [\"email\", \"credit_card\"]\n",
+    );
+    let token = s.token("alice");
+    let split = "printf '4111 1111 '; printf '1111 1111\\n' >&1";
+    let o = s.ssh(
+        &token,
+        &[&format!(
+            "cat {}; {split}; echo on-stderr jane.doe@example.com >&2",
+            secrets.display()
+        )],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(!out.contains("4111 1111 1111 1111"), "{out}");
+    assert!(!out.contains("jane.doe@example.com"), "{out}");
+    assert!(out.contains("card ") && out.contains(" mail "), "{out}");
+    assert!(!err.contains("jane.doe@example.com"), "{err}");
+    assert!(err.contains("on-stderr"), "{err}");
+
+    // A shell: the screen, the recording and the commands read off it.
+    let o = s.ssh(
+        &token,
+        &["-tt"],
+        Some(&format!("cat {}\nexit\n", secrets.display())),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(!text(&o.stdout).contains("jane.doe@example.com"));
+    assert!(text(&o.stdout).contains("mail "), "{}", text(&o.stdout));
+    let rec = wait_record(&s.audit, |r| r["type"] == "recording");
+    let cast = std::fs::read_to_string(rec["file"].as_str().unwrap()).unwrap();
+    let shown: String = cast
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e[1] == "o")
+        .map(|e| e[2].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(shown.contains("mail "), "{shown}");
+    assert!(!shown.contains("jane.doe@example.com"), "{shown}");
+    assert!(!shown.contains("4111 1111 1111 1111"), "{shown}");
+}
+
+/// Where the guardrails allow port forwarding, `ssh -W` / `-L` reach the
+/// destination from the host (here: the host's own sshd answers).
+#[test]
+fn port_forwarding_runs_where_the_guardrails_allow_it() {
+    let s = setup(&format!("{RULES}port_forwarding = \"allow\"\n"), "");
+    let token = s.token("alice");
+    let target = format!("127.0.0.1:{}", s.sshd.port);
+    let o = s.ssh(&token, &["-W", &target], Some(""));
+    assert!(
+        text(&o.stdout).starts_with("SSH-2.0-"),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    wait_record(&s.audit, |r| {
+        r["request"] == "forward" && r["text"] == target.as_str() && r["decision"] == "allow"
+    });
 }

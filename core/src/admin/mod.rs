@@ -104,7 +104,8 @@ async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u
         }
         ("GET", "/metrics") => {
             let snapshots = shard.shared.scrape().await;
-            let body = render(&snapshots, shard.shared.started.elapsed());
+            let mut body = render(&snapshots, shard.shared.started.elapsed());
+            shard.shared.ssh_metrics.render(&mut body);
             response(200, "OK", "text/plain; version=0.0.4", body.as_bytes())
         }
         ("POST", "/api/reload") => reload(shard, req).await,

@@ -145,6 +145,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         approvals: crate::approvals::Approvals::start(&config, audit.clone()),
         audit,
         lifecycle: std::sync::OnceLock::new(),
+        ssh_metrics: Default::default(),
     });
     // SSH targets run on the SSH endpoint's own runtime, beside the shards.
     let base = config_path

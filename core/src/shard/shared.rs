@@ -44,6 +44,8 @@ pub struct Shared {
     pub approvals: Arc<crate::approvals::Approvals>,
     /// To the main thread's lifecycle loop (admin-triggered reloads).
     pub lifecycle: std::sync::OnceLock<mpsc::Sender<Event>>,
+    /// The SSH endpoint's counters (it runs beside the shards, not in them).
+    pub ssh_metrics: Arc<crate::metrics::SshMetrics>,
 }
 
 impl Shared {

@@ -6,12 +6,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelWriteHalf};
 use sluice_config::policy::Decision;
 use sluice_config::Action;
+use sluice_masking::{Profile, StreamMasker};
 
 use super::recording::Recording;
+use super::screen::Screen;
 use super::session::{Caller, Pty, Work};
 use super::upstream::{self, Upstream};
 use crate::approvals::{self, Key, Opened, Settled};
@@ -51,19 +54,11 @@ const TRANSFER_PROGRAMS: &[&str] = &["sftp-server", "internal-sftp", "scp", "rsy
 fn judge(caller: &Caller, work: &Work, interactive: bool) -> Verdict {
     let generation = caller.endpoint.current.load();
     let policy = &generation.policy;
-    let Some(t) = policy.target_index(&caller.target) else {
-        return Verdict::Deny("the target is no longer configured".into());
+    let t = match still_allowed(caller, policy) {
+        Ok(t) => t,
+        Err(message) => return Verdict::Deny(message),
     };
     let groups = policy.groups(&caller.identity.groups);
-    if !policy.may_connect(t, groups) {
-        return Verdict::Deny(format!(
-            "access to target `{}` was withdrawn",
-            caller.target
-        ));
-    }
-    if caller.identity.expires_at <= crate::identity::unix_now() {
-        return Verdict::Deny("your access token has expired; log in again".into());
-    }
     let rules = policy.targets[t].ssh;
     if let Work::Exec(line) = work {
         let transfers = sluice_protocols::shell::simple_commands(line).is_ok_and(|c| {
@@ -144,6 +139,28 @@ fn judge(caller: &Caller, work: &Work, interactive: bool) -> Verdict {
     }
 }
 
+/// The checks every channel meets before its rules: the target is still
+/// configured, the caller may still reach it, the login has not expired.
+/// `Ok` is the target's index in `policy`.
+fn still_allowed(
+    caller: &Caller,
+    policy: &sluice_config::policy::CompiledPolicy,
+) -> Result<usize, String> {
+    let Some(t) = policy.target_index(&caller.target) else {
+        return Err("the target is no longer configured".into());
+    };
+    if !policy.may_connect(t, policy.groups(&caller.identity.groups)) {
+        return Err(format!(
+            "access to target `{}` was withdrawn",
+            caller.target
+        ));
+    }
+    if caller.identity.expires_at <= crate::identity::unix_now() {
+        return Err("your access token has expired; log in again".into());
+    }
+    Ok(t)
+}
+
 /// A held command: the approval flow, told on stderr. `Ok(id)` once approved.
 async fn hold(
     caller: &Caller,
@@ -214,6 +231,23 @@ async fn record(
     approval: Option<u64>,
     reason: Option<&str>,
 ) -> bool {
+    let text = match what {
+        Work::Exec(line) => Some(line.as_str()),
+        _ => None,
+    };
+    record_request(caller, what.name(), text, decision, approval, reason).await
+}
+
+/// [`record`] for any request: `text` is its command line or destination.
+async fn record_request(
+    caller: &Caller,
+    request: &str,
+    text: Option<&str>,
+    decision: &str,
+    approval: Option<u64>,
+    reason: Option<&str>,
+) -> bool {
+    caller.metrics.request(request, decision);
     let Some(audit) = &caller.endpoint.shared.audit else {
         return true;
     };
@@ -222,12 +256,11 @@ async fn record(
         .str("session", &caller.session)
         .str("target", &caller.target)
         .str("subject", &caller.identity.subject)
-        .str("protocol", "ssh");
-    rec = match what {
-        Work::Exec(line) => rec.str("request", "exec").text("text", line.as_bytes()),
-        Work::Shell => rec.str("request", "shell"),
-        Work::Sftp => rec.str("request", "sftp"),
-    };
+        .str("protocol", "ssh")
+        .str("request", request);
+    if let Some(text) = text {
+        rec = rec.text("text", text.as_bytes());
+    }
     rec = rec.str("decision", decision);
     if let Some(id) = approval {
         rec = rec.num("approval", id);
@@ -248,6 +281,86 @@ async fn record(
         ),
         Err(_) => false,
     }
+}
+
+/// Where a client's local port forward (`ssh -L`) goes.
+pub(super) struct Forward {
+    pub host: String,
+    pub port: u32,
+    pub originator: String,
+    pub originator_port: u32,
+}
+
+/// A local port forward, where the guardrails allow them: the host opens the
+/// connection (as it would for `ssh -L` straight to it), Sluice relays and
+/// counts the bytes (they are not recorded: any protocol may run there).
+pub(super) async fn forward(
+    caller: Caller,
+    channel: Channel<Msg>,
+    reply: russh::server::ChannelOpenHandle,
+    to: Forward,
+) {
+    let destination = format!("{}:{}", to.host, to.port);
+    let allowed = {
+        let generation = caller.endpoint.current.load();
+        let policy = &generation.policy;
+        still_allowed(&caller, policy).and_then(|t| match policy.targets[t].ssh.port_forwarding {
+            Action::Allow => Ok(()),
+            _ => Err(format!(
+                "port forwarding is not allowed on target `{}`",
+                caller.target
+            )),
+        })
+    };
+    if let Err(reason) = allowed {
+        info!(
+            "ssh_refused",
+            target = caller.target,
+            subject = caller.identity.subject,
+            what = destination
+        );
+        let _ = record_request(
+            &caller,
+            "forward",
+            Some(&destination),
+            "deny",
+            None,
+            Some(&reason),
+        )
+        .await;
+        // Dropping the reply refuses the channel (administratively prohibited).
+        return;
+    }
+    if !record_request(&caller, "forward", Some(&destination), "allow", None, None).await {
+        return;
+    }
+    let opened = match connected(&caller).await {
+        Ok(upstream) => upstream
+            .channel_open_direct_tcpip(to.host, to.port, to.originator, to.originator_port)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let upch = match opened {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(
+                "upstream_forward_failed",
+                target = caller.target,
+                to = destination,
+                error = e
+            );
+            return reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+        }
+    };
+    reply.accept().await;
+    let (rx, tx) = channel.split();
+    let tap = Arc::new(Mutex::new(Tap {
+        recording: None,
+        screen: None,
+        lines: Vec::new(),
+    }));
+    relay(&caller, rx, tx, upch, tap, false, None, QUIET_STREAM).await;
 }
 
 /// One channel, from the decision to its close.
@@ -276,13 +389,16 @@ pub(super) async fn run(
             record(&caller, &work, "deny", None, Some(&message)).await;
             return finish(&tx, &message, REFUSED).await;
         }
-        Verdict::Approve(spec) => match hold(&caller, &tx, spec, &text).await {
-            Ok(id) => approval = Some(id),
-            Err(message) => {
-                record(&caller, &work, "deny", None, Some(&message)).await;
-                return finish(&tx, &message, REFUSED).await;
+        Verdict::Approve(spec) => {
+            caller.metrics.request(work.name(), "approve");
+            match hold(&caller, &tx, spec, &text).await {
+                Ok(id) => approval = Some(id),
+                Err(message) => {
+                    record(&caller, &work, "deny", None, Some(&message)).await;
+                    return finish(&tx, &message, REFUSED).await;
+                }
             }
-        },
+        }
         Verdict::Allow => {}
     }
     if !record(&caller, &work, "allow", approval, None).await {
@@ -321,7 +437,13 @@ pub(super) async fn run(
     };
     let mut recording = None;
     if let Some(dir) = &caller.endpoint.recordings {
+        // A client without a terminal of its own (`ssh -tt` from a pipe)
+        // asks for a 0x0 one; the host then assumes 80x24.
         let (cols, rows) = pty.as_ref().map_or((80, 24), |p| (p.cols, p.rows));
+        let (cols, rows) = (
+            if cols == 0 { 80 } else { cols },
+            if rows == 0 { 24 } else { rows },
+        );
         match Recording::create(
             dir,
             &name,
@@ -365,27 +487,51 @@ pub(super) async fn run(
         )
         .await;
     }
-    let recording = Arc::new(Mutex::new(recording));
-    if let Ok(mut r) = recording.lock() {
-        if let (Some(r), Some(id)) = (r.as_mut(), approval) {
-            let _ = r.event("m", format!("approved by request {id}").as_bytes());
-        }
+    // A terminal's commands are read off its screen (sftp has none).
+    let screen = match (&pty, &work) {
+        (Some(p), Work::Exec(_) | Work::Shell) => Some(Screen::new(p.cols, p.rows)),
+        _ => None,
+    };
+    let mut tap = Tap {
+        recording,
+        screen,
+        lines: Vec::new(),
+    };
+    if let (Some(r), Some(id)) = (tap.recording.as_mut(), approval) {
+        let _ = r.event("m", format!("approved by request {id}").as_bytes());
     }
-    // Text streams are recorded; sftp is a binary protocol: counted only.
+    let tap = Arc::new(Mutex::new(tap));
+    // Text streams are recorded and masked; sftp is a binary protocol:
+    // counted only.
     let text_stream = !matches!(work, Work::Sftp);
+    let masking = match text_stream {
+        true => caller
+            .endpoint
+            .current
+            .load()
+            .target(&caller.target)
+            .and_then(|(_, plan)| plan.masking.clone()),
+        false => None,
+    };
+    let quiet = match pty {
+        Some(_) => QUIET_TERMINAL,
+        None => QUIET_STREAM,
+    };
     relay(
+        &caller,
         rx,
         tx,
         upch,
-        recording.clone(),
+        tap.clone(),
         text_stream,
-        caller.handle.clone(),
+        masking,
+        quiet,
     )
     .await;
-    let sealed = recording
+    let sealed = tap
         .lock()
         .ok()
-        .and_then(|mut r| r.take())
+        .and_then(|mut t| t.recording.take())
         .map(Recording::seal);
     match sealed {
         Some(Ok(s)) => {
@@ -433,37 +579,192 @@ async fn connected(caller: &Caller) -> Result<Arc<Upstream>, String> {
     Ok(u)
 }
 
-/// Both directions of one channel until the upstream closes it.
-async fn relay(
-    mut rx: russh::ChannelReadHalf,
-    tx: ChannelWriteHalf<Msg>,
-    upch: Channel<russh::client::Msg>,
-    recording: Arc<Mutex<Option<Recording>>>,
-    text: bool,
-    handle: Option<russh::server::Handle>,
-) {
-    let (mut up_rx, up_tx) = upch.split();
-    let up_tx = Arc::new(up_tx);
-    let upch_close = up_tx.clone();
-    // `false`: the event could not be recorded; the channel ends.
-    let record = move |kind: &str, data: &[u8]| -> bool {
-        let Ok(mut r) = recording.lock() else {
-            return false;
-        };
-        match r.as_mut().map(|r| r.event(kind, data)) {
+/// How long masked output may wait for the rest of a value split across
+/// packets before what is held is shown: the stream masker holds a window of
+/// bytes, and a terminal's echo must not wait for the next kilobyte.
+const QUIET_TERMINAL: Duration = Duration::from_millis(25);
+const QUIET_STREAM: Duration = Duration::from_millis(200);
+
+/// What a channel's relay reads as it passes: the recording, and for a
+/// terminal the screen model that commands are read from.
+struct Tap {
+    recording: Option<Recording>,
+    screen: Option<Screen>,
+    /// Lines read off the screen, to be recorded as commands.
+    lines: Vec<String>,
+}
+
+impl Tap {
+    /// `false`: the event could not be recorded (the channel ends).
+    fn event(&mut self, kind: &str, data: &[u8]) -> bool {
+        if let Some(screen) = &mut self.screen {
+            match kind {
+                "i" => screen.input(data, &mut self.lines),
+                "o" => screen.output(data, &mut self.lines),
+                _ => {}
+            }
+        }
+        match self.recording.as_mut().map(|r| r.event(kind, data)) {
             Some(Err(e)) => {
                 warn!("recording_failed", error = e);
                 false
             }
             _ => true,
         }
+    }
+
+    fn resize(&mut self, cols: u32, rows: u32) -> bool {
+        if let Some(screen) = &mut self.screen {
+            screen.resize(cols, rows);
+        }
+        self.event("r", format!("{cols}x{rows}").as_bytes())
+    }
+}
+
+/// The tap behind its lock; the lines read off the screen are recorded as
+/// the commands of the session. `false`: the channel must end.
+fn tapped(caller: &Caller, tap: &Mutex<Tap>, f: impl FnOnce(&mut Tap) -> bool) -> bool {
+    let (ok, lines) = match tap.lock() {
+        Ok(mut t) => {
+            let ok = f(&mut t);
+            (ok, std::mem::take(&mut t.lines))
+        }
+        Err(_) => return false,
     };
-    let record_in = record.clone();
+    for line in lines {
+        record_line(caller, &line);
+    }
+    ok
+}
+
+/// A command read off an interactive shell's screen: recorded with what the
+/// command rules would have said of it (the shell ran it; nothing was held).
+fn record_line(caller: &Caller, line: &str) {
+    let generation = caller.endpoint.current.load();
+    let policy = &generation.policy;
+    let rules = policy.target_index(&caller.target).map(|t| {
+        match policy.decide_command(t, line, policy.groups(&caller.identity.groups)) {
+            Decision::Allow => "allow",
+            Decision::Deny { .. } => "deny",
+            Decision::Approve { .. } => "approve",
+        }
+    });
+    caller.metrics.request("shell-line", "observed");
+    if let Some(audit) = &caller.endpoint.shared.audit {
+        let mut body = Vec::with_capacity(256);
+        Rec::begin(&mut body, "command", now_ms())
+            .str("session", &caller.session)
+            .str("target", &caller.target)
+            .str("subject", &caller.identity.subject)
+            .str("protocol", "ssh")
+            .str("request", "shell-line")
+            .text("text", line.as_bytes())
+            .str("decision", "observed")
+            .str("rules", rules.unwrap_or("deny"))
+            .str("source", "screen")
+            .end();
+        audit.side_record(body);
+    }
+}
+
+/// The output of one stream (stdout or stderr), masked when the target says so.
+struct Masked(Option<StreamMasker>);
+
+impl Masked {
+    /// The bytes to show for `data` (fewer while a value may still run on).
+    fn feed(&mut self, data: Bytes) -> Bytes {
+        match &mut self.0 {
+            None => data,
+            Some(m) => {
+                let mut out = Vec::with_capacity(data.len() + 64);
+                m.feed(&data, &mut out);
+                out.into()
+            }
+        }
+    }
+
+    /// Everything held, masked as far as it can be decided.
+    fn flush(&mut self) -> Bytes {
+        match &mut self.0 {
+            Some(m) if m.held() > 0 => {
+                let mut out = Vec::with_capacity(m.held());
+                m.finish(&mut out);
+                out.into()
+            }
+            _ => Bytes::new(),
+        }
+    }
+
+    fn holds(&self) -> bool {
+        self.0.as_ref().is_some_and(|m| m.held() > 0)
+    }
+}
+
+/// The relay's view of the client channel: output masked, recorded, read
+/// for commands, then sent.
+struct Out<'a> {
+    caller: &'a Caller,
+    tx: &'a ChannelWriteHalf<Msg>,
+    tap: &'a Mutex<Tap>,
+    /// stdout and stderr.
+    streams: [Masked; 2],
+    text: bool,
+}
+
+impl Out<'_> {
+    /// Sends one stream's bytes; `Err(true)`: they could not be recorded.
+    async fn send(&mut self, stream: usize, data: Bytes) -> Result<(), bool> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.caller.metrics.bytes(0, data.len() as u64);
+        if self.text && !tapped(self.caller, self.tap, |t| t.event("o", &data)) {
+            return Err(true);
+        }
+        let sent = match stream {
+            0 => self.tx.data_bytes(data).await,
+            _ => self.tx.extended_data_bytes(1, data).await,
+        };
+        sent.map_err(|_| false)
+    }
+
+    async fn flush(&mut self) -> Result<(), bool> {
+        for i in 0..2 {
+            let held = self.streams[i].flush();
+            self.send(i, held).await?;
+        }
+        Ok(())
+    }
+
+    fn holds(&self) -> bool {
+        self.streams.iter().any(Masked::holds)
+    }
+}
+
+/// Both directions of one channel until the upstream closes it.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    caller: &Caller,
+    mut rx: russh::ChannelReadHalf,
+    tx: ChannelWriteHalf<Msg>,
+    upch: Channel<russh::client::Msg>,
+    tap: Arc<Mutex<Tap>>,
+    text: bool,
+    masking: Option<Profile>,
+    quiet: Duration,
+) {
+    let (mut up_rx, up_tx) = upch.split();
+    let up_tx = Arc::new(up_tx);
+    let upch_close = up_tx.clone();
+    let tap_in = tap.clone();
+    let caller_in = caller.clone();
     let to_upstream = tokio::spawn(async move {
+        let caller = caller_in;
         while let Some(msg) = rx.wait().await {
             let sent = match msg {
                 ChannelMsg::Data { data } => {
-                    if text && !record_in("i", &data) {
+                    caller.metrics.bytes(data.len() as u64, 0);
+                    if text && !tapped(&caller, &tap_in, |t| t.event("i", &data)) {
                         break;
                     }
                     up_tx.data_bytes(data).await
@@ -475,7 +776,7 @@ async fn relay(
                     pix_width,
                     pix_height,
                 } => {
-                    if !record_in("r", format!("{col_width}x{row_height}").as_bytes()) {
+                    if !tapped(&caller, &tap_in, |t| t.resize(col_width, row_height)) {
                         break;
                     }
                     up_tx
@@ -492,25 +793,48 @@ async fn relay(
         }
         let _ = up_tx.close().await;
     });
+    let masker = || Masked(masking.clone().map(StreamMasker::new));
+    let mut out = Out {
+        caller,
+        tx: &tx,
+        tap: &tap,
+        streams: [masker(), masker()],
+        text,
+    };
     let mut eof = false;
     let mut unrecorded = false;
-    while let Some(msg) = up_rx.wait().await {
+    loop {
+        let msg = if out.holds() {
+            match tokio::time::timeout(quiet, up_rx.wait()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    // Quiet: what is held is shown.
+                    match out.flush().await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            unrecorded = e;
+                            break;
+                        }
+                    }
+                }
+            }
+        } else {
+            up_rx.wait().await
+        };
+        let Some(msg) = msg else { break };
         let sent = match msg {
             ChannelMsg::Data { data } => {
-                if text && !record("o", &data) {
-                    unrecorded = true;
-                    break;
-                }
-                tx.data_bytes(data).await
+                let shown = out.streams[0].feed(data);
+                out.send(0, shown).await
             }
-            ChannelMsg::ExtendedData { data, ext } => {
-                if text && !record("o", &data) {
-                    unrecorded = true;
-                    break;
-                }
-                tx.extended_data_bytes(ext, data).await
+            ChannelMsg::ExtendedData { data, .. } => {
+                let shown = out.streams[1].feed(data);
+                out.send(1, shown).await
             }
-            ChannelMsg::ExitStatus { exit_status } => tx.exit_status(exit_status).await,
+            ChannelMsg::ExitStatus { exit_status } => match out.flush().await {
+                Ok(()) => tx.exit_status(exit_status).await.map_err(|_| false),
+                e => e,
+            },
             // A command killed by a signal: the client hears which.
             ChannelMsg::ExitSignal {
                 signal_name,
@@ -518,7 +842,8 @@ async fn relay(
                 error_message,
                 lang_tag,
             } => {
-                if let Some(h) = &handle {
+                let flushed = out.flush().await;
+                if let (Ok(()), Some(h)) = (&flushed, &caller.handle) {
                     let _ = h
                         .exit_signal_request(
                             tx.id(),
@@ -529,18 +854,25 @@ async fn relay(
                         )
                         .await;
                 }
-                Ok(())
+                flushed
             }
             ChannelMsg::Eof => {
                 eof = true;
-                tx.eof().await
+                match out.flush().await {
+                    Ok(()) => tx.eof().await.map_err(|_| false),
+                    e => e,
+                }
             }
             ChannelMsg::Close => break,
             _ => Ok(()),
         };
-        if sent.is_err() {
+        if let Err(e) = sent {
+            unrecorded = e;
             break;
         }
+    }
+    if !unrecorded {
+        unrecorded = out.flush().await == Err(true);
     }
     if unrecorded {
         // Nothing runs unrecorded: the session ends here, and says why.

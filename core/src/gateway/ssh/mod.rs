@@ -28,6 +28,7 @@ use crate::{info, warn};
 
 mod channel;
 mod recording;
+mod screen;
 mod session;
 mod upstream;
 

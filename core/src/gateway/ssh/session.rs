@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use super::upstream::Upstream;
 use super::Endpoint;
 use crate::audit::{now_ms, Rec};
 use crate::identity::Identity;
+use crate::metrics::SshTarget;
 use crate::{info, warn};
 
 pub(super) fn server_config(key: PrivateKey) -> server::Config {
@@ -65,6 +67,7 @@ pub(super) struct Caller {
     pub(super) upstream: Arc<tokio::sync::Mutex<Option<Arc<Upstream>>>>,
     /// To send what a channel's write half cannot (an exit signal).
     pub(super) handle: Option<server::Handle>,
+    pub(super) metrics: Arc<SshTarget>,
 }
 
 pub(super) struct Connection {
@@ -79,6 +82,7 @@ pub(super) struct Connection {
     /// Sluice's login to the upstream, made once for the connection's channels.
     upstream: Arc<tokio::sync::Mutex<Option<Arc<Upstream>>>>,
     counter: u32,
+    metrics: Arc<SshTarget>,
     /// Set once the caller has logged in (the accept loop's grace timer reads it).
     pub logged_in: Arc<std::sync::atomic::AtomicBool>,
     /// Counts this connection among the endpoint's open ones until dropped.
@@ -95,7 +99,11 @@ impl Connection {
     ) -> Connection {
         let mut sid = [0u8; 8];
         getrandom::fill(&mut sid).expect("the OS random source is available");
+        let metrics = endpoint.shared.ssh_metrics.target(&target);
+        metrics.open.fetch_add(1, Ordering::Relaxed);
+        metrics.total.fetch_add(1, Ordering::Relaxed);
         Connection {
+            metrics,
             endpoint,
             target,
             peer,
@@ -142,6 +150,7 @@ impl Connection {
                         .str("reason", &e.to_string())
                         .end()
                 });
+                self.metrics.refused_logins.fetch_add(1, Ordering::Relaxed);
                 return try_again();
             }
         };
@@ -166,6 +175,7 @@ impl Connection {
                     .strs("groups", &identity.groups)
                     .end()
             });
+            self.metrics.refused_logins.fetch_add(1, Ordering::Relaxed);
             return try_again();
         }
         info!(
@@ -185,8 +195,7 @@ impl Connection {
                 .end()
         });
         self.identity = Some(Arc::new(identity));
-        self.logged_in
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.logged_in.store(true, Ordering::Release);
         Auth::Accept
     }
 
@@ -199,11 +208,14 @@ impl Connection {
             fd: self.fd,
             upstream: self.upstream.clone(),
             handle: None,
+            metrics: self.metrics.clone(),
         })
     }
 
-    /// A refusal of something the client asked for besides commands.
-    fn refused(&self, what: &str) {
+    /// A refusal of something the client asked for besides commands;
+    /// `request` is its metrics name.
+    fn refused(&self, request: &str, what: &str) {
+        self.metrics.request(request, "deny");
         let subject = self.identity.as_ref().map_or("", |i| i.subject.as_str());
         info!(
             "ssh_refused",
@@ -257,6 +269,17 @@ pub(super) enum Work {
     Sftp,
 }
 
+impl Work {
+    /// Its name in records and metrics.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Work::Exec(_) => "exec",
+            Work::Shell => "shell",
+            Work::Sftp => "sftp",
+        }
+    }
+}
+
 impl server::Handler for Connection {
     type Error = russh::Error;
 
@@ -297,22 +320,27 @@ impl server::Handler for Connection {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host: &str,
         port: u32,
-        _originator: &str,
-        _originator_port: u32,
-        _reply: ChannelOpenHandle,
-        _session: &mut Session,
+        originator: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Dropping the reply refuses the channel (administratively prohibited).
-        if self.ssh_rules().port_forwarding != Action::Allow {
-            self.refused(&format!("port forwarding to {host}:{port}"));
-        } else {
-            self.refused(&format!(
-                "port forwarding to {host}:{port} (not relayed by this version)"
-            ));
-        }
+        let Some(mut caller) = self.caller() else {
+            return Ok(());
+        };
+        caller.handle = Some(session.handle());
+        let to = super::channel::Forward {
+            host: host.to_owned(),
+            port,
+            originator: originator.to_owned(),
+            originator_port,
+        };
+        // Judged, recorded and relayed on its own task; until the reply is
+        // sent the client waits, and a dropped reply refuses the channel.
+        tokio::spawn(super::channel::forward(caller, channel, reply, to));
         Ok(())
     }
 
@@ -323,7 +351,10 @@ impl server::Handler for Connection {
         _reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refused(&format!("forwarding to the socket {socket_path}"));
+        self.refused(
+            "forward",
+            &format!("forwarding to the socket {socket_path}"),
+        );
         Ok(())
     }
 
@@ -333,7 +364,10 @@ impl server::Handler for Connection {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refused(&format!("remote port forwarding from {address}:{port}"));
+        self.refused(
+            "forward",
+            &format!("remote port forwarding from {address}:{port}"),
+        );
         Ok(false)
     }
 
@@ -342,7 +376,7 @@ impl server::Handler for Connection {
         _channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refused("agent forwarding");
+        self.refused("forward", "agent forwarding");
         Ok(false)
     }
 
@@ -355,7 +389,7 @@ impl server::Handler for Connection {
         _screen: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refused("X11 forwarding");
+        self.refused("forward", "X11 forwarding");
         session.channel_failure(channel)
     }
 
@@ -429,7 +463,7 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         if name != "sftp" || self.ssh_rules().sftp != Action::Allow {
-            self.refused(&format!("subsystem {name}"));
+            self.refused("sftp", &format!("subsystem {name}"));
             return session.channel_failure(channel);
         }
         session.channel_success(channel)?;
@@ -452,6 +486,7 @@ impl server::Handler for Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.metrics.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(identity) = &self.identity {
             self.note(|out| {
                 Rec::begin(out, "session_end", now_ms())
