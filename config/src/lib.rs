@@ -184,6 +184,9 @@ pub struct Identity {
     pub hmac_secret: Option<Secret>,
     pub require_typ: Option<String>,
     pub admin_groups: Vec<String>,
+    /// SSH: OpenSSH public key lines of the CAs whose user certificates may
+    /// log in instead of a token (principals: the subject and `group:NAME`s).
+    pub ssh_user_ca: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,8 +242,10 @@ pub struct Target {
     pub method_override: bool,
     pub upstream_tls: UpstreamTls,
     pub upstream_ca: Option<String>,
-    /// SSH: the upstream's pinned host key, an OpenSSH public key line.
+    /// SSH: the upstream's pinned host key, an OpenSSH public key line ...
     pub upstream_host_key: Option<String>,
+    /// ... or an OpenSSH known_hosts file with the upstream's keys.
+    pub upstream_known_hosts: Option<String>,
     /// SSH: Sluice's own host key file.
     pub host_key: Option<String>,
 }
@@ -304,6 +309,10 @@ pub struct SshRules {
     pub agent_forwarding: Action,
     /// `-X`/`-Y`: default `deny`.
     pub x11: Action,
+    /// A command that no rule names: `allow` (the default; rules list what
+    /// to stop), or `deny` / `approve` (rules list what may run: an
+    /// allow-list, where every command a line runs must be named).
+    pub other_commands: Action,
 }
 
 impl Default for SshRules {
@@ -314,6 +323,7 @@ impl Default for SshRules {
             port_forwarding: Action::Deny,
             agent_forwarding: Action::Deny,
             x11: Action::Deny,
+            other_commands: Action::Allow,
         }
     }
 }

@@ -50,6 +50,11 @@ pub struct Statement {
     pub opaque: bool,
 }
 
+/// The `rule` of a decision made by `other_commands` (no rule named the
+/// command) or by the `shell` setting; a held one goes to the target's
+/// approvers.
+pub const OTHER_COMMANDS: u16 = u16::MAX;
+
 /// What happens to a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -422,28 +427,55 @@ impl CompiledPolicy {
     /// any rule would deny or hold a command for this caller.
     pub fn decide_command(&self, target: usize, line: &str, groups: GroupSet) -> Decision {
         let rules = &self.targets[target].commands;
+        let other = self.targets[target].ssh.other_commands;
         let applies = |c: &&CommandEntry| c.entry.groups == 0 || groups.intersects(c.entry.groups);
         let mut candidates = vec![sluice_protocols::shell::normalise(line)];
         match sluice_protocols::shell::simple_commands(line) {
             Ok(found) => candidates.extend(found),
             Err(why) => {
-                if let Some(c) = rules
+                let stops = rules
                     .iter()
                     .filter(applies)
                     .find(|c| c.entry.action != Action::Allow)
-                {
+                    .map(|c| c.entry.rule);
+                if let Some(rule) = stops.or((other != Action::Allow).then_some(OTHER_COMMANDS)) {
                     return Decision::Deny {
                         message: format!(
                             "this command line cannot be judged ({why}); send the commands themselves"
                         )
                         .into(),
-                        rule: c.entry.rule,
+                        rule,
                     };
                 }
             }
         }
         let mut approve = None;
-        for text in &candidates {
+        for (i, text) in candidates.iter().enumerate() {
+            // An allow-list: every command the line runs must be named (the
+            // line as a whole need not be, when its commands are).
+            let named = i == 0
+                || rules.iter().filter(applies).any(|c| {
+                    c.globs
+                        .iter()
+                        .any(|g| sluice_protocols::shell::glob(g, text))
+                });
+            if !named {
+                match other {
+                    Action::Allow => {}
+                    Action::Deny => {
+                        return Decision::Deny {
+                            message: format!(
+                                "`{text}` is not among the commands allowed on this target"
+                            )
+                            .into(),
+                            rule: OTHER_COMMANDS,
+                        }
+                    }
+                    Action::Approve => {
+                        approve.get_or_insert(OTHER_COMMANDS);
+                    }
+                }
+            }
             let decision = combine(|| {
                 rules
                     .iter()

@@ -91,6 +91,9 @@ pub struct RawIdentity {
     pub require_typ: Option<Spanned<String>>,
     #[serde(default)]
     pub admin_groups: Vec<Spanned<String>>,
+    /// SSH: certificate authorities whose user certificates log in.
+    #[serde(default)]
+    pub ssh_user_ca: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +167,8 @@ pub struct RawTarget {
     pub upstream_ca: Option<Spanned<String>>,
     /// SSH: the upstream's host key, pinned (`ssh-ed25519 AAAA...`).
     pub upstream_host_key: Option<Spanned<String>>,
+    /// SSH: or an OpenSSH known_hosts file holding the upstream's keys.
+    pub upstream_known_hosts: Option<Spanned<String>>,
     /// SSH: Sluice's own host key file (created 0600 on first start).
     pub host_key: Option<Spanned<String>>,
 }
@@ -233,6 +238,8 @@ pub struct RawGuardrails {
     pub port_forwarding: Option<Spanned<Action>>,
     pub agent_forwarding: Option<Spanned<Action>>,
     pub x11: Option<Spanned<Action>>,
+    /// SSH: commands no rule names (`allow`; `deny`/`approve`: an allow-list).
+    pub other_commands: Option<Spanned<Action>>,
 }
 
 #[derive(Debug, Deserialize)]

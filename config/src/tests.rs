@@ -926,4 +926,108 @@ fn ssh_target_errors() {
         &format!("{SSH_OK}sftp = \"approve\"\n"),
         "t.toml:22:8: `sftp` is \"allow\" or \"deny\"",
     );
+    assert_error(
+        &format!("{SSH_OK}agent_forwarding = \"allow\"\n"),
+        "t.toml:22:20: `agent_forwarding` can only be \"deny\"",
+    );
+    assert_error(
+        &SSH_OK.replace(
+            "credentials = {",
+            "upstream_known_hosts = \"/etc/ssh/ssh_known_hosts\"\ncredentials = {",
+        ),
+        "t.toml:12:24: set `upstream_host_key` or `upstream_known_hosts`, not both",
+    );
+    assert_error(
+        &SSH_OK.replace(
+            "jwks = \"file:dev.jwks.json\"",
+            "jwks = \"file:dev.jwks.json\"\nssh_user_ca = [\"ca.pub\"]",
+        ),
+        "t.toml:5:16: `ssh_user_ca` entries are the CAs' OpenSSH public key lines",
+    );
+    // A known_hosts file instead of a pinned key; a CA for certificates.
+    let c = parse(
+        &SSH_OK
+            .replace(
+                "upstream_host_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMx3example0000000000000000000000000000 web1\"",
+                "upstream_known_hosts = \"/etc/ssh/ssh_known_hosts\"",
+            )
+            .replace(
+                "jwks = \"file:dev.jwks.json\"",
+                "jwks = \"file:dev.jwks.json\"\nssh_user_ca = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMx3example0000000000000000000000000000 ca\"]",
+            ),
+        "t.toml",
+        env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.targets[0].upstream_known_hosts.as_deref(),
+        Some("/etc/ssh/ssh_known_hosts")
+    );
+    assert_eq!(c.identity.unwrap().ssh_user_ca.len(), 1);
+}
+
+#[test]
+fn an_allow_list_of_commands_names_every_command_a_line_runs() {
+    use crate::policy::{CompiledPolicy, Decision, OTHER_COMMANDS};
+    let allow_list = SSH_OK.replace(
+        "rules = [\n  { commands = [\"rm -rf *\", \"shutdown*\", \"mkfs*\"], action = \"deny\", message = \"destructive commands are blocked\" },\n  { commands = [\"systemctl restart *\"], action = \"approve\" },\n]",
+        "rules = [\n  { commands = [\"uptime\", \"systemctl status *\", \"journalctl -u *\"], action = \"allow\" },\n  { commands = [\"systemctl restart *\"], action = \"approve\" },\n]\nother_commands = \"deny\"",
+    );
+    assert_ne!(allow_list, SSH_OK);
+    let c = parse(&allow_list, "t.toml", env).unwrap();
+    // Commands outside the list step around it in a shell: shells are off.
+    assert_eq!(c.guardrails["web"].ssh.shell, Action::Deny);
+    let p = CompiledPolicy::compile(&c).unwrap();
+    let agent = p.groups(&["agents"]);
+    for line in [
+        "uptime",
+        "systemctl status nginx",
+        "uptime && journalctl -u nginx | tail",
+    ] {
+        let d = p.decide_command(0, line, agent);
+        // `tail` is not named: the piped line is refused as a whole.
+        if line.contains("tail") {
+            assert!(
+                matches!(
+                    d,
+                    Decision::Deny {
+                        rule: OTHER_COMMANDS,
+                        ..
+                    }
+                ),
+                "{line}"
+            );
+        } else {
+            assert_eq!(d, Decision::Allow, "{line}");
+        }
+    }
+    for line in [
+        "cat /etc/shadow",
+        "uptime; cat /etc/shadow",
+        "systemctl status nginx $(cat /etc/shadow)",
+        "$CMD",
+    ] {
+        assert!(
+            matches!(p.decide_command(0, line, agent), Decision::Deny { .. }),
+            "{line}"
+        );
+    }
+    assert!(matches!(
+        p.decide_command(0, "systemctl restart nginx", agent),
+        Decision::Approve { .. }
+    ));
+    // `approve`: what no rule names waits for the target's approvers.
+    let held = parse(
+        &allow_list.replace("other_commands = \"deny\"", "other_commands = \"approve\""),
+        "t.toml",
+        env,
+    )
+    .unwrap();
+    let p = CompiledPolicy::compile(&held).unwrap();
+    assert_eq!(
+        p.decide_command(0, "cat /etc/hostname", agent),
+        Decision::Approve {
+            rule: OTHER_COMMANDS
+        }
+    );
 }

@@ -303,7 +303,7 @@ pub struct SshMetrics {
 }
 
 /// What the SSH endpoint asked of a channel, for `sluice_ssh_requests_total`.
-pub const SSH_REQUESTS: [&str; 5] = ["exec", "shell", "sftp", "forward", "shell-line"];
+pub const SSH_REQUESTS: [&str; 6] = ["exec", "shell", "sftp", "forward", "pty", "shell-line"];
 /// What became of it (`observed`: a command read off a shell's screen).
 pub const SSH_DECISIONS: [&str; 4] = ["allow", "deny", "approve", "observed"];
 

@@ -178,3 +178,38 @@ pub async fn connect(
     }
     tls(config, target, tcp, timeout).await
 }
+
+/// The host keys an SSH upstream may present: the pinned `upstream_host_key`,
+/// or its entries in the `upstream_known_hosts` file (read anew at each
+/// login, so a rotated key is taken from the file without a reload). Never
+/// empty: an upstream without a known key is never logged in to.
+pub fn ssh_host_keys(target: &Target) -> Result<Vec<russh::keys::PublicKey>, String> {
+    if let Some(line) = &target.upstream_host_key {
+        let key = russh::keys::PublicKey::from_openssh(line)
+            .map_err(|e| format!("upstream_host_key: not a readable public key: {e}"))?;
+        return Ok(vec![key]);
+    }
+    let Some(file) = &target.upstream_known_hosts else {
+        return Err("no upstream_host_key or upstream_known_hosts".into());
+    };
+    let (host, port) = match target.upstream.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            p.parse::<u16>().unwrap_or(22),
+        ),
+        None => (target.upstream.as_str(), 22),
+    };
+    std::fs::metadata(file).map_err(|e| format!("upstream_known_hosts {file}: {e}"))?;
+    let keys = russh::keys::known_hosts::known_host_keys_path(host, port, file)
+        .map_err(|e| format!("upstream_known_hosts {file}: {e}"))?;
+    if keys.is_empty() {
+        let name = match port {
+            22 => host.to_owned(),
+            _ => format!("[{host}]:{port}"),
+        };
+        return Err(format!(
+            "upstream_known_hosts {file} has no key for {name} (add the line `ssh-keyscan -p {port} {host}` prints)"
+        ));
+    }
+    Ok(keys.into_iter().map(|(_, k)| k).collect())
+}

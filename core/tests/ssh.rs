@@ -113,22 +113,39 @@ fn setup(guardrails: &str, extra_targets: &str) -> Setup {
 }
 
 /// `target_extra`: more settings of the `web1` target; `sections`: more of
-/// the file (masking profiles).
+/// the file (masking profiles, `[identity]` settings). In `extra_targets`,
+/// `{SSHD_PORT}` is the sshd's port and `{KNOWN_HOSTS}` a known_hosts file
+/// with its host key.
 fn setup_with(guardrails: &str, extra_targets: &str, target_extra: &str, sections: &str) -> Setup {
     let sshd = Sshd::start();
-    let extra_targets = &extra_targets.replace("{SSHD_PORT}", &sshd.port.to_string());
     let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key()),
+    )
+    .unwrap();
+    let extra_targets = &extra_targets
+        .replace("{SSHD_PORT}", &sshd.port.to_string())
+        .replace("{CLIENT_KEY}", &sshd.client_key().display().to_string())
+        .replace("{KNOWN_HOSTS}", &known_hosts.display().to_string());
     let keys = Keys::new(dir.path());
     let (addr, admin) = (free_addr(), free_addr());
     let audit = dir.path().join("audit");
     let config = format!(
-        "[gateway]\nshards = 1\nadmin = \"{admin}\"\n{identity}admin_groups = [\"platform\"]\n\n\
+        "[gateway]\nshards = 1\nadmin = \"{admin}\"\n{identity}admin_groups = [\"platform\"]\n{identity_extra}\n\
          [audit]\ndir = \"{audit}\"\ndurability = \"strict\"\n\n\
          [[target]]\nname = \"web1\"\nprotocol = \"ssh\"\nlisten = \"{addr}\"\nupstream = \"127.0.0.1:{port}\"\n\
          upstream_host_key = \"{host_key}\"\ncredentials = {{ user = \"{user}\", key_file = \"{key}\" }}\n\
          access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"web\"\n{target_extra}\n{extra_targets}\n\
          [guardrails.web]\n{guardrails}\n{sections}",
         identity = keys.identity_block(),
+        identity_extra = sections
+            .strip_prefix("[identity]\n")
+            .map_or("", |rest| rest.split("\n[").next().unwrap_or_default()),
+        sections = sections
+            .strip_prefix("[identity]\n")
+            .map_or(sections, |rest| rest.find("\n[").map_or("", |i| &rest[i + 1..])),
         audit = audit.display(),
         port = sshd.port,
         host_key = sshd.host_key(),
@@ -310,6 +327,17 @@ fn exec_runs_with_the_injected_key_and_denied_commands_never_reach_the_host() {
             && r["decision"] == "allow"
             && r["text"].as_str().is_some_and(|t| t.contains("exit 3"))
     });
+    // /metrics counts the target's SSH connections and requests by decision.
+    let (status, page) = http_get(s.admin, "/metrics");
+    assert_eq!(status, 200);
+    for series in [
+        "sluice_ssh_requests_total{target=\"web1\",request=\"exec\",decision=\"deny\"}",
+        "sluice_ssh_requests_total{target=\"web1\",request=\"exec\",decision=\"allow\"}",
+        "sluice_ssh_connections_total{target=\"web1\"}",
+        "sluice_ssh_bytes_total{target=\"web1\",direction=\"upstream_to_client\"}",
+    ] {
+        assert!(page.contains(series), "{series} in\n{page}");
+    }
 }
 
 #[test]
@@ -365,7 +393,7 @@ fn a_refused_token_a_forward_and_a_wrong_host_key_are_refused() {
     let o = run(cmd, Some("ls\n"));
     assert_ne!(o.status.code(), Some(0), "sftp must be refused");
     wait_record(&s.audit, |r| {
-        r["request"] == "subsystem sftp" && r["decision"] == "deny"
+        r["request"] == "sftp" && r["text"] == "subsystem sftp" && r["decision"] == "deny"
     });
 
     // An upstream whose host key is not the pinned one is never used.
@@ -684,4 +712,221 @@ fn port_forwarding_runs_where_the_guardrails_allow_it() {
     wait_record(&s.audit, |r| {
         r["request"] == "forward" && r["text"] == target.as_str() && r["decision"] == "allow"
     });
+}
+
+/// An OpenSSH user certificate signed by a CA in `[identity] ssh_user_ca`.
+struct Ca {
+    dir: tempfile::TempDir,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        keygen(&dir.path().join("ca"));
+        Ca { dir }
+    }
+
+    fn public(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ca.pub"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A client key and its certificate (`ssh-keygen -s` with `options`).
+    fn issue(&self, name: &str, options: &[&str]) -> PathBuf {
+        let key = self.dir.path().join(name);
+        keygen(&key);
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(self.dir.path().join("ca"))
+            .args(["-I", name])
+            .args(options)
+            .arg(key.with_extension("pub"))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        key
+    }
+}
+
+impl Setup {
+    /// `ssh` through the gateway logging in with `key` and its certificate.
+    fn ssh_cert(&self, key: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-p", &self.addr.port().to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"])
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "PreferredAuthentications=publickey", "-i"])
+            .arg(key)
+            .arg("-o")
+            .arg(format!("CertificateFile={}-cert.pub", key.display()))
+            .arg(format!("anyone@{}", self.addr.ip()))
+            .args(args);
+        run(cmd, None)
+    }
+}
+
+/// Certificates log in as their principal, with the groups they name, only
+/// when a configured CA signed them for a bounded time; their options hold.
+#[test]
+fn a_certificate_logs_in_as_its_principal_and_its_limits_hold() {
+    let (ca, rogue) = (Ca::new(), Ca::new());
+    let s = setup_with(
+        RULES,
+        "",
+        "",
+        &format!("[identity]\nssh_user_ca = [\"{}\"]\n", ca.public()),
+    );
+    let good = ca.issue(
+        "alice",
+        &["-n", "alice,group:agents", "-V", "+1h", "-z", "7"],
+    );
+    let o = s.ssh_cert(&good, &["echo via-cert"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "via-cert\n");
+    let start = wait_record(&s.audit, |r| {
+        r["type"] == "session_start" && r["subject"] == "alice"
+    });
+    assert_eq!(start["login"], "certificate alice serial 7");
+    assert_eq!(start["groups"], serde_json::json!(["agents"]));
+    // The command rules hold as for a token login.
+    let o = s.ssh_cert(&good, &["rm -rf /tmp/nothing"]);
+    assert_eq!(o.status.code(), Some(126));
+
+    // Refused: another CA, no expiry, no subject, a group without access,
+    // a source address the client is not at.
+    for (name, options, why) in [
+        (
+            "forever",
+            &["-n", "alice,group:agents"][..],
+            "valid forever",
+        ),
+        (
+            "nobody",
+            &["-n", "group:agents", "-V", "+1h"][..],
+            "no principal",
+        ),
+        ("intern", &["-n", "eve,group:interns", "-V", "+1h"][..], ""),
+        (
+            "elsewhere",
+            &[
+                "-n",
+                "alice,group:agents",
+                "-V",
+                "+1h",
+                "-O",
+                "source-address=10.9.9.0/24",
+            ][..],
+            "may only be used from 10.9.9.0/24",
+        ),
+    ] {
+        let key = ca.issue(name, options);
+        let o = s.ssh_cert(&key, &["echo ran"]);
+        assert_eq!(o.status.code(), Some(255), "{name}: {}", text(&o.stdout));
+        assert!(text(&o.stdout).is_empty(), "{name}");
+        if !why.is_empty() {
+            wait_record(&s.audit, |r| {
+                r["type"] == "auth_failure" && r["reason"].as_str().is_some_and(|x| x.contains(why))
+            });
+        }
+    }
+    let forged = rogue.issue("forged", &["-n", "alice,group:agents", "-V", "+1h"]);
+    let o = s.ssh_cert(&forged, &["echo ran"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stdout).is_empty());
+    wait_record(&s.audit, |r| {
+        r["type"] == "access_denied" && r["subject"] == "eve"
+    });
+
+    // force-command runs instead of what was asked; no permit-pty: no terminal.
+    let forced = ca.issue(
+        "forced",
+        &[
+            "-n",
+            "alice,group:agents",
+            "-V",
+            "+1h",
+            "-O",
+            "clear",
+            "-O",
+            "force-command=echo forced",
+        ],
+    );
+    let o = s.ssh_cert(&forced, &["echo asked"]);
+    assert_eq!(text(&o.stdout), "forced\n", "{}", text(&o.stderr));
+    wait_record(&s.audit, |r| {
+        r["type"] == "command" && r["text"] == "echo forced"
+    });
+    let o = s.ssh_cert(&forced, &["-tt", "echo asked"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("PTY allocation request failed"),
+        "{}",
+        text(&o.stderr)
+    );
+    wait_record(&s.audit, |r| {
+        r["type"] == "command" && r["request"] == "pty" && r["decision"] == "deny"
+    });
+    // No permit-port-forwarding: no forward, though the guardrails would allow it.
+    let o = s.ssh_cert(&forced, &["-W", &format!("127.0.0.1:{}", s.sshd.port)]);
+    assert!(!text(&o.stdout).starts_with("SSH-"), "{}", text(&o.stdout));
+}
+
+/// `upstream_known_hosts` instead of a pinned key: the upstream's key is
+/// looked up by host and port; a file that does not hold it refuses.
+#[test]
+fn an_upstream_known_from_a_known_hosts_file() {
+    let known = free_addr();
+    let target = |name: &str, listen, file: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\nprotocol = \"ssh\"\nlisten = \"{listen}\"\nupstream = \"127.0.0.1:{{SSHD_PORT}}\"\n\
+             upstream_known_hosts = \"{file}\"\ncredentials = {{ user = \"{}\", key_file = \"{{CLIENT_KEY}}\" }}\naccess = [\"agents\"]\n",
+            user()
+        )
+    };
+    let elsewhere = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        elsewhere.path(),
+        "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOf3vEtSlyF30sj5rBqxHhxG6yY2e+bLbhUvGrYVGDbB\n",
+    )
+    .unwrap();
+    let s = setup(RULES, &target("known", known, "{KNOWN_HOSTS}"));
+    let token = s.token("alice");
+    let o = s.ssh_to(known, &token, &["echo known"], None);
+    assert_eq!(text(&o.stdout), "known\n", "{}", text(&o.stderr));
+    drop(s);
+    // A file without the upstream's key fails the load, naming what to add.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    let keys = Keys::new(dir.path());
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[target]]\nname = \"web\"\nprotocol = \"ssh\"\nlisten = \"{known}\"\nupstream = \"127.0.0.1:2222\"\n\
+             upstream_known_hosts = \"{}\"\ncredentials = {{ user = \"x\", key_file = \"/nonexistent\" }}\naccess = [\"agents\"]\n",
+            keys.identity_block(),
+            elsewhere.path().display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(sluice_bin())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        format!("{}{}", text(&o.stdout), text(&o.stderr))
+            .contains("has no key for [127.0.0.1]:2222"),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
 }

@@ -408,6 +408,7 @@ pub(crate) fn validate(
                     .upstream_host_key
                     .as_ref()
                     .map(|k| k.get_ref().trim().to_owned()),
+                upstream_known_hosts: t.upstream_known_hosts.as_ref().map(|k| k.get_ref().clone()),
                 host_key: t.host_key.as_ref().map(|k| k.get_ref().clone()),
                 name,
                 protocol,

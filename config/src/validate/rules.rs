@@ -156,7 +156,10 @@ pub(super) fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
         .collect();
     let holds_commands = rules
         .iter()
-        .any(|r: &Rule| !r.commands.is_empty() && r.action != Action::Allow);
+        .any(|r: &Rule| !r.commands.is_empty() && r.action != Action::Allow)
+        || g.other_commands
+            .as_ref()
+            .is_some_and(|o| *o.get_ref() != Action::Allow);
     let mut ssh = SshRules {
         shell: if holds_commands {
             Action::Deny
@@ -179,10 +182,17 @@ pub(super) fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
             &mut ssh.agent_forwarding,
         ),
         (&g.x11, "x11", &mut ssh.x11),
+        (&g.other_commands, "other_commands", &mut ssh.other_commands),
     ] {
         if let Some(v) = value {
-            if *v.get_ref() == Action::Approve && key != "shell" {
+            if *v.get_ref() == Action::Approve && key != "shell" && key != "other_commands" {
                 c.error(v.span(), format!("`{key}` is \"allow\" or \"deny\""));
+            }
+            if *v.get_ref() != Action::Deny && (key == "agent_forwarding" || key == "x11") {
+                c.error(
+                    v.span(),
+                    format!("`{key}` can only be \"deny\": Sluice logs in to the host as itself, and forwarding the caller's agent or display to it would let whoever controls the host act as the caller"),
+                );
             }
             *slot = *v.get_ref();
         }

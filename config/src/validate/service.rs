@@ -218,5 +218,6 @@ pub(super) fn identity(
             .iter()
             .map(|g| g.get_ref().clone())
             .collect(),
+        ssh_user_ca: super::ssh::user_cas(c, &id.ssh_user_ca),
     }
 }

@@ -9,18 +9,26 @@ use crate::schema::*;
 use super::Checker;
 
 pub(super) fn target(c: &mut Checker, t: &RawTarget, name: &str) {
-    match &t.upstream_host_key {
-        None => c.error(
+    match (&t.upstream_host_key, &t.upstream_known_hosts) {
+        (None, None) => c.error(
             t.name.span(),
             format!(
-                "ssh target `{name}` needs `upstream_host_key`: the upstream's public host key (e.g. the `ssh-ed25519 AAAA...` line of `ssh-keyscan HOST`); Sluice never trusts a host key on first use"
+                "ssh target `{name}` needs `upstream_host_key`: the upstream's public host key (e.g. the `ssh-ed25519 AAAA...` line of `ssh-keyscan HOST`), or `upstream_known_hosts`: a known_hosts file with it; Sluice never trusts a host key on first use"
             ),
         ),
-        Some(k) if !is_public_key_line(k.get_ref()) => c.error(
+        (Some(_), Some(f)) => c.error(
+            f.span(),
+            "set `upstream_host_key` or `upstream_known_hosts`, not both",
+        ),
+        (Some(k), None) if !is_public_key_line(k.get_ref()) => c.error(
             k.span(),
             "`upstream_host_key` must be an OpenSSH public key line: `ssh-ed25519 AAAA...`, `ecdsa-sha2-nistp256 AAAA...` or `ssh-rsa AAAA...`",
         ),
-        Some(_) => {}
+        (None, Some(f)) if f.get_ref().trim().is_empty() => c.error(
+            f.span(),
+            "`upstream_known_hosts` must name a known_hosts file",
+        ),
+        _ => {}
     }
     let credentials = t.credentials.as_ref().map(Spanned::get_ref);
     let user = credentials.and_then(|cr| cr.user.as_ref());
@@ -76,6 +84,10 @@ pub(super) fn not_ssh(c: &mut Checker, t: &RawTarget, name: &str, protocol: Prot
             t.upstream_host_key.as_ref().map(|s| s.span()),
             "upstream_host_key",
         ),
+        (
+            t.upstream_known_hosts.as_ref().map(|s| s.span()),
+            "upstream_known_hosts",
+        ),
         (t.host_key.as_ref().map(|s| s.span()), "host_key"),
         (key_file, "credentials.key_file"),
     ] {
@@ -89,6 +101,22 @@ pub(super) fn not_ssh(c: &mut Checker, t: &RawTarget, name: &str, protocol: Prot
             );
         }
     }
+}
+
+/// `identity.ssh_user_ca`: public key lines of certificate authorities.
+pub(super) fn user_cas(c: &mut Checker, lines: &[Spanned<String>]) -> Vec<String> {
+    for line in lines {
+        if !is_public_key_line(line.get_ref()) {
+            c.error(
+                line.span(),
+                "`ssh_user_ca` entries are the CAs' OpenSSH public key lines: `ssh-ed25519 AAAA...` (the .pub of the key that signs user certificates)",
+            );
+        }
+    }
+    lines
+        .iter()
+        .map(|l| l.get_ref().trim().to_owned())
+        .collect()
 }
 
 /// `TYPE BASE64 [comment]` with a known key type.

@@ -94,10 +94,9 @@ impl TargetPlan {
     }
 
     fn compile(config: &Config, target: &Target, generation: u64) -> Result<TargetPlan, String> {
-        if let Some(line) = &target.upstream_host_key {
+        if target.protocol == Protocol::Ssh {
             // Read now, so a broken pin fails the load, not the first login.
-            russh::keys::PublicKey::from_openssh(line)
-                .map_err(|e| format!("upstream_host_key: not a readable public key: {e}"))?;
+            crate::upstream::ssh_host_keys(target)?;
         }
         let profile = masking_profile(config, target).map_err(|e| format!("masking: {e}"))?;
         let secret = credential_entity(target)

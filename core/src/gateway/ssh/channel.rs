@@ -103,15 +103,18 @@ fn judge(caller: &Caller, work: &Work, interactive: bool) -> Verdict {
                     caller.target
                 ))
             }
-            Action::Approve => Decision::Approve { rule: u16::MAX },
+            Action::Approve => Decision::Approve {
+                rule: sluice_config::policy::OTHER_COMMANDS,
+            },
         },
     };
     match decision {
         Decision::Allow => Verdict::Allow,
         Decision::Deny { message, .. } => Verdict::Deny(message.to_string()),
         Decision::Approve { rule } => {
-            let spec = if rule == u16::MAX {
-                // A shell held for approval: the target's approvers.
+            let spec = if rule == sluice_config::policy::OTHER_COMMANDS {
+                // A shell, or a command no rule names, held for approval:
+                // the target's approvers.
                 let target = generation
                     .config
                     .targets

@@ -26,6 +26,7 @@ use crate::identity::Verifier;
 use crate::shard::{Generation, Shared};
 use crate::{info, warn};
 
+mod certificate;
 mod channel;
 mod recording;
 mod screen;

@@ -13,6 +13,7 @@ use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use sluice_config::Action;
 
+use super::certificate::Limits;
 use super::upstream::Upstream;
 use super::Endpoint;
 use crate::audit::{now_ms, Rec};
@@ -35,17 +36,16 @@ pub(super) fn server_config(key: PrivateKey) -> server::Config {
     }
 }
 
+/// Every login method the endpoint knows; a connection is told the ones that
+/// apply (certificates only where a CA is configured), see [`Connection::try_again`].
 fn logins() -> MethodSet {
-    MethodSet::from(&[MethodKind::Password, MethodKind::KeyboardInteractive][..])
-}
-
-/// A refused login that may be tried again (a plain reject would take the
-/// method off the list, and OpenSSH would stop asking).
-fn try_again() -> Auth {
-    Auth::Reject {
-        proceed_with_methods: Some(logins()),
-        partial_success: false,
-    }
+    MethodSet::from(
+        &[
+            MethodKind::Password,
+            MethodKind::KeyboardInteractive,
+            MethodKind::PublicKey,
+        ][..],
+    )
 }
 
 #[derive(Clone, Default)]
@@ -83,6 +83,8 @@ pub(super) struct Connection {
     upstream: Arc<tokio::sync::Mutex<Option<Arc<Upstream>>>>,
     counter: u32,
     metrics: Arc<SshTarget>,
+    /// A certificate login's limits (`None`: a token login).
+    limits: Option<Limits>,
     /// Set once the caller has logged in (the accept loop's grace timer reads it).
     pub logged_in: Arc<std::sync::atomic::AtomicBool>,
     /// Counts this connection among the endpoint's open ones until dropped.
@@ -104,6 +106,7 @@ impl Connection {
         metrics.total.fetch_add(1, Ordering::Relaxed);
         Connection {
             metrics,
+            limits: None,
             endpoint,
             target,
             peer,
@@ -127,34 +130,91 @@ impl Connection {
         }
     }
 
+    /// The methods this connection may log in with: the token as a password
+    /// (or keyboard-interactive), and certificates where a CA is configured.
+    fn methods(&self) -> MethodSet {
+        let mut methods =
+            MethodSet::from(&[MethodKind::Password, MethodKind::KeyboardInteractive][..]);
+        if !self.user_cas().is_empty() {
+            methods.push(MethodKind::PublicKey);
+        }
+        methods
+    }
+
+    fn user_cas(&self) -> Vec<String> {
+        let generation = self.endpoint.current.load();
+        generation
+            .config
+            .identity
+            .as_ref()
+            .map(|i| i.ssh_user_ca.clone())
+            .unwrap_or_default()
+    }
+
+    /// A refused login that may be tried again (a plain reject would take the
+    /// method off the list, and OpenSSH would stop asking).
+    fn try_again(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(self.methods()),
+            partial_success: false,
+        }
+    }
+
+    fn refused_login(&self, reason: &str) -> Auth {
+        let peer = super::peer_text(self.peer);
+        info!(
+            "auth_failed",
+            target = self.target,
+            peer = peer,
+            reason = reason
+        );
+        self.note(|out| {
+            Rec::begin(out, "auth_failure", now_ms())
+                .str("target", &self.target)
+                .str("protocol", "ssh")
+                .str("client", &peer)
+                .str("reason", reason)
+                .end()
+        });
+        self.metrics.refused_logins.fetch_add(1, Ordering::Relaxed);
+        self.try_again()
+    }
+
+    /// An OpenSSH user certificate, checked against `[identity] ssh_user_ca`.
+    fn certificate_login(&mut self, cert: &russh::keys::Certificate) -> Auth {
+        let cas = self.user_cas();
+        let now = crate::identity::unix_now();
+        match super::certificate::admit(cert, &cas, self.peer.ip(), now) {
+            Ok((identity, limits)) => {
+                let how = format!("certificate {} serial {}", cert.key_id(), cert.serial());
+                self.limits = Some(limits);
+                self.admit(identity, &how)
+            }
+            Err(reason) => self.refused_login(&reason),
+        }
+    }
+
     /// Checks the token (the SSH password) and the target's `access`.
     async fn login(&mut self, token: &str) -> Auth {
         let endpoint = self.endpoint.clone();
         let (Some(verifier), Some(keys)) = (&endpoint.verifier, &endpoint.shared.keys) else {
-            return try_again();
+            return self.try_again();
         };
         let now = crate::identity::unix_now();
         let verified =
             crate::identity::verify_fresh(verifier, keys, token.trim(), now, tokio::time::sleep)
                 .await;
-        let peer = super::peer_text(self.peer);
         let identity = match verified {
             Ok(id) => id,
-            Err(e) => {
-                info!("auth_failed", target = self.target, peer = peer, reason = e);
-                self.note(|out| {
-                    Rec::begin(out, "auth_failure", now_ms())
-                        .str("target", &self.target)
-                        .str("protocol", "ssh")
-                        .str("client", &peer)
-                        .str("reason", &e.to_string())
-                        .end()
-                });
-                self.metrics.refused_logins.fetch_add(1, Ordering::Relaxed);
-                return try_again();
-            }
+            Err(e) => return self.refused_login(&e.to_string()),
         };
-        let generation = endpoint.current.load();
+        self.admit(identity, "token")
+    }
+
+    /// A verified caller: the target's `access`, then the session starts.
+    fn admit(&mut self, identity: Identity, how: &str) -> Auth {
+        let peer = super::peer_text(self.peer);
+        let generation = self.endpoint.current.load();
         let policy = &generation.policy;
         let allowed = policy
             .target_index(&self.target)
@@ -176,7 +236,7 @@ impl Connection {
                     .end()
             });
             self.metrics.refused_logins.fetch_add(1, Ordering::Relaxed);
-            return try_again();
+            return self.try_again();
         }
         info!(
             "session_start",
@@ -192,6 +252,7 @@ impl Connection {
                 .str("subject", &identity.subject)
                 .strs("groups", &identity.groups)
                 .str("client", &peer)
+                .str("login", how)
                 .end()
         });
         self.identity = Some(Arc::new(identity));
@@ -229,10 +290,16 @@ impl Connection {
                 .str("target", &self.target)
                 .str("subject", subject)
                 .str("protocol", "ssh")
-                .str("request", what)
+                .str("request", request)
+                .str("text", what)
                 .str("decision", "deny")
                 .end()
         });
+    }
+
+    /// The command a certificate forces, if it does.
+    fn forced(&self) -> Option<String> {
+        self.limits.as_ref().and_then(|l| l.force_command.clone())
     }
 
     fn ssh_rules(&self) -> sluice_config::SshRules {
@@ -283,6 +350,39 @@ impl Work {
 impl server::Handler for Connection {
     type Error = russh::Error;
 
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(self.try_again())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // A key may be a certificate's: asked to sign only where a CA may
+        // have signed it (plain keys are refused after the signature).
+        Ok(match self.user_cas().is_empty() {
+            true => self.try_again(),
+            false => Auth::Accept,
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        _key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.refused_login("a plain key is not a login; use an access token or a certificate"))
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        _user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.certificate_login(certificate))
+    }
+
     async fn auth_password(&mut self, _user: &str, password: &str) -> Result<Auth, Self::Error> {
         Ok(self.login(password).await)
     }
@@ -328,6 +428,13 @@ impl server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.limits.as_ref().is_some_and(|l| !l.port_forwarding) {
+            self.refused(
+                "forward",
+                &format!("port forwarding to {host}:{port} (the certificate does not permit it)"),
+            );
+            return Ok(());
+        }
         let Some(mut caller) = self.caller() else {
             return Ok(());
         };
@@ -416,6 +523,10 @@ impl server::Handler for Connection {
         modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.limits.as_ref().is_some_and(|l| !l.pty) {
+            self.refused("pty", "a terminal (the certificate does not permit-pty)");
+            return session.channel_failure(channel);
+        }
         self.ptys.insert(
             channel,
             Pty {
@@ -434,7 +545,11 @@ impl server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let line = String::from_utf8_lossy(data).into_owned();
+        // A certificate's force-command runs instead of what was asked.
+        let line = match self.forced() {
+            Some(command) => command,
+            None => String::from_utf8_lossy(data).into_owned(),
+        };
         // Success first: the decision is told on the channel (stderr and an
         // exit status), which every client shows.
         session.channel_success(channel)?;
@@ -450,7 +565,11 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
-        if !self.spawn(channel, Work::Shell, session) {
+        let work = match self.forced() {
+            Some(command) => Work::Exec(command),
+            None => Work::Shell,
+        };
+        if !self.spawn(channel, work, session) {
             session.close(channel)?;
         }
         Ok(())
@@ -462,7 +581,7 @@ impl server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if name != "sftp" || self.ssh_rules().sftp != Action::Allow {
+        if name != "sftp" || self.ssh_rules().sftp != Action::Allow || self.forced().is_some() {
             self.refused("sftp", &format!("subsystem {name}"));
             return session.channel_failure(channel);
         }

@@ -12,7 +12,8 @@ use sluice_config::Target;
 
 /// The client side's handler: it only checks the host key.
 pub(super) struct Pinned {
-    key: PublicKey,
+    /// The keys the upstream may present (pinned, or from known_hosts).
+    keys: Vec<PublicKey>,
     /// What the upstream presented instead, for the log.
     pub(super) presented: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -25,7 +26,8 @@ impl client::Handler for Pinned {
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         // Key material only: `PublicKey`'s equality also compares comments.
-        let ok = matches!(key, PublicKeyOrCertificate::PublicKey { key, .. } if key.key_data() == self.key.key_data());
+        let ok = matches!(key, PublicKeyOrCertificate::PublicKey { key, .. }
+            if self.keys.iter().any(|k| k.key_data() == key.key_data()));
         if !ok {
             let shown = key
                 .public_key()
@@ -43,22 +45,24 @@ pub(super) type Upstream = client::Handle<Pinned>;
 
 /// Connects and logs in to the target's upstream within `timeout`.
 pub(super) async fn connect(target: &Target, timeout: Duration) -> Result<Upstream, String> {
-    let line = target
-        .upstream_host_key
-        .as_deref()
-        .ok_or("the target has no upstream_host_key")?;
-    let pinned = PublicKey::from_openssh(line).map_err(|e| format!("upstream_host_key: {e}"))?;
-    let mut algorithm = pinned.algorithm();
-    if let russh::keys::Algorithm::Rsa { .. } = algorithm {
-        algorithm = russh::keys::Algorithm::Rsa {
-            hash: Some(russh::keys::HashAlg::Sha512),
+    let keys = crate::upstream::ssh_host_keys(target)?;
+    let mut algorithms = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let algorithm = match key.algorithm() {
+            russh::keys::Algorithm::Rsa { .. } => russh::keys::Algorithm::Rsa {
+                hash: Some(russh::keys::HashAlg::Sha512),
+            },
+            other => other,
         };
+        if !algorithms.contains(&algorithm) {
+            algorithms.push(algorithm);
+        }
     }
-    // Only the pinned key's type is offered: the upstream cannot present a
+    // Only the known keys' types are offered: the upstream cannot present a
     // different host key of another type instead.
     let config = Arc::new(client::Config {
         preferred: russh::Preferred {
-            key: Cow::Owned(vec![algorithm]),
+            key: Cow::Owned(algorithms),
             ..Default::default()
         },
         inactivity_timeout: None,
@@ -68,7 +72,7 @@ pub(super) async fn connect(target: &Target, timeout: Duration) -> Result<Upstre
     });
     let presented = Arc::new(std::sync::Mutex::new(None));
     let handler = Pinned {
-        key: pinned,
+        keys,
         presented: presented.clone(),
     };
     let connecting = client::connect(config, target.upstream.as_str(), handler);
