@@ -113,9 +113,9 @@ fn setup(guardrails: &str, extra_targets: &str) -> Setup {
 }
 
 /// `target_extra`: more settings of the `web1` target; `sections`: more of
-/// the file (masking profiles, `[identity]` settings). In `extra_targets`,
-/// `{SSHD_PORT}` is the sshd's port and `{KNOWN_HOSTS}` a known_hosts file
-/// with its host key.
+/// the file (masking profiles), where leading `[identity]` and `[audit]`
+/// tables add to those tables. In `extra_targets`, `{SSHD_PORT}` is the
+/// sshd's port and `{KNOWN_HOSTS}` a known_hosts file with its host key.
 fn setup_with(guardrails: &str, extra_targets: &str, target_extra: &str, sections: &str) -> Setup {
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().unwrap();
@@ -132,20 +132,16 @@ fn setup_with(guardrails: &str, extra_targets: &str, target_extra: &str, section
     let keys = Keys::new(dir.path());
     let (addr, admin) = (free_addr(), free_addr());
     let audit = dir.path().join("audit");
+    let (identity_extra, sections) = table(sections, "identity");
+    let (audit_extra, sections) = table(sections, "audit");
     let config = format!(
         "[gateway]\nshards = 1\nadmin = \"{admin}\"\n{identity}admin_groups = [\"platform\"]\n{identity_extra}\n\
-         [audit]\ndir = \"{audit}\"\ndurability = \"strict\"\n\n\
+         [audit]\ndir = \"{audit}\"\ndurability = \"strict\"\n{audit_extra}\n\
          [[target]]\nname = \"web1\"\nprotocol = \"ssh\"\nlisten = \"{addr}\"\nupstream = \"127.0.0.1:{port}\"\n\
          upstream_host_key = \"{host_key}\"\ncredentials = {{ user = \"{user}\", key_file = \"{key}\" }}\n\
          access = [\"agents\"]\napprovers = [\"leads\"]\nguardrails = \"web\"\n{target_extra}\n{extra_targets}\n\
          [guardrails.web]\n{guardrails}\n{sections}",
         identity = keys.identity_block(),
-        identity_extra = sections
-            .strip_prefix("[identity]\n")
-            .map_or("", |rest| rest.split("\n[").next().unwrap_or_default()),
-        sections = sections
-            .strip_prefix("[identity]\n")
-            .map_or(sections, |rest| rest.find("\n[").map_or("", |i| &rest[i + 1..])),
         audit = audit.display(),
         port = sshd.port,
         host_key = sshd.host_key(),
@@ -162,6 +158,17 @@ fn setup_with(guardrails: &str, extra_targets: &str, target_extra: &str, section
         audit,
         work: tempfile::tempdir().unwrap(),
         _dir: dir,
+    }
+}
+
+/// A leading `[NAME]` table of `sections`: its settings, and the rest.
+fn table<'a>(sections: &'a str, name: &str) -> (&'a str, &'a str) {
+    match sections.strip_prefix(&format!("[{name}]\n")) {
+        Some(rest) => match rest.find("\n[") {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        },
+        None => ("", sections),
     }
 }
 
@@ -928,5 +935,81 @@ fn an_upstream_known_from_a_known_hosts_file() {
         "{}{}",
         text(&o.stdout),
         text(&o.stderr)
+    );
+}
+
+/// Recordings are rotated with the log: when retention removes a segment,
+/// the recordings it vouches for go with it, and `audit verify` still passes.
+#[test]
+fn recordings_leave_with_the_segment_that_vouches_for_them() {
+    let s = setup_with(
+        RULES,
+        "",
+        "",
+        "[audit]\ncheckpoint_every = 5\nsegment_size = 4096\nretention_size = 12000\n",
+    );
+    let token = s.token("alice");
+    for i in 0..30 {
+        let o = s.ssh(&token, &[&format!("echo round-{i}")], None);
+        assert_eq!(
+            text(&o.stdout),
+            format!("round-{i}\n"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    let sessions = s.audit.join("sessions");
+    let left = || std::fs::read_dir(&sessions).unwrap().count();
+    assert!(
+        wait_for(Duration::from_secs(10), || (left() < 30).then_some(())).is_some(),
+        "retention removed no recording: {} left",
+        left()
+    );
+    assert!(left() > 0, "the newest recordings stay");
+    let mut s = s;
+    s.sluice.signal(libc::SIGTERM);
+    assert!(s.sluice.wait_exit(Duration::from_secs(15)).is_some());
+    let o = Command::new(sluice_bin())
+        .args(["audit", "verify", "--dir"])
+        .arg(&s.audit)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+}
+
+/// A recording the gateway never sealed (it was killed mid-session) is named
+/// by `audit verify`: its start is on the record, nothing vouches for its end.
+#[test]
+fn a_recording_cut_short_by_a_crash_is_named_by_verify() {
+    let s = setup(RULES, "");
+    let token = s.token("alice");
+    let (addr, t) = (s.addr, token.clone());
+    let session = std::thread::spawn(move || {
+        let mut cmd = Command::new("sshpass");
+        cmd.arg("-p")
+            .arg(&t)
+            .arg("ssh")
+            .args(ssh_options(addr))
+            .arg("echo started; sleep 20");
+        run(cmd, None)
+    });
+    let start = wait_record(&s.audit, |r| r["type"] == "recording_start");
+    let mut s = s;
+    s.sluice.signal(libc::SIGKILL);
+    assert!(s.sluice.wait_exit(Duration::from_secs(10)).is_some());
+    let _ = session.join();
+    let o = Command::new(sluice_bin())
+        .args(["audit", "verify", "--allow-open-tail", "--dir"])
+        .arg(&s.audit)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let file = start["file"].as_str().unwrap();
+    assert!(
+        text(&o.stdout).contains(&format!(
+            "the recording {file} was started and never sealed"
+        )),
+        "{}",
+        text(&o.stdout)
     );
 }

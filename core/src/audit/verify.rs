@@ -24,6 +24,9 @@ pub struct Report {
     pub anchored: bool,
     /// Session recordings whose size and SHA-256 matched their records.
     pub recordings: u64,
+    /// Recordings started (`recording_start`) and never sealed: the gateway
+    /// stopped during the session, so nothing vouches for their content.
+    pub unsealed: Vec<String>,
 }
 
 /// A checkpoint the log must still hold (`SEQ:HASH`, as the gateway logs it at
@@ -87,6 +90,7 @@ pub fn verify(
     let mut prev_seq: Option<u64> = None;
     let mut last_type = String::new();
     let mut last_at = String::new();
+    let mut started: Vec<String> = Vec::new();
     for seg in &segments {
         let name = seg
             .file_name()
@@ -183,6 +187,13 @@ pub fn verify(
                 check_recording(dir, &v).map_err(|e| format!("{at}: record seq {seq}: {e}"))?;
                 r.recordings += 1;
             }
+            if kind == "recording_start" || kind == "recording" {
+                let file = v.get("file").and_then(Value::as_str).unwrap_or_default();
+                match kind.as_str() {
+                    "recording" => started.retain(|f| f != file),
+                    _ => started.push(file.to_owned()),
+                }
+            }
             if kind == "recovered" {
                 r.crashes
                     .push((at.clone(), seq, v.get("last_seq").and_then(Value::as_u64)));
@@ -224,6 +235,7 @@ pub fn verify(
             prev_seq.unwrap_or(0)
         ));
     }
+    r.unsealed = started;
     Ok(r)
 }
 

@@ -557,6 +557,8 @@ impl Writer {
                 break;
             }
             let len = meta.map_or(0, |m| m.len());
+            // Recordings go with the segment that vouches for them.
+            self.remove_recordings(p);
             if std::fs::remove_file(p).is_ok() {
                 total -= len;
                 info!(
@@ -564,6 +566,39 @@ impl Writer {
                     segment = p.display(),
                     reason = if too_old { "age" } else { "size" }
                 );
+            }
+        }
+    }
+
+    /// Removes the session recordings sealed in `segment` (its `recording`
+    /// records), which retention is about to remove: a recording is kept as
+    /// long as the record that proves it untouched. Only files in
+    /// `DIR/sessions/` are removed, whatever a record names.
+    fn remove_recordings(&self, segment: &Path) {
+        let Ok(file) = File::open(segment) else {
+            return;
+        };
+        let sessions = self.settings.dir.join("sessions");
+        for line in BufReader::new(file).split(b'\n').map_while(Result::ok) {
+            if memchr::memmem::find(&line, br#","type":"recording","#).is_none() {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let name = v
+                .get("file")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|f| Path::new(f).file_name().map(|n| n.to_owned()));
+            if let Some(name) = name {
+                let path = sessions.join(name);
+                if std::fs::remove_file(&path).is_ok() {
+                    info!(
+                        "recording_removed",
+                        file = path.display(),
+                        reason = "retention"
+                    );
+                }
             }
         }
     }

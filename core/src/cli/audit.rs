@@ -171,6 +171,12 @@ pub fn run(cmd: AuditCommand) -> i32 {
                             ""
                         }
                     );
+                    for file in &r.unsealed {
+                        let _ = writeln!(
+                            out,
+                            "note: the recording {file} was started and never sealed (the gateway stopped during its session): nothing vouches for its content"
+                        );
+                    }
                     for (at, seq, last) in &r.crashes {
                         let before = last.map_or("the start".to_owned(), |s| format!("seq {s}"));
                         let _ = writeln!(

@@ -454,7 +454,21 @@ pub(super) async fn run(
             rows,
             &format!("{} on {}: {text}", caller.identity.subject, caller.target),
         ) {
-            Ok(r) => recording = Some(r),
+            Ok(r) => {
+                // Started on the record: a recording the gateway never got
+                // to seal (it stopped mid-session) is named by `audit verify`.
+                if let Some(audit) = &caller.endpoint.shared.audit {
+                    let mut body = Vec::with_capacity(192);
+                    Rec::begin(&mut body, "recording_start", now_ms())
+                        .str("session", &caller.session)
+                        .str("target", &caller.target)
+                        .str("subject", &caller.identity.subject)
+                        .str("file", &r.path().display().to_string())
+                        .end();
+                    audit.side_record(body);
+                }
+                recording = Some(r)
+            }
             Err(e) => {
                 warn!("recording_failed", target = caller.target, error = e);
                 return finish(&tx, "refused: the session cannot be recorded", REFUSED).await;

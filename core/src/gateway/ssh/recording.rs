@@ -30,6 +30,10 @@ pub(super) struct Sealed {
 }
 
 impl Recording {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Starts `DIR/ID.cast` with its asciicast header.
     pub fn create(
         dir: &std::path::Path,
