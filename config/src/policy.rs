@@ -430,8 +430,28 @@ impl CompiledPolicy {
         let other = self.targets[target].ssh.other_commands;
         let applies = |c: &&CommandEntry| c.entry.groups == 0 || groups.intersects(c.entry.groups);
         let mut candidates = vec![sluice_protocols::shell::normalise(line)];
-        match sluice_protocols::shell::simple_commands(line) {
-            Ok(found) => candidates.extend(found),
+        match sluice_protocols::shell::read(line) {
+            Ok(found) => {
+                if other != Action::Allow {
+                    // An allow-list names commands; a line that does more,
+                    // or runs none, is not on it.
+                    let why = match (found.unlisted, found.commands.is_empty()) {
+                        (Some(why), _) => Some(why),
+                        (None, true) => Some("it runs no command"),
+                        (None, false) => None,
+                    };
+                    if let Some(why) = why {
+                        return Decision::Deny {
+                            message: format!(
+                                "this command line is not among those allowed on this target ({why})"
+                            )
+                            .into(),
+                            rule: OTHER_COMMANDS,
+                        };
+                    }
+                }
+                candidates.extend(found.commands)
+            }
             Err(why) => {
                 let stops = rules
                     .iter()
@@ -450,6 +470,7 @@ impl CompiledPolicy {
             }
         }
         let mut approve = None;
+        let mut held_unnamed = false;
         for (i, text) in candidates.iter().enumerate() {
             // An allow-list: every command the line runs must be named (the
             // line as a whole need not be, when its commands are).
@@ -472,7 +493,7 @@ impl CompiledPolicy {
                         }
                     }
                     Action::Approve => {
-                        approve.get_or_insert(OTHER_COMMANDS);
+                        held_unnamed = true;
                     }
                 }
             }
@@ -495,9 +516,14 @@ impl CompiledPolicy {
                 Decision::Allow => {}
             }
         }
-        match approve {
-            Some(rule) => Decision::Approve { rule },
-            None => Decision::Allow,
+        // A rule's own approval (its approvers and quorum) comes before the
+        // target's, which holds what no rule names.
+        match (approve, held_unnamed) {
+            (Some(rule), _) => Decision::Approve { rule },
+            (None, true) => Decision::Approve {
+                rule: OTHER_COMMANDS,
+            },
+            (None, false) => Decision::Allow,
         }
     }
 

@@ -1001,16 +1001,34 @@ fn an_allow_list_of_commands_names_every_command_a_line_runs() {
             assert_eq!(d, Decision::Allow, "{line}");
         }
     }
+    // Output to a file, variables set for a command, a program by a path
+    // outside the system's: none of them is a named command.
     for line in [
         "cat /etc/shadow",
         "uptime; cat /etc/shadow",
         "systemctl status nginx $(cat /etc/shadow)",
         "$CMD",
+        "> ~/.ssh/authorized_keys",
+        "uptime > ~/.bashrc",
+        "uptime >> /etc/cron.d/x",
+        "uptime 1>x",
+        "SYSTEMD_PAGER='sh -c id' systemctl status nginx",
+        "./uptime",
+        "/tmp/uptime",
+        "",
     ] {
         assert!(
             matches!(p.decide_command(0, line, agent), Decision::Deny { .. }),
             "{line}"
         );
+    }
+    for line in [
+        "/usr/bin/uptime",
+        "uptime 2>&1",
+        "uptime > /dev/null 2>&1",
+        "journalctl -u nginx 2>/dev/null",
+    ] {
+        assert_eq!(p.decide_command(0, line, agent), Decision::Allow, "{line}");
     }
     assert!(matches!(
         p.decide_command(0, "systemctl restart nginx", agent),
@@ -1029,5 +1047,11 @@ fn an_allow_list_of_commands_names_every_command_a_line_runs() {
         Decision::Approve {
             rule: OTHER_COMMANDS
         }
+    );
+    // A rule's own approval is not replaced by the target's for what no
+    // rule names on the same line.
+    assert_eq!(
+        p.decide_command(0, "true; systemctl restart db", agent),
+        Decision::Approve { rule: 1 }
     );
 }

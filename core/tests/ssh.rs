@@ -283,6 +283,19 @@ fn exec_runs_with_the_injected_key_and_denied_commands_never_reach_the_host() {
     let s = setup(RULES, "");
     let token = s.token("alice");
 
+    // Keyboard-interactive asks for the token in a prompt sshpass answers.
+    let mut cmd = Command::new("sshpass");
+    let mut opts = ssh_options(s.addr);
+    let host = opts.pop().unwrap();
+    cmd.arg("-p").arg(&token).arg("ssh").args(&opts).args([
+        "-o",
+        "PreferredAuthentications=keyboard-interactive",
+        &host,
+        "echo via-prompt",
+    ]);
+    let o = run(cmd, None);
+    assert_eq!(text(&o.stdout), "via-prompt\n", "{}", text(&o.stderr));
+
     // Output, stderr and the exit status come back as from the host itself.
     let o = s.ssh(&token, &["echo out; echo err >&2; exit 3"], None);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
@@ -786,7 +799,7 @@ impl Setup {
 fn a_certificate_logs_in_as_its_principal_and_its_limits_hold() {
     let (ca, rogue) = (Ca::new(), Ca::new());
     let s = setup_with(
-        RULES,
+        &format!("{RULES}port_forwarding = \"allow\"\n"),
         "",
         "",
         &format!("[identity]\nssh_user_ca = [\"{}\"]\n", ca.public()),
@@ -848,6 +861,12 @@ fn a_certificate_logs_in_as_its_principal_and_its_limits_hold() {
     let o = s.ssh_cert(&forged, &["echo ran"]);
     assert_eq!(o.status.code(), Some(255));
     assert!(text(&o.stdout).is_empty());
+    wait_record(&s.audit, |r| {
+        r["type"] == "auth_failure"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("not signed by a CA in identity.ssh_user_ca"))
+    });
     wait_record(&s.audit, |r| {
         r["type"] == "access_denied" && r["subject"] == "eve"
     });

@@ -306,6 +306,81 @@ impl StreamMasker {
         self.release(self.buf.len() - WINDOW, false, out);
     }
 
+    /// Bytes waiting to be released (what [`StreamMasker::flush`] would
+    /// release now), not counting the left context kept from earlier.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.context
+    }
+
+    /// The stream paused (an interactive terminal waits for the next key):
+    /// releases everything held, masked as far as can be decided now,
+    /// without forgetting what it is in the middle of. A token run the held
+    /// bytes end in is masked from its start and, like a private key whose
+    /// END has not arrived, goes on being masked in the bytes that follow
+    /// until it ends: what a pause splits is masked, never shown in parts.
+    pub fn flush(&mut self, out: &mut Vec<u8>) {
+        if self.blind.is_some() {
+            self.continue_token(out);
+            if self.blind.is_some() {
+                return;
+            }
+        }
+        if self.in_key {
+            // Everything held, END_TAIL included: a split END line is then
+            // not seen, and the key goes on being masked (fail closed).
+            let (start, n) = (self.context, self.buf.len());
+            mask::apply(
+                &mut self.buf,
+                start..n,
+                Some(Detector::PrivateKey),
+                Style::Full,
+            );
+            out.extend_from_slice(&self.buf[start..]);
+            self.buf.clear();
+            self.veil.clear();
+            self.context = 0;
+            return;
+        }
+        if self.pending() == 0 {
+            return;
+        }
+        if let Some(o) = self.open_token(self.buf.len()) {
+            self.release(o.start.max(self.context), true, out);
+            self.blind = Some(o.run);
+            self.masker.counts.by_detector[o.detector as usize] += 1;
+            self.continue_token(out);
+            return;
+        }
+        // A private key begun and not ended: masked from here to its END.
+        let held = &self.buf[self.context..];
+        let key = memchr::memmem::rfind(held, b"-----BEGIN ")
+            .filter(|&b| memchr::memmem::find(&held[b..], b"-----END ").is_none())
+            .filter(|&b| {
+                let line = &held[b..];
+                let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+                memchr::memmem::find(line, b"PRIVATE KEY").is_some()
+            })
+            .map(|b| self.context + b);
+        if let Some(begin) = key {
+            self.release(begin, true, out);
+            self.in_key = true;
+            let (start, n) = (self.context, self.buf.len());
+            mask::apply(
+                &mut self.buf,
+                start..n,
+                Some(Detector::PrivateKey),
+                Style::Full,
+            );
+            out.extend_from_slice(&self.buf[start..]);
+            self.buf.clear();
+            self.veil.clear();
+            self.context = 0;
+            return;
+        }
+        let n = self.buf.len();
+        self.release(n, true, out);
+    }
+
     /// The stream ended: masks and releases everything held.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.blind.is_some() {

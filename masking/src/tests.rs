@@ -1290,3 +1290,59 @@ fn random_long_token_runs_stream_as_whole() {
         }
     }
 }
+
+/// A pause (an interactive terminal's) releases what is held; a key or token
+/// the pause splits is masked on both sides of it, never shown in parts.
+#[test]
+fn a_flush_in_the_middle_of_a_value_masks_both_sides() {
+    let profile = Profile::new(&["private_key", "jwt", "email"], &[]).unwrap();
+    let run = |parts: &[&[u8]]| {
+        let mut m = StreamMasker::new(profile.clone());
+        let mut out = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            m.feed(part, &mut out);
+            if i + 1 < parts.len() {
+                m.flush(&mut out);
+                assert_eq!(m.pending(), 0, "a flush releases everything");
+            }
+        }
+        m.finish(&mut out);
+        let whole: usize = parts.iter().map(|p| p.len()).sum();
+        assert_eq!(out.len(), whole, "masking keeps the length");
+        String::from_utf8(out).unwrap()
+    };
+    let key = run(&[
+        b"$ cat id\r\n-----BEGIN OPENSSH PRIVATE KEY-----\r\nb3BlbnNzaC1rZXktdjEAAAAA",
+        b"BG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQ",
+        b"\r\n-----END OPENSSH PRIVATE KEY-----\r\n$ next",
+    ]);
+    for secret in [
+        "b3BlbnNzaC1rZXktdjEAAAAA",
+        "BG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQ",
+    ] {
+        assert!(!key.contains(secret), "{key}");
+    }
+    assert!(
+        key.starts_with("$ cat id\r\n") && key.ends_with("$ next"),
+        "{key}"
+    );
+    let jwt = run(&[
+        b"token: eyJhbGciOiJIUzI1NiJ9.eyJzdWIi",
+        b"OiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U done",
+    ]);
+    assert!(
+        !jwt.contains("eyJzdWIi") && !jwt.contains("OiIxMjM0NTY3ODkwIn0"),
+        "{jwt}"
+    );
+    assert!(
+        jwt.starts_with("token: ") && jwt.ends_with(" done"),
+        "{jwt}"
+    );
+    // Plain text is released whole at a pause, and values in it masked.
+    let mail = run(&[b"mail jane@example.com to", b"day"]);
+    assert_eq!(mail.len(), "mail jane@example.com today".len());
+    assert!(
+        !mail.contains("jane@example.com") && mail.ends_with(" today"),
+        "{mail}"
+    );
+}

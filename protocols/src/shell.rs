@@ -29,10 +29,43 @@ pub fn normalise(line: &str) -> String {
 
 /// Every simple command `line` would run, each normalised (`rm -rf /`).
 pub fn simple_commands(line: &str) -> Result<Vec<String>, Opaque> {
+    read(line).map(|found| found.commands)
+}
+
+/// What a line does, as read.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Every simple command it runs, each normalised.
+    pub commands: Vec<String>,
+    /// Something it does besides running those commands that a list of
+    /// commands cannot name (an allow-list refuses the line): output written
+    /// to a file, variables set for a command, a program run by a path
+    /// outside the system's program directories (`./uptime`).
+    pub unlisted: Option<&'static str>,
+}
+
+impl Found {
+    fn unlisted(&mut self, why: &'static str) {
+        self.unlisted.get_or_insert(why);
+    }
+}
+
+/// Where a program run by its path counts as the program its name says.
+const SYSTEM_PROGRAMS: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+];
+
+/// [`simple_commands`], with what the line does besides.
+pub fn read(line: &str) -> Result<Found, Opaque> {
     if line.len() > MAX_LINE {
         return Err(Opaque("the command line is too long to judge"));
     }
-    let mut out = Vec::new();
+    let mut out = Found::default();
     collect(line, 0, &mut out)?;
     Ok(out)
 }
@@ -135,7 +168,7 @@ const DANGEROUS_VARIABLES: &[&str] = &[
 const MAX_LINE: usize = 64 * 1024;
 const MAX_COMMANDS: usize = 512;
 
-fn collect(line: &str, depth: usize, out: &mut Vec<String>) -> Result<(), Opaque> {
+fn collect(line: &str, depth: usize, out: &mut Found) -> Result<(), Opaque> {
     if depth > MAX_DEPTH {
         return Err(Opaque("commands nest too deeply"));
     }
@@ -155,7 +188,7 @@ struct Word {
 
 /// Splits on unquoted `;`, `&`, `|`, newlines; reads quotes and escapes;
 /// nested `$(...)` and backticks are collected as commands of their own.
-fn split(line: &str, depth: usize, out: &mut Vec<String>) -> Result<Vec<Vec<Word>>, Opaque> {
+fn split(line: &str, depth: usize, out: &mut Found) -> Result<Vec<Vec<Word>>, Opaque> {
     let b = line.as_bytes();
     let mut commands: Vec<Vec<Word>> = Vec::new();
     let mut words: Vec<Word> = Vec::new();
@@ -210,15 +243,23 @@ fn split(line: &str, depth: usize, out: &mut Vec<String>) -> Result<Vec<Vec<Word
                     word = None;
                 }
                 end_word(&mut word, &mut words);
+                let op = i;
                 i += 1;
                 while i < b.len() && matches!(b[i], b'>' | b'&' | b'|') {
                     i += 1;
                 }
+                let duplicates = b[op..i].contains(&b'&');
                 while i < b.len() && matches!(b[i], b' ' | b'\t') {
                     i += 1;
                 }
                 let mut target = Word::default();
                 i = read_word_part(b, i, &mut target, depth, out, true)?;
+                // `2>&1`, `>&-` and `/dev/null` write no file.
+                let dup = duplicates
+                    && (target.text == b"-" || target.text.iter().all(u8::is_ascii_digit));
+                if c == b'>' && !dup && target.text != b"/dev/null" {
+                    out.unlisted("it writes output to a file");
+                }
             }
             _ => {
                 let w = word.get_or_insert_with(Word::default);
@@ -240,7 +281,7 @@ fn read_word_part(
     mut i: usize,
     w: &mut Word,
     depth: usize,
-    out: &mut Vec<String>,
+    out: &mut Found,
     redirect: bool,
 ) -> Result<usize, Opaque> {
     let push = |w: &mut Word, bytes: &[u8]| w.text.extend_from_slice(bytes);
@@ -344,7 +385,7 @@ fn read_word_part(
 
 /// `$(` ... `)` starting at `i` (after `$(`): its commands are collected;
 /// returns the index after the closing parenthesis.
-fn substitution(b: &[u8], i: usize, depth: usize, out: &mut Vec<String>) -> Result<usize, Opaque> {
+fn substitution(b: &[u8], i: usize, depth: usize, out: &mut Found) -> Result<usize, Opaque> {
     let mut level = 1;
     let mut j = i;
     let mut quote = None;
@@ -371,7 +412,7 @@ fn substitution(b: &[u8], i: usize, depth: usize, out: &mut Vec<String>) -> Resu
 }
 
 /// `` ` `` ... `` ` `` starting at `i` (after the first backtick).
-fn backticks(b: &[u8], i: usize, depth: usize, out: &mut Vec<String>) -> Result<usize, Opaque> {
+fn backticks(b: &[u8], i: usize, depth: usize, out: &mut Found) -> Result<usize, Opaque> {
     let close = b[i..]
         .iter()
         .position(|&c| c == b'`')
@@ -388,7 +429,7 @@ fn backticks(b: &[u8], i: usize, depth: usize, out: &mut Vec<String>) -> Result<
 /// not an option is read as a possible program (each position once), and
 /// every argument with a blank in it as a possible command line: over-reading
 /// can only make a rule match more.
-fn simple(words: Vec<Word>, depth: usize, out: &mut Vec<String>) -> Result<(), Opaque> {
+fn simple(words: Vec<Word>, depth: usize, out: &mut Found) -> Result<(), Opaque> {
     let words: Vec<(String, bool)> = words
         .into_iter()
         .map(|w| (String::from_utf8_lossy(&w.text).into_owned(), w.dynamic))
@@ -412,6 +453,9 @@ fn simple(words: Vec<Word>, depth: usize, out: &mut Vec<String>) -> Result<(), O
         }
         k
     };
+    if words.iter().take(skip(0)).any(|(t, _)| is_assignment(t)) {
+        out.unlisted("it sets variables for the command");
+    }
     let mut seen = vec![false; words.len()];
     let mut starts = vec![skip(0)];
     while let Some(s) = starts.pop() {
@@ -424,6 +468,13 @@ fn simple(words: Vec<Word>, depth: usize, out: &mut Vec<String>) -> Result<(), O
             return Err(Opaque("the program is named by an expansion"));
         }
         let program = first.rsplit('/').next().unwrap_or(first);
+        if let Some((dir, _)) = first.rsplit_once('/') {
+            if !SYSTEM_PROGRAMS.contains(&dir) {
+                out.unlisted(
+                    "it runs a program by a path outside the system's program directories",
+                );
+            }
+        }
         if OPAQUE_PROGRAMS.contains(&program) {
             return Err(Opaque(
                 "eval, source, alias and kin run or change text the gateway cannot read",
@@ -458,7 +509,7 @@ fn simple(words: Vec<Word>, depth: usize, out: &mut Vec<String>) -> Result<(), O
 
 /// A shell's arguments: only `-c LINE` can be read (with options before it,
 /// `--` ending them); a script file, stdin or a terminal is opaque.
-fn shell(args: &[(String, bool)], depth: usize, out: &mut Vec<String>) -> Result<(), Opaque> {
+fn shell(args: &[(String, bool)], depth: usize, out: &mut Found) -> Result<(), Opaque> {
     let mut command = false;
     let mut k = 0;
     while let Some((text, _)) = args.get(k) {
@@ -516,9 +567,9 @@ fn is_fd_word(w: &Word) -> bool {
 fn push_command(
     program: &str,
     args: &[(String, bool)],
-    out: &mut Vec<String>,
+    out: &mut Found,
 ) -> Result<(), Opaque> {
-    if out.len() >= MAX_COMMANDS {
+    if out.commands.len() >= MAX_COMMANDS {
         return Err(Opaque("the line runs too many commands to judge"));
     }
     let mut line = program.to_owned();
@@ -529,7 +580,7 @@ fn push_command(
             return Err(Opaque("the command line is too long to judge"));
         }
     }
-    out.push(normalise(&line));
+    out.commands.push(normalise(&line));
     Ok(())
 }
 

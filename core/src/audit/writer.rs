@@ -557,9 +557,19 @@ impl Writer {
                 break;
             }
             let len = meta.map_or(0, |m| m.len());
-            // Recordings go with the segment that vouches for them.
-            self.remove_recordings(p);
+            // Recordings go with the segment that vouches for them (once
+            // it is gone: a segment that stays still vouches for them).
+            let recordings = self.recordings_in(p);
             if std::fs::remove_file(p).is_ok() {
+                for path in recordings {
+                    if std::fs::remove_file(&path).is_ok() {
+                        info!(
+                            "recording_removed",
+                            file = path.display(),
+                            reason = "retention"
+                        );
+                    }
+                }
                 total -= len;
                 info!(
                     "audit_segment_removed",
@@ -570,17 +580,18 @@ impl Writer {
         }
     }
 
-    /// Removes the session recordings sealed in `segment` (its `recording`
-    /// records), which retention is about to remove: a recording is kept as
-    /// long as the record that proves it untouched. Only files in
-    /// `DIR/sessions/` are removed, whatever a record names.
-    fn remove_recordings(&self, segment: &Path) {
+    /// The session recordings `segment` names (sealed, or started and never
+    /// sealed), as files in `DIR/sessions/` whatever a record says.
+    fn recordings_in(&self, segment: &Path) -> Vec<PathBuf> {
         let Ok(file) = File::open(segment) else {
-            return;
+            return Vec::new();
         };
         let sessions = self.settings.dir.join("sessions");
+        let mut found = Vec::new();
         for line in BufReader::new(file).split(b'\n').map_while(Result::ok) {
-            if memchr::memmem::find(&line, br#","type":"recording","#).is_none() {
+            let named = memchr::memmem::find(&line, br#","type":"recording","#).is_some()
+                || memchr::memmem::find(&line, br#","type":"recording_start","#).is_some();
+            if !named {
                 continue;
             }
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
@@ -591,16 +602,10 @@ impl Writer {
                 .and_then(serde_json::Value::as_str)
                 .and_then(|f| Path::new(f).file_name().map(|n| n.to_owned()));
             if let Some(name) = name {
-                let path = sessions.join(name);
-                if std::fs::remove_file(&path).is_ok() {
-                    info!(
-                        "recording_removed",
-                        file = path.display(),
-                        reason = "retention"
-                    );
-                }
+                found.push(sessions.join(name));
             }
         }
+        found
     }
 
     /// The writer thread's loop; returns after a clean drain when `stop` is set.

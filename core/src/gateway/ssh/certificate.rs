@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use russh::keys::ssh_key::certificate::CertType;
-use russh::keys::{Certificate, HashAlg, PublicKey};
+use russh::keys::{Algorithm, Certificate, HashAlg, PublicKey};
 
 use crate::identity::Identity;
 
@@ -48,6 +48,10 @@ pub(super) fn admit(
     // The CA, the signature and the validity window, at `now`.
     cert.validate_at(now, &fingerprints)
         .map_err(|e| format!("the certificate is not valid here: {e}"))?;
+    // OpenSSH refuses SHA-1 RSA signatures (ssh-rsa) on certificates too.
+    if cert.signature().algorithm() == (Algorithm::Rsa { hash: None }) {
+        return Err("the CA signed the certificate with SHA-1 (ssh-rsa); sign with rsa-sha2-512 or an Ed25519 CA".into());
+    }
     if cert.cert_type() != CertType::User {
         return Err("a host certificate is not a login".into());
     }
@@ -64,7 +68,7 @@ pub(super) fn admit(
     let subject =
         match subjects.as_slice() {
             [one] if !one.is_empty() => (*one).clone(),
-            [] => return Err("the certificate names no principal to log in as".into()),
+            [] | [_] => return Err("the certificate names no principal to log in as".into()),
             _ => return Err(
                 "the certificate names more than one subject (groups are `group:NAME` principals)"
                     .into(),

@@ -14,7 +14,7 @@ use sluice_config::Action;
 use sluice_masking::{Profile, StreamMasker};
 
 use super::recording::Recording;
-use super::screen::Screen;
+use super::screen::{Line, Screen};
 use super::session::{Caller, Pty, Work};
 use super::upstream::{self, Upstream};
 use crate::approvals::{self, Key, Opened, Settled};
@@ -83,11 +83,17 @@ fn judge(caller: &Caller, work: &Work, interactive: bool) -> Verdict {
                         caller.target
                     ))
                 }
-                held @ Verdict::Approve(_) => {
-                    if let Verdict::Deny(m) = judge(caller, work, false) {
-                        return Verdict::Deny(m);
-                    }
-                    return held;
+                Verdict::Approve(shell) => {
+                    return match judge(caller, work, false) {
+                        Verdict::Deny(m) => Verdict::Deny(m),
+                        // Held twice by different approvers: one approval
+                        // cannot stand for both.
+                        Verdict::Approve(own) if own != shell => Verdict::Deny(format!(
+                            "with a terminal (ssh -t) this command needs two different approvals (as a shell on target `{}`, and for itself); run it without -t",
+                            caller.target
+                        )),
+                        _ => Verdict::Approve(shell),
+                    };
                 }
             }
         }
@@ -497,6 +503,11 @@ pub(super) async fn run(
     };
     if let Err(e) = started {
         warn!("upstream_request_failed", target = caller.target, error = e);
+        // The recording was started on the record: sealed, saying why.
+        if let Some(mut r) = recording {
+            let _ = r.event("m", b"the host refused the request");
+            seal(&caller, r);
+        }
         return finish(
             &tx,
             &format!("target `{}` refused the request", caller.target),
@@ -545,28 +556,29 @@ pub(super) async fn run(
         quiet,
     )
     .await;
-    let sealed = tap
-        .lock()
-        .ok()
-        .and_then(|mut t| t.recording.take())
-        .map(Recording::seal);
-    match sealed {
-        Some(Ok(s)) => {
-            if let Some(audit) = &caller.endpoint.shared.audit {
-                let mut body = Vec::with_capacity(256);
-                Rec::begin(&mut body, "recording", now_ms())
-                    .str("session", &caller.session)
-                    .str("target", &caller.target)
-                    .str("subject", &caller.identity.subject)
-                    .str("file", &s.path.display().to_string())
-                    .num("bytes", s.bytes)
-                    .str("sha256", &s.sha256)
-                    .end();
-                audit.side_record(body);
-            }
-        }
-        Some(Err(e)) => warn!("recording_failed", target = caller.target, error = e),
-        None => {}
+    let recording = tap.lock().ok().and_then(|mut t| t.recording.take());
+    if let Some(r) = recording {
+        seal(&caller, r);
+    }
+}
+
+/// Closes a recording and puts its size and SHA-256 into the hash chain.
+fn seal(caller: &Caller, recording: Recording) {
+    let sealed = match recording.seal() {
+        Ok(s) => s,
+        Err(e) => return warn!("recording_failed", target = caller.target, error = e),
+    };
+    if let Some(audit) = &caller.endpoint.shared.audit {
+        let mut body = Vec::with_capacity(256);
+        Rec::begin(&mut body, "recording", now_ms())
+            .str("session", &caller.session)
+            .str("target", &caller.target)
+            .str("subject", &caller.identity.subject)
+            .str("file", &sealed.path.display().to_string())
+            .num("bytes", sealed.bytes)
+            .str("sha256", &sealed.sha256)
+            .end();
+        audit.side_record(body);
     }
 }
 
@@ -608,7 +620,7 @@ struct Tap {
     recording: Option<Recording>,
     screen: Option<Screen>,
     /// Lines read off the screen, to be recorded as commands.
-    lines: Vec<String>,
+    lines: Vec<Line>,
 }
 
 impl Tap {
@@ -656,11 +668,11 @@ fn tapped(caller: &Caller, tap: &Mutex<Tap>, f: impl FnOnce(&mut Tap) -> bool) -
 
 /// A command read off an interactive shell's screen: recorded with what the
 /// command rules would have said of it (the shell ran it; nothing was held).
-fn record_line(caller: &Caller, line: &str) {
+fn record_line(caller: &Caller, line: &Line) {
     let generation = caller.endpoint.current.load();
     let policy = &generation.policy;
     let rules = policy.target_index(&caller.target).map(|t| {
-        match policy.decide_command(t, line, policy.groups(&caller.identity.groups)) {
+        match policy.decide_command(t, &line.text, policy.groups(&caller.identity.groups)) {
             Decision::Allow => "allow",
             Decision::Deny { .. } => "deny",
             Decision::Approve { .. } => "approve",
@@ -675,10 +687,11 @@ fn record_line(caller: &Caller, line: &str) {
             .str("subject", &caller.identity.subject)
             .str("protocol", "ssh")
             .str("request", "shell-line")
-            .text("text", line.as_bytes())
+            .text("text", line.text.as_bytes())
             .str("decision", "observed")
             .str("rules", rules.unwrap_or("deny"))
             .str("source", "screen")
+            .num("not_recorded_before", line.dropped)
             .end();
         audit.side_record(body);
     }
@@ -700,12 +713,13 @@ impl Masked {
         }
     }
 
-    /// Everything held, masked as far as it can be decided.
+    /// Everything held, masked as far as it can be decided (a value the
+    /// pause splits goes on being masked after it).
     fn flush(&mut self) -> Bytes {
         match &mut self.0 {
-            Some(m) if m.held() > 0 => {
-                let mut out = Vec::with_capacity(m.held());
-                m.finish(&mut out);
+            Some(m) if m.pending() > 0 => {
+                let mut out = Vec::with_capacity(m.pending());
+                m.flush(&mut out);
                 out.into()
             }
             _ => Bytes::new(),
@@ -713,7 +727,7 @@ impl Masked {
     }
 
     fn holds(&self) -> bool {
-        self.0.as_ref().is_some_and(|m| m.held() > 0)
+        self.0.as_ref().is_some_and(|m| m.pending() > 0)
     }
 }
 

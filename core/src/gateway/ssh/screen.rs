@@ -9,21 +9,40 @@ use std::num::NonZeroU16;
 
 /// Widest terminal modelled: a wider one is modelled this wide (its long
 /// lines then wrap differently; a command still reads whole).
-const MAX_COLS: u32 = 512;
+const MAX_COLS: u32 = 300;
 /// Tallest terminal modelled: only the lines around the cursor are read, and
-/// the model's memory grows with its area.
-const MAX_ROWS: u32 = 100;
+/// the model's memory grows with its area (about 1 MiB at the most).
+const MAX_ROWS: u32 = 50;
+/// Rows of one line read back from the cursor (a command wrapped over more
+/// is read from its last rows).
+const MAX_LINE_ROWS: u16 = 8;
 /// Enter presses waiting for their line to leave the screen (a paste of many
 /// lines); more are dropped rather than queued without bound.
 const MAX_PENDING: usize = 64;
+/// Lines read per channel: a burst, then this many a second; what a flood of
+/// Enter presses brings beyond that is counted, not recorded line by line.
+const BURST: f64 = 30.0;
+const PER_SECOND: f64 = 5.0;
+
+/// What a line editor writes when it starts reading a line (bracketed paste
+/// on), and when it has read it (off).
+const EDITOR_ON: &[u8] = b"\x1b[?2004h";
+const EDITOR_OFF: &[u8] = b"\x1b[?2004l";
+
+/// A command read off the screen, and how many lines before it were not
+/// recorded (over the rate).
+pub(super) struct Line {
+    pub text: String,
+    pub dropped: u64,
+}
 
 pub(super) struct Screen {
     parser: vt100::Parser,
     /// What stood before the cursor when the user began the line: the prompt,
     /// taken off the line read at Enter.
     prompt: Option<String>,
-    /// Enter presses whose line is read when the host's output moves the
-    /// cursor off it (the echo of the typed line comes back first).
+    /// Enter presses whose line is still to be read. A line is read only for
+    /// an Enter the client sent: output alone never makes a command.
     entered: usize,
     /// Lines of the last Enter press (or paste) read so far.
     echoed: usize,
@@ -32,6 +51,12 @@ pub(super) struct Screen {
     line_editor: bool,
     /// The line editor's line as it stood at its last newline.
     edited_line: Option<String>,
+    /// Lines that may be recorded now (refilled at PER_SECOND up to BURST).
+    budget: f64,
+    refilled: std::time::Instant,
+    dropped: u64,
+    /// The model failed on some output: nothing more is read.
+    broken: bool,
 }
 
 fn size(n: u32, max: u32, default: u16) -> NonZeroU16 {
@@ -43,6 +68,24 @@ fn size(n: u32, max: u32, default: u16) -> NonZeroU16 {
     NonZeroU16::new(n as u16).unwrap_or(NonZeroU16::MIN)
 }
 
+/// Where the output's newlines and line-editor markers are, in order.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    Newline,
+    On,
+    Off,
+}
+
+fn marks(data: &[u8]) -> Vec<(usize, Mark)> {
+    let mut marks: Vec<(usize, Mark)> = memchr::memchr_iter(b'\n', data)
+        .map(|p| (p, Mark::Newline))
+        .chain(memchr::memmem::find_iter(data, EDITOR_ON).map(|p| (p, Mark::On)))
+        .chain(memchr::memmem::find_iter(data, EDITOR_OFF).map(|p| (p, Mark::Off)))
+        .collect();
+    marks.sort_unstable_by_key(|m| m.0);
+    marks
+}
+
 impl Screen {
     pub(super) fn new(cols: u32, rows: u32) -> Screen {
         Screen {
@@ -52,16 +95,41 @@ impl Screen {
             echoed: 0,
             line_editor: false,
             edited_line: None,
+            budget: BURST,
+            refilled: std::time::Instant::now(),
+            dropped: 0,
+            broken: false,
         }
     }
 
     pub(super) fn resize(&mut self, cols: u32, rows: u32) {
-        self.parser
-            .set_size(size(rows, MAX_ROWS, 24), size(cols, MAX_COLS, 80));
+        if self.broken {
+            return;
+        }
+        let (rows, cols) = (size(rows, MAX_ROWS, 24), size(cols, MAX_COLS, 80));
+        self.guarded(|s| s.parser.set_size(rows, cols));
+    }
+
+    /// Runs `f` on the model; a panic in it (the terminal emulator fed
+    /// hostile output) turns the model off instead of ending the session.
+    fn guarded(&mut self, f: impl FnOnce(&mut Screen)) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if ran.is_err() {
+            self.broken = true;
+        }
+    }
+
+    fn process(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.guarded(|s| s.parser.process(bytes));
+        }
     }
 
     /// Keystrokes from the client.
-    pub(super) fn input(&mut self, data: &[u8], lines: &mut Vec<String>) {
+    pub(super) fn input(&mut self, data: &[u8], lines: &mut Vec<Line>) {
+        if self.broken {
+            return;
+        }
         if self.prompt.is_none() && self.entered == 0 {
             self.prompt = Some(self.before_cursor());
         }
@@ -70,6 +138,7 @@ impl Screen {
             return;
         }
         if self.line_editor {
+            self.entered = (self.entered + enters).min(MAX_PENDING);
             return;
         }
         if self.entered == 1 && self.echoed == 0 {
@@ -82,72 +151,90 @@ impl Screen {
         self.echoed = 0;
     }
 
-    /// Output from the host, after masking (what the client is shown).
-    pub(super) fn output(&mut self, data: &[u8], lines: &mut Vec<String>) {
-        let mut rest = data;
-        loop {
-            let editing = self.parser.screen().bracketed_paste();
-            let nl = match editing || self.entered > 0 {
-                true => rest.iter().position(|&b| b == b'\n'),
-                false => None,
-            };
-            // Where the line editor starts or stops reading a line.
-            let off = match editing {
-                true => find(rest, EDITOR_OFF),
-                false => find(rest, EDITOR_ON),
-            };
-            match (nl, off) {
-                (Some(nl), off) if off.is_none_or(|o| nl < o) => {
-                    self.parser.process(&rest[..nl]);
+    /// Output from the host, after masking (what the client is shown). One
+    /// pass over its newlines and markers; the screen is read only where a
+    /// line may end (the last newline before a line editor stops, or a
+    /// newline after an Enter), never at every newline of the output.
+    pub(super) fn output(&mut self, data: &[u8], lines: &mut Vec<Line>) {
+        if self.broken {
+            return;
+        }
+        let marks = marks(data);
+        let mut at = 0;
+        for (k, &(pos, mark)) in marks.iter().enumerate() {
+            if pos < at {
+                continue; // inside a marker already processed
+            }
+            match mark {
+                Mark::Newline => {
+                    let editing = self.parser.screen().bracketed_paste();
+                    if !editing && (self.line_editor || self.entered == 0) {
+                        continue;
+                    }
+                    self.process(&data[at..pos]);
+                    at = pos;
                     if self.parser.screen().bracketed_paste() {
-                        // A line editor is reading a line (bash, zsh): the
-                        // line as it stands when Enter moves off it, kept
-                        // until the editor says it accepted the line.
                         self.line_editor = true;
-                        self.edited_line = Some(self.line(false));
+                        // Only the newline the editor stops after matters.
+                        let next = marks.get(k + 1).map(|m| m.1);
+                        if next != Some(Mark::Newline) {
+                            self.edited_line = Some(self.line(false));
+                        }
                     } else if !self.line_editor {
                         self.newline(lines);
                     }
-                    self.parser.process(b"\n");
-                    rest = &rest[nl + 1..];
                 }
-                (_, Some(off)) => {
-                    let end = off + EDITOR_ON.len();
-                    self.parser.process(&rest[..end]);
-                    rest = &rest[end..];
-                }
-                _ => {
-                    self.parser.process(rest);
-                    self.edited(editing, lines);
-                    return;
+                Mark::On | Mark::Off => {
+                    let end = pos + EDITOR_ON.len();
+                    let was = self.parser.screen().bracketed_paste();
+                    self.process(&data[at..end]);
+                    at = end;
+                    if mark == Mark::On {
+                        self.line_editor = true;
+                    }
+                    self.edited(was, lines);
                 }
             }
-            self.edited(editing, lines);
+            if self.broken {
+                return;
+            }
         }
+        let was = self.parser.screen().bracketed_paste();
+        self.process(&data[at..]);
+        self.edited(was, lines);
     }
 
-    /// A line editor that was reading a line has stopped: the line it read.
-    fn edited(&mut self, was_editing: bool, lines: &mut Vec<String>) {
+    /// A line editor that was reading a line has stopped: the line it read,
+    /// if the client pressed Enter for it.
+    fn edited(&mut self, was_editing: bool, lines: &mut Vec<Line>) {
         if !was_editing || self.parser.screen().bracketed_paste() {
             return;
         }
-        self.entered = 0;
+        let line = self.edited_line.take();
+        if self.entered == 0 {
+            return;
+        }
+        self.entered -= 1;
         self.echoed = 0;
-        let prompt = self.prompt.take().unwrap_or_default();
-        if let Some(line) = self.edited_line.take() {
+        let prompt = match self.entered {
+            0 => self.prompt.take(),
+            _ => self.prompt.clone(),
+        }
+        .unwrap_or_default();
+        if let Some(line) = line {
             let command = match line.strip_prefix(prompt.as_str()) {
                 Some(rest) if !prompt.is_empty() => rest,
                 // Typed ahead of the prompt: the prompt ends at its mark.
                 _ => after_prompt(&line),
             };
-            push(lines, command);
+            self.push(lines, command);
         }
     }
 
     /// A newline from a shell without a line editor (sh): the first after
     /// Enter ends the typed line's echo; in a paste the next lines are the
     /// first command's output until the prompt shows again with the next.
-    fn newline(&mut self, lines: &mut Vec<String>) {
+    fn newline(&mut self, lines: &mut Vec<Line>) {
         if self.entered == 0 {
             return;
         }
@@ -162,12 +249,13 @@ impl Screen {
         }
     }
 
-    /// The cursor's logical line (its row and the rows that wrap into it).
+    /// The cursor's logical line (its row and up to MAX_LINE_ROWS rows that
+    /// wrap into it).
     fn line(&self, to_cursor: bool) -> String {
         let screen = self.parser.screen();
         let (row, col) = screen.cursor_position();
         let mut start = row;
-        while start > 0 && screen.row_wrapped(start - 1) {
+        while start > 0 && row - start < MAX_LINE_ROWS && screen.row_wrapped(start - 1) {
             start -= 1;
         }
         let end_col = if to_cursor {
@@ -175,11 +263,7 @@ impl Screen {
         } else {
             screen.size().1.get()
         };
-        let mut text = if start == row {
-            screen.contents_between(row, 0, row, end_col)
-        } else {
-            screen.contents_between(start, 0, row, end_col)
-        };
+        let mut text = screen.contents_between(start, 0, row, end_col);
         text.truncate(text.trim_end().len());
         text
     }
@@ -192,7 +276,7 @@ impl Screen {
     }
 
     /// Reads the line of one Enter press.
-    fn take(&mut self, lines: &mut Vec<String>) {
+    fn take(&mut self, lines: &mut Vec<Line>) {
         self.entered -= 1;
         // The prompt stays for the lines of a paste; it is read again for
         // the next line typed.
@@ -206,23 +290,27 @@ impl Screen {
         }
         let line = self.line(false);
         let prompt = prompt.unwrap_or_default();
-        push(lines, line.strip_prefix(prompt.as_str()).unwrap_or(&line));
+        self.push(lines, line.strip_prefix(prompt.as_str()).unwrap_or(&line));
     }
-}
 
-/// What a line editor writes when it starts reading a line (bracketed paste
-/// on), and when it has read it (off).
-const EDITOR_ON: &[u8] = b"\x1b[?2004h";
-const EDITOR_OFF: &[u8] = b"\x1b[?2004l";
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn push(lines: &mut Vec<String>, command: &str) {
-    let command = command.trim();
-    if !command.is_empty() {
-        lines.push(command.to_owned());
+    fn push(&mut self, lines: &mut Vec<Line>, command: &str) {
+        let command = command.trim();
+        if command.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * PER_SECOND;
+        self.budget = (self.budget + earned).min(BURST);
+        self.refilled = now;
+        if self.budget < 1.0 {
+            self.dropped += 1;
+            return;
+        }
+        self.budget -= 1.0;
+        lines.push(Line {
+            text: command.to_owned(),
+            dropped: std::mem::take(&mut self.dropped),
+        });
     }
 }
 
@@ -245,7 +333,13 @@ mod tests {
         let mut lines = Vec::new();
         screen.input(keys.as_bytes(), &mut lines);
         screen.output(echo.as_bytes(), &mut lines);
-        lines
+        lines.into_iter().map(|l| l.text).collect()
+    }
+
+    fn shown(screen: &mut Screen, output: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        screen.output(output.as_bytes(), &mut lines);
+        lines.into_iter().map(|l| l.text).collect()
     }
 
     #[test]
@@ -338,6 +432,7 @@ mod tests {
         ] {
             s.output(chunk.as_bytes(), &mut lines);
         }
+        let lines: Vec<_> = lines.into_iter().map(|l| l.text).collect();
         assert_eq!(lines, ["echo hello", "exit"]);
     }
 
@@ -353,6 +448,62 @@ mod tests {
         typed(&mut s, "ls > x", "ls > x");
         let got = typed(&mut s, "\r", "\r\n\x1b[?2004l\r");
         assert_eq!(got, ["ls > x"]);
+    }
+
+    /// Output alone (a file `cat`ted, a web page) never makes a command:
+    /// only a line the client pressed Enter for is read.
+    #[test]
+    fn output_without_an_enter_is_not_a_command() {
+        let mut s = Screen::new(80, 24);
+        let forged = "\x1b[?2004hrm -rf /\n\x1b[?2004l".repeat(50);
+        assert!(shown(&mut s, &forged).is_empty());
+        // The same from a shell without a line editor.
+        let mut s = Screen::new(80, 24);
+        assert!(shown(&mut s, "$ rm -rf /\r\n$ ").is_empty());
+    }
+
+    /// A flood of Enter presses is recorded up to a rate; the rest counted.
+    #[test]
+    fn a_flood_of_lines_is_recorded_up_to_a_rate() {
+        let mut s = Screen::new(80, 24);
+        let mut lines = Vec::new();
+        s.output(b"\x1b[?2004h$ ", &mut lines);
+        for i in 0..200 {
+            s.input(b"\r", &mut lines);
+            s.output(
+                format!("x{i}\r\n\x1b[?2004l\r\x1b[?2004h$ ").as_bytes(),
+                &mut lines,
+            );
+        }
+        assert!(
+            lines.len() >= BURST as usize && lines.len() < 60,
+            "{}",
+            lines.len()
+        );
+        s.output(b"", &mut lines);
+        // Once the rate allows again, the next line says how many were not.
+        s.budget = 1.0;
+        s.input(b"\r", &mut lines);
+        s.output(b"last\r\n\x1b[?2004l", &mut lines);
+        let last = lines.last().unwrap();
+        assert_eq!(last.text, "last");
+        assert!(last.dropped > 100, "{}", last.dropped);
+    }
+
+    /// Newlines that move the cursor far down cost one screen read per
+    /// line the editor accepts, not one per newline.
+    #[test]
+    fn hostile_output_is_read_in_bounded_work() {
+        let mut s = Screen::new(u32::MAX, u32::MAX);
+        let mut lines = Vec::new();
+        s.output(b"\x1b[?2004h$ ", &mut lines);
+        s.input(b"\r", &mut lines);
+        let flood = "\x1b[99;1H\n".repeat(100_000);
+        let started = std::time::Instant::now();
+        s.output(flood.as_bytes(), &mut lines);
+        s.output(b"\x1b[?2004l", &mut lines);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(lines.len() <= 1);
     }
 
     #[test]

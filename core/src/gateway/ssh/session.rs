@@ -187,8 +187,12 @@ impl Connection {
         match super::certificate::admit(cert, &cas, self.peer.ip(), now) {
             Ok((identity, limits)) => {
                 let how = format!("certificate {} serial {}", cert.key_id(), cert.serial());
-                self.limits = Some(limits);
-                self.admit(identity, &how)
+                let admitted = self.admit(identity, &how);
+                // The certificate's limits bind only a login it made.
+                if admitted == Auth::Accept {
+                    self.limits = Some(limits);
+                }
+                admitted
             }
             Err(reason) => self.refused_login(&reason),
         }
@@ -397,7 +401,8 @@ impl server::Handler for Connection {
             return Ok(Auth::Partial {
                 name: "Sluice".into(),
                 instructions: "Log in with your access token.".into(),
-                prompts: vec![("Access token: ".into(), false)].into(),
+                // "password" in the prompt: sshpass answers prompts that say it.
+                prompts: vec![("Access token (as password): ".into(), false)].into(),
             });
         };
         let token = response
