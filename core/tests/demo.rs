@@ -97,8 +97,8 @@ fn walkthrough(mut demo: Command, state: &std::path::Path) {
             }
         }
     }
-    assert_eq!(commands.len(), 11, "{commands:#?}");
-    assert_eq!(headings, [1, 2, 3, 4, 5], "all five parts, numbered");
+    assert_eq!(commands.len(), 18, "{commands:#?}");
+    assert_eq!(headings, [1, 2, 3, 4, 5, 6, 7], "all seven parts, numbered");
     assert!(
         pg_dir.is_dir(),
         "the throw-away cluster is under the temp dir"
@@ -176,13 +176,55 @@ fn walkthrough(mut demo: Command, state: &std::path::Path) {
     // The customer is gone from the API.
     let (_, out, _) = sh(&commands[5]);
     assert!(!out.contains("\"id\":2,"), "{out}");
-    // 5. The audit log has it all and verifies.
+    // 5. SSH: a command runs; rm -rf never reaches the host; rm waits for a
+    // second person, then runs once.
     let (ok, out, err) = sh(&commands[9]);
+    assert!(ok && out.contains("load average"), "{out}{err}");
+    let host = commands[10]
+        .split("'rm -rf ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix('\''))
+        .unwrap()
+        .to_owned();
+    let (ok, _, err) = sh(&commands[10]);
+    assert!(!ok && err.contains("sluice: "), "{err}");
+    assert!(
+        std::path::Path::new(&host).is_dir(),
+        "nothing ran on the host"
+    );
+    let rm = {
+        let c = commands[11].clone();
+        std::thread::spawn(move || sh(&c))
+    };
+    let listed = wait_for(Duration::from_secs(20), || {
+        let (_, out, _) = sh(&commands[3]);
+        out.contains("old.log").then_some(out)
+    });
+    assert!(listed.is_some(), "the held rm is listed");
+    let (ok, out, err) = sh(&commands[12]);
+    assert!(ok && out.trim() == "approval 3: approved", "{out}{err}");
+    let (ok, _, err) = rm.join().unwrap();
+    assert!(ok, "{err}");
+    assert!(!std::path::Path::new(&host).join("old.log").exists());
+    // 6. A shell session, recorded and replayed.
+    let (ok, out, err) = sh(&format!(
+        "printf 'echo from-demo-shell\\nexit\\n' | {}",
+        commands[13]
+    ));
+    assert!(ok && out.contains("from-demo-shell"), "{out}{err}");
+    let (ok, out, err) = sh(&commands[14]);
+    assert!(ok && !out.trim().is_empty(), "{out}{err}");
+    let (ok, out, err) = sh(&commands[15]);
+    assert!(ok && out.contains("from-demo-shell"), "{out}{err}");
+    // 7. The audit log has it all and verifies.
+    let (ok, out, err) = sh(&commands[16]);
     assert!(ok, "{err}");
     for needle in [
         "DROP TABLE orders",
         "DELETE FROM orders WHERE id = 1",
         "/v1/customers/2",
+        "rm -rf ",
+        "old.log",
     ] {
         assert!(
             out.contains(needle),
@@ -192,7 +234,7 @@ fn walkthrough(mut demo: Command, state: &std::path::Path) {
     // A held HTTP request's record says why in words, not as an escaped reply.
     assert!(!out.contains(r#"\"status\""#), "{out}");
     assert!(out.contains("approval 2 requested for"), "{out}");
-    let (ok, out, err) = sh(&commands[10]);
+    let (ok, out, err) = sh(&commands[17]);
     assert!(ok && out.starts_with("ok: "), "{out}{err}");
 
     // Ctrl-C stops everything; the state directory stays.

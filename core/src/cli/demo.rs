@@ -2,15 +2,17 @@
 //!
 //! It makes a state directory (keys, tokens for three demo people, a commented
 //! config, the audit log), starts a throw-away PostgreSQL seeded with fake PII
-//! (if the server binaries are installed) and a small built-in JSON API, then
-//! runs the gateway in front of both and prints a walkthrough whose commands
-//! work as printed. Ctrl-C stops everything it started and leaves the state
-//! directory for inspection; running it again recreates the throw-away parts.
+//! (if the server binaries are installed), a throw-away OpenSSH `sshd` that
+//! logs in the current user (if OpenSSH is installed) and a small built-in
+//! JSON API, then runs the gateway in front of them and prints a walkthrough
+//! whose commands work as printed. Ctrl-C stops everything it started and
+//! leaves the state directory for inspection; running it again recreates the
+//! throw-away parts.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::identity::token::{Claims, DevKey};
@@ -24,6 +26,7 @@ const API_KEY: &str = "demo-api-key-b7f3c1";
 const PG_PORT: u16 = 15432;
 const HTTP_PORT: u16 = 18080;
 const ADMIN_PORT: u16 = 19470;
+const SSH_PORT: u16 = 12222;
 
 /// The three demo people.
 const PEOPLE: &[(&str, &str, &[&str])] = &[
@@ -50,7 +53,15 @@ fn start(dir: &Path, fresh_ports: bool) -> Result<i32, String> {
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     // Throw-away parts are recreated; the audit log (and its signing key) stays.
     // (`pg` is where earlier versions kept the throw-away cluster.)
-    for stale in ["keys", "tokens", "pg", "demo.toml"] {
+    for stale in [
+        "keys",
+        "tokens",
+        "pg",
+        "sshd",
+        "host",
+        "known_hosts",
+        "demo.toml",
+    ] {
         let p = dir.join(stale);
         let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
     }
@@ -95,14 +106,27 @@ fn start(dir: &Path, fresh_ports: bool) -> Result<i32, String> {
             None
         }
     };
+    // The sshd (stopped when dropped) and the target in front of it.
+    let ssh_part = Sshd::start(&dir).and_then(|sshd| {
+        let target = SshTarget::new(&dir, &sshd, port(SSH_PORT)?)?;
+        Ok((sshd, target))
+    });
+    let ssh_part = match ssh_part {
+        Ok(part) => Some(part),
+        Err(e) => {
+            println!("SSH part skipped: {e}\n");
+            None
+        }
+    };
+    let ssh = ssh_part.as_ref().map(|(_, target)| target);
     let config = config(
         &dir,
         &jwks_path,
-        pg.as_ref().map(|p| p.port),
-        pg_listen,
+        pg.as_ref().map(|p| (p.port, pg_listen)),
         api,
         http_listen,
         admin,
+        ssh,
     );
     let config_path = dir.join("demo.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
@@ -111,13 +135,14 @@ fn start(dir: &Path, fresh_ports: bool) -> Result<i32, String> {
     if std::env::var_os("SLUICE_LOG").is_none() {
         std::env::set_var("SLUICE_LOG", "warn");
     }
-    walkthrough(&exe, &dir, pg.is_some(), pg_listen, http_listen, admin);
+    walkthrough(&exe, &dir, pg.is_some(), pg_listen, http_listen, admin, ssh);
     let _ = std::io::stdout().flush();
 
     let served = crate::runtime::serve(config_path.clone());
     if let Some(pg) = pg {
         pg.stop();
     }
+    drop(ssh_part);
     // stdout may be gone by now (a closed terminal or pipe): never panic on it.
     let _ = writeln!(
         std::io::stdout(),
@@ -139,11 +164,11 @@ fn free_port() -> Result<u16, String> {
 fn config(
     dir: &Path,
     jwks: &Path,
-    pg_upstream: Option<u16>,
-    pg_listen: u16,
+    pg: Option<(u16, u16)>,
     api: SocketAddr,
     http_listen: u16,
     admin: u16,
+    ssh: Option<&SshTarget>,
 ) -> String {
     let mut c = format!(
         r#"# The configuration `sluice demo` runs (written by it; see config/README.md).
@@ -182,7 +207,7 @@ masking = "pii"
         jwks = jwks.display(),
         audit = dir.join("audit").display(),
     );
-    if let Some(up) = pg_upstream {
+    if let Some((up, pg_listen)) = pg {
         c.push_str(&format!(
             r#"
 # PostgreSQL: the password is the caller's token; Sluice logs in with its own.
@@ -200,6 +225,31 @@ masking = "pii"
 "#
         ));
     }
+    if let Some(ssh) = ssh {
+        c.push_str(&format!(
+            r#"
+# SSH: the password is the caller's token; Sluice logs in to the host with its own key.
+[[target]]
+name = "app-server"
+protocol = "ssh"
+listen = "127.0.0.1:{listen}"
+upstream = "127.0.0.1:{up}"         # the demo's throw-away sshd
+upstream_host_key = "{up_key}"   # pinned: never trusted on first use
+credentials = {{ user = "{user}", key_file = "{key}" }}
+host_key = "{host_key}"   # Sluice's own; the clients pin it ({known_hosts})
+access = ["agents", "sre"]
+approvers = ["leads"]
+guardrails = "server"
+"#,
+            listen = ssh.listen,
+            up = ssh.upstream,
+            up_key = ssh.upstream_host_key,
+            user = ssh.user,
+            key = ssh.client_key.display(),
+            host_key = ssh.host_key.display(),
+            known_hosts = ssh.known_hosts.display(),
+        ));
+    }
     c.push_str(
         r#"
 [guardrails.db]
@@ -213,7 +263,22 @@ rules = [
 rules = [
   { methods = ["DELETE"], path = "/v1/customers/*", action = "approve" },
 ]
-
+"#,
+    );
+    if ssh.is_some() {
+        c.push_str(
+            r#"
+[guardrails.server]
+rules = [
+  { commands = ["rm -rf *", "shutdown*", "reboot*", "mkfs*"], action = "deny", message = "destructive commands are blocked" },
+  { commands = ["rm *", "systemctl restart *"], action = "approve" },   # a second person approves
+]
+shell = "allow"                    # a shell steps around command rules: "approve" in production
+"#,
+        );
+    }
+    c.push_str(
+        r#"
 [masking.pii]
 detectors = ["email", "credit_card", "ssn", "phone", "iban", "aws_key", "jwt", "api_key"]
 columns = { ssn = "redact", card_number = "last4" }
@@ -223,7 +288,15 @@ fields = { "$.customers[*].card_number" = "last4" }
     c
 }
 
-fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, admin: u16) {
+fn walkthrough(
+    exe: &Path,
+    dir: &Path,
+    pg: bool,
+    pg_port: u16,
+    http_port: u16,
+    admin: u16,
+    ssh: Option<&SshTarget>,
+) {
     let exe = exe.display();
     let t = |who: &str| format!("$(cat {}/tokens/{who})", dir.display());
     let admin_url = format!("http://127.0.0.1:{admin}");
@@ -301,6 +374,58 @@ fn walkthrough(exe: &Path, dir: &Path, pg: bool, pg_port: u16, http_port: u16, a
     );
     println!("   (customer 2 is gone from the list now; a third DELETE needs a new approval)");
     println!();
+    if let Some(ssh) = ssh {
+        let sshpass = which("sshpass").is_some();
+        // Password first: sshpass answers a password prompt, not Sluice's
+        // keyboard-interactive "Access token:" (OpenSSH's first choice).
+        let login = |cmd: &str| {
+            format!(
+                "{}ssh -p {} -o UserKnownHostsFile={} -o PreferredAuthentications=password agent-7@127.0.0.1{cmd}",
+                if sshpass {
+                    format!("SSHPASS=\"{}\" sshpass -e ", t("agent"))
+                } else {
+                    String::new()
+                },
+                ssh.listen,
+                ssh.known_hosts.display()
+            )
+        };
+        let files = ssh.files.display();
+        heading(&format!(
+            "SSH through Sluice: the token is the password; Sluice logs in to the host as {} with its own key",
+            ssh.user
+        ));
+        println!("  $ {}", login(" uptime"));
+        if !sshpass {
+            println!(
+                "   (paste the token from {}/tokens/agent at the password prompt, or get sshpass: sudo apt-get install sshpass)",
+                dir.display()
+            );
+        }
+        println!(
+            "   ... rm -rf is blocked before it reaches the host (exit status 126; {files} stays):"
+        );
+        println!("  $ {}", login(&format!(" 'rm -rf {files}'")));
+        let id = if pg { 3 } else { 2 };
+        println!("   ... any other rm waits for a second person (this one pauses until approved):");
+        println!("  $ {}", login(&format!(" 'rm {files}/old.log'")));
+        println!("   ... and the approver approves request {id}:");
+        println!(
+            "  $ {exe} approvals approve {id} --admin {admin_url} --token \"{}\"",
+            t("approver")
+        );
+        println!();
+        let audit = dir.join("audit");
+        let audit = audit.display();
+        heading("Every SSH channel is recorded: log in for a shell (a command or two, then exit) and replay it");
+        println!("  $ {}", login(""));
+        println!("  $ {exe} sessions list --dir {audit}");
+        println!(
+            "  $ {exe} sessions play \"$(ls -t {audit}/sessions/*.cast | head -n 1)\" --dir {audit}"
+        );
+        println!("   (the newest recording; any id from the list plays too)");
+        println!();
+    }
     heading("Everything that happened is in the tamper-evident audit log");
     println!(
         "  $ {exe} audit search --dir {}/audit --user agent-7 --type command",
@@ -611,5 +736,204 @@ impl Postgres {
             .args(["-m", "fast", "-w", "stop"])
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `ssh-keygen`: a new ed25519 key pair without a passphrase at `path` (and `path.pub`).
+fn ssh_keygen(path: &Path) -> Result<(), String> {
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "sluice-demo", "-f"])
+            .arg(path),
+        "ssh-keygen",
+    )
+}
+
+/// The public half of a key made by [`ssh_keygen`], as `TYPE BASE64`.
+fn public_key(path: &Path) -> Result<String, String> {
+    let mut pub_path = path.as_os_str().to_owned();
+    pub_path.push(".pub");
+    let pub_path = PathBuf::from(pub_path);
+    let line =
+        std::fs::read_to_string(&pub_path).map_err(|e| format!("{}: {e}", pub_path.display()))?;
+    let fields: Vec<&str> = line.split_whitespace().take(2).collect();
+    match fields[..] {
+        [kind, key] => Ok(format!("{kind} {key}")),
+        _ => Err(format!("{}: not a public key", pub_path.display())),
+    }
+}
+
+/// A throw-away OpenSSH server on a free loopback port, run as the current
+/// user from the state directory's `sshd/`: its own host key, and the key
+/// Sluice logs in with as its only authorized key. Stopped when dropped.
+struct Sshd {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+    /// Who it logs in (the user running the demo).
+    user: String,
+}
+
+impl Sshd {
+    fn start(state: &Path) -> Result<Sshd, String> {
+        let Some(sshd) = which("sshd") else {
+            return Err(
+                "sshd is not installed (on Debian/Ubuntu: sudo apt-get install openssh-server)"
+                    .into(),
+            );
+        };
+        for client in ["ssh", "ssh-keygen"] {
+            if which(client).is_none() {
+                return Err(format!(
+                    "{client} is not installed (on Debian/Ubuntu: sudo apt-get install openssh-client)"
+                ));
+            }
+        }
+        // sshd re-executes itself, by an absolute path only.
+        let sshd = sshd.canonicalize().unwrap_or(sshd);
+        let user = Command::new("id")
+            .arg("-un")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .ok_or("`id -un` did not name the current user")?;
+        let dir = state.join("sshd");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        ssh_keygen(&dir.join("host_key"))?;
+        ssh_keygen(&dir.join("client_key"))?;
+        if is_root() {
+            // sshd started as root wants its privilege separation directory.
+            std::fs::create_dir_all("/run/sshd").map_err(|e| format!("/run/sshd: {e}"))?;
+        }
+        let port = free_port()?;
+        let config = format!(
+            "# The demo's throw-away sshd (written by `sluice demo`): it logs in {user}\n\
+             # with the key Sluice holds, and nobody else.\n\
+             ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_key\nPidFile none\n\
+             AuthorizedKeysFile {d}/client_key.pub\nPubkeyAuthentication yes\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n\
+             AllowTcpForwarding no\nX11Forwarding no\n",
+            d = dir.display()
+        );
+        let config_path = dir.join("sshd_config");
+        std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+        let log_path = dir.join("sshd.log");
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(&sshd);
+        cmd.args(["-D", "-e", "-f"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // Ctrl-C goes to the demo alone, which drains its sessions first.
+            .process_group(0);
+        // It also ends when the demo ends without dropping it (a second
+        // Ctrl-C exits at once).
+        // SAFETY: the closure only makes one system call, which is
+        // async-signal-safe, and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("{}: {e}", sshd.display()))?;
+        let mut sshd = Sshd {
+            child,
+            dir,
+            port,
+            user,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            let exited = matches!(sshd.child.try_wait(), Ok(Some(_)));
+            if exited || std::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(format!(
+                    "sshd did not start; its log ends with:\n  {}",
+                    tail.join("\n  ")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!(
+            "A throw-away sshd runs on 127.0.0.1:{port} and logs in {} (files in {}, stopped on Ctrl-C)",
+            sshd.user,
+            sshd.dir.display()
+        );
+        Ok(sshd)
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the SSH target's config and walkthrough need: Sluice's own host key
+/// (made here, so clients can pin it in the demo's `known_hosts`) and a few
+/// files on the "host" for the walkthrough's commands to act on.
+struct SshTarget {
+    listen: u16,
+    upstream: u16,
+    upstream_host_key: String,
+    user: String,
+    client_key: PathBuf,
+    host_key: PathBuf,
+    known_hosts: PathBuf,
+    files: PathBuf,
+}
+
+impl SshTarget {
+    fn new(state: &Path, sshd: &Sshd, listen: u16) -> Result<SshTarget, String> {
+        let host_key = state.join("keys").join("app-server.ssh_host_ed25519_key");
+        ssh_keygen(&host_key)?;
+        let known_hosts = state.join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{listen} {}\n", public_key(&host_key)?),
+        )
+        .map_err(|e| format!("{}: {e}", known_hosts.display()))?;
+        let files = state.join("host");
+        std::fs::create_dir_all(&files).map_err(|e| format!("{}: {e}", files.display()))?;
+        for (name, text) in [
+            (
+                "notes.txt",
+                "Files on the demo host: rm -rf never reaches them.\n",
+            ),
+            (
+                "old.log",
+                "An old log: removing it takes a second person.\n",
+            ),
+        ] {
+            std::fs::write(files.join(name), text).map_err(|e| e.to_string())?;
+        }
+        Ok(SshTarget {
+            listen,
+            upstream: sshd.port,
+            upstream_host_key: public_key(&sshd.dir.join("host_key"))?,
+            user: sshd.user.clone(),
+            client_key: sshd.dir.join("client_key"),
+            host_key,
+            known_hosts,
+            files,
+        })
     }
 }

@@ -45,14 +45,15 @@ enum Command {
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Show the whole product on this machine: a throw-away PostgreSQL with fake
-    /// PII and a small JSON API behind the gateway, and a walkthrough to copy.
+    /// PII, a small JSON API and (where sshd is installed) a throw-away sshd
+    /// behind the gateway, and a walkthrough to copy.
     ///
     /// Ctrl-C stops what it started; the state directory stays for inspection.
     Demo {
         /// Where keys, tokens, the config and the audit log go.
         #[arg(long, value_name = "DIR", default_value = "sluice-demo")]
         dir: PathBuf,
-        /// Listen on free ports instead of 15432/18080/19470 (printed either way).
+        /// Listen on free ports instead of 15432/18080/12222/19470 (printed either way).
         #[arg(long)]
         any_ports: bool,
     },
