@@ -9,7 +9,9 @@
 //! ```
 //!
 //! CPU per operation is read from `/proc/PID/stat` of the process listening on each
-//! endpoint's port (or `--pid name=PID`), before and after each of its slices.
+//! endpoint's port (or `--pid name=PID`), before and after each of its slices; in
+//! the SSH scenarios, of that process and every process below it (sshd forks one
+//! per connection).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,7 +25,9 @@ mod http;
 mod pg;
 mod pgload;
 mod procstat;
+mod reaper;
 mod report;
+mod ssh;
 mod tcp;
 mod token;
 
@@ -55,6 +59,10 @@ struct RunArgs {
     /// The process whose CPU counts for an endpoint: name=PID (found from the port otherwise).
     #[arg(long, value_name = "NAME=PID")]
     pid: Vec<String>,
+    /// Another process whose CPU counts for an endpoint too, beside its own
+    /// (e.g. the sshd behind a gateway): name=PID, repeatable.
+    #[arg(long, value_name = "NAME=PID")]
+    extra_pid: Vec<String>,
     /// Write the full result as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
@@ -146,6 +154,31 @@ struct PgRunArgs {
     approver: Vec<String>,
 }
 
+/// What the SSH scenarios share.
+#[derive(clap::Args, Clone)]
+struct SshArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    // The dev key (`--key`): at the endpoints of `--token`, each worker's own
+    // token is its password.
+    #[command(flatten)]
+    tokens: TokenArgs,
+    /// Private key for the key logins (an sshd, a jump host and the host behind it).
+    #[arg(long, value_name = "FILE")]
+    identity: Option<std::path::PathBuf>,
+    /// Login user (the sshd's account; informational at a token endpoint).
+    /// Default: the current user.
+    #[arg(long)]
+    user: Option<String>,
+    /// An endpoint whose login is an access token as the password (Sluice), repeatable.
+    #[arg(long, value_name = "NAME")]
+    token: Vec<String>,
+    /// An endpoint that is a jump host: the client logs in there, opens a
+    /// direct-tcpip channel to TARGET and logs in to TARGET through it (`ssh -J`).
+    #[arg(long, value_name = "NAME=TARGET")]
+    jump: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Bulk throughput through an echo upstream (MiB/s echoed, CPU µs per MiB).
@@ -164,10 +197,44 @@ enum Command {
     /// Keep-alive GETs of a small JSON document full of PII (requests/s, latency,
     /// CPU µs per request), each agent with its own bearer token.
     HttpJson(HttpRunArgs),
+    /// Short commands, each in a new session channel of a kept connection
+    /// (ops/s, latency, CPU µs per command); `--new-connection`: a new
+    /// connection and login per command.
+    SshExec {
+        #[command(flatten)]
+        ssh: SshArgs,
+        /// The command each operation runs.
+        #[arg(long, default_value = "true")]
+        command: String,
+        /// Every operation is a new connection, login and command.
+        #[arg(long)]
+        new_connection: bool,
+    },
+    /// Bulk output through one session per connection: `head -c BYTES
+    /// /dev/zero` over and over (MiB/s read, CPU µs per MiB).
+    SshStream {
+        #[command(flatten)]
+        ssh: SshArgs,
+        /// Bytes per command. Through Sluice, a channel's recording may grow to
+        /// 256 MiB, and a NUL byte takes 6 there (`\u0000`).
+        #[arg(long, default_value_t = 16 << 20)]
+        bytes: u64,
+        /// The byte source instead of `head -c BYTES /dev/zero` (a command that
+        /// writes to stdout and ends).
+        #[arg(long)]
+        command: Option<String>,
+    },
     /// Run the JSON server that stands behind the endpoints of `http-json`.
     HttpUpstream {
         #[arg(long, default_value = "127.0.0.1:7110")]
         listen: SocketAddr,
+    },
+    /// Run a forking server (sshd) under a subreaper that waits for every
+    /// process it leaves behind, so the SSH scenarios count its whole tree's CPU.
+    Reaper {
+        /// The server and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
     },
     /// Run an echo server to stand behind the endpoints of the tcp scenarios.
     Echo {
@@ -203,6 +270,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Echo { listen } => tcp::echo(listen),
+        Command::Reaper { command } => reaper::run(&command),
         Command::TcpStream(args) => run("tcp-stream", args, report::Unit::MiB, tcp::stream),
         Command::TcpRr(args) => run("tcp-rr", args, report::Unit::Ops, tcp::request_response),
         Command::PgSelect(a) => run_pg("pg-select", pgload::Scenario::Select, a),
@@ -210,6 +278,32 @@ fn main() -> anyhow::Result<()> {
         Command::PgConnect(a) => run_pg("pg-connect", pgload::Scenario::Connect, a),
         Command::PgWrite(a) => run_pg("pg-write", pgload::Scenario::Write, a),
         Command::HttpUpstream { listen } => http::upstream(listen),
+        Command::SshExec {
+            ssh,
+            command,
+            new_connection,
+        } => {
+            let name = if new_connection {
+                "ssh-exec --new-connection"
+            } else {
+                "ssh-exec"
+            };
+            let work = ssh::Work::Exec {
+                command,
+                new_connection,
+            };
+            run_ssh(name, ssh, report::Unit::Ops, work)
+        }
+        Command::SshStream {
+            ssh,
+            bytes,
+            command,
+        } => {
+            let work = ssh::Work::Stream {
+                command: command.unwrap_or_else(|| format!("head -c {bytes} /dev/zero")),
+            };
+            run_ssh("ssh-stream", ssh, report::Unit::MiB, work)
+        }
         Command::HttpJson(a) => {
             let tokens: Vec<String> = match a.tokens.minter()? {
                 Some(m) => (0..a.agents.max(1))
@@ -293,13 +387,161 @@ fn run_pg(name: &str, scenario: pgload::Scenario, a: PgRunArgs) -> anyhow::Resul
     run(name, run_args, report::Unit::Ops, once)
 }
 
+/// The SSH scenarios: each endpoint's login from `--token` and `--jump`
+/// (a key login otherwise); CPU of each endpoint's process tree.
+fn run_ssh(name: &str, a: SshArgs, unit: report::Unit, work: ssh::Work) -> anyhow::Result<()> {
+    let mut logins: Vec<(SocketAddr, ssh::Login)> = Vec::new();
+    for c in &a.run.compare {
+        let (n, addr) = c
+            .split_once('=')
+            .context("--compare takes name=host:port")?;
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("bad address in `{c}`"))?;
+        let jump = a
+            .jump
+            .iter()
+            .find_map(|j| j.strip_prefix(n)?.strip_prefix('='));
+        let login = match (a.token.iter().any(|t| t == n), jump) {
+            (true, Some(_)) => bail!("`{n}` is both --token and --jump"),
+            (true, None) => ssh::Login::Token,
+            (false, Some(target)) => ssh::Login::Jump {
+                target: target
+                    .parse()
+                    .with_context(|| format!("--jump {n}=TARGET: bad address `{target}`"))?,
+            },
+            (false, None) => ssh::Login::Key,
+        };
+        logins.push((addr, login));
+    }
+    for n in a.token.iter().chain(a.jump.iter()) {
+        let n = n.split_once('=').map_or(n.as_str(), |(n, _)| n);
+        if !a
+            .run
+            .compare
+            .iter()
+            .any(|c| c.split_once('=').map(|(c, _)| c) == Some(n))
+        {
+            bail!("`{n}` (--token or --jump) is not an endpoint of --compare");
+        }
+    }
+    let mut run_args = a.run.clone();
+    run_args.pid.extend(reaper_pids(&a.run));
+    // An extra sshd (the one behind a hop) is counted from its reaper too.
+    for e in &mut run_args.extra_pid {
+        let under = e.split_once('=').and_then(|(n, p)| {
+            let r = reaper::of(p.parse().ok()?)?;
+            Some(format!("{n}={r}"))
+        });
+        if let Some(under) = under {
+            *e = under;
+        }
+    }
+    let minter = a.tokens.minter()?.map(std::sync::Arc::new);
+    if !a.token.is_empty() && minter.is_none() {
+        bail!("--token endpoints need --key (the dev key their tokens are minted from)");
+    }
+    let identity = a
+        .identity
+        .as_ref()
+        .map(|p| {
+            russh::keys::load_secret_key(p, None)
+                .with_context(|| format!("--identity {}", p.display()))
+        })
+        .transpose()?;
+    if identity.is_none() && logins.iter().any(|(_, l)| !matches!(l, ssh::Login::Token)) {
+        bail!("key logins (endpoints not in --token) need --identity");
+    }
+    let user = match a.user.clone() {
+        Some(u) => u,
+        None => current_user().context("no --user, and the current user has no name")?,
+    };
+    let client = std::sync::Arc::new(ssh::Client::new(user, identity, minter));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name("loadtest-ssh")
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let once = move |addr: SocketAddr, conns: usize, time: Duration| {
+        let login = logins
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map_or(ssh::Login::Key, |(_, l)| l.clone());
+        ssh::run(&runtime, &client, addr, &login, &work, conns, time)
+    };
+    run_with_cpu(name, run_args, unit, procstat::tree_cpu_micros, once)
+}
+
+/// `name=PID` for each endpoint without `--pid` whose listener runs under
+/// `sluice-loadtest reaper`: its tree is counted from the reaper, which holds
+/// the time of the processes the listener's children left behind. A listener
+/// that is not under one is counted from itself, with a warning.
+fn reaper_pids(run: &RunArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &run.compare {
+        let Some((name, addr)) = c.split_once('=') else {
+            continue;
+        };
+        let given = run
+            .pid
+            .iter()
+            .any(|p| p.strip_prefix(name).is_some_and(|r| r.starts_with('=')));
+        let port = addr.parse::<SocketAddr>().ok().map(|a| a.port());
+        let Some(listener) = port.filter(|_| !given).and_then(procstat::pid_listening_on) else {
+            continue;
+        };
+        match reaper::of(listener) {
+            Some(r) => {
+                eprintln!("  {name}: CPU of the process tree under pid {r} (the reaper of pid {listener})");
+                out.push(format!("{name}={r}"));
+            }
+            None if procstat::name(listener).as_deref() == Some("sshd") => eprintln!(
+                "  {name}: sshd pid {listener} does not run under `sluice-loadtest reaper`: \
+                 the CPU of its connections' session processes is lost (loadtest/peers/ssh.sh)"
+            ),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The name of the effective user, from the password database.
+fn current_user() -> Option<String> {
+    // SAFETY: getpwuid returns null or a pointer to static storage, read here
+    // at once, before any other thread of this program looks up a user.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+    }
+}
+
 fn run(
     scenario: &str,
     args: RunArgs,
     unit: report::Unit,
     once: impl Fn(SocketAddr, usize, Duration) -> Sample,
 ) -> anyhow::Result<()> {
+    run_with_cpu(scenario, args, unit, procstat::cpu_micros, once)
+}
+
+/// `cpu` reads a process's CPU time in microseconds: the process alone, or
+/// its whole tree.
+fn run_with_cpu(
+    scenario: &str,
+    args: RunArgs,
+    unit: report::Unit,
+    cpu: fn(u32) -> Option<u64>,
+    once: impl Fn(SocketAddr, usize, Duration) -> Sample,
+) -> anyhow::Result<()> {
     let mut endpoints = Vec::new();
+    let mut extras: Vec<Vec<u32>> = Vec::new();
     for c in &args.compare {
         let (name, addr) = c
             .split_once('=')
@@ -315,8 +557,24 @@ fn run(
             Some(p) => Some(p.parse().context("--pid takes name=PID")?),
             None => procstat::pid_listening_on(addr.port()),
         };
+        let extra: Vec<u32> = args
+            .extra_pid
+            .iter()
+            .filter_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+            .map(|p| p.parse().context("--extra-pid takes name=PID"))
+            .collect::<anyhow::Result<_>>()?;
+        if let (Some(pid), false) = (pid, extra.is_empty()) {
+            eprintln!("  {name}: CPU of pid {pid} and of {extra:?}");
+        }
+        extras.push(extra);
         endpoints.push(report::Endpoint::new(name, addr, pid));
     }
+    // The endpoint's own process and its extras; `None` if one is gone.
+    let cpu_of = |pid: Option<u32>, extra: &[u32]| -> Option<u64> {
+        let own = cpu(pid?)?;
+        let more: Option<u64> = extra.iter().map(|&p| cpu(p)).sum();
+        Some(own + more?)
+    };
     if endpoints.is_empty() {
         bail!("nothing to compare");
     }
@@ -328,10 +586,10 @@ fn run(
         args.connections
     );
     for round in 0..rounds {
-        for e in &mut endpoints {
-            let cpu_before = e.pid.and_then(procstat::cpu_micros);
+        for (e, extra) in endpoints.iter_mut().zip(&extras) {
+            let cpu_before = cpu_of(e.pid, extra);
             let sample = once(e.addr, args.connections, slice);
-            let cpu_after = e.pid.and_then(procstat::cpu_micros);
+            let cpu_after = cpu_of(e.pid, extra);
             if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
                 e.cpu_micros += b.saturating_sub(a);
             }

@@ -20,6 +20,8 @@ pub(super) struct Recording {
     bytes: u64,
     started: Instant,
     full: bool,
+    /// The event line being written, kept for the next one.
+    scratch: Vec<u8>,
 }
 
 /// What the audit log keeps of a finished recording.
@@ -57,6 +59,7 @@ impl Recording {
             bytes: 0,
             started: Instant::now(),
             full: false,
+            scratch: Vec::new(),
         };
         let header = serde_json::json!({
             "version": 2,
@@ -97,9 +100,20 @@ impl Recording {
                 MAX_BYTES >> 20
             ));
         }
-        let text = String::from_utf8_lossy(data);
-        let event = serde_json::json!([self.elapsed(), kind, text]);
-        self.line(event.to_string().as_bytes()).map_err(|e| {
+        // `[SECONDS, "KIND", "DATA"]`, escaped straight into a reused line:
+        // bulk output is most of what a session moves.
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        line.reserve(data.len() + data.len() / 8 + 32);
+        line.extend_from_slice(format!("[{:.6},\"{kind}\",\"", self.elapsed()).as_bytes());
+        match std::str::from_utf8(data) {
+            Ok(text) => escape_into(text, &mut line),
+            Err(_) => escape_into(&String::from_utf8_lossy(data), &mut line),
+        }
+        line.extend_from_slice(b"\"]");
+        let written = self.line(&line);
+        self.scratch = line;
+        written.map_err(|e| {
             self.full = true;
             format!("the recording cannot be written: {e}")
         })
@@ -119,5 +133,54 @@ impl Recording {
             bytes: self.bytes,
             sha256: crate::approvals::store::hex(&self.hash.finalize()),
         })
+    }
+}
+
+/// Appends `text` as the inside of a JSON string: runs that need no escape
+/// are copied whole; quotes, backslashes and control characters escaped.
+fn escape_into(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&bytes[from..i]);
+                out.extend_from_slice(b"\\u00");
+                out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+                from = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        out.extend_from_slice(escaped);
+        from = i + 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
+}
+
+#[cfg(test)]
+mod tests {
+    /// Event lines are JSON that reads back as the bytes recorded.
+    #[test]
+    fn events_escape_as_json_reads_them() {
+        for text in [
+            "plain",
+            "quote \" backslash \\ tab \t cr \r nl \n",
+            "\u{0}\u{1b}[31mred\u{7f} ünïcödé ✓",
+            "",
+        ] {
+            let mut out = b"\"".to_vec();
+            super::escape_into(text, &mut out);
+            out.push(b'"');
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, text);
+        }
     }
 }
