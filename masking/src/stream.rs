@@ -328,17 +328,7 @@ impl StreamMasker {
         if self.in_key {
             // Everything held, END_TAIL included: a split END line is then
             // not seen, and the key goes on being masked (fail closed).
-            let (start, n) = (self.context, self.buf.len());
-            mask::apply(
-                &mut self.buf,
-                start..n,
-                Some(Detector::PrivateKey),
-                Style::Full,
-            );
-            out.extend_from_slice(&self.buf[start..]);
-            self.buf.clear();
-            self.veil.clear();
-            self.context = 0;
+            self.release_as_key(out);
             return;
         }
         if self.pending() == 0 {
@@ -364,21 +354,27 @@ impl StreamMasker {
         if let Some(begin) = key {
             self.release(begin, true, out);
             self.in_key = true;
-            let (start, n) = (self.context, self.buf.len());
-            mask::apply(
-                &mut self.buf,
-                start..n,
-                Some(Detector::PrivateKey),
-                Style::Full,
-            );
-            out.extend_from_slice(&self.buf[start..]);
-            self.buf.clear();
-            self.veil.clear();
-            self.context = 0;
+            self.release_as_key(out);
             return;
         }
         let n = self.buf.len();
         self.release(n, true, out);
+    }
+
+    /// Releases everything held masked as a private key's body (the key goes
+    /// on: `in_key` stays as it is).
+    fn release_as_key(&mut self, out: &mut Vec<u8>) {
+        let (start, n) = (self.context, self.buf.len());
+        mask::apply(
+            &mut self.buf,
+            start..n,
+            Some(Detector::PrivateKey),
+            Style::Full,
+        );
+        out.extend_from_slice(&self.buf[start..]);
+        self.buf.clear();
+        self.veil.clear();
+        self.context = 0;
     }
 
     /// The stream ended: masks and releases everything held.

@@ -564,11 +564,7 @@ fn is_fd_word(w: &Word) -> bool {
                 .all(|c| c.is_ascii_alphanumeric() || *c == b'_'))
 }
 
-fn push_command(
-    program: &str,
-    args: &[(String, bool)],
-    out: &mut Found,
-) -> Result<(), Opaque> {
+fn push_command(program: &str, args: &[(String, bool)], out: &mut Found) -> Result<(), Opaque> {
     if out.commands.len() >= MAX_COMMANDS {
         return Err(Opaque("the line runs too many commands to judge"));
     }
