@@ -236,6 +236,38 @@ fn walkthrough(mut demo: Command, state: &std::path::Path) {
     assert!(out.contains("approval 2 requested for"), "{out}");
     let (ok, out, err) = sh(&commands[17]);
     assert!(ok && out.starts_with("ok: "), "{out}{err}");
+    // One vocabulary: every field of every record the walkthrough made (all
+    // three protocols, approvals, recordings) is a column of the CSV export.
+    let audit = state.join("audit");
+    let (ok, csv, err) = sh(&format!(
+        "{} audit export --format csv --dir {}",
+        sluice_bin(),
+        audit.display()
+    ));
+    assert!(ok, "{err}");
+    let columns: std::collections::HashSet<&str> =
+        csv.lines().next().unwrap_or_default().split(',').collect();
+    let mut fields = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&audit).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "log") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if let Ok(serde_json::Value::Object(record)) = serde_json::from_str(line) {
+                fields.extend(record.keys().cloned());
+            }
+        }
+    }
+    assert!(fields.len() > 20, "{fields:?}");
+    let missing: Vec<_> = fields
+        .iter()
+        .filter(|f| !columns.contains(f.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "fields without a CSV column: {missing:?}"
+    );
 
     // Ctrl-C stops everything; the state directory stays.
     drop(demo);

@@ -24,10 +24,12 @@ use sluice_config::Durability;
 use crate::notify::Notify;
 
 pub mod chain;
+pub mod event;
 pub mod record;
 pub mod verify;
 mod writer;
 
+pub use event::Event;
 pub use record::Rec;
 
 /// Milliseconds since the Unix epoch (record timestamps).

@@ -382,25 +382,7 @@ pub fn search(dir: &Path, f: &Filter, mut each: impl FnMut(&[u8], &Value)) -> Re
 }
 
 /// CSV columns of `sluice audit export --format csv`.
-pub const CSV_COLUMNS: &[&str] = &[
-    "seq",
-    "ts",
-    // `ts` (milliseconds since the epoch) as RFC 3339 in UTC, for people.
-    "time",
-    "type",
-    "subject",
-    "target",
-    "session",
-    "decision",
-    "kinds",
-    "text",
-    "approval",
-    "approvers",
-    "rows",
-    "bytes",
-    "error",
-    "reason",
-];
+pub const CSV_COLUMNS: &[&str] = super::event::FIELDS;
 
 pub fn csv_row(v: &Value, out: &mut impl Write) -> std::io::Result<()> {
     let mut first = true;

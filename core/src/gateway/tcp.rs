@@ -15,7 +15,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use sluice_config::{Config, Target};
 
-use crate::audit::{now_ms, Rec};
+use crate::audit::event::{Event as _, SessionEnd, SessionStart};
 use crate::error::Error;
 use crate::metrics::ErrorKind;
 use crate::shard::Shard;
@@ -48,12 +48,18 @@ pub async fn serve(
         };
     if let Some(audit) = shard.audit() {
         audit.note(|out| {
-            Rec::begin(out, "session_start", now_ms())
-                .str("target", &target.name)
-                .str("protocol", "tcp")
-                .str("client", &peer.to_string())
-                .num("shard", shard.id as u64)
-                .end()
+            SessionStart {
+                session: None,
+                target: &target.name,
+                protocol: "tcp",
+                subject: None,
+                groups: &[],
+                client: &peer.to_string(),
+                tls: None,
+                shard: Some(shard.id),
+                login: None,
+            }
+            .encode(out)
         });
     }
     let m = shard.metrics.target(index);
@@ -83,14 +89,18 @@ pub async fn serve(
     }
     if let Some(audit) = shard.audit() {
         audit.note(|out| {
-            Rec::begin(out, "session_end", now_ms())
-                .str("target", &target.name)
-                .str("protocol", "tcp")
-                .str("client", &peer.to_string())
-                .num("duration_ms", started.elapsed().as_millis() as u64)
-                .num("bytes_from_client", up_bytes)
-                .num("bytes_to_client", down_bytes)
-                .end()
+            SessionEnd {
+                session: None,
+                target: &target.name,
+                protocol: "tcp",
+                subject: None,
+                client: Some(&peer.to_string()),
+                duration_ms: Some(started.elapsed().as_millis() as u64),
+                commands: None,
+                bytes_from_client: Some(up_bytes),
+                bytes_to_client: Some(down_bytes),
+            }
+            .encode(out)
         });
     }
     debug!(

@@ -45,6 +45,7 @@ use sluice_protocols::http::{self, ChunkedDecoder, Framing, Header};
 use sluice_protocols::Status;
 
 use crate::approvals::{self, Key, Opened, Refusal, Settled};
+use crate::audit::event::{AuthFailure, Event as _};
 use crate::audit::{now_ms, Rec};
 use crate::error::{Error, Kind, Source};
 use crate::identity::Identity;
@@ -616,12 +617,14 @@ async fn authenticate(
         );
         if let Some(audit) = cx.shard.audit() {
             audit.note(|out| {
-                Rec::begin(out, "auth_failure", now_ms())
-                    .str("target", &cx.target.name)
-                    .str("protocol", "http")
-                    .str("peer", &cx.peer.to_string())
-                    .str("error", &e.to_string())
-                    .end()
+                AuthFailure {
+                    target: &cx.target.name,
+                    protocol: "http",
+                    client: &cx.peer.to_string(),
+                    reason: &e.to_string(),
+                    startup_user: None,
+                }
+                .encode(out)
             });
         }
         unauthorized(e.to_string())

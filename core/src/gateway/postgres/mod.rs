@@ -28,7 +28,7 @@ use sluice_protocols::postgres::encoding::Class;
 use sluice_protocols::postgres::frontend::Startup;
 use sluice_protocols::sql;
 
-use crate::audit::{now_ms, Rec};
+use crate::audit::event::{Event as _, SessionEnd, SessionStart};
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
 use crate::policy::Verdict;
@@ -331,16 +331,18 @@ async fn session<C: Io>(
     let started = std::time::Instant::now();
     if let Some(audit) = shard.audit() {
         audit.note(|out| {
-            Rec::begin(out, "session_start", now_ms())
-                .str("session", &ctx.session)
-                .str("target", &target.name)
-                .str("protocol", "postgres")
-                .str("subject", &ctx.identity.subject)
-                .strs("groups", &ctx.identity.groups)
-                .str("client", &peer.to_string())
-                .bool("tls", tls)
-                .num("shard", shard.id as u64)
-                .end()
+            SessionStart {
+                session: Some(&ctx.session),
+                target: &target.name,
+                protocol: "postgres",
+                subject: Some(&ctx.identity.subject),
+                groups: &ctx.identity.groups,
+                client: &peer.to_string(),
+                tls: Some(tls),
+                shard: Some(shard.id),
+                login: None,
+            }
+            .encode(out)
         });
     }
     let mut hello = Vec::with_capacity(upstream.greeting.len() + 64);
@@ -371,15 +373,18 @@ async fn session<C: Io>(
             bytes_out: 0,
         });
         audit.note(|out| {
-            Rec::begin(out, "session_end", now_ms())
-                .str("session", &ctx.session)
-                .str("target", &target.name)
-                .str("subject", &ctx.identity.subject)
-                .num("duration_ms", started.elapsed().as_millis() as u64)
-                .num("commands", t.commands)
-                .num("bytes_from_client", t.bytes_in)
-                .num("bytes_to_client", t.bytes_out)
-                .end()
+            SessionEnd {
+                session: Some(&ctx.session),
+                target: &target.name,
+                protocol: "postgres",
+                subject: Some(&ctx.identity.subject),
+                client: None,
+                duration_ms: Some(started.elapsed().as_millis() as u64),
+                commands: Some(t.commands),
+                bytes_from_client: Some(t.bytes_in),
+                bytes_to_client: Some(t.bytes_out),
+            }
+            .encode(out)
         });
     }
     info!(

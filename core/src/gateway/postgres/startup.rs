@@ -16,7 +16,7 @@ use sluice_protocols::sql;
 
 use super::io::{fatal, read_message, read_startup, Io, ReadError};
 use super::{encoding_refusal, sqlstate, LOGIN_TIMEOUT};
-use crate::audit::{now_ms, Rec};
+use crate::audit::event::{AccessDenied, AuthFailure, Event as _};
 use crate::identity::{AuthError, Identity};
 use crate::policy::Verdict;
 use crate::shard::Shard;
@@ -179,13 +179,14 @@ pub(super) async fn client_login<C: Io>(
             );
             if let Some(audit) = shard.audit() {
                 audit.note(|out| {
-                    Rec::begin(out, "auth_failure", now_ms())
-                        .str("target", &target.name)
-                        .str("protocol", "postgres")
-                        .str("client", &peer.to_string())
-                        .str("startup_user", user)
-                        .str("reason", &e.to_string())
-                        .end()
+                    AuthFailure {
+                        target: &target.name,
+                        protocol: "postgres",
+                        client: &peer.to_string(),
+                        reason: &e.to_string(),
+                        startup_user: Some(user),
+                    }
+                    .encode(out)
                 });
             }
             let code = match e {
@@ -211,13 +212,14 @@ pub(super) async fn client_login<C: Io>(
         );
         if let Some(audit) = shard.audit() {
             audit.note(|out| {
-                Rec::begin(out, "access_denied", now_ms())
-                    .str("target", &target.name)
-                    .str("protocol", "postgres")
-                    .str("client", &peer.to_string())
-                    .str("subject", &identity.subject)
-                    .strs("groups", &identity.groups)
-                    .end()
+                AccessDenied {
+                    target: &target.name,
+                    protocol: "postgres",
+                    client: &peer.to_string(),
+                    subject: &identity.subject,
+                    groups: &identity.groups,
+                }
+                .encode(out)
             });
         }
         fatal(

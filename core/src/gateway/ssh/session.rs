@@ -16,6 +16,7 @@ use sluice_config::Action;
 use super::certificate::Limits;
 use super::upstream::Upstream;
 use super::Endpoint;
+use crate::audit::event::{AccessDenied, AuthFailure, Event as _, SessionEnd, SessionStart};
 use crate::audit::{now_ms, Rec};
 use crate::identity::Identity;
 use crate::metrics::SshTarget;
@@ -169,12 +170,14 @@ impl Connection {
             reason = reason
         );
         self.note(|out| {
-            Rec::begin(out, "auth_failure", now_ms())
-                .str("target", &self.target)
-                .str("protocol", "ssh")
-                .str("client", &peer)
-                .str("reason", reason)
-                .end()
+            AuthFailure {
+                target: &self.target,
+                protocol: "ssh",
+                client: &peer,
+                reason,
+                startup_user: None,
+            }
+            .encode(out)
         });
         self.metrics.refused_logins.fetch_add(1, Ordering::Relaxed);
         self.try_again()
@@ -231,13 +234,14 @@ impl Connection {
                 peer = peer
             );
             self.note(|out| {
-                Rec::begin(out, "access_denied", now_ms())
-                    .str("target", &self.target)
-                    .str("protocol", "ssh")
-                    .str("client", &peer)
-                    .str("subject", &identity.subject)
-                    .strs("groups", &identity.groups)
-                    .end()
+                AccessDenied {
+                    target: &self.target,
+                    protocol: "ssh",
+                    client: &peer,
+                    subject: &identity.subject,
+                    groups: &identity.groups,
+                }
+                .encode(out)
             });
             self.metrics.refused_logins.fetch_add(1, Ordering::Relaxed);
             return self.try_again();
@@ -249,15 +253,18 @@ impl Connection {
             peer = peer
         );
         self.note(|out| {
-            Rec::begin(out, "session_start", now_ms())
-                .str("session", &self.session)
-                .str("target", &self.target)
-                .str("protocol", "ssh")
-                .str("subject", &identity.subject)
-                .strs("groups", &identity.groups)
-                .str("client", &peer)
-                .str("login", how)
-                .end()
+            SessionStart {
+                session: Some(&self.session),
+                target: &self.target,
+                protocol: "ssh",
+                subject: Some(&identity.subject),
+                groups: &identity.groups,
+                client: &peer,
+                tls: None,
+                shard: None,
+                login: Some(how),
+            }
+            .encode(out)
         });
         self.identity = Some(Arc::new(identity));
         self.logged_in.store(true, Ordering::Release);
@@ -613,11 +620,18 @@ impl Drop for Connection {
         self.metrics.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(identity) = &self.identity {
             self.note(|out| {
-                Rec::begin(out, "session_end", now_ms())
-                    .str("session", &self.session)
-                    .str("target", &self.target)
-                    .str("subject", &identity.subject)
-                    .end()
+                SessionEnd {
+                    session: Some(&self.session),
+                    target: &self.target,
+                    protocol: "ssh",
+                    subject: Some(&identity.subject),
+                    client: None,
+                    duration_ms: None,
+                    commands: None,
+                    bytes_from_client: None,
+                    bytes_to_client: None,
+                }
+                .encode(out)
             });
         }
     }
