@@ -890,6 +890,9 @@ fn a_certificate_logs_in_as_its_principal_and_its_limits_hold() {
     wait_record(&s.audit, |r| {
         r["type"] == "command" && r["text"] == "echo forced"
     });
+    wait_record(&s.audit, |r| {
+        r["type"] == "command" && r["text"] == "echo asked" && r["decision"] == "replaced"
+    });
     let o = s.ssh_cert(&forced, &["-tt", "echo asked"]);
     assert_ne!(o.status.code(), Some(0));
     assert!(

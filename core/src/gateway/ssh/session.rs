@@ -557,10 +557,29 @@ impl server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // A certificate's force-command runs instead of what was asked.
+        // A certificate's force-command runs instead of what was asked
+        // (which is recorded too, as sshd keeps it in SSH_ORIGINAL_COMMAND).
+        let asked = String::from_utf8_lossy(data).into_owned();
         let line = match self.forced() {
-            Some(command) => command,
-            None => String::from_utf8_lossy(data).into_owned(),
+            Some(command) => {
+                self.note(|out| {
+                    Rec::begin(out, "command", now_ms())
+                        .str("session", &self.session)
+                        .str("target", &self.target)
+                        .str(
+                            "subject",
+                            self.identity.as_ref().map_or("", |i| i.subject.as_str()),
+                        )
+                        .str("protocol", "ssh")
+                        .str("request", "exec")
+                        .text("text", asked.as_bytes())
+                        .str("decision", "replaced")
+                        .str("reason", "the certificate's force-command runs instead")
+                        .end()
+                });
+                command
+            }
+            None => asked,
         };
         // Success first: the decision is told on the channel (stderr and an
         // exit status), which every client shows.
