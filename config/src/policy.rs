@@ -469,8 +469,8 @@ impl CompiledPolicy {
                 }
             }
         }
-        let mut approve = None;
-        let mut held_unnamed = false;
+        // The approvals the line's commands need, each rule's once.
+        let mut held: Vec<u16> = Vec::new();
         for (i, text) in candidates.iter().enumerate() {
             // An allow-list: every command the line runs must be named (the
             // line as a whole need not be, when its commands are).
@@ -493,7 +493,9 @@ impl CompiledPolicy {
                         }
                     }
                     Action::Approve => {
-                        held_unnamed = true;
+                        if !held.contains(&OTHER_COMMANDS) {
+                            held.push(OTHER_COMMANDS);
+                        }
                     }
                 }
             }
@@ -511,19 +513,24 @@ impl CompiledPolicy {
             match decision {
                 Decision::Deny { .. } => return decision,
                 Decision::Approve { rule } => {
-                    approve.get_or_insert(rule);
+                    if !held.contains(&rule) {
+                        held.push(rule);
+                    }
                 }
                 Decision::Allow => {}
             }
         }
-        // A rule's own approval (its approvers and quorum) comes before the
-        // target's, which holds what no rule names.
-        match (approve, held_unnamed) {
-            (Some(rule), _) => Decision::Approve { rule },
-            (None, true) => Decision::Approve {
-                rule: OTHER_COMMANDS,
+        // Commands held by different rules (or by a rule and the target, for
+        // what no rule names) wait for different approvers: one approval
+        // cannot stand for the others.
+        match held.as_slice() {
+            [] => Decision::Allow,
+            [rule] => Decision::Approve { rule: *rule },
+            _ => Decision::Deny {
+                message: "the commands of this line are held by different approvers; send them one at a time"
+                    .into(),
+                rule: held[0],
             },
-            (None, false) => Decision::Allow,
         }
     }
 

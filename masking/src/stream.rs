@@ -48,6 +48,9 @@ pub const MAX_HELD: usize = 64 * 1024;
 /// An AWS secret key is looked for within 200 bytes after its 20-byte key id,
 /// whose left boundary is one byte before it.
 const AWS_SECRET_REACH: usize = 200 + 20 + 1;
+/// Most bytes masked blind as one unterminated private key (a real one is a
+/// few KiB at the most).
+pub const MAX_KEY_MASKED: usize = 64 * 1024;
 /// `-----END ` less one byte: held back while masking a key blind, so an END
 /// line split across chunks is still seen.
 const END_TAIL: usize = 8;
@@ -70,6 +73,12 @@ pub struct StreamMasker {
     found: Vec<(Range<usize>, &'static str)>,
     /// Inside a private key whose end has not arrived: mask until `-----END`.
     in_key: bool,
+    /// The key was taken up at a pause ([`StreamMasker::flush`]), from its
+    /// header alone: past [`MAX_KEY_MASKED`] bytes without its END it is
+    /// given up (a header line printed on its own, not a key: masking the
+    /// rest of an interactive session blind would hide everything after it).
+    key_from_pause: bool,
+    key_masked: usize,
     /// Inside a token too long to hold: mask until a byte that cannot
     /// continue it.
     blind: Option<Run>,
@@ -251,6 +260,8 @@ impl StreamMasker {
             work: Vec::new(),
             found: Vec::new(),
             in_key: false,
+            key_from_pause: false,
+            key_masked: 0,
             blind: None,
             hold: None,
             held_to: 0,
@@ -342,18 +353,21 @@ impl StreamMasker {
             return;
         }
         // A private key begun and not ended: masked from here to its END.
+        // As the detector reads one: `-----BEGIN ...PRIVATE KEY-----`, no END.
         let held = &self.buf[self.context..];
         let key = memchr::memmem::rfind(held, b"-----BEGIN ")
             .filter(|&b| memchr::memmem::find(&held[b..], b"-----END ").is_none())
             .filter(|&b| {
-                let line = &held[b..];
-                let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
-                memchr::memmem::find(line, b"PRIVATE KEY").is_some()
+                let rest = &held[b + 11..];
+                memchr::memmem::find(rest, b"-----")
+                    .is_some_and(|e| memchr::memmem::find(&rest[..e], b"PRIVATE KEY").is_some())
             })
             .map(|b| self.context + b);
         if let Some(begin) = key {
             self.release(begin, true, out);
             self.in_key = true;
+            self.key_from_pause = true;
+            self.key_masked = 0;
             self.release_as_key(out);
             return;
         }
@@ -375,6 +389,10 @@ impl StreamMasker {
         self.buf.clear();
         self.veil.clear();
         self.context = 0;
+        self.key_masked += n - start;
+        if self.key_from_pause && self.key_masked > MAX_KEY_MASKED {
+            self.in_key = false;
+        }
     }
 
     /// The stream ended: masks and releases everything held.
@@ -645,6 +663,8 @@ impl StreamMasker {
                 self.release(body, true, out);
             }
             self.in_key = true;
+            self.key_from_pause = false;
+            self.key_masked = 0;
             self.continue_key(out);
             return;
         }
@@ -825,9 +845,12 @@ impl StreamMasker {
         let used = (stop - start).min(self.veil.len());
         self.veil.drain(..used);
         self.context = 0;
+        self.key_masked += stop - start;
         if end.is_some() {
             self.in_key = false;
             self.masker.counts.by_detector[Detector::PrivateKey as usize] += 1;
+        } else if self.key_from_pause && self.key_masked > MAX_KEY_MASKED {
+            self.in_key = false;
         }
     }
 }

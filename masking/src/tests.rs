@@ -1346,3 +1346,37 @@ fn a_flush_in_the_middle_of_a_value_masks_both_sides() {
         "{mail}"
     );
 }
+
+/// A key header printed on its own at a pause masks what follows only so
+/// far: an interactive session is not blinded for good by one `echo`.
+#[test]
+fn a_key_header_alone_at_a_pause_masks_a_bounded_amount() {
+    let profile = Profile::new(&["private_key"], &[]).unwrap();
+    let mut m = StreamMasker::new(profile.clone());
+    let mut out = Vec::new();
+    m.feed(
+        b"$ echo '-----BEGIN RSA PRIVATE KEY-----'\r\n-----BEGIN RSA PRIVATE KEY-----\r\n",
+        &mut out,
+    );
+    m.flush(&mut out);
+    for _ in 0..5000 {
+        m.feed(b"$ ls\r\nvisible-file\r\n", &mut out);
+        m.flush(&mut out);
+    }
+    m.finish(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.ends_with("visible-file\r\n"),
+        "...{}",
+        &text[text.len() - 64..]
+    );
+    assert!(text.len() - text.rfind('*').unwrap() < 20 * 1024 + stream::MAX_KEY_MASKED);
+    // A header that is not one (no closing dashes) masks nothing after it.
+    let mut m = StreamMasker::new(profile);
+    let mut out = Vec::new();
+    m.feed(b"$ grep -- '-----BEGIN RSA PRIVATE KEY' f\r\n", &mut out);
+    m.flush(&mut out);
+    m.feed(b"no match\r\n", &mut out);
+    m.finish(&mut out);
+    assert!(String::from_utf8(out).unwrap().ends_with("no match\r\n"));
+}

@@ -257,8 +257,12 @@ fn split(line: &str, depth: usize, out: &mut Found) -> Result<Vec<Vec<Word>>, Op
                 // `2>&1`, `>&-` and `/dev/null` write no file.
                 let dup = duplicates
                     && (target.text == b"-" || target.text.iter().all(u8::is_ascii_digit));
-                if c == b'>' && !dup && target.text != b"/dev/null" {
+                let read_write = c == b'<' && b[op..i].contains(&b'>');
+                if (c == b'>' || read_write) && !dup && target.text != b"/dev/null" {
                     out.unlisted("it writes output to a file");
+                } else if c == b'<' && !dup && target.text != b"/dev/null" {
+                    // A file read in is an argument no rule's pattern sees.
+                    out.unlisted("it reads a file in by redirection");
                 }
             }
             _ => {
@@ -436,6 +440,8 @@ fn simple(words: Vec<Word>, depth: usize, out: &mut Found) -> Result<(), Opaque>
         .collect();
     for (text, _) in &words {
         if let Some((name, _)) = text.split_once('=') {
+            // `PS4+=...` appends to the variable: as dangerous as setting it.
+            let name = name.strip_suffix('+').unwrap_or(name);
             if DANGEROUS_VARIABLES.contains(&name)
                 || name.starts_with("LD_")
                 || name.starts_with("BASH_FUNC")
@@ -543,8 +549,10 @@ fn shell(args: &[(String, bool)], depth: usize, out: &mut Found) -> Result<(), O
     }
 }
 
+/// `NAME=value` or `NAME+=value` (bash appends): an assignment, not a program.
 fn is_assignment(word: &str) -> bool {
     word.split_once('=').is_some_and(|(name, _)| {
+        let name = name.strip_suffix('+').unwrap_or(name);
         !name.is_empty()
             && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
             && !name.as_bytes()[0].is_ascii_digit()
@@ -721,9 +729,19 @@ mod tests {
             "find x -exec rm -rf {} +",
             "ssh localhost rm -rf x",
             "export PATH=/tmp/evil; ls",
+            // `NAME+=value` is an assignment too (bash appends).
+            "X+=1 rm -rf x",
+            "PS4+='$(rm -rf x)'; set -x; :",
+            "BASH_ENV+=/tmp/s bash -c true",
         ] {
             assert!(meets_rm(line), "{line}");
         }
+        // What an allow-list cannot name: files written or read by
+        // redirection (`<>` does both), variables set for a command.
+        for line in ["echo hi 1<>f", "cat - < ~/.aws/credentials", "X+=1 uptime"] {
+            assert!(read(line).unwrap().unlisted.is_some(), "{line}");
+        }
+        assert!(read("uptime < /dev/null 2>&1").unwrap().unlisted.is_none());
         // Plain commands stay readable.
         assert_eq!(cmds("ls -la /srv && df -h"), ["ls -la /srv", "df -h"]);
         assert_eq!(cmds("cat x 2>&1 | grep é"), ["cat x", "grep é"]);

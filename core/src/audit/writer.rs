@@ -580,8 +580,10 @@ impl Writer {
         }
     }
 
-    /// The session recordings `segment` names (sealed, or started and never
-    /// sealed), as files in `DIR/sessions/` whatever a record says.
+    /// The session recordings sealed in `segment` (its `recording` records),
+    /// as files in `DIR/sessions/` whatever a record says. Not the ones it
+    /// only saw start: a later segment may seal them, or they are still
+    /// being written.
     fn recordings_in(&self, segment: &Path) -> Vec<PathBuf> {
         let Ok(file) = File::open(segment) else {
             return Vec::new();
@@ -589,9 +591,7 @@ impl Writer {
         let sessions = self.settings.dir.join("sessions");
         let mut found = Vec::new();
         for line in BufReader::new(file).split(b'\n').map_while(Result::ok) {
-            let named = memchr::memmem::find(&line, br#","type":"recording","#).is_some()
-                || memchr::memmem::find(&line, br#","type":"recording_start","#).is_some();
-            if !named {
+            if memchr::memmem::find(&line, br#","type":"recording","#).is_none() {
                 continue;
             }
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {

@@ -82,7 +82,18 @@ fn start(dir: &Path, fresh_ports: bool) -> Result<i32, String> {
             }
             .to_json(),
         );
-        std::fs::write(tokens.join(file), token).map_err(|e| e.to_string())?;
+        // The tokens log in (a shell on the demo's sshd among them): the
+        // demo's user only.
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = tokens.join(file);
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, token.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
 
     let port = |preferred: u16| -> Result<u16, String> {
@@ -816,7 +827,7 @@ impl Sshd {
              AuthorizedKeysFile {d}/client_key.pub\nPubkeyAuthentication yes\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n\
-             AllowTcpForwarding no\nX11Forwarding no\n",
+             AllowUsers {user}\nAllowTcpForwarding no\nX11Forwarding no\n",
             d = dir.display()
         );
         let config_path = dir.join("sshd_config");

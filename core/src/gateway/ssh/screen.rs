@@ -176,8 +176,9 @@ impl Screen {
                     if self.parser.screen().bracketed_paste() {
                         self.line_editor = true;
                         // Only the newline the editor stops after matters.
+                        // (and only for an Enter: output alone reads nothing).
                         let next = marks.get(k + 1).map(|m| m.1);
-                        if next != Some(Mark::Newline) {
+                        if self.entered > 0 && next != Some(Mark::Newline) {
                             self.edited_line = Some(self.line(false));
                         }
                     } else if !self.line_editor {
