@@ -249,6 +249,7 @@ fn split(line: &str, depth: usize, out: &mut Found) -> Result<Vec<Vec<Word>>, Op
                     i += 1;
                 }
                 let duplicates = b[op..i].contains(&b'&');
+                let read_write = c == b'<' && b[op..i].contains(&b'>');
                 while i < b.len() && matches!(b[i], b' ' | b'\t') {
                     i += 1;
                 }
@@ -257,7 +258,6 @@ fn split(line: &str, depth: usize, out: &mut Found) -> Result<Vec<Vec<Word>>, Op
                 // `2>&1`, `>&-` and `/dev/null` write no file.
                 let dup = duplicates
                     && (target.text == b"-" || target.text.iter().all(u8::is_ascii_digit));
-                let read_write = c == b'<' && b[op..i].contains(&b'>');
                 if (c == b'>' || read_write) && !dup && target.text != b"/dev/null" {
                     out.unlisted("it writes output to a file");
                 } else if c == b'<' && !dup && target.text != b"/dev/null" {
