@@ -365,14 +365,20 @@ impl StreamMasker {
             .map(|b| self.context + b);
         if let Some(begin) = key {
             self.release(begin, true, out);
-            self.in_key = true;
-            self.key_from_pause = true;
-            self.key_masked = 0;
+            self.enter_key(true);
             self.release_as_key(out);
             return;
         }
         let n = self.buf.len();
         self.release(n, true, out);
+    }
+
+    /// From here on the stream is inside a private key (masked to its END);
+    /// `from_pause`: taken up at a pause from its header alone.
+    fn enter_key(&mut self, from_pause: bool) {
+        self.in_key = true;
+        self.key_from_pause = from_pause;
+        self.key_masked = 0;
     }
 
     /// Releases everything held masked as a private key's body (the key goes
@@ -662,9 +668,7 @@ impl StreamMasker {
             if let Some(body) = body {
                 self.release(body, true, out);
             }
-            self.in_key = true;
-            self.key_from_pause = false;
-            self.key_masked = 0;
+            self.enter_key(false);
             self.continue_key(out);
             return;
         }

@@ -87,15 +87,30 @@ impl Event for AccessDenied<'_> {
     }
 }
 
+/// The fields a session's records open with.
+fn session_head<'o>(
+    out: &'o mut Vec<u8>,
+    kind: &str,
+    session: Option<&str>,
+    target: &str,
+    protocol: &str,
+) -> Rec<'o> {
+    let mut rec = Rec::begin(out, kind, now_ms());
+    if let Some(session) = session {
+        rec = rec.str("session", session);
+    }
+    rec.str("target", target).str("protocol", protocol)
+}
+
 impl Event for SessionStart<'_> {
     fn encode(&self, out: &mut Vec<u8>) {
-        let mut rec = Rec::begin(out, "session_start", now_ms());
-        if let Some(session) = self.session {
-            rec = rec.str("session", session);
-        }
-        rec = rec
-            .str("target", self.target)
-            .str("protocol", self.protocol);
+        let mut rec = session_head(
+            out,
+            "session_start",
+            self.session,
+            self.target,
+            self.protocol,
+        );
         if let Some(subject) = self.subject {
             rec = rec.str("subject", subject).strs("groups", self.groups);
         }
@@ -115,13 +130,7 @@ impl Event for SessionStart<'_> {
 
 impl Event for SessionEnd<'_> {
     fn encode(&self, out: &mut Vec<u8>) {
-        let mut rec = Rec::begin(out, "session_end", now_ms());
-        if let Some(session) = self.session {
-            rec = rec.str("session", session);
-        }
-        rec = rec
-            .str("target", self.target)
-            .str("protocol", self.protocol);
+        let mut rec = session_head(out, "session_end", self.session, self.target, self.protocol);
         if let Some(subject) = self.subject {
             rec = rec.str("subject", subject);
         }
