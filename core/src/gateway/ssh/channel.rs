@@ -834,12 +834,17 @@ async fn relay(
     };
     let mut eof = false;
     let mut unrecorded = false;
+    // Since when output has been held: it is shown `quiet` after that at the
+    // latest, however steadily more trickles in.
+    let mut held_since: Option<tokio::time::Instant> = None;
     loop {
         let msg = if out.holds() {
-            match tokio::time::timeout(quiet, up_rx.wait()).await {
+            let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
+            match tokio::time::timeout_at(since + quiet, up_rx.wait()).await {
                 Ok(msg) => msg,
                 Err(_) => {
-                    // Quiet: what is held is shown.
+                    // Quiet (or held long enough): what is held is shown.
+                    held_since = None;
                     match out.flush().await {
                         Ok(()) => continue,
                         Err(e) => {
@@ -850,6 +855,7 @@ async fn relay(
                 }
             }
         } else {
+            held_since = None;
             up_rx.wait().await
         };
         let Some(msg) = msg else { break };

@@ -22,6 +22,9 @@ pub(super) struct Recording {
     full: bool,
     /// The event line being written, kept for the next one.
     scratch: Vec<u8>,
+    /// The first bytes of a character split across packets, for output and
+    /// input (at most 3 each).
+    carry: [Vec<u8>; 2],
 }
 
 /// What the audit log keeps of a finished recording.
@@ -60,6 +63,7 @@ impl Recording {
             started: Instant::now(),
             full: false,
             scratch: Vec::new(),
+            carry: Default::default(),
         };
         let header = serde_json::json!({
             "version": 2,
@@ -106,6 +110,32 @@ impl Recording {
         line.clear();
         line.reserve(data.len() + data.len() / 8 + 32);
         line.extend_from_slice(format!("[{:.6},\"{kind}\",\"", self.elapsed()).as_bytes());
+        // A character split across packets is written whole with the next
+        // event of its stream: the carry holds its first bytes.
+        let carry = match kind {
+            "o" => Some(&mut self.carry[0]),
+            "i" => Some(&mut self.carry[1]),
+            _ => None,
+        };
+        let mut joined = Vec::new();
+        let data = match carry {
+            Some(carry) if !carry.is_empty() => {
+                joined.extend_from_slice(carry);
+                joined.extend_from_slice(data);
+                carry.clear();
+                &joined[..]
+            }
+            _ => data,
+        };
+        let data = match (std::str::from_utf8(data), kind) {
+            (Err(e), "o" | "i") if e.error_len().is_none() => {
+                // Incomplete at the end: kept for the next event.
+                let (whole, rest) = data.split_at(e.valid_up_to());
+                self.carry[usize::from(kind == "i")].extend_from_slice(rest);
+                whole
+            }
+            _ => data,
+        };
         match std::str::from_utf8(data) {
             Ok(text) => escape_into(text, &mut line),
             Err(_) => escape_into(&String::from_utf8_lossy(data), &mut line),
@@ -167,6 +197,26 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    /// A character split across two events is recorded whole, in the second.
+    #[test]
+    fn a_character_split_across_packets_is_recorded_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = super::Recording::create(dir.path(), "split", 80, 24, "t").unwrap();
+        let text = "é✓".as_bytes();
+        r.event("o", &text[..1]).unwrap();
+        r.event("o", &text[1..4]).unwrap();
+        r.event("o", &text[4..]).unwrap();
+        let sealed = r.seal().unwrap();
+        let cast = std::fs::read_to_string(sealed.path).unwrap();
+        let shown: String = cast
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|e| e[2].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(shown, "é✓");
+    }
+
     /// Event lines are JSON that reads back as the bytes recorded.
     #[test]
     fn events_escape_as_json_reads_them() {
