@@ -474,12 +474,18 @@ impl CompiledPolicy {
         for (i, text) in candidates.iter().enumerate() {
             // An allow-list: every command the line runs must be named (the
             // line as a whole need not be, when its commands are).
-            let named = i == 0
-                || rules.iter().filter(applies).any(|c| {
+            // The rules naming this text, matched once.
+            let matching: Vec<&Entry> = rules
+                .iter()
+                .filter(applies)
+                .filter(|c| {
                     c.globs
                         .iter()
                         .any(|g| sluice_protocols::shell::glob(g, text))
-                });
+                })
+                .map(|c| &c.entry)
+                .collect();
+            let named = i == 0 || !matching.is_empty();
             if !named {
                 match other {
                     Action::Allow => {}
@@ -499,17 +505,7 @@ impl CompiledPolicy {
                     }
                 }
             }
-            let decision = combine(|| {
-                rules
-                    .iter()
-                    .filter(applies)
-                    .filter(|c| {
-                        c.globs
-                            .iter()
-                            .any(|g| sluice_protocols::shell::glob(g, text))
-                    })
-                    .map(|c| &c.entry)
-            });
+            let decision = combine(|| matching.iter().copied());
             match decision {
                 Decision::Deny { .. } => return decision,
                 Decision::Approve { rule } => {

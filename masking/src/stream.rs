@@ -407,15 +407,7 @@ impl StreamMasker {
             self.continue_token(out);
         }
         if self.in_key {
-            let start = self.context;
-            let n = self.buf.len();
-            mask::apply(
-                &mut self.buf,
-                start..n,
-                Some(Detector::PrivateKey),
-                Style::Full,
-            );
-            out.extend_from_slice(&self.buf[start..]);
+            self.release_as_key(out);
         } else {
             self.release(self.buf.len(), true, out);
         }

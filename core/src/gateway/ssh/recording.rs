@@ -109,7 +109,7 @@ impl Recording {
         let mut line = std::mem::take(&mut self.scratch);
         line.clear();
         line.reserve(data.len() + data.len() / 8 + 32);
-        line.extend_from_slice(format!("[{:.6},\"{kind}\",\"", self.elapsed()).as_bytes());
+        let _ = write!(line, "[{:.6},\"{kind}\",\"", self.elapsed());
         // A character split across packets is written whole with the next
         // event of its stream: the carry holds its first bytes.
         let carry = match kind {
