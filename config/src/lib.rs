@@ -121,7 +121,37 @@ pub struct Config {
     pub guardrails: BTreeMap<String, Guardrails>,
     pub masking: BTreeMap<String, MaskingProfile>,
     pub approvals: Approvals,
+    /// `None`: approvals live in this process only (a single instance).
+    pub state: Option<State>,
 }
+
+/// `[state]`: the PostgreSQL database several instances share approvals,
+/// grants and audit anchors through.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// libpq-style `key=value` pairs (host, port, dbname, user, ...), no password.
+    pub postgres: String,
+    /// Resolved from `password_env`.
+    pub password: Option<Secret>,
+    pub tls: UpstreamTls,
+    /// PEM CA certificates for `tls = "verify"`.
+    pub ca: Option<String>,
+    /// This instance's name in requests, logs and anchors.
+    pub instance: String,
+    /// An instance silent this long is dead: its pending requests are abandoned.
+    pub lease: Duration,
+}
+
+/// The connection keys `[state] postgres` may name.
+pub const STATE_CONNINFO_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "dbname",
+    "user",
+    "application_name",
+    "connect_timeout",
+    "options",
+];
 
 /// `[approvals]`: how requests for a second person's approval behave.
 #[derive(Debug, Clone)]

@@ -24,6 +24,20 @@ pub struct RawConfig {
     #[serde(default)]
     pub masking: BTreeMap<String, Spanned<RawMasking>>,
     pub approvals: Option<Spanned<RawApprovals>>,
+    pub state: Option<Spanned<RawState>>,
+}
+
+/// `[state]`: where approvals, grants and audit anchors are shared between
+/// gateway instances.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub postgres: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub tls: Option<Spanned<UpstreamTls>>,
+    pub ca: Option<Spanned<String>>,
+    pub instance: Option<Spanned<String>>,
+    pub lease: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1059,3 +1059,42 @@ fn an_allow_list_of_commands_names_every_command_a_line_runs() {
         Decision::Approve { rule: 1 }
     );
 }
+
+#[test]
+fn state_section_is_checked_before_the_first_connection() {
+    let ok = format!(
+        "{TCP_OK}[state]\npostgres = \"host=db port=5433 dbname=sluice user=gw\"\npassword_env = \"ORDERS_PASSWORD\"\ninstance = \"gw-a\"\nlease = \"5s\"\n"
+    );
+    let c = parse(&ok, "t.toml", env).unwrap();
+    let s = c.state.unwrap();
+    assert_eq!(s.instance, "gw-a");
+    assert_eq!(s.lease, Duration::from_secs(5));
+    assert_eq!(s.password.unwrap().expose(), "s3cret");
+    assert!(parse(TCP_OK, "t.toml", env).unwrap().state.is_none());
+
+    let bad = format!(
+        "{TCP_OK}[state]\npostgres = \"host=db dbname=sluice user=gw password=x\"\ntls = \"verify\"\ninstance = \"gw a\"\nlease = \"100ms\"\npassword_env = \"NOPE\"\n"
+    );
+    let got = errors(&bad);
+    for want in [
+        "t.toml:8:12: put the password in an environment variable named by `password_env`",
+        "t.toml:9:7: `[state] tls = \"verify\"` needs `ca`",
+        "t.toml:10:12: invalid instance name `gw a`",
+        "t.toml:11:9: `state.lease` must be between 1s and 1h",
+        "t.toml:12:16: environment variable `NOPE` (named by `password_env`) is not set",
+    ] {
+        assert!(got.contains(want), "missing {want:?} in:\n{got}");
+    }
+    assert_error(
+        &format!("{TCP_OK}[state]\npostgres = \"host=db user=gw\"\n"),
+        "t.toml:8:12: `postgres` needs `dbname=...`",
+    );
+    assert_error(
+        &format!("{TCP_OK}[state]\npostgres = \"host=db dbname=x user=gw sslmode=require\"\n"),
+        "t.toml:8:12: use `tls = \"require\"`",
+    );
+    assert_error(
+        &format!("{TCP_OK}[state]\nlease = \"5s\"\n"),
+        "t.toml:7:1: `[state]` needs `postgres`",
+    );
+}

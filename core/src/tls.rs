@@ -36,25 +36,39 @@ pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
 
 /// The client configuration for one target's upstream, or `None` for plain TCP.
 pub fn upstream_config(target: &Target) -> Result<Option<Arc<ClientConfig>>, String> {
+    client_config(
+        target.upstream_tls,
+        target.upstream_ca.as_deref(),
+        "upstream_ca",
+    )
+}
+
+/// A client configuration for `tls` (`ca`, named `ca_key` in errors, holds
+/// the trusted CAs for `verify`), or `None` for plain TCP.
+pub fn client_config(
+    tls: UpstreamTls,
+    ca: Option<&str>,
+    ca_key: &str,
+) -> Result<Option<Arc<ClientConfig>>, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let config = match target.upstream_tls {
+    let config = match tls {
         UpstreamTls::Disable => return Ok(None),
         UpstreamTls::Require => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider())))
             .with_no_client_auth(),
         UpstreamTls::Verify => {
-            let path = target.upstream_ca.as_deref().unwrap_or_default();
+            let path = ca.unwrap_or_default();
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("upstream_ca {path}: {e}"))?
+            for cert in
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("{ca_key} {path}: {e}"))?
             {
-                let cert = cert.map_err(|e| format!("upstream_ca {path}: {e}"))?;
+                let cert = cert.map_err(|e| format!("{ca_key} {path}: {e}"))?;
                 roots
                     .add(cert)
-                    .map_err(|e| format!("upstream_ca {path}: {e}"))?;
+                    .map_err(|e| format!("{ca_key} {path}: {e}"))?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }

@@ -16,7 +16,7 @@ mod service;
 mod ssh;
 
 use rules::{guardrail_set, masking_profile};
-use service::{approvals, gateway, identity};
+use service::{approvals, gateway, identity, state};
 
 struct Checker<'a> {
     source: &'a str,
@@ -520,6 +520,7 @@ pub(crate) fn validate(
         .as_ref()
         .map(|a| approvals(&mut c, a.get_ref()))
         .unwrap_or_default();
+    let state = raw.state.as_ref().map(|s| state(&mut c, s, env));
 
     if !c.diags.is_empty() {
         c.diags.sort_by_key(|d| (d.line, d.col));
@@ -534,6 +535,7 @@ pub(crate) fn validate(
         guardrails,
         masking,
         approvals,
+        state,
     })
 }
 

@@ -221,3 +221,132 @@ pub(super) fn identity(
         ssh_user_ca: super::ssh::user_cas(c, &id.ssh_user_ca),
     }
 }
+
+/// `[state]`: the shared PostgreSQL store. The connection string is checked
+/// here (keys, no inline password) so `sluice check` catches what the first
+/// connection would only report at run time.
+pub(super) fn state(
+    c: &mut Checker,
+    s: &toml::Spanned<RawState>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> State {
+    let span = s.span();
+    let s = s.get_ref();
+    let postgres = match &s.postgres {
+        None => {
+            c.error(
+                span.clone(),
+                "`[state]` needs `postgres`: a connection string like \"host=db port=5432 dbname=sluice user=sluice\"",
+            );
+            String::new()
+        }
+        Some(p) => {
+            if let Err(e) = check_conninfo(p.get_ref()) {
+                c.error(p.span(), e);
+            }
+            p.get_ref().clone()
+        }
+    };
+    let password = c.env_secret(&s.password_env, "password_env", env);
+    let tls = s
+        .tls
+        .as_ref()
+        .map_or(UpstreamTls::Disable, |t| *t.get_ref());
+    if tls == UpstreamTls::Verify && s.ca.is_none() {
+        c.error(
+            s.tls.as_ref().map_or(span.clone(), |t| t.span()),
+            "`[state] tls = \"verify\"` needs `ca` (a PEM file of trusted CA certificates)",
+        );
+    }
+    if let (Some(ca), false) = (&s.ca, tls == UpstreamTls::Verify) {
+        c.error(ca.span(), "`ca` is used only with `tls = \"verify\"`");
+    }
+    let instance = match &s.instance {
+        Some(i) => {
+            let name = i.get_ref();
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                c.error(
+                    i.span(),
+                    format!("invalid instance name `{name}`: 1 to 64 letters, digits and -_."),
+                );
+            }
+            name.clone()
+        }
+        None => host_name(),
+    };
+    let lease = c.duration(&s.lease, "state.lease", Duration::from_secs(10));
+    if let Some(l) = &s.lease {
+        if lease < Duration::from_secs(1) || lease > Duration::from_secs(3600) {
+            c.error(l.span(), "`state.lease` must be between 1s and 1h");
+        }
+    }
+    State {
+        postgres,
+        password,
+        tls,
+        ca: s.ca.as_ref().map(|c| c.get_ref().clone()),
+        instance,
+        lease,
+    }
+}
+
+/// `key=value` pairs separated by spaces, with known keys, a host and a
+/// database, and no password (that belongs in `password_env`).
+fn check_conninfo(conninfo: &str) -> Result<(), String> {
+    let mut seen = Vec::new();
+    for pair in conninfo.split_ascii_whitespace() {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!(
+                "`{pair}` in `postgres` is not key=value (e.g. \"host=db port=5432 dbname=sluice user=sluice\")"
+            ));
+        };
+        if key == "password" {
+            return Err(
+                "put the password in an environment variable named by `password_env`, not in `postgres`"
+                    .into(),
+            );
+        }
+        if key == "sslmode" {
+            return Err("use `tls = \"require\"` or `\"verify\"` instead of sslmode".into());
+        }
+        if !STATE_CONNINFO_KEYS.contains(&key) {
+            return Err(format!(
+                "unknown key `{key}` in `postgres`: expected one of {}",
+                STATE_CONNINFO_KEYS.join(", ")
+            ));
+        }
+        if value.is_empty() || value.contains(['\'', '\\']) {
+            return Err(format!("`{key}` in `postgres` needs a plain value"));
+        }
+        if key == "port" && value.parse::<u16>().is_err() {
+            return Err(format!("invalid port `{value}` in `postgres`"));
+        }
+        seen.push(key);
+    }
+    for needed in ["host", "dbname", "user"] {
+        if !seen.contains(&needed) {
+            return Err(format!("`postgres` needs `{needed}=...`"));
+        }
+    }
+    Ok(())
+}
+
+/// This machine's name (the default instance name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".into())
+}

@@ -53,13 +53,16 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
                     return json(
                         400,
                         "Bad Request",
-                        &serde_json::json!({ "error": format!("unknown state `{s}`: expected pending, approved, denied, expired or cancelled") }).to_string(),
+                        &serde_json::json!({ "error": format!("unknown state `{s}`: expected pending, approved, denied, expired, cancelled or abandoned") }).to_string(),
                     )
                 }
             },
         };
-        let visible: Vec<Request> = approvals
-            .list(state)
+        let listed = match approvals.list(state).await {
+            Ok(l) => l,
+            Err(e) => return store_down(&e),
+        };
+        let visible: Vec<Request> = listed
             .into_iter()
             .filter(|r| admin || may_see(&identity, r))
             .collect();
@@ -84,11 +87,12 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
         )
     };
     let Some(action) = parts.get(1) else {
-        return match approvals.get(id) {
-            Some(r) if admin || may_see(&identity, &r) => {
+        return match approvals.get(id).await {
+            Ok(Some(r)) if admin || may_see(&identity, &r) => {
                 json(200, "OK", &serde_json::to_string(&r).unwrap_or_default())
             }
-            _ => not_found(),
+            Ok(_) => not_found(),
+            Err(e) => store_down(&e),
         };
     };
     let reason = match reason(body) {
@@ -108,15 +112,16 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
     };
     // Whoever may not see a request learns nothing about it, not even that it
     // exists.
-    match approvals.get(id) {
-        Some(r) if admin || may_see(&identity, &r) => {}
-        _ => return not_found(),
+    match approvals.get(id).await {
+        Ok(Some(r)) if admin || may_see(&identity, &r) => {}
+        Ok(_) => return not_found(),
+        Err(e) => return store_down(&e),
     }
     let voter = Voter {
         subject: identity.subject.clone(),
         groups: identity.groups.clone(),
     };
-    match approvals.vote(id, &voter, decision, reason) {
+    match approvals.vote(id, &voter, decision, reason).await {
         Ok(v) => {
             crate::info!(
                 "approval_vote",
@@ -141,6 +146,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
                 VoteError::NotFound(_) => return not_found(),
                 VoteError::OwnRequest(_) | VoteError::NotApprover { .. } => (403, "Forbidden"),
                 VoteError::Closed { .. } => (409, "Conflict"),
+                VoteError::Store(_) => (503, "Service Unavailable"),
             };
             crate::info!(
                 "approval_vote_refused",
@@ -155,6 +161,15 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
             )
         }
     }
+}
+
+/// The shared store could not answer: 503, saying why.
+fn store_down(e: &crate::approvals::StoreError) -> Vec<u8> {
+    json(
+        503,
+        "Service Unavailable",
+        &serde_json::json!({ "error": e.to_string() }).to_string(),
+    )
 }
 
 /// The requester and eligible approvers may see a request.

@@ -98,6 +98,15 @@ async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u
         ("GET", "/healthz") => {
             if shard.stopping.is_set() {
                 json(503, "Service Unavailable", r#"{"status":"draining"}"#)
+            } else if let Some(why) = shard.shared.approvals.health() {
+                // Still serving (allowed traffic flows; held statements are
+                // refused or wait): a balancer keeps it, an operator sees why.
+                json(
+                    200,
+                    "OK",
+                    &serde_json::json!({ "status": "degraded", "reason": format!("approval store: {why}") })
+                        .to_string(),
+                )
             } else {
                 json(200, "OK", r#"{"status":"ok"}"#)
             }
@@ -106,6 +115,15 @@ async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u
             let snapshots = shard.shared.scrape().await;
             let mut body = render(&snapshots, shard.shared.started.elapsed());
             shard.shared.ssh_metrics.render(&mut body);
+            if let Some(errors) = shard.shared.approvals.store_errors() {
+                let up = u8::from(shard.shared.approvals.health().is_none());
+                body.push_str(&format!(
+                    "# HELP sluice_state_up Whether the shared approval store answers.\n\
+                     # TYPE sluice_state_up gauge\nsluice_state_up {up}\n\
+                     # HELP sluice_state_errors_total Failed calls to the shared approval store and lost connections.\n\
+                     # TYPE sluice_state_errors_total counter\nsluice_state_errors_total {errors}\n"
+                ));
+            }
             response(200, "OK", "text/plain; version=0.0.4", body.as_bytes())
         }
         ("POST", "/api/reload") => reload(shard, req).await,

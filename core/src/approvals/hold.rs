@@ -45,7 +45,8 @@ pub enum Opened<'a> {
         /// How long the approval can be used once granted.
         grant_ttl: Duration,
     },
-    /// No request could be opened (too many pending): refuse, with this message.
+    /// No request could be opened (too many pending, the store unreachable):
+    /// refuse, with this message.
     Failed(String),
 }
 
@@ -55,6 +56,9 @@ pub struct Pending<'a> {
     pub id: u64,
     pub what: String,
     pub timeout: Duration,
+    /// When the request expires (ms since the epoch): the wait ends then even
+    /// if the store cannot be asked.
+    expires_at: u64,
 }
 
 /// How a wait ended.
@@ -108,26 +112,31 @@ impl Settled {
 
 impl Approvals {
     /// Holds a command: spends a grant of exactly it, or opens a request.
-    pub fn hold(&self, hold: Hold) -> Opened<'_> {
-        if let Some(r) = self.take_grant(&hold.key) {
-            return Opened::Granted(r.id);
+    /// Fails closed: a store that cannot be asked refuses the command.
+    pub async fn hold(&self, hold: Hold) -> Opened<'_> {
+        match self.take_grant(&hold.key).await {
+            Ok(Some(r)) => return Opened::Granted(r.id),
+            Ok(None) => {}
+            Err(e) => return Opened::Failed(format!("{} needs approval, and {e}", hold.what)),
         }
         let wait = hold.spec.mode == ApprovalMode::Wait;
         let spec = &hold.spec;
-        let opened = self.open(NewRequest {
-            key: hold.key,
-            protocol: hold.protocol,
-            summary: hold.summary,
-            text: hold.text,
-            params: hold.params,
-            database: hold.database,
-            session: hold.session,
-            approvers: spec.approvers.clone(),
-            quorum: spec.quorum,
-            ttl_ms: spec.timeout.as_millis() as u64,
-            grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
-            reuse: !wait,
-        });
+        let opened = self
+            .open(NewRequest {
+                key: hold.key,
+                protocol: hold.protocol,
+                summary: hold.summary,
+                text: hold.text,
+                params: hold.params,
+                database: hold.database,
+                session: hold.session,
+                approvers: spec.approvers.clone(),
+                quorum: spec.quorum,
+                ttl_ms: spec.timeout.as_millis() as u64,
+                grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
+                reuse: !wait,
+            })
+            .await;
         let what = hold.what;
         let request = match opened {
             Ok((r, _)) => r,
@@ -157,6 +166,7 @@ impl Approvals {
             id: request.id,
             what,
             timeout: spec.timeout,
+            expires_at: request.expires_at,
         })
     }
 }
@@ -181,7 +191,11 @@ impl Pending<'_> {
         waiting: Waiting<impl Fn() -> bool, impl Fn() -> bool, impl Fn(Duration) -> S>,
     ) -> Settled {
         let id = self.id;
-        let why = match self.approvals.wait(id, client_fd, &waiting).await {
+        let why = match self
+            .approvals
+            .wait(id, self.expires_at, client_fd, &waiting)
+            .await
+        {
             Waited::Approved => return Settled::Approved(id),
             Waited::ClientGone => return Settled::Gone,
             Waited::Denied { by, reason } => Refusal::Denied { by, reason },
@@ -220,17 +234,24 @@ enum Waited {
     ShuttingDown,
 }
 
-/// How often a waiting session checks on its client.
+/// How often a waiting session checks on its client ...
 const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// ... and asks the store, besides when it is woken.
+const ASK_EVERY: Duration = Duration::from_secs(1);
+/// How long past its expiry a wait goes on when the store cannot be asked
+/// (the store's own sweep normally says so first).
+const EXPIRY_GRACE_MS: u64 = 2000;
 
 impl Approvals {
     /// Waits (without holding the shard) for request `id` to be decided, while
     /// the client on `client_fd` stays connected and `cancelled()` stays false.
     /// A wait that ends without using the approval cancels the request, also
-    /// when this future is dropped.
+    /// when this future is dropped. While the store cannot be asked the wait
+    /// goes on (until the request's expiry), and resumes when it answers.
     async fn wait<S: std::future::Future<Output = ()>>(
         &self,
         id: u64,
+        expires_at: u64,
         client_fd: std::os::fd::RawFd,
         waiting: &Waiting<impl Fn() -> bool, impl Fn() -> bool, impl Fn(Duration) -> S>,
     ) -> Waited {
@@ -242,7 +263,7 @@ impl Approvals {
         impl Drop for CancelOnDrop<'_> {
             fn drop(&mut self) {
                 if self.armed {
-                    self.approvals.cancel(self.id);
+                    self.approvals.cancel_soon(self.id);
                 }
             }
         }
@@ -251,52 +272,70 @@ impl Approvals {
             id,
             armed: true,
         };
-        let changed = self.watch(id);
+        let mut ask = true;
+        let mut asked = std::time::Instant::now();
+        // Replaced by a registered watch on the first ask.
+        let mut changed = flume::bounded(1).1;
         let outcome = loop {
-            let Some(r) = self.get(id) else {
-                break Waited::Closed("no longer known");
-            };
-            match r.state {
-                State::Pending => {}
-                State::Approved => {
-                    break match self.consume(id) {
-                        Some(_) => Waited::Approved,
-                        None => Waited::Closed("already used"),
-                    }
+            if ask {
+                // Watch before asking: a decision after the answer still wakes us.
+                changed = self.watch(id);
+                asked = std::time::Instant::now();
+                match self.get(id).await {
+                    Err(e) => crate::debug!("approval_wait_store", approval = id, error = e),
+                    Ok(None) => break Waited::Closed("no longer known"),
+                    Ok(Some(r)) => match r.state {
+                        State::Pending => {}
+                        State::Approved => match self.consume(id).await {
+                            Ok(Some(_)) => break Waited::Approved,
+                            Ok(None) => break Waited::Closed("already used"),
+                            // Approved but not yet usable here: ask again.
+                            Err(e) => {
+                                crate::debug!("approval_wait_store", approval = id, error = e)
+                            }
+                        },
+                        State::Denied => {
+                            break Waited::Denied {
+                                by: r.denied_by.unwrap_or_else(|| "an approver".into()),
+                                reason: r.reason,
+                            }
+                        }
+                        State::Expired => break Waited::Expired,
+                        State::Cancelled => break Waited::Closed("cancelled"),
+                        State::Abandoned => break Waited::Closed("abandoned"),
+                    },
                 }
-                State::Denied => {
-                    break Waited::Denied {
-                        by: r.denied_by.unwrap_or_else(|| "an approver".into()),
-                        reason: r.reason,
-                    }
-                }
-                State::Expired => break Waited::Expired,
-                State::Cancelled => break Waited::Closed("cancelled"),
+            }
+            if crate::audit::now_ms() >= expires_at + EXPIRY_GRACE_MS {
+                self.cancel(id).await;
+                break Waited::Expired;
             }
             if (waiting.stopping)() {
-                self.cancel(id);
+                self.cancel(id).await;
                 break Waited::ShuttingDown;
             }
             let woken = crate::notify::race(changed.recv_async(), (waiting.sleep)(CHECK_EVERY));
-            if let crate::notify::Either::Right(()) = woken.await {
-                if super::hung_up(client_fd) {
-                    self.cancel(id);
-                    crate::info!(
-                        "approval_cancelled",
-                        approval = id,
-                        reason = "client disconnected"
-                    );
-                    break Waited::ClientGone;
-                }
-                if (waiting.cancelled)() {
-                    self.cancel(id);
-                    crate::info!(
-                        "approval_cancelled",
-                        approval = id,
-                        reason = "client cancel request"
-                    );
-                    break Waited::ClientCancelled;
-                }
+            ask = match woken.await {
+                crate::notify::Either::Left(_) => true,
+                crate::notify::Either::Right(()) => asked.elapsed() >= ASK_EVERY,
+            };
+            if super::hung_up(client_fd) {
+                self.cancel(id).await;
+                crate::info!(
+                    "approval_cancelled",
+                    approval = id,
+                    reason = "client disconnected"
+                );
+                break Waited::ClientGone;
+            }
+            if (waiting.cancelled)() {
+                self.cancel(id).await;
+                crate::info!(
+                    "approval_cancelled",
+                    approval = id,
+                    reason = "client cancel request"
+                );
+                break Waited::ClientCancelled;
             }
         };
         guard.armed = false;

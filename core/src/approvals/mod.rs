@@ -7,6 +7,10 @@
 //! the audit log and to the `approvals.notify` webhooks. Webhooks are delivered
 //! by their own thread, retried with back-off, and never block the data path; the
 //! same thread expires requests nobody is waiting on.
+//!
+//! With `[state]`, the store is PostgreSQL, shared by every instance; its calls
+//! block on the network, so they run on worker threads of this service and the
+//! shards await their answers: only a held statement ever waits on the store.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -18,18 +22,31 @@ use crate::audit::{now_ms, Audit, Rec};
 use crate::warn;
 
 mod hold;
+pub mod postgres;
 pub mod store;
 
 pub use hold::{Hold, Opened, Pending, Refusal, Settled, Waiting};
 
 pub use store::{
-    ApprovalStore, Decision, Key, MemoryStore, NewRequest, OpenError, Request, State, VoteError,
-    Voted, Voter,
+    ApprovalStore, Decision, Key, MemoryStore, NewRequest, OpenError, Request, State, StoreError,
+    VoteError, Voted, Voter,
 };
+
+/// A store call run on a worker thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Worker threads for a remote store's calls (each holds one connection at a
+/// time), and how many calls may wait for them.
+const WORKERS: usize = 4;
+const QUEUED_CALLS: usize = 4096;
 
 /// The gateway's approval service.
 pub struct Approvals {
     store: Arc<dyn ApprovalStore>,
+    /// The shared store, when there is one (anchors, the instance's name).
+    shared: Option<Arc<postgres::PgStore>>,
+    /// Where a remote store's calls go (None: calls run in place).
+    workers: Option<flume::Sender<Job>>,
     audit: Option<Arc<Audit>>,
     webhooks: Mutex<Arc<[String]>>,
     max_pending: AtomicUsize,
@@ -43,16 +60,55 @@ struct Delivery {
 }
 
 impl Approvals {
-    /// Starts the service (and its webhook thread) for `config`.
-    pub fn start(config: &Config, audit: Option<Arc<Audit>>) -> Arc<Approvals> {
+    /// Starts the service (and its webhook thread) for `config`: in memory,
+    /// or on the `[state]` database shared with other instances.
+    pub fn start(config: &Config, audit: Option<Arc<Audit>>) -> Result<Arc<Approvals>, String> {
         let (outbox, inbox) = flume::bounded(4096);
+        let (store, shared, workers): (Arc<dyn ApprovalStore>, _, _) = match &config.state {
+            None => (Arc::new(MemoryStore::default()), None, None),
+            Some(state) => {
+                let pg = postgres::PgStore::start(state)?;
+                let (tx, rx) = flume::bounded::<Job>(QUEUED_CALLS);
+                for i in 0..WORKERS {
+                    let rx = rx.clone();
+                    std::thread::Builder::new()
+                        .name(format!("sluice-state-{i}"))
+                        .spawn(move || {
+                            for job in rx.iter() {
+                                // A bug in one call must not take a worker away.
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                        })
+                        .map_err(|e| format!("state worker thread: {e}"))?;
+                }
+                crate::info!("state_store", instance = pg.instance);
+                (pg.clone() as Arc<dyn ApprovalStore>, Some(pg), Some(tx))
+            }
+        };
         let approvals = Arc::new(Approvals {
-            store: Arc::new(MemoryStore::default()),
+            store,
+            shared,
+            workers,
             audit,
             webhooks: Mutex::new(config.approvals.notify.clone().into()),
             max_pending: AtomicUsize::new(config.approvals.max_pending),
             outbox,
         });
+        if let (Some(pg), Some(audit)) = (&approvals.shared, &approvals.audit) {
+            // Each durable checkpoint is kept in the store too, off the writer
+            // thread (a store that is down costs an anchor, never the log).
+            let pg = Arc::downgrade(pg);
+            let workers = approvals.workers.clone();
+            audit.on_checkpoint(Box::new(move |c: &crate::audit::Checkpoint| {
+                let (Some(pg), Some(workers)) = (pg.upgrade(), &workers) else {
+                    return;
+                };
+                let c = c.clone();
+                let _ = workers.try_send(Box::new(move || {
+                    pg.anchor(&c.log_key, c.anchor.seq, &c.anchor.hash, &c.signature, c.at)
+                }));
+            }));
+        }
         let weak = Arc::downgrade(&approvals);
         let spawned = std::thread::Builder::new()
             .name("sluice-approvals".into())
@@ -60,7 +116,7 @@ impl Approvals {
         if let Err(e) = spawned {
             warn!("approvals_thread_failed", error = e);
         }
-        approvals
+        Ok(approvals)
     }
 
     /// Takes a reloaded configuration's webhooks and limits.
@@ -71,12 +127,46 @@ impl Approvals {
             .store(config.approvals.max_pending, Ordering::Relaxed);
     }
 
+    /// Why the shared store is degraded, if it is.
+    pub fn health(&self) -> Option<String> {
+        self.store.health()
+    }
+
+    /// Failed store calls so far (0 without a shared store).
+    pub fn store_errors(&self) -> Option<u64> {
+        self.shared.as_ref().map(|_| self.store.errors())
+    }
+
+    /// Runs `f` on the store: in place for the in-memory store, on a worker
+    /// thread for a remote one (the caller's runtime is free meanwhile).
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn ApprovalStore) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let Some(workers) = &self.workers else {
+            return Ok(f(&*self.store));
+        };
+        let store = self.store.clone();
+        let (tx, rx) = flume::bounded(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f(&*store));
+        });
+        workers
+            .try_send(job)
+            .map_err(|_| StoreError("too many calls are waiting for the store".into()))?;
+        rx.recv_async()
+            .await
+            .map_err(|_| StoreError("the call to the store failed".into()))
+    }
+
     /// Opens a request for a held statement (or finds the requester's pending one
     /// when `new.reuse`).
-    pub fn open(&self, new: NewRequest) -> Result<(Request, bool), OpenError> {
+    pub async fn open(&self, new: NewRequest) -> Result<(Request, bool), OpenError> {
+        let max = self.max_pending.load(Ordering::Relaxed);
         let opened = self
-            .store
-            .open(new, now_ms(), self.max_pending.load(Ordering::Relaxed))?;
+            .call(move |s| s.open(new, now_ms(), max))
+            .await
+            .unwrap_or_else(|e| Err(OpenError::Store(e.0)))?;
         if opened.1 {
             self.report("requested", &opened.0, &opened.0.requester, None);
         }
@@ -85,36 +175,64 @@ impl Approvals {
 
     /// An unused approval of exactly this statement by this requester, within
     /// its grant window; using it spends it.
-    pub fn take_grant(&self, key: &Key) -> Option<Request> {
-        let r = self.store.take_grant(key, now_ms())?;
-        self.report("used", &r, &r.requester, None);
-        Some(r)
+    pub async fn take_grant(&self, key: &Key) -> Result<Option<Request>, StoreError> {
+        let key = key.clone();
+        let r = self.call(move |s| s.take_grant(&key, now_ms())).await??;
+        if let Some(r) = &r {
+            self.report("used", r, &r.requester, None);
+        }
+        Ok(r)
     }
 
     /// The waiting session uses the approval it waited for.
-    pub fn consume(&self, id: u64) -> Option<Request> {
-        let r = self.store.consume(id, now_ms())?;
-        self.report("used", &r, &r.requester, None);
-        Some(r)
+    pub async fn consume(&self, id: u64) -> Result<Option<Request>, StoreError> {
+        let r = self.call(move |s| s.consume(id, now_ms())).await??;
+        if let Some(r) = &r {
+            self.report("used", r, &r.requester, None);
+        }
+        Ok(r)
     }
 
     /// The requester's client went away while waiting.
-    pub fn cancel(&self, id: u64) {
-        if let Some(r) = self.store.cancel(id, now_ms()) {
-            self.report("cancelled", &r, &r.requester, None);
+    pub async fn cancel(&self, id: u64) {
+        match self.call(move |s| s.cancel(id, now_ms())).await {
+            Ok(Ok(Some(r))) => self.report("cancelled", &r, &r.requester, None),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) | Err(e) => warn!("approval_cancel_failed", approval = id, error = e),
         }
     }
 
-    pub fn vote(
+    /// Cancels without waiting for the answer (a wait dropped mid-way); the
+    /// cancellation is reported by whichever thread runs it.
+    fn cancel_soon(self: &Approvals, id: u64) {
+        let Some(workers) = &self.workers else {
+            if let Ok(Some(r)) = self.store.cancel(id, now_ms()) {
+                self.report("cancelled", &r, &r.requester, None);
+            }
+            return;
+        };
+        let store = self.store.clone();
+        let audit = self.audit.clone();
+        let _ = workers.try_send(Box::new(move || {
+            if let (Ok(Some(r)), Some(audit)) = (store.cancel(id, now_ms()), audit) {
+                audit.side_record(approval_record("cancelled", &r, &r.requester, None));
+            }
+        }));
+    }
+
+    pub async fn vote(
         &self,
         id: u64,
         voter: &Voter,
         decision: Decision,
         reason: Option<String>,
     ) -> Result<Voted, VoteError> {
+        let v = voter.clone();
+        let why = reason.clone();
         let voted = self
-            .store
-            .vote(id, voter, decision, reason.clone(), now_ms())?;
+            .call(move |s| s.vote(id, &v, decision, why, now_ms()))
+            .await
+            .unwrap_or_else(|e| Err(VoteError::Store(e.0)))?;
         let action = match (decision, voted.decided, voted.counted) {
             (Decision::Deny, ..) => Some("denied"),
             (Decision::Approve, true, _) => Some("approved"),
@@ -134,54 +252,36 @@ impl Approvals {
 
     /// One request (expired on the spot if due; the expiry is reported by the
     /// background sweep within half a second).
-    pub fn get(&self, id: u64) -> Option<Request> {
-        self.store.get(id, now_ms())
+    pub async fn get(&self, id: u64) -> Result<Option<Request>, StoreError> {
+        self.call(move |s| s.get(id, now_ms())).await?
     }
 
-    pub fn list(&self, state: Option<State>) -> Vec<Request> {
-        self.store.list(state, now_ms())
+    pub async fn list(&self, state: Option<State>) -> Result<Vec<Request>, StoreError> {
+        self.call(move |s| s.list(state, now_ms())).await?
     }
 
-    /// Wakes when request `id` changes state.
+    /// Wakes when request `id` may have changed state.
     pub fn watch(&self, id: u64) -> flume::Receiver<()> {
         self.store.watch(id)
     }
 
-    /// Expires every pending request past its time, reporting each once.
+    /// Closes every pending request past its time (or whose instance died),
+    /// reporting each once. Runs on the background thread.
     pub fn sweep(&self) {
-        for r in self.store.expire(now_ms()) {
-            self.report("expired", &r, "sluice", None);
+        match self.store.expire(now_ms()) {
+            Ok(closed) => {
+                for r in closed {
+                    self.report(r.state.as_str(), &r, "sluice", None);
+                }
+            }
+            Err(e) => crate::debug!("approval_sweep_failed", error = e),
         }
     }
 
     /// Writes the audit record and queues the webhook for one event.
     fn report(&self, action: &str, r: &Request, actor: &str, reason: Option<&str>) {
         if let Some(audit) = &self.audit {
-            let mut body = Vec::with_capacity(512 + r.statement.len());
-            let rec = Rec::begin(&mut body, "approval", now_ms())
-                .str("action", action)
-                .num("approval", r.id)
-                .str("state", r.state.as_str())
-                .str("target", &r.target)
-                .str("requester", &r.requester)
-                .str("subject", actor)
-                .str("session", &r.session)
-                .str("kinds", &r.summary)
-                .text("text", r.statement.as_bytes())
-                .str("sha256", &store::hex(&r.statement_sha256))
-                .strs("params", r.params.iter())
-                .str("database", &r.database)
-                .strs("approvers", r.approvers.iter())
-                .num("quorum", r.quorum as u64)
-                .strs(
-                    "approved_by",
-                    r.approvals.iter().map(|v| v.subject.as_str()),
-                );
-            match reason {
-                Some(reason) => rec.str("reason", reason).end(),
-                None => rec.end(),
-            }
-            audit.side_record(body);
+            audit.side_record(approval_record(action, r, actor, reason));
         }
         let urls = self
             .webhooks
@@ -210,6 +310,35 @@ impl Approvals {
             );
         }
     }
+}
+
+/// The audit record of one approval event.
+fn approval_record(action: &str, r: &Request, actor: &str, reason: Option<&str>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(512 + r.statement.len());
+    let rec = Rec::begin(&mut body, "approval", now_ms())
+        .str("action", action)
+        .num("approval", r.id)
+        .str("state", r.state.as_str())
+        .str("target", &r.target)
+        .str("requester", &r.requester)
+        .str("subject", actor)
+        .str("session", &r.session)
+        .str("kinds", &r.summary)
+        .text("text", r.statement.as_bytes())
+        .str("sha256", &store::hex(&r.statement_sha256))
+        .strs("params", r.params.iter())
+        .str("database", &r.database)
+        .strs("approvers", r.approvers.iter())
+        .num("quorum", r.quorum as u64)
+        .strs(
+            "approved_by",
+            r.approvals.iter().map(|v| v.subject.as_str()),
+        );
+    match reason {
+        Some(reason) => rec.str("reason", reason).end(),
+        None => rec.end(),
+    }
+    body
 }
 
 /// The hash an approval is bound to: tagged, length-prefixed `fields` (what

@@ -1,7 +1,7 @@
-//! Where approval requests live. [`ApprovalStore`] is the seam for sharing them
-//! across gateway instances later; [`MemoryStore`] keeps them in this process,
-//! shared by every shard (requests are rare next to statements, so one mutex is
-//! not on any hot path).
+//! Where approval requests live. [`ApprovalStore`] is the seam: [`MemoryStore`]
+//! keeps them in this process, shared by every shard (requests are rare next to
+//! statements, so one mutex is not on any hot path); the PostgreSQL store
+//! ([`super::postgres`]) shares them between gateway instances.
 //!
 //! The rules of segregation of duties are enforced here, in one place, whatever
 //! surface the vote comes from (admin API, CLI, web page):
@@ -61,6 +61,8 @@ pub enum State {
     Denied,
     Expired,
     Cancelled,
+    /// The instance holding it stopped renewing its lease (it died).
+    Abandoned,
 }
 
 impl State {
@@ -71,6 +73,7 @@ impl State {
             State::Denied => "denied",
             State::Expired => "expired",
             State::Cancelled => "cancelled",
+            State::Abandoned => "abandoned",
         }
     }
 
@@ -81,6 +84,7 @@ impl State {
             State::Denied,
             State::Expired,
             State::Cancelled,
+            State::Abandoned,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
@@ -98,6 +102,9 @@ pub struct Vote {
 pub struct Request {
     pub id: u64,
     pub state: State,
+    /// The gateway instance holding the statement (shared stores only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     pub requester: String,
     pub target: String,
     pub protocol: &'static str,
@@ -129,7 +136,7 @@ pub struct Request {
     #[serde(skip)]
     pub key: Option<Key>,
     #[serde(skip)]
-    grant_ttl_ms: u64,
+    pub(super) grant_ttl_ms: u64,
 }
 
 fn names<S: serde::Serializer>(v: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
@@ -171,7 +178,14 @@ pub enum VoteError {
     NotApprover { subject: String, groups: String },
     #[error("request {id} is {state} and can no longer be decided")]
     Closed { id: u64, state: &'static str },
+    #[error("the approval store is unreachable: {0}")]
+    Store(String),
 }
+
+/// The shared store could not be reached (or refused the call).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the approval store is unreachable: {0}")]
+pub struct StoreError(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
@@ -179,6 +193,8 @@ pub enum OpenError {
     TooMany(usize),
     #[error("`{0}` already has {1} approval requests open")]
     TooManyFor(String, usize),
+    #[error("the approval store is unreachable: {0}")]
+    Store(String),
 }
 
 /// Most requests one requester may have open at once (so one caller cannot
@@ -195,7 +211,8 @@ pub struct Voted {
     pub decided: bool,
 }
 
-/// Approval state shared by every shard (and, later, every instance).
+/// Approval state shared by every shard (and, with a shared store, every
+/// instance).
 pub trait ApprovalStore: Send + Sync {
     /// Opens a request (or returns the requester's pending one for the same
     /// statement when `new.reuse`); the flag says whether it is new.
@@ -205,9 +222,9 @@ pub trait ApprovalStore: Send + Sync {
         now: u64,
         max_pending: usize,
     ) -> Result<(Request, bool), OpenError>;
-    fn get(&self, id: u64, now: u64) -> Option<Request>;
+    fn get(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError>;
     /// Requests, newest first, optionally in one state.
-    fn list(&self, state: Option<State>, now: u64) -> Vec<Request>;
+    fn list(&self, state: Option<State>, now: u64) -> Result<Vec<Request>, StoreError>;
     fn vote(
         &self,
         id: u64,
@@ -217,17 +234,32 @@ pub trait ApprovalStore: Send + Sync {
         now: u64,
     ) -> Result<Voted, VoteError>;
     /// Cancels a pending request (its waiting client went away).
-    fn cancel(&self, id: u64, now: u64) -> Option<Request>;
+    fn cancel(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError>;
     /// Uses an approved request's approval for the session that waited for it.
-    fn consume(&self, id: u64, now: u64) -> Option<Request>;
+    fn consume(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError>;
     /// Uses an unused approval for this exact key within its grant window.
-    fn take_grant(&self, key: &Key, now: u64) -> Option<Request>;
-    /// Marks pending requests past their expiry as expired; returns them.
-    fn expire(&self, now: u64) -> Vec<Request>;
-    /// A channel that receives a message whenever request `id` changes state.
+    fn take_grant(&self, key: &Key, now: u64) -> Result<Option<Request>, StoreError>;
+    /// Closes pending requests past their expiry (and, in a shared store,
+    /// those of dead instances); returns each once, to whichever caller
+    /// closed it.
+    fn expire(&self, now: u64) -> Result<Vec<Request>, StoreError>;
+    /// A channel that receives a message when request `id` may have changed
+    /// state (the receiver checks).
     fn watch(&self, id: u64) -> flume::Receiver<()>;
     /// Wakes the watchers of a request a vote decided.
     fn wake(&self, id: u64);
+    /// Why the store is degraded, if it is.
+    fn health(&self) -> Option<String> {
+        None
+    }
+    /// Calls block on the network: run them off the shards.
+    fn remote(&self) -> bool {
+        false
+    }
+    /// Failed calls (and lost connections) so far.
+    fn errors(&self) -> u64 {
+        0
+    }
 }
 
 struct Entry {
@@ -350,6 +382,7 @@ impl ApprovalStore for MemoryStore {
         let request = Request {
             id,
             state: State::Pending,
+            instance: String::new(),
             requester: new.key.requester.clone(),
             target: new.key.target.clone(),
             protocol: new.protocol,
@@ -383,13 +416,13 @@ impl ApprovalStore for MemoryStore {
         Ok((request, true))
     }
 
-    fn get(&self, id: u64, now: u64) -> Option<Request> {
+    fn get(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError> {
         let mut inner = self.lock();
         inner.check_expiry(id, now);
-        inner.requests.get(&id).map(|e| e.request.clone())
+        Ok(inner.requests.get(&id).map(|e| e.request.clone()))
     }
 
-    fn list(&self, state: Option<State>, now: u64) -> Vec<Request> {
+    fn list(&self, state: Option<State>, now: u64) -> Result<Vec<Request>, StoreError> {
         let mut inner = self.lock();
         let ids: Vec<u64> = inner.requests.keys().copied().collect();
         for id in ids {
@@ -402,7 +435,7 @@ impl ApprovalStore for MemoryStore {
             .map(|e| e.request.clone())
             .collect();
         out.sort_by_key(|r| std::cmp::Reverse(r.id));
-        out
+        Ok(out)
     }
 
     fn vote(
@@ -471,28 +504,31 @@ impl ApprovalStore for MemoryStore {
         }
     }
 
-    fn cancel(&self, id: u64, now: u64) -> Option<Request> {
+    fn cancel(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError> {
         let mut inner = self.lock();
-        if inner.requests.get(&id)?.request.state != State::Pending {
-            return None;
+        if inner.requests.get(&id).map(|e| e.request.state) != Some(State::Pending) {
+            return Ok(None);
         }
         inner.close(id, State::Cancelled, now, true);
-        Some(inner.requests[&id].request.clone())
+        Ok(Some(inner.requests[&id].request.clone()))
     }
 
-    fn consume(&self, id: u64, now: u64) -> Option<Request> {
+    fn consume(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError> {
         let mut inner = self.lock();
-        let r = &mut inner.requests.get_mut(&id)?.request;
+        let Some(e) = inner.requests.get_mut(&id) else {
+            return Ok(None);
+        };
+        let r = &mut e.request;
         let usable =
             r.state == State::Approved && !r.used && r.grant_until.is_some_and(|g| now < g);
         if !usable {
-            return None;
+            return Ok(None);
         }
         r.used = true;
-        Some(r.clone())
+        Ok(Some(r.clone()))
     }
 
-    fn take_grant(&self, key: &Key, now: u64) -> Option<Request> {
+    fn take_grant(&self, key: &Key, now: u64) -> Result<Option<Request>, StoreError> {
         let mut inner = self.lock();
         let id = inner
             .requests
@@ -505,13 +541,15 @@ impl ApprovalStore for MemoryStore {
                     && r.key.as_ref() == Some(key)
             })
             .map(|e| e.request.id)
-            .min()?;
-        let r = &mut inner.requests.get_mut(&id)?.request;
-        r.used = true;
-        Some(r.clone())
+            .min();
+        let Some(e) = id.and_then(|id| inner.requests.get_mut(&id)) else {
+            return Ok(None);
+        };
+        e.request.used = true;
+        Ok(Some(e.request.clone()))
     }
 
-    fn expire(&self, now: u64) -> Vec<Request> {
+    fn expire(&self, now: u64) -> Result<Vec<Request>, StoreError> {
         let mut inner = self.lock();
         let due: Vec<u64> = inner
             .requests
@@ -522,7 +560,7 @@ impl ApprovalStore for MemoryStore {
         for id in due {
             inner.check_expiry(id, now);
         }
-        std::mem::take(&mut inner.unreported)
+        Ok(std::mem::take(&mut inner.unreported))
     }
 
     fn wake(&self, id: u64) {
@@ -538,7 +576,10 @@ impl ApprovalStore for MemoryStore {
         let (tx, rx) = flume::bounded(1);
         let mut inner = self.lock();
         match inner.requests.get_mut(&id) {
-            Some(e) if e.request.state == State::Pending => e.watchers.push(tx),
+            Some(e) if e.request.state == State::Pending => {
+                e.watchers.retain(|w| !w.is_disconnected());
+                e.watchers.push(tx)
+            }
             // Already closed (or gone): the receiver fires at once.
             _ => {
                 let _ = tx.try_send(());
@@ -625,9 +666,9 @@ mod tests {
             Err(VoteError::Closed { .. })
         ));
         // Used once.
-        assert!(s.consume(r.id, 10).is_some());
-        assert!(s.consume(r.id, 11).is_none());
-        assert!(s.take_grant(r.key.as_ref().unwrap(), 12).is_none());
+        assert!(s.consume(r.id, 10).unwrap().is_some());
+        assert!(s.consume(r.id, 11).unwrap().is_none());
+        assert!(s.take_grant(r.key.as_ref().unwrap(), 12).unwrap().is_none());
     }
 
     #[test]
@@ -655,7 +696,7 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(s.get(b.id, 1001).unwrap().state, State::Expired);
+        assert_eq!(s.get(b.id, 1001).unwrap().unwrap().state, State::Expired);
     }
 
     #[test]
@@ -667,13 +708,22 @@ mod tests {
         let key = r.key.clone().unwrap();
         let mut other = key.clone();
         other.hash[0] ^= 1;
-        assert!(s.take_grant(&other, 20).is_none(), "edited statement");
+        assert!(
+            s.take_grant(&other, 20).unwrap().is_none(),
+            "edited statement"
+        );
         let mut someone = key.clone();
         someone.requester = "eve".into();
-        assert!(s.take_grant(&someone, 20).is_none(), "another requester");
-        assert!(s.take_grant(&key, 600).is_none(), "past the grant window");
-        assert!(s.take_grant(&key, 20).is_some());
-        assert!(s.take_grant(&key, 21).is_none(), "once");
+        assert!(
+            s.take_grant(&someone, 20).unwrap().is_none(),
+            "another requester"
+        );
+        assert!(
+            s.take_grant(&key, 600).unwrap().is_none(),
+            "past the grant window"
+        );
+        assert!(s.take_grant(&key, 20).unwrap().is_some());
+        assert!(s.take_grant(&key, 21).unwrap().is_none(), "once");
     }
 
     #[test]
@@ -692,7 +742,7 @@ mod tests {
         ));
         let w = s.watch(a.id);
         assert!(w.try_recv().is_err());
-        assert!(s.cancel(a.id, 5).is_some());
+        assert!(s.cancel(a.id, 5).unwrap().is_some());
         assert!(w.try_recv().is_ok());
         let (b, _) = s.open(new("bob", "DELETE 9", 1), 0, 10).unwrap();
         let wb = s.watch(b.id);
@@ -704,8 +754,8 @@ mod tests {
         );
         s.wake(b.id);
         assert!(wb.try_recv().is_ok());
-        assert!(s.cancel(a.id, 6).is_none());
-        assert_eq!(s.expire(5000).len(), 1);
-        assert!(s.list(Some(State::Pending), 5000).is_empty());
+        assert!(s.cancel(a.id, 6).unwrap().is_none());
+        assert_eq!(s.expire(5000).unwrap().len(), 1);
+        assert!(s.list(Some(State::Pending), 5000).unwrap().is_empty());
     }
 }

@@ -31,6 +31,13 @@ mod writer;
 
 pub use event::Event;
 pub use record::Rec;
+pub use writer::{Anchor, Checkpoint, CheckpointSink};
+
+/// A log's name outside it: the hex of its signing key's public half (a log
+/// re-signed with another key is another log, with no anchors).
+pub fn log_key(key: &ed25519_dalek::VerifyingKey) -> String {
+    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Milliseconds since the Unix epoch (record timestamps).
 pub fn now_ms() -> u64 {
@@ -213,6 +220,7 @@ impl Audit {
             written: AtomicU64::new(0),
             thread: std::sync::OnceLock::new(),
             anchor: std::sync::Mutex::new(None),
+            on_checkpoint: std::sync::OnceLock::new(),
         });
         let strict = settings.strict;
         let w = writer::open(settings.clone(), pipeline.clone(), consumers, key)
@@ -237,6 +245,11 @@ impl Audit {
     }
 
     /// A record from outside the shards (reload, admin action); written in order.
+    /// Has `sink` told of each checkpoint once it is durable (set once).
+    pub fn on_checkpoint(&self, sink: CheckpointSink) {
+        let _ = self.pipeline.on_checkpoint.set(sink);
+    }
+
     pub fn side_record(&self, body: Vec<u8>) {
         let record = writer::SideRecord {
             body,

@@ -381,6 +381,31 @@ pub fn search(dir: &Path, f: &Filter, mut each: impl FnMut(&[u8], &Value)) -> Re
     Ok(n)
 }
 
+/// [`search`] over several logs (one per instance), merged by record time
+/// (stable: records of one log keep their order); `each` is told which log.
+pub fn search_logs(
+    dirs: &[std::path::PathBuf],
+    f: &Filter,
+    mut each: impl FnMut(&Path, &[u8], &Value),
+) -> Result<u64, String> {
+    if let [dir] = dirs {
+        return search(dir, f, |line, v| each(dir, line, v));
+    }
+    let mut found: Vec<(u64, usize, Vec<u8>, Value)> = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        search(dir, f, |line, v| {
+            let ts = v.get("ts").and_then(Value::as_u64).unwrap_or(0);
+            found.push((ts, i, line.to_vec(), v.clone()));
+        })?;
+    }
+    // Each log is in time order already; a stable sort by time interleaves them.
+    found.sort_by_key(|(ts, ..)| *ts);
+    for (_, i, line, v) in &found {
+        each(&dirs[*i], line, v);
+    }
+    Ok(found.len() as u64)
+}
+
 /// CSV columns of `sluice audit export --format csv`.
 pub const CSV_COLUMNS: &[&str] = super::event::FIELDS;
 

@@ -51,6 +51,21 @@ pub struct Pipeline {
     /// The last durable checkpoint: its seq and the hash of its line, what
     /// `sluice audit verify --expect SEQ:HASH` checks a log against.
     pub anchor: std::sync::Mutex<Option<Anchor>>,
+    /// Told of each checkpoint once it is durable (the shared store keeps it).
+    pub on_checkpoint: std::sync::OnceLock<CheckpointSink>,
+}
+
+pub type CheckpointSink = Box<dyn Fn(&Checkpoint) + Send + Sync>;
+
+/// A durable signed checkpoint, as it is anchored outside the log.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub anchor: Anchor,
+    /// The checkpoint's signature (base64), as in its record.
+    pub signature: String,
+    pub at: u64,
+    /// Which log: its signing key's public half ([`super::log_key`]).
+    pub log_key: String,
 }
 
 /// A checkpoint's place in the chain: `SEQ:HASH`.
@@ -96,7 +111,7 @@ pub struct Writer {
     batch: Vec<u8>,
     pending_lines: u64,
     /// A checkpoint in `batch`, announced once it is durable.
-    pending_anchor: Option<Anchor>,
+    pending_anchor: Option<Checkpoint>,
 }
 
 /// Opens the log: recovers the chain from the newest segment, truncating a torn
@@ -424,9 +439,14 @@ impl Writer {
         self.append(&body);
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
-        self.pending_anchor = Some(Anchor {
-            seq: self.seq - 1,
-            hash: String::from_utf8_lossy(&self.prev).into_owned(),
+        self.pending_anchor = Some(Checkpoint {
+            anchor: Anchor {
+                seq: self.seq - 1,
+                hash: String::from_utf8_lossy(&self.prev).into_owned(),
+            },
+            signature: sig,
+            at: ts,
+            log_key: super::log_key(&self.key.verifying_key()),
         });
     }
 
@@ -434,9 +454,13 @@ impl Writer {
     /// to check the log against, `sluice audit verify --expect`) and kept for
     /// the admin API.
     fn announce_anchor(&mut self) {
-        let Some(anchor) = self.pending_anchor.take() else {
+        let Some(checkpoint) = self.pending_anchor.take() else {
             return;
         };
+        if let Some(sink) = self.pipeline.on_checkpoint.get() {
+            sink(&checkpoint);
+        }
+        let anchor = checkpoint.anchor;
         info!("audit_checkpoint", anchor = anchor);
         if let Some(file) = &self.settings.anchor_file {
             if let Err(e) = std::fs::write(file, format!("{anchor}\n")) {

@@ -25,20 +25,26 @@ pub enum AuditCommand {
         /// it at every checkpoint as `audit_checkpoint anchor=...`, and serves
         /// the latest at `GET /api/audit/anchor`): fails on a log cut back
         /// before it, or rewritten.
-        #[arg(long, value_name = "SEQ:HASH")]
+        #[arg(long, value_name = "SEQ:HASH", conflicts_with = "anchor")]
         expect: Option<verify::Expect>,
+        /// The `[state]` database the gateway anchors its checkpoints in
+        /// (`host=... dbname=... user=...`; the password from PGPASSWORD):
+        /// the log must still hold the last checkpoint anchored for its key.
+        #[arg(long, value_name = "CONNINFO")]
+        anchor: Option<String>,
     },
-    /// Print matching records as JSON lines.
+    /// Print matching records as JSON lines; with several --dir (one per
+    /// instance), merged by time, each record naming its log.
     Search {
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[arg(long, value_name = "DIR", required = true)]
+        dir: Vec<PathBuf>,
         #[command(flatten)]
         filter: FilterArgs,
     },
     /// Export records for compliance reviews.
     Export {
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[arg(long, value_name = "DIR", required = true)]
+        dir: Vec<PathBuf>,
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
         format: String,
         #[command(flatten)]
@@ -140,6 +146,7 @@ pub fn run(cmd: AuditCommand) -> i32 {
             pubkey,
             allow_open_tail,
             expect,
+            anchor,
         } => {
             let (key, explicit) = match verify::load_pubkey(&dir, pubkey.as_deref()) {
                 Ok(k) => k,
@@ -151,6 +158,22 @@ pub fn run(cmd: AuditCommand) -> i32 {
             if !explicit {
                 eprintln!("note: using {}/signing.pub from the log directory; pass --pubkey to check against a key kept elsewhere", dir.display());
             }
+            let expect = match anchor {
+                None => expect,
+                Some(conninfo) => match anchored(&conninfo, &key) {
+                    Ok(a) => {
+                        eprintln!(
+                            "note: the last anchored checkpoint of this log is {}:{}",
+                            a.seq, a.hash
+                        );
+                        Some(a)
+                    }
+                    Err(e) => {
+                        eprintln!("sluice audit verify: FAILED: {e}");
+                        return 1;
+                    }
+                },
+            };
             match verify::verify(&dir, &key, allow_open_tail, expect.as_ref()) {
                 Ok(r) if r.records == 0 => {
                     let _ = writeln!(out, "ok: the log holds no records yet");
@@ -190,13 +213,21 @@ pub fn run(cmd: AuditCommand) -> i32 {
             }
         }
         AuditCommand::Search { dir, filter } => filter.filter().and_then(|f| {
-            verify::search(&dir, &f, |line, v| {
+            let several = dir.len() > 1;
+            verify::search_logs(&dir, &f, |log, line, v| {
                 // For people: the record's time in RFC 3339 beside its `ts`
                 // (`export` writes the records exactly as stored).
                 let time = v.get("ts").and_then(serde_json::Value::as_u64);
                 match (time, line.strip_prefix(b"{")) {
                     (Some(ms), Some(rest)) => {
                         let _ = write!(out, "{{\"time\":\"{}\",", crate::log::rfc3339_ms(ms));
+                        if several {
+                            let _ = write!(
+                                out,
+                                "\"log\":{},",
+                                serde_json::Value::from(log.display().to_string())
+                            );
+                        }
                         let _ = out.write_all(rest);
                     }
                     _ => {
@@ -215,7 +246,7 @@ pub fn run(cmd: AuditCommand) -> i32 {
             if format == "csv" {
                 let _ = writeln!(out, "{}", verify::CSV_COLUMNS.join(","));
             }
-            verify::search(&dir, &f, |line, v| {
+            verify::search_logs(&dir, &f, |_, line, v| {
                 if format == "csv" {
                     let _ = verify::csv_row(v, &mut out);
                 } else {
@@ -235,4 +266,26 @@ pub fn run(cmd: AuditCommand) -> i32 {
             1
         }
     }
+}
+
+/// The last checkpoint anchored in the `[state]` database for the log signed
+/// by `key`. A log with none anchored fails: a log re-signed with another key
+/// is another log.
+fn anchored(conninfo: &str, key: &ed25519_dalek::VerifyingKey) -> Result<verify::Expect, String> {
+    use crate::approvals::postgres::{describe, Connector};
+    let log_key = crate::audit::log_key(key);
+    let mut client = Connector::from_conninfo(conninfo)?
+        .connect()
+        .map_err(|e| format!("the anchor store: {}", describe(&e)))?;
+    let row = client
+        .query_opt(
+            "SELECT seq, hash FROM sluice_audit_checkpoints WHERE log_key = $1 ORDER BY seq DESC LIMIT 1",
+            &[&log_key],
+        )
+        .map_err(|e| format!("the anchor store: {}", describe(&e)))?
+        .ok_or_else(|| format!("no checkpoint of the log signed by key {log_key} is anchored in the store"))?;
+    Ok(verify::Expect {
+        seq: row.get::<_, i64>(0) as u64,
+        hash: row.get(1),
+    })
 }

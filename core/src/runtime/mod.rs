@@ -142,7 +142,8 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         verifier,
         tls,
         cancels: CancelRegistry::default(),
-        approvals: crate::approvals::Approvals::start(&config, audit.clone()),
+        approvals: crate::approvals::Approvals::start(&config, audit.clone())
+            .map_err(anyhow::Error::msg)?,
         audit,
         lifecycle: std::sync::OnceLock::new(),
         ssh_metrics: Default::default(),
@@ -378,6 +379,17 @@ fn reload(path: &Path, current: &Generation, shared: &Shared) -> Result<Arc<Gene
                 warn!(
                     "reload_partial",
                     detail = "identity settings change only on restart"
+                );
+            }
+            let store = |c: &Config| {
+                c.state
+                    .as_ref()
+                    .map(|s| (s.postgres.clone(), s.instance.clone(), s.tls, s.lease))
+            };
+            if store(&new) != store(current) {
+                warn!(
+                    "reload_partial",
+                    detail = "the [state] store changes only on restart"
                 );
             }
             shared.approvals.reconfigure(&new);

@@ -246,6 +246,8 @@ fn run_ok(cmd: &mut Command, what: &str) {
 pub struct PgCluster {
     dir: tempfile::TempDir,
     pub port: u16,
+    /// The server options it was started with (for [`PgCluster::restart`]).
+    opts: String,
 }
 
 impl PgCluster {
@@ -302,13 +304,13 @@ impl PgCluster {
                 .arg("-D")
                 .arg(&data)
                 .arg("-o")
-                .arg(opts)
+                .arg(&opts)
                 .arg("-l")
                 .arg(dir.path().join("log"))
                 .args(["-w", "-t", "60", "start"]),
             "pg_ctl start",
         );
-        PgCluster { dir, port }
+        PgCluster { dir, port, opts }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -469,4 +471,36 @@ pub fn tcp_target(name: &str, listen: SocketAddr, upstream: SocketAddr) -> Strin
     format!(
         "[[target]]\nname = \"{name}\"\nprotocol = \"tcp\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\naccess = [\"*\"]\n"
     )
+}
+
+impl PgCluster {
+    /// Stops the server (`pg_ctl stop -m fast`: open sessions are ended), keeping
+    /// its data directory for [`PgCluster::restart`].
+    pub fn stop(&self) {
+        let pg_ctl = pg_bin("pg_ctl").expect("pg_ctl");
+        run_ok(
+            as_user("postgres", &pg_ctl)
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "fast", "-w", "-t", "60", "stop"]),
+            "pg_ctl stop",
+        );
+    }
+
+    /// Starts a server [`PgCluster::stop`]ped before, on the same port with the
+    /// same options (its log goes on in the same file).
+    pub fn restart(&self) {
+        let pg_ctl = pg_bin("pg_ctl").expect("pg_ctl");
+        run_ok(
+            as_user("postgres", &pg_ctl)
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .arg("-o")
+                .arg(&self.opts)
+                .arg("-l")
+                .arg(self.dir.path().join("log"))
+                .args(["-w", "-t", "60", "start"]),
+            "pg_ctl start (again)",
+        );
+    }
 }

@@ -382,7 +382,7 @@ pub(super) async fn hold(
         database: String::new(),
         session: cx.session.clone(),
     };
-    let pending = match cx.shard.shared.approvals.hold(held) {
+    let pending = match cx.shard.shared.approvals.hold(held).await {
         Opened::Granted(id) => return Held::Approved(id),
         Opened::Failed(message) => return Held::Answer(Reply::error(503, message)),
         Opened::Later {

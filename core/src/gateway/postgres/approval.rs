@@ -154,7 +154,7 @@ pub async fn resolve<W: AsyncWriteRent>(
         database: hold.database,
         session: ctx.session.clone(),
     };
-    let pending = match ctx.shard.shared.approvals.hold(held) {
+    let pending = match ctx.shard.shared.approvals.hold(held).await {
         Opened::Granted(id) => return Resolution::Approved { id, spec },
         Opened::Failed(message) => return refused(message),
         Opened::Later {
