@@ -138,6 +138,7 @@ pub fn run(
         elapsed: started.elapsed(),
         errors: errors.load(Ordering::Relaxed),
         latency,
+        held: None,
     }
 }
 

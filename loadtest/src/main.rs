@@ -150,6 +150,8 @@ struct PgRunArgs {
     held_every: u64,
     /// `pg-write`: name=ADMIN_ADDR of the endpoint whose gateway holds statements;
     /// a simulated approver (token from `--key`, group `dba`) approves them there.
+    /// Behind a load balancer over instances that share a `[state]` store, the
+    /// admin address of any one of them: it approves what any instance holds.
     #[arg(long, value_name = "NAME=ADDR")]
     approver: Vec<String>,
 }
@@ -192,7 +194,8 @@ enum Command {
     /// A new connection (login and token check) per query.
     PgConnect(PgRunArgs),
     /// Point updates, with every `--held-every`-th statement held for approval
-    /// and approved by a simulated approver (`--approver name=ADMIN_ADDR`).
+    /// and approved by a simulated approver (`--approver name=ADMIN_ADDR`); the
+    /// held statements' round trips are reported apart too.
     PgWrite(PgRunArgs),
     /// Keep-alive GETs of a small JSON document full of PII (requests/s, latency,
     /// CPU µs per request), each agent with its own bearer token.
@@ -251,6 +254,9 @@ pub struct Sample {
     pub errors: u64,
     /// Microseconds per operation (empty for stream scenarios).
     pub latency: Histogram<u64>,
+    /// `pg-write`: microseconds per operation held for approval, from sending
+    /// the statement to its completion (also counted in `ops` and `latency`).
+    pub held: Option<Histogram<u64>>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

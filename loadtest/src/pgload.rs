@@ -10,7 +10,9 @@
 //! - `pg-connect`: a new connection (login, token check) per query.
 //! - `pg-write`: point updates on `pgbench_accounts`; every `--held-every`-th
 //!   operation is a `DELETE` that a gateway with an `approve` rule holds, and a
-//!   simulated approver (`--approver-admin`) approves through the admin API.
+//!   simulated approver (`--approver`) approves through the admin API. The held
+//!   operations' latencies (sending the statement to its completion: the whole
+//!   approval round trip) are also kept apart, in `Sample::held`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +46,8 @@ pub struct PgArgs {
     pub scale: u64,
     /// `pg-write`: every n-th operation is a statement held for approval.
     pub held_every: u64,
-    /// `pg-write`: the gateway's admin address, where the simulated approver acts.
+    /// `pg-write`: the gateway's admin address, where the simulated approver acts
+    /// (with a shared `[state]`, any instance's, whichever instance holds).
     pub approver: Option<SocketAddr>,
 }
 
@@ -87,12 +90,14 @@ pub fn run(scenario: Scenario, addr: SocketAddr, args: &PgArgs, time: Duration) 
             thread::spawn(move || worker(scenario, addr, &args, i, deadline, interval))
         })
         .collect();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut latency = histogram();
+    let mut held = histogram();
     let mut errors = 0;
     let mut first_error = None;
     for h in handles {
-        if let Ok((hist, e, msg)) = h.join() {
+        if let Ok((hist, held_hist, e, msg)) = h.join() {
             let _ = latency.add(&hist);
+            let _ = held.add(&held_hist);
             errors += e;
             first_error = first_error.or(msg);
         }
@@ -110,7 +115,12 @@ pub fn run(scenario: Scenario, addr: SocketAddr, args: &PgArgs, time: Duration) 
         elapsed: started.elapsed(),
         errors,
         latency,
+        held: (scenario == Scenario::Write && args.held_every > 0).then_some(held),
     }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")
 }
 
 fn worker(
@@ -120,8 +130,9 @@ fn worker(
     index: usize,
     deadline: Instant,
     interval: Option<Duration>,
-) -> (Histogram<u64>, u64, Option<String>) {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+) -> (Histogram<u64>, Histogram<u64>, u64, Option<String>) {
+    let mut hist = histogram();
+    let mut held = histogram();
     let mut errors = 0u64;
     let mut first_error: Option<String> = None;
     let agent = index / args.connections.max(1);
@@ -146,14 +157,14 @@ fn worker(
                 if let (Some(sql), true) = (prepared, args.extended) {
                     if let Err(e) = c.prepare("sel", sql) {
                         fail(e.to_string(), &mut errors);
-                        return (hist, errors, first_error);
+                        return (hist, held, errors, first_error);
                     }
                 }
                 conn = Some(c);
             }
             Err(e) => {
                 fail(e.to_string(), &mut errors);
-                return (hist, errors, first_error);
+                return (hist, held, errors, first_error);
             }
         }
     }
@@ -178,6 +189,10 @@ fn worker(
         x ^= x >> 7;
         x ^= x << 17;
         let aid = (x % (100_000 * args.scale)) + 1;
+        let is_held = scenario == Scenario::Write
+            && args.held_every > 0
+            && op.is_multiple_of(args.held_every);
+        let sent = Instant::now();
         let result = match scenario {
             Scenario::Select => {
                 let c = conn.as_mut().expect("connected");
@@ -197,7 +212,7 @@ fn worker(
                 .and_then(|mut c| c.simple("SELECT 1")),
             Scenario::Write => {
                 let c = conn.as_mut().expect("connected");
-                if args.held_every > 0 && op.is_multiple_of(args.held_every) {
+                if is_held {
                     // Deletes nothing; through a gateway it waits for approval.
                     c.simple(&format!("DELETE FROM pgbench_history WHERE tid = -{aid}"))
                 } else if args.extended {
@@ -214,11 +229,17 @@ fn worker(
                 let took = intended.elapsed();
                 if took > Duration::from_secs(1) {
                     eprintln!(
-                        "    slow operation: {} ms on connection {index} ({addr})",
+                        "    slow {}operation: {} ms on connection {index} ({addr})",
+                        if is_held { "held " } else { "" },
                         took.as_millis()
                     );
                 }
                 hist.saturating_record(took.as_micros().max(1) as u64);
+                if is_held {
+                    // The approval round trip: from sending the statement,
+                    // even when an open-loop schedule is behind.
+                    held.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+                }
             }
             Ok(o) => fail(o.error.unwrap_or_default(), &mut errors),
             Err(e) => {
@@ -229,7 +250,7 @@ fn worker(
             }
         }
     }
-    (hist, errors, first_error)
+    (hist, held, errors, first_error)
 }
 
 /// The simulated approver: approves every pending request it may see, until

@@ -49,6 +49,8 @@ pub struct Endpoint {
     pub errors: u64,
     pub cpu_micros: u64,
     pub latency: Histogram<u64>,
+    /// `pg-write`: the operations held for approval (also in `ops` and `latency`).
+    pub held: Option<Histogram<u64>>,
 }
 
 impl Endpoint {
@@ -62,6 +64,7 @@ impl Endpoint {
             errors: 0,
             cpu_micros: 0,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+            held: None,
         }
     }
 
@@ -70,6 +73,14 @@ impl Endpoint {
         self.elapsed += s.elapsed;
         self.errors += s.errors;
         let _ = self.latency.add(&s.latency);
+        if let Some(h) = s.held {
+            match &mut self.held {
+                Some(held) => {
+                    let _ = held.add(&h);
+                }
+                None => self.held = Some(h),
+            }
+        }
     }
 
     fn rate(&self, unit: Unit) -> f64 {
@@ -83,8 +94,20 @@ impl Endpoint {
     }
 
     fn q(&self, q: f64) -> Option<u64> {
-        (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q))
+        quantile(&self.latency, q)
     }
+
+    /// The held operations' latencies, their rate and the other operations' rate.
+    fn held(&self) -> Option<(&Histogram<u64>, f64, f64)> {
+        let h = self.held.as_ref()?;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let unheld = self.ops.saturating_sub(h.len());
+        Some((h, h.len() as f64 / secs, unheld as f64 / secs))
+    }
+}
+
+fn quantile(h: &Histogram<u64>, q: f64) -> Option<u64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q))
 }
 
 fn us(v: Option<u64>) -> String {
@@ -123,6 +146,29 @@ pub fn table(scenario: &str, unit: Unit, endpoints: &[Endpoint]) -> String {
             e.rate(unit) / base.max(1e-9),
         );
     }
+    if endpoints.iter().any(|e| e.held.is_some()) {
+        let _ = writeln!(
+            out,
+            "\n{scenario}: held for approval (sent to completed)\n{:<10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>14}",
+            "endpoint", "held ops/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "unheld ops/s"
+        );
+        for e in endpoints {
+            let Some((h, held, unheld)) = e.held() else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "{:<10} {:>12.1} {:>8} {:>8} {:>8} {:>8} {:>14.1}",
+                e.name,
+                held,
+                us(quantile(h, 0.5)),
+                us(quantile(h, 0.99)),
+                us(quantile(h, 0.999)),
+                us((!h.is_empty()).then(|| h.max())),
+                unheld,
+            );
+        }
+    }
     out
 }
 
@@ -145,6 +191,17 @@ pub fn json(scenario: &str, unit: Unit, connections: &usize, endpoints: &[Endpoi
                 "errors": e.errors,
                 "cpu_us_per_unit": e.cpu_per(unit),
                 "seconds": e.elapsed.as_secs_f64(),
+                "held": e.held().map(|(h, held, unheld)| {
+                    serde_json::json!({
+                        "ops": h.len(),
+                        "rate": held,
+                        "unheld_rate": unheld,
+                        "p50_us": quantile(h, 0.5),
+                        "p99_us": quantile(h, 0.99),
+                        "p999_us": quantile(h, 0.999),
+                        "max_us": (!h.is_empty()).then(|| h.max()),
+                    })
+                }),
             })
         })
         .collect();

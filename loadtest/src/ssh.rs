@@ -283,6 +283,7 @@ pub fn run(
         elapsed,
         errors,
         latency,
+        held: None,
     }
 }
 

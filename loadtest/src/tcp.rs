@@ -70,6 +70,7 @@ pub fn stream(addr: SocketAddr, connections: usize, time: Duration) -> Sample {
         elapsed,
         errors: errors.load(Ordering::Relaxed),
         latency: Histogram::new(3).expect("histogram"),
+        held: None,
     }
 }
 
@@ -116,6 +117,7 @@ pub fn request_response(addr: SocketAddr, connections: usize, time: Duration) ->
         elapsed: started.elapsed(),
         errors,
         latency,
+        held: None,
     }
 }
 
