@@ -1080,7 +1080,7 @@ fn state_section_is_checked_before_the_first_connection() {
         "t.toml:8:12: put the password in an environment variable named by `password_env`",
         "t.toml:9:7: `[state] tls = \"verify\"` needs `ca`",
         "t.toml:10:12: invalid instance name `gw a`",
-        "t.toml:11:9: `state.lease` must be between 1s and 1h",
+        "t.toml:11:9: `state.lease` must be between 3s and 1h",
         "t.toml:12:16: environment variable `NOPE` (named by `password_env`) is not set",
     ] {
         assert!(got.contains(want), "missing {want:?} in:\n{got}");

@@ -68,6 +68,10 @@ struct Opts {
     audit: bool,
     /// Start the instances at the same time (they create the schema together).
     parallel: bool,
+    /// Reach the store through this proxy.
+    proxy: Option<Arc<Blackhole>>,
+    /// `[approvals] timeout` (None: 60s).
+    timeout: Option<&'static str>,
 }
 
 /// Instances over one state store, in front of one target. The instances are
@@ -100,6 +104,11 @@ fn cluster(n: usize, opts: Opts) -> Cluster {
          INSERT INTO counters SELECT g, 0 FROM generate_series(1, 200) g",
     );
     let state = PgCluster::start();
+    if let Some(proxy) = &opts.proxy {
+        proxy
+            .upstream
+            .store(state.port, std::sync::atomic::Ordering::SeqCst);
+    }
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
     let up = target.addr();
@@ -113,6 +122,7 @@ fn cluster(n: usize, opts: Opts) -> Cluster {
                 a.display()
             )
         });
+        let timeout = opts.timeout.unwrap_or("60s");
         let lease = opts
             .lease
             .map_or(String::new(), |l| format!("lease = \"{l}\"\n"));
@@ -121,10 +131,16 @@ fn cluster(n: usize, opts: Opts) -> Cluster {
              {}admin_groups = [\"admins\"]\n\
              [state]\npostgres = \"{}\"\ninstance = \"{name}\"\n{lease}\
              {audit_block}\
-             [approvals]\ntimeout = \"60s\"\ngrant_ttl = \"60s\"\n\
+             [approvals]\ntimeout = \"{timeout}\"\ngrant_ttl = \"60s\"\n\
              {}{}{}{RULES}",
             keys.identity_block(),
-            conninfo(&state),
+            match &opts.proxy {
+                Some(proxy) => conninfo(&state).replace(
+                    &format!("port={}", state.port),
+                    &format!("port={}", proxy.port),
+                ),
+                None => conninfo(&state),
+            },
             pg_target("db", db, up, "guardrails = \"prod\"\napprovers = [\"dba\"]"),
             pg_target(
                 "db_nowait",
@@ -1318,4 +1334,170 @@ fn store_transitions_are_atomic_under_contention() {
         .collect();
     assert_eq!(ids.len(), 50);
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+}
+
+/// A TCP proxy to the store that can stop answering without closing anything
+/// (a network that drops everything, as far as the gateway can tell), and
+/// come back with every old connection reset.
+struct Blackhole {
+    port: u16,
+    upstream: std::sync::atomic::AtomicU16,
+    swallow: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl Blackhole {
+    fn start() -> Arc<Blackhole> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = Arc::new(Blackhole {
+            port: listener.local_addr().unwrap().port(),
+            upstream: 0.into(),
+            swallow: false.into(),
+            open: Default::default(),
+        });
+        let p = proxy.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let port = p.upstream.load(SeqCst);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                {
+                    let mut open = p.open.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let p = p.clone();
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                // Read and dropped: the other side hears nothing.
+                                Ok(_) if p.swallow.load(SeqCst) => {}
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    fn stop_answering(&self) {
+        self.swallow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The network is back: connections that lost bytes are reset, new ones pass.
+    fn come_back(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        self.swallow
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A store that stops answering (no error, no closed connection): nothing
+/// hangs on it. Held statements end at their timeout, new ones are refused in
+/// bounded time, the admin API answers 503, /healthz says degraded; when the
+/// store comes back, everything resumes.
+#[test]
+fn a_store_that_stops_answering_hangs_nothing() {
+    let proxy = Blackhole::start();
+    let c = cluster(
+        1,
+        Opts {
+            proxy: Some(proxy.clone()),
+            timeout: Some("6s"),
+            ..Opts::default()
+        },
+    );
+    let agent = c.keys.token("agent-h", &["agents"]);
+    let held_at = Instant::now();
+    let held = psql_bg(
+        c.gws[0].db,
+        &agent,
+        "UPDATE counters SET n = n + 1 WHERE id = 60",
+    );
+    let pending = wait_for(Duration::from_secs(10), || {
+        let (status, v) = c.api(0, "GET", "/api/approvals?state=pending", &c.admin_token, "");
+        (status == 200 && v["approvals"].as_array().is_some_and(|a| !a.is_empty())).then_some(())
+    });
+    assert!(pending.is_some(), "the statement is held");
+    proxy.stop_answering();
+    let stopped = Instant::now();
+
+    // The held statement ends at its timeout (6 s, plus the grace), though
+    // the store never answers again.
+    let (out, done) = join_within(held, Duration::from_secs(30), "the held statement");
+    assert!(!out.status.success(), "it did not run: {}", stdout(&out));
+    assert!(
+        done.duration_since(held_at) < Duration::from_secs(20),
+        "ended {:?} after it was held",
+        done.duration_since(held_at)
+    );
+    assert_eq!(c.counter(60), 0);
+
+    // Degraded, and a new statement needing approval is refused in bounded time.
+    let degraded = wait_for(Duration::from_secs(15), || {
+        let (status, h) = c.health(0);
+        (status == 200 && h["status"] == "degraded").then_some(())
+    });
+    assert!(degraded.is_some(), "{:?}", c.health(0));
+    let asked = Instant::now();
+    let out = psql_with(
+        c.gws[0].db,
+        &agent,
+        &["-At", "-c", "UPDATE counters SET n = n + 1 WHERE id = 61"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("approval store"), "{}", stderr(&out));
+    assert!(
+        asked.elapsed() < Duration::from_secs(12),
+        "refused after {:?}",
+        asked.elapsed()
+    );
+    let (status, v) = c.api(0, "GET", "/api/approvals?state=pending", &c.admin_token, "");
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        !v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1"),
+        "callers are not told the store's details: {v}"
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(60));
+
+    // Back: the instance reconnects and holds statements again.
+    proxy.come_back();
+    c.wait_healthy(0);
+    let held = psql_bg(
+        c.gws[0].db,
+        &agent,
+        "UPDATE counters SET n = n + 1 WHERE id = 62",
+    );
+    let id = wait_for(Duration::from_secs(10), || {
+        let (_, v) = c.api(0, "GET", "/api/approvals?state=pending", &c.admin_token, "");
+        v["approvals"][0]["id"].as_u64()
+    })
+    .expect("held again");
+    let (status, v) = c.vote(0, id, "approve", "bob");
+    assert_eq!(status, 200, "{v}");
+    let (out, _) = join_within(held, Duration::from_secs(15), "the approved statement");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(c.counter(62), 1);
 }

@@ -281,8 +281,9 @@ pub(super) fn state(
     };
     let lease = c.duration(&s.lease, "state.lease", Duration::from_secs(10));
     if let Some(l) = &s.lease {
-        if lease < Duration::from_secs(1) || lease > Duration::from_secs(3600) {
-            c.error(l.span(), "`state.lease` must be between 1s and 1h");
+        // Renewed every second: a shorter lease lapses between renewals.
+        if lease < Duration::from_secs(3) || lease > Duration::from_secs(3600) {
+            c.error(l.span(), "`state.lease` must be between 3s and 1h");
         }
     }
     State {

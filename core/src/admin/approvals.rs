@@ -15,7 +15,9 @@
 use sluice_protocols::http;
 
 use super::{caller, is_admin, json};
-use crate::approvals::{Decision, Request, State, VoteError, Voter};
+use crate::approvals::{
+    Decision, Request, State, StoreError, VoteError, Voted, Voter, CALL_TIMEOUT,
+};
 use crate::identity::Identity;
 use crate::shard::Shard;
 
@@ -58,7 +60,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
                 }
             },
         };
-        let listed = match approvals.list(state).await {
+        let listed = match answer(approvals.list(state)).await {
             Ok(l) => l,
             Err(e) => return store_down(&e),
         };
@@ -87,7 +89,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
         )
     };
     let Some(action) = parts.get(1) else {
-        return match approvals.get(id).await {
+        return match answer(approvals.get(id)).await {
             Ok(Some(r)) if admin || may_see(&identity, &r) => {
                 json(200, "OK", &serde_json::to_string(&r).unwrap_or_default())
             }
@@ -112,7 +114,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
     };
     // Whoever may not see a request learns nothing about it, not even that it
     // exists.
-    match approvals.get(id).await {
+    match answer(approvals.get(id)).await {
         Ok(Some(r)) if admin || may_see(&identity, &r) => {}
         Ok(_) => return not_found(),
         Err(e) => return store_down(&e),
@@ -121,7 +123,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
         subject: identity.subject.clone(),
         groups: identity.groups.clone(),
     };
-    match approvals.vote(id, &voter, decision, reason).await {
+    match answer_vote(approvals.vote(id, &voter, decision, reason)).await {
         Ok(v) => {
             crate::info!(
                 "approval_vote",
@@ -163,8 +165,26 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
     }
 }
 
+/// A store call, bounded: a store that stops answering gets a 503, never a
+/// request that hangs.
+async fn answer<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    monoio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError("no answer in time".into())))
+}
+
+async fn answer_vote(
+    call: impl std::future::Future<Output = Result<Voted, VoteError>>,
+) -> Result<Voted, VoteError> {
+    monoio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(VoteError::Store("no answer in time".into())))
+}
+
 /// The shared store could not answer: 503, saying why.
-fn store_down(e: &crate::approvals::StoreError) -> Vec<u8> {
+fn store_down(e: &StoreError) -> Vec<u8> {
     json(
         503,
         "Service Unavailable",

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sluice_config::policy::ApprovalSpec;
 use sluice_config::ApprovalMode;
 
-use super::{Approvals, Key, NewRequest, State};
+use super::{Approvals, Key, NewRequest, State, StoreError};
 
 /// A command held for approval, as the driver describes it.
 pub struct Hold {
@@ -56,9 +56,9 @@ pub struct Pending<'a> {
     pub id: u64,
     pub what: String,
     pub timeout: Duration,
-    /// When the request expires (ms since the epoch): the wait ends then even
-    /// if the store cannot be asked.
-    expires_at: u64,
+    /// When the wait gives up even if the store cannot be asked (its own
+    /// expiry normally says so first); by this machine's monotonic clock.
+    deadline: std::time::Instant,
 }
 
 /// How a wait ended.
@@ -112,31 +112,40 @@ impl Settled {
 
 impl Approvals {
     /// Holds a command: spends a grant of exactly it, or opens a request.
-    /// Fails closed: a store that cannot be asked refuses the command.
-    pub async fn hold(&self, hold: Hold) -> Opened<'_> {
-        match self.take_grant(&hold.key).await {
+    /// Fails closed: a store that cannot be asked, or does not answer within
+    /// [`CALL_TIMEOUT`] (`sleep` is the runtime's timer), refuses the command.
+    pub async fn hold<S: std::future::Future<Output = ()>>(
+        &self,
+        hold: Hold,
+        sleep: impl Fn(Duration) -> S,
+    ) -> Opened<'_> {
+        match bounded(self.take_grant(&hold.key), sleep(CALL_TIMEOUT)).await {
             Ok(Some(r)) => return Opened::Granted(r.id),
             Ok(None) => {}
             Err(e) => return Opened::Failed(format!("{} needs approval, and {e}", hold.what)),
         }
         let wait = hold.spec.mode == ApprovalMode::Wait;
         let spec = &hold.spec;
-        let opened = self
-            .open(NewRequest {
-                key: hold.key,
-                protocol: hold.protocol,
-                summary: hold.summary,
-                text: hold.text,
-                params: hold.params,
-                database: hold.database,
-                session: hold.session,
-                approvers: spec.approvers.clone(),
-                quorum: spec.quorum,
-                ttl_ms: spec.timeout.as_millis() as u64,
-                grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
-                reuse: !wait,
-            })
-            .await;
+        let open = self.open(NewRequest {
+            key: hold.key,
+            protocol: hold.protocol,
+            summary: hold.summary,
+            text: hold.text,
+            params: hold.params,
+            database: hold.database,
+            session: hold.session,
+            approvers: spec.approvers.clone(),
+            quorum: spec.quorum,
+            ttl_ms: spec.timeout.as_millis() as u64,
+            grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
+            reuse: !wait,
+        });
+        let opened = match crate::notify::race(open, sleep(CALL_TIMEOUT)).await {
+            crate::notify::Either::Left(opened) => opened,
+            crate::notify::Either::Right(()) => {
+                Err(super::OpenError::Store("no answer in time".into()))
+            }
+        };
         let what = hold.what;
         let request = match opened {
             Ok((r, _)) => r,
@@ -166,7 +175,7 @@ impl Approvals {
             id: request.id,
             what,
             timeout: spec.timeout,
-            expires_at: request.expires_at,
+            deadline: std::time::Instant::now() + spec.timeout + EXPIRY_GRACE,
         })
     }
 }
@@ -193,7 +202,7 @@ impl Pending<'_> {
         let id = self.id;
         let why = match self
             .approvals
-            .wait(id, self.expires_at, client_fd, &waiting)
+            .wait(id, self.deadline, client_fd, &waiting)
             .await
         {
             Waited::Approved => return Settled::Approved(id),
@@ -234,13 +243,28 @@ enum Waited {
     ShuttingDown,
 }
 
+/// The longest a session waits for one answer of the store.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `call`, or a store error if `timer` runs out first: a store that stops
+/// answering refuses, it never hangs the session.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+    timer: impl std::future::Future<Output = ()>,
+) -> Result<T, StoreError> {
+    match crate::notify::race(call, timer).await {
+        crate::notify::Either::Left(r) => r,
+        crate::notify::Either::Right(()) => Err(StoreError("no answer in time".into())),
+    }
+}
+
 /// How often a waiting session checks on its client ...
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// ... and asks the store, besides when it is woken.
 const ASK_EVERY: Duration = Duration::from_secs(1);
 /// How long past its expiry a wait goes on when the store cannot be asked
 /// (the store's own sweep normally says so first).
-const EXPIRY_GRACE_MS: u64 = 2000;
+const EXPIRY_GRACE: Duration = Duration::from_secs(2);
 
 impl Approvals {
     /// Waits (without holding the shard) for request `id` to be decided, while
@@ -251,7 +275,7 @@ impl Approvals {
     async fn wait<S: std::future::Future<Output = ()>>(
         &self,
         id: u64,
-        expires_at: u64,
+        deadline: std::time::Instant,
         client_fd: std::os::fd::RawFd,
         waiting: &Waiting<impl Fn() -> bool, impl Fn() -> bool, impl Fn(Duration) -> S>,
     ) -> Waited {
@@ -281,19 +305,28 @@ impl Approvals {
                 // Watch before asking: a decision after the answer still wakes us.
                 changed = self.watch(id);
                 asked = std::time::Instant::now();
-                match self.get(id).await {
+                let left = deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .min(CALL_TIMEOUT);
+                match bounded(self.get(id), (waiting.sleep)(left)).await {
                     Err(e) => crate::debug!("approval_wait_store", approval = id, error = e),
                     Ok(None) => break Waited::Closed("no longer known"),
                     Ok(Some(r)) => match r.state {
                         State::Pending => {}
-                        State::Approved => match self.consume(id).await {
-                            Ok(Some(_)) => break Waited::Approved,
-                            Ok(None) => break Waited::Closed("already used"),
-                            // Approved but not yet usable here: ask again.
-                            Err(e) => {
-                                crate::debug!("approval_wait_store", approval = id, error = e)
+                        State::Approved => {
+                            match bounded(self.consume(id), (waiting.sleep)(CALL_TIMEOUT)).await {
+                                Ok(Some(_)) => break Waited::Approved,
+                                Ok(None) => {
+                                    break Waited::Closed(
+                                        "already used, or its grant window passed",
+                                    )
+                                }
+                                // Approved but not yet usable here: ask again.
+                                Err(e) => {
+                                    crate::debug!("approval_wait_store", approval = id, error = e)
+                                }
                             }
-                        },
+                        }
                         State::Denied => {
                             break Waited::Denied {
                                 by: r.denied_by.unwrap_or_else(|| "an approver".into()),
@@ -306,7 +339,7 @@ impl Approvals {
                     },
                 }
             }
-            if crate::audit::now_ms() >= expires_at + EXPIRY_GRACE_MS {
+            if std::time::Instant::now() >= deadline {
                 self.cancel(id).await;
                 break Waited::Expired;
             }
@@ -317,7 +350,11 @@ impl Approvals {
             let woken = crate::notify::race(changed.recv_async(), (waiting.sleep)(CHECK_EVERY));
             ask = match woken.await {
                 crate::notify::Either::Left(_) => true,
-                crate::notify::Either::Right(()) => asked.elapsed() >= ASK_EVERY,
+                // A shared store wakes its waiters itself (notifications, and
+                // a poll under them); the in-memory one is asked now and then.
+                crate::notify::Either::Right(()) => {
+                    !self.wakes_reliably() && asked.elapsed() >= ASK_EVERY
+                }
             };
             if super::hung_up(client_fd) {
                 self.cancel(id).await;

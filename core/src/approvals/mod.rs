@@ -25,7 +25,7 @@ mod hold;
 pub mod postgres;
 pub mod store;
 
-pub use hold::{Hold, Opened, Pending, Refusal, Settled, Waiting};
+pub use hold::{Hold, Opened, Pending, Refusal, Settled, Waiting, CALL_TIMEOUT};
 
 pub use store::{
     ApprovalStore, Decision, Key, MemoryStore, NewRequest, OpenError, Request, State, StoreError,
@@ -43,13 +43,20 @@ const QUEUED_CALLS: usize = 4096;
 /// The gateway's approval service.
 pub struct Approvals {
     store: Arc<dyn ApprovalStore>,
-    /// The shared store, when there is one (anchors, the instance's name).
+    /// The shared store, when there is one.
     shared: Option<Arc<postgres::PgStore>>,
     /// Where a remote store's calls go (None: calls run in place).
     workers: Option<flume::Sender<Job>>,
+    reporter: Arc<Reporter>,
+    max_pending: AtomicUsize,
+}
+
+/// Tells the audit log and the webhooks of each event. Shared with the jobs
+/// that change the store, so a change and its record happen together even
+/// when the session that asked is gone by then.
+struct Reporter {
     audit: Option<Arc<Audit>>,
     webhooks: Mutex<Arc<[String]>>,
-    max_pending: AtomicUsize,
     outbox: flume::Sender<Delivery>,
 }
 
@@ -68,6 +75,12 @@ impl Approvals {
             None => (Arc::new(MemoryStore::default()), None, None),
             Some(state) => {
                 let pg = postgres::PgStore::start(state)?;
+                if state.tls != sluice_config::UpstreamTls::Verify {
+                    warn!(
+                        "state_store_unverified",
+                        detail = "[state] tls is not \"verify\": whoever can answer for the store on the network can approve held statements"
+                    );
+                }
                 let (tx, rx) = flume::bounded::<Job>(QUEUED_CALLS);
                 for i in 0..WORKERS {
                     let rx = rx.clone();
@@ -85,30 +98,27 @@ impl Approvals {
                 (pg.clone() as Arc<dyn ApprovalStore>, Some(pg), Some(tx))
             }
         };
+        if let (Some(pg), Some(audit)) = (&shared, &audit) {
+            // Each durable checkpoint is kept in the store too, by the store's
+            // own thread (a store that is down delays an anchor, never the log).
+            let pg = Arc::downgrade(pg);
+            audit.on_checkpoint(Box::new(move |c: &crate::audit::Checkpoint| {
+                if let Some(pg) = pg.upgrade() {
+                    pg.anchor(c.clone());
+                }
+            }));
+        }
         let approvals = Arc::new(Approvals {
             store,
             shared,
             workers,
-            audit,
-            webhooks: Mutex::new(config.approvals.notify.clone().into()),
+            reporter: Arc::new(Reporter {
+                audit,
+                webhooks: Mutex::new(config.approvals.notify.clone().into()),
+                outbox,
+            }),
             max_pending: AtomicUsize::new(config.approvals.max_pending),
-            outbox,
         });
-        if let (Some(pg), Some(audit)) = (&approvals.shared, &approvals.audit) {
-            // Each durable checkpoint is kept in the store too, off the writer
-            // thread (a store that is down costs an anchor, never the log).
-            let pg = Arc::downgrade(pg);
-            let workers = approvals.workers.clone();
-            audit.on_checkpoint(Box::new(move |c: &crate::audit::Checkpoint| {
-                let (Some(pg), Some(workers)) = (pg.upgrade(), &workers) else {
-                    return;
-                };
-                let c = c.clone();
-                let _ = workers.try_send(Box::new(move || {
-                    pg.anchor(&c.log_key, c.anchor.seq, &c.anchor.hash, &c.signature, c.at)
-                }));
-            }));
-        }
         let weak = Arc::downgrade(&approvals);
         let spawned = std::thread::Builder::new()
             .name("sluice-approvals".into())
@@ -121,8 +131,11 @@ impl Approvals {
 
     /// Takes a reloaded configuration's webhooks and limits.
     pub fn reconfigure(&self, config: &Config) {
-        *self.webhooks.lock().unwrap_or_else(|p| p.into_inner()) =
-            config.approvals.notify.clone().into();
+        *self
+            .reporter
+            .webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = config.approvals.notify.clone().into();
         self.max_pending
             .store(config.approvals.max_pending, Ordering::Relaxed);
     }
@@ -132,24 +145,29 @@ impl Approvals {
         self.store.health()
     }
 
-    /// Failed store calls so far (0 without a shared store).
+    /// Failed store calls so far (None without a shared store).
     pub fn store_errors(&self) -> Option<u64> {
         self.shared.as_ref().map(|_| self.store.errors())
     }
 
-    /// Runs `f` on the store: in place for the in-memory store, on a worker
-    /// thread for a remote one (the caller's runtime is free meanwhile).
+    /// Runs `f` on the store with the reporter: in place for the in-memory
+    /// store, on a worker thread for a remote one (the caller's runtime is
+    /// free meanwhile). The job runs to its end even if the caller is gone
+    /// by then (its records with it); a job nobody waits for any more when
+    /// its turn comes is skipped.
     async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn ApprovalStore) -> T + Send + 'static,
+        f: impl FnOnce(&dyn ApprovalStore, &Reporter) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
         let Some(workers) = &self.workers else {
-            return Ok(f(&*self.store));
+            return Ok(f(&*self.store, &self.reporter));
         };
-        let store = self.store.clone();
+        let (store, reporter) = (self.store.clone(), self.reporter.clone());
         let (tx, rx) = flume::bounded(1);
         let job: Job = Box::new(move || {
-            let _ = tx.send(f(&*store));
+            if !tx.is_disconnected() {
+                let _ = tx.send(f(&*store, &reporter));
+            }
         });
         workers
             .try_send(job)
@@ -163,60 +181,63 @@ impl Approvals {
     /// when `new.reuse`).
     pub async fn open(&self, new: NewRequest) -> Result<(Request, bool), OpenError> {
         let max = self.max_pending.load(Ordering::Relaxed);
-        let opened = self
-            .call(move |s| s.open(new, now_ms(), max))
-            .await
-            .unwrap_or_else(|e| Err(OpenError::Store(e.0)))?;
-        if opened.1 {
-            self.report("requested", &opened.0, &opened.0.requester, None);
-        }
-        Ok(opened)
+        self.call(move |s, rep| {
+            let opened = s.open(new, now_ms(), max)?;
+            if opened.1 {
+                rep.report("requested", &opened.0, &opened.0.requester, None);
+            }
+            Ok(opened)
+        })
+        .await
+        .unwrap_or_else(|e| Err(OpenError::Store(e.0)))
     }
 
     /// An unused approval of exactly this statement by this requester, within
     /// its grant window; using it spends it.
     pub async fn take_grant(&self, key: &Key) -> Result<Option<Request>, StoreError> {
         let key = key.clone();
-        let r = self.call(move |s| s.take_grant(&key, now_ms())).await??;
-        if let Some(r) = &r {
-            self.report("used", r, &r.requester, None);
-        }
-        Ok(r)
+        self.call(move |s, rep| {
+            let r = s.take_grant(&key, now_ms())?;
+            if let Some(r) = &r {
+                rep.report("used", r, &r.requester, None);
+            }
+            Ok(r)
+        })
+        .await?
     }
 
     /// The waiting session uses the approval it waited for.
     pub async fn consume(&self, id: u64) -> Result<Option<Request>, StoreError> {
-        let r = self.call(move |s| s.consume(id, now_ms())).await??;
-        if let Some(r) = &r {
-            self.report("used", r, &r.requester, None);
-        }
-        Ok(r)
+        self.call(move |s, rep| {
+            let r = s.consume(id, now_ms())?;
+            if let Some(r) = &r {
+                rep.report("used", r, &r.requester, None);
+            }
+            Ok(r)
+        })
+        .await?
     }
 
     /// The requester's client went away while waiting.
     pub async fn cancel(&self, id: u64) {
-        match self.call(move |s| s.cancel(id, now_ms())).await {
-            Ok(Ok(Some(r))) => self.report("cancelled", &r, &r.requester, None),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) | Err(e) => warn!("approval_cancel_failed", approval = id, error = e),
+        let cancelled = self
+            .call(move |s, rep| cancel(s, rep, id))
+            .await
+            .and_then(|r| r);
+        if let Err(e) = cancelled {
+            warn!("approval_cancel_failed", approval = id, error = e.0);
         }
     }
 
-    /// Cancels without waiting for the answer (a wait dropped mid-way); the
-    /// cancellation is reported by whichever thread runs it.
-    fn cancel_soon(self: &Approvals, id: u64) {
+    /// Cancels without waiting for the answer (a wait dropped mid-way).
+    fn cancel_soon(&self, id: u64) {
         let Some(workers) = &self.workers else {
-            if let Ok(Some(r)) = self.store.cancel(id, now_ms()) {
-                self.report("cancelled", &r, &r.requester, None);
-            }
+            let _ = cancel(&*self.store, &self.reporter, id);
             return;
         };
-        let store = self.store.clone();
-        let audit = self.audit.clone();
+        let (store, reporter) = (self.store.clone(), self.reporter.clone());
         let _ = workers.try_send(Box::new(move || {
-            if let (Ok(Some(r)), Some(audit)) = (store.cancel(id, now_ms()), audit) {
-                audit.side_record(approval_record("cancelled", &r, &r.requester, None));
-            }
+            let _ = cancel(&*store, &reporter, id);
         }));
     }
 
@@ -227,42 +248,48 @@ impl Approvals {
         decision: Decision,
         reason: Option<String>,
     ) -> Result<Voted, VoteError> {
-        let v = voter.clone();
-        let why = reason.clone();
-        let voted = self
-            .call(move |s| s.vote(id, &v, decision, why, now_ms()))
-            .await
-            .unwrap_or_else(|e| Err(VoteError::Store(e.0)))?;
-        let action = match (decision, voted.decided, voted.counted) {
-            (Decision::Deny, ..) => Some("denied"),
-            (Decision::Approve, true, _) => Some("approved"),
-            (Decision::Approve, false, true) => Some("vote"),
-            (Decision::Approve, false, false) => None,
-        };
-        if let Some(action) = action {
-            self.report(action, &voted.request, &voter.subject, reason.as_deref());
-        }
-        if voted.decided {
-            // Only now may the waiting session act on it (its "used" record
-            // comes after the decision's).
-            self.store.wake(id);
-        }
-        Ok(voted)
+        let voter = voter.clone();
+        self.call(move |s, rep| {
+            let voted = s.vote(id, &voter, decision, reason.clone(), now_ms())?;
+            let action = match (decision, voted.decided, voted.counted) {
+                (Decision::Deny, ..) => Some("denied"),
+                (Decision::Approve, true, _) => Some("approved"),
+                (Decision::Approve, false, true) => Some("vote"),
+                (Decision::Approve, false, false) => None,
+            };
+            if let Some(action) = action {
+                rep.report(action, &voted.request, &voter.subject, reason.as_deref());
+            }
+            if voted.decided {
+                // Only now may the waiting session act on it (its "used"
+                // record comes after the decision's).
+                s.wake(id);
+            }
+            Ok(voted)
+        })
+        .await
+        .unwrap_or_else(|e| Err(VoteError::Store(e.0)))
     }
 
     /// One request (expired on the spot if due; the expiry is reported by the
     /// background sweep within half a second).
     pub async fn get(&self, id: u64) -> Result<Option<Request>, StoreError> {
-        self.call(move |s| s.get(id, now_ms())).await?
+        self.call(move |s, _| s.get(id, now_ms())).await?
     }
 
     pub async fn list(&self, state: Option<State>) -> Result<Vec<Request>, StoreError> {
-        self.call(move |s| s.list(state, now_ms())).await?
+        self.call(move |s, _| s.list(state, now_ms())).await?
     }
 
     /// Wakes when request `id` may have changed state.
     pub fn watch(&self, id: u64) -> flume::Receiver<()> {
         self.store.watch(id)
+    }
+
+    /// Whether the store itself wakes waiters of every change (polling the
+    /// requests they wait on), so they need not ask on their own.
+    fn wakes_reliably(&self) -> bool {
+        self.store.remote()
     }
 
     /// Closes every pending request past its time (or whose instance died),
@@ -271,13 +298,23 @@ impl Approvals {
         match self.store.expire(now_ms()) {
             Ok(closed) => {
                 for r in closed {
-                    self.report(r.state.as_str(), &r, "sluice", None);
+                    self.reporter.report(r.state.as_str(), &r, "sluice", None);
                 }
             }
-            Err(e) => crate::debug!("approval_sweep_failed", error = e),
+            Err(e) => crate::debug!("approval_sweep_failed", error = e.0),
         }
     }
+}
 
+/// Cancels a pending request, reporting it.
+fn cancel(s: &dyn ApprovalStore, rep: &Reporter, id: u64) -> Result<(), StoreError> {
+    if let Some(r) = s.cancel(id, now_ms())? {
+        rep.report("cancelled", &r, &r.requester, None);
+    }
+    Ok(())
+}
+
+impl Reporter {
     /// Writes the audit record and queues the webhook for one event.
     fn report(&self, action: &str, r: &Request, actor: &str, reason: Option<&str>) {
         if let Some(audit) = &self.audit {

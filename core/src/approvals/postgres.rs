@@ -19,7 +19,7 @@
 //! threads of its own, never on a shard.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,7 @@ CREATE TABLE sluice_audit_checkpoints (
     hash      text NOT NULL,
     signature text NOT NULL,
     at        bigint NOT NULL,
-    PRIMARY KEY (log_key, seq)
+    PRIMARY KEY (log_key, instance, seq)
 );
 "#];
 
@@ -106,6 +106,13 @@ const COLUMNS: &str = "a.id, a.state, a.instance, a.requester, a.target, a.proto
               FROM sluice_approval_votes v WHERE v.approval = a.id), '{}') AS voters, \
     coalesce((SELECT array_agg(v.at ORDER BY v.at, v.subject) \
               FROM sluice_approval_votes v WHERE v.approval = a.id), '{}') AS voted_at";
+
+/// The database's clock, in ms since the epoch.
+const DB_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+/// Without a word from the store for this long, it is down.
+const STALE: Duration = Duration::from_secs(5);
+/// Instances gone this long (and holding nothing) leave `sluice_instances`.
+const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 /// Most requests a listing returns (the audit log has them all).
 const LIST_LIMIT: i64 = 1000;
@@ -132,20 +139,36 @@ impl Connector {
 
     /// From a connection string given on the command line (`PGPASSWORD` for the
     /// password; `sslmode=require` encrypts without checking the certificate).
+    /// `sslmode=verify-full` (or `verify-ca`) checks the server's certificate
+    /// against `sslrootcert=FILE`; `sslmode=require` only encrypts.
     pub fn from_conninfo(conninfo: &str) -> Result<Connector, String> {
-        let wants_tls = conninfo.split_ascii_whitespace().any(|kv| {
-            matches!(
-                kv,
-                "sslmode=require" | "sslmode=verify-ca" | "sslmode=verify-full"
-            )
-        });
-        let tls = if wants_tls {
-            crate::tls::client_config(sluice_config::UpstreamTls::Require, None, "ca")?
-                .map(|c| tokio_postgres_rustls::MakeRustlsConnect::new((*c).clone()))
-        } else {
-            None
-        };
-        Connector::parse(conninfo, std::env::var("PGPASSWORD").ok(), tls, "cli")
+        use sluice_config::UpstreamTls;
+        let mut mode = UpstreamTls::Disable;
+        let mut root = None;
+        let mut rest = Vec::new();
+        for kv in conninfo.split_ascii_whitespace() {
+            match kv.split_once('=') {
+                Some(("sslmode", "require")) => mode = UpstreamTls::Require,
+                Some(("sslmode", "verify-ca" | "verify-full")) => mode = UpstreamTls::Verify,
+                Some(("sslmode", "disable" | "prefer" | "allow")) => {}
+                Some(("sslmode", other)) => return Err(format!("unknown sslmode `{other}`")),
+                Some(("sslrootcert", file)) => root = Some(file.to_owned()),
+                _ => rest.push(kv),
+            }
+        }
+        if mode == UpstreamTls::Verify && root.is_none() {
+            return Err(
+                "sslmode=verify-full needs sslrootcert=FILE (the CA certificates, PEM)".into(),
+            );
+        }
+        let tls = crate::tls::client_config(mode, root.as_deref(), "sslrootcert")?
+            .map(|c| tokio_postgres_rustls::MakeRustlsConnect::new((*c).clone()));
+        Connector::parse(
+            &rest.join(" "),
+            std::env::var("PGPASSWORD").ok(),
+            tls,
+            "cli",
+        )
     }
 
     fn parse(
@@ -167,8 +190,21 @@ impl Connector {
             config.application_name(&format!("sluice {instance}"));
         }
         // A store that vanished without closing the connection is noticed
-        // within seconds, not hours.
+        // within seconds, not hours: keepalives on an idle connection, a
+        // bound on unacknowledged data on a busy one ...
         config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(Duration::from_secs(10));
+        // ... and the server gives up on a call stuck behind a lock, or on a
+        // transaction its client abandoned.
+        let bounds = "-c statement_timeout=5000 -c lock_timeout=3000 \
+                      -c idle_in_transaction_session_timeout=10000";
+        let options = match config.get_options() {
+            Some(o) => format!("{o} {bounds}"),
+            None => bounds.to_owned(),
+        };
+        config.options(&options);
         if tls.is_some() {
             config.ssl_mode(postgres::config::SslMode::Require);
         }
@@ -198,6 +234,20 @@ pub fn describe(e: &postgres::Error) -> String {
 /// starting at once: the whole migration runs under one advisory lock.
 pub fn migrate(client: &mut Client) -> Result<(), String> {
     let run = |client: &mut Client| -> Result<Result<(), String>, postgres::Error> {
+        // Up to date: no DDL, no lock (a role without CREATE rights can run a
+        // gateway once the schema is in place).
+        let exists: bool = client
+            .query_one("SELECT to_regclass('sluice_schema') IS NOT NULL", &[])?
+            .get(0);
+        let current: Option<i32> = match exists {
+            false => None,
+            true => client
+                .query_one("SELECT max(version) FROM sluice_schema", &[])?
+                .get(0),
+        };
+        if current == Some(MIGRATIONS.len() as i32) {
+            return Ok(Ok(()));
+        }
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch_execute(
@@ -245,6 +295,14 @@ pub struct PgStore {
     /// The listener has been connected since (and not lost the store): only
     /// then may this instance judge others dead by their lease.
     connected_since: Mutex<Option<Instant>>,
+    /// When the listener last heard from the store: one that stops answering
+    /// (a connection that hangs) is down too.
+    last_beat: Mutex<Option<Instant>>,
+    /// The database's clock minus this machine's, in ms: every instance
+    /// judges expiry, grants and leases by the one clock they share.
+    offset_ms: AtomicI64,
+    /// The newest checkpoint not yet anchored (the listener keeps trying).
+    unanchored: Mutex<Option<crate::audit::Checkpoint>>,
     pub errors: AtomicU64,
     stop: AtomicBool,
 }
@@ -265,6 +323,9 @@ impl PgStore {
             listener_down: Mutex::new(Some("not connected yet".into())),
             call_failed: Mutex::new(None),
             connected_since: Mutex::new(None),
+            last_beat: Mutex::new(None),
+            offset_ms: AtomicI64::new(0),
+            unanchored: Mutex::new(None),
             errors: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
@@ -276,15 +337,37 @@ impl PgStore {
         Ok(store)
     }
 
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// `now` (this machine's clock, ms) on the database's clock.
+    fn db_now(&self, now: u64) -> i64 {
+        now as i64 + self.offset_ms.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on a pooled connection (opening one if none is idle).
+    /// Why the store cannot be used now: the listener is not connected, the
+    /// schema is not in place, or the store stopped answering it.
+    fn unavailable(&self) -> Option<String> {
+        if let Some(why) = lock(&self.listener_down).clone() {
+            return Some(why);
+        }
+        match *lock(&self.last_beat) {
+            Some(at) if at.elapsed() > STALE => {
+                Some(format!("no answer for {}s", at.elapsed().as_secs()))
+            }
+            None => Some("not connected yet".into()),
+            _ => None,
+        }
+    }
+
+    /// Runs `f` on a pooled connection (opening one if none is idle). Fails
+    /// at once while the store is known to be unavailable: no call queues
+    /// behind a store that does not answer.
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
+        if let Some(why) = self.unavailable() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError(why));
+        }
         let idle = lock(&self.pool).pop();
         let mut client = match idle {
             Some(c) if !c.is_closed() => c,
@@ -318,23 +401,40 @@ impl PgStore {
     fn failed(&self, e: &postgres::Error) -> StoreError {
         let why = describe(e);
         self.errors.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.call_failed) = Some(why.clone());
+        if lock(&self.call_failed).replace(why.clone()).is_none() {
+            warn!("state_store_call_failed", error = why);
+        }
         StoreError(why)
     }
 
     /// Keeps a signed checkpoint of an audit log outside it: `verify --anchor`
-    /// fails on a log that ends before the last one kept.
-    pub fn anchor(&self, log_key: &str, seq: u64, hash: &str, signature: &str, at: u64) {
-        let kept = self.with(|c| {
-            c.execute(
-                "INSERT INTO sluice_audit_checkpoints (log_key, instance, seq, hash, signature, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[&log_key, &self.name, &(seq as i64), &hash, &signature, &(at as i64)],
-            )
-        });
-        if let Err(e) = kept {
-            warn!("audit_anchor_not_stored", seq = seq, error = e);
+    /// fails on a log that ends before the last one kept. Written by the
+    /// listener (retried until it is stored; a newer one replaces it).
+    pub fn anchor(&self, checkpoint: crate::audit::Checkpoint) {
+        *lock(&self.unanchored) = Some(checkpoint);
+    }
+
+    fn store_anchor(&self, client: &mut Client) -> Result<(), postgres::Error> {
+        let Some(c) = lock(&self.unanchored).clone() else {
+            return Ok(());
+        };
+        client.execute(
+            "INSERT INTO sluice_audit_checkpoints (log_key, instance, seq, hash, signature, at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &c.log_key,
+                &self.name,
+                &(c.anchor.seq as i64),
+                &c.anchor.hash,
+                &c.signature,
+                &(c.at as i64),
+            ],
+        )?;
+        let mut slot = lock(&self.unanchored);
+        if slot.as_ref().is_some_and(|n| n.anchor.seq == c.anchor.seq) {
+            *slot = None;
         }
+        Ok(())
     }
 
     fn wake_local(&self, id: u64) {
@@ -371,19 +471,36 @@ impl PgStore {
     /// Renews this instance's lease (by the database's clock, so instances'
     /// clocks need not agree).
     fn renew(&self, client: &mut Client) -> Result<(), postgres::Error> {
-        client.execute(
-            "INSERT INTO sluice_instances (id, name, started_at, lease_until) \
-             VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $4) \
-             ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
+        let sent = crate::audit::now_ms() as i64;
+        let row = client.query_one(
+            &renew_sql("$4"),
             &[
                 &self.instance,
                 &self.name,
-                &(crate::audit::now_ms() as i64),
+                &sent,
                 &(self.lease.as_millis() as i64),
             ],
         )?;
+        let db_now: i64 = row.get(0);
+        let back = crate::audit::now_ms() as i64;
+        // The database read its clock about halfway through the round trip.
+        self.offset_ms
+            .store(db_now - (sent + back) / 2, Ordering::Relaxed);
+        *lock(&self.last_beat) = Some(Instant::now());
         Ok(())
     }
+}
+
+/// Registers (or renews) an instance's lease, by the database's clock, and
+/// returns that clock; `$1` id, `$2` name, `$3` start time, `lease` the lease
+/// in ms (a parameter, or a literal).
+fn renew_sql(lease: &str) -> String {
+    format!(
+        "INSERT INTO sluice_instances (id, name, started_at, lease_until) \
+         VALUES ($1, $2, $3, {DB_NOW} + {lease}) \
+         ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until \
+         RETURNING lease_until - {lease}"
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -438,52 +555,70 @@ fn listen(store: std::sync::Weak<PgStore>) {
             warn!("state_store_lost", error = why);
             *lock(&s.listener_down) = Some(why);
             *lock(&s.connected_since) = None;
+            *lock(&s.last_beat) = None;
         }
     }
 }
 
 /// One connected stretch of the listener; returns why it ended (None: stopping).
 fn run_listener(store: &std::sync::Weak<PgStore>, client: &mut Client) -> Option<String> {
+    let mut ticks = 0u64;
     loop {
-        {
-            let s = store.upgrade()?;
-            if s.stop.load(Ordering::Relaxed) {
-                return None;
-            }
-            // After every (re)connect and every second: what waits may have
-            // been decided while a notification was lost.
-            if let Err(e) = s.poll_watched(client).and_then(|()| s.renew(client)) {
-                return Some(describe(&e));
-            }
+        let s = store.upgrade()?;
+        if s.stop.load(Ordering::Relaxed) {
+            return None;
         }
+        // After every (re)connect and every second: what waits may have been
+        // decided while a notification was lost.
+        let beat = s
+            .renew(client)
+            .and_then(|()| s.poll_watched(client))
+            .and_then(|()| s.store_anchor(client))
+            .and_then(|()| match ticks % 60 {
+                0 => forget_instances(client),
+                _ => Ok(()),
+            });
+        if let Err(e) = beat {
+            return Some(describe(&e));
+        }
+        ticks += 1;
         let until = Instant::now() + TICK;
-        let mut woken = Vec::new();
-        {
-            let mut notes = client.notifications();
-            let mut iter = notes.timeout_iter(TICK);
-            loop {
-                match iter.next() {
-                    Ok(Some(n)) => {
-                        if let Ok(id) = n.payload().parse::<u64>() {
-                            woken.push(id);
-                        }
+        let mut notes = client.notifications();
+        let mut iter = notes.timeout_iter(TICK);
+        loop {
+            match iter.next() {
+                // A decision: its waiter (if here) wakes now.
+                Ok(Some(n)) => {
+                    if let Ok(id) = n.payload().parse::<u64>() {
+                        s.wake_local(id);
                     }
-                    Err(e) => return Some(describe(&e)),
-                    Ok(None) => break,
                 }
-                if Instant::now() >= until {
-                    break;
-                }
+                Err(e) => return Some(describe(&e)),
+                Ok(None) => break,
+            }
+            if Instant::now() >= until {
+                break;
             }
         }
+        drop(iter);
+        drop(notes);
         if client.is_closed() {
             return Some("the connection closed".into());
         }
-        let s = store.upgrade()?;
-        for id in woken {
-            s.wake_local(id);
-        }
     }
+}
+
+/// Drops instances long gone that hold nothing pending.
+fn forget_instances(client: &mut Client) -> Result<(), postgres::Error> {
+    client.execute(
+        &format!(
+            "DELETE FROM sluice_instances i WHERE i.lease_until < {DB_NOW} - $1 \
+             AND NOT EXISTS (SELECT 1 FROM sluice_approvals a \
+                             WHERE a.instance = i.id AND a.state = 'pending')"
+        ),
+        &[&FORGET_AFTER_MS],
+    )?;
+    Ok(())
 }
 
 fn protocol(name: &str) -> &'static str {
@@ -562,6 +697,7 @@ impl ApprovalStore for PgStore {
         now: u64,
         max_pending: usize,
     ) -> Result<(Request, bool), OpenError> {
+        let now = self.db_now(now);
         let opened = self.with(|c| {
             let mut tx = c.transaction()?;
             let key = &new.key;
@@ -572,13 +708,24 @@ impl ApprovalStore for PgStore {
                          AND a.expires_at > $1 AND a.requester = $2 AND a.target = $3 \
                          AND a.sha256 = $4 ORDER BY a.id DESC LIMIT 1"
                     ),
-                    &[&(now as i64), &key.requester, &key.target, &&key.hash[..]],
+                    &[&now, &key.requester, &key.target, &&key.hash[..]],
                 )?;
                 if let Some(row) = found {
                     tx.commit()?;
                     return Ok(Ok((request(&row), false)));
                 }
             }
+            // The request is this instance's: its lease is renewed with it,
+            // so no other instance takes it for a dead one's.
+            tx.query_one(
+                &renew_sql("$4"),
+                &[
+                    &self.instance,
+                    &self.name,
+                    &now,
+                    &(self.lease.as_millis() as i64),
+                ],
+            )?;
             let counts = tx.query_one(
                 "SELECT count(*), count(*) FILTER (WHERE requester = $1) \
                  FROM sluice_approvals WHERE state = 'pending'",
@@ -615,8 +762,8 @@ impl ApprovalStore for PgStore {
                     &new.session,
                     &approvers,
                     &(new.quorum as i32),
-                    &(now as i64),
-                    &((now + new.ttl_ms) as i64),
+                    &now,
+                    &(now + new.ttl_ms as i64),
                     &(new.grant_ttl_ms as i64),
                 ],
             )?;
@@ -661,6 +808,7 @@ impl ApprovalStore for PgStore {
         reason: Option<String>,
         now: u64,
     ) -> Result<Voted, VoteError> {
+        let now = self.db_now(now);
         let voted = self.with(|c| {
             let mut tx = c.transaction()?;
             let id64 = id as i64;
@@ -692,7 +840,7 @@ impl ApprovalStore for PgStore {
                     state: r.state.as_str(),
                 }));
             }
-            if now >= r.expires_at {
+            if now as u64 >= r.expires_at {
                 // The sweep marks (and reports) it expired.
                 return Ok(Err(VoteError::Closed {
                     id,
@@ -705,7 +853,7 @@ impl ApprovalStore for PgStore {
                     tx.execute(
                         "UPDATE sluice_approvals SET state = 'denied', denied_by = $2, \
                          reason = $3, decided_at = $4 WHERE id = $1 AND state = 'pending'",
-                        &[&id64, &voter.subject, &reason, &(now as i64)],
+                        &[&id64, &voter.subject, &reason, &now],
                     )?;
                     (true, true)
                 }
@@ -713,7 +861,7 @@ impl ApprovalStore for PgStore {
                     let counted = tx.execute(
                         "INSERT INTO sluice_approval_votes (approval, subject, at) \
                          VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        &[&id64, &voter.subject, &(now as i64)],
+                        &[&id64, &voter.subject, &now],
                     )? == 1;
                     if counted && reason.is_some() {
                         tx.execute(
@@ -732,7 +880,7 @@ impl ApprovalStore for PgStore {
                         tx.execute(
                             "UPDATE sluice_approvals SET state = 'approved', decided_at = $2, \
                              grant_until = $2 + grant_ttl_ms WHERE id = $1 AND state = 'pending'",
-                            &[&id64, &(now as i64)],
+                            &[&id64, &now],
                         )?;
                     }
                     (counted, decided)
@@ -753,19 +901,21 @@ impl ApprovalStore for PgStore {
     }
 
     fn cancel(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError> {
+        let now = self.db_now(now);
         let row = self.with(|c| {
             c.query_opt(
                 &format!(
                     "UPDATE sluice_approvals AS a SET state = 'cancelled', decided_at = $2 \
                      WHERE a.id = $1 AND a.state = 'pending' RETURNING {COLUMNS}"
                 ),
-                &[&(id as i64), &(now as i64)],
+                &[&(id as i64), &now],
             )
         })?;
         Ok(row.as_ref().map(request))
     }
 
     fn consume(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError> {
+        let now = self.db_now(now);
         let row = self.with(|c| {
             c.query_opt(
                 &format!(
@@ -773,13 +923,14 @@ impl ApprovalStore for PgStore {
                      AND a.state = 'approved' AND NOT a.used AND a.grant_until > $2 \
                      RETURNING {COLUMNS}"
                 ),
-                &[&(id as i64), &(now as i64)],
+                &[&(id as i64), &now],
             )
         })?;
         Ok(row.as_ref().map(request))
     }
 
     fn take_grant(&self, key: &Key, now: u64) -> Result<Option<Request>, StoreError> {
+        let now = self.db_now(now);
         // The oldest usable grant, locked; a concurrent taker skips it (and
         // finds the next, or none): one grant runs one statement.
         let row = self.with(|c| {
@@ -791,13 +942,14 @@ impl ApprovalStore for PgStore {
                        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
                      AND NOT a.used RETURNING {COLUMNS}"
                 ),
-                &[&(now as i64), &key.requester, &key.target, &&key.hash[..]],
+                &[&now, &key.requester, &key.target, &&key.hash[..]],
             )
         })?;
         Ok(row.as_ref().map(request))
     }
 
     fn expire(&self, now: u64) -> Result<Vec<Request>, StoreError> {
+        let now = self.db_now(now);
         // Judge others dead only after a whole lease of being connected
         // ourselves: after an outage of the store, every live instance gets
         // the time to renew its lease first.
@@ -810,7 +962,7 @@ impl ApprovalStore for PgStore {
                         "UPDATE sluice_approvals AS a SET state = 'expired', decided_at = $1 \
                          WHERE a.state = 'pending' AND a.expires_at <= $1 RETURNING {COLUMNS}"
                     ),
-                    &[&(now as i64)],
+                    &[&now],
                 )?
                 .iter()
                 .map(request)
@@ -824,7 +976,7 @@ impl ApprovalStore for PgStore {
                            WHERE lease_until < (extract(epoch FROM clock_timestamp()) * 1000)::bigint) \
                          RETURNING {COLUMNS}"
                     ),
-                    &[&(now as i64), &self.instance],
+                    &[&now, &self.instance],
                 )?;
                 closed.extend(abandoned.iter().map(request));
             }
@@ -848,8 +1000,7 @@ impl ApprovalStore for PgStore {
     }
 
     fn health(&self) -> Option<String> {
-        lock(&self.listener_down)
-            .clone()
+        self.unavailable()
             .or_else(|| lock(&self.call_failed).clone())
     }
 

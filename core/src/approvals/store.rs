@@ -178,13 +178,15 @@ pub enum VoteError {
     NotApprover { subject: String, groups: String },
     #[error("request {id} is {state} and can no longer be decided")]
     Closed { id: u64, state: &'static str },
-    #[error("the approval store is unreachable: {0}")]
+    /// (The detail is for the gateway's log, not for callers.)
+    #[error("the approval store is unreachable")]
     Store(String),
 }
 
-/// The shared store could not be reached (or refused the call).
+/// The shared store could not be reached (or refused the call); the detail
+/// is for the gateway's log, not for callers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the approval store is unreachable: {0}")]
+#[error("the approval store is unreachable")]
 pub struct StoreError(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,7 +195,8 @@ pub enum OpenError {
     TooMany(usize),
     #[error("`{0}` already has {1} approval requests open")]
     TooManyFor(String, usize),
-    #[error("the approval store is unreachable: {0}")]
+    /// (The detail is for the gateway's log, not for callers.)
+    #[error("the approval store is unreachable")]
     Store(String),
 }
 

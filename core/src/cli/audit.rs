@@ -32,6 +32,10 @@ pub enum AuditCommand {
         /// the log must still hold the last checkpoint anchored for its key.
         #[arg(long, value_name = "CONNINFO")]
         anchor: Option<String>,
+        /// With --anchor: the instance whose anchors to use, when several
+        /// instances sign with the same key.
+        #[arg(long, value_name = "NAME", requires = "anchor")]
+        instance: Option<String>,
     },
     /// Print matching records as JSON lines; with several --dir (one per
     /// instance), merged by time, each record naming its log.
@@ -147,6 +151,7 @@ pub fn run(cmd: AuditCommand) -> i32 {
             allow_open_tail,
             expect,
             anchor,
+            instance,
         } => {
             let (key, explicit) = match verify::load_pubkey(&dir, pubkey.as_deref()) {
                 Ok(k) => k,
@@ -160,7 +165,7 @@ pub fn run(cmd: AuditCommand) -> i32 {
             }
             let expect = match anchor {
                 None => expect,
-                Some(conninfo) => match anchored(&conninfo, &key) {
+                Some(conninfo) => match anchored(&conninfo, &key, instance.as_deref()) {
                     Ok(a) => {
                         eprintln!(
                             "note: the last anchored checkpoint of this log is {}:{}",
@@ -269,21 +274,56 @@ pub fn run(cmd: AuditCommand) -> i32 {
 }
 
 /// The last checkpoint anchored in the `[state]` database for the log signed
-/// by `key`. A log with none anchored fails: a log re-signed with another key
-/// is another log.
-fn anchored(conninfo: &str, key: &ed25519_dalek::VerifyingKey) -> Result<verify::Expect, String> {
+/// by `key` (and written by `instance`). A log with none anchored fails: a log
+/// re-signed with another key is another log.
+fn anchored(
+    conninfo: &str,
+    key: &ed25519_dalek::VerifyingKey,
+    instance: Option<&str>,
+) -> Result<verify::Expect, String> {
     use crate::approvals::postgres::{describe, Connector};
     let log_key = crate::audit::log_key(key);
+    let store = |e: postgres::Error| format!("the anchor store: {}", describe(&e));
     let mut client = Connector::from_conninfo(conninfo)?
         .connect()
-        .map_err(|e| format!("the anchor store: {}", describe(&e)))?;
-    let row = client
-        .query_opt(
-            "SELECT seq, hash FROM sluice_audit_checkpoints WHERE log_key = $1 ORDER BY seq DESC LIMIT 1",
+        .map_err(store)?;
+    let instances: Vec<String> = client
+        .query(
+            "SELECT DISTINCT instance FROM sluice_audit_checkpoints WHERE log_key = $1 ORDER BY 1",
             &[&log_key],
         )
-        .map_err(|e| format!("the anchor store: {}", describe(&e)))?
-        .ok_or_else(|| format!("no checkpoint of the log signed by key {log_key} is anchored in the store"))?;
+        .map_err(store)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let instance = match (instance, instances.as_slice()) {
+        (_, []) => {
+            return Err(format!(
+                "no checkpoint of the log signed by key {log_key} is anchored in the store"
+            ))
+        }
+        (Some(name), all) if !all.iter().any(|i| i == name) => {
+            return Err(format!(
+                "instance `{name}` anchored no checkpoint of the log signed by key {log_key} (instances that did: {})",
+                all.join(", ")
+            ))
+        }
+        (Some(name), _) => name.to_owned(),
+        (None, [one]) => one.clone(),
+        (None, all) => {
+            return Err(format!(
+                "several instances sign their logs with key {log_key} ({}): name this log's with --instance",
+                all.join(", ")
+            ))
+        }
+    };
+    let row = client
+        .query_one(
+            "SELECT seq, hash FROM sluice_audit_checkpoints WHERE log_key = $1 AND instance = $2 \
+             ORDER BY seq DESC LIMIT 1",
+            &[&log_key, &instance],
+        )
+        .map_err(store)?;
     Ok(verify::Expect {
         seq: row.get::<_, i64>(0) as u64,
         hash: row.get(1),

@@ -382,7 +382,13 @@ pub(super) async fn hold(
         database: String::new(),
         session: cx.session.clone(),
     };
-    let pending = match cx.shard.shared.approvals.hold(held).await {
+    let pending = match cx
+        .shard
+        .shared
+        .approvals
+        .hold(held, monoio::time::sleep)
+        .await
+    {
         Opened::Granted(id) => return Held::Approved(id),
         Opened::Failed(message) => return Held::Answer(Reply::error(503, message)),
         Opened::Later {

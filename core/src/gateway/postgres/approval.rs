@@ -154,7 +154,7 @@ pub async fn resolve<W: AsyncWriteRent>(
         database: hold.database,
         session: ctx.session.clone(),
     };
-    let pending = match ctx.shard.shared.approvals.hold(held).await {
+    let pending = match ctx.shard.shared.approvals.hold(held, monoio::time::sleep).await {
         Opened::Granted(id) => return Resolution::Approved { id, spec },
         Opened::Failed(message) => return refused(message),
         Opened::Later {

@@ -194,7 +194,7 @@ async fn hold(
         database: String::new(),
         session: caller.session.clone(),
     };
-    let pending = match approvals.hold(held).await {
+    let pending = match approvals.hold(held, tokio::time::sleep).await {
         Opened::Granted(id) => return Ok(id),
         Opened::Failed(message) => return Err(message),
         Opened::Later { id, approvers, .. } => {
