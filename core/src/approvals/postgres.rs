@@ -78,7 +78,10 @@ CREATE TABLE sluice_approvals (
     used         boolean NOT NULL DEFAULT false
 );
 ALTER SEQUENCE sluice_approval_ids OWNED BY sluice_approvals.id;
-CREATE INDEX sluice_approvals_pending ON sluice_approvals (requester) WHERE state = 'pending';
+-- The pending few, apart from the growing history: listing them, counting
+-- them (per requester), expiring them.
+CREATE INDEX sluice_approvals_pending ON sluice_approvals (id) WHERE state = 'pending';
+CREATE INDEX sluice_approvals_pending_by ON sluice_approvals (requester) WHERE state = 'pending';
 CREATE INDEX sluice_approvals_grants ON sluice_approvals (requester, target, sha256)
     WHERE state = 'approved' AND NOT used;
 CREATE TABLE sluice_approval_votes (
