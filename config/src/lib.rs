@@ -374,6 +374,8 @@ pub struct Rule {
     pub approvers: Vec<String>,
     /// For `approve`: distinct approvers needed, instead of the target's `quorum`.
     pub quorum: Option<u8>,
+    /// For `approve`: a request needs the requester's reason.
+    pub reason: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -84,6 +84,8 @@ pub struct ApprovalSpec {
     pub mode: crate::ApprovalMode,
     pub timeout: std::time::Duration,
     pub grant_ttl: std::time::Duration,
+    /// The requester must give a reason for the request to open.
+    pub reason: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +252,7 @@ impl CompiledPolicy {
                             mode: t.approval_mode,
                             timeout: t.approval_timeout.unwrap_or(config.approvals.timeout),
                             grant_ttl: config.approvals.grant_ttl,
+                            reason: rule.reason,
                         })
                     }));
                     for g in &rule.approvers {

@@ -269,6 +269,9 @@ pub struct RawRule {
     pub action: Spanned<Action>,
     pub approvers: Option<Vec<Spanned<String>>>,
     pub quorum: Option<Spanned<i64>>,
+    /// `approve`: the requester must say why (a request without a reason is
+    /// refused, saying how to give one).
+    pub reason: Option<Spanned<bool>>,
     pub message: Option<String>,
 }
 

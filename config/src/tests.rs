@@ -678,7 +678,7 @@ jwks = "file:dev.jwks.json"
     #[test]
     fn rule_approvers_and_quorum_only_on_approve_rules() {
         let src = format!(
-            "{}[guardrails.g]\nrules = [ {{ kinds = [\"drop\"], action = \"deny\", approvers = [\"dba\"], quorum = 2 }} ]\n",
+            "{}[guardrails.g]\nrules = [ {{ kinds = [\"drop\"], action = \"deny\", approvers = [\"dba\"], quorum = 2, reason = true }} ]\n",
             target("")
         );
         let got = errors(&src);
@@ -689,6 +689,7 @@ jwks = "file:dev.jwks.json"
             "{got}"
         );
         assert!(got.contains("t.toml:14:78: `quorum` only applies"), "{got}");
+        assert!(got.contains("t.toml:14:90: `reason` only applies"), "{got}");
     }
 
     #[test]

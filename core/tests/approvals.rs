@@ -22,6 +22,11 @@ rules = [
   { kinds = ["drop"], action = "deny", message = "DROP is blocked" },
   { kinds = ["delete", "update"], action = "approve" },
 ]
+
+[guardrails.why]
+rules = [
+  { kinds = ["delete"], action = "approve", reason = true },
+]
 "#;
 
 struct Setup {
@@ -36,6 +41,8 @@ struct Setup {
     quorum: SocketAddr,
     /// Requests time out after 2 s.
     fast: SocketAddr,
+    /// Its rule needs the requester's reason.
+    why: SocketAddr,
     admin: SocketAddr,
     hooks: Arc<Mutex<Vec<Value>>>,
     _dir: tempfile::TempDir,
@@ -50,6 +57,7 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new(dir.path());
     let (hook_addr, hooks) = webhook_receiver();
+    let why = free_addr();
     let (db, nowait, quorum, fast, admin) = (
         free_addr(),
         free_addr(),
@@ -64,7 +72,7 @@ fn setup() -> Setup {
          {}admin_groups = [\"admins\"]\n\
          [audit]\ndir = \"{}\"\ndurability = \"strict\"\n\
          [approvals]\ntimeout = \"60s\"\ngrant_ttl = \"60s\"\nnotify = [\"http://{hook_addr}/sluice\"]\n\
-         {}{}{}{}{RULES}",
+         {}{}{}{}{}{RULES}",
         keys.identity_block(),
         audit.display(),
         pg_target("db", db, up, "guardrails = \"prod\"\napprovers = [\"dba\"]"),
@@ -86,6 +94,7 @@ fn setup() -> Setup {
             up,
             "guardrails = \"prod\"\napprovers = [\"dba\"]\napproval_timeout = \"2s\""
         ),
+        pg_target("db_why", why, up, "guardrails = \"why\"\napprovers = [\"dba\"]"),
     );
     let sluice = Sluice::start(&config);
     Setup {
@@ -96,6 +105,7 @@ fn setup() -> Setup {
         nowait,
         quorum,
         fast,
+        why,
         admin,
         hooks,
         _dir: dir,
@@ -830,4 +840,102 @@ fn a_cancel_request_ends_the_wait() {
     assert_eq!(sqlstate(&e), "57014");
     assert_eq!(s.request(id)["state"], "cancelled");
     assert_eq!(s.count("SELECT count(*) FROM orders WHERE id = 50"), "1");
+}
+
+/// A rule with `reason = true` opens no request without the requester's
+/// reason; the reason (`SET sluice.reason`, or the startup option) travels with
+/// the request to approvers and into the audit log, and never reaches the server.
+#[test]
+fn a_reason_travels_with_the_request_and_a_rule_can_require_one() {
+    let s = setup();
+    let agent = s.keys.token("agent-r", &["agents"]);
+    // No reason: refused at once, saying how to give one; nothing opened.
+    let o = psql_with(s.why, &agent, &["-c", "DELETE FROM orders WHERE id = 20"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("needs approval with a reason"), "{err}");
+    assert!(err.contains("SET sluice.reason"), "{err}");
+    // A SET smuggled in with other statements is not read as the reason.
+    let o = psql_with(
+        s.why,
+        &agent,
+        &[
+            "-c",
+            "SET sluice.reason = 'x'; DELETE FROM orders WHERE id = 20",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("needs approval with a reason"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(s.count("SELECT count(*) FROM orders WHERE id = 20"), "1");
+
+    let (status, v) = s.api("GET", "/api/approvals?state=pending", &s.admin_token(), "");
+    assert_eq!(status, 200);
+    assert!(
+        v["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["requester"] != "agent-r"),
+        "nothing opened without a reason: {v}"
+    );
+
+    // `SET sluice.reason` on its own, then the statement: held with the reason.
+    let token = agent.clone();
+    let addr = s.why;
+    let held = thread::spawn(move || {
+        let mut c = connect(addr, &token, "postgres").unwrap();
+        c.batch_execute("SET sluice.reason = 'INC-7: remove the duplicate order'")
+            .unwrap();
+        c.batch_execute("DELETE FROM orders WHERE id = 20")
+    });
+    let r = s.pending("agent-r", "db_why");
+    assert_eq!(
+        r["justification"], "INC-7: remove the duplicate order",
+        "{r}"
+    );
+    let id = r["id"].as_u64().unwrap();
+    assert_eq!(s.vote(id, "approve", &s.keys.token("bob", &["dba"])).0, 200);
+    held.join().unwrap().expect("approved, it runs");
+    assert_eq!(s.count("SELECT count(*) FROM orders WHERE id = 20"), "0");
+    let recs = approval_records(&s, id, 3);
+    assert!(
+        recs.iter()
+            .all(|r| r["justification"] == "INC-7: remove the duplicate order"),
+        "{recs:?}"
+    );
+
+    // The startup option works too, and the server never sees the setting.
+    let held = thread::spawn({
+        let token = agent.clone();
+        move || {
+            psql_with_env(
+                addr,
+                &token,
+                &[("PGOPTIONS", "-c sluice.reason=from-the-login")],
+                &["-c", "DELETE FROM orders WHERE id = 21"],
+            )
+        }
+    });
+    let r = s.pending("agent-r", "db_why");
+    assert_eq!(r["justification"], "from-the-login", "{r}");
+    let id = r["id"].as_u64().unwrap();
+    assert_eq!(s.vote(id, "deny", &s.keys.token("bob", &["dba"])).0, 200);
+    let o = held.join().unwrap();
+    assert!(stderr(&o).contains("was denied by bob"), "{}", stderr(&o));
+    let o = psql_with_env(
+        addr,
+        &agent,
+        &[("PGOPTIONS", "-c sluice.reason=from-the-login")],
+        &["-c", "SHOW sluice.reason"],
+    );
+    assert!(
+        stderr(&o).contains("unrecognized configuration parameter \"sluice.reason\""),
+        "the server never saw it: {} {}",
+        stdout(&o),
+        stderr(&o)
+    );
 }

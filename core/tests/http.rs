@@ -1027,12 +1027,15 @@ fn tokens_rules_and_approvals() {
         v,
         serde_json::json!({ "error": "the admin API is off limits", "rule": 1 })
     );
-    // DELETE of a customer needs approval (no-wait mode: 202 with the id).
+    // DELETE of a customer needs approval (no-wait mode: 202 with the id),
+    // with the requester's reason for the approvers.
     let (out, _) = s.curl(&[
         "-X",
         "DELETE",
         "-H",
         &auth,
+        "-H",
+        "Sluice-Reason: GDPR erasure, ticket 314",
         "-w",
         "\n%{http_code}",
         &s.url("/v1/customers/7"),
@@ -1043,6 +1046,16 @@ fn tokens_rules_and_approvals() {
     assert_eq!(s.requests(), before, "held, not forwarded");
     // A lead approves with their own token through the admin API.
     let lead = s.keys.token("lead-1", &["leads"]);
+    let (shown, _) = s.curl(&[
+        "-H",
+        &format!("Authorization: Bearer {lead}"),
+        &format!("http://{}/api/approvals/{id}", s.admin),
+    ]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        shown["justification"], "GDPR erasure, ticket 314",
+        "{shown}"
+    );
     let o = Command::new(sluice_bin())
         .args(["approvals", "approve", &id.to_string(), "--admin"])
         .arg(format!("http://{}", s.admin))
@@ -1052,10 +1065,25 @@ fn tokens_rules_and_approvals() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The same request again runs once; a different customer needs its own approval.
     assert_eq!(
-        code(&["-X", "DELETE", "-H", &auth, &s.url("/v1/customers/7")]),
+        code(&[
+            "-X",
+            "DELETE",
+            "-H",
+            &auth,
+            "-H",
+            "Sluice-Reason: GDPR erasure, ticket 314",
+            &s.url("/v1/customers/7")
+        ]),
         "204"
     );
     assert_eq!(s.last().method, "DELETE");
+    assert!(
+        !s.last()
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("sluice-reason")),
+        "the reason is for Sluice alone"
+    );
     assert_eq!(
         code(&["-X", "DELETE", "-H", &auth, &s.url("/v1/customers/7")]),
         "202"

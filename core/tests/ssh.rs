@@ -464,6 +464,10 @@ fn a_held_command_runs_once_after_a_second_person_approves() {
         cmd.arg("-p")
             .arg(&token)
             .arg("ssh")
+            .args([
+                "-o",
+                "SetEnv=SLUICE_REASON=\"restart after the config change\"",
+            ])
             .args(ssh_options(addr))
             .arg(&line2);
         run(cmd, None)
@@ -472,6 +476,10 @@ fn a_held_command_runs_once_after_a_second_person_approves() {
         r["type"] == "approval" && r["action"] == "requested"
     });
     let id = request["approval"].as_u64().unwrap();
+    assert_eq!(
+        request["justification"], "restart after the config change",
+        "{request}"
+    );
     assert!(!marker.exists(), "nothing runs before the approval");
     // The requester cannot approve their own command.
     let own = Command::new(sluice_bin())

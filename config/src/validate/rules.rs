@@ -86,6 +86,7 @@ pub(super) fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
                 for (present, key) in [
                     (approvers, "approvers"),
                     (r.quorum.as_ref().map(|q| q.span()), "quorum"),
+                    (r.reason.as_ref().map(|q| q.span()), "reason"),
                 ] {
                     if let Some(span) = present {
                         c.error(
@@ -132,6 +133,7 @@ pub(super) fn guardrail_set(c: &mut Checker, g: &RawGuardrails) -> Guardrails {
                     .map(|g| g.get_ref().clone())
                     .collect(),
                 quorum,
+                reason: r.reason.as_ref().is_some_and(|r| *r.get_ref()),
             }
         })
         .collect();

@@ -28,6 +28,11 @@ pub struct Hold {
     pub params: Vec<String>,
     pub database: String,
     pub session: String,
+    /// The requester's reason, as the protocol carries it.
+    pub justification: Option<String>,
+    /// How a requester of this protocol gives a reason (for the refusal when
+    /// a rule needs one).
+    pub how_to_justify: &'static str,
 }
 
 /// What holding a command did.
@@ -119,10 +124,20 @@ impl Approvals {
         hold: Hold,
         sleep: impl Fn(Duration) -> S,
     ) -> Opened<'_> {
+        let justification = match justification(hold.justification.as_deref()) {
+            Ok(j) => j,
+            Err(e) => return Opened::Failed(format!("{} needs approval, and {e}", hold.what)),
+        };
         match bounded(self.take_grant(&hold.key), sleep(CALL_TIMEOUT)).await {
             Ok(Some(r)) => return Opened::Granted(r.id),
             Ok(None) => {}
             Err(e) => return Opened::Failed(format!("{} needs approval, and {e}", hold.what)),
+        }
+        if hold.spec.reason && justification.is_none() {
+            return Opened::Failed(format!(
+                "{} needs approval with a reason: {}",
+                hold.what, hold.how_to_justify
+            ));
         }
         let wait = hold.spec.mode == ApprovalMode::Wait;
         let spec = &hold.spec;
@@ -134,6 +149,7 @@ impl Approvals {
             params: hold.params,
             database: hold.database,
             session: hold.session,
+            justification,
             approvers: spec.approvers.clone(),
             quorum: spec.quorum,
             ttl_ms: spec.timeout.as_millis() as u64,
@@ -241,6 +257,26 @@ enum Waited {
     ClientCancelled,
     /// The gateway is stopping; the request was cancelled.
     ShuttingDown,
+}
+
+/// Longest reason a requester may give, in bytes.
+pub const MAX_JUSTIFICATION: usize = 1024;
+
+/// A requester's reason as recorded: trimmed, `None` when empty; refused when
+/// longer than [`MAX_JUSTIFICATION`] or holding control characters.
+pub fn justification(given: Option<&str>) -> Result<Option<String>, String> {
+    let Some(text) = given.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if text.len() > MAX_JUSTIFICATION {
+        return Err(format!(
+            "its reason is longer than {MAX_JUSTIFICATION} bytes"
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("its reason holds control characters".into());
+    }
+    Ok(Some(text.to_owned()))
 }
 
 /// The longest a session waits for one answer of the store.

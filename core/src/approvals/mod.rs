@@ -371,6 +371,14 @@ fn approval_record(action: &str, r: &Request, actor: &str, reason: Option<&str>)
             "approved_by",
             r.approvals.iter().map(|v| v.subject.as_str()),
         );
+    let rec = match &r.justification {
+        Some(why) => rec.str("justification", why),
+        None => rec,
+    };
+    let rec = match r.instance.as_str() {
+        "" => rec,
+        instance => rec.str("instance", instance),
+    };
     match reason {
         Some(reason) => rec.str("reason", reason).end(),
         None => rec.end(),

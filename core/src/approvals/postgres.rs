@@ -66,6 +66,7 @@ CREATE TABLE sluice_approvals (
     params       text[] NOT NULL,
     database     text NOT NULL,
     session      text NOT NULL,
+    justification text,
     approvers    text[] NOT NULL,
     quorum       integer NOT NULL,
     denied_by    text,
@@ -103,7 +104,7 @@ CREATE TABLE sluice_audit_checkpoints (
 
 /// A request's columns, with its votes, from `sluice_approvals AS a`.
 const COLUMNS: &str = "a.id, a.state, a.instance, a.requester, a.target, a.protocol, a.summary, \
-    a.statement, a.sha256, a.params, a.database, a.session, a.approvers, a.quorum, a.denied_by, \
+    a.statement, a.sha256, a.params, a.database, a.session, a.justification, a.approvers, a.quorum, a.denied_by, \
     a.reason, a.created_at, a.expires_at, a.decided_at, a.grant_ttl_ms, a.grant_until, a.used, \
     coalesce((SELECT array_agg(v.subject ORDER BY v.at, v.subject) \
               FROM sluice_approval_votes v WHERE v.approval = a.id), '{}') AS voters, \
@@ -667,6 +668,7 @@ fn request(row: &Row) -> Request {
         params: row.get("params"),
         database: row.get("database"),
         session: row.get("session"),
+        justification: row.get("justification"),
         approvers: approvers.into(),
         quorum: row.get::<_, i32>("quorum").clamp(0, 255) as u8,
         approvals: voters
@@ -749,8 +751,9 @@ impl ApprovalStore for PgStore {
                 &format!(
                     "INSERT INTO sluice_approvals AS a (state, instance, requester, target, \
                      protocol, summary, statement, sha256, params, database, session, approvers, \
-                     quorum, created_at, expires_at, grant_ttl_ms) VALUES ('pending', $1, $2, $3, \
-                     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {COLUMNS}"
+                     quorum, created_at, expires_at, grant_ttl_ms, justification) VALUES ('pending', \
+                     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                     RETURNING {COLUMNS}"
                 ),
                 &[
                     &self.instance,
@@ -768,6 +771,7 @@ impl ApprovalStore for PgStore {
                     &now,
                     &(now + new.ttl_ms as i64),
                     &(new.grant_ttl_ms as i64),
+                    &new.justification,
                 ],
             )?;
             tx.commit()?;

@@ -44,6 +44,8 @@ pub struct NewRequest {
     /// The database the statement would run in.
     pub database: String,
     pub session: String,
+    /// Why the requester needs it, in their own words.
+    pub justification: Option<String>,
     pub approvers: Arc<[String]>,
     pub quorum: u8,
     pub ttl_ms: u64,
@@ -115,6 +117,9 @@ pub struct Request {
     pub params: Vec<String>,
     pub database: String,
     pub session: String,
+    /// Why the requester needs it, in their own words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
     #[serde(serialize_with = "names")]
     pub approvers: Arc<[String]>,
     pub quorum: u8,
@@ -395,6 +400,7 @@ impl ApprovalStore for MemoryStore {
             params: new.params,
             database: new.database,
             session: new.session,
+            justification: new.justification,
             approvers: new.approvers,
             quorum: new.quorum,
             approvals: Vec::new(),
@@ -611,6 +617,7 @@ mod tests {
             params: Vec::new(),
             database: "orders".into(),
             session: "s".into(),
+            justification: None,
             approvers: vec!["dba".to_owned()].into(),
             quorum,
             ttl_ms: 1000,

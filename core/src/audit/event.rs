@@ -213,6 +213,8 @@ pub const FIELDS: &[&str] = &[
     "database",
     "quorum",
     "approved_by",
+    "justification",
+    "instance",
     // Recordings.
     "file",
     // The gateway's own: reloads, the admin API, checkpoints, recovery.

@@ -83,6 +83,8 @@ pub const DROPPED: &[&str] = &[
     "x-forwarded-for",
     "forwarded",
     "x-real-ip",
+    // The requester's reason for an approval, for the gateway only.
+    "sluice-reason",
 ];
 
 /// Headers that make IIS, Symfony, Laravel and similar route to another path

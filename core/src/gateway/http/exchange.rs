@@ -381,6 +381,8 @@ pub(super) async fn hold(
         params: Vec::new(),
         database: String::new(),
         session: cx.session.clone(),
+        justification: fwd.justification.clone(),
+        how_to_justify: "send it in a Sluice-Reason header",
     };
     let pending = match cx
         .shard

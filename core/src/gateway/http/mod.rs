@@ -231,6 +231,8 @@ struct Forward {
     /// The method the rules judged (an override's, when the target judges
     /// overrides): what approvals bind and records say.
     judged: String,
+    /// The requester's reason (`Sluice-Reason`), should the request be held.
+    justification: Option<String>,
 }
 
 async fn session<C: AsyncReadRent + AsyncWriteRent>(cx: &Context<'_>, mut client: C) {
@@ -532,6 +534,9 @@ async fn admit(cx: &Context<'_>, req: &http::Request<'_, '_>) -> Result<Forward,
         form_rule_path,
         overridden: judged.is_some(),
         http11: req.version == 1,
+        justification: req
+            .header("sluice-reason")
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
     })
 }
 

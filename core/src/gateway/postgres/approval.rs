@@ -153,6 +153,8 @@ pub async fn resolve<W: AsyncWriteRent>(
         params: hold.params,
         database: hold.database,
         session: ctx.session.clone(),
+        justification: ctx.justification.borrow().clone(),
+        how_to_justify: "SET sluice.reason = '...' first (a statement of its own), or connect with options='-c sluice.reason=...'",
     };
     let pending = match ctx.shard.shared.approvals.hold(held, monoio::time::sleep).await {
         Opened::Granted(id) => return Resolution::Approved { id, spec },
@@ -257,5 +259,97 @@ async fn notice<W: AsyncWriteRent>(
         }
         client_w.put(w);
         monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The setting a requester gives their reason in (`SET sluice.reason = '...'`
+/// or the startup option `-c sluice.reason=...`).
+pub const REASON_SETTING: &str = "sluice.reason";
+
+/// A statement that is exactly `SET [SESSION] sluice.reason {= | TO} '...'`
+/// (`Some(Some(reason))`), `... TO DEFAULT` or `RESET sluice.reason`
+/// (`Some(None)`), with an optional `;`. Anything else, such as a `SET` among
+/// other statements, is `None`: it runs as any statement, and the reason the
+/// session holds stays.
+pub fn reason_set(sql: &[u8]) -> Option<Option<String>> {
+    let mut rest = std::str::from_utf8(sql).ok()?.trim();
+    rest = rest.strip_suffix(';').unwrap_or(rest).trim_end();
+    let word = |s: &str, w: &str| -> Option<usize> {
+        let head = s.get(..w.len())?;
+        let after = s[w.len()..].chars().next();
+        (head.eq_ignore_ascii_case(w)
+            && after.is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '.'))
+        .then_some(w.len())
+    };
+    if let Some(n) = word(rest, "reset") {
+        let name = rest[n..].trim();
+        return name.eq_ignore_ascii_case(REASON_SETTING).then_some(None);
+    }
+    let n = word(rest, "set")?;
+    rest = rest[n..].trim_start();
+    if let Some(n) = word(rest, "session") {
+        rest = rest[n..].trim_start();
+    }
+    let n = word(rest, REASON_SETTING)?;
+    rest = rest[n..].trim_start();
+    rest = match (rest.strip_prefix('='), word(rest, "to")) {
+        (Some(r), _) => r,
+        (None, Some(n)) => &rest[n..],
+        _ => return None,
+    }
+    .trim_start();
+    if word(rest, "default").is_some_and(|n| rest[n..].trim().is_empty()) {
+        return Some(None);
+    }
+    // One standard string literal ('' for a quote), then nothing.
+    let body = rest.strip_prefix('\'')?;
+    let mut value = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c != '\'' {
+            value.push(c);
+            continue;
+        }
+        match body[i + 1..].chars().next() {
+            Some('\'') => {
+                value.push('\'');
+                chars.next();
+            }
+            _ => return body[i + 1..].trim().is_empty().then_some(Some(value)),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::reason_set;
+
+    #[test]
+    fn only_a_statement_that_is_exactly_the_setting_is_read() {
+        let r = |s: &str| reason_set(s.as_bytes());
+        assert_eq!(
+            r("SET sluice.reason = 'ticket 42'"),
+            Some(Some("ticket 42".into()))
+        );
+        assert_eq!(
+            r("  set SESSION Sluice.Reason TO 'it''s INC-7';  "),
+            Some(Some("it's INC-7".into()))
+        );
+        assert_eq!(r("SET sluice.reason TO DEFAULT"), Some(None));
+        assert_eq!(r("RESET sluice.reason;"), Some(None));
+        for other in [
+            "SET sluice.reason = 'a'; DELETE FROM t",
+            "SET sluice.reason = 'a' -- x",
+            "SET LOCAL sluice.reason = 'a'",
+            "SET sluice.reasons = 'a'",
+            "SET sluice.reason = unquoted",
+            "SET sluice.reason = 'unterminated",
+            "SET search_path = 'a'",
+            "SELECT 'SET sluice.reason = ''a'''",
+            "RESET ALL",
+        ] {
+            assert_eq!(r(other), None, "{other}");
+        }
     }
 }

@@ -548,6 +548,13 @@ fn judge(ctx: &Context<'_>, shared: &RelayState, sql: &[u8]) -> (Verdict, Option
             };
         }
     }
+    // The requester's reason for what may be held later (the statement
+    // itself runs as any `SET` of a setting the server keeps as text).
+    if matches!(verdict, Verdict::Allow) {
+        if let Some(reason) = super::approval::reason_set(sql) {
+            *ctx.justification.borrow_mut() = reason;
+        }
+    }
     // A Parse whose setting waits for its Bind's values is not refused here
     // (see the Parse arm): only the Bind's judgement is logged.
     let waits_for_bind = statements.iter().any(|s| s.flags.bound_setting);

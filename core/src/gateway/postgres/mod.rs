@@ -89,6 +89,9 @@ pub struct Context<'a> {
     pub database: String,
     /// Bumped by the client's `CancelRequest`s.
     pub cancels: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The requester's reason for statements held for approval: the startup
+    /// option `-c sluice.reason=...`, then the last `SET sluice.reason`.
+    pub justification: std::cell::RefCell<Option<String>>,
 }
 
 pub async fn serve(
@@ -272,9 +275,14 @@ async fn session<C: Io>(
         client_login(shard, index, target, &mut client, &mut buf, peer, tls),
     )
     .await;
-    let Ok(Some((identity, startup))) = login else {
+    let Ok(Some((identity, mut startup))) = login else {
         return;
     };
+    // For Sluice alone: the server never sees it.
+    let justification = startup
+        .iter()
+        .position(|(k, _)| k == approval::REASON_SETTING)
+        .map(|i| startup.remove(i).1);
     let mut sid = [0u8; 8];
     getrandom::fill(&mut sid).expect("the OS random source is available");
     let ctx = Context {
@@ -294,6 +302,7 @@ async fn session<C: Io>(
             .find(|(k, _)| k == "database")
             .map_or_else(String::new, |(_, v)| v.clone()),
         cancels: Default::default(),
+        justification: std::cell::RefCell::new(justification),
     };
     let params: Vec<(&str, &str)> = startup
         .iter()

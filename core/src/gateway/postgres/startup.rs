@@ -236,6 +236,9 @@ pub(super) async fn client_login<C: Io>(
     // Each setting is judged like the `SET` it amounts to.
     let resolved = crate::policy::Resolved::default();
     for (name, value) in &settings {
+        if name == super::approval::REASON_SETTING {
+            continue; // the requester's reason, for Sluice alone
+        }
         let st = sql::setting(name.as_bytes(), sql::Value::Text(value.as_bytes()));
         // What drivers send at every login is not held to rules on `set`
         // (a rule denying `set` would refuse every JDBC or libpq client).

@@ -135,6 +135,7 @@ fn judge(caller: &Caller, work: &Work, interactive: bool) -> Verdict {
                             .approval_timeout
                             .unwrap_or(generation.config.approvals.timeout),
                         grant_ttl: generation.config.approvals.grant_ttl,
+                        reason: false,
                     })
                 })
             } else {
@@ -193,6 +194,8 @@ async fn hold(
         params: Vec::new(),
         database: String::new(),
         session: caller.session.clone(),
+        justification: caller.justification.clone(),
+        how_to_justify: "give it in SLUICE_REASON (ssh -o 'SetEnv=SLUICE_REASON=\"...\"')",
     };
     let pending = match approvals.hold(held, tokio::time::sleep).await {
         Opened::Granted(id) => return Ok(id),

@@ -69,6 +69,9 @@ pub(super) struct Caller {
     /// To send what a channel's write half cannot (an exit signal).
     pub(super) handle: Option<server::Handle>,
     pub(super) metrics: Arc<SshTarget>,
+    /// `SLUICE_REASON` from the channel's environment: the requester's reason
+    /// for what it holds.
+    pub(super) justification: Option<String>,
 }
 
 pub(super) struct Connection {
@@ -80,6 +83,9 @@ pub(super) struct Connection {
     identity: Option<Arc<Identity>>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     ptys: HashMap<ChannelId, Pty>,
+    /// `SLUICE_REASON` a channel's client set (the rest of its environment
+    /// is not passed on).
+    reasons: HashMap<ChannelId, String>,
     /// Sluice's login to the upstream, made once for the connection's channels.
     upstream: Arc<tokio::sync::Mutex<Option<Arc<Upstream>>>>,
     counter: u32,
@@ -116,6 +122,7 @@ impl Connection {
             identity: None,
             channels: HashMap::new(),
             ptys: HashMap::new(),
+            reasons: HashMap::new(),
             upstream: Arc::default(),
             counter: 0,
             logged_in: Arc::default(),
@@ -281,6 +288,7 @@ impl Connection {
             upstream: self.upstream.clone(),
             handle: None,
             metrics: self.metrics.clone(),
+            justification: None,
         })
     }
 
@@ -332,6 +340,7 @@ impl Connection {
             return false;
         };
         caller.handle = Some(session.handle());
+        caller.justification = self.reasons.remove(&id);
         self.counter += 1;
         let pty = self.ptys.remove(&id);
         let name = format!("{}-{}", self.session, self.counter);
@@ -515,10 +524,16 @@ impl server::Handler for Connection {
     async fn env_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
-        _value: &str,
+        name: &str,
+        value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // The requester's reason for what the channel's command may need
+        // approved (`ssh -o SetEnv=SLUICE_REASON=...`), for Sluice alone.
+        if name == "SLUICE_REASON" && self.reasons.len() < 64 {
+            self.reasons.insert(channel, value.to_owned());
+            return session.channel_success(channel);
+        }
         // The caller's environment is not passed to the host.
         session.channel_failure(channel)
     }
