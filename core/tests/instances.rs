@@ -1274,6 +1274,7 @@ fn store_transitions_are_atomic_under_contention() {
             params: Vec::new(),
             database: "db".into(),
             session: "s".into(),
+            justification: Some("race".into()),
             approvers: vec!["dba".to_owned()].into(),
             quorum: 1,
             ttl_ms: 60_000,
