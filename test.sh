@@ -21,6 +21,9 @@ command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
+# The console tests drive headless Chromium over WebDriver.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 # PostgreSQL's own regression suite runs through the gateway when it is beside the
 # checkout (../shared/conformance); pg_regress comes with the server-dev package.
 conformance="${SLUICE_CONFORMANCE_DIR:-$PWD/../shared/conformance}"

@@ -193,7 +193,7 @@ fn store_down(e: &StoreError) -> Vec<u8> {
 }
 
 /// The requester and eligible approvers may see a request.
-fn may_see(identity: &Identity, r: &Request) -> bool {
+pub(super) fn may_see(identity: &Identity, r: &Request) -> bool {
     r.requester == identity.subject || identity.groups.iter().any(|g| r.approvers.contains(g))
 }
 

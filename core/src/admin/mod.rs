@@ -18,6 +18,7 @@ use crate::metrics::{render, ErrorKind};
 use crate::shard::Shard;
 
 pub mod approvals;
+pub mod console;
 
 const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body the admin API reads (a vote's reason, a few fields).
@@ -27,9 +28,15 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
+        // The console's event stream keeps the connection: who asks for it.
+        let mut stream_for: Option<Option<crate::identity::Identity>> = None;
         let reply = {
             let mut headers = [http::Header::EMPTY; 64];
             match http::parse_request(&buf, &mut headers, MAX_HEAD) {
+                Ok(Status::Complete(req, _)) if console::is_event_stream(&req) => {
+                    stream_for = Some(console::event_identity(&shard, &req));
+                    None
+                }
                 Ok(Status::Complete(req, head)) => match body_length(&req) {
                     Err(reply) => Some(reply),
                     Ok(n) if buf.len() >= head + n => {
@@ -44,6 +51,10 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 }
             }
         };
+        if let Some(identity) = stream_for {
+            console::events(shard, identity, stream).await;
+            return;
+        }
         if let Some(reply) = reply {
             let _ = stream.write_all(reply).await;
             return;
@@ -93,6 +104,9 @@ fn body_length(req: &http::Request<'_, '_>) -> Result<usize, Vec<u8>> {
 async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u8> {
     if req.path() == "/api/approvals" || req.path().starts_with("/api/approvals/") {
         return approvals::route(shard, req, body).await;
+    }
+    if console::handles(req.path()) || req.path() == "/api/console/link" {
+        return console::route(shard, req, body).await;
     }
     match (req.method, req.path()) {
         ("GET", "/healthz") => {

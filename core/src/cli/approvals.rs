@@ -10,7 +10,7 @@ use serde_json::Value;
 pub struct Connection {
     /// The gateway's admin address, e.g. http://127.0.0.1:9470.
     #[arg(long, value_name = "URL", env = "SLUICE_ADMIN")]
-    admin: String,
+    pub(super) admin: String,
     /// Your own access token (approvers act as themselves).
     #[arg(
         long,
@@ -194,7 +194,7 @@ fn clean(s: &str) -> String {
 }
 
 /// One admin API call; a non-2xx answer becomes its `error` text.
-fn call(
+pub(super) fn call(
     conn: &Connection,
     method: &str,
     path: &str,

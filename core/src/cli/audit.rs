@@ -108,7 +108,7 @@ impl FilterArgs {
 }
 
 /// `2026-11-26T22:00:00Z` (or with a fractional part / offset-free) or an age.
-fn parse_time(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_time(s: &str) -> Result<u64, String> {
     if let Some(d) = sluice_config::parse_duration(s) {
         return Ok(crate::audit::now_ms().saturating_sub(d.as_millis() as u64));
     }

@@ -355,6 +355,13 @@ fn walkthrough(
             "  $ {exe} approvals approve 1 --admin {admin_url} --token \"{}\"",
             t("approver")
         );
+        println!(
+            "   ... or in the web console, {admin_url}/ : sign in with the approver's token, or open the one-time link"
+        );
+        println!(
+            "       {exe} console link --admin {admin_url} --token \"{}\"   prints (valid for a minute, used once)",
+            t("approver")
+        );
         println!();
     }
     let api = format!("http://127.0.0.1:{http_port}");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod approvals;
-mod audit;
+pub(crate) mod audit;
 mod demo;
 mod sessions;
 
@@ -60,6 +60,9 @@ enum Command {
     /// Act on approval requests through a running gateway (as yourself).
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// The web console on the admin listener.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Recorded SSH sessions: list them, replay one in the terminal.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
@@ -121,6 +124,7 @@ pub fn main() -> i32 {
         Command::Token(cmd) => token(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Approvals(cmd) => approvals::run(cmd),
+        Command::Console(ConsoleCommand::Link { conn }) => console_link(&conn),
         Command::Sessions(cmd) => sessions::run(cmd),
         Command::Demo { dir, any_ports } => demo::run(dir, any_ports),
     }
@@ -283,6 +287,33 @@ fn check(path: PathBuf) -> i32 {
                 path.display(),
                 if n == 1 { "" } else { "s" }
             );
+            1
+        }
+    }
+}
+
+#[derive(clap::Subcommand)]
+enum ConsoleCommand {
+    /// Print a one-time sign-in link to the console (valid for a minute, used
+    /// once), for the identity of the token given.
+    Link {
+        #[command(flatten)]
+        conn: approvals::Connection,
+    },
+}
+
+fn console_link(conn: &approvals::Connection) -> i32 {
+    match approvals::call(conn, "POST", "/api/console/link", Some(String::new())) {
+        Ok(v) => {
+            println!(
+                "{}{}",
+                conn.admin.trim_end_matches('/'),
+                v["path"].as_str().unwrap_or_default()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("sluice console link: {e}");
             1
         }
     }

@@ -147,6 +147,7 @@ pub fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         audit,
         lifecycle: std::sync::OnceLock::new(),
         ssh_metrics: Default::default(),
+        console: Default::default(),
     });
     // SSH targets run on the SSH endpoint's own runtime, beside the shards.
     let base = config_path

@@ -46,6 +46,8 @@ pub struct Shared {
     pub lifecycle: std::sync::OnceLock<mpsc::Sender<Event>>,
     /// The SSH endpoint's counters (it runs beside the shards, not in them).
     pub ssh_metrics: Arc<crate::metrics::SshMetrics>,
+    /// The web console's signed-in browsers and one-time links.
+    pub console: crate::admin::console::Sessions,
 }
 
 impl Shared {

@@ -1,0 +1,1072 @@
+//! The web console on the admin listener: approvers decide held commands,
+//! auditors search the log. HTML, CSS and a little JavaScript, compiled into
+//! the binary (nothing fetched at run time); every page reads without
+//! JavaScript, which only adds live updates and local times.
+//!
+//! - Sign-in: an access token pasted once (`POST /console/signin`), or a
+//!   one-time link (`sluice console link`, valid for a minute, single use).
+//!   Either makes a session: a random id in an `HttpOnly`, `SameSite=Strict`
+//!   cookie, ending when the token would have expired.
+//! - Every state-changing request carries the session's CSRF token and, when
+//!   the browser sends one, an `Origin` of this listener; the pages carry a
+//!   strict Content-Security-Policy (scripts and styles from here only).
+//! - Votes go through the same approval service as the API and the CLI: the
+//!   segregation-of-duties rules are the store's, whatever the page shows.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use sluice_protocols::http;
+
+use super::approvals::may_see;
+use crate::approvals::{Decision, Request, State, VoteError, Voter, CALL_TIMEOUT};
+use crate::identity::{unix_now, Identity};
+use crate::shard::Shard;
+
+const COOKIE: &str = "sluice_console";
+/// How long a one-time sign-in link is good for.
+const LINK_TTL: u64 = 60;
+/// Most sessions and links kept (oldest dropped first).
+const MAX_SESSIONS: usize = 10_000;
+/// Audit records on one page.
+const PAGE: usize = 50;
+/// An event stream ends after this long (the browser reconnects).
+const STREAM_FOR: Duration = Duration::from_secs(300);
+
+const CSS: &str = include_str!("console/console.css");
+const JS: &str = include_str!("console/console.js");
+
+/// Signed-in browsers and unused sign-in links, shared by every shard.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Session>,
+    /// One-time sign-in links: who, and until when (Unix seconds).
+    links: HashMap<String, (Identity, u64)>,
+}
+
+struct Session {
+    identity: Identity,
+    csrf: String,
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open(&self, identity: Identity) -> (String, String) {
+        let (id, csrf) = (random_id(), random_id());
+        let mut inner = self.lock();
+        let now = unix_now();
+        inner.sessions.retain(|_, s| s.identity.expires_at > now);
+        if inner.sessions.len() >= MAX_SESSIONS {
+            return (String::new(), String::new());
+        }
+        inner.sessions.insert(
+            id.clone(),
+            Session {
+                identity,
+                csrf: csrf.clone(),
+            },
+        );
+        (id, csrf)
+    }
+
+    fn get(&self, id: &str) -> Option<(Identity, String)> {
+        let mut inner = self.lock();
+        let s = inner.sessions.get(id)?;
+        if s.identity.expires_at <= unix_now() {
+            inner.sessions.remove(id);
+            return None;
+        }
+        Some((s.identity.clone(), s.csrf.clone()))
+    }
+
+    fn close(&self, id: &str) {
+        self.lock().sessions.remove(id);
+    }
+
+    /// A one-time sign-in link for `identity` (whose session ends when its
+    /// token would have).
+    fn link(&self, identity: Identity) -> String {
+        let code = random_id();
+        let mut inner = self.lock();
+        let now = unix_now();
+        inner.links.retain(|_, (_, until)| *until > now);
+        if inner.links.len() < MAX_SESSIONS {
+            inner.links.insert(code.clone(), (identity, now + LINK_TTL));
+        }
+        code
+    }
+
+    /// Spends a link: the identity it was made for (once, within its minute).
+    fn redeem(&self, code: &str) -> Option<Identity> {
+        let (identity, until) = self.lock().links.remove(code)?;
+        let now = unix_now();
+        (until > now && identity.expires_at > now).then_some(identity)
+    }
+}
+
+/// Is this a console path (served here, not by the JSON API)?
+pub fn handles(path: &str) -> bool {
+    path == "/" || path == "/console" || path.starts_with("/console/")
+}
+
+/// `GET /console/events`: answered by [`events`], which keeps the connection.
+pub fn is_event_stream(req: &http::Request<'_, '_>) -> bool {
+    req.method == "GET" && req.path() == "/console/events"
+}
+
+pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u8> {
+    let path = req.path();
+    let session = session_of(shard, req);
+    match (req.method, path) {
+        ("GET", "/" | "/console" | "/console/") => match session {
+            Some(_) => redirect("/console/approvals", None),
+            None => redirect("/console/signin", None),
+        },
+        ("GET", "/console/console.css") => asset("text/css", CSS),
+        ("GET", "/console/console.js") => asset("text/javascript", JS),
+        ("GET", "/console/signin") => page(200, "Sign in", None, &signin_form(None)),
+        ("POST", "/console/signin") => signin(shard, req, body).await,
+        ("POST", "/console/signout") => {
+            if let (Some((_, csrf)), Some(id)) = (&session, cookie(req)) {
+                if form_field(body, "csrf").as_deref() == Some(csrf.as_str()) {
+                    shard.shared.console.close(&id);
+                }
+            }
+            redirect("/console/signin", Some(&clear_cookie()))
+        }
+        ("POST", "/api/console/link") => make_link(shard, req).await,
+        ("GET", p) if p.starts_with("/console/link/") => {
+            let code = &p["/console/link/".len()..];
+            match shard.shared.console.redeem(code) {
+                Some(identity) => {
+                    let (id, _) = shard.shared.console.open(identity);
+                    redirect("/console/approvals", Some(&set_cookie(shard, &id)))
+                }
+                None => page(
+                    410,
+                    "Link used or expired",
+                    None,
+                    &format!(
+                        "<p class=\"error\">This sign-in link was used already or has expired (links last {LINK_TTL} seconds and work once).</p>{}",
+                        signin_form(None)
+                    ),
+                ),
+            }
+        }
+        (_, _) => {
+            let Some((identity, csrf)) = session else {
+                return match req.method {
+                    "GET" => redirect("/console/signin", None),
+                    _ => page(
+                        401,
+                        "Signed out",
+                        None,
+                        "<p class=\"error\">Your session has ended: sign in again.</p>",
+                    ),
+                };
+            };
+            signed_in(shard, req, body, &identity, &csrf).await
+        }
+    }
+}
+
+async fn signed_in(
+    shard: &Shard,
+    req: &http::Request<'_, '_>,
+    body: &[u8],
+    identity: &Identity,
+    csrf: &str,
+) -> Vec<u8> {
+    let path = req.path();
+    if req.method == "POST" {
+        // Only forms of this console, from this console.
+        let same_origin = req.header("origin").is_none_or(|o| {
+            let host = req.header("host").unwrap_or_default();
+            o.strip_prefix(b"http://")
+                .or_else(|| o.strip_prefix(b"https://"))
+                == Some(host)
+        });
+        let token_ok =
+            form_field(body, "csrf").is_some_and(|t| constant_eq(t.as_bytes(), csrf.as_bytes()));
+        if !same_origin || !token_ok {
+            crate::warn!(
+                "console_form_refused",
+                subject = identity.subject,
+                path = path,
+                origin = String::from_utf8_lossy(req.header("origin").unwrap_or_default()),
+                csrf_ok = token_ok,
+                body = String::from_utf8_lossy(&body[..body.len().min(200)])
+            );
+            return page(
+                403,
+                "Refused",
+                Some((identity, csrf)),
+                "<p class=\"error\">This form did not come from this console (its CSRF token or origin does not match): nothing was done.</p>",
+            );
+        }
+    }
+    match (req.method, path) {
+        ("GET", "/console/approvals") => {
+            let part = query_param(req.query(), "part");
+            let list = approvals_list(shard, identity, csrf).await;
+            if part.as_deref() == Some("list") {
+                return fragment(&list);
+            }
+            let flash = query_param(req.query(), "done")
+                .map(|d| format!("<p class=\"flash\" role=\"status\">{}</p>", esc(&d)))
+                .unwrap_or_default();
+            page(
+                200,
+                "Approvals",
+                Some((identity, csrf)),
+                &format!("{flash}<div id=\"approvals\" data-live=\"/console/approvals?part=list\">{list}</div>"),
+            )
+        }
+        ("POST", p) if p.starts_with("/console/approvals/") => {
+            vote(shard, p, body, identity, csrf).await
+        }
+        ("GET", "/console/audit") => audit_page(shard, req, identity, csrf),
+        ("GET", "/console/audit/export") => audit_export(shard, req, identity),
+        ("POST", "/console/audit/verify") => audit_verify(shard, identity, csrf),
+        _ => page(
+            404,
+            "Not found",
+            Some((identity, csrf)),
+            "<p>No such page.</p>",
+        ),
+    }
+}
+
+/// The session a request's cookie names, if it is open.
+fn session_of(shard: &Shard, req: &http::Request<'_, '_>) -> Option<(Identity, String)> {
+    shard.shared.console.get(&cookie(req)?)
+}
+
+fn cookie(req: &http::Request<'_, '_>) -> Option<String> {
+    let header = std::str::from_utf8(req.header("cookie")?).ok()?;
+    header
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn set_cookie(shard: &Shard, id: &str) -> String {
+    let secure = if shard.shared.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}")
+}
+
+fn clear_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn signin(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u8> {
+    let _ = req;
+    let Some(token) = form_field(body, "token")
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+    else {
+        return page(
+            400,
+            "Sign in",
+            None,
+            &signin_form(Some("Paste an access token.")),
+        );
+    };
+    match shard.authenticate(&token).await {
+        Ok(identity) => {
+            let (id, _) = shard.shared.console.open((*identity).clone());
+            if id.is_empty() {
+                return page(
+                    503,
+                    "Sign in",
+                    None,
+                    &signin_form(Some("Too many sessions are open; try again later.")),
+                );
+            }
+            crate::info!("console_signin", subject = identity.subject, how = "token");
+            redirect("/console/approvals", Some(&set_cookie(shard, &id)))
+        }
+        Err(e) => page(
+            401,
+            "Sign in",
+            None,
+            &signin_form(Some(&format!("That token was refused: {e}"))),
+        ),
+    }
+}
+
+/// `POST /api/console/link` with a bearer token: a one-time sign-in link.
+async fn make_link(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
+    let identity = match super::caller(shard, req).await {
+        Ok(id) => id,
+        Err(reply) => return reply,
+    };
+    let code = shard.shared.console.link((*identity).clone());
+    super::json(
+        200,
+        "OK",
+        &serde_json::json!({ "path": format!("/console/link/{code}"), "expires_in": LINK_TTL })
+            .to_string(),
+    )
+}
+
+async fn vote(shard: &Shard, path: &str, body: &[u8], identity: &Identity, csrf: &str) -> Vec<u8> {
+    let rest = &path["/console/approvals/".len()..];
+    let (id, action) = match rest.split_once('/') {
+        Some((id, a @ ("approve" | "deny"))) => (id, a),
+        _ => {
+            return page(
+                404,
+                "Not found",
+                Some((identity, csrf)),
+                "<p>No such action.</p>",
+            )
+        }
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return page(
+            400,
+            "Bad request",
+            Some((identity, csrf)),
+            "<p>An approval id is a number.</p>",
+        );
+    };
+    let comment = form_field(body, "comment")
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    if comment.as_ref().is_some_and(|c| c.len() > 1024) {
+        return page(
+            400,
+            "Bad request",
+            Some((identity, csrf)),
+            "<p class=\"error\">A comment is at most 1024 bytes.</p>",
+        );
+    }
+    let decision = if action == "approve" {
+        Decision::Approve
+    } else {
+        Decision::Deny
+    };
+    let voter = Voter {
+        subject: identity.subject.clone(),
+        groups: identity.groups.clone(),
+    };
+    let approvals = &shard.shared.approvals;
+    let voted = monoio::time::timeout(CALL_TIMEOUT, approvals.vote(id, &voter, decision, comment))
+        .await
+        .unwrap_or_else(|_| Err(VoteError::Store("no answer in time".into())));
+    match voted {
+        Ok(v) => {
+            crate::info!(
+                "approval_vote",
+                approval = id,
+                subject = identity.subject,
+                decision = action,
+                state = v.request.state.as_str(),
+                via = "console"
+            );
+            let done = match (decision, v.decided) {
+                (Decision::Deny, _) => format!("Request {id} denied."),
+                (Decision::Approve, true) => format!("Request {id} approved."),
+                (Decision::Approve, false) => {
+                    format!("Your approval of request {id} is counted; it needs more.")
+                }
+            };
+            redirect(
+                &format!("/console/approvals?done={}", url_encode(&done)),
+                None,
+            )
+        }
+        Err(e) => {
+            let status = match e {
+                VoteError::NotFound(_) => 404,
+                VoteError::OwnRequest(_) | VoteError::NotApprover { .. } => 403,
+                VoteError::Closed { .. } => 409,
+                VoteError::Store(_) => 503,
+            };
+            page(
+                status,
+                "Refused",
+                Some((identity, csrf)),
+                &format!("<p class=\"error\">{}</p><p><a href=\"/console/approvals\">Back to approvals</a></p>", esc(&e.to_string())),
+            )
+        }
+    }
+}
+
+/// The pending requests the caller may see, then the recently decided.
+async fn approvals_list(shard: &Shard, identity: &Identity, csrf: &str) -> String {
+    let approvals = &shard.shared.approvals;
+    let listed = monoio::time::timeout(CALL_TIMEOUT, approvals.list(None))
+        .await
+        .unwrap_or_else(|_| Err(crate::approvals::StoreError("no answer in time".into())));
+    let all = match listed {
+        Ok(all) => all,
+        Err(e) => return format!("<p class=\"error\">{}</p>", esc(&e.to_string())),
+    };
+    let admin = super::is_admin(shard, identity);
+    let visible: Vec<&Request> = all
+        .iter()
+        .filter(|r| admin || may_see(identity, r))
+        .collect();
+    let pending: Vec<&&Request> = visible
+        .iter()
+        .filter(|r| r.state == State::Pending)
+        .collect();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<h2>Pending <span class=\"count\">{}</span></h2>",
+        pending.len()
+    );
+    if pending.is_empty() {
+        out.push_str("<p class=\"empty\">Nothing waits for a decision.</p>");
+    }
+    for r in &pending {
+        request_card(&mut out, r, identity, csrf);
+    }
+    out.push_str("<h2>Decided</h2><table class=\"history\"><thead><tr><th>#</th><th>State</th><th>Requester</th><th>Target</th><th>What</th><th>Decided by</th><th>When</th></tr></thead><tbody>");
+    for r in visible
+        .iter()
+        .filter(|r| r.state != State::Pending)
+        .take(50)
+    {
+        let by = match (&r.denied_by, r.approvals.is_empty()) {
+            (Some(d), _) => d.clone(),
+            (None, false) => r
+                .approvals
+                .iter()
+                .map(|v| v.subject.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            (None, true) => "—".into(),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"state {}\">{}{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td></tr>",
+            r.id,
+            r.state.as_str(),
+            r.state.as_str(),
+            if r.used { " (used)" } else { "" },
+            esc(&r.requester),
+            esc(&r.target),
+            esc(&short(&r.statement, 120)),
+            esc(&by),
+            r.reason.as_ref().map(|c| format!(": “{}”", esc(c))).unwrap_or_default(),
+            time(r.decided_at.unwrap_or(r.created_at)),
+        );
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+fn request_card(out: &mut String, r: &Request, identity: &Identity, csrf: &str) {
+    let own = r.requester == identity.subject;
+    let eligible = identity.groups.iter().any(|g| r.approvers.contains(g));
+    let voted: Vec<&str> = r.approvals.iter().map(|v| v.subject.as_str()).collect();
+    let _ = write!(
+        out,
+        "<article class=\"request\" id=\"request-{id}\"><header><h3>#{id} {summary} on {target}</h3>\
+         <p class=\"meta\">requested by <strong>{requester}</strong> {age} · {protocol}{database}</p></header>\
+         <pre class=\"statement\">{statement}</pre>",
+        id = r.id,
+        summary = esc(&r.summary),
+        target = esc(&r.target),
+        requester = esc(&r.requester),
+        age = time(r.created_at),
+        protocol = esc(r.protocol),
+        database = if r.database.is_empty() { String::new() } else { format!(" · database {}", esc(&r.database)) },
+        statement = esc(&r.statement),
+    );
+    if !r.params.is_empty() {
+        out.push_str("<ol class=\"params\">");
+        for p in &r.params {
+            let _ = write!(out, "<li><code>{}</code></li>", esc(p));
+        }
+        out.push_str("</ol>");
+    }
+    match &r.justification {
+        Some(why) => {
+            let _ = write!(
+                out,
+                "<p class=\"justification\"><span>Reason:</span> {}</p>",
+                esc(why)
+            );
+        }
+        None => out.push_str("<p class=\"justification none\">No reason given.</p>"),
+    }
+    let _ = write!(
+        out,
+        "<p class=\"quorum\">{} of {} approval{}{} · approvers: {} · expires {}</p>",
+        voted.len(),
+        r.quorum,
+        if r.quorum == 1 { "" } else { "s" },
+        if voted.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", esc(&voted.join(", ")))
+        },
+        esc(&r.approvers.join(", ")),
+        time(r.expires_at),
+    );
+    if own {
+        out.push_str("<p class=\"own\">This is your request: someone else decides it.</p>");
+    } else if !eligible {
+        out.push_str("<p class=\"own\">You are not in an approver group of this request.</p>");
+    } else {
+        let _ = write!(
+            out,
+            "<form method=\"post\" action=\"/console/approvals/{id}/approve\" class=\"vote\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label for=\"comment-{id}\">Comment</label>\
+             <input type=\"text\" id=\"comment-{id}\" name=\"comment\" maxlength=\"1024\" autocomplete=\"off\">\
+             <button type=\"submit\" class=\"approve\">Approve</button>\
+             <button type=\"submit\" class=\"deny\" formaction=\"/console/approvals/{id}/deny\">Deny</button></form>",
+            id = r.id,
+        );
+    }
+    out.push_str("</article>");
+}
+
+fn audit_dir(shard: &Shard) -> Option<std::path::PathBuf> {
+    let config = shard.generation().config.clone();
+    config
+        .audit
+        .as_ref()
+        .map(|a| std::path::PathBuf::from(&a.dir))
+}
+
+/// The filters a search page was given, as `(key, value)`.
+type Given = Vec<(&'static str, String)>;
+
+/// The search filters from the query string (the same as `sluice audit search`).
+fn filters(
+    req: &http::Request<'_, '_>,
+) -> Result<(crate::audit::verify::Filter, Given), String> {
+    let q = req.query();
+    let mut given = Vec::new();
+    for key in [
+        "user", "target", "kind", "decision", "type", "since", "until", "text",
+    ] {
+        if let Some(v) = query_param(q, key).filter(|v| !v.is_empty()) {
+            given.push((key, v));
+        }
+    }
+    let get = |k: &str| given.iter().find(|(g, _)| *g == k).map(|(_, v)| v.clone());
+    let time = |k: &str| {
+        get(k)
+            .map(|v| crate::cli::audit::parse_time(&v))
+            .transpose()
+    };
+    Ok((
+        crate::audit::verify::Filter {
+            user: get("user"),
+            target: get("target"),
+            kind: get("kind"),
+            decision: get("decision"),
+            since_ms: time("since")?,
+            until_ms: time("until")?,
+            text: get("text"),
+            record_type: get("type"),
+        },
+        given,
+    ))
+}
+
+fn audit_page(
+    shard: &Shard,
+    req: &http::Request<'_, '_>,
+    identity: &Identity,
+    csrf: &str,
+) -> Vec<u8> {
+    if !super::is_admin(shard, identity) {
+        return page(
+            403,
+            "Audit",
+            Some((identity, csrf)),
+            "<p class=\"error\">The audit log is for the admin groups.</p>",
+        );
+    }
+    let Some(dir) = audit_dir(shard) else {
+        return page(
+            200,
+            "Audit",
+            Some((identity, csrf)),
+            "<p>This gateway keeps no audit log (`[audit]` is not configured).</p>",
+        );
+    };
+    let (filter, given) = match filters(req) {
+        Ok(f) => f,
+        Err(e) => {
+            return page(
+                400,
+                "Audit",
+                Some((identity, csrf)),
+                &format!("<p class=\"error\">{}</p>", esc(&e)),
+            )
+        }
+    };
+    let page_no: usize = query_param(req.query(), "page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let mut found: Vec<serde_json::Value> = Vec::new();
+    let searched = crate::audit::verify::search(&dir, &filter, |_, v| found.push(v.clone()));
+    let mut out = String::new();
+    out.push_str("<form method=\"get\" action=\"/console/audit\" class=\"filters\">");
+    for (key, label, hint) in [
+        ("user", "User", "alice"),
+        ("target", "Target", "orders"),
+        ("kind", "Kind", "delete"),
+        ("decision", "Decision", "allow, deny, approve"),
+        ("type", "Record type", "command, approval, session"),
+        ("since", "Since", "1h or 2026-12-01T00:00:00Z"),
+        ("until", "Until", ""),
+        ("text", "Text", "DELETE FROM"),
+    ] {
+        let value = given
+            .iter()
+            .find(|(g, _)| *g == key)
+            .map(|(_, v)| esc(v))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "<label>{label}<input type=\"text\" name=\"{key}\" value=\"{value}\" placeholder=\"{hint}\"></label>"
+        );
+    }
+    out.push_str("<button type=\"submit\">Search</button></form>");
+    let qs: String = given
+        .iter()
+        .map(|(k, v)| format!("&{k}={}", url_encode(v)))
+        .collect();
+    let _ = write!(
+        out,
+        "<p class=\"actions\"><a href=\"/console/audit/export?format=csv{qs}\" download>Export CSV</a> · <a href=\"/console/audit/export?format=jsonl{qs}\" download>Export JSONL</a></p>\
+         <form method=\"post\" action=\"/console/audit/verify\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Verify the chain</button></form>"
+    );
+    if let Err(e) = searched {
+        let _ = write!(out, "<p class=\"error\">{}</p>", esc(&e));
+    }
+    let total = found.len();
+    let pages = total.div_ceil(PAGE).max(1);
+    let page_no = page_no.min(pages - 1);
+    let _ = write!(
+        out,
+        "<p class=\"count\">{total} records, newest first · page {} of {pages}</p>",
+        page_no + 1
+    );
+    out.push_str("<ol class=\"records\">");
+    for v in found.iter().rev().skip(page_no * PAGE).take(PAGE) {
+        let ts = v.get("ts").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let kind = match (
+            v.get("type").and_then(|t| t.as_str()),
+            v.get("action").and_then(|t| t.as_str()),
+        ) {
+            (Some(t), Some(a)) => format!("{t} {a}"),
+            (Some(t), None) => t.to_owned(),
+            (None, _) => "?".to_owned(),
+        };
+        let who = v.get("subject").and_then(|t| t.as_str()).unwrap_or("");
+        let target = v.get("target").and_then(|t| t.as_str()).unwrap_or("");
+        let decision = v.get("decision").and_then(|t| t.as_str()).unwrap_or("");
+        let text = v.get("text").and_then(|t| t.as_str()).unwrap_or("");
+        let _ = write!(
+            out,
+            "<li><details><summary>{} <span class=\"type\">{}</span> {} {} <span class=\"decision {}\">{}</span> <code>{}</code></summary><pre>{}</pre></details></li>",
+            time(ts),
+            esc(&kind),
+            esc(who),
+            esc(target),
+            esc(decision),
+            esc(decision),
+            esc(&short(text, 160)),
+            esc(&serde_json::to_string_pretty(v).unwrap_or_default()),
+        );
+    }
+    out.push_str("</ol><nav class=\"pages\">");
+    if page_no > 0 {
+        let _ = write!(
+            out,
+            "<a href=\"/console/audit?page={}{qs}\" rel=\"prev\">Newer</a> ",
+            page_no - 1
+        );
+    }
+    if page_no + 1 < pages {
+        let _ = write!(
+            out,
+            "<a href=\"/console/audit?page={}{qs}\" rel=\"next\">Older</a>",
+            page_no + 1
+        );
+    }
+    out.push_str("</nav>");
+    page(200, "Audit", Some((identity, csrf)), &out)
+}
+
+fn audit_export(shard: &Shard, req: &http::Request<'_, '_>, identity: &Identity) -> Vec<u8> {
+    if !super::is_admin(shard, identity) {
+        return super::json(
+            403,
+            "Forbidden",
+            r#"{"error":"the audit log is for the admin groups"}"#,
+        );
+    }
+    let Some(dir) = audit_dir(shard) else {
+        return super::json(
+            404,
+            "Not Found",
+            r#"{"error":"no audit log is configured"}"#,
+        );
+    };
+    let filter = match filters(req) {
+        Ok((f, _)) => f,
+        Err(e) => {
+            return super::json(
+                400,
+                "Bad Request",
+                &serde_json::json!({ "error": e }).to_string(),
+            )
+        }
+    };
+    let csv = query_param(req.query(), "format").as_deref() == Some("csv");
+    let mut body = Vec::new();
+    if csv {
+        body.extend_from_slice(crate::audit::verify::CSV_COLUMNS.join(",").as_bytes());
+        body.push(b'\n');
+    }
+    let searched = crate::audit::verify::search(&dir, &filter, |line, v| {
+        if csv {
+            let _ = crate::audit::verify::csv_row(v, &mut body);
+        } else {
+            body.extend_from_slice(line);
+            body.push(b'\n');
+        }
+    });
+    if let Err(e) = searched {
+        return super::json(
+            500,
+            "Internal Server Error",
+            &serde_json::json!({ "error": e }).to_string(),
+        );
+    }
+    let (ctype, name) = if csv {
+        ("text/csv", "sluice-audit.csv")
+    } else {
+        ("application/x-ndjson", "sluice-audit.jsonl")
+    };
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {ctype}; charset=utf-8\r\ncontent-disposition: attachment; filename=\"{name}\"\r\ncontent-length: {}\r\n{}connection: close\r\n\r\n",
+        body.len(),
+        SECURITY_HEADERS
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn audit_verify(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
+    if !super::is_admin(shard, identity) {
+        return page(
+            403,
+            "Audit",
+            Some((identity, csrf)),
+            "<p class=\"error\">The audit log is for the admin groups.</p>",
+        );
+    }
+    let Some(dir) = audit_dir(shard) else {
+        return page(
+            200,
+            "Verify",
+            Some((identity, csrf)),
+            "<p>This gateway keeps no audit log.</p>",
+        );
+    };
+    // A running gateway's log ends after its last checkpoint: an open tail.
+    let result = crate::audit::verify::load_pubkey(&dir, None)
+        .and_then(|(key, _)| crate::audit::verify::verify(&dir, &key, true, None));
+    let body = match result {
+        Ok(r) => format!(
+            "<p class=\"ok\" id=\"verify-result\">ok: {} records (seq {}..={}), {} signed checkpoints, {} session recordings, chain intact{}</p>",
+            r.records,
+            r.first_seq.unwrap_or(0),
+            r.last_seq.unwrap_or(0),
+            r.checkpoints,
+            r.recordings,
+            if r.crashes.is_empty() { String::new() } else { format!("; the gateway stopped without closing the log {} time(s), sealed on restart", r.crashes.len()) },
+        ),
+        Err(e) => format!("<p class=\"error\" id=\"verify-result\">FAILED: {}</p>", esc(&e)),
+    };
+    page(
+        200,
+        "Verify",
+        Some((identity, csrf)),
+        &format!("{body}<p class=\"note\">Checked with the public key kept beside the signing key. For a check that does not trust this host, run <code>sluice audit verify --dir DIR --pubkey FILE --anchor CONNINFO</code> elsewhere.</p><p><a href=\"/console/audit\">Back to the audit log</a></p>"),
+    )
+}
+
+/// `GET /console/events`: server-sent events, `approvals` whenever what the
+/// caller may see changes (checked each second), for up to five minutes.
+pub async fn events(shard: Rc<Shard>, identity: Option<Identity>, mut stream: TcpStream) {
+    let Some(identity) = identity else {
+        let _ = stream
+            .write_all(page(401, "Signed out", None, "<p>Sign in again.</p>"))
+            .await;
+        return;
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n{SECURITY_HEADERS}connection: close\r\n\r\nretry: 2000\n\n"
+    );
+    if stream.write_all(head.into_bytes()).await.0.is_err() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < STREAM_FOR && !shard.stopping.is_set() {
+        let listed = monoio::time::timeout(CALL_TIMEOUT, shard.shared.approvals.list(None)).await;
+        let version = match listed {
+            Ok(Ok(all)) => {
+                let admin = super::is_admin(&shard, &identity);
+                all.iter()
+                    .filter(|r| admin || may_see(&identity, r))
+                    .take(60)
+                    .map(|r| format!("{}:{}:{};", r.id, r.state.as_str(), r.approvals.len()))
+                    .collect::<String>()
+            }
+            _ => "unavailable".into(),
+        };
+        let msg = if version != last {
+            last = version;
+            "event: approvals\ndata: changed\n\n".to_owned()
+        } else {
+            ": keep-alive\n\n".to_owned()
+        };
+        if stream.write_all(msg.into_bytes()).await.0.is_err() {
+            return;
+        }
+        monoio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The identity of a request's session (for [`events`]).
+pub fn event_identity(shard: &Shard, req: &http::Request<'_, '_>) -> Option<Identity> {
+    session_of(shard, req).map(|(i, _)| i)
+}
+
+const SECURITY_HEADERS: &str = "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'\r\nx-content-type-options: nosniff\r\nreferrer-policy: same-origin\r\nx-frame-options: DENY\r\n";
+
+fn page(status: u16, title: &str, who: Option<(&Identity, &str)>, body: &str) -> Vec<u8> {
+    let nav = match who {
+        Some((identity, csrf)) => format!(
+            "<nav><a href=\"/console/approvals\">Approvals</a><a href=\"/console/audit\">Audit</a>\
+             <span class=\"who\">{}</span>\
+             <form method=\"post\" action=\"/console/signout\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" class=\"link\">Sign out</button></form></nav>",
+            esc(&identity.subject)
+        ),
+        None => String::new(),
+    };
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Sluice</title><link rel=\"stylesheet\" href=\"/console/console.css\"><script src=\"/console/console.js\" defer></script></head>\
+         <body><header class=\"top\"><a class=\"brand\" href=\"/console/approvals\">Sluice</a>{nav}</header><main><h1>{title}</h1>{body}</main></body></html>",
+        title = esc(title),
+    );
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        410 => "Gone",
+        _ => "Service Unavailable",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
+        html.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(html.as_bytes());
+    out
+}
+
+fn fragment(html: &str) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
+        html.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(html.as_bytes());
+    out
+}
+
+fn asset(ctype: &str, body: &str) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {ctype}; charset=utf-8\r\ncache-control: max-age=300\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+fn redirect(to: &str, cookie: Option<&str>) -> Vec<u8> {
+    let cookie = cookie
+        .map(|c| format!("set-cookie: {c}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 303 See Other\r\nlocation: {to}\r\n{cookie}cache-control: no-store\r\n{SECURITY_HEADERS}content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn signin_form(error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "{error}<form method=\"post\" action=\"/console/signin\" class=\"signin\">\
+         <label for=\"token\">Access token</label>\
+         <textarea id=\"token\" name=\"token\" rows=\"5\" required autocomplete=\"off\" spellcheck=\"false\"></textarea>\
+         <button type=\"submit\">Sign in</button></form>\
+         <p class=\"note\">Or open a one-time link: <code>sluice console link --admin URL --token TOKEN</code>.</p>"
+    )
+}
+
+/// A time for people: UTC in the page (and on hover); the script shows it in
+/// the viewer's zone.
+fn time(ms: u64) -> String {
+    let iso = crate::log::rfc3339_ms(ms);
+    format!("<time datetime=\"{iso}\" title=\"{iso}\">{iso}</time>")
+}
+
+fn short(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// HTML-escapes text (element content and quoted attributes).
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One field of an `application/x-www-form-urlencoded` body.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| url_decode(k) == name)
+        .map(|(_, v)| url_decode(v))
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| url_decode(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_decode_and_html_escapes() {
+        assert_eq!(
+            form_field(b"a=1&comment=looks+good%21&csrf=ab", "comment").as_deref(),
+            Some("looks good!")
+        );
+        assert_eq!(form_field(b"comment=%", "comment").as_deref(), Some("%"));
+        assert_eq!(form_field(b"comment=%4", "comment").as_deref(), Some("%4"));
+        assert_eq!(
+            esc("<script>\"x\"&'"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;"
+        );
+        assert_eq!(
+            url_decode(&url_encode("Request 7 approved. <ok>")),
+            "Request 7 approved. <ok>"
+        );
+        assert!(
+            constant_eq(b"abc", b"abc")
+                && !constant_eq(b"abc", b"abd")
+                && !constant_eq(b"ab", b"abc")
+        );
+    }
+}
