@@ -123,6 +123,21 @@ pub struct Config {
     pub approvals: Approvals,
     /// `None`: approvals live in this process only (a single instance).
     pub state: Option<State>,
+    /// `None`: the console signs in with pasted tokens and one-time links only.
+    pub console: Option<Console>,
+}
+
+/// `[console]`: sign-in to the web console with the identity provider
+/// (authorization code flow with PKCE against `identity.issuer`).
+#[derive(Debug, Clone)]
+pub struct Console {
+    pub client_id: String,
+    /// Resolved from `client_secret_env` (a confidential client); PKCE either way.
+    pub client_secret: Option<Secret>,
+    /// The console's address as browsers reach it (the redirect URI is
+    /// `{url}/console/oidc/callback`).
+    pub url: String,
+    pub scopes: String,
 }
 
 /// `[state]`: the PostgreSQL database several instances share approvals,

@@ -25,6 +25,17 @@ pub struct RawConfig {
     pub masking: BTreeMap<String, Spanned<RawMasking>>,
     pub approvals: Option<Spanned<RawApprovals>>,
     pub state: Option<Spanned<RawState>>,
+    pub console: Option<Spanned<RawConsole>>,
+}
+
+/// `[console]`: the web console's OpenID Connect sign-in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret_env: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub scopes: Option<Spanned<String>>,
 }
 
 /// `[state]`: where approvals, grants and audit anchors are shared between

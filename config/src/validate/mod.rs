@@ -16,7 +16,7 @@ mod service;
 mod ssh;
 
 use rules::{guardrail_set, masking_profile};
-use service::{approvals, gateway, identity, state};
+use service::{approvals, console, gateway, identity, state};
 
 struct Checker<'a> {
     source: &'a str,
@@ -521,6 +521,10 @@ pub(crate) fn validate(
         .map(|a| approvals(&mut c, a.get_ref()))
         .unwrap_or_default();
     let state = raw.state.as_ref().map(|s| state(&mut c, s, env));
+    let console = raw
+        .console
+        .as_ref()
+        .map(|s| console(&mut c, s, identity.is_some(), env));
 
     if !c.diags.is_empty() {
         c.diags.sort_by_key(|d| (d.line, d.col));
@@ -536,6 +540,7 @@ pub(crate) fn validate(
         masking,
         approvals,
         state,
+        console,
     })
 }
 

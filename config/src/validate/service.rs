@@ -351,3 +351,73 @@ fn host_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "sluice".into())
 }
+
+/// `[console]`: OpenID Connect sign-in for the web console.
+pub(super) fn console(
+    c: &mut Checker,
+    s: &toml::Spanned<RawConsole>,
+    has_identity: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Console {
+    let span = s.span();
+    let s = s.get_ref();
+    if !has_identity {
+        c.error(
+            span.clone(),
+            "`[console]` signs in with `[identity]`'s issuer: configure `[identity]`",
+        );
+    }
+    let client_id = match &s.client_id {
+        Some(id) if !id.get_ref().trim().is_empty() => id.get_ref().clone(),
+        Some(id) => {
+            c.error(id.span(), "`client_id` is empty");
+            String::new()
+        }
+        None => {
+            c.error(
+                span.clone(),
+                "`[console]` needs `client_id`: the console's client at the identity provider",
+            );
+            String::new()
+        }
+    };
+    let url = match &s.url {
+        Some(u) => {
+            let v = u.get_ref().trim_end_matches('/');
+            let ok = (v.starts_with("http://") || v.starts_with("https://"))
+                && v.split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+            if !ok {
+                c.error(
+                    u.span(),
+                    format!("invalid console url `{v}`: expected http(s)://host[:port], as browsers reach the admin listener"),
+                );
+            }
+            v.to_owned()
+        }
+        None => {
+            c.error(
+                span.clone(),
+                "`[console]` needs `url`: the admin listener's address as browsers reach it (e.g. \"https://sluice.example.com:9470\")",
+            );
+            String::new()
+        }
+    };
+    let scopes = s
+        .scopes
+        .as_ref()
+        .map_or_else(|| "openid profile".to_owned(), |v| v.get_ref().clone());
+    if !scopes.split_whitespace().any(|x| x == "openid") {
+        c.error(
+            s.scopes.as_ref().map_or(span, |v| v.span()),
+            "`scopes` must include `openid`",
+        );
+    }
+    Console {
+        client_id,
+        client_secret: c.env_secret(&s.client_secret_env, "client_secret_env", env),
+        url,
+        scopes,
+    }
+}

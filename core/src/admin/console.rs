@@ -48,10 +48,12 @@ pub struct Sessions {
 }
 
 #[derive(Default)]
-struct Inner {
+pub(super) struct Inner {
     sessions: HashMap<String, Session>,
     /// One-time sign-in links: who, and until when (Unix seconds).
     links: HashMap<String, (Identity, u64)>,
+    /// Sign-ins away at the identity provider: state → (PKCE verifier, until).
+    pub(super) flows: HashMap<String, (String, u64)>,
 }
 
 struct Session {
@@ -70,7 +72,11 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn open(&self, identity: Identity) -> (String, String) {
+    pub(super) fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.lock()
+    }
+
+    pub(super) fn open(&self, identity: Identity) -> (String, String) {
         let (id, csrf) = (random_id(), random_id());
         let mut inner = self.lock();
         let now = unix_now();
@@ -143,7 +149,9 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
         },
         ("GET", "/console/console.css") => asset("text/css", CSS),
         ("GET", "/console/console.js") => asset("text/javascript", JS),
-        ("GET", "/console/signin") => page(200, "Sign in", None, &signin_form(None)),
+        ("GET", "/console/signin") => page(200, "Sign in", None, &signin_form(shard, None)),
+        ("GET", "/console/oidc/start") => super::oidc::start(shard).await,
+        ("GET", "/console/oidc/callback") => super::oidc::callback(shard, req).await,
         ("POST", "/console/signin") => signin(shard, req, body).await,
         ("POST", "/console/signout") => {
             if let (Some((_, csrf)), Some(id)) = (&session, cookie(req)) {
@@ -167,7 +175,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
                     None,
                     &format!(
                         "<p class=\"error\">This sign-in link was used already or has expired (links last {LINK_TTL} seconds and work once).</p>{}",
-                        signin_form(None)
+                        signin_form(shard, None)
                     ),
                 ),
             }
@@ -271,7 +279,7 @@ fn cookie(req: &http::Request<'_, '_>) -> Option<String> {
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn set_cookie(shard: &Shard, id: &str) -> String {
+pub(super) fn set_cookie(shard: &Shard, id: &str) -> String {
     let secure = if shard.shared.tls.is_some() {
         "; Secure"
     } else {
@@ -298,7 +306,7 @@ async fn signin(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<
             400,
             "Sign in",
             None,
-            &signin_form(Some("Paste an access token.")),
+            &signin_form(shard, Some("Paste an access token.")),
         );
     };
     match shard.authenticate(&token).await {
@@ -309,7 +317,7 @@ async fn signin(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<
                     503,
                     "Sign in",
                     None,
-                    &signin_form(Some("Too many sessions are open; try again later.")),
+                    &signin_form(shard, Some("Too many sessions are open; try again later.")),
                 );
             }
             crate::info!("console_signin", subject = identity.subject, how = "token");
@@ -319,7 +327,7 @@ async fn signin(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<
             401,
             "Sign in",
             None,
-            &signin_form(Some(&format!("That token was refused: {e}"))),
+            &signin_form(shard, Some(&format!("That token was refused: {e}"))),
         ),
     }
 }
@@ -569,9 +577,7 @@ fn audit_dir(shard: &Shard) -> Option<std::path::PathBuf> {
 type Given = Vec<(&'static str, String)>;
 
 /// The search filters from the query string (the same as `sluice audit search`).
-fn filters(
-    req: &http::Request<'_, '_>,
-) -> Result<(crate::audit::verify::Filter, Given), String> {
+fn filters(req: &http::Request<'_, '_>) -> Result<(crate::audit::verify::Filter, Given), String> {
     let q = req.query();
     let mut given = Vec::new();
     for key in [
@@ -901,6 +907,7 @@ fn page(status: u16, title: &str, who: Option<(&Identity, &str)>, body: &str) ->
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        502 => "Bad Gateway",
         403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
@@ -914,6 +921,16 @@ fn page(status: u16, title: &str, who: Option<(&Identity, &str)>, body: &str) ->
     .into_bytes();
     out.extend_from_slice(html.as_bytes());
     out
+}
+
+/// A page that only says what went wrong (signed out).
+pub(super) fn error_page(status: u16, title: &str, message: &str) -> Vec<u8> {
+    page(
+        status,
+        title,
+        None,
+        &format!("<p class=\"error\" role=\"alert\">{}</p><p><a href=\"/console/signin\">Sign in</a></p>", esc(message)),
+    )
 }
 
 fn fragment(html: &str) -> Vec<u8> {
@@ -936,7 +953,7 @@ fn asset(ctype: &str, body: &str) -> Vec<u8> {
     out
 }
 
-fn redirect(to: &str, cookie: Option<&str>) -> Vec<u8> {
+pub(super) fn redirect(to: &str, cookie: Option<&str>) -> Vec<u8> {
     let cookie = cookie
         .map(|c| format!("set-cookie: {c}\r\n"))
         .unwrap_or_default();
@@ -946,12 +963,20 @@ fn redirect(to: &str, cookie: Option<&str>) -> Vec<u8> {
     .into_bytes()
 }
 
-fn signin_form(error: Option<&str>) -> String {
+fn signin_form(shard: &Shard, error: Option<&str>) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
         .unwrap_or_default();
+    let config = shard.generation().config.clone();
+    let provider = match (&config.console, &config.identity) {
+        (Some(_), Some(identity)) => format!(
+            "<p><a class=\"button\" id=\"oidc\" href=\"/console/oidc/start\">Sign in with {}</a></p><p class=\"note\">or with an access token:</p>",
+            esc(&identity.issuer)
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{error}<form method=\"post\" action=\"/console/signin\" class=\"signin\">\
+        "{error}{provider}<form method=\"post\" action=\"/console/signin\" class=\"signin\">\
          <label for=\"token\">Access token</label>\
          <textarea id=\"token\" name=\"token\" rows=\"5\" required autocomplete=\"off\" spellcheck=\"false\"></textarea>\
          <button type=\"submit\">Sign in</button></form>\
@@ -989,7 +1014,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn url_encode(s: &str) -> String {
+pub(super) fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -1035,7 +1060,7 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| url_decode(v))
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?
         .split('&')
         .filter_map(|kv| kv.split_once('='))

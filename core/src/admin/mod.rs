@@ -19,6 +19,7 @@ use crate::shard::Shard;
 
 pub mod approvals;
 pub mod console;
+mod oidc;
 
 const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body the admin API reads (a vote's reason, a few fields).
