@@ -432,6 +432,36 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
     requester.open(&format!("{console}/console/audit"));
     assert!(requester.source().contains("for the admin groups"));
 
+    // Sessions: the recordings list, and a replay in the page.
+    let sessions = s._dir.path().join("audit").join("sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    std::fs::write(
+        sessions.join("web1-4ce8a609-1.cast"),
+        concat!(
+            r#"{"version":2,"width":80,"height":24,"timestamp":1796000000,"title":"bob@web1: bash"}"#, "\n",
+            r#"[0.1,"o","\u001b[1;32mbob@web1\u001b[0m:~$ "]"#, "\n",
+            r#"[0.5,"o","uptime\r\n 10:00:00 up 3 days, load average: 0.01\r\n"]"#, "\n",
+            r#"[0.9,"o","bob@web1:~$ exot\b\bit\r\n"]"#, "\n",
+        ),
+    )
+    .unwrap();
+    b.open(&format!("{console}/console/sessions"));
+    b.click("ol.records a");
+    b.wait(".player button.play:not([hidden])", 10);
+    let screen = b.text(".player .screen");
+    assert!(screen.contains("bob@web1:~$ uptime"), "{screen}");
+    assert!(screen.contains("load average: 0.01"), "{screen}");
+    assert!(screen.contains("bob@web1:~$ exit"), "the player applies backspaces: {screen}");
+    assert!(!screen.contains("[1;32m"), "escape sequences are drawn, not shown: {screen}");
+    b.click(".player button.play");
+    shots.push(b.screenshot("8-session-replay"));
+    for bad in ["..%2F..%2Fetc%2Fpasswd", "..", ".%2E%2Fsecret.cast"] {
+        let r = ureq::get(&format!("{console}/console/sessions/{bad}"))
+            .header("Cookie", &format!("sluice_console={cookie}"))
+            .call();
+        assert!(matches!(r, Err(ureq::Error::StatusCode(404))), "{bad}: {r:?}");
+    }
+
     // Every page carries the strict policy.
     let r = ureq::get(&format!("{console}/console/signin"))
         .call()
@@ -611,7 +641,7 @@ fn sign_in_with_the_identity_provider_uses_pkce_and_each_callback_once() {
     let b = Browser::start();
     b.open(&format!("http://{admin}/console/signin"));
     b.wait("#oidc", 10);
-    shots_dir_note(b.screenshot("8-signin-with-provider"));
+    shots_dir_note(b.screenshot("9-signin-with-provider"));
     b.click("#oidc");
     b.wait("#approvals", 20);
     assert!(b.text("nav .who").contains("olivia"), "{}", b.source());

@@ -255,6 +255,10 @@ async fn signed_in(
         ("GET", "/console/audit") => audit_page(shard, req, identity, csrf),
         ("GET", "/console/audit/export") => audit_export(shard, req, identity),
         ("POST", "/console/audit/verify") => audit_verify(shard, identity, csrf),
+        ("GET", "/console/sessions") => sessions_page(shard, identity, csrf),
+        ("GET", p) if p.starts_with("/console/sessions/") => {
+            session_page(shard, &p["/console/sessions/".len()..], identity, csrf)
+        }
         _ => page(
             404,
             "Not found",
@@ -837,6 +841,168 @@ fn audit_verify(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
     )
 }
 
+/// The recordings' directory, and whether the caller may read it.
+fn recordings(shard: &Shard, identity: &Identity) -> Result<std::path::PathBuf, &'static str> {
+    if !super::is_admin(shard, identity) {
+        return Err("Session recordings are for the admin groups.");
+    }
+    audit_dir(shard)
+        .map(|d| d.join("sessions"))
+        .ok_or("This gateway keeps no audit log, so no recordings.")
+}
+
+/// A recording's id as the list shows it: its file name without `.cast`,
+/// nothing that could name another path.
+fn recording_id(id: &str) -> Option<&str> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    ok.then_some(id)
+}
+
+fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
+    let dir = match recordings(shard, identity) {
+        Ok(d) => d,
+        Err(why) => return page(403, "Sessions", Some((identity, csrf)), &format!("<p class=\"error\">{why}</p>")),
+    };
+    let mut files: Vec<(u64, String, u64, String)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            let id = path.file_name()?.to_str()?.strip_suffix(".cast")?.to_owned();
+            let size = e.metadata().ok()?.len();
+            let file = std::fs::File::open(&path).ok()?;
+            let first = std::io::BufRead::lines(std::io::BufReader::new(file)).next()?.ok()?;
+            let header: serde_json::Value = serde_json::from_str(&first).ok()?;
+            Some((
+                header["timestamp"].as_u64().unwrap_or(0),
+                id,
+                size,
+                header["title"].as_str().unwrap_or("").to_owned(),
+            ))
+        })
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut out = String::new();
+    if files.is_empty() {
+        out.push_str("<p class=\"empty\">No recorded sessions yet (SSH sessions are recorded).</p>");
+    }
+    out.push_str("<ol class=\"records\">");
+    for (ts, id, size, title) in files.iter().take(500) {
+        let _ = write!(
+            out,
+            "<li><a href=\"/console/sessions/{id}\">{}</a> {} <span class=\"note\">{size} bytes</span></li>",
+            esc(if title.is_empty() { id } else { title }),
+            time(ts * 1000),
+            id = esc(id),
+        );
+    }
+    out.push_str("</ol>");
+    page(200, "Sessions", Some((identity, csrf)), &out)
+}
+
+fn session_page(shard: &Shard, rest: &str, identity: &Identity, csrf: &str) -> Vec<u8> {
+    let dir = match recordings(shard, identity) {
+        Ok(d) => d,
+        Err(why) => return page(403, "Sessions", Some((identity, csrf)), &format!("<p class=\"error\">{why}</p>")),
+    };
+    let (raw, id) = match rest.strip_suffix(".cast") {
+        Some(id) => (true, id),
+        None => (false, rest),
+    };
+    let Some(id) = recording_id(id) else {
+        return page(404, "Sessions", Some((identity, csrf)), "<p>No such recording.</p>");
+    };
+    let Ok(text) = std::fs::read_to_string(dir.join(format!("{id}.cast"))) else {
+        return page(404, "Sessions", Some((identity, csrf)), "<p>No such recording.</p>");
+    };
+    if raw {
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-asciicast; charset=utf-8\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
+            text.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(text.as_bytes());
+        return out;
+    }
+    let mut lines = text.lines();
+    let header: serde_json::Value = lines
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    // The whole session as text, for reading without the player.
+    let mut output = String::new();
+    for line in lines {
+        if let Ok(serde_json::Value::Array(e)) = serde_json::from_str::<serde_json::Value>(line) {
+            match (e.get(1).and_then(|k| k.as_str()), e.get(2).and_then(|d| d.as_str())) {
+                (Some("o"), Some(d)) => output.push_str(d),
+                (Some("m"), Some(d)) => {
+                    let _ = write!(output, "\n[sluice: {d}]\n");
+                }
+                _ => {}
+            }
+        }
+    }
+    let body = format!(
+        "<p class=\"meta\">{} · {} · {}×{}</p>\
+         <div class=\"player\" data-cast=\"/console/sessions/{id}.cast\">\
+         <p class=\"controls\"><button type=\"button\" class=\"play\" hidden>Play</button> \
+         <label>Speed <select class=\"speed\" hidden><option value=\"1\">1×</option><option value=\"4\" selected>4×</option><option value=\"16\">16×</option></select></label> \
+         <progress class=\"progress\" max=\"1\" value=\"0\" hidden></progress></p>\
+         <pre class=\"screen\">{}</pre></div>\
+         <p><a href=\"/console/sessions/{id}.cast\" download>Download the recording</a> (asciicast v2; <code>sluice sessions play</code> replays it in a terminal)</p>",
+        esc(header["title"].as_str().unwrap_or(id)),
+        time(header["timestamp"].as_u64().unwrap_or(0) * 1000),
+        header["width"].as_u64().unwrap_or(80),
+        header["height"].as_u64().unwrap_or(24),
+        esc(&plain(&output)),
+        id = esc(id),
+    );
+    page(200, "Session replay", Some((identity, csrf)), &body)
+}
+
+/// Terminal output as plain text: escape sequences dropped, carriage
+/// returns folded (what a reader without the player sees).
+fn plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    for d in chars.by_ref() {
+                        if ('@'..='~').contains(&d) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(d) = chars.next() {
+                        if d == '\u{7}' {
+                            break;
+                        }
+                        if d == '\u{1b}' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            '\u{8}' => {
+                out.pop();
+            }
+            c if c.is_control() && c != '\n' && c != '\t' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `GET /console/events`: server-sent events, `approvals` whenever what the
 /// caller may see changes (checked each second), for up to five minutes.
 pub async fn events(shard: Rc<Shard>, identity: Option<Identity>, mut stream: TcpStream) {
@@ -890,7 +1056,7 @@ const SECURITY_HEADERS: &str = "content-security-policy: default-src 'none'; scr
 fn page(status: u16, title: &str, who: Option<(&Identity, &str)>, body: &str) -> Vec<u8> {
     let nav = match who {
         Some((identity, csrf)) => format!(
-            "<nav><a href=\"/console/approvals\">Approvals</a><a href=\"/console/audit\">Audit</a>\
+            "<nav><a href=\"/console/approvals\">Approvals</a><a href=\"/console/audit\">Audit</a><a href=\"/console/sessions\">Sessions</a>\
              <span class=\"who\">{}</span>\
              <form method=\"post\" action=\"/console/signout\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" class=\"link\">Sign out</button></form></nav>",
             esc(&identity.subject)
@@ -1093,5 +1259,13 @@ mod tests {
                 && !constant_eq(b"abc", b"abd")
                 && !constant_eq(b"ab", b"abc")
         );
+        assert_eq!(
+            plain("\u{1b}[1;32muser@host\u{1b}[0m:~$ ls\r\nab\u{8}c\u{1b}]0;title\u{7}\n"),
+            "user@host:~$ ls\nac\n"
+        );
+        for bad in ["", "../x", "..", ".hidden", "a/b", "a%2fb", "a b"] {
+            assert_eq!(recording_id(bad), None, "{bad}");
+        }
+        assert_eq!(recording_id("web1-4ce8a609-1"), Some("web1-4ce8a609-1"));
     }
 }
