@@ -200,6 +200,8 @@ pub struct Gateway {
     /// Number of shards; `0` means one per available core.
     pub shards: usize,
     pub admin: Option<SocketAddr>,
+    /// The admin listener speaks TLS (with `[tls]`'s certificate).
+    pub admin_tls: bool,
     /// How long open sessions may run after a stop signal before the process exits.
     pub drain_timeout: Duration,
     /// How long to wait for an upstream connection.

@@ -79,6 +79,8 @@ pub enum ApprovalMode {
 pub struct RawGateway {
     pub shards: Option<Spanned<i64>>,
     pub admin: Option<Spanned<String>>,
+    /// Serve the admin listener (API and console) over TLS with `[tls]`.
+    pub admin_tls: Option<Spanned<bool>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub head_timeout: Option<Spanned<String>>,

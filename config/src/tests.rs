@@ -1099,3 +1099,26 @@ fn state_section_is_checked_before_the_first_connection() {
         "t.toml:7:1: `[state]` needs `postgres`",
     );
 }
+
+#[test]
+fn console_and_admin_tls_are_checked() {
+    let id = "[identity]\nissuer = \"https://idp.example/\"\naudience = \"sluice\"\njwks = \"file:/dev/null\"\n";
+    let ok = format!("{TCP_OK}{id}[console]\nclient_id = \"sluice-console\"\nurl = \"https://gw.example:9470/\"\n");
+    let c = parse(&ok, "t.toml", env).unwrap().console.unwrap();
+    assert_eq!(c.url, "https://gw.example:9470");
+    assert_eq!(c.scopes, "openid profile");
+    let got = errors(&format!(
+        "{TCP_OK}[console]\nclient_id = \"x\"\nurl = \"gw.example/console\"\nscopes = \"profile\"\n"
+    ));
+    for want in [
+        "t.toml:7:1: `[console]` signs in with `[identity]`'s issuer",
+        "t.toml:9:7: invalid console url `gw.example/console`",
+        "t.toml:10:10: `scopes` must include `openid`",
+    ] {
+        assert!(got.contains(want), "missing {want:?} in:\n{got}");
+    }
+    assert_error(
+        &format!("[gateway]\nadmin = \"127.0.0.1:9470\"\nadmin_tls = true\n{TCP_OK}"),
+        "t.toml:3:13: `admin_tls = true` serves the admin listener with `[tls]`'s certificate",
+    );
+}

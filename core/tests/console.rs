@@ -451,15 +451,24 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
     let screen = b.text(".player .screen");
     assert!(screen.contains("bob@web1:~$ uptime"), "{screen}");
     assert!(screen.contains("load average: 0.01"), "{screen}");
-    assert!(screen.contains("bob@web1:~$ exit"), "the player applies backspaces: {screen}");
-    assert!(!screen.contains("[1;32m"), "escape sequences are drawn, not shown: {screen}");
+    assert!(
+        screen.contains("bob@web1:~$ exit"),
+        "the player applies backspaces: {screen}"
+    );
+    assert!(
+        !screen.contains("[1;32m"),
+        "escape sequences are drawn, not shown: {screen}"
+    );
     b.click(".player button.play");
     shots.push(b.screenshot("8-session-replay"));
     for bad in ["..%2F..%2Fetc%2Fpasswd", "..", ".%2E%2Fsecret.cast"] {
         let r = ureq::get(&format!("{console}/console/sessions/{bad}"))
             .header("Cookie", &format!("sluice_console={cookie}"))
             .call();
-        assert!(matches!(r, Err(ureq::Error::StatusCode(404))), "{bad}: {r:?}");
+        assert!(
+            matches!(r, Err(ureq::Error::StatusCode(404))),
+            "{bad}: {r:?}"
+        );
     }
 
     // Every page carries the strict policy.
@@ -700,4 +709,70 @@ fn sign_in_with_the_identity_provider_uses_pkce_and_each_callback_once() {
 
 fn shots_dir_note(path: PathBuf) {
     eprintln!("screenshot: {}", path.display());
+}
+
+/// `admin_tls = true`: the API and the console speak TLS with `[tls]`'s
+/// certificate, and the session cookie is `Secure`.
+#[test]
+fn the_admin_listener_serves_tls_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let admin = free_addr();
+    let config = format!(
+        "[gateway]\nshards = 1\nadmin = \"{admin}\"\nadmin_tls = true\n{}\
+         [tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [[target]]\nname = \"cache\"\nprotocol = \"tcp\"\nlisten = \"{}\"\nupstream = \"127.0.0.1:9\"\naccess = [\"*\"]\n",
+        keys.identity_block(),
+        cert_path.display(),
+        key_path.display(),
+        free_addr(),
+    );
+    let _sluice = Sluice::start(&config);
+    let curl = |args: &[&str]| {
+        let o = Command::new("curl")
+            .args(["-s", "--max-time", "10", "--cacert"])
+            .arg(&cert_path)
+            .args([
+                "--resolve",
+                &format!("localhost:{}:127.0.0.1", admin.port()),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let health = curl(&[&format!("https://localhost:{}/healthz", admin.port())]);
+    assert!(health.contains("\"ok\""), "{health}");
+    let token = keys.token("bob", &["dba"]);
+    let head = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "--data-urlencode",
+        &format!("token={token}"),
+        &format!("https://localhost:{}/console/signin", admin.port()),
+    ]);
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    // Plain HTTP gets nothing.
+    let plain = Command::new("curl")
+        .args(["-s", "--max-time", "5", &format!("http://{admin}/healthz")])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("\"ok\""));
 }

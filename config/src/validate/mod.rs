@@ -491,6 +491,14 @@ pub(crate) fn validate(
         }
     });
 
+    if let (Some(t), None) = (&raw.gateway.admin_tls, &raw.tls) {
+        if *t.get_ref() {
+            c.error(
+                t.span(),
+                "`admin_tls = true` serves the admin listener with `[tls]`'s certificate: add `[tls]`",
+            );
+        }
+    }
     let tls = raw.tls.as_ref().map(|t| {
         let t = t.get_ref();
         for (v, key) in [(&t.cert, "tls.cert"), (&t.key, "tls.key")] {

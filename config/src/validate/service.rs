@@ -115,6 +115,7 @@ pub(super) fn gateway(c: &mut Checker, g: &RawGateway) -> Gateway {
             .admin
             .as_ref()
             .and_then(|a| c.socket_addr(a, "admin address")),
+        admin_tls: g.admin_tls.as_ref().is_some_and(|t| *t.get_ref()),
         drain_timeout: c.duration(&g.drain_timeout, "drain_timeout", Duration::from_secs(30)),
         connect_timeout: c.duration(
             &g.connect_timeout,

@@ -20,7 +20,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 use sluice_protocols::http;
 
 use super::approvals::may_see;
@@ -284,7 +283,7 @@ fn cookie(req: &http::Request<'_, '_>) -> Option<String> {
 }
 
 pub(super) fn set_cookie(shard: &Shard, id: &str) -> String {
-    let secure = if shard.shared.tls.is_some() {
+    let secure = if shard.generation().config.gateway.admin_tls {
         "; Secure"
     } else {
         ""
@@ -857,14 +856,23 @@ fn recording_id(id: &str) -> Option<&str> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     ok.then_some(id)
 }
 
 fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
     let dir = match recordings(shard, identity) {
         Ok(d) => d,
-        Err(why) => return page(403, "Sessions", Some((identity, csrf)), &format!("<p class=\"error\">{why}</p>")),
+        Err(why) => {
+            return page(
+                403,
+                "Sessions",
+                Some((identity, csrf)),
+                &format!("<p class=\"error\">{why}</p>"),
+            )
+        }
     };
     let mut files: Vec<(u64, String, u64, String)> = std::fs::read_dir(&dir)
         .into_iter()
@@ -872,10 +880,16 @@ fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let path = e.path();
-            let id = path.file_name()?.to_str()?.strip_suffix(".cast")?.to_owned();
+            let id = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".cast")?
+                .to_owned();
             let size = e.metadata().ok()?.len();
             let file = std::fs::File::open(&path).ok()?;
-            let first = std::io::BufRead::lines(std::io::BufReader::new(file)).next()?.ok()?;
+            let first = std::io::BufRead::lines(std::io::BufReader::new(file))
+                .next()?
+                .ok()?;
             let header: serde_json::Value = serde_json::from_str(&first).ok()?;
             Some((
                 header["timestamp"].as_u64().unwrap_or(0),
@@ -888,7 +902,9 @@ fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
     files.sort_by(|a, b| b.0.cmp(&a.0));
     let mut out = String::new();
     if files.is_empty() {
-        out.push_str("<p class=\"empty\">No recorded sessions yet (SSH sessions are recorded).</p>");
+        out.push_str(
+            "<p class=\"empty\">No recorded sessions yet (SSH sessions are recorded).</p>",
+        );
     }
     out.push_str("<ol class=\"records\">");
     for (ts, id, size, title) in files.iter().take(500) {
@@ -907,17 +923,34 @@ fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
 fn session_page(shard: &Shard, rest: &str, identity: &Identity, csrf: &str) -> Vec<u8> {
     let dir = match recordings(shard, identity) {
         Ok(d) => d,
-        Err(why) => return page(403, "Sessions", Some((identity, csrf)), &format!("<p class=\"error\">{why}</p>")),
+        Err(why) => {
+            return page(
+                403,
+                "Sessions",
+                Some((identity, csrf)),
+                &format!("<p class=\"error\">{why}</p>"),
+            )
+        }
     };
     let (raw, id) = match rest.strip_suffix(".cast") {
         Some(id) => (true, id),
         None => (false, rest),
     };
     let Some(id) = recording_id(id) else {
-        return page(404, "Sessions", Some((identity, csrf)), "<p>No such recording.</p>");
+        return page(
+            404,
+            "Sessions",
+            Some((identity, csrf)),
+            "<p>No such recording.</p>",
+        );
     };
     let Ok(text) = std::fs::read_to_string(dir.join(format!("{id}.cast"))) else {
-        return page(404, "Sessions", Some((identity, csrf)), "<p>No such recording.</p>");
+        return page(
+            404,
+            "Sessions",
+            Some((identity, csrf)),
+            "<p>No such recording.</p>",
+        );
     };
     if raw {
         let mut out = format!(
@@ -937,7 +970,10 @@ fn session_page(shard: &Shard, rest: &str, identity: &Identity, csrf: &str) -> V
     let mut output = String::new();
     for line in lines {
         if let Ok(serde_json::Value::Array(e)) = serde_json::from_str::<serde_json::Value>(line) {
-            match (e.get(1).and_then(|k| k.as_str()), e.get(2).and_then(|d| d.as_str())) {
+            match (
+                e.get(1).and_then(|k| k.as_str()),
+                e.get(2).and_then(|d| d.as_str()),
+            ) {
                 (Some("o"), Some(d)) => output.push_str(d),
                 (Some("m"), Some(d)) => {
                     let _ = write!(output, "\n[sluice: {d}]\n");
@@ -1005,7 +1041,11 @@ fn plain(s: &str) -> String {
 
 /// `GET /console/events`: server-sent events, `approvals` whenever what the
 /// caller may see changes (checked each second), for up to five minutes.
-pub async fn events(shard: Rc<Shard>, identity: Option<Identity>, mut stream: TcpStream) {
+pub async fn events<S: monoio::io::AsyncWriteRent>(
+    shard: Rc<Shard>,
+    identity: Option<Identity>,
+    mut stream: S,
+) {
     let Some(identity) = identity else {
         let _ = stream
             .write_all(page(401, "Signed out", None, "<p>Sign in again.</p>"))

@@ -10,8 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use sluice_protocols::{http, Status};
 
 use crate::metrics::{render, ErrorKind};
@@ -26,7 +25,7 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 64 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn serve_connection<S: AsyncReadRent + AsyncWriteRent>(shard: Rc<Shard>, mut stream: S) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         // The console's event stream keeps the connection: who asks for it.

@@ -64,8 +64,8 @@ pub async fn run(
     }
     if let Some(listener) = admin {
         let s = shard.clone();
-        monoio::spawn(accept_loop(shard.clone(), listener, move |stream, _| {
-            crate::admin::serve_connection(s.clone(), stream)
+        monoio::spawn(accept_loop(shard.clone(), listener, move |stream, peer| {
+            admin_connection(s.clone(), stream, peer)
         }));
     }
 
@@ -189,5 +189,34 @@ where
                 }
             }
         }
+    }
+}
+
+/// One admin connection: over TLS with `[tls]`'s certificate when
+/// `gateway.admin_tls`, else plain.
+async fn admin_connection(
+    shard: Rc<Shard>,
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let tls = shard.generation().config.gateway.admin_tls;
+    let Some(config) = shard.shared.tls.clone().filter(|_| tls) else {
+        return crate::admin::serve_connection(shard, stream).await;
+    };
+    let acceptor = monoio_rustls::TlsAcceptor::from(config);
+    match monoio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => crate::admin::serve_connection(shard, tls).await,
+        Ok(Err(e)) => crate::info!(
+            "tls_handshake_failed",
+            target = "admin",
+            peer = peer,
+            error = e
+        ),
+        Err(_) => crate::info!(
+            "tls_handshake_failed",
+            target = "admin",
+            peer = peer,
+            error = "timed out"
+        ),
     }
 }
