@@ -899,7 +899,7 @@ fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
             ))
         })
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     let mut out = String::new();
     if files.is_empty() {
         out.push_str(
