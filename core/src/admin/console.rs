@@ -13,10 +13,8 @@
 //! - Votes go through the same approval service as the API and the CLI: the
 //!   segregation-of-duties rules are the store's, whatever the page shows.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use monoio::io::AsyncWriteRentExt;
@@ -24,14 +22,11 @@ use sluice_protocols::http;
 
 use super::approvals::may_see;
 use crate::approvals::{Decision, Request, State, VoteError, Voter, CALL_TIMEOUT};
-use crate::identity::{unix_now, Identity};
+use crate::identity::sessions::LINK_TTL;
+use crate::identity::Identity;
 use crate::shard::Shard;
 
 const COOKIE: &str = "sluice_console";
-/// How long a one-time sign-in link is good for.
-const LINK_TTL: u64 = 60;
-/// Most sessions and links kept (oldest dropped first).
-const MAX_SESSIONS: usize = 10_000;
 /// Audit records on one page.
 const PAGE: usize = 50;
 /// An event stream ends after this long (the browser reconnects).
@@ -39,94 +34,6 @@ const STREAM_FOR: Duration = Duration::from_secs(300);
 
 const CSS: &str = include_str!("console/console.css");
 const JS: &str = include_str!("console/console.js");
-
-/// Signed-in browsers and unused sign-in links, shared by every shard.
-#[derive(Default)]
-pub struct Sessions {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-pub(super) struct Inner {
-    sessions: HashMap<String, Session>,
-    /// One-time sign-in links: who, and until when (Unix seconds).
-    links: HashMap<String, (Identity, u64)>,
-    /// Sign-ins away at the identity provider: state → (PKCE verifier, until).
-    pub(super) flows: HashMap<String, (String, u64)>,
-}
-
-struct Session {
-    identity: Identity,
-    csrf: String,
-}
-
-fn random_id() -> String {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(super) fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.lock()
-    }
-
-    pub(super) fn open(&self, identity: Identity) -> (String, String) {
-        let (id, csrf) = (random_id(), random_id());
-        let mut inner = self.lock();
-        let now = unix_now();
-        inner.sessions.retain(|_, s| s.identity.expires_at > now);
-        if inner.sessions.len() >= MAX_SESSIONS {
-            return (String::new(), String::new());
-        }
-        inner.sessions.insert(
-            id.clone(),
-            Session {
-                identity,
-                csrf: csrf.clone(),
-            },
-        );
-        (id, csrf)
-    }
-
-    fn get(&self, id: &str) -> Option<(Identity, String)> {
-        let mut inner = self.lock();
-        let s = inner.sessions.get(id)?;
-        if s.identity.expires_at <= unix_now() {
-            inner.sessions.remove(id);
-            return None;
-        }
-        Some((s.identity.clone(), s.csrf.clone()))
-    }
-
-    fn close(&self, id: &str) {
-        self.lock().sessions.remove(id);
-    }
-
-    /// A one-time sign-in link for `identity` (whose session ends when its
-    /// token would have).
-    fn link(&self, identity: Identity) -> String {
-        let code = random_id();
-        let mut inner = self.lock();
-        let now = unix_now();
-        inner.links.retain(|_, (_, until)| *until > now);
-        if inner.links.len() < MAX_SESSIONS {
-            inner.links.insert(code.clone(), (identity, now + LINK_TTL));
-        }
-        code
-    }
-
-    /// Spends a link: the identity it was made for (once, within its minute).
-    fn redeem(&self, code: &str) -> Option<Identity> {
-        let (identity, until) = self.lock().links.remove(code)?;
-        let now = unix_now();
-        (until > now && identity.expires_at > now).then_some(identity)
-    }
-}
 
 /// Is this a console path (served here, not by the JSON API)?
 pub fn handles(path: &str) -> bool {
@@ -593,7 +500,7 @@ fn filters(req: &http::Request<'_, '_>) -> Result<(crate::audit::verify::Filter,
     let get = |k: &str| given.iter().find(|(g, _)| *g == k).map(|(_, v)| v.clone());
     let time = |k: &str| {
         get(k)
-            .map(|v| crate::cli::audit::parse_time(&v))
+            .map(|v| crate::audit::verify::parse_time(&v))
             .transpose()
     };
     Ok((

@@ -15,11 +15,9 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use sluice_protocols::http;
 
-use super::console::{self, Sessions};
+use super::console;
 use crate::shard::Shard;
 
-/// How long a sign-in may take between leaving for the provider and coming back.
-pub const FLOW_TTL: u64 = 600;
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn b64url(bytes: &[u8]) -> String {
@@ -233,25 +231,5 @@ pub async fn callback(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
                 &format!("The identity provider's token was refused: {e}"),
             )
         }
-    }
-}
-
-impl Sessions {
-    /// A sign-in that left for the provider.
-    pub(super) fn begin_flow(&self, state: &str, verifier: &str) {
-        let mut inner = self.inner();
-        let now = crate::identity::unix_now();
-        inner.flows.retain(|_, (_, until)| *until > now);
-        if inner.flows.len() < 10_000 {
-            inner
-                .flows
-                .insert(state.to_owned(), (verifier.to_owned(), now + FLOW_TTL));
-        }
-    }
-
-    /// The verifier of the flow `state` names (once, within its time).
-    pub(super) fn finish_flow(&self, state: &str) -> Option<String> {
-        let (verifier, until) = self.inner().flows.remove(state)?;
-        (until > crate::identity::unix_now()).then_some(verifier)
     }
 }

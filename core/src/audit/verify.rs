@@ -406,6 +406,40 @@ pub fn search_logs(
     Ok(found.len() as u64)
 }
 
+/// `2026-11-26T22:00:00Z` (or with a fractional part / offset-free) or an age.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Some(d) = sluice_config::parse_duration(s) {
+        return Ok(crate::audit::now_ms().saturating_sub(d.as_millis() as u64));
+    }
+    let bad = || format!("invalid time `{s}`: use 2026-11-26T22:00:00Z or an age like 1h");
+    let s = s.trim_end_matches('Z');
+    let (date, time) = s.split_once('T').ok_or_else(bad)?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let t: Vec<f64> = time
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    if d.len() != 3 || t.len() != 3 {
+        return Err(bad());
+    }
+    let days = days_from_civil(d[0], d[1] as u32, d[2] as u32);
+    let secs = days as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2];
+    Ok((secs * 1000.0) as u64)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// CSV columns of `sluice audit export --format csv`.
 pub const CSV_COLUMNS: &[&str] = super::event::FIELDS;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod approvals;
-pub(crate) mod audit;
+mod audit;
 mod demo;
 mod sessions;
 

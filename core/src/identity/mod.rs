@@ -17,6 +17,7 @@
 
 pub mod cache;
 pub mod jwks;
+pub mod sessions;
 pub mod token;
 mod verify;
 

@@ -47,7 +47,7 @@ pub struct Shared {
     /// The SSH endpoint's counters (it runs beside the shards, not in them).
     pub ssh_metrics: Arc<crate::metrics::SshMetrics>,
     /// The web console's signed-in browsers and one-time links.
-    pub console: crate::admin::console::Sessions,
+    pub console: crate::identity::sessions::Sessions,
 }
 
 impl Shared {
