@@ -190,6 +190,15 @@ impl Browser {
             .to_owned()
     }
 
+    /// Moves the pointer to the window's corner.
+    fn park_pointer(&self) {
+        self.post(
+            "/actions",
+            json!({"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+                "actions": [{"type": "pointerMove", "duration": 0, "x": 0, "y": 0, "origin": "viewport"}]}]}),
+        );
+    }
+
     fn resize(&self, width: u32, height: u32) {
         self.post("/window/rect", json!({ "width": width, "height": height }));
     }
@@ -219,6 +228,38 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// A request's state through the approvals API.
+fn s_request_state(s: &Setup, token: &str, id: u64) -> String {
+    let r = ureq::get(&format!("http://{}/api/approvals/{id}", s.admin))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    let v: Value = serde_json::from_str(&r.into_body().read_to_string().unwrap()).unwrap();
+    v["state"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A POST as a page of `origin` would send it.
+fn post_form_from(
+    admin: SocketAddr,
+    path: &str,
+    cookie: &str,
+    body: &str,
+    origin: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nOrigin: {origin}\r\nCookie: sluice_console={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    (out.split(' ').nth(1).unwrap().parse().unwrap(), out)
 }
 
 /// A raw POST with a cookie: what a forged form would send.
@@ -268,6 +309,9 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
     b.type_into("#token", &bob);
     b.click("form.signin button");
     b.wait("#approvals", 10);
+    // (The live list waits while the pointer rests on it: move it away, as a
+    // person watching for news would.)
+    b.park_pointer();
     assert!(b.source().contains("Nothing waits for a decision"));
     let cookie = b.cookie("sluice_console");
     assert_eq!(cookie.len(), 64, "a session cookie");
@@ -328,24 +372,33 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
         "{link}"
     );
     let requester = Browser::start();
+    // Opening the link (as a chat preview would) spends nothing; its button does.
+    let preview = ureq::get(&link).call().expect("the link's page");
+    assert_eq!(preview.status(), 200);
     requester.open(&link);
+    requester.click("form.link button");
     requester.wait("#approvals", 10);
     let agent_cookie = requester.cookie("sluice_console");
     // Used once.
-    let reused = ureq::get(&link).call();
-    assert!(
-        matches!(reused, Err(ureq::Error::StatusCode(410))),
-        "a link works once: {reused:?}"
-    );
+    let path = link.trim_start_matches(&console).to_owned();
+    let (status, _) = post_form(s.admin, &path, "", "");
+    assert_eq!(status, 410, "a link works once");
     let held = psql_bg(
         s.db,
         &agent,
-        "second-one",
+        "<script>alert(1)</script>\"onmouseover=x",
         "DELETE FROM orders WHERE id = 2",
     );
     requester.wait("article.request", 20);
     let src = requester.source();
     assert!(src.contains("This is your request"), "{src}");
+    assert!(
+        !src.contains("<script>alert"),
+        "markup in a reason is text: {src}"
+    );
+    assert!(requester
+        .text("article.request .justification")
+        .contains("<script>alert(1)</script>"));
     assert!(
         requester.find("article.request form.vote").is_none(),
         "no buttons on one's own request"
@@ -387,6 +440,37 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
     );
     assert_eq!(status, 403, "{page}");
     assert!(page.contains("CSRF"), "{page}");
+    // The right token from another site's page: refused by its Origin.
+    let bob_csrf = {
+        let src = b.source();
+        let at = src
+            .find("name=\"csrf\" value=\"")
+            .expect("a CSRF token in the page")
+            + 19;
+        src[at..at + 64].to_owned()
+    };
+    let (status, page) = post_form_from(
+        s.admin,
+        &format!("/console/approvals/{id}/approve"),
+        &cookie,
+        &format!("csrf={bob_csrf}&comment=cross-site"),
+        "https://evil.example",
+    );
+    assert_eq!(status, 403, "{page}");
+    // Nor may another site sign a browser in with its own token.
+    let (status, _) = post_form_from(
+        s.admin,
+        "/console/signin",
+        "",
+        &format!("token={agent}"),
+        "https://evil.example",
+    );
+    assert_eq!(status, 403);
+    assert_eq!(
+        s_request_state(&s, &bob, id),
+        "pending",
+        "nothing was decided"
+    );
 
     // Bob denies with a comment: it reaches the requester's error.
     b.open(&format!("{console}/console/approvals"));
@@ -666,45 +750,82 @@ fn sign_in_with_the_identity_provider_uses_pkce_and_each_callback_once() {
     ))
     .call();
     assert!(matches!(r, Err(ureq::Error::StatusCode(401))), "{r:?}");
-    // A state the console issued, with a code the provider never gave: no session.
-    let started = ureq::Agent::config_builder()
+    // By hand, without a browser: each step's redirect read, not followed.
+    let http = ureq::Agent::config_builder()
         .max_redirects(0)
         .http_status_as_error(false)
         .build()
-        .new_agent()
-        .get(&format!("http://{admin}/console/oidc/start"))
+        .new_agent();
+    let header = |r: &ureq::http::Response<ureq::Body>, name: &str| {
+        r.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let flow = || {
+        let started = http
+            .get(&format!("http://{admin}/console/oidc/start"))
+            .call()
+            .unwrap();
+        let location = header(&started, "location").remove(0);
+        assert!(
+            location.contains("code_challenge_method=S256"),
+            "{location}"
+        );
+        let browser = header(&started, "set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("sluice_oidc="))
+            .expect("the flow's cookie");
+        assert!(
+            browser.contains("HttpOnly") && browser.contains("SameSite=Lax"),
+            "{browser}"
+        );
+        let browser = browser.split(';').next().unwrap().to_owned();
+        let at_idp = http.get(&location).call().unwrap();
+        let callback = header(&at_idp, "location").remove(0);
+        (browser, callback)
+    };
+    // The flow's own browser signs in; the same callback again does not.
+    let (browser, callback) = flow();
+    let first = http
+        .get(&callback)
+        .header("Cookie", &browser)
         .call()
         .unwrap();
-    let location = started
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap()
-        .to_owned();
-    assert!(
-        location.contains("code_challenge_method=S256"),
-        "{location}"
+    assert_eq!(first.status(), 200);
+    assert!(header(&first, "set-cookie")
+        .iter()
+        .any(|c| c.starts_with("sluice_console=")));
+    let again = http
+        .get(&callback)
+        .header("Cookie", &browser)
+        .call()
+        .unwrap();
+    assert_eq!(again.status(), 400, "a callback works once");
+    assert_eq!(idp.traded.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A callback opened in another browser (a victim sent the attacker's
+    // callback, or an attacker holding someone's) signs nobody in.
+    let (_, callback) = flow();
+    let elsewhere = http.get(&callback).call().unwrap();
+    assert_eq!(elsewhere.status(), 400);
+    assert!(header(&elsewhere, "set-cookie")
+        .iter()
+        .all(|c| !c.starts_with("sluice_console=")));
+    assert_eq!(
+        idp.traded.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "no code traded"
     );
-    let state = location
-        .split("state=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let forged = ureq::Agent::config_builder()
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .build()
-        .new_agent()
-        .get(&format!(
-            "http://{admin}/console/oidc/callback?code=forged&state={state}"
-        ))
-        .call()
-        .unwrap();
-    assert_eq!(forged.status(), 502);
-    assert!(forged.headers().get("set-cookie").is_none());
-    assert_eq!(idp.traded.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A code the provider never gave, with a real state: no session.
+    let (browser, callback) = flow();
+    let forged = callback.replace("code=code-", "code=forged-");
+    let r = http.get(&forged).header("Cookie", &browser).call().unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(header(&r, "set-cookie")
+        .iter()
+        .all(|c| !c.starts_with("sluice_console=")));
 }
 
 fn shots_dir_note(path: PathBuf) {

@@ -27,6 +27,10 @@ use crate::identity::Identity;
 use crate::shard::Shard;
 
 const COOKIE: &str = "sluice_console";
+/// Largest audit export the console builds (the CLI has no limit).
+const MAX_EXPORT: usize = 64 << 20;
+/// Largest recording the console shows in the page.
+const MAX_RECORDING: u64 = 16 << 20;
 /// Audit records on one page.
 const PAGE: usize = 50;
 /// An event stream ends after this long (the browser reconnects).
@@ -58,7 +62,10 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
         ("GET", "/console/signin") => page(200, "Sign in", None, &signin_form(shard, None)),
         ("GET", "/console/oidc/start") => super::oidc::start(shard).await,
         ("GET", "/console/oidc/callback") => super::oidc::callback(shard, req).await,
-        ("POST", "/console/signin") => signin(shard, req, body).await,
+        ("POST", "/console/signin") => match same_origin(shard, req) {
+            true => signin(shard, body).await,
+            false => page(403, "Refused", None, CROSS_SITE),
+        },
         ("POST", "/console/signout") => {
             if let (Some((_, csrf)), Some(id)) = (&session, cookie(req)) {
                 if form_field(body, "csrf").as_deref() == Some(csrf.as_str()) {
@@ -68,27 +75,39 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
             redirect("/console/signin", Some(&clear_cookie()))
         }
         ("POST", "/api/console/link") => make_link(shard, req).await,
+        // Opening a link only asks: a link scanner or a chat preview that
+        // fetches it spends nothing. The button (a same-origin POST) signs in.
         ("GET", p) if p.starts_with("/console/link/") => {
             let code = &p["/console/link/".len()..];
-            match shard.shared.console.redeem(code) {
-                Some(identity) => {
-                    let (id, _) = shard.shared.console.open(identity);
-                    redirect("/console/approvals", Some(&set_cookie(shard, &id)))
-                }
-                None => page(
-                    410,
-                    "Link used or expired",
+            match shard.shared.console.link_valid(code) {
+                true => page(
+                    200,
+                    "Sign in",
                     None,
                     &format!(
-                        "<p class=\"error\">This sign-in link was used already or has expired (links last {LINK_TTL} seconds and work once).</p>{}",
-                        signin_form(shard, None)
+                        "<form method=\"post\" action=\"/console/link/{}\" class=\"signin link\"><p>This one-time link signs you in to the console.</p><button type=\"submit\">Sign in</button></form>",
+                        esc(code)
                     ),
                 ),
+                false => link_gone(shard),
+            }
+        }
+        ("POST", p) if p.starts_with("/console/link/") => {
+            if !same_origin(shard, req) {
+                return page(403, "Refused", None, CROSS_SITE);
+            }
+            let code = &p["/console/link/".len()..];
+            match shard.shared.console.redeem(code) {
+                Some(identity) => sign_in_as(shard, identity, "link", false),
+                None => link_gone(shard),
             }
         }
         (_, _) => {
             let Some((identity, csrf)) = session else {
+                let listing = query_param(req.query(), "part").is_some();
                 return match req.method {
+                    // The live list's fetch: say so, never a page to insert.
+                    "GET" if listing => fragment_status(401, "<p class=\"error\">Your session has ended: <a href=\"/console/signin\">sign in again</a>.</p>"),
                     "GET" => redirect("/console/signin", None),
                     _ => page(
                         401,
@@ -113,22 +132,17 @@ async fn signed_in(
     let path = req.path();
     if req.method == "POST" {
         // Only forms of this console, from this console.
-        let same_origin = req.header("origin").is_none_or(|o| {
-            let host = req.header("host").unwrap_or_default();
-            o.strip_prefix(b"http://")
-                .or_else(|| o.strip_prefix(b"https://"))
-                == Some(host)
-        });
+        let origin_ok = same_origin(shard, req);
         let token_ok =
             form_field(body, "csrf").is_some_and(|t| constant_eq(t.as_bytes(), csrf.as_bytes()));
-        if !same_origin || !token_ok {
+        if !origin_ok || !token_ok {
             crate::warn!(
                 "console_form_refused",
                 subject = identity.subject,
                 path = path,
                 origin = String::from_utf8_lossy(req.header("origin").unwrap_or_default()),
-                csrf_ok = token_ok,
-                body = String::from_utf8_lossy(&body[..body.len().min(200)])
+                origin_ok = origin_ok,
+                csrf_ok = token_ok
             );
             return page(
                 403,
@@ -145,9 +159,20 @@ async fn signed_in(
             if part.as_deref() == Some("list") {
                 return fragment(&list);
             }
-            let flash = query_param(req.query(), "done")
-                .map(|d| format!("<p class=\"flash\" role=\"status\">{}</p>", esc(&d)))
-                .unwrap_or_default();
+            // The flash names what this console did; nothing a link can word.
+            let id = query_param(req.query(), "id").and_then(|i| i.parse::<u64>().ok());
+            let done = match (query_param(req.query(), "done").as_deref(), id) {
+                (Some("approved"), Some(id)) => format!("Request {id} approved."),
+                (Some("denied"), Some(id)) => format!("Request {id} denied."),
+                (Some("counted"), Some(id)) => {
+                    format!("Your approval of request {id} is counted; it needs more.")
+                }
+                _ => String::new(),
+            };
+            let flash = match done.is_empty() {
+                true => String::new(),
+                false => format!("<p class=\"flash\" role=\"status\">{done}</p>"),
+            };
             page(
                 200,
                 "Approvals",
@@ -158,12 +183,13 @@ async fn signed_in(
         ("POST", p) if p.starts_with("/console/approvals/") => {
             vote(shard, p, body, identity, csrf).await
         }
-        ("GET", "/console/audit") => audit_page(shard, req, identity, csrf),
-        ("GET", "/console/audit/export") => audit_export(shard, req, identity),
-        ("POST", "/console/audit/verify") => audit_verify(shard, identity, csrf),
-        ("GET", "/console/sessions") => sessions_page(shard, identity, csrf),
+        ("GET", "/console/audit") => audit_page(shard, req, identity, csrf).await,
+        ("GET", "/console/audit/export") => audit_export(shard, req, identity).await,
+        ("POST", "/console/audit/verify") => audit_verify(shard, identity, csrf).await,
+        ("GET", "/console/sessions") => sessions_page(shard, identity, csrf).await,
         ("GET", p) if p.starts_with("/console/sessions/") => {
-            session_page(shard, &p["/console/sessions/".len()..], identity, csrf)
+            let rest = p["/console/sessions/".len()..].to_owned();
+            session_page(shard, rest, identity, csrf).await
         }
         _ => page(
             404,
@@ -172,6 +198,73 @@ async fn signed_in(
             "<p>No such page.</p>",
         ),
     }
+}
+
+const CROSS_SITE: &str =
+    "<p class=\"error\">This form did not come from this console: nothing was done.</p>";
+
+/// Does a POST come from this console? Browsers send `Origin` on every POST;
+/// it must name the console's own address (`[console] url`, else this
+/// request's `Host`). A client that sends none (curl) is not a browser
+/// another site could drive.
+fn same_origin(shard: &Shard, req: &http::Request<'_, '_>) -> bool {
+    let Some(origin) = req.header("origin") else {
+        return true;
+    };
+    if let Some(console) = &shard.generation().config.console {
+        return origin == console.url.as_bytes();
+    }
+    let host = req.header("host").unwrap_or_default();
+    origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"))
+        == Some(host)
+}
+
+/// Opens a session for `identity` and lands on the approvals. After a
+/// sign-in that came from another site (the identity provider's redirect),
+/// the landing is a page of this origin that moves on by itself: a
+/// `SameSite=Strict` cookie rides only on a navigation this site started.
+pub(super) fn sign_in_as(
+    shard: &Shard,
+    identity: Identity,
+    how: &str,
+    cross_site: bool,
+) -> Vec<u8> {
+    let Some((id, _)) = shard.shared.console.open(identity.clone()) else {
+        return page(
+            503,
+            "Sign in",
+            None,
+            &signin_form(shard, Some("Too many sessions are open; try again later.")),
+        );
+    };
+    crate::info!("console_signin", subject = identity.subject, how = how);
+    let cookie = set_cookie(shard, &id);
+    if !cross_site {
+        return redirect("/console/approvals", Some(&cookie));
+    }
+    let html = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=/console/approvals\"><title>Signed in · Sluice</title></head><body><p>Signed in. <a href=\"/console/approvals\">Continue to the approvals</a>.</p></body></html>";
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\nset-cookie: {cookie}\r\nset-cookie: {}\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
+        super::oidc::clear_flow_cookie(),
+        html.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(html.as_bytes());
+    out
+}
+
+fn link_gone(shard: &Shard) -> Vec<u8> {
+    page(
+        410,
+        "Link used or expired",
+        None,
+        &format!(
+            "<p class=\"error\">This sign-in link was used already or has expired (links last {LINK_TTL} seconds and work once).</p>{}",
+            signin_form(shard, None)
+        ),
+    )
 }
 
 /// The session a request's cookie names, if it is open.
@@ -206,8 +299,7 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn signin(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<u8> {
-    let _ = req;
+async fn signin(shard: &Shard, body: &[u8]) -> Vec<u8> {
     let Some(token) = form_field(body, "token")
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty())
@@ -220,19 +312,7 @@ async fn signin(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> Vec<
         );
     };
     match shard.authenticate(&token).await {
-        Ok(identity) => {
-            let (id, _) = shard.shared.console.open((*identity).clone());
-            if id.is_empty() {
-                return page(
-                    503,
-                    "Sign in",
-                    None,
-                    &signin_form(shard, Some("Too many sessions are open; try again later.")),
-                );
-            }
-            crate::info!("console_signin", subject = identity.subject, how = "token");
-            redirect("/console/approvals", Some(&set_cookie(shard, &id)))
-        }
+        Ok(identity) => sign_in_as(shard, (*identity).clone(), "token", false),
         Err(e) => page(
             401,
             "Sign in",
@@ -248,7 +328,13 @@ async fn make_link(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
         Ok(id) => id,
         Err(reply) => return reply,
     };
-    let code = shard.shared.console.link((*identity).clone());
+    let Some(code) = shard.shared.console.link((*identity).clone()) else {
+        return super::json(
+            503,
+            "Service Unavailable",
+            r#"{"error":"too many sign-in links are waiting; try again in a minute"}"#,
+        );
+    };
     super::json(
         200,
         "OK",
@@ -313,16 +399,11 @@ async fn vote(shard: &Shard, path: &str, body: &[u8], identity: &Identity, csrf:
                 via = "console"
             );
             let done = match (decision, v.decided) {
-                (Decision::Deny, _) => format!("Request {id} denied."),
-                (Decision::Approve, true) => format!("Request {id} approved."),
-                (Decision::Approve, false) => {
-                    format!("Your approval of request {id} is counted; it needs more.")
-                }
+                (Decision::Deny, _) => "denied",
+                (Decision::Approve, true) => "approved",
+                (Decision::Approve, false) => "counted",
             };
-            redirect(
-                &format!("/console/approvals?done={}", url_encode(&done)),
-                None,
-            )
+            redirect(&format!("/console/approvals?done={done}&id={id}"), None)
         }
         Err(e) => {
             let status = match e {
@@ -344,21 +425,26 @@ async fn vote(shard: &Shard, path: &str, body: &[u8], identity: &Identity, csrf:
 /// The pending requests the caller may see, then the recently decided.
 async fn approvals_list(shard: &Shard, identity: &Identity, csrf: &str) -> String {
     let approvals = &shard.shared.approvals;
-    let listed = monoio::time::timeout(CALL_TIMEOUT, approvals.list(None))
-        .await
-        .unwrap_or_else(|_| Err(crate::approvals::StoreError("no answer in time".into())));
-    let all = match listed {
-        Ok(all) => all,
-        Err(e) => return format!("<p class=\"error\">{}</p>", esc(&e.to_string())),
+    let list = |state| async move {
+        monoio::time::timeout(CALL_TIMEOUT, approvals.list(state))
+            .await
+            .unwrap_or_else(|_| Err(crate::approvals::StoreError("no answer in time".into())))
+    };
+    // Pending ones listed apart: however long the history, none is left out.
+    let (pending, all) = match (list(Some(State::Pending)).await, list(None).await) {
+        (Ok(p), Ok(a)) => (p, a),
+        (Err(e), _) | (_, Err(e)) => {
+            return format!("<p class=\"error\">{}</p>", esc(&e.to_string()))
+        }
     };
     let admin = super::is_admin(shard, identity);
     let visible: Vec<&Request> = all
         .iter()
         .filter(|r| admin || may_see(identity, r))
         .collect();
-    let pending: Vec<&&Request> = visible
+    let pending: Vec<&Request> = pending
         .iter()
-        .filter(|r| r.state == State::Pending)
+        .filter(|r| admin || may_see(identity, r))
         .collect();
     let mut out = String::new();
     let _ = write!(
@@ -518,27 +604,59 @@ fn filters(req: &http::Request<'_, '_>) -> Result<(crate::audit::verify::Filter,
     ))
 }
 
-fn audit_page(
+/// The audit log's directory, if the caller may read it; else the page
+/// that says why.
+fn audit_access(
+    shard: &Shard,
+    identity: &Identity,
+    csrf: &str,
+    title: &str,
+) -> Result<std::path::PathBuf, Vec<u8>> {
+    if !super::is_admin(shard, identity) {
+        return Err(page(
+            403,
+            title,
+            Some((identity, csrf)),
+            "<p class=\"error\">The audit log and recordings are for the admin groups.</p>",
+        ));
+    }
+    audit_dir(shard).ok_or_else(|| {
+        page(
+            200,
+            title,
+            Some((identity, csrf)),
+            "<p>This gateway keeps no audit log (`[audit]` is not configured).</p>",
+        )
+    })
+}
+
+/// Runs file work (a log search, a recording) on a thread of its own: the
+/// shard goes on serving traffic meanwhile.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name("sluice-console".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| e.to_string())?;
+    match monoio::time::timeout(Duration::from_secs(60), rx.recv_async()).await {
+        Ok(Ok(r)) => r,
+        _ => Err("the work did not finish in time".into()),
+    }
+}
+
+async fn audit_page(
     shard: &Shard,
     req: &http::Request<'_, '_>,
     identity: &Identity,
     csrf: &str,
 ) -> Vec<u8> {
-    if !super::is_admin(shard, identity) {
-        return page(
-            403,
-            "Audit",
-            Some((identity, csrf)),
-            "<p class=\"error\">The audit log is for the admin groups.</p>",
-        );
-    }
-    let Some(dir) = audit_dir(shard) else {
-        return page(
-            200,
-            "Audit",
-            Some((identity, csrf)),
-            "<p>This gateway keeps no audit log (`[audit]` is not configured).</p>",
-        );
+    let dir = match audit_access(shard, identity, csrf, "Audit") {
+        Ok(d) => d,
+        Err(reply) => return reply,
     };
     let (filter, given) = match filters(req) {
         Ok(f) => f,
@@ -554,8 +672,19 @@ fn audit_page(
     let page_no: usize = query_param(req.query(), "page")
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    let mut found: Vec<serde_json::Value> = Vec::new();
-    let searched = crate::audit::verify::search(&dir, &filter, |_, v| found.push(v.clone()));
+    // Newest first: only the newest (page + 1) pages are kept while reading.
+    let keep = (page_no + 1) * PAGE;
+    let searched = blocking(move || {
+        let mut window = std::collections::VecDeque::with_capacity(keep.min(10_000));
+        let total = crate::audit::verify::search(&dir, &filter, |_, v| {
+            if window.len() == keep {
+                window.pop_front();
+            }
+            window.push_back(v.clone());
+        })?;
+        Ok((total as usize, window))
+    })
+    .await;
     let mut out = String::new();
     out.push_str("<form method=\"get\" action=\"/console/audit\" class=\"filters\">");
     for (key, label, hint) in [
@@ -588,10 +717,13 @@ fn audit_page(
         "<p class=\"actions\"><a href=\"/console/audit/export?format=csv{qs}\" download>Export CSV</a> · <a href=\"/console/audit/export?format=jsonl{qs}\" download>Export JSONL</a></p>\
          <form method=\"post\" action=\"/console/audit/verify\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Verify the chain</button></form>"
     );
-    if let Err(e) = searched {
-        let _ = write!(out, "<p class=\"error\">{}</p>", esc(&e));
-    }
-    let total = found.len();
+    let (total, found) = match searched {
+        Ok(found) => found,
+        Err(e) => {
+            let _ = write!(out, "<p class=\"error\">{}</p>", esc(&e));
+            (0, Default::default())
+        }
+    };
     let pages = total.div_ceil(PAGE).max(1);
     let page_no = page_no.min(pages - 1);
     let _ = write!(
@@ -646,7 +778,7 @@ fn audit_page(
     page(200, "Audit", Some((identity, csrf)), &out)
 }
 
-fn audit_export(shard: &Shard, req: &http::Request<'_, '_>, identity: &Identity) -> Vec<u8> {
+async fn audit_export(shard: &Shard, req: &http::Request<'_, '_>, identity: &Identity) -> Vec<u8> {
     if !super::is_admin(shard, identity) {
         return super::json(
             403,
@@ -672,26 +804,42 @@ fn audit_export(shard: &Shard, req: &http::Request<'_, '_>, identity: &Identity)
         }
     };
     let csv = query_param(req.query(), "format").as_deref() == Some("csv");
-    let mut body = Vec::new();
-    if csv {
-        body.extend_from_slice(crate::audit::verify::CSV_COLUMNS.join(",").as_bytes());
-        body.push(b'\n');
-    }
-    let searched = crate::audit::verify::search(&dir, &filter, |line, v| {
+    let exported = blocking(move || {
+        let mut body = Vec::new();
         if csv {
-            let _ = crate::audit::verify::csv_row(v, &mut body);
-        } else {
-            body.extend_from_slice(line);
+            body.extend_from_slice(crate::audit::verify::CSV_COLUMNS.join(",").as_bytes());
             body.push(b'\n');
         }
-    });
-    if let Err(e) = searched {
-        return super::json(
-            500,
-            "Internal Server Error",
-            &serde_json::json!({ "error": e }).to_string(),
-        );
-    }
+        crate::audit::verify::search(&dir, &filter, |line, v| {
+            if body.len() > MAX_EXPORT {
+                return;
+            }
+            if csv {
+                let _ = crate::audit::verify::csv_row(v, &mut body);
+            } else {
+                body.extend_from_slice(line);
+                body.push(b'\n');
+            }
+        })?;
+        match body.len() > MAX_EXPORT {
+            true => Err(format!(
+                "the export is larger than {} MiB: narrow the search (or use `sluice audit export` on the host)",
+                MAX_EXPORT >> 20
+            )),
+            false => Ok(body),
+        }
+    })
+    .await;
+    let body = match exported {
+        Ok(body) => body,
+        Err(e) => {
+            return super::json(
+                413,
+                "Payload Too Large",
+                &serde_json::json!({ "error": e }).to_string(),
+            )
+        }
+    };
     let (ctype, name) = if csv {
         ("text/csv", "sluice-audit.csv")
     } else {
@@ -707,26 +855,17 @@ fn audit_export(shard: &Shard, req: &http::Request<'_, '_>, identity: &Identity)
     out
 }
 
-fn audit_verify(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
-    if !super::is_admin(shard, identity) {
-        return page(
-            403,
-            "Audit",
-            Some((identity, csrf)),
-            "<p class=\"error\">The audit log is for the admin groups.</p>",
-        );
-    }
-    let Some(dir) = audit_dir(shard) else {
-        return page(
-            200,
-            "Verify",
-            Some((identity, csrf)),
-            "<p>This gateway keeps no audit log.</p>",
-        );
+async fn audit_verify(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
+    let dir = match audit_access(shard, identity, csrf, "Verify") {
+        Ok(d) => d,
+        Err(reply) => return reply,
     };
     // A running gateway's log ends after its last checkpoint: an open tail.
-    let result = crate::audit::verify::load_pubkey(&dir, None)
-        .and_then(|(key, _)| crate::audit::verify::verify(&dir, &key, true, None));
+    let result = blocking(move || {
+        crate::audit::verify::load_pubkey(&dir, None)
+            .and_then(|(key, _)| crate::audit::verify::verify(&dir, &key, true, None))
+    })
+    .await;
     let body = match result {
         Ok(r) => format!(
             "<p class=\"ok\" id=\"verify-result\">ok: {} records (seq {}..={}), {} signed checkpoints, {} session recordings, chain intact{}</p>",
@@ -747,16 +886,6 @@ fn audit_verify(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
     )
 }
 
-/// The recordings' directory, and whether the caller may read it.
-fn recordings(shard: &Shard, identity: &Identity) -> Result<std::path::PathBuf, &'static str> {
-    if !super::is_admin(shard, identity) {
-        return Err("Session recordings are for the admin groups.");
-    }
-    audit_dir(shard)
-        .map(|d| d.join("sessions"))
-        .ok_or("This gateway keeps no audit log, so no recordings.")
-}
-
 /// A recording's id as the list shows it: its file name without `.cast`,
 /// nothing that could name another path.
 fn recording_id(id: &str) -> Option<&str> {
@@ -769,19 +898,37 @@ fn recording_id(id: &str) -> Option<&str> {
     ok.then_some(id)
 }
 
-fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
-    let dir = match recordings(shard, identity) {
-        Ok(d) => d,
-        Err(why) => {
-            return page(
-                403,
-                "Sessions",
-                Some((identity, csrf)),
-                &format!("<p class=\"error\">{why}</p>"),
-            )
-        }
+async fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
+    let dir = match audit_access(shard, identity, csrf, "Sessions") {
+        Ok(d) => d.join("sessions"),
+        Err(reply) => return reply,
     };
-    let mut files: Vec<(u64, String, u64, String)> = std::fs::read_dir(&dir)
+    let listed = blocking(move || Ok(list_recordings(&dir))).await;
+    let mut files = listed.unwrap_or_default();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut out = String::new();
+    if files.is_empty() {
+        out.push_str(
+            "<p class=\"empty\">No recorded sessions yet (SSH sessions are recorded).</p>",
+        );
+    }
+    out.push_str("<ol class=\"records\">");
+    for (ts, id, size, title) in files.iter().take(500) {
+        let _ = write!(
+            out,
+            "<li><a href=\"/console/sessions/{id}\">{}</a> {} <span class=\"note\">{size} bytes</span></li>",
+            esc(if title.is_empty() { id } else { title }),
+            time(ts * 1000),
+            id = esc(id),
+        );
+    }
+    out.push_str("</ol>");
+    page(200, "Sessions", Some((identity, csrf)), &out)
+}
+
+/// The recordings in `dir`: (start, id, size, title).
+fn list_recordings(dir: &std::path::Path) -> Vec<(u64, String, u64, String)> {
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
@@ -805,43 +952,17 @@ fn sessions_page(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
                 header["title"].as_str().unwrap_or("").to_owned(),
             ))
         })
-        .collect();
-    files.sort_by_key(|f| std::cmp::Reverse(f.0));
-    let mut out = String::new();
-    if files.is_empty() {
-        out.push_str(
-            "<p class=\"empty\">No recorded sessions yet (SSH sessions are recorded).</p>",
-        );
-    }
-    out.push_str("<ol class=\"records\">");
-    for (ts, id, size, title) in files.iter().take(500) {
-        let _ = write!(
-            out,
-            "<li><a href=\"/console/sessions/{id}\">{}</a> {} <span class=\"note\">{size} bytes</span></li>",
-            esc(if title.is_empty() { id } else { title }),
-            time(ts * 1000),
-            id = esc(id),
-        );
-    }
-    out.push_str("</ol>");
-    page(200, "Sessions", Some((identity, csrf)), &out)
+        .collect()
 }
 
-fn session_page(shard: &Shard, rest: &str, identity: &Identity, csrf: &str) -> Vec<u8> {
-    let dir = match recordings(shard, identity) {
-        Ok(d) => d,
-        Err(why) => {
-            return page(
-                403,
-                "Sessions",
-                Some((identity, csrf)),
-                &format!("<p class=\"error\">{why}</p>"),
-            )
-        }
+async fn session_page(shard: &Shard, rest: String, identity: &Identity, csrf: &str) -> Vec<u8> {
+    let dir = match audit_access(shard, identity, csrf, "Sessions") {
+        Ok(d) => d.join("sessions"),
+        Err(reply) => return reply,
     };
     let (raw, id) = match rest.strip_suffix(".cast") {
         Some(id) => (true, id),
-        None => (false, rest),
+        None => (false, rest.as_str()),
     };
     let Some(id) = recording_id(id) else {
         return page(
@@ -851,7 +972,28 @@ fn session_page(shard: &Shard, rest: &str, identity: &Identity, csrf: &str) -> V
             "<p>No such recording.</p>",
         );
     };
-    let Ok(text) = std::fs::read_to_string(dir.join(format!("{id}.cast"))) else {
+    let path = dir.join(format!("{id}.cast"));
+    let read = blocking(move || {
+        let size = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
+        if size > MAX_RECORDING {
+            return Err(format!(
+                "this recording is {size} bytes, more than the console shows; replay it with `sluice sessions play`"
+            ));
+        }
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    })
+    .await;
+    if let Err(e) = &read {
+        if e.contains("more than the console shows") {
+            return page(
+                413,
+                "Sessions",
+                Some((identity, csrf)),
+                &format!("<p class=\"error\">{}</p>", esc(e)),
+            );
+        }
+    }
+    let Ok(text) = read else {
         return page(
             404,
             "Sessions",
@@ -950,15 +1092,21 @@ fn plain(s: &str) -> String {
 /// caller may see changes (checked each second), for up to five minutes.
 pub async fn events<S: monoio::io::AsyncWriteRent>(
     shard: Rc<Shard>,
-    identity: Option<Identity>,
+    session: Option<String>,
     mut stream: S,
 ) {
-    let Some(identity) = identity else {
+    let signed_in = || {
+        session
+            .as_deref()
+            .and_then(|id| shard.shared.console.get(id))
+            .map(|(i, _)| i)
+    };
+    if signed_in().is_none() {
         let _ = stream
             .write_all(page(401, "Signed out", None, "<p>Sign in again.</p>"))
             .await;
         return;
-    };
+    }
     let head = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n{SECURITY_HEADERS}connection: close\r\n\r\nretry: 2000\n\n"
     );
@@ -968,7 +1116,15 @@ pub async fn events<S: monoio::io::AsyncWriteRent>(
     let started = std::time::Instant::now();
     let mut last = String::new();
     while started.elapsed() < STREAM_FOR && !shard.stopping.is_set() {
-        let listed = monoio::time::timeout(CALL_TIMEOUT, shard.shared.approvals.list(None)).await;
+        // Signed out (or expired): the stream ends.
+        let Some(identity) = signed_in() else {
+            return;
+        };
+        let listed = monoio::time::timeout(
+            CALL_TIMEOUT,
+            shard.shared.approvals.list(Some(State::Pending)),
+        )
+        .await;
         let version = match listed {
             Ok(Ok(all)) => {
                 let admin = super::is_admin(&shard, &identity);
@@ -993,9 +1149,10 @@ pub async fn events<S: monoio::io::AsyncWriteRent>(
     }
 }
 
-/// The identity of a request's session (for [`events`]).
-pub fn event_identity(shard: &Shard, req: &http::Request<'_, '_>) -> Option<Identity> {
-    session_of(shard, req).map(|(i, _)| i)
+/// The session a request's cookie names (for [`events`], which checks it
+/// each time it looks).
+pub fn event_session(req: &http::Request<'_, '_>) -> Option<String> {
+    cookie(req)
 }
 
 const SECURITY_HEADERS: &str = "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'\r\nx-content-type-options: nosniff\r\nreferrer-policy: same-origin\r\nx-frame-options: DENY\r\n";
@@ -1024,6 +1181,7 @@ fn page(status: u16, title: &str, who: Option<(&Identity, &str)>, body: &str) ->
         403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
+        413 => "Payload Too Large",
         410 => "Gone",
         _ => "Service Unavailable",
     };
@@ -1044,6 +1202,18 @@ pub(super) fn error_page(status: u16, title: &str, message: &str) -> Vec<u8> {
         None,
         &format!("<p class=\"error\" role=\"alert\">{}</p><p><a href=\"/console/signin\">Sign in</a></p>", esc(message)),
     )
+}
+
+/// A piece of a page for the live list, with its status (401: signed out).
+fn fragment_status(status: u16, html: &str) -> Vec<u8> {
+    let reason = if status == 401 { "Unauthorized" } else { "OK" };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
+        html.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(html.as_bytes());
+    out
 }
 
 fn fragment(html: &str) -> Vec<u8> {

@@ -29,12 +29,12 @@ pub async fn serve_connection<S: AsyncReadRent + AsyncWriteRent>(shard: Rc<Shard
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         // The console's event stream keeps the connection: who asks for it.
-        let mut stream_for: Option<Option<crate::identity::Identity>> = None;
+        let mut stream_for: Option<Option<String>> = None;
         let reply = {
             let mut headers = [http::Header::EMPTY; 64];
             match http::parse_request(&buf, &mut headers, MAX_HEAD) {
                 Ok(Status::Complete(req, _)) if console::is_event_stream(&req) => {
-                    stream_for = Some(console::event_identity(&shard, &req));
+                    stream_for = Some(console::event_session(&req));
                     None
                 }
                 Ok(Status::Complete(req, head)) => match body_length(&req) {

@@ -3,22 +3,32 @@
 //!
 //! `GET /console/oidc/start` sends the browser to the provider's
 //! authorization endpoint (from `identity.issuer`'s discovery document) with a
-//! fresh `state` and an S256 code challenge; `GET /console/oidc/callback`
-//! takes the code back (once, within ten minutes, for that `state`), trades it
-//! with the verifier at the token endpoint, and signs in as the access token
-//! says, verified like any token (issuer, audience, expiry, signature).
-//! Network calls to the provider run on a thread of their own, never on a shard.
+//! fresh `state` and an S256 code challenge, and marks the browser with a
+//! random cookie of its own; `GET /console/oidc/callback` takes the code back
+//! only from that browser, once, within ten minutes, trades it with the
+//! verifier at the token endpoint, and signs in as the access token says,
+//! verified like any token (issuer, audience, expiry, signature). Network calls
+//! to the provider run off the shards; the discovery document is cached.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use sluice_protocols::http;
 
 use super::console;
+use crate::identity::sessions::FLOW_TTL;
 use crate::shard::Shard;
 
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the provider's endpoints are remembered.
+const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+/// The cookie tying a sign-in at the provider to the browser that began it.
+const FLOW_COOKIE: &str = "sluice_oidc";
+
+/// The provider's endpoints as last discovered: (issuer, when, authorize, token).
+static DISCOVERED: Mutex<Option<(String, Instant, String, String)>> = Mutex::new(None);
 
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -30,33 +40,41 @@ fn random(n: usize) -> String {
     b64url(&b)
 }
 
-/// Runs a blocking call to the provider on a thread of its own.
-async fn off_shard<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    let (tx, rx) = flume::bounded(1);
-    std::thread::Builder::new()
-        .name("sluice-oidc".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .map_err(|e| e.to_string())?;
-    match monoio::time::timeout(PROVIDER_TIMEOUT * 2, rx.recv_async()).await {
-        Ok(Ok(r)) => r,
-        _ => Err("the identity provider did not answer in time".into()),
-    }
-}
-
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(PROVIDER_TIMEOUT))
         .http_status_as_error(false)
+        .max_redirects(0)
         .build()
         .into()
 }
 
-/// The provider's authorization and token endpoints, from its discovery document.
+/// An endpoint the provider names: a plain URL (nothing that could end a
+/// header line), https unless the issuer itself is plain http (a local
+/// test provider).
+fn endpoint(issuer: &str, url: &str, what: &str) -> Result<String, String> {
+    let plain_ok = issuer.starts_with("http://");
+    let scheme_ok = url.starts_with("https://") || (plain_ok && url.starts_with("http://"));
+    if !scheme_ok || url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!(
+            "the provider's {what} `{url}` is not an acceptable URL"
+        ));
+    }
+    Ok(url.to_owned())
+}
+
+/// The provider's authorization and token endpoints, from its discovery
+/// document (whose `issuer` must be the configured one).
 fn discover(issuer: &str) -> Result<(String, String), String> {
+    if let Some((i, at, a, t)) = DISCOVERED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        if i == issuer && at.elapsed() < DISCOVERY_TTL {
+            return Ok((a.clone(), t.clone()));
+        }
+    }
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -82,24 +100,67 @@ fn discover(issuer: &str) -> Result<(String, String), String> {
             .map(str::to_owned)
             .ok_or_else(|| format!("{url}: no {k}"))
     };
-    Ok((field("authorization_endpoint")?, field("token_endpoint")?))
+    if field("issuer")?.trim_end_matches('/') != issuer.trim_end_matches('/') {
+        return Err(format!("{url}: names another issuer"));
+    }
+    let authorize = endpoint(
+        issuer,
+        &field("authorization_endpoint")?,
+        "authorization endpoint",
+    )?;
+    let token = endpoint(issuer, &field("token_endpoint")?, "token endpoint")?;
+    *DISCOVERED.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+        issuer.to_owned(),
+        Instant::now(),
+        authorize.clone(),
+        token.clone(),
+    ));
+    Ok((authorize, token))
 }
 
 fn redirect_uri(cfg: &sluice_config::Console) -> String {
     format!("{}/console/oidc/callback", cfg.url)
 }
 
+/// The flow cookie: `SameSite=Lax`, as the provider's redirect back is a
+/// navigation from another site; only for the callback's path.
+fn flow_cookie(shard: &Shard, value: &str) -> String {
+    let secure = if shard.generation().config.gateway.admin_tls {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{FLOW_COOKIE}={value}; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age={FLOW_TTL}{secure}")
+}
+
+pub(super) fn clear_flow_cookie() -> String {
+    format!("{FLOW_COOKIE}=; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+fn flow_of(req: &http::Request<'_, '_>) -> Option<String> {
+    let header = std::str::from_utf8(req.header("cookie")?).ok()?;
+    header
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == FLOW_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn not_configured() -> Vec<u8> {
+    console::error_page(
+        404,
+        "Sign in",
+        "Sign-in with the identity provider is not configured (`[console]`).",
+    )
+}
+
 /// `GET /console/oidc/start`.
 pub async fn start(shard: &Shard) -> Vec<u8> {
     let config = shard.generation().config.clone();
     let (Some(cfg), Some(identity)) = (config.console.clone(), config.identity.clone()) else {
-        return console::error_page(
-            404,
-            "Sign in",
-            "Sign-in with the identity provider is not configured (`[console]`).",
-        );
+        return not_configured();
     };
-    let endpoints = off_shard(move || discover(&identity.issuer)).await;
+    let endpoints = console::blocking(move || discover(&identity.issuer)).await;
     let (authorize, _) = match endpoints {
         Ok(e) => e,
         Err(e) => {
@@ -111,9 +172,15 @@ pub async fn start(shard: &Shard) -> Vec<u8> {
             );
         }
     };
-    let (state, verifier) = (random(32), random(48));
+    let (state, verifier, browser) = (random(32), random(48), random(32));
+    if !shard.shared.console.begin_flow(&state, &verifier, &browser) {
+        return console::error_page(
+            503,
+            "Sign in",
+            "Too many sign-ins are under way; try again in a few minutes.",
+        );
+    }
     let challenge = b64url(&Sha256::digest(verifier.as_bytes()));
-    shard.shared.console.begin_flow(&state, &verifier);
     let sep = if authorize.contains('?') { '&' } else { '?' };
     let location = format!(
         "{authorize}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}&code_challenge={challenge}&code_challenge_method=S256",
@@ -121,25 +188,26 @@ pub async fn start(shard: &Shard) -> Vec<u8> {
         console::url_encode(&redirect_uri(&cfg)),
         console::url_encode(&cfg.scopes),
     );
-    console::redirect(&location, None)
+    console::redirect(&location, Some(&flow_cookie(shard, &browser)))
 }
 
 /// `GET /console/oidc/callback?code=...&state=...`.
 pub async fn callback(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
     let config = shard.generation().config.clone();
     let (Some(cfg), Some(identity)) = (config.console.clone(), config.identity.clone()) else {
-        return console::error_page(
-            404,
-            "Sign in",
-            "Sign-in with the identity provider is not configured (`[console]`).",
-        );
+        return not_configured();
     };
     let q = req.query();
     if let Some(e) = console::query_param(q, "error") {
+        // The provider's error code, when it is one; never text a link chose.
+        let code = match e.len() <= 64 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            true => e,
+            false => "an error".into(),
+        };
         return console::error_page(
             401,
             "Sign in",
-            &format!("The identity provider refused the sign-in: {e}"),
+            &format!("The identity provider refused the sign-in ({code})."),
         );
     }
     let (Some(code), Some(state)) = (
@@ -152,17 +220,18 @@ pub async fn callback(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
             "The identity provider's answer lacks a code or state.",
         );
     };
-    // The state names this browser's flow, once: a replayed or forged
-    // callback finds nothing.
-    let Some(verifier) = shard.shared.console.finish_flow(&state) else {
+    // The flow this browser began, once: a callback replayed, forged, or
+    // opened in another browser finds nothing.
+    let browser = flow_of(req).unwrap_or_default();
+    let Some(verifier) = shard.shared.console.finish_flow(&state, &browser) else {
         return console::error_page(
             400,
             "Sign in",
-            "This sign-in was not started here, was used already, or took too long: start again.",
+            "This sign-in was not started in this browser, was used already, or took too long: start again.",
         );
     };
     let issuer = identity.issuer.clone();
-    let exchanged = off_shard(move || {
+    let exchanged = console::blocking(move || {
         let (_, token_url) = discover(&issuer)?;
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", "authorization_code".into()),
@@ -218,11 +287,7 @@ pub async fn callback(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
         }
     };
     match shard.authenticate(&token).await {
-        Ok(who) => {
-            let (id, _) = shard.shared.console.open((*who).clone());
-            crate::info!("console_signin", subject = who.subject, how = "oidc");
-            console::redirect("/console/approvals", Some(&console::set_cookie(shard, &id)))
-        }
+        Ok(who) => console::sign_in_as(shard, (*who).clone(), "oidc", true),
         Err(e) => {
             crate::warn!("console_oidc_failed", step = "verify", error = e);
             console::error_page(

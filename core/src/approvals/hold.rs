@@ -124,15 +124,16 @@ impl Approvals {
         hold: Hold,
         sleep: impl Fn(Duration) -> S,
     ) -> Opened<'_> {
-        let justification = match justification(hold.justification.as_deref()) {
-            Ok(j) => j,
-            Err(e) => return Opened::Failed(format!("{} needs approval, and {e}", hold.what)),
-        };
+        // An approval already granted runs whatever reason comes with it.
         match bounded(self.take_grant(&hold.key), sleep(CALL_TIMEOUT)).await {
             Ok(Some(r)) => return Opened::Granted(r.id),
             Ok(None) => {}
             Err(e) => return Opened::Failed(format!("{} needs approval, and {e}", hold.what)),
         }
+        let justification = match justification(hold.justification.as_deref()) {
+            Ok(j) => j,
+            Err(e) => return Opened::Failed(format!("{} needs approval, and {e}", hold.what)),
+        };
         if hold.spec.reason && justification.is_none() {
             return Opened::Failed(format!(
                 "{} needs approval with a reason: {}",

@@ -25,7 +25,7 @@ mod hold;
 pub mod postgres;
 pub mod store;
 
-pub use hold::{Hold, Opened, Pending, Refusal, Settled, Waiting, CALL_TIMEOUT};
+pub use hold::{Hold, Opened, Pending, Refusal, Settled, Waiting, CALL_TIMEOUT, MAX_JUSTIFICATION};
 
 pub use store::{
     ApprovalStore, Decision, Key, MemoryStore, NewRequest, OpenError, Request, State, StoreError,

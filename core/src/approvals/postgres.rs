@@ -830,22 +830,8 @@ impl ApprovalStore for PgStore {
                 return Ok(Err(VoteError::NotFound(id)));
             };
             let r = request(&row);
-            // Checked before anything else: no group membership, admin role or
-            // state makes a requester their own approver.
-            if voter.subject == r.requester {
-                return Ok(Err(VoteError::OwnRequest(voter.subject.clone())));
-            }
-            if !voter.groups.iter().any(|g| r.approvers.contains(g)) {
-                return Ok(Err(VoteError::NotApprover {
-                    subject: voter.subject.clone(),
-                    groups: r.approvers.join(", "),
-                }));
-            }
-            if r.state != State::Pending {
-                return Ok(Err(VoteError::Closed {
-                    id,
-                    state: r.state.as_str(),
-                }));
+            if let Err(refused) = super::store::may_vote(&r, voter) {
+                return Ok(Err(refused));
             }
             if now as u64 >= r.expires_at {
                 // The sweep marks (and reports) it expired.

@@ -209,6 +209,28 @@ pub enum OpenError {
 /// take every slot of `max_pending`).
 pub const MAX_PENDING_PER_REQUESTER: usize = 256;
 
+/// Whether `voter` may vote on `r` now: the segregation-of-duties rules,
+/// the same for every store. Checked first: no group membership, admin role
+/// or state makes a requester their own approver.
+pub(super) fn may_vote(r: &Request, voter: &Voter) -> Result<(), VoteError> {
+    if voter.subject == r.requester {
+        return Err(VoteError::OwnRequest(voter.subject.clone()));
+    }
+    if !voter.groups.iter().any(|g| r.approvers.contains(g)) {
+        return Err(VoteError::NotApprover {
+            subject: voter.subject.clone(),
+            groups: r.approvers.join(", "),
+        });
+    }
+    if r.state != State::Pending {
+        return Err(VoteError::Closed {
+            id: r.id,
+            state: r.state.as_str(),
+        });
+    }
+    Ok(())
+}
+
 /// What a vote did.
 #[derive(Debug, Clone)]
 pub struct Voted {
@@ -461,23 +483,7 @@ impl ApprovalStore for MemoryStore {
             return Err(VoteError::NotFound(id));
         };
         let r = &mut e.request;
-        // Checked before anything else: no group membership, admin role or
-        // state makes a requester their own approver.
-        if voter.subject == r.requester {
-            return Err(VoteError::OwnRequest(voter.subject.clone()));
-        }
-        if !voter.groups.iter().any(|g| r.approvers.contains(g)) {
-            return Err(VoteError::NotApprover {
-                subject: voter.subject.clone(),
-                groups: r.approvers.join(", "),
-            });
-        }
-        if r.state != State::Pending {
-            return Err(VoteError::Closed {
-                id,
-                state: r.state.as_str(),
-            });
-        }
+        may_vote(r, voter)?;
         match decision {
             Decision::Deny => {
                 r.denied_by = Some(voter.subject.clone());

@@ -14,16 +14,29 @@
     var box = document.getElementById("approvals");
     if (!box || !window.EventSource) return;
     var url = box.getAttribute("data-live");
+    var stale = false;
     var events = new EventSource("/console/events");
-    events.addEventListener("approvals", function () {
-      // Keep what someone is typing: refresh only when no form field is focused.
-      var active = document.activeElement;
-      if (active && box.contains(active) && active.tagName === "INPUT") return;
-      fetch(url, { credentials: "same-origin" })
-        .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+    // Never move a button under the pointer or take a half-typed comment:
+    // while the pointer is over the list or a field in it has focus, the
+    // refresh waits until they leave.
+    function busy() {
+      return box.matches(":hover") || box.contains(document.activeElement);
+    }
+    function refresh() {
+      if (busy()) { stale = true; return; }
+      stale = false;
+      fetch(url, { credentials: "same-origin", redirect: "error" })
+        .then(function (r) {
+          if (r.status === 401) events.close();
+          return r.text();
+        })
         .then(function (html) { box.innerHTML = html; localTimes(box); })
         .catch(function () {});
-    });
+    }
+    function later() { if (stale) setTimeout(refresh, 300); }
+    box.addEventListener("mouseleave", later);
+    box.addEventListener("focusout", later);
+    events.addEventListener("approvals", refresh);
   }
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);

@@ -283,7 +283,12 @@ pub fn reason_set(sql: &[u8]) -> Option<Option<String>> {
     };
     if let Some(n) = word(rest, "reset") {
         let name = rest[n..].trim();
-        return name.eq_ignore_ascii_case(REASON_SETTING).then_some(None);
+        let all = name.eq_ignore_ascii_case("all");
+        return (all || name.eq_ignore_ascii_case(REASON_SETTING)).then_some(None);
+    }
+    // `DISCARD ALL` resets every setting too.
+    if let Some(n) = word(rest, "discard") {
+        return rest[n..].trim().eq_ignore_ascii_case("all").then_some(None);
     }
     let n = word(rest, "set")?;
     rest = rest[n..].trim_start();
@@ -338,6 +343,8 @@ mod reason_tests {
         );
         assert_eq!(r("SET sluice.reason TO DEFAULT"), Some(None));
         assert_eq!(r("RESET sluice.reason;"), Some(None));
+        assert_eq!(r("RESET ALL"), Some(None));
+        assert_eq!(r("discard all;"), Some(None));
         for other in [
             "SET sluice.reason = 'a'; DELETE FROM t",
             "SET sluice.reason = 'a' -- x",
@@ -347,7 +354,8 @@ mod reason_tests {
             "SET sluice.reason = 'unterminated",
             "SET search_path = 'a'",
             "SELECT 'SET sluice.reason = ''a'''",
-            "RESET ALL",
+            "RESET role",
+            "DISCARD PLANS",
         ] {
             assert_eq!(r(other), None, "{other}");
         }

@@ -530,7 +530,8 @@ impl server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         // The requester's reason for what the channel's command may need
         // approved (`ssh -o SetEnv=SLUICE_REASON=...`), for Sluice alone.
-        if name == "SLUICE_REASON" && self.reasons.len() < 64 {
+        let fits = value.len() <= crate::approvals::MAX_JUSTIFICATION && self.reasons.len() < 64;
+        if name == "SLUICE_REASON" && fits {
             self.reasons.insert(channel, value.to_owned());
             return session.channel_success(channel);
         }
@@ -645,6 +646,7 @@ impl server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         self.ptys.remove(&channel);
+        self.reasons.remove(&channel);
         Ok(())
     }
 }
