@@ -512,6 +512,15 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
     let result = b.text("#verify-result");
     assert!(result.starts_with("ok:"), "{result}");
     shots.push(b.screenshot("7-audit-verify"));
+    // A page number from far away shows the oldest page, without reading
+    // the whole log into memory (nor overflowing).
+    let far = ureq::get(&format!(
+        "{console}/console/audit?page=18446744073709551615"
+    ))
+    .header("Cookie", &format!("sluice_console={cookie}"))
+    .call()
+    .expect("a far page");
+    assert_eq!(far.status(), 200);
     // The requester is not an auditor.
     requester.open(&format!("{console}/console/audit"));
     assert!(requester.source().contains("for the admin groups"));

@@ -31,6 +31,8 @@ const COOKIE: &str = "sluice_console";
 const MAX_EXPORT: usize = 64 << 20;
 /// Largest recording the console shows in the page.
 const MAX_RECORDING: u64 = 16 << 20;
+/// The furthest page back the console pages (older records: narrow the search).
+const MAX_PAGE: usize = 2000;
 /// Audit records on one page.
 const PAGE: usize = 50;
 /// An event stream ends after this long (the browser reconnects).
@@ -66,7 +68,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
             true => signin(shard, body).await,
             false => page(403, "Refused", None, CROSS_SITE),
         },
-        ("POST", "/console/signout") => {
+        ("POST", "/console/signout") if same_origin(shard, req) => {
             if let (Some((_, csrf)), Some(id)) = (&session, cookie(req)) {
                 if form_field(body, "csrf").as_deref() == Some(csrf.as_str()) {
                     shard.shared.console.close(&id);
@@ -208,17 +210,37 @@ const CROSS_SITE: &str =
 /// request's `Host`). A client that sends none (curl) is not a browser
 /// another site could drive.
 fn same_origin(shard: &Shard, req: &http::Request<'_, '_>) -> bool {
-    let Some(origin) = req.header("origin") else {
-        return true;
+    let Some(origin) = req
+        .header("origin")
+        .and_then(|o| std::str::from_utf8(o).ok())
+    else {
+        // Absent: not a browser another site drives (every current browser
+        // sends it on a POST). Not UTF-8: refused.
+        return req.header("origin").is_none();
     };
-    if let Some(console) = &shard.generation().config.console {
-        return origin == console.url.as_bytes();
+    let origin = origin_key(origin);
+    let host = std::str::from_utf8(req.header("host").unwrap_or_default()).unwrap_or_default();
+    let by_host = ["http://", "https://"]
+        .iter()
+        .any(|scheme| origin == origin_key(&format!("{scheme}{host}")));
+    let by_url = shard
+        .generation()
+        .config
+        .console
+        .as_ref()
+        .is_some_and(|c| origin == origin_key(&c.url));
+    by_host || by_url
+}
+
+/// An origin as browsers compare them: lower case, without a default port or
+/// a trailing slash.
+fn origin_key(origin: &str) -> String {
+    let o = origin.trim_end_matches('/').to_ascii_lowercase();
+    match (o.strip_suffix(":443"), o.strip_suffix(":80")) {
+        (Some(rest), _) if rest.starts_with("https://") => rest.to_owned(),
+        (_, Some(rest)) if rest.starts_with("http://") => rest.to_owned(),
+        _ => o,
     }
-    let host = req.header("host").unwrap_or_default();
-    origin
-        .strip_prefix(b"http://")
-        .or_else(|| origin.strip_prefix(b"https://"))
-        == Some(host)
 }
 
 /// Opens a session for `identity` and lands on the approvals. After a
@@ -635,13 +657,25 @@ fn audit_access(
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Console work running at once; more is refused, never queued.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    const AT_ONCE: usize = 8;
+    if RUNNING.fetch_add(1, Ordering::AcqRel) >= AT_ONCE {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+        return Err("the console is busy; try again in a moment".into());
+    }
     let (tx, rx) = flume::bounded(1);
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("sluice-console".into())
         .spawn(move || {
             let _ = tx.send(f());
-        })
-        .map_err(|e| e.to_string())?;
+            RUNNING.fetch_sub(1, Ordering::AcqRel);
+        });
+    if let Err(e) = spawned {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+        return Err(e.to_string());
+    }
     match monoio::time::timeout(Duration::from_secs(60), rx.recv_async()).await {
         Ok(Ok(r)) => r,
         _ => Err("the work did not finish in time".into()),
@@ -671,7 +705,8 @@ async fn audit_page(
     };
     let page_no: usize = query_param(req.query(), "page")
         .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(MAX_PAGE);
     // Newest first: only the newest (page + 1) pages are kept while reading.
     let keep = (page_no + 1) * PAGE;
     let searched = blocking(move || {
@@ -812,7 +847,7 @@ async fn audit_export(shard: &Shard, req: &http::Request<'_, '_>, identity: &Ide
         }
         crate::audit::verify::search(&dir, &filter, |line, v| {
             if body.len() > MAX_EXPORT {
-                return;
+                return; // (refused below; the rest of the log is only read)
             }
             if csv {
                 let _ = crate::audit::verify::csv_row(v, &mut body);
@@ -821,21 +856,26 @@ async fn audit_export(shard: &Shard, req: &http::Request<'_, '_>, identity: &Ide
                 body.push(b'\n');
             }
         })?;
-        match body.len() > MAX_EXPORT {
-            true => Err(format!(
-                "the export is larger than {} MiB: narrow the search (or use `sluice audit export` on the host)",
-                MAX_EXPORT >> 20
-            )),
-            false => Ok(body),
-        }
+        Ok((body.len() <= MAX_EXPORT).then_some(body))
     })
     .await;
     let body = match exported {
-        Ok(body) => body,
-        Err(e) => {
+        Ok(Some(body)) => body,
+        Ok(None) => {
             return super::json(
                 413,
                 "Payload Too Large",
+                &serde_json::json!({ "error": format!(
+                    "the export is larger than {} MiB: narrow the search (or use `sluice audit export` on the host)",
+                    MAX_EXPORT >> 20
+                ) })
+                .to_string(),
+            )
+        }
+        Err(e) => {
+            return super::json(
+                500,
+                "Internal Server Error",
                 &serde_json::json!({ "error": e }).to_string(),
             )
         }
@@ -973,27 +1013,31 @@ async fn session_page(shard: &Shard, rest: String, identity: &Identity, csrf: &s
         );
     };
     let path = dir.join(format!("{id}.cast"));
+    // The page draws up to MAX_RECORDING; the download serves up to 16 times that.
+    let limit = if raw {
+        MAX_RECORDING * 16
+    } else {
+        MAX_RECORDING
+    };
     let read = blocking(move || {
         let size = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
-        if size > MAX_RECORDING {
-            return Err(format!(
-                "this recording is {size} bytes, more than the console shows; replay it with `sluice sessions play`"
-            ));
+        if size > limit {
+            return Ok(Err(size));
         }
-        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+        std::fs::read_to_string(&path)
+            .map(Ok)
+            .map_err(|e| e.to_string())
     })
     .await;
-    if let Err(e) = &read {
-        if e.contains("more than the console shows") {
-            return page(
-                413,
-                "Sessions",
-                Some((identity, csrf)),
-                &format!("<p class=\"error\">{}</p>", esc(e)),
-            );
-        }
+    if let Ok(Err(size)) = read {
+        return page(
+            413,
+            "Sessions",
+            Some((identity, csrf)),
+            &format!("<p class=\"error\">This recording is {size} bytes, more than the console shows; replay it with <code>sluice sessions play</code> on the host.</p>"),
+        );
     }
-    let Ok(text) = read else {
+    let Ok(Ok(text)) = read else {
         return page(
             404,
             "Sessions",

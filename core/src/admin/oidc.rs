@@ -27,8 +27,25 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 /// The cookie tying a sign-in at the provider to the browser that began it.
 const FLOW_COOKIE: &str = "sluice_oidc";
 
-/// The provider's endpoints as last discovered: (issuer, when, authorize, token).
-static DISCOVERED: Mutex<Option<(String, Instant, String, String)>> = Mutex::new(None);
+/// The provider's endpoints as last discovered, or why they could not be:
+/// (issuer, when, authorize and token endpoints).
+type Discovered = (String, Instant, Result<(String, String), String>);
+static DISCOVERED: Mutex<Option<Discovered>> = Mutex::new(None);
+/// How long a failed discovery is remembered (a provider that is down is not
+/// asked again by every sign-in).
+const FAILURE_TTL: Duration = Duration::from_secs(10);
+
+/// The endpoints last discovered for `issuer`, while still fresh.
+fn cached(issuer: &str) -> Option<Result<(String, String), String>> {
+    let guard = DISCOVERED.lock().unwrap_or_else(|p| p.into_inner());
+    let (i, at, r) = guard.as_ref()?;
+    let ttl = if r.is_ok() {
+        DISCOVERY_TTL
+    } else {
+        FAILURE_TTL
+    };
+    (i == issuer && at.elapsed() < ttl).then(|| r.clone())
+}
 
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -66,15 +83,16 @@ fn endpoint(issuer: &str, url: &str, what: &str) -> Result<String, String> {
 /// The provider's authorization and token endpoints, from its discovery
 /// document (whose `issuer` must be the configured one).
 fn discover(issuer: &str) -> Result<(String, String), String> {
-    if let Some((i, at, a, t)) = DISCOVERED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
-        if i == issuer && at.elapsed() < DISCOVERY_TTL {
-            return Ok((a.clone(), t.clone()));
-        }
+    if let Some(r) = cached(issuer) {
+        return r;
     }
+    let found = fetch_discovery(issuer);
+    *DISCOVERED.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((issuer.to_owned(), Instant::now(), found.clone()));
+    found
+}
+
+fn fetch_discovery(issuer: &str) -> Result<(String, String), String> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -109,12 +127,6 @@ fn discover(issuer: &str) -> Result<(String, String), String> {
         "authorization endpoint",
     )?;
     let token = endpoint(issuer, &field("token_endpoint")?, "token endpoint")?;
-    *DISCOVERED.lock().unwrap_or_else(|p| p.into_inner()) = Some((
-        issuer.to_owned(),
-        Instant::now(),
-        authorize.clone(),
-        token.clone(),
-    ));
     Ok((authorize, token))
 }
 
@@ -160,7 +172,11 @@ pub async fn start(shard: &Shard) -> Vec<u8> {
     let (Some(cfg), Some(identity)) = (config.console.clone(), config.identity.clone()) else {
         return not_configured();
     };
-    let endpoints = console::blocking(move || discover(&identity.issuer)).await;
+    // Known endpoints need no thread; only a stale cache asks the provider.
+    let endpoints = match cached(&identity.issuer) {
+        Some(known) => known,
+        None => console::blocking(move || discover(&identity.issuer)).await,
+    };
     let (authorize, _) = match endpoints {
         Ok(e) => e,
         Err(e) => {
@@ -173,13 +189,7 @@ pub async fn start(shard: &Shard) -> Vec<u8> {
         }
     };
     let (state, verifier, browser) = (random(32), random(48), random(32));
-    if !shard.shared.console.begin_flow(&state, &verifier, &browser) {
-        return console::error_page(
-            503,
-            "Sign in",
-            "Too many sign-ins are under way; try again in a few minutes.",
-        );
-    }
+    shard.shared.console.begin_flow(&state, &verifier, &browser);
     let challenge = b64url(&Sha256::digest(verifier.as_bytes()));
     let sep = if authorize.contains('?') { '&' } else { '?' };
     let location = format!(

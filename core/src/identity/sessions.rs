@@ -140,13 +140,23 @@ impl Sessions {
     }
 
     /// A sign-in that left for the provider, under its `state`, from the
-    /// browser holding `browser`; false when too many are under way.
-    pub fn begin_flow(&self, state: &str, verifier: &str, browser: &str) -> bool {
+    /// browser holding `browser`.
+    pub fn begin_flow(&self, state: &str, verifier: &str, browser: &str) {
         let mut inner = self.lock();
         let now = unix_now();
         inner.flows.retain(|_, f| f.until > now);
-        if inner.flows.len() >= MAX_SESSIONS {
-            return false;
+        // Full: the oldest flow gives way (a flood of starts cannot lock
+        // everyone out of signing in; each browser's own start is newest).
+        while inner.flows.len() >= MAX_SESSIONS {
+            let Some(oldest) = inner
+                .flows
+                .iter()
+                .min_by_key(|(_, f)| f.until)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            inner.flows.remove(&oldest);
         }
         inner.flows.insert(
             state.to_owned(),
@@ -156,7 +166,6 @@ impl Sessions {
                 until: now + FLOW_TTL,
             },
         );
-        true
     }
 
     /// The PKCE verifier of the flow `state` names, if `browser` started it

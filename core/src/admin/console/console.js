@@ -14,29 +14,48 @@
     var box = document.getElementById("approvals");
     if (!box || !window.EventSource) return;
     var url = box.getAttribute("data-live");
-    var stale = false;
+    var since = 0;
     var events = new EventSource("/console/events");
     // Never move a button under the pointer or take a half-typed comment:
-    // while the pointer is over the list or a field in it has focus, the
-    // refresh waits until they leave.
+    // while a field of the list has focus or the pointer is on a vote's
+    // buttons, the refresh waits, for ten seconds at most.
     function busy() {
-      return box.matches(":hover") || box.contains(document.activeElement);
+      var voting = box.querySelector("form.vote:hover");
+      return !!voting || box.contains(document.activeElement);
     }
     function refresh() {
-      if (busy()) { stale = true; return; }
-      stale = false;
+      if (busy() && Date.now() - since < 10000) {
+        if (!since) since = Date.now();
+        setTimeout(refresh, 500);
+        return;
+      }
+      since = 0;
       fetch(url, { credentials: "same-origin", redirect: "error" })
         .then(function (r) {
           if (r.status === 401) events.close();
           return r.text();
         })
-        .then(function (html) { box.innerHTML = html; localTimes(box); })
+        .then(function (html) {
+          // Comments being typed survive the refresh, focus included.
+          var typed = {}, focused = document.activeElement && document.activeElement.id;
+          box.querySelectorAll("input[name=comment]").forEach(function (i) { typed[i.id] = i.value; });
+          box.innerHTML = html;
+          localTimes(box);
+          Object.keys(typed).forEach(function (id) {
+            var i = document.getElementById(id);
+            if (i) i.value = typed[id];
+          });
+          var f = focused && document.getElementById(focused);
+          if (f && box.contains(f)) f.focus();
+        })
         .catch(function () {});
     }
-    function later() { if (stale) setTimeout(refresh, 300); }
-    box.addEventListener("mouseleave", later);
-    box.addEventListener("focusout", later);
     events.addEventListener("approvals", refresh);
+    // A stream the server ended for good (signed out): show it once.
+    events.onerror = function () { if (events.readyState === EventSource.CLOSED) refresh(); };
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) refresh();
+    });
   }
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
