@@ -267,14 +267,11 @@ pub(super) fn sign_in_as(
         return redirect("/console/approvals", Some(&cookie));
     }
     let html = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=/console/approvals\"><title>Signed in · Sluice</title></head><body><p>Signed in. <a href=\"/console/approvals\">Continue to the approvals</a>.</p></body></html>";
-    let mut out = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\nset-cookie: {cookie}\r\nset-cookie: {}\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
-        super::oidc::clear_flow_cookie(),
-        html.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(html.as_bytes());
-    out
+    let headers = format!(
+        "set-cookie: {cookie}\r\nset-cookie: {}\r\n",
+        super::oidc::clear_flow_cookie()
+    );
+    respond(200, HTML, &headers, html.as_bytes())
 }
 
 fn link_gone(shard: &Shard) -> Vec<u8> {
@@ -885,14 +882,8 @@ async fn audit_export(shard: &Shard, req: &http::Request<'_, '_>, identity: &Ide
     } else {
         ("application/x-ndjson", "sluice-audit.jsonl")
     };
-    let mut out = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {ctype}; charset=utf-8\r\ncontent-disposition: attachment; filename=\"{name}\"\r\ncontent-length: {}\r\n{}connection: close\r\n\r\n",
-        body.len(),
-        SECURITY_HEADERS
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
+    let disposition = format!("content-disposition: attachment; filename=\"{name}\"\r\n");
+    respond(200, ctype, &disposition, &body)
 }
 
 async fn audit_verify(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8> {
@@ -1046,13 +1037,7 @@ async fn session_page(shard: &Shard, rest: String, identity: &Identity, csrf: &s
         );
     };
     if raw {
-        let mut out = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/x-asciicast; charset=utf-8\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
-            text.len()
-        )
-        .into_bytes();
-        out.extend_from_slice(text.as_bytes());
-        return out;
+        return respond(200, "application/x-asciicast", "", text.as_bytes());
     }
     let mut lines = text.lines();
     let header: serde_json::Value = lines
@@ -1217,24 +1202,33 @@ fn page(status: u16, title: &str, who: Option<(&Identity, &str)>, body: &str) ->
          <body><header class=\"top\"><a class=\"brand\" href=\"/console/approvals\">Sluice</a>{nav}</header><main><h1>{title}</h1>{body}</main></body></html>",
         title = esc(title),
     );
+    respond(status, HTML, "", html.as_bytes())
+}
+
+const HTML: &str = "text/html";
+
+/// One whole answer: the status, the body's type (UTF-8), any extra header
+/// lines, and the console's security headers; never cached, connection closed.
+fn respond(status: u16, ctype: &str, extra: &str, body: &[u8]) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
-        502 => "Bad Gateway",
         403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
-        413 => "Payload Too Large",
         410 => "Gone",
+        413 => "Payload Too Large",
+        502 => "Bad Gateway",
         _ => "Service Unavailable",
     };
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
-        html.len()
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}; charset=utf-8\r\n{extra}cache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
     )
     .into_bytes();
-    out.extend_from_slice(html.as_bytes());
+    out.extend_from_slice(body);
     out
 }
 
@@ -1250,24 +1244,11 @@ pub(super) fn error_page(status: u16, title: &str, message: &str) -> Vec<u8> {
 
 /// A piece of a page for the live list, with its status (401: signed out).
 fn fragment_status(status: u16, html: &str) -> Vec<u8> {
-    let reason = if status == 401 { "Unauthorized" } else { "OK" };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
-        html.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(html.as_bytes());
-    out
+    respond(status, HTML, "", html.as_bytes())
 }
 
 fn fragment(html: &str) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n{SECURITY_HEADERS}content-length: {}\r\nconnection: close\r\n\r\n",
-        html.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(html.as_bytes());
-    out
+    respond(200, HTML, "", html.as_bytes())
 }
 
 fn asset(ctype: &str, body: &str) -> Vec<u8> {
@@ -1284,10 +1265,7 @@ pub(super) fn redirect(to: &str, cookie: Option<&str>) -> Vec<u8> {
     let cookie = cookie
         .map(|c| format!("set-cookie: {c}\r\n"))
         .unwrap_or_default();
-    format!(
-        "HTTP/1.1 303 See Other\r\nlocation: {to}\r\n{cookie}cache-control: no-store\r\n{SECURITY_HEADERS}content-length: 0\r\nconnection: close\r\n\r\n"
-    )
-    .into_bytes()
+    respond(303, HTML, &format!("location: {to}\r\n{cookie}"), b"")
 }
 
 fn signin_form(shard: &Shard, error: Option<&str>) -> String {
