@@ -15,9 +15,7 @@
 use sluice_protocols::http;
 
 use super::{caller, is_admin, json};
-use crate::approvals::{
-    Decision, Request, State, StoreError, VoteError, Voted, Voter, CALL_TIMEOUT,
-};
+use crate::approvals::{Decision, Request, State, StoreError, VoteError, Voter, CALL_TIMEOUT};
 use crate::identity::Identity;
 use crate::shard::Shard;
 
@@ -47,7 +45,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
     let approvals = &shard.shared.approvals;
     let admin = is_admin(shard, &identity);
     let Some(id) = parts.first() else {
-        let state = match query_param(req.query(), "state") {
+        let state = match super::console::query_param(req.query(), "state") {
             None => None,
             Some(s) => match State::parse(&s) {
                 Some(st) => Some(st),
@@ -123,7 +121,7 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
         subject: identity.subject.clone(),
         groups: identity.groups.clone(),
     };
-    match answer_vote(approvals.vote(id, &voter, decision, reason)).await {
+    match answer(approvals.vote(id, &voter, decision, reason)).await {
         Ok(v) => {
             crate::info!(
                 "approval_vote",
@@ -144,12 +142,10 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
             )
         }
         Err(e) => {
-            let (status, reason) = match e {
-                VoteError::NotFound(_) => return not_found(),
-                VoteError::OwnRequest(_) | VoteError::NotApprover { .. } => (403, "Forbidden"),
-                VoteError::Closed { .. } => (409, "Conflict"),
-                VoteError::Store(_) => (503, "Service Unavailable"),
-            };
+            if let VoteError::NotFound(_) = e {
+                return not_found();
+            }
+            let (status, reason) = vote_status(&e);
             crate::info!(
                 "approval_vote_refused",
                 approval = id,
@@ -167,20 +163,22 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
 
 /// A store call, bounded: a store that stops answering gets a 503, never a
 /// request that hangs.
-async fn answer<T>(
-    call: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
+pub(super) async fn answer<T, E: From<StoreError>>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     monoio::time::timeout(CALL_TIMEOUT, call)
         .await
-        .unwrap_or_else(|_| Err(StoreError("no answer in time".into())))
+        .unwrap_or_else(|_| Err(StoreError("no answer in time".into()).into()))
 }
 
-async fn answer_vote(
-    call: impl std::future::Future<Output = Result<Voted, VoteError>>,
-) -> Result<Voted, VoteError> {
-    monoio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| Err(VoteError::Store("no answer in time".into())))
+/// The HTTP status of a refused vote, whichever surface it came through.
+pub(super) fn vote_status(e: &VoteError) -> (u16, &'static str) {
+    match e {
+        VoteError::NotFound(_) => (404, "Not Found"),
+        VoteError::OwnRequest(_) | VoteError::NotApprover { .. } => (403, "Forbidden"),
+        VoteError::Closed { .. } => (409, "Conflict"),
+        VoteError::Store(_) => (503, "Service Unavailable"),
+    }
 }
 
 /// The shared store could not answer: 503, saying why.
@@ -210,14 +208,4 @@ fn reason(body: &[u8]) -> Result<Option<String>, String> {
         Some(serde_json::Value::String(_)) => Err("`reason` is longer than 1024 bytes".into()),
         Some(_) => Err("`reason` must be a string".into()),
     }
-}
-
-/// One `name=value` from a query string (percent-decoding not needed for the
-/// values this API takes).
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
 }

@@ -21,7 +21,7 @@ use monoio::io::AsyncWriteRentExt;
 use sluice_protocols::http;
 
 use super::approvals::may_see;
-use crate::approvals::{Decision, Request, State, VoteError, Voter, CALL_TIMEOUT};
+use crate::approvals::{Decision, Request, State, Voter};
 use crate::identity::sessions::LINK_TTL;
 use crate::identity::Identity;
 use crate::shard::Shard;
@@ -292,13 +292,17 @@ fn session_of(shard: &Shard, req: &http::Request<'_, '_>) -> Option<(Identity, S
 }
 
 fn cookie(req: &http::Request<'_, '_>) -> Option<String> {
+    cookie_value(req, COOKIE).filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The value of the cookie `name` the request carries.
+pub(super) fn cookie_value(req: &http::Request<'_, '_>, name: &str) -> Option<String> {
     let header = std::str::from_utf8(req.header("cookie")?).ok()?;
     header
         .split(';')
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 pub(super) fn set_cookie(shard: &Shard, id: &str) -> String {
@@ -404,9 +408,7 @@ async fn vote(shard: &Shard, path: &str, body: &[u8], identity: &Identity, csrf:
         groups: identity.groups.clone(),
     };
     let approvals = &shard.shared.approvals;
-    let voted = monoio::time::timeout(CALL_TIMEOUT, approvals.vote(id, &voter, decision, comment))
-        .await
-        .unwrap_or_else(|_| Err(VoteError::Store("no answer in time".into())));
+    let voted = super::approvals::answer(approvals.vote(id, &voter, decision, comment)).await;
     match voted {
         Ok(v) => {
             crate::info!(
@@ -425,12 +427,7 @@ async fn vote(shard: &Shard, path: &str, body: &[u8], identity: &Identity, csrf:
             redirect(&format!("/console/approvals?done={done}&id={id}"), None)
         }
         Err(e) => {
-            let status = match e {
-                VoteError::NotFound(_) => 404,
-                VoteError::OwnRequest(_) | VoteError::NotApprover { .. } => 403,
-                VoteError::Closed { .. } => 409,
-                VoteError::Store(_) => 503,
-            };
+            let (status, _) = super::approvals::vote_status(&e);
             page(
                 status,
                 "Refused",
@@ -444,11 +441,7 @@ async fn vote(shard: &Shard, path: &str, body: &[u8], identity: &Identity, csrf:
 /// The pending requests the caller may see, then the recently decided.
 async fn approvals_list(shard: &Shard, identity: &Identity, csrf: &str) -> String {
     let approvals = &shard.shared.approvals;
-    let list = |state| async move {
-        monoio::time::timeout(CALL_TIMEOUT, approvals.list(state))
-            .await
-            .unwrap_or_else(|_| Err(crate::approvals::StoreError("no answer in time".into())))
-    };
+    let list = |state| super::approvals::answer(approvals.list(state));
     // Pending ones listed apart: however long the history, none is left out.
     let (pending, all) = match (list(Some(State::Pending)).await, list(None).await) {
         (Ok(p), Ok(a)) => (p, a),
@@ -898,16 +891,21 @@ async fn audit_verify(shard: &Shard, identity: &Identity, csrf: &str) -> Vec<u8>
     })
     .await;
     let body = match result {
-        Ok(r) => format!(
-            "<p class=\"ok\" id=\"verify-result\">ok: {} records (seq {}..={}), {} signed checkpoints, {} session recordings, chain intact{}</p>",
-            r.records,
-            r.first_seq.unwrap_or(0),
-            r.last_seq.unwrap_or(0),
-            r.checkpoints,
-            r.recordings,
-            if r.crashes.is_empty() { String::new() } else { format!("; the gateway stopped without closing the log {} time(s), sealed on restart", r.crashes.len()) },
+        Ok(r) => {
+            format!(
+                "<p class=\"ok\" id=\"verify-result\">ok: {}{}</p>",
+                r.summary(),
+                if r.crashes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the gateway stopped without closing the log {} time(s), sealed on restart", r.crashes.len())
+                },
+            )
+        }
+        Err(e) => format!(
+            "<p class=\"error\" id=\"verify-result\">FAILED: {}</p>",
+            esc(&e)
         ),
-        Err(e) => format!("<p class=\"error\" id=\"verify-result\">FAILED: {}</p>", esc(&e)),
     };
     page(
         200,
@@ -1149,13 +1147,10 @@ pub async fn events<S: monoio::io::AsyncWriteRent>(
         let Some(identity) = signed_in() else {
             return;
         };
-        let listed = monoio::time::timeout(
-            CALL_TIMEOUT,
-            shard.shared.approvals.list(Some(State::Pending)),
-        )
-        .await;
+        let listed =
+            super::approvals::answer(shard.shared.approvals.list(Some(State::Pending))).await;
         let version = match listed {
-            Ok(Ok(all)) => {
+            Ok(all) => {
                 let admin = super::is_admin(&shard, &identity);
                 all.iter()
                     .filter(|r| admin || may_see(&identity, r))

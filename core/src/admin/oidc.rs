@@ -149,15 +149,6 @@ pub(super) fn clear_flow_cookie() -> String {
     format!("{FLOW_COOKIE}=; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
-fn flow_of(req: &http::Request<'_, '_>) -> Option<String> {
-    let header = std::str::from_utf8(req.header("cookie")?).ok()?;
-    header
-        .split(';')
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == FLOW_COOKIE)
-        .map(|(_, v)| v.to_owned())
-}
-
 fn not_configured() -> Vec<u8> {
     console::error_page(
         404,
@@ -232,7 +223,7 @@ pub async fn callback(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
     };
     // The flow this browser began, once: a callback replayed, forged, or
     // opened in another browser finds nothing.
-    let browser = flow_of(req).unwrap_or_default();
+    let browser = console::cookie_value(req, FLOW_COOKIE).unwrap_or_default();
     let Some(verifier) = shard.shared.console.finish_flow(&state, &browser) else {
         return console::error_page(
             400,

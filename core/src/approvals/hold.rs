@@ -157,12 +157,7 @@ impl Approvals {
             grant_ttl_ms: spec.grant_ttl.as_millis() as u64,
             reuse: !wait,
         });
-        let opened = match crate::notify::race(open, sleep(CALL_TIMEOUT)).await {
-            crate::notify::Either::Left(opened) => opened,
-            crate::notify::Either::Right(()) => {
-                Err(super::OpenError::Store("no answer in time".into()))
-            }
-        };
+        let opened = bounded(open, sleep(CALL_TIMEOUT)).await;
         let what = hold.what;
         let request = match opened {
             Ok((r, _)) => r,
@@ -285,13 +280,13 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `call`, or a store error if `timer` runs out first: a store that stops
 /// answering refuses, it never hangs the session.
-async fn bounded<T>(
-    call: impl std::future::Future<Output = Result<T, StoreError>>,
+async fn bounded<T, E: From<StoreError>>(
+    call: impl std::future::Future<Output = Result<T, E>>,
     timer: impl std::future::Future<Output = ()>,
-) -> Result<T, StoreError> {
+) -> Result<T, E> {
     match crate::notify::race(call, timer).await {
         crate::notify::Either::Left(r) => r,
-        crate::notify::Either::Right(()) => Err(StoreError("no answer in time".into())),
+        crate::notify::Either::Right(()) => Err(StoreError("no answer in time".into()).into()),
     }
 }
 

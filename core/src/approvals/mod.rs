@@ -189,7 +189,7 @@ impl Approvals {
             Ok(opened)
         })
         .await
-        .unwrap_or_else(|e| Err(OpenError::Store(e.0)))
+        .unwrap_or_else(|e| Err(e.into()))
     }
 
     /// An unused approval of exactly this statement by this requester, within
@@ -268,7 +268,7 @@ impl Approvals {
             Ok(voted)
         })
         .await
-        .unwrap_or_else(|e| Err(VoteError::Store(e.0)))
+        .unwrap_or_else(|e| Err(e.into()))
     }
 
     /// One request (expired on the spot if due; the expiry is reported by the

@@ -777,7 +777,7 @@ impl ApprovalStore for PgStore {
             tx.commit()?;
             Ok(Ok((request(&row), true)))
         });
-        opened.unwrap_or_else(|e| Err(OpenError::Store(e.0)))
+        opened.unwrap_or_else(|e| Err(e.into()))
     }
 
     fn get(&self, id: u64, _now: u64) -> Result<Option<Request>, StoreError> {
@@ -890,7 +890,7 @@ impl ApprovalStore for PgStore {
                 decided,
             }))
         });
-        voted.unwrap_or_else(|e| Err(VoteError::Store(e.0)))
+        voted.unwrap_or_else(|e| Err(e.into()))
     }
 
     fn cancel(&self, id: u64, now: u64) -> Result<Option<Request>, StoreError> {

@@ -231,6 +231,18 @@ pub(super) fn may_vote(r: &Request, voter: &Voter) -> Result<(), VoteError> {
     Ok(())
 }
 
+impl From<StoreError> for OpenError {
+    fn from(e: StoreError) -> Self {
+        OpenError::Store(e.0)
+    }
+}
+
+impl From<StoreError> for VoteError {
+    fn from(e: StoreError) -> Self {
+        VoteError::Store(e.0)
+    }
+}
+
 /// What a vote did.
 #[derive(Debug, Clone)]
 pub struct Voted {

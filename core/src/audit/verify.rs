@@ -29,6 +29,21 @@ pub struct Report {
     pub unsealed: Vec<String>,
 }
 
+impl Report {
+    /// What a verification found, as `sluice audit verify` and the console
+    /// say it after "ok: ".
+    pub fn summary(&self) -> String {
+        format!(
+            "{} records (seq {}..={}), {} signed checkpoints, {} session recordings, chain intact",
+            self.records,
+            self.first_seq.unwrap_or(0),
+            self.last_seq.unwrap_or(0),
+            self.checkpoints,
+            self.recordings
+        )
+    }
+}
+
 /// A checkpoint the log must still hold (`SEQ:HASH`, as the gateway logs it at
 /// each checkpoint and the admin API serves it): a log cut back to an earlier
 /// checkpoint, or rewritten and re-signed, fails.

@@ -153,12 +153,8 @@ pub fn run(cmd: AuditCommand) -> i32 {
                 Ok(r) => {
                     let _ = writeln!(
                         out,
-                        "ok: {} records (seq {}..={}), {} signed checkpoints, {} session recordings, chain intact{}",
-                        r.records,
-                        r.first_seq.unwrap_or(0),
-                        r.last_seq.unwrap_or(0),
-                        r.checkpoints,
-                        r.recordings,
+                        "ok: {}{}",
+                        r.summary(),
                         if r.anchored {
                             ", the expected checkpoint is in it"
                         } else {

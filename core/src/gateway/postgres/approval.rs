@@ -272,6 +272,11 @@ pub const REASON_SETTING: &str = "sluice.reason";
 /// other statements, is `None`: it runs as any statement, and the reason the
 /// session holds stays.
 pub fn reason_set(sql: &[u8]) -> Option<Option<String>> {
+    // Every allowed statement passes here: most leave at their first letter.
+    let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(first.to_ascii_lowercase(), b's' | b'r' | b'd') {
+        return None;
+    }
     let mut rest = std::str::from_utf8(sql).ok()?.trim();
     rest = rest.strip_suffix(';').unwrap_or(rest).trim_end();
     let word = |s: &str, w: &str| -> Option<usize> {
