@@ -250,3 +250,31 @@ fn the_checker_sees_grouped_and_plain_paths() {
     );
     assert!(named_modules(&code("// see crate::runtime")).is_empty());
 }
+
+/// What a record holds is decided in one place, `audit/event.rs` (with the
+/// writer's own checkpoint and recovery records, and the record builder):
+/// a driver that builds a record by hand is how field names drift apart.
+#[test]
+fn records_are_built_only_by_the_audit_vocabulary() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let allowed =
+        ["event.rs", "record.rs", "chain.rs", "writer.rs"].map(|f| src.join("audit").join(f));
+    let mut found = Vec::new();
+    for file in &files {
+        if allowed.contains(file) {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(file).unwrap());
+        if text.contains("Rec::begin") {
+            found.push(file.strip_prefix(&src).unwrap().display().to_string());
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "records built outside audit/event.rs: {found:?}"
+    );
+    // The check sees a hand-built record where one is.
+    assert!(code("let r = Rec::begin(out, \"command\", 0);").contains("Rec::begin"));
+}

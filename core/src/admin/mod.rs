@@ -251,16 +251,13 @@ async fn reload(shard: &Shard, req: &http::Request<'_, '_>) -> Vec<u8> {
         _ => Err("the reload did not finish".to_owned()),
     };
     if let Some(audit) = shard.audit() {
-        audit.note(|out| {
-            let rec = crate::audit::Rec::begin(out, "admin", crate::audit::now_ms())
-                .str("action", "reload")
-                .str("subject", &identity.subject)
-                .bool("ok", outcome.is_ok());
-            match &outcome {
-                Err(e) => rec.str("error", e).end(),
-                Ok(()) => rec.end(),
-            }
-        });
+        use crate::audit::Event as _;
+        let event = crate::audit::event::AdminAction {
+            action: "reload",
+            subject: &identity.subject,
+            error: outcome.as_ref().err().map(String::as_str),
+        };
+        audit.note(|out| event.encode(out));
     }
     match outcome {
         Ok(()) => json(200, "OK", r#"{"status":"reloaded"}"#),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use sluice_config::Config;
 
-use crate::audit::{now_ms, Audit, Rec};
+use crate::audit::{now_ms, Audit, Event as _};
 use crate::warn;
 
 mod hold;
@@ -352,37 +352,28 @@ impl Reporter {
 /// The audit record of one approval event.
 fn approval_record(action: &str, r: &Request, actor: &str, reason: Option<&str>) -> Vec<u8> {
     let mut body = Vec::with_capacity(512 + r.statement.len());
-    let rec = Rec::begin(&mut body, "approval", now_ms())
-        .str("action", action)
-        .num("approval", r.id)
-        .str("state", r.state.as_str())
-        .str("target", &r.target)
-        .str("requester", &r.requester)
-        .str("subject", actor)
-        .str("session", &r.session)
-        .str("kinds", &r.summary)
-        .text("text", r.statement.as_bytes())
-        .str("sha256", &store::hex(&r.statement_sha256))
-        .strs("params", r.params.iter())
-        .str("database", &r.database)
-        .strs("approvers", r.approvers.iter())
-        .num("quorum", r.quorum as u64)
-        .strs(
-            "approved_by",
-            r.approvals.iter().map(|v| v.subject.as_str()),
-        );
-    let rec = match &r.justification {
-        Some(why) => rec.str("justification", why),
-        None => rec,
-    };
-    let rec = match r.instance.as_str() {
-        "" => rec,
-        instance => rec.str("instance", instance),
-    };
-    match reason {
-        Some(reason) => rec.str("reason", reason).end(),
-        None => rec.end(),
+    let approved_by: Vec<&str> = r.approvals.iter().map(|v| v.subject.as_str()).collect();
+    crate::audit::event::Approval {
+        action,
+        id: r.id,
+        state: r.state.as_str(),
+        target: &r.target,
+        requester: &r.requester,
+        subject: actor,
+        session: &r.session,
+        summary: &r.summary,
+        text: r.statement.as_bytes(),
+        sha256: &store::hex(&r.statement_sha256),
+        params: &r.params,
+        database: &r.database,
+        approvers: &r.approvers,
+        quorum: r.quorum as u64,
+        approved_by: &approved_by,
+        justification: r.justification.as_deref(),
+        instance: Some(r.instance.as_str()).filter(|i| !i.is_empty()),
+        reason,
     }
+    .encode(&mut body);
     body
 }
 

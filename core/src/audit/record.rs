@@ -123,6 +123,22 @@ impl<'a> Rec<'a> {
         self
     }
 
+    /// `k` only when there is a value.
+    pub fn opt_str(self, k: &str, v: Option<&str>) -> Self {
+        match v {
+            Some(v) => self.str(k, v),
+            None => self,
+        }
+    }
+
+    /// `k` only when there is a value.
+    pub fn opt_num(self, k: &str, v: Option<u64>) -> Self {
+        match v {
+            Some(v) => self.num(k, v),
+            None => self,
+        }
+    }
+
     pub fn end(self) {
         self.out.push(b'}');
     }

@@ -24,7 +24,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use sluice_config::{Config, IoDriver, Protocol};
 
-use crate::audit::{Audit, Rec};
+use crate::audit::{Audit, Event as _};
 use crate::identity::jwks::{KeySource, KeyStore};
 use crate::identity::VerifierConfig;
 use crate::shard::{CancelRegistry, Control, Event, Generation, Shard, Shared};
@@ -412,13 +412,11 @@ fn reload(path: &Path, current: &Generation, shared: &Shared) -> Result<Arc<Gene
 fn audit_reload(shared: &Shared, path: &Path, error: Option<&str>) {
     if let Some(audit) = &shared.audit {
         let mut body = Vec::with_capacity(256);
-        let rec = Rec::begin(&mut body, "reload", crate::audit::now_ms())
-            .str("config", &path.display().to_string())
-            .bool("ok", error.is_none());
-        match error {
-            Some(e) => rec.str("error", e).end(),
-            None => rec.end(),
+        crate::audit::event::Reload {
+            config: &path.display().to_string(),
+            error,
         }
+        .encode(&mut body);
         audit.side_record(body);
     }
 }

@@ -202,20 +202,19 @@ pub(super) async fn exchange<C: AsyncReadRent + AsyncWriteRent>(
     let elapsed = started.elapsed();
     cx.shard.metrics.command_done(elapsed);
     if let Some(audit) = cx.shard.audit() {
-        audit.note(|out| {
-            let rec = Rec::begin(out, "result", now_ms())
-                .str("session", &cx.session)
-                .str("target", &cx.target.name)
-                .str("subject", &fwd.identity.subject)
-                .num("status", outcome.status as u64)
-                .num("bytes", outcome.bytes)
-                .num("duration_us", elapsed.as_micros() as u64)
-                .counts("masked", &outcome.masked);
-            match &outcome.error {
-                Some(e) => rec.str("error", e).end(),
-                None => rec.end(),
-            }
-        });
+        let event = CommandResult {
+            session: &cx.session,
+            target: &cx.target.name,
+            subject: &fwd.identity.subject,
+            cmds: None,
+            status: Some(outcome.status as u64),
+            rows: None,
+            bytes: outcome.bytes,
+            duration_us: elapsed.as_micros() as u64,
+            masked: &outcome.masked,
+            error: outcome.error.as_deref(),
+        };
+        audit.note(|out| event.encode(out));
     }
     if outcome.upstream_reusable {
         checkin(cx, up, &fwd.identity);
@@ -306,25 +305,20 @@ pub(super) async fn record(
     let Some(audit) = cx.shard.audit() else {
         return true;
     };
-    let pushed = audit
-        .push(|out| {
-            let mut rec = Rec::begin(out, "command", now_ms())
-                .str("session", &cx.session)
-                .str("target", &cx.target.name)
-                .str("subject", &fwd.identity.subject)
-                .str("protocol", "http")
-                .str("method", &fwd.judged)
-                .text("text", fwd.target.as_bytes())
-                .str("decision", decision);
-            if let Some(id) = approval {
-                rec = rec.num("approval", id);
-            }
-            match reason {
-                Some(r) => rec.str("reason", r).end(),
-                None => rec.end(),
-            }
-        })
-        .await;
+    let event = Command {
+        text: Some(fwd.target.as_bytes()),
+        approval,
+        reason,
+        ..Command::new(
+            &cx.session,
+            &cx.target.name,
+            &fwd.identity.subject,
+            "http",
+            Via::Method(&fwd.judged),
+            decision,
+        )
+    };
+    let pushed = audit.push(|out| event.encode(out)).await;
     match pushed {
         Ok(t) if decision == "allow" => audit.wait_durable(t).await.is_ok(),
         Ok(_) => true,

@@ -45,8 +45,7 @@ use sluice_protocols::http::{self, ChunkedDecoder, Framing, Header};
 use sluice_protocols::Status;
 
 use crate::approvals::{self, Key, Opened, Refusal, Settled};
-use crate::audit::event::{AuthFailure, Event as _};
-use crate::audit::{now_ms, Rec};
+use crate::audit::event::{AuthFailure, Command, CommandResult, Event as _, Via};
 use crate::error::{Error, Kind, Source};
 use crate::identity::Identity;
 use crate::metrics::ErrorKind;
@@ -660,21 +659,20 @@ fn record_denial(
     rule: Option<u16>,
 ) {
     if let Some(audit) = cx.shard.audit() {
-        audit.note(|out| {
-            let rec = Rec::begin(out, "command", now_ms())
-                .str("session", &cx.session)
-                .str("target", &cx.target.name)
-                .str("subject", &identity.subject)
-                .str("protocol", "http")
-                .str("method", req.method)
-                .text("text", req.target.as_bytes())
-                .str("decision", "deny")
-                .str("reason", reason);
-            match rule {
-                Some(r) => rec.num("rule", r as u64 + 1).end(),
-                None => rec.end(),
-            }
-        });
+        let event = Command {
+            text: Some(req.target.as_bytes()),
+            reason: Some(reason),
+            rule: rule.map(|r| r as u64 + 1),
+            ..Command::new(
+                &cx.session,
+                &cx.target.name,
+                &identity.subject,
+                "http",
+                Via::Method(req.method),
+                "deny",
+            )
+        };
+        audit.note(|out| event.encode(out));
     }
 }
 

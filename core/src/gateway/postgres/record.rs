@@ -11,7 +11,8 @@ use sluice_protocols::sql::Statement;
 
 use super::relay::{new_marker, substitute, Cmd, Denial, Plan, RelayState};
 use super::{sqlstate, Context};
-use crate::audit::{now_ms, Rec};
+use crate::audit::event::{Command, Flags, Via};
+use crate::audit::Event as _;
 use crate::metrics::ErrorKind;
 use crate::policy::Verdict;
 use crate::warn;
@@ -52,45 +53,49 @@ pub(super) async fn record_commands(
                     .statements
                     .as_ref()
                     .is_some_and(|s| s.iter().any(|st| st.flags.unbounded));
-                let rec = Rec::begin(out, "command", now_ms())
-                    .str("session", &ctx.session)
-                    .num("cmd", c.id)
-                    .str("target", &ctx.target.name)
-                    .str("subject", &ctx.identity.subject)
-                    .str("protocol", "postgres")
-                    .str(
-                        "message",
-                        match c.tag {
-                            tag::QUERY => "query",
-                            tag::PARSE => "parse",
-                            tag::BIND => "bind",
-                            _ => "function_call",
-                        },
+                let via = Via::Message(match c.tag {
+                    tag::QUERY => "query",
+                    tag::PARSE => "parse",
+                    tag::BIND => "bind",
+                    _ => "function_call",
+                });
+                let command = Command {
+                    cmd: Some(c.id),
+                    text: Some(&buf[c.text.clone()]),
+                    flags: Some(Flags {
+                        writes,
+                        opaque,
+                        unbounded,
+                    }),
+                    ..Command::new(
+                        &ctx.session,
+                        &ctx.target.name,
+                        &ctx.identity.subject,
+                        "postgres",
+                        via,
+                        "allow",
                     )
-                    .text("text", &buf[c.text.clone()])
-                    .strs("kinds", kinds)
-                    .bool("writes", writes)
-                    .bool("opaque", opaque)
-                    .bool("unbounded", unbounded);
-                match &c.verdict {
-                    Verdict::Allow => match c.approval {
-                        Some(id) => rec.str("decision", "allow").num("approval", id).end(),
-                        None => rec.str("decision", "allow").end(),
+                };
+                let command = match &c.verdict {
+                    Verdict::Allow => Command {
+                        approval: c.approval,
+                        ..command
                     },
                     // A prepared statement: each execution waits for approval.
-                    Verdict::Approve { rule, spec, .. } => rec
-                        .str("decision", "approve")
-                        .num("rule", *rule as u64 + 1)
-                        .strs("approvers", spec.approvers.iter())
-                        .end(),
-                    Verdict::Deny { message, rule, .. } => {
-                        let rec = rec.str("decision", "deny").str("reason", message);
-                        match rule {
-                            Some(r) => rec.num("rule", *r as u64 + 1).end(),
-                            None => rec.end(),
-                        }
-                    }
-                }
+                    Verdict::Approve { rule, spec, .. } => Command {
+                        decision: "approve",
+                        rule: Some(*rule as u64 + 1),
+                        approvers: Some(&spec.approvers[..]),
+                        ..command
+                    },
+                    Verdict::Deny { message, rule, .. } => Command {
+                        decision: "deny",
+                        reason: Some(message),
+                        rule: rule.map(|r| r as u64 + 1),
+                        ..command
+                    },
+                };
+                command.with_kinds(kinds).encode(out)
             })
             .await;
         match pushed {

@@ -16,7 +16,8 @@ use super::relay::{
     fatal_to_client, fill, take_passthrough, Plan, RelayState, MARKER, STREAM_THRESHOLD,
 };
 use super::{error_bytes, sqlstate, Context};
-use crate::audit::{now_ms, Rec};
+use crate::audit::event::CommandResult;
+use crate::audit::Event as _;
 use crate::metrics::ErrorKind;
 use crate::notify::Slot;
 use crate::warn;
@@ -280,21 +281,19 @@ fn inspect_backend(
                 ctx.shard.metrics.command_done(elapsed);
                 if !g.commands.is_empty() {
                     if let Some(audit) = ctx.shard.audit() {
-                        audit.note(|out| {
-                            let rec = Rec::begin(out, "result", now_ms())
-                                .str("session", &ctx.session)
-                                .str("target", &ctx.target.name)
-                                .str("subject", &ctx.identity.subject)
-                                .ids("cmds", g.commands.iter().copied())
-                                .num("rows", result.rows)
-                                .num("bytes", result.bytes)
-                                .num("duration_us", elapsed.as_micros() as u64)
-                                .counts("masked", &result.masked);
-                            match &result.error {
-                                Some(e) => rec.str("error", e).end(),
-                                None => rec.end(),
-                            }
-                        });
+                        let event = CommandResult {
+                            session: &ctx.session,
+                            target: &ctx.target.name,
+                            subject: &ctx.identity.subject,
+                            cmds: Some(&g.commands),
+                            status: None,
+                            rows: Some(result.rows),
+                            bytes: result.bytes,
+                            duration_us: elapsed.as_micros() as u64,
+                            masked: &result.masked,
+                            error: result.error.as_deref(),
+                        };
+                        audit.note(|out| event.encode(out));
                     }
                 }
             }

@@ -18,7 +18,8 @@ use super::screen::{Line, Screen};
 use super::session::{Caller, Pty, Work};
 use super::upstream::{self, Upstream};
 use crate::approvals::{self, Key, Opened, Settled};
-use crate::audit::{now_ms, Rec};
+use crate::audit::event::{self, Command, Observed, Via};
+use crate::audit::Event as _;
 use crate::{info, warn};
 
 /// The exit status of a command Sluice refused (as a shell's "cannot execute").
@@ -264,23 +265,13 @@ async fn record_request(
         return true;
     };
     let mut body = Vec::with_capacity(256);
-    let mut rec = Rec::begin(&mut body, "command", now_ms())
-        .str("session", &caller.session)
-        .str("target", &caller.target)
-        .str("subject", &caller.identity.subject)
-        .str("protocol", "ssh")
-        .str("request", request);
-    if let Some(text) = text {
-        rec = rec.text("text", text.as_bytes());
+    Command {
+        text: text.map(str::as_bytes),
+        approval,
+        reason,
+        ..caller.command(Via::Request(request), decision)
     }
-    rec = rec.str("decision", decision);
-    if let Some(id) = approval {
-        rec = rec.num("approval", id);
-    }
-    match reason {
-        Some(r) => rec.str("reason", r).end(),
-        None => rec.end(),
-    }
+    .encode(&mut body);
     let ran = decision == "allow";
     if !(ran && audit.strict()) {
         audit.side_record(body);
@@ -468,12 +459,14 @@ pub(super) async fn run(
                 // to seal (it stopped mid-session) is named by `audit verify`.
                 if let Some(audit) = &caller.endpoint.shared.audit {
                     let mut body = Vec::with_capacity(192);
-                    Rec::begin(&mut body, "recording_start", now_ms())
-                        .str("session", &caller.session)
-                        .str("target", &caller.target)
-                        .str("subject", &caller.identity.subject)
-                        .str("file", &r.path().display().to_string())
-                        .end();
+                    event::Recording {
+                        session: &caller.session,
+                        target: &caller.target,
+                        subject: &caller.identity.subject,
+                        file: &r.path().display().to_string(),
+                        sealed: None,
+                    }
+                    .encode(&mut body);
                     audit.side_record(body);
                 }
                 recording = Some(r)
@@ -573,14 +566,14 @@ fn seal(caller: &Caller, recording: Recording) {
     };
     if let Some(audit) = &caller.endpoint.shared.audit {
         let mut body = Vec::with_capacity(256);
-        Rec::begin(&mut body, "recording", now_ms())
-            .str("session", &caller.session)
-            .str("target", &caller.target)
-            .str("subject", &caller.identity.subject)
-            .str("file", &sealed.path.display().to_string())
-            .num("bytes", sealed.bytes)
-            .str("sha256", &sealed.sha256)
-            .end();
+        event::Recording {
+            session: &caller.session,
+            target: &caller.target,
+            subject: &caller.identity.subject,
+            file: &sealed.path.display().to_string(),
+            sealed: Some((sealed.bytes, &sealed.sha256)),
+        }
+        .encode(&mut body);
         audit.side_record(body);
     }
 }
@@ -684,18 +677,16 @@ fn record_line(caller: &Caller, line: &Line) {
     caller.metrics.request("shell-line", "observed");
     if let Some(audit) = &caller.endpoint.shared.audit {
         let mut body = Vec::with_capacity(256);
-        Rec::begin(&mut body, "command", now_ms())
-            .str("session", &caller.session)
-            .str("target", &caller.target)
-            .str("subject", &caller.identity.subject)
-            .str("protocol", "ssh")
-            .str("request", "shell-line")
-            .text("text", line.text.as_bytes())
-            .str("decision", "observed")
-            .str("rules", rules.unwrap_or("deny"))
-            .str("source", "screen")
-            .num("not_recorded_before", line.dropped)
-            .end();
+        Command {
+            text: Some(line.text.as_bytes()),
+            observed: Some(Observed {
+                rules: rules.unwrap_or("deny"),
+                source: "screen",
+                not_recorded_before: line.dropped,
+            }),
+            ..caller.command(Via::Request("shell-line"), "observed")
+        }
+        .encode(&mut body);
         audit.side_record(body);
     }
 }

@@ -16,8 +16,9 @@ use sluice_config::Action;
 use super::certificate::Limits;
 use super::upstream::Upstream;
 use super::Endpoint;
-use crate::audit::event::{AccessDenied, AuthFailure, Event as _, SessionEnd, SessionStart};
-use crate::audit::{now_ms, Rec};
+use crate::audit::event::{
+    AccessDenied, AuthFailure, Command, Event as _, SessionEnd, SessionStart, Via,
+};
 use crate::identity::Identity;
 use crate::metrics::SshTarget;
 use crate::{info, warn};
@@ -72,6 +73,20 @@ pub(super) struct Caller {
     /// `SLUICE_REASON` from the channel's environment: the requester's reason
     /// for what it holds.
     pub(super) justification: Option<String>,
+}
+
+impl Caller {
+    /// A command record of this caller's session, with the common fields.
+    pub(super) fn command<'a>(&'a self, via: Via<'a>, decision: &'a str) -> Command<'a> {
+        Command::new(
+            &self.session,
+            &self.target,
+            &self.identity.subject,
+            "ssh",
+            via,
+            decision,
+        )
+    }
 }
 
 pub(super) struct Connection {
@@ -303,17 +318,18 @@ impl Connection {
             subject = subject,
             what = what
         );
-        self.note(|out| {
-            Rec::begin(out, "command", now_ms())
-                .str("session", &self.session)
-                .str("target", &self.target)
-                .str("subject", subject)
-                .str("protocol", "ssh")
-                .str("request", request)
-                .str("text", what)
-                .str("decision", "deny")
-                .end()
-        });
+        let event = Command {
+            text: Some(what.as_bytes()),
+            ..Command::new(
+                &self.session,
+                &self.target,
+                subject,
+                "ssh",
+                Via::Request(request),
+                "deny",
+            )
+        };
+        self.note(|out| event.encode(out));
     }
 
     /// The command a certificate forces, if it does.
@@ -578,21 +594,19 @@ impl server::Handler for Connection {
         let asked = String::from_utf8_lossy(data).into_owned();
         let line = match self.forced() {
             Some(command) => {
-                self.note(|out| {
-                    Rec::begin(out, "command", now_ms())
-                        .str("session", &self.session)
-                        .str("target", &self.target)
-                        .str(
-                            "subject",
-                            self.identity.as_ref().map_or("", |i| i.subject.as_str()),
-                        )
-                        .str("protocol", "ssh")
-                        .str("request", "exec")
-                        .text("text", asked.as_bytes())
-                        .str("decision", "replaced")
-                        .str("reason", "the certificate's force-command runs instead")
-                        .end()
-                });
+                let event = Command {
+                    text: Some(asked.as_bytes()),
+                    reason: Some("the certificate's force-command runs instead"),
+                    ..Command::new(
+                        &self.session,
+                        &self.target,
+                        self.identity.as_ref().map_or("", |i| i.subject.as_str()),
+                        "ssh",
+                        Via::Request("exec"),
+                        "replaced",
+                    )
+                };
+                self.note(|out| event.encode(out));
                 command
             }
             None => asked,
