@@ -1,7 +1,8 @@
 //! Audit pipeline: the cost of pushing one record into a shard's ring (while a
-//! consumer drains it), against a mutex-protected queue; and the writer's
-//! throughput to disk in batched mode (chain hashing, JSON framing, one fsync per
-//! batch), against writing the same bytes with no chain at all.
+//! consumer drains it), with and without encoding it, against a
+//! mutex-protected queue; and the writer's throughput to disk in batched mode
+//! (draining, chain hashing, JSON framing, one fsync per batch, records
+//! encoded ahead), against writing the same bytes with no chain at all.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,23 +10,29 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use sluice::audit::{Audit, Rec, Settings};
+use sluice::audit::event::{Command, Flags, Via};
+use sluice::audit::{Audit, Event as _, Settings};
 
 fn record(buf: &mut Vec<u8>, i: u64) {
-    Rec::begin(buf, "command", 1_795_000_000_000 + i)
-        .str("session", "4ce8a60946fc9823")
-        .num("cmd", i)
-        .str("target", "orders")
-        .str("subject", "agent-17")
-        .str("protocol", "postgres")
-        .str("message", "parse")
-        .text(
-            "text",
-            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+    Command {
+        cmd: Some(i),
+        text: Some(b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"),
+        flags: Some(Flags {
+            writes: false,
+            opaque: false,
+            unbounded: false,
+        }),
+        ..Command::new(
+            "4ce8a60946fc9823",
+            "orders",
+            "agent-17",
+            "postgres",
+            Via::Message("parse"),
+            "allow",
         )
-        .strs("kinds", ["select"])
-        .str("decision", "allow")
-        .end();
+    }
+    .with_kinds(["select"].into_iter())
+    .encode(buf);
 }
 
 fn push(c: &mut Criterion) {
@@ -112,11 +119,19 @@ fn writer(c: &mut Criterion) {
                 let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
                 let (audit, mut links) = Audit::start(settings(dir.path()), 1, key).unwrap();
                 let mut ring = links.remove(0).ring;
-                let mut buf = Vec::with_capacity(512);
+                // Encoded ahead (the shards' cost is `audit_push`): this
+                // measures the writer, draining, chaining and writing.
+                let records: Vec<Vec<u8>> = (0..64)
+                    .map(|i| {
+                        let mut buf = Vec::with_capacity(512);
+                        record(&mut buf, i);
+                        buf
+                    })
+                    .collect();
                 let start = Instant::now();
                 for i in 0..N {
-                    record(&mut buf, i);
-                    while ring.push(&buf).is_none() {
+                    let buf = &records[(i % 64) as usize];
+                    while ring.push(buf).is_none() {
                         audit.pipeline.kick();
                         std::hint::spin_loop();
                     }

@@ -879,7 +879,7 @@ fn an_empty_last_segment_does_not_restart_the_chain() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
 
-/// `audit tail -f` on a live log (filled ahead of its records) prints each
+/// `audit tail -f` on a live log prints each
 /// new record as it is written.
 #[test]
 fn tail_follows_a_live_log() {
@@ -887,7 +887,7 @@ fn tail_follows_a_live_log() {
     let t = s.keys.token("alice", &["sre"]);
     let mut c = connect(s.addr, &t, "postgres").unwrap();
     c.batch_execute("SELECT 'before'").unwrap();
-    // The first batch is on disk (and the fill after it).
+    // The first batch is on disk.
     assert!(
         wait_for(Duration::from_secs(10), || records_lenient(&s.audit)
             .iter()

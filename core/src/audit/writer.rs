@@ -5,10 +5,11 @@
 //! If a write or fsync fails (disk full, read-only) the batch is kept and retried,
 //! `healthy` turns false and shards refuse new commands until it succeeds again.
 //!
-//! The current segment is filled ahead of the records with spaces (and that
-//! flushed once), so each batch overwrites blocks that exist: `fdatasync` then
-//! writes the data alone, not the file's size too (one device write instead
-//! of two). Spaces, not zeros: JSON whitespace, so the live file stays text to
+//! In `strict` durability the current segment is filled ahead of the records
+//! with spaces (and that flushed once), so each batch overwrites blocks that
+//! exist: `fdatasync` then writes the data alone, not the file's size too
+//! (one device write instead of two). `batched` appends: nobody waits on
+//! its flushes, and filling ahead would write every byte twice. Spaces, not zeros: JSON whitespace, so the live file stays text to
 //! `grep`, `jq` and `tail`. The log ends where the records end, found by
 //! content; a segment is cut back to its records when it is closed or rotated.
 
@@ -478,7 +479,10 @@ impl Writer {
             return Ok(());
         }
         let end = self.size + self.batch.len() as u64;
-        if end > self.allocated {
+        // Only where a command waits for the flush: filling ahead writes
+        // every byte twice, which `batched` (one flush per interval, no
+        // one waiting on it) would pay in throughput for nothing.
+        if self.settings.strict && end > self.allocated {
             self.fill_ahead(end)?;
         }
         self.file.write_all_at(&self.batch, self.size)?;
