@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice_protocols::postgres::encode;
 use support::pg::*;
 use support::*;
 
@@ -773,6 +774,21 @@ fn strict_never_delivers_a_result_or_answers_a_write_without_its_record() {
     // A database whose sessions the server keeps read-only: there reads go
     // upstream ahead of their records (their results still wait).
     s.pg.psql("CREATE DATABASE ro");
+    // An attacker there: a view turns the read-only setting off for the
+    // next transaction, a write hides behind an operator, and both go in
+    // one packet, so the second is judged before the server has said the
+    // session is no longer read-only.
+    psql(
+        s.pg.addr(),
+        "ro",
+        "CREATE TABLE sneaks (id text); \
+         CREATE FUNCTION sneak(x text, y text) RETURNS boolean LANGUAGE sql AS \
+         $$ INSERT INTO sneaks VALUES (x) RETURNING true $$; \
+         CREATE OPERATOR === (leftarg = text, rightarg = text, function = sneak); \
+         CREATE VIEW flip AS SELECT set_config('default_transaction_read_only', 'off', false); \
+         CREATE VIEW flop AS SELECT set_config('default_transaction_read_only', 'on', false);",
+    )
+    .unwrap();
     s.pg.psql("ALTER DATABASE ro SET default_transaction_read_only = on");
     let cfg = std::fs::read_to_string(&s.sluice.config_path).unwrap();
     let mut gateway = Some(s.sluice);
@@ -782,11 +798,28 @@ fn strict_never_delivers_a_result_or_answers_a_write_without_its_record() {
             Some(g) => g,
             None => Sluice::start(&cfg),
         };
-        let clients: Vec<_> = (0..6)
+        let clients: Vec<_> = (0..8)
             .map(|n| {
                 let (addr, t) = (s.addr, s.keys.token("loader", &["agents"]));
                 std::thread::spawn(move || {
                     let mut saw = Vec::new();
+                    if n >= 6 {
+                        let (_, mut c) = RawPg::start(addr, &t, &[("database", "ro")]);
+                        for i in 0..1_000_000 {
+                            let text = format!("SELECT 'sneak-{round}-{n}-{i}' === ''");
+                            let mut out = Vec::new();
+                            encode::query(&mut out, b"SELECT * FROM flip");
+                            encode::query(&mut out, text.as_bytes());
+                            encode::query(&mut out, b"SELECT * FROM flop");
+                            let Some(got) = c.try_exchange(&out, 3) else {
+                                break;
+                            };
+                            if got.iter().any(|(t, _)| *t == b'D') {
+                                saw.push(text);
+                            }
+                        }
+                        return saw;
+                    }
                     let db = if n % 3 == 0 { "ro" } else { "postgres" };
                     let Ok(mut c) = connect(addr, &t, db) else {
                         return saw;
@@ -832,7 +865,9 @@ fn strict_never_delivers_a_result_or_answers_a_write_without_its_record() {
         .iter()
         .filter_map(|t| t.split('\'').nth(1))
         .collect();
-    let rows = s.pg.psql("SELECT id FROM kills");
+    let sneaked = psql(s.pg.addr(), "ro", "SELECT id FROM sneaks").unwrap();
+    assert!(!sneaked.trim().is_empty(), "the attacker's writes ran");
+    let rows = s.pg.psql("SELECT id FROM kills") + "\n" + &sneaked;
     for id in rows.lines().map(str::trim).filter(|l| !l.is_empty()) {
         assert!(
             quoted.contains(id),

@@ -149,6 +149,7 @@ impl RawPg {
         };
         let mut out = Vec::new();
         let mut all = vec![("user", "raw"), ("database", "postgres")];
+        all.retain(|(k, _)| !params.iter().any(|(p, _)| p == k));
         all.extend_from_slice(params);
         encode::startup_message(&mut out, &all);
         c.send(&out);
@@ -165,6 +166,32 @@ impl RawPg {
     pub fn send(&mut self, bytes: &[u8]) {
         use std::io::Write;
         self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends `bytes` and reads until `readies` `ReadyForQuery` messages have
+    /// come; `None` once the connection is gone (a gateway killed mid-test).
+    pub fn try_exchange(&mut self, bytes: &[u8], readies: usize) -> Option<Vec<(u8, Vec<u8>)>> {
+        use sluice_protocols::postgres::{frame, Framed};
+        use std::io::{Read, Write};
+        self.stream.write_all(bytes).ok()?;
+        let mut out = Vec::new();
+        let mut seen = 0;
+        loop {
+            while let Ok(Framed::Complete(f)) = frame(&self.buf, 1 << 30) {
+                let body = self.buf[5..f.len].to_vec();
+                self.buf.drain(..f.len);
+                seen += usize::from(f.tag == b'Z');
+                out.push((f.tag, body));
+                if seen == readies {
+                    return Some(out);
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
     }
 
     /// Reads messages until one with tag `stop` (included).

@@ -135,7 +135,18 @@ pub(super) async fn record_commands(
     {
         shared.read_write_asked.set(true);
     }
-    let server_enforced = shared.server_read_only.get() && !shared.read_write_asked.get();
+    // The server's word holds for this batch only if nothing sent before it
+    // is unanswered and it is one transaction: a statement may turn the
+    // setting off for later transactions (`set_config` inside a view), and
+    // the server reports that (ParameterStatus) before its ReadyForQuery;
+    // a later transaction in the same batch would run before the report.
+    let first = cmds.iter().map(|c| c.sync_seq).min();
+    let one_transaction = cmds.iter().all(|c| Some(c.sync_seq) == first);
+    let nothing_before = first.is_some_and(|f| shared.session.borrow().answering() >= f);
+    let server_enforced = shared.server_read_only.get()
+        && !shared.read_write_asked.get()
+        && one_transaction
+        && nothing_before;
     if failed.is_none() && any_allowed {
         if let Some(t) = last {
             if reads_only && server_enforced && audit.strict() {
