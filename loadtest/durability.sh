@@ -48,6 +48,11 @@ PY
         </dev/null >"$state/$name.log" 2>&1 &
     pids+=($!)
 }
+for p in 6451 6452 6453 7151 7152 7153; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        echo ":$p is taken (an earlier run still up?): stop it first" >&2; exit 1
+    fi
+done
 i=0
 for d in none batched strict; do
     variant loadtest/peers/sluice-pg.toml "pg-$d" "$d" 6435 $((6451 + i)) 9471 $((9451 + i))
@@ -60,13 +65,19 @@ for p in 6451 6452 6453 7151 7152 7153; do
 done
 
 lt=./target/release/sluice-loadtest
+# The table, or what went wrong.
+run() {
+    if ! "$lt" "$@" --duration "${secs}s" --rounds "$rounds" >"$state/out" 2>"$state/err"; then
+        cat "$state/out" "$state/err" >&2
+        exit 1
+    fi
+    sed -n '/^endpoint/,$p' "$state/out"
+}
 for c in 8 32; do
     echo "== pg-select --simple, $c connections"
-    $lt pg-select --simple --key "$peers/dev.key.pem" --database loadtest \
-        --compare none=127.0.0.1:6451 batched=127.0.0.1:6452 strict=127.0.0.1:6453 \
-        --duration "${secs}s" --rounds "$rounds" --connections "$c" 2>&1 | sed -n '/^endpoint/,$p'
+    run pg-select --simple --key "$peers/dev.key.pem" --database loadtest \
+        --compare none=127.0.0.1:6451 batched=127.0.0.1:6452 strict=127.0.0.1:6453 --connections "$c"
 done
 echo "== http-json, 32 connections"
-$lt http-json --key "$peers/dev.key.pem" \
-    --compare none=127.0.0.1:7151 batched=127.0.0.1:7152 strict=127.0.0.1:7153 \
-    --duration "${secs}s" --rounds "$rounds" --connections 32 2>&1 | sed -n '/^endpoint/,$p'
+run http-json --key "$peers/dev.key.pem" \
+    --compare none=127.0.0.1:7151 batched=127.0.0.1:7152 strict=127.0.0.1:7153 --connections 32

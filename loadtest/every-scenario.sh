@@ -7,7 +7,8 @@
 #   loadtest/peers/start.sh            # once
 #   loadtest/every-scenario.sh [SECONDS_PER_ENDPOINT] [ROUNDS]
 #
-# Strict twins: tcp :7011, PostgreSQL :6445 (masked :6446, admin :9475), HTTP
+# Run it right after start.sh from the same tree (start.sh builds the peers'
+# gateways; this builds the twins). Strict twins: tcp :7011, PostgreSQL :6445 (masked :6446, admin :9475), HTTP
 # :7113; their audit logs under /tmp/sluice-every-scenario/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,11 @@ strict() {
         </dev/null >"$state/$name.log" 2>&1 &
     pids+=($!)
 }
+for p in 7011 6445 6446 9475 7113; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        echo ":$p is taken (an earlier run still up?): stop it first" >&2; exit 1
+    fi
+done
 strict loadtest/peers/sluice-tcp.toml tcp 7001:7011
 strict loadtest/peers/sluice-pg.toml pg 6435:6445 6436:6446 9471:9475
 strict loadtest/peers/sluice-http.toml http 7103:7113
@@ -45,7 +51,14 @@ for p in 7011 6445 6446 7113; do
 done
 
 lt=./target/release/sluice-loadtest
-run() { "$lt" "$@" --duration "${secs}s" --rounds "$rounds" 2>&1 | sed -n '/^endpoint/,$p'; }
+# The table, or what went wrong.
+run() {
+    if ! "$lt" "$@" --duration "${secs}s" --rounds "$rounds" >"$state/out" 2>"$state/err"; then
+        cat "$state/out" "$state/err" >&2
+        exit 1
+    fi
+    sed -n '/^endpoint/,$p' "$state/out"
+}
 key=(--key "$peers/dev.key.pem")
 echo "== tcp-stream (4 connections)"
 run tcp-stream --compare direct=127.0.0.1:7000 sluice=127.0.0.1:7001 strict=127.0.0.1:7011 \
@@ -62,7 +75,8 @@ run pg-select --simple "${key[@]}" --database loadtest --compare direct=127.0.0.
     --connections 8
 echo "== pg-rows (8 connections)"
 "$lt" pg-rows "${key[@]}" --database loadtest --setup --compare direct=127.0.0.1:5432 \
-    --duration 1s --rounds 1 --connections 1 >/dev/null 2>&1
+    --duration 1s --rounds 1 --connections 1 >"$state/out" 2>"$state/err" \
+    || { cat "$state/out" "$state/err" >&2; exit 1; }
 run pg-rows "${key[@]}" --database loadtest --compare direct=127.0.0.1:5432 sluice=127.0.0.1:6435 \
     strict=127.0.0.1:6445 masked=127.0.0.1:6436 masked-strict=127.0.0.1:6446 \
     pgbouncer=127.0.0.1:6433 --connections 8

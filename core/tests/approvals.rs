@@ -247,7 +247,7 @@ fn psql_bg(addr: SocketAddr, token: &str, sql: &str) -> thread::JoinHandle<std::
 fn records(audit: &std::path::Path) -> Vec<Value> {
     let mut out = Vec::new();
     for seg in sluice::audit::chain::segments(audit).unwrap() {
-        // A live segment ends in spaces filled ahead of the records.
+        // A live strict segment ends in spaces filled ahead of the records.
         for line in std::fs::read_to_string(seg).unwrap().lines() {
             if !line.trim().is_empty() {
                 out.push(serde_json::from_str(line).unwrap());

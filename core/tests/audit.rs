@@ -66,7 +66,7 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 fn records(audit: &Path) -> Vec<Value> {
     let mut out = Vec::new();
     for seg in sluice::audit::chain::segments(audit).unwrap() {
-        // A live segment ends in spaces filled ahead of the records.
+        // A live strict segment ends in spaces filled ahead of the records.
         for line in std::fs::read_to_string(seg).unwrap().lines() {
             if !line.trim().is_empty() {
                 out.push(serde_json::from_str(line).unwrap());
@@ -914,11 +914,11 @@ fn an_empty_last_segment_does_not_restart_the_chain() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
 
-/// `audit tail -f` on a live log prints each
+/// `audit tail -f` on a live log (strict: filled ahead of its records) prints each
 /// new record as it is written.
 #[test]
 fn tail_follows_a_live_log() {
-    let s = setup("batched");
+    let s = setup("strict");
     let t = s.keys.token("alice", &["sre"]);
     let mut c = connect(s.addr, &t, "postgres").unwrap();
     c.batch_execute("SELECT 'before'").unwrap();

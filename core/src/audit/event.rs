@@ -1,7 +1,8 @@
-//! One vocabulary for what every protocol records about logins and sessions:
-//! a record type has the same fields whether PostgreSQL, HTTP, SSH or TCP
-//! wrote it (`client` is always the caller's address, `reason` always why),
-//! encoded here once. [`FIELDS`] names every field any record has, so
+//! One vocabulary for everything a driver records (logins, sessions,
+//! commands, results, approvals, recordings, reloads and admin actions): a
+//! record type has the same fields whether PostgreSQL, HTTP, SSH or TCP
+//! wrote it (`client` is always the caller's address, `reason` always why,
+//! `kinds` always a command's array of statement kinds), encoded here once. [`FIELDS`] names every field any record has, so
 //! `sluice audit export --format csv` has a column for each.
 
 use super::now_ms;
@@ -511,7 +512,6 @@ pub const FIELDS: &[&str] = &[
     "action",
     "state",
     "requester",
-    "summary",
     "sha256",
     "params",
     "database",
@@ -529,6 +529,10 @@ pub const FIELDS: &[&str] = &[
     "last_seq",
     "torn_bytes",
     "prev",
+    // Added after the columns above (an approval's word for what it holds,
+    // which older logs wrote as a string `kinds`): last, so every earlier
+    // column keeps its place.
+    "summary",
 ];
 
 #[cfg(test)]

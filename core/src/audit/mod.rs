@@ -4,10 +4,11 @@
 //! pushes encoded records
 //! ([`record`]) into it; one writer thread ([`writer`]) drains all rings, chains
 //! the records with SHA-256 ([`chain`]), appends them to segment files and fsyncs
-//! once per batch. In `strict` durability no write reaches a target, and no
-//! result reaches a client, before the command's record is on disk (reads on a
-//! session the server keeps read-only go upstream at once, their results
-//! held); in `batched` a command is forwarded once its record is enqueued. When records cannot be
+//! once per batch. In `strict` durability no allowed command reaches a target,
+//! and no result reaches a client, before the command's record is on disk
+//! (reads on a session the server keeps read-only go upstream at once, their
+//! results held); in `batched` a command is forwarded once its record is
+//! enqueued. When records cannot be
 //! written, shards refuse new commands (fail closed). [`verify`] holds the
 //! `sluice audit` commands: verify, search, export, tail.
 
@@ -30,7 +31,6 @@ pub mod verify;
 mod writer;
 
 pub use event::Event;
-pub use record::Rec;
 pub use writer::{Anchor, Checkpoint, CheckpointSink};
 
 /// A log's name outside it: the hex of its signing key's public half (a log

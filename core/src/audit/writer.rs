@@ -8,10 +8,11 @@
 //! In `strict` durability the current segment is filled ahead of the records
 //! with spaces (and that flushed once), so each batch overwrites blocks that
 //! exist: `fdatasync` then writes the data alone, not the file's size too
-//! (one device write instead of two). `batched` appends: nobody waits on
-//! its flushes, and filling ahead would write every byte twice. Spaces, not zeros: JSON whitespace, so the live file stays text to
-//! `grep`, `jq` and `tail`. The log ends where the records end, found by
-//! content; a segment is cut back to its records when it is closed or rotated.
+//! (one device write instead of two). The fill is spaces, not zeros: JSON
+//! whitespace, so the live file stays text to `grep`, `jq` and `tail`. The
+//! log ends where the records end, found by content; a segment is cut back
+//! to its records when it is closed or rotated. `batched` appends: nobody
+//! waits on its flushes, and filling ahead would write every byte twice.
 
 use std::os::unix::fs::FileExt;
 
@@ -101,7 +102,7 @@ pub struct Writer {
     path: PathBuf,
     /// Bytes of records in the current segment (where the next batch goes).
     size: u64,
-    /// Bytes of the current segment that exist (records, then fill).
+    /// Bytes of the current segment that exist (records, then any fill).
     allocated: u64,
     opened: Instant,
     seq: u64,
@@ -488,6 +489,7 @@ impl Writer {
         self.file.write_all_at(&self.batch, self.size)?;
         self.file.sync_data()?;
         self.size = end;
+        self.allocated = self.allocated.max(end);
         self.pipeline
             .written
             .fetch_add(self.pending_lines, Ordering::Relaxed);
