@@ -32,7 +32,8 @@ if [ -f "$conformance/pg-regress-15.18.tar.xz" ]; then
     command -v xz >/dev/null || need+=(xz-utils)
 fi
 # pg_query (the classifier's differential-test oracle) generates bindings with libclang.
-compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so*' >/dev/null || need+=(libclang-dev)
+# libclang itself, not libclang-cpp (which other packages pull in alone).
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || compgen -G '/usr/lib/*-linux-gnu/libclang-[0-9]*.so*' >/dev/null || need+=(libclang-dev)
 
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

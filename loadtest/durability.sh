@@ -20,9 +20,7 @@ peers=/tmp/sluice-peers
 [ -f "$peers/dev.key.pem" ] || { echo "run loadtest/peers/start.sh first" >&2; exit 1; }
 cargo build --release -q -p sluice -p sluice-loadtest
 rm -rf "$state" && mkdir -p "$state"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
+. loadtest/gateways.sh
 
 # variant CONFIG NAME DURABILITY PORT_FROM PORT_TO [ADMIN_FROM ADMIN_TO]
 variant() {
@@ -44,15 +42,9 @@ if durability == "none":
     text = re.sub(r'\[audit\]\n(?:[^\[\n][^\n]*\n|\n)*', '', text)
 open(path, 'w').write(text)
 PY
-    API_TOKEN="Bearer upstream-key" setsid ./target/release/sluice serve --config "$out" \
-        </dev/null >"$state/$name.log" 2>&1 &
-    pids+=($!)
+    gateway "$name" "$out"
 }
-for p in 6451 6452 6453 7151 7152 7153; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-        echo ":$p is taken (an earlier run still up?): stop it first" >&2; exit 1
-    fi
-done
+ports_free 6451 6452 6453 9451 9452 9453 7151 7152 7153
 i=0
 for d in none batched strict; do
     variant loadtest/peers/sluice-pg.toml "pg-$d" "$d" 6435 $((6451 + i)) 9471 $((9451 + i))
@@ -60,19 +52,8 @@ for d in none batched strict; do
     i=$((i + 1))
 done
 sleep 2
-for p in 6451 6452 6453 7151 7152 7153; do
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "nothing listens on :$p (see $state/*.log)" >&2; exit 1; }
-done
+listening 6451 6452 6453 7151 7152 7153
 
-lt=./target/release/sluice-loadtest
-# The table, or what went wrong.
-run() {
-    if ! "$lt" "$@" --duration "${secs}s" --rounds "$rounds" >"$state/out" 2>"$state/err"; then
-        cat "$state/out" "$state/err" >&2
-        exit 1
-    fi
-    sed -n '/^endpoint/,$p' "$state/out"
-}
 for c in 8 32; do
     echo "== pg-select --simple, $c connections"
     run pg-select --simple --key "$peers/dev.key.pem" --database loadtest \

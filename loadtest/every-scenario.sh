@@ -19,9 +19,7 @@ peers=/tmp/sluice-peers
 [ -f "$peers/dev.key.pem" ] || { echo "run loadtest/peers/start.sh first" >&2; exit 1; }
 cargo build --release -q -p sluice -p sluice-loadtest
 rm -rf "$state" && mkdir -p "$state"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
+. loadtest/gateways.sh
 
 # strict CONFIG NAME FROM:TO...   (listen/admin addresses to move)
 strict() {
@@ -33,32 +31,15 @@ strict() {
         sed -i "s#127.0.0.1:${move%%:*}\"#127.0.0.1:${move##*:}\"#" "$out"
     done
     grep -q 'durability = "strict"' "$out" || { echo "$cfg: no batched audit to make strict" >&2; exit 1; }
-    API_TOKEN="Bearer upstream-key" setsid ./target/release/sluice serve --config "$out" \
-        </dev/null >"$state/$name.log" 2>&1 &
-    pids+=($!)
+    gateway "$name" "$out"
 }
-for p in 7011 6445 6446 9475 7113; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-        echo ":$p is taken (an earlier run still up?): stop it first" >&2; exit 1
-    fi
-done
+ports_free 7011 6445 6446 9475 7113
 strict loadtest/peers/sluice-tcp.toml tcp 7001:7011
 strict loadtest/peers/sluice-pg.toml pg 6435:6445 6436:6446 9471:9475
 strict loadtest/peers/sluice-http.toml http 7103:7113
 sleep 2
-for p in 7011 6445 6446 7113; do
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "nothing listens on :$p (see $state/*.log)" >&2; exit 1; }
-done
+listening 7011 6445 6446 7113
 
-lt=./target/release/sluice-loadtest
-# The table, or what went wrong.
-run() {
-    if ! "$lt" "$@" --duration "${secs}s" --rounds "$rounds" >"$state/out" 2>"$state/err"; then
-        cat "$state/out" "$state/err" >&2
-        exit 1
-    fi
-    sed -n '/^endpoint/,$p' "$state/out"
-}
 key=(--key "$peers/dev.key.pem")
 echo "== tcp-stream (4 connections)"
 run tcp-stream --compare direct=127.0.0.1:7000 sluice=127.0.0.1:7001 strict=127.0.0.1:7011 \
