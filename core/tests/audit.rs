@@ -881,6 +881,90 @@ fn strict_never_delivers_a_result_or_answers_a_write_without_its_record() {
     assert!(out.contains("stopped without closing the log"), "{out}");
 }
 
+/// Strict durability against a transaction block begun read-write: a view
+/// then turns the session's default read-only (the server reports it), but
+/// the open block stays read-write, so a statement in it must not go
+/// upstream ahead of its record. The hidden effect is `setval`, which no
+/// rollback undoes; killed at arbitrary moments, the last value set must
+/// always belong to a recorded statement.
+#[test]
+fn strict_does_not_read_a_read_write_block_as_read_only() {
+    let s = setup("strict");
+    s.pg.psql(
+        "CREATE SEQUENCE sneak_0; CREATE SEQUENCE sneak_1; CREATE SEQUENCE sneak_2; \
+         CREATE FUNCTION sneak(x text, y text) RETURNS boolean LANGUAGE sql AS \
+         $$ SELECT setval(y::regclass, x::bigint) > 0 $$; \
+         CREATE OPERATOR === (leftarg = text, rightarg = text, function = sneak); \
+         CREATE VIEW ro_on AS SELECT set_config('default_transaction_read_only', 'on', false); \
+         CREATE VIEW ro_off AS SELECT set_config('default_transaction_read_only', 'off', false);",
+    );
+    let cfg = std::fs::read_to_string(&s.sluice.config_path).unwrap();
+    let mut gateway = Some(s.sluice);
+    for round in 0..4u64 {
+        let g = match gateway.take() {
+            Some(g) => g,
+            None => Sluice::start(&cfg),
+        };
+        // Others keep the log flushing, as on a busy gateway: a record
+        // waits for the flush in progress before its own.
+        let others: Vec<_> = (0..3)
+            .map(|_| {
+                let (addr, t) = (s.addr, s.keys.token("loader", &["agents"]));
+                std::thread::spawn(move || {
+                    let Ok(mut c) = connect(addr, &t, "postgres") else {
+                        return;
+                    };
+                    while c.batch_execute("SELECT 1").is_ok() {}
+                })
+            })
+            .collect();
+        let attackers: Vec<_> = (0..3u64)
+            .map(|n| {
+                let (addr, t) = (s.addr, s.keys.token("loader", &["agents"]));
+                std::thread::spawn(move || {
+                    let (_, mut c) = RawPg::start(addr, &t, &[]);
+                    for block in 0..100_000u64 {
+                        // Most of the time goes to the hidden statements.
+                        let sneaks = (0..30).map(|i| {
+                            let value = (round * 10 + n) * 10_000_000 + block * 100 + i + 1;
+                            format!("SELECT '{value}' === 'sneak_{n}'")
+                        });
+                        let steps = ["BEGIN".to_owned(), "SELECT * FROM ro_on".to_owned()]
+                            .into_iter()
+                            .chain(sneaks)
+                            .chain(["ROLLBACK".to_owned(), "SELECT * FROM ro_off".to_owned()]);
+                        for step in steps {
+                            let mut out = Vec::new();
+                            encode::query(&mut out, step.as_bytes());
+                            if c.try_exchange(&out, 1).is_none() {
+                                return;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(600 + 257 * round));
+        g.signal(libc::SIGKILL);
+        drop(g);
+        for t in attackers.into_iter().chain(others) {
+            t.join().unwrap();
+        }
+        let recorded = records_lenient(&s.audit).join("\n");
+        for n in 0..3 {
+            let last = s.pg.psql(&format!("SELECT last_value FROM sneak_{n}"));
+            let last = last.trim();
+            if last == "1" {
+                continue;
+            }
+            assert!(
+                recorded.contains(&format!("SELECT '{last}' === 'sneak_{n}'")),
+                "round {round}: sneak_{n} was set to {last} by a statement with no durable record"
+            );
+        }
+    }
+}
+
 /// A crash right after a rotation leaves a segment with no record (nothing,
 /// or only the fill): the next start drops it and the chain goes on.
 #[test]

@@ -143,10 +143,13 @@ pub(super) async fn record_commands(
     let first = cmds.iter().map(|c| c.sync_seq).min();
     let one_transaction = cmds.iter().all(|c| Some(c.sync_seq) == first);
     let nothing_before = first.is_some_and(|f| shared.session.borrow().answering() >= f);
+    // And only between transactions: a block begun read-write stays so
+    // when a view later turns the default read-only.
     let server_enforced = shared.server_read_only.get()
         && !shared.read_write_asked.get()
         && one_transaction
-        && nothing_before;
+        && nothing_before
+        && shared.between_transactions.get();
     if failed.is_none() && any_allowed {
         if let Some(t) = last {
             if reads_only && server_enforced && audit.strict() {

@@ -95,6 +95,9 @@ pub(super) struct RelayState {
     /// read-only setting some way the server may not report: no more reads
     /// go upstream ahead of their records.
     pub(super) read_write_asked: Cell<bool>,
+    /// The last `ReadyForQuery` said idle: no transaction block is open, so
+    /// the next transaction's mode is the default the server reports.
+    pub(super) between_transactions: Cell<bool>,
 }
 
 /// One judged command of the current read batch.
@@ -238,6 +241,7 @@ pub async fn run<C: Io, U: Io>(
         unflushed: Cell::new(0),
         server_read_only: Cell::new(server_read_only),
         read_write_asked: Cell::new(false),
+        between_transactions: Cell::new(true),
     };
     monoio::join!(
         client_to_upstream(ctx, &shared, client_r, upstream_w, &client_w, pending),

@@ -271,6 +271,13 @@ fn inspect_backend(
             None => {}
         },
         tag::READY_FOR_QUERY => {
+            // Outside a transaction block the next statement starts a
+            // transaction of the current default; inside one, the block
+            // keeps the mode it began with, whatever the default says now.
+            let status = buf[body.clone()].first().copied();
+            shared
+                .between_transactions
+                .set(status == Some(backend::status::IDLE));
             let group = shared.session.borrow_mut().take_done();
             let done = group.as_ref().map_or(answering, |g| g.seq);
             shared.gates.borrow_mut().ready(done);
