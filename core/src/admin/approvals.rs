@@ -110,48 +110,20 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
     } else {
         Decision::Deny
     };
-    // Whoever may not see a request learns nothing about it, not even that it
-    // exists.
-    match answer(approvals.get(id)).await {
-        Ok(Some(r)) if admin || may_see(&identity, &r) => {}
-        Ok(_) => return not_found(),
-        Err(e) => return store_down(&e),
-    }
-    let voter = Voter {
-        subject: identity.subject.clone(),
-        groups: identity.groups.clone(),
-    };
-    match answer(approvals.vote(id, &voter, decision, reason)).await {
-        Ok(v) => {
-            crate::info!(
-                "approval_vote",
-                approval = id,
-                subject = identity.subject,
-                decision = action,
-                state = v.request.state.as_str()
-            );
-            json(
-                200,
-                "OK",
-                &serde_json::json!({
-                    "request": v.request,
-                    "counted": v.counted,
-                    "decided": v.decided,
-                })
-                .to_string(),
-            )
-        }
+    match cast_vote(shard, &identity, admin, id, decision, reason, "api").await {
+        Ok(v) => json(
+            200,
+            "OK",
+            &serde_json::json!({
+                "request": v.request,
+                "counted": v.counted,
+                "decided": v.decided,
+            })
+            .to_string(),
+        ),
+        Err(VoteError::NotFound(_)) => not_found(),
         Err(e) => {
-            if let VoteError::NotFound(_) = e {
-                return not_found();
-            }
             let (status, reason) = vote_status(&e);
-            crate::info!(
-                "approval_vote_refused",
-                approval = id,
-                subject = identity.subject,
-                error = e
-            );
             json(
                 status,
                 reason,
@@ -159,6 +131,50 @@ pub async fn route(shard: &Shard, req: &http::Request<'_, '_>, body: &[u8]) -> V
             )
         }
     }
+}
+
+/// Counts `identity`'s vote on request `id`, for the admin API and the
+/// console alike (`via` says which, in the log). Whoever may not see a
+/// request learns nothing about it, not even that it exists: `NotFound`.
+pub(super) async fn cast_vote(
+    shard: &Shard,
+    identity: &Identity,
+    admin: bool,
+    id: u64,
+    decision: Decision,
+    reason: Option<String>,
+    via: &str,
+) -> Result<crate::approvals::Voted, VoteError> {
+    let approvals = &shard.shared.approvals;
+    match answer(approvals.get(id)).await {
+        Ok(Some(r)) if admin || may_see(identity, &r) => {}
+        Ok(_) => return Err(VoteError::NotFound(id)),
+        Err(e) => return Err(e.into()),
+    }
+    let voter = Voter {
+        subject: identity.subject.clone(),
+        groups: identity.groups.clone(),
+    };
+    let voted = answer(approvals.vote(id, &voter, decision, reason)).await;
+    match &voted {
+        Ok(v) => crate::info!(
+            "approval_vote",
+            approval = id,
+            subject = identity.subject,
+            decision = decision.as_str(),
+            state = v.request.state.as_str(),
+            via = via
+        ),
+        Err(VoteError::NotFound(_)) => {}
+        Err(e) => crate::info!(
+            "approval_vote_refused",
+            approval = id,
+            subject = identity.subject,
+            error = e,
+            via = via
+        ),
+    }
+    voted
 }
 
 /// A store call, bounded: a store that stops answering gets a 503, never a

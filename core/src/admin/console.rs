@@ -21,7 +21,7 @@ use monoio::io::AsyncWriteRentExt;
 use sluice_protocols::http;
 
 use super::approvals::may_see;
-use crate::approvals::{Decision, Request, State, Voter};
+use crate::approvals::{Decision, Request, State};
 use crate::identity::sessions::LINK_TTL;
 use crate::identity::Identity;
 use crate::shard::Shard;
@@ -403,22 +403,11 @@ async fn vote(shard: &Shard, path: &str, body: &[u8], identity: &Identity, csrf:
     } else {
         Decision::Deny
     };
-    let voter = Voter {
-        subject: identity.subject.clone(),
-        groups: identity.groups.clone(),
-    };
-    let approvals = &shard.shared.approvals;
-    let voted = super::approvals::answer(approvals.vote(id, &voter, decision, comment)).await;
+    let admin = super::is_admin(shard, identity);
+    let voted =
+        super::approvals::cast_vote(shard, identity, admin, id, decision, comment, "console").await;
     match voted {
         Ok(v) => {
-            crate::info!(
-                "approval_vote",
-                approval = id,
-                subject = identity.subject,
-                decision = action,
-                state = v.request.state.as_str(),
-                via = "console"
-            );
             let done = match (decision, v.decided) {
                 (Decision::Deny, _) => "denied",
                 (Decision::Approve, true) => "approved",
