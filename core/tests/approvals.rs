@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -119,19 +119,11 @@ impl Setup {
 
     /// An admin API call with `token`: `(status, JSON body)`.
     fn api(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
-        let mut s = TcpStream::connect(self.admin).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        let (status, out) = http_exchange(self.admin, &api_request(method, path, token, body));
+        (
+            status,
+            serde_json::from_str(response_body(&out)).unwrap_or(Value::Null),
         )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status = out.split(' ').nth(1).unwrap().parse().unwrap();
-        let body = out.split_once("\r\n\r\n").unwrap().1;
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
     fn vote(&self, id: u64, action: &str, token: &str) -> (u16, Value) {

@@ -240,43 +240,25 @@ fn s_request_state(s: &Setup, token: &str, id: u64) -> String {
     v["state"].as_str().unwrap_or_default().to_owned()
 }
 
-/// A POST as a page of `origin` would send it.
-fn post_form_from(
+/// A raw form POST with a cookie, as a page of `origin` (or a forged form
+/// with no `Origin`) would send it: `(status, whole response)`.
+fn post_form(
     admin: SocketAddr,
     path: &str,
     cookie: &str,
     body: &str,
-    origin: &str,
+    origin: Option<&str>,
 ) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nOrigin: {origin}\r\nCookie: sluice_console={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    http_exchange(
+        admin,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {admin}\r\n{origin}Cookie: sluice_console={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
     )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    (out.split(' ').nth(1).unwrap().parse().unwrap(), out)
-}
-
-/// A raw POST with a cookie: what a forged form would send.
-fn post_form(admin: SocketAddr, path: &str, cookie: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nCookie: sluice_console={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, out)
 }
 
 fn psql_bg(
@@ -381,7 +363,7 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
     let agent_cookie = requester.cookie("sluice_console");
     // Used once.
     let path = link.trim_start_matches(&console).to_owned();
-    let (status, _) = post_form(s.admin, &path, "", "");
+    let (status, _) = post_form(s.admin, &path, "", "", None);
     assert_eq!(status, 410, "a link works once");
     let held = psql_bg(
         s.db,
@@ -425,6 +407,7 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
         &format!("/console/approvals/{id}/approve"),
         &agent_cookie,
         &format!("csrf={csrf}&comment=mine"),
+        None,
     );
     assert_eq!(status, 403, "{page}");
     assert!(
@@ -437,6 +420,7 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
         &format!("/console/approvals/{id}/approve"),
         &cookie,
         "comment=forged",
+        None,
     );
     assert_eq!(status, 403, "{page}");
     assert!(page.contains("CSRF"), "{page}");
@@ -449,21 +433,21 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
             + 19;
         src[at..at + 64].to_owned()
     };
-    let (status, page) = post_form_from(
+    let (status, page) = post_form(
         s.admin,
         &format!("/console/approvals/{id}/approve"),
         &cookie,
         &format!("csrf={bob_csrf}&comment=cross-site"),
-        "https://evil.example",
+        Some("https://evil.example"),
     );
     assert_eq!(status, 403, "{page}");
     // Nor may another site sign a browser in with its own token.
-    let (status, _) = post_form_from(
+    let (status, _) = post_form(
         s.admin,
         "/console/signin",
         "",
         &format!("token={agent}"),
-        "https://evil.example",
+        Some("https://evil.example"),
     );
     assert_eq!(status, 403);
     assert_eq!(

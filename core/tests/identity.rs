@@ -372,19 +372,12 @@ fn admin_reload_needs_an_admin_token_and_reports_errors() {
     };
     let sluice = Sluice::start(&config("first"));
     let post = |token: Option<&str>| {
-        let mut s = std::net::TcpStream::connect(admin).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
-        write!(
-            s,
-            "POST /api/reload HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        let request =
+            format!("POST /api/reload HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n");
+        http_exchange(admin, &request).1
     };
     assert!(post(None).starts_with("HTTP/1.1 401"), "no token");
     assert!(post(Some("garbage")).starts_with("HTTP/1.1 401"));

@@ -213,24 +213,11 @@ fn try_api(
     token: &str,
     body: &str,
 ) -> Result<(u16, Value), String> {
-    let mut s = TcpStream::connect(admin).map_err(|e| format!("connect {admin}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| format!("send: {e}"))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("read: {e}"))?;
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| format!("bad response: {out:?}"))?;
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    let (status, out) = try_http_exchange(admin, &api_request(method, path, token, body))?;
+    Ok((
+        status,
+        serde_json::from_str(response_body(&out)).unwrap_or(Value::Null),
+    ))
 }
 
 impl Cluster {

@@ -233,11 +233,7 @@ fn admin_answers_health_and_json_errors() {
     assert_eq!(metric(&m, "sluice_shards"), Some(2.0));
     assert!(m.contains("sluice_session_duration_seconds{quantile=\"0.99\"}"));
     // Garbage gets a JSON 400, not a hang or a crash.
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\nHost: x\n\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let (_, out) = http_exchange(admin, "GET / HTTP/1.1\nHost: x\n\n");
     assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
     assert!(
         out.ends_with(r#"{"error":"bare CR or LF in the request head"}"#),

@@ -183,25 +183,48 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let (status, out) = http_exchange(
+        addr,
+        &format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+    );
+    (status, response_body(&out).to_owned())
+}
+
+/// Sends one raw HTTP/1.1 request, written out whole (head and body; it
+/// should ask for `Connection: close`), and reads the response to its end:
+/// `(status, the whole response)`. Panics when that fails.
+pub fn http_exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+    try_http_exchange(addr, request).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`http_exchange`], saying what failed instead of panicking.
+pub fn try_http_exchange(addr: SocketAddr, request: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     let mut out = String::new();
-    s.read_to_string(&mut out).expect("read response");
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
     let status = out
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {out:?}"));
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+        .ok_or_else(|| format!("bad response: {out:?}"))?;
+    Ok((status, out))
+}
+
+/// An admin API request with a bearer token and a JSON body.
+pub fn api_request(method: &str, path: &str, token: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The body of a whole HTTP response (empty when there is none).
+pub fn response_body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
 /// The value of one Prometheus sample, e.g. `sluice_connections_total{target="t",shard="0"}`.
