@@ -109,50 +109,9 @@ pub(super) async fn record_commands(
     let any_allowed = cmds
         .iter()
         .any(|c| !matches!(c.verdict, Verdict::Deny { .. }));
-    // Reads go upstream at once, the flush overlapping the query, only where
-    // the server itself refuses writes (a standby, a read-only role or
-    // database): the text alone cannot prove a statement writes nothing (a
-    // view, an operator or a function shadowing a built-in may). Their
-    // results wait for the record instead (in `upstream_to_client`).
-    // Anything else waits before it is forwarded.
-    let text = |c: &Cmd| &buf[c.text.clone()];
-    let asks_read_write = |t: &[u8]| {
-        [&b"write"[..], b"read_only", b"read only"]
-            .iter()
-            .any(|w| t.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)))
-    };
-    let reads_only = cmds.iter().all(|c| {
-        matches!(c.verdict, Verdict::Deny { .. })
-            || (matches!(c.tag, tag::QUERY | tag::PARSE | tag::BIND)
-                && c.statements
-                    .as_ref()
-                    .is_some_and(|s| s.iter().all(Statement::read_only)))
-    });
-    // Once asked, the shortcut is gone for the session: no more scanning.
-    if !shared.read_write_asked.get()
-        && !reads_only
-        && cmds.iter().any(|c| asks_read_write(text(c)))
-    {
-        shared.read_write_asked.set(true);
-    }
-    // The server's word holds for this batch only if nothing sent before it
-    // is unanswered and it is one transaction: a statement may turn the
-    // setting off for later transactions (`set_config` inside a view), and
-    // the server reports that (ParameterStatus) before its ReadyForQuery;
-    // a later transaction in the same batch would run before the report.
-    let first = cmds.iter().map(|c| c.sync_seq).min();
-    let one_transaction = cmds.iter().all(|c| Some(c.sync_seq) == first);
-    let nothing_before = first.is_some_and(|f| shared.session.borrow().answering() >= f);
-    // And only between transactions: a block begun read-write stays so
-    // when a view later turns the default read-only.
-    let server_enforced = shared.server_read_only.get()
-        && !shared.read_write_asked.get()
-        && one_transaction
-        && nothing_before
-        && shared.between_transactions.get();
     if failed.is_none() && any_allowed {
         if let Some(t) = last {
-            if reads_only && server_enforced && audit.strict() {
+            if audit.strict() && goes_ahead(shared, buf, cmds) {
                 shared.unflushed.set(shared.unflushed.get().max(t));
             } else if let Err(e) = audit.wait_durable(t).await {
                 failed = Some(e);
@@ -188,6 +147,48 @@ pub(super) async fn record_commands(
         };
         substitute(plan, buf, c, marker);
     }
+}
+
+/// Strict durability: whether this batch may go upstream before its
+/// records are on disk, its results held until they are.
+///
+/// Only reads, and only where the server itself refuses writes (a standby,
+/// a read-only role or database): the text alone cannot prove a statement
+/// writes nothing (a view, an operator or a function shadowing a built-in
+/// may). The server's word holds for the batch only if it is one
+/// transaction, nothing sent before it is unanswered, and no transaction
+/// block is open: a statement may turn the setting off for later
+/// transactions (`set_config` inside a view), which the server reports
+/// (ParameterStatus) before its ReadyForQuery, and a block begun read-write
+/// stays so whatever the default says later.
+fn goes_ahead(shared: &RelayState, buf: &[u8], cmds: &[Cmd]) -> bool {
+    let reads_only = cmds.iter().all(|c| {
+        matches!(c.verdict, Verdict::Deny { .. })
+            || (matches!(c.tag, tag::QUERY | tag::PARSE | tag::BIND)
+                && c.statements
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(Statement::read_only)))
+    });
+    if shared.read_write_asked.get() {
+        return false;
+    }
+    if !reads_only {
+        // Once asked, the shortcut is gone for the session: no more scanning.
+        let asks_read_write = |t: &[u8]| {
+            [&b"write"[..], b"read_only", b"read only"]
+                .iter()
+                .any(|w| t.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)))
+        };
+        if cmds.iter().any(|c| asks_read_write(&buf[c.text.clone()])) {
+            shared.read_write_asked.set(true);
+        }
+        return false;
+    }
+    let first = cmds.iter().map(|c| c.sync_seq).min();
+    shared.server_read_only.get()
+        && shared.between_transactions.get()
+        && cmds.iter().all(|c| Some(c.sync_seq) == first)
+        && first.is_some_and(|f| shared.session.borrow().answering() >= f)
 }
 
 /// Waits until the records of every command forwarded ahead of its record
