@@ -414,6 +414,47 @@ fn approvers_decide_and_auditors_search_in_a_real_browser() {
         page.contains("cannot decide on their own request"),
         "{page}"
     );
+    // Someone signed in who may not see the request learns nothing of it,
+    // not even that it exists (as through the admin API).
+    let outsider = s.keys.token("eve", &["outsiders"]);
+    let (status, signed_in) = post_form(
+        s.admin,
+        "/console/signin",
+        "",
+        &format!("token={outsider}"),
+        None,
+    );
+    assert!(status < 400, "{signed_in}");
+    let eve_cookie = signed_in
+        .split("sluice_console=")
+        .nth(1)
+        .and_then(|c| c.split(';').next())
+        .expect("a console cookie")
+        .to_owned();
+    let (_, eve_page) = http_exchange(
+        s.admin,
+        &format!(
+            "GET /console/approvals HTTP/1.1\r\nHost: {}\r\nCookie: sluice_console={eve_cookie}\r\nConnection: close\r\n\r\n",
+            s.admin
+        ),
+    );
+    let at = eve_page
+        .find("name=\"csrf\" value=\"")
+        .expect("a CSRF token in the page")
+        + 19;
+    let eve_csrf = &eve_page[at..at + 64];
+    let (status, page) = post_form(
+        s.admin,
+        &format!("/console/approvals/{id}/approve"),
+        &eve_cookie,
+        &format!("csrf={eve_csrf}"),
+        None,
+    );
+    assert_eq!(status, 404, "{page}");
+    assert!(
+        page.contains(&format!("no approval request {id}")),
+        "{page}"
+    );
     // Without the CSRF token, even an eligible approver's cookie does nothing.
     let (status, page) = post_form(
         s.admin,
